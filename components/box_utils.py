@@ -1,0 +1,130 @@
+"""Box math used by training, inference and evaluation alike.
+
+Conventions: *corner form* is (xmin, ymin, xmax, ymax); *centre form* is (cx, cy, w, h). Unless a function
+says otherwise, coordinates are normalised to [0, 1] by the image width and height. Every function accepts
+numpy arrays or tensors and returns tensors.
+"""
+import tensorflow as tf
+
+
+def center_to_corner(boxes):
+    """[..., 4] centre form -> [..., 4] corner form."""
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    return tf.concat([boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., :2] + boxes[..., 2:] / 2], axis=-1)
+
+
+def corner_to_center(boxes):
+    """[..., 4] corner form -> [..., 4] centre form."""
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    return tf.concat([(boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]], axis=-1)
+
+
+def box_area(boxes):
+    """[..., 4] corner form -> [...] area (zero for inverted boxes)."""
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    return tf.maximum(boxes[..., 2] - boxes[..., 0], 0.0) * tf.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
+
+
+def iou_matrix(boxes_a, boxes_b):
+    """Intersection over union of every pair.
+
+    Args:
+        boxes_a: [N, 4] corner form.  boxes_b: [M, 4] corner form, same units as ``boxes_a``.
+    Returns:
+        [N, M] float32 IoU (0 where the union is empty).
+    """
+    boxes_a = tf.convert_to_tensor(boxes_a, tf.float32)
+    boxes_b = tf.convert_to_tensor(boxes_b, tf.float32)
+    top_left = tf.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
+    bottom_right = tf.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
+    inter_wh = tf.maximum(bottom_right - top_left, 0.0)
+    inter = inter_wh[..., 0] * inter_wh[..., 1]
+    union = box_area(boxes_a)[:, None] + box_area(boxes_b)[None, :] - inter
+    return tf.math.divide_no_nan(inter, union)
+
+
+def encode_boxes(boxes, priors, variances):
+    """SSD regression targets of ``boxes`` against ``priors``.
+
+    Args:
+        boxes: [P, 4] corner form, normalised.  priors: [P, 4] centre form, normalised.
+        variances: (centre variance, size variance), e.g. (0.1, 0.2).
+    Returns:
+        [P, 4] offsets (dcx, dcy, dw, dh).
+    """
+    centre = corner_to_center(boxes)
+    priors = tf.convert_to_tensor(priors, tf.float32)
+    d_xy = (centre[..., :2] - priors[..., :2]) / (variances[0] * priors[..., 2:])
+    d_wh = tf.math.log(tf.maximum(centre[..., 2:], 1e-8) / priors[..., 2:]) / variances[1]
+    return tf.concat([d_xy, d_wh], axis=-1)
+
+
+def decode_boxes(offsets, priors, variances):
+    """Inverse of :func:`encode_boxes`.
+
+    Args:
+        offsets: [..., P, 4] predicted (dcx, dcy, dw, dh).  priors: [P, 4] centre form, normalised.
+    Returns:
+        [..., P, 4] corner form, normalised.
+    """
+    offsets = tf.cast(tf.convert_to_tensor(offsets), tf.float32)
+    priors = tf.convert_to_tensor(priors, tf.float32)
+    centre_xy = priors[..., :2] + offsets[..., :2] * variances[0] * priors[..., 2:]
+    size_wh = priors[..., 2:] * tf.exp(offsets[..., 2:] * variances[1])
+    return center_to_corner(tf.concat([centre_xy, size_wh], axis=-1))
+
+
+def encode_targets(gt_boxes, gt_labels, priors, match_thresh, variances):
+    """Match ground truth to priors and encode the training targets of one image.
+
+    Every prior takes the ground-truth box it overlaps most if that IoU is at least ``match_thresh``;
+    every ground-truth box additionally claims its best prior, so no face is left unmatched.
+
+    Args:
+        gt_boxes: [G, 4] corner form, normalised (G may be 0).  gt_labels: [G] int, 1.. num_classes-1.
+        priors: [P, 4] centre form, normalised.
+    Returns:
+        [P, 5] float32: the 4 regression offsets and the class id (0 = background).
+    """
+    gt_boxes = tf.convert_to_tensor(gt_boxes, tf.float32)
+    gt_labels = tf.cast(gt_labels, tf.int32)
+    priors = tf.convert_to_tensor(priors, tf.float32)
+    num_priors = tf.shape(priors)[0]
+
+    def no_objects():
+        return tf.zeros([num_priors, 5], tf.float32)
+
+    def with_objects():
+        overlaps = iou_matrix(gt_boxes, center_to_corner(priors))          # [G, P]
+        best_gt = tf.argmax(overlaps, axis=0, output_type=tf.int32)        # [P]
+        best_gt_iou = tf.reduce_max(overlaps, axis=0)                       # [P]
+        best_prior = tf.argmax(overlaps, axis=1, output_type=tf.int32)     # [G]
+        # force each ground truth onto its best prior (later boxes win ties, as in the reference SSD)
+        num_gt = tf.shape(gt_boxes)[0]
+        best_gt = tf.tensor_scatter_nd_update(best_gt, best_prior[:, None], tf.range(num_gt))
+        best_gt_iou = tf.tensor_scatter_nd_update(best_gt_iou, best_prior[:, None], tf.fill([num_gt], 2.0))
+        matched_boxes = tf.gather(gt_boxes, best_gt)
+        labels = tf.where(best_gt_iou >= match_thresh, tf.gather(gt_labels, best_gt), 0)
+        offsets = encode_boxes(matched_boxes, priors, variances)
+        return tf.concat([offsets, tf.cast(labels, tf.float32)[:, None]], axis=-1)
+
+    return tf.cond(tf.shape(gt_boxes)[0] > 0, with_objects, no_objects)
+
+
+def batched_nms(boxes, scores, score_threshold, iou_threshold, max_detections):
+    """Class-wise non-maximum suppression for a batch, in one vectorised call.
+
+    Args:
+        boxes: [B, P, 4] corner form (any units).
+        scores: [B, P, C] per-class scores *without* the background column.
+    Returns:
+        (boxes [B, K, 4], scores [B, K], classes [B, K] int32 in 0..C-1, valid [B] int32): the first
+        ``valid[b]`` rows of image b are real detections sorted by score; K = ``max_detections``.
+    """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    scores = tf.convert_to_tensor(scores, tf.float32)
+    nmsed_boxes, nmsed_scores, nmsed_classes, valid = tf.image.combined_non_max_suppression(
+        boxes[:, :, None, :], scores,
+        max_output_size_per_class=max_detections, max_total_size=max_detections,
+        iou_threshold=iou_threshold, score_threshold=score_threshold, clip_boxes=False)
+    return nmsed_boxes, nmsed_scores, tf.cast(nmsed_classes, tf.int32), valid

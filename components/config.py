@@ -1,0 +1,110 @@
+"""Every setting of the detector in one dict, plus helpers to override it from the command line.
+
+Scripts call :func:`add_config_arguments` on their parser and :func:`config_from_args` on the parsed
+namespace: any key of ``cfg`` can then be overridden with ``--<key> VALUE`` (lists and tuples are written
+as Python literals, e.g. ``--steps "[8, 16, 32, 64]"``).
+"""
+import ast
+import copy
+
+cfg = {
+    # data
+    "input_size": (240, 320),  # (height, width) the network is trained at
+    "labels_list": ["background", "mask", "unmask"],
+    # names other data sets use for our classes; mapped when VOC xml is read
+    "label_aliases": {
+        "face_mask": "mask", "HaveMask": "mask", "with_mask": "mask", "mask": "mask",
+        "face": "unmask", "NoMask": "unmask", "without_mask": "unmask", "unmask": "unmask",
+    },
+    "train_tfrecord": "dataset/train_mask.tfrecord",
+    "val_tfrecord": "dataset/val_mask.tfrecord",
+
+    # augmentation switches
+    "using_crop": True,
+    "using_bin": True,        # pad the image to a square before resizing (keeps aspect ratio)
+    "using_flip": True,
+    "using_distort": True,    # photometric distortion (brightness, contrast, saturation, hue)
+    "using_normalizing": True,
+
+    # anchors (pixels at input_size) and box coding
+    "min_sizes": [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]],
+    "steps": [8, 16, 32, 64],
+    "match_thresh": 0.45,
+    "variances": [0.1, 0.2],
+    "clip": False,
+
+    # network
+    "network": "rfb",         # "slim" or "rfb"
+    "base_channel": 16,
+
+    # training
+    "batch_size": 32,
+    "epoch": 150,
+    "init_lr": 1e-2,
+    "lr_decay_epoch": [100, 130],
+    "lr_rate": 0.1,
+    "warmup_epoch": 5,
+    "min_lr": 1e-4,
+    "weights_decay": 5e-4,
+    "momentum": 0.9,
+    "neg_pos_ratio": 3,
+    "save_freq": 1,           # epochs between checkpoints
+    "val_map_freq": 1,        # epochs between validation mAP evaluations (0 = never)
+    "mixed_precision": False, # bfloat16 compute where the CPU supports it
+    "cache_dataset": True,    # keep decoded training images in memory (about 1 MB each)
+    "checkpoint_dir": "checkpoints/train",
+    "log_dir": "logs/train",
+    "seed": 0,
+
+    # inference
+    "score_threshold": 0.5,
+    "nms_threshold": 0.4,
+    "max_number_keep": 200,
+}
+
+
+def _parse_value(text, default):
+    """Parse a command-line string into the type of ``default``."""
+    if isinstance(default, bool):
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean, got {text!r}")
+    if isinstance(default, str):
+        return text
+    value = ast.literal_eval(text)
+    if isinstance(default, float) and isinstance(value, int):
+        value = float(value)
+    if isinstance(default, tuple) and isinstance(value, list):
+        value = tuple(value)
+    return value
+
+
+def add_config_arguments(parser, skip=()):
+    """Add an optional ``--<key>`` flag for every config key not in ``skip``."""
+    group = parser.add_argument_group("config overrides (components/config.py)")
+    for key, default in cfg.items():
+        if key in skip:
+            continue
+        group.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="VALUE", default=None,
+                           help=f"default: {default!r}")
+    return parser
+
+
+def config_from_args(args):
+    """Return a copy of ``cfg`` with every ``--<key>`` given on the command line applied.
+
+    Raises ValueError naming the key when a value cannot be parsed.
+    """
+    config = copy.deepcopy(cfg)
+    for key, default in cfg.items():
+        text = getattr(args, f"cfg_{key}", None)
+        if text is None:
+            continue
+        try:
+            config[key] = _parse_value(text, default)
+        except (ValueError, SyntaxError) as error:
+            raise ValueError(f"--{key}: cannot parse {text!r} ({error})") from None
+    return config

@@ -1,0 +1,272 @@
+"""Anchor sizes for the SSD heads by k-means on the training boxes, with distance 1 - IoU.
+
+    python components/kmeans.py [--dataset_path ../shared/data/Maskdata] [--split train] [--k 10]
+                                [--output assets/kmeans_anchors.png] [--<config key> VALUE ...]
+
+Boxes are compared by width and height only (as if centred on the same point) and measured in pixels at
+the network input size, because the network resizes the whole image to ``input_size`` = (h, w). Prints the
+anchors grouped per head in the format of ``min_sizes`` in components/config.py ((w, h) pairs, which
+components/prior_box.py accepts), the mean best IoU of those anchors and of the config's default anchors,
+and writes a scatter plot of the box sizes.
+"""
+import argparse
+import os
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from components.box_utils import iou_matrix  # noqa: E402
+from components.config import add_config_arguments, config_from_args  # noqa: E402
+from components.prior_box import priors_per_cell  # noqa: E402
+from dataset.voc import VOCError, clip_boxes, find_image, parse_annotation, read_image_bgr, read_split  # noqa: E402
+
+
+def _centred_corners(wh):
+    """[N, 2] (w, h) -> [N, 4] corner-form boxes centred on the origin."""
+    return np.concatenate([-wh / 2, wh / 2], axis=1)
+
+
+def wh_iou(boxes_wh, clusters):
+    """IoU of boxes and clusters compared by size alone (both centred on the same point).
+
+    Args:
+        boxes_wh: [N, 2] (w, h).  clusters: [K, 2] (w, h), same units.
+    Returns:
+        [N, K] float64 IoU, computed by ``components.box_utils.iou_matrix``.
+    """
+    boxes_wh = np.asarray(boxes_wh, np.float64).reshape(-1, 2)
+    clusters = np.asarray(clusters, np.float64).reshape(-1, 2)
+    return iou_matrix(_centred_corners(boxes_wh), _centred_corners(clusters)).numpy().astype(np.float64)
+
+
+def _check_boxes(boxes_wh, k):
+    boxes_wh = np.asarray(boxes_wh, np.float64)
+    if boxes_wh.ndim != 2 or boxes_wh.shape[1] != 2:
+        raise ValueError(f"boxes_wh must have shape [N, 2], got {boxes_wh.shape}")
+    if not np.all(np.isfinite(boxes_wh)) or np.any(boxes_wh <= 0):
+        raise ValueError("boxes_wh must hold positive, finite widths and heights")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    distinct = len(np.unique(boxes_wh, axis=0))
+    if distinct < k:
+        raise ValueError(f"k-means needs at least k={k} distinct box sizes, got {distinct}")
+    return boxes_wh
+
+
+def _sorted_by_area(clusters):
+    return clusters[np.argsort(clusters[:, 0] * clusters[:, 1], kind="stable")]
+
+
+def _kmeans_once(boxes_wh, k, rng, max_iter):
+    """One k-means++ seeded run; returns [k, 2] clusters (unsorted)."""
+    clusters = [boxes_wh[rng.integers(len(boxes_wh))]]
+    for _ in range(1, k):
+        nearest_distance = 1.0 - wh_iou(boxes_wh, np.array(clusters)).max(axis=1)
+        weights = nearest_distance ** 2
+        if weights.sum() <= 0:
+            raise ValueError(f"box sizes too similar to seed k={k} different clusters")
+        clusters.append(boxes_wh[rng.choice(len(boxes_wh), p=weights / weights.sum())])
+    clusters = np.array(clusters)
+
+    assignment = None
+    for _ in range(max_iter):
+        distance = 1.0 - wh_iou(boxes_wh, clusters)                     # [N, k]
+        new_assignment = np.argmin(distance, axis=1)
+        if assignment is not None and np.array_equal(new_assignment, assignment):
+            break
+        assignment = new_assignment
+        nearest_distance = distance[np.arange(len(boxes_wh)), assignment]
+        for cluster in range(k):
+            members = boxes_wh[assignment == cluster]
+            if len(members):
+                clusters[cluster] = np.median(members, axis=0)
+            else:
+                farthest = int(np.argmax(nearest_distance))
+                clusters[cluster] = boxes_wh[farthest]
+                nearest_distance[farthest] = 0.0
+    return clusters
+
+
+def kmeans_anchors(boxes_wh, k, seed=0, max_iter=300, restarts=5):
+    """Cluster box sizes with k-means under the distance 1 - IoU.
+
+    Each of ``restarts`` runs starts from a k-means++ initialisation and updates clusters to the median of
+    their boxes; a cluster left empty is moved to the box farthest from its nearest cluster. A run stops when
+    the assignment no longer changes or after ``max_iter`` updates; the run with the best :func:`mean_iou`
+    is kept (single runs often stop in a poor local optimum).
+
+    Args:
+        boxes_wh: [N, 2] positive (w, h).  k: number of clusters.  seed: seeds all initialisations.
+    Returns:
+        [k, 2] float64 cluster (w, h), sorted by area (smallest first).
+    Raises:
+        ValueError when the boxes are not [N, 2] positive sizes or fewer than ``k`` sizes are distinct.
+    """
+    boxes_wh = _check_boxes(boxes_wh, k)
+    rng = np.random.default_rng(seed)
+    runs = [_kmeans_once(boxes_wh, k, rng, max_iter) for _ in range(max(restarts, 1))]
+    best = max(runs, key=lambda clusters: mean_iou(boxes_wh, clusters))
+    return _sorted_by_area(best)
+
+
+def mean_iou(boxes_wh, anchors):
+    """Mean over boxes of the best size-only IoU with any anchor ([N, 2] and [K, 2] (w, h)) -> float."""
+    return float(wh_iou(boxes_wh, anchors).max(axis=1).mean())
+
+
+def load_box_sizes(dataset_path, split, input_size, label_aliases, skipped=None, progress=False):
+    """Sizes of all boxes of a VOC split, in pixels at the network input.
+
+    Each box is clipped to its image (size from the xml, or read from the image when the xml has none)
+    and scaled by input_w / image_w and input_h / image_h, as the network resizes the whole image.
+
+    Args:
+        input_size: (h, w) of the network input.  label_aliases: as in ``cfg['label_aliases']``.
+        skipped: optional list; one reason is appended per image or object that could not be used.
+        progress: show a tqdm bar on stderr.
+    Returns:
+        [N, 2] float64 (w, h). Raises VOCError when the split file cannot be read.
+    """
+    input_h, input_w = input_size
+    skipped = [] if skipped is None else skipped
+    sizes = []
+    for name in tqdm(read_split(dataset_path, split), desc=f"reading {split}", unit="xml", disable=not progress):
+        xml_path = os.path.join(dataset_path, "Annotations", f"{name}.xml")
+        try:
+            if not os.path.isfile(xml_path):
+                raise VOCError(f"{xml_path}: annotation not found")
+            annotation = parse_annotation(xml_path, label_aliases)
+            width, height = annotation.width, annotation.height
+            if not (width and height):
+                image_path = find_image(dataset_path, name)
+                if image_path is None:
+                    raise VOCError(f"{xml_path}: no <size> and no image in JPEGImages to read it from")
+                height, width = read_image_bgr(image_path).shape[:2]
+            clip_boxes(annotation, width, height)
+        except VOCError as error:
+            skipped.append(str(error))
+            continue
+        skipped.extend(f"{xml_path}: {reason}" for reason in annotation.skipped)
+        boxes = annotation.boxes.astype(np.float64)
+        sizes.append(np.stack([(boxes[:, 2] - boxes[:, 0]) * input_w / width,
+                               (boxes[:, 3] - boxes[:, 1]) * input_h / height], axis=1))
+    return np.concatenate(sizes, axis=0) if sizes else np.zeros((0, 2), np.float64)
+
+
+def assign_to_heads(anchors, steps=(8, 16, 32, 64), counts=(3, 2, 2, 3)):
+    """Split anchors into the heads' groups, smallest anchors to the smallest stride.
+
+    Args:
+        anchors: [K, 2] (w, h) with K = sum(counts).  steps: head strides, ascending.  counts: anchors per head.
+    Returns:
+        list (one per head, in ``steps`` order) of lists of (w, h) float tuples, each sorted by area.
+    """
+    anchors = _sorted_by_area(np.asarray(anchors, np.float64).reshape(-1, 2))
+    if len(steps) != len(counts):
+        raise ValueError(f"{len(steps)} steps but {len(counts)} anchor counts")
+    if list(steps) != sorted(steps):
+        raise ValueError(f"steps must be ascending, got {list(steps)}")
+    if sum(counts) != len(anchors):
+        raise ValueError(f"counts {list(counts)} need {sum(counts)} anchors, got {len(anchors)}")
+    bounds = np.cumsum([0] + list(counts))
+    return [[(float(w), float(h)) for w, h in anchors[start:end]] for start, end in zip(bounds[:-1], bounds[1:])]
+
+
+def default_anchor_wh(min_sizes):
+    """Config ``min_sizes`` (per head: side lengths or (w, h) pairs) -> [K, 2] float64 (w, h)."""
+    return np.array([size if np.ndim(size) else (size, size) for head in min_sizes for size in head],
+                    np.float64).reshape(-1, 2)
+
+
+def format_min_sizes(groups, decimals=1):
+    """Anchor groups as a Python literal in the config's ``min_sizes`` format, e.g. [[(9.5, 11.0), ...], ...]."""
+    def pair(w, h):
+        return f"({round(w, decimals):g}, {round(h, decimals):g})"
+    return "[" + ", ".join("[" + ", ".join(pair(w, h) for w, h in group) + "]" for group in groups) + "]"
+
+
+def plot_anchors(boxes_wh, anchors, default_anchors, path, title=""):
+    """Scatter box w against h coloured by nearest anchor, with the anchors and defaults marked; PNG, atomic."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 7))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    assignment = np.argmax(wh_iou(boxes_wh, anchors), axis=1)
+    axes.scatter(boxes_wh[:, 0], boxes_wh[:, 1], c=assignment, cmap="tab10", s=4, alpha=0.4,
+                 vmin=0, vmax=max(len(anchors) - 1, 1), rasterized=True)
+    axes.scatter(anchors[:, 0], anchors[:, 1], marker="X", s=140, c="black", edgecolors="white",
+                 label="k-means anchors")
+    axes.scatter(default_anchors[:, 0], default_anchors[:, 1], marker="s", s=90, facecolors="none",
+                 edgecolors="red", linewidths=1.5, label="config min_sizes")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("box width (pixels at network input)")
+    axes.set_ylabel("box height (pixels at network input)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(loc="upper left")
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        figure.savefig(temporary, format="png", dpi=100)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset_path", default=os.path.join(REPO_ROOT, "..", "shared", "data", "Maskdata"),
+                        help="VOC folder (default: ../shared/data/Maskdata next to the repository)")
+    parser.add_argument("--split", default="train", help="name of a file in ImageSets/Main, without .txt")
+    parser.add_argument("--k", type=int, default=None,
+                        help="number of anchors (default: the config's anchors per cell summed, 10)")
+    parser.add_argument("--output", default=os.path.join(REPO_ROOT, "assets", "kmeans_anchors.png"),
+                        help="scatter plot PNG (default: assets/kmeans_anchors.png of the repository)")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    skipped = []
+    try:
+        cfg = config_from_args(args)
+        counts = priors_per_cell(cfg["min_sizes"])
+        k = args.k if args.k is not None else sum(counts)
+        boxes_wh = load_box_sizes(args.dataset_path, args.split, cfg["input_size"], cfg["label_aliases"],
+                                  skipped=skipped, progress=True)
+        if len(boxes_wh) == 0:
+            raise VOCError(f"{args.dataset_path}: split {args.split!r} has no usable boxes")
+        anchors = kmeans_anchors(boxes_wh, k, seed=cfg["seed"])
+        default_anchors = default_anchor_wh(cfg["min_sizes"])
+        kmeans_iou, default_iou = mean_iou(boxes_wh, anchors), mean_iou(boxes_wh, default_anchors)
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        groups = assign_to_heads(anchors, cfg["steps"], counts) if k == sum(counts) else None
+        plot_anchors(boxes_wh, anchors, default_anchors, args.output,
+                     title=f"{args.split}: {len(boxes_wh)} boxes, mean IoU k-means {kmeans_iou:.3f} "
+                           f"vs config {default_iou:.3f}")
+    except (VOCError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if skipped:
+        print(f"skipped {len(skipped)} images/objects, e.g. {skipped[0]}", file=sys.stderr)
+    input_h, input_w = cfg["input_size"]
+    print(f"boxes: {len(boxes_wh)} (split {args.split!r}, pixels at input {input_w}x{input_h} w x h)")
+    if groups is not None:
+        print("k-means anchors (w, h) per head, min_sizes format:")
+        print(f"  {format_min_sizes(groups)}")
+        for step, group in zip(cfg["steps"], groups):
+            print(f"  stride {step:>3}: {format_min_sizes([group])[1:-1]}")
+    else:
+        print(f"k-means anchors (w, h), not grouped: k={k} differs from the config's {sum(counts)} anchors")
+        print(f"  {format_min_sizes([[tuple(anchor) for anchor in anchors]])[1:-1]}")
+    print(f"mean IoU: k-means {kmeans_iou:.4f} | config min_sizes {default_iou:.4f}")
+    print(f"plot written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Prior (anchor) boxes for the SSD heads."""
+import math
+
+import numpy as np
+
+
+def feature_map_sizes(input_size, steps):
+    """Feature map (height, width) of each head for an input of ``input_size`` = (h, w) pixels.
+
+    Every stride-2 layer of the network pads 'same', so a map is ``ceil(size / step)``.
+    """
+    height, width = input_size
+    return [(math.ceil(height / step), math.ceil(width / step)) for step in steps]
+
+
+def priors_per_cell(min_sizes):
+    """Number of priors at each cell of each head, e.g. [3, 2, 2, 3]."""
+    return [len(sizes) for sizes in min_sizes]
+
+
+def prior_box(input_size, min_sizes, steps, clip=False):
+    """Priors for an image of ``input_size`` = (h, w) pixels.
+
+    Args:
+        min_sizes: per head, the anchor sizes in pixels; an entry is a side length (square anchor)
+            or a (width, height) pair (as found by ``components/kmeans.py``).
+        steps: stride in pixels of each head.
+    Returns:
+        float32 array [num_priors, 4] in normalised centre form (cx, cy, w, h), ordered head by head,
+        then row, column, anchor -- the order of the network's output rows.
+    """
+    height, width = input_size
+    boxes = []
+    for (map_h, map_w), sizes, step in zip(feature_map_sizes(input_size, steps), min_sizes, steps):
+        rows, cols = np.meshgrid(np.arange(map_h), np.arange(map_w), indexing="ij")
+        cx = (cols.reshape(-1, 1) + 0.5) * step / width
+        cy = (rows.reshape(-1, 1) + 0.5) * step / height
+        wh = np.array([s if np.ndim(s) else (s, s) for s in sizes], dtype=np.float64)
+        anchor_w = np.broadcast_to(wh[:, 0] / width, (cx.shape[0], len(sizes)))
+        anchor_h = np.broadcast_to(wh[:, 1] / height, (cx.shape[0], len(sizes)))
+        level = np.stack([np.broadcast_to(cx, anchor_w.shape), np.broadcast_to(cy, anchor_w.shape),
+                          anchor_w, anchor_h], axis=-1)
+        boxes.append(level.reshape(-1, 4))
+    priors = np.concatenate(boxes, axis=0).astype(np.float32)
+    if clip:
+        priors = np.clip(priors, 0.0, 1.0)
+    return priors
+
+
+def priors_from_config(cfg, input_size=None):
+    """Priors for ``cfg`` at ``input_size`` (defaults to ``cfg['input_size']``)."""
+    return prior_box(input_size or cfg["input_size"], cfg["min_sizes"], cfg["steps"], cfg["clip"])

@@ -1,0 +1,89 @@
+"""Draw a grid of augmented training samples with their boxes decoded back from the SSD targets.
+
+    python dataset/check_dataset.py [--tfrecord dataset/train_mask.tfrecord] [--num_images 16] [--output assets/check_dataset.png]
+
+Works headless: the grid is written as a PNG. Boxes are drawn from the encoded targets (positive priors
+decoded with the priors), so the picture checks augmentation, matching and box coding at once.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from components.config import add_config_arguments, config_from_args  # noqa: E402
+
+COLOURS = {1: "lime", 2: "red"}
+
+
+def decoded_positive_boxes(targets, priors, variances):
+    """Boxes (normalised corner form) and class ids of the positive priors of one image's targets [P, 5]."""
+    from components.box_utils import decode_boxes
+    positive = targets[:, 4] > 0
+    boxes = decode_boxes(targets[positive, :4], priors[positive], variances).numpy()
+    return boxes, targets[positive, 4].astype(int)
+
+
+def draw_grid(tfrecord, cfg, num_images, output, training=True, seed=0):
+    """Write a PNG grid of ``num_images`` (augmented when ``training``) samples; returns the output path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import tensorflow as tf
+
+    from components.prior_box import priors_from_config
+    from dataset.tf_dataset_preprocess import load_dataset
+
+    tf.random.set_seed(seed)
+    priors = priors_from_config(cfg)
+    dataset = load_dataset(tfrecord, cfg, training=training, batch_size=num_images)
+    images, targets = next(iter(dataset))
+    columns = int(np.ceil(np.sqrt(num_images)))
+    rows = int(np.ceil(num_images / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows))
+    height, width = cfg["input_size"]
+    for axis, image, target in zip(np.ravel(axes), images.numpy(), targets.numpy()):
+        shown = (image * 127.5 + 127.5) if cfg["using_normalizing"] else image
+        axis.imshow(np.clip(shown, 0, 255).astype(np.uint8))
+        boxes, classes = decoded_positive_boxes(target, priors, cfg["variances"])
+        for box, label in zip(boxes * [width, height, width, height], classes):
+            axis.add_patch(plt.Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False,
+                                         edgecolor=COLOURS.get(label, "yellow"), linewidth=0.8))
+        axis.set_title(f"{int((target[:, 4] > 0).sum())} positive priors", fontsize=8)
+    for axis in np.ravel(axes):
+        axis.axis("off")
+    figure.suptitle("green: mask, red: unmask (boxes decoded from the encoded targets)", fontsize=9)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    temporary = f"{output}.tmp-{os.getpid()}.png"
+    figure.savefig(temporary, dpi=90)
+    plt.close(figure)
+    os.replace(temporary, output)
+    return output
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tfrecord", default=None, help="default: config train_tfrecord")
+    parser.add_argument("--num_images", type=int, default=16)
+    parser.add_argument("--output", default="assets/check_dataset.png")
+    parser.add_argument("--no_augment", action="store_true", help="show validation-style (resized only) samples")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    tfrecord = args.tfrecord or cfg["train_tfrecord"]
+    if not os.path.isfile(tfrecord):
+        print(f"error: {tfrecord}: TFRecord not found (create it with dataset/voc_to_tfrecord.py)", file=sys.stderr)
+        return 2
+    print(draw_grid(tfrecord, cfg, args.num_images, args.output, training=not args.no_augment))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""tf.data input pipeline: TFRecord -> augmented image + encoded SSD targets.
+
+Training images go through: random crop that keeps whole faces, padding to the input aspect ratio
+("bin"), resize, horizontal flip, photometric distortion, normalisation, then target encoding against the
+priors. Validation images are only resized and normalised, exactly as inference sees them.
+"""
+import tensorflow as tf
+
+from components.box_utils import encode_targets
+from components.prior_box import priors_from_config
+
+FEATURES = {
+    "image/filename": tf.io.FixedLenFeature([], tf.string),
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/height": tf.io.FixedLenFeature([], tf.int64),
+    "image/width": tf.io.FixedLenFeature([], tf.int64),
+    "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
+    "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
+    "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
+    "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
+    "image/object/class/label": tf.io.VarLenFeature(tf.int64),
+    "image/object/difficult": tf.io.VarLenFeature(tf.int64),
+}
+
+CROP_CANDIDATES = 32
+CROP_MIN_SCALE = 0.3
+
+
+def parse_example(serialized):
+    """Decode one record into (uint8 image [H, W, 3], boxes [N, 4] normalised corner form, labels [N] int32)."""
+    features = tf.io.parse_single_example(serialized, FEATURES)
+    image = tf.io.decode_jpeg(features["image/encoded"], channels=3)
+    dense = {key: tf.sparse.to_dense(features[f"image/object/bbox/{key}"]) for key in ("xmin", "ymin", "xmax", "ymax")}
+    boxes = tf.stack([dense["xmin"], dense["ymin"], dense["xmax"], dense["ymax"]], axis=-1)
+    labels = tf.cast(tf.sparse.to_dense(features["image/object/class/label"]), tf.int32)
+    return image, tf.reshape(boxes, [-1, 4]), labels
+
+
+def random_crop_whole_faces(image, boxes, labels, target_aspect):
+    """Random crop in which every kept face is whole.
+
+    ``CROP_CANDIDATES`` crops are drawn at once (side between ``CROP_MIN_SCALE`` and 1 of the image,
+    aspect ratio around ``target_aspect`` = w / h); a candidate is valid when it contains the centre of at
+    least one face and every face whose centre it contains lies entirely inside it. Faces whose centre falls
+    outside are dropped. The first valid candidate is used, or the whole image when none is valid.
+    Boxes are normalised corner form before and after.
+    """
+    shape = tf.cast(tf.shape(image), tf.float32)
+    height, width = shape[0], shape[1]
+    scale = tf.random.uniform([CROP_CANDIDATES], CROP_MIN_SCALE, 1.0)
+    aspect = target_aspect * tf.exp(tf.random.uniform([CROP_CANDIDATES], -0.3, 0.3))  # crop w / h in pixels
+    crop_h = scale * tf.minimum(height, width / aspect)
+    crop_w = crop_h * aspect
+    left = tf.random.uniform([CROP_CANDIDATES]) * (width - crop_w)
+    top = tf.random.uniform([CROP_CANDIDATES]) * (height - crop_h)
+    crops = tf.stack([left / width, top / height, (left + crop_w) / width, (top + crop_h) / height], axis=-1)
+
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2                                       # [N, 2]
+    centre_in = tf.reduce_all(tf.logical_and(centres[None] >= crops[:, None, :2],
+                                             centres[None] <= crops[:, None, 2:]), axis=-1)   # [K, N]
+    fully_in = tf.logical_and(tf.reduce_all(boxes[None, :, :2] >= crops[:, None, :2] - 1e-6, axis=-1),
+                              tf.reduce_all(boxes[None, :, 2:] <= crops[:, None, 2:] + 1e-6, axis=-1))
+    valid = tf.logical_and(tf.reduce_any(centre_in, axis=1),
+                           tf.reduce_all(tf.logical_or(tf.logical_not(centre_in), fully_in), axis=1))
+    valid = tf.logical_or(valid, tf.equal(tf.shape(boxes)[0], 0))
+    full_image = tf.constant([[0.0, 0.0, 1.0, 1.0]])
+    crops = tf.concat([crops, full_image], axis=0)
+    valid = tf.concat([valid, [True]], axis=0)
+    choice = tf.argmax(tf.cast(valid, tf.int32), output_type=tf.int32)
+    crop = crops[choice]
+    keep = tf.concat([centre_in, tf.ones_like(centre_in[:1])], axis=0)[choice]
+
+    pixel_box = tf.cast(tf.round(crop * tf.stack([width, height, width, height])), tf.int32)
+    crop_width = tf.maximum(pixel_box[2] - pixel_box[0], 1)
+    crop_height = tf.maximum(pixel_box[3] - pixel_box[1], 1)
+    image = tf.image.crop_to_bounding_box(image, pixel_box[1], pixel_box[0], crop_height, crop_width)
+    origin = tf.cast(tf.stack([pixel_box[0], pixel_box[1]] * 2), tf.float32) / tf.stack([width, height] * 2)
+    size = tf.cast(tf.stack([crop_width, crop_height] * 2), tf.float32) / tf.stack([width, height] * 2)
+    boxes = tf.clip_by_value((tf.boolean_mask(boxes, keep) - origin) / size, 0.0, 1.0)
+    return image, boxes, tf.boolean_mask(labels, keep)
+
+
+def pad_to_aspect(image, boxes, target_aspect, fill_value=127):
+    """Pad (randomly placed) so that width / height == ``target_aspect``; boxes stay on their faces."""
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    new_width = tf.maximum(width, tf.cast(tf.math.ceil(tf.cast(height, tf.float32) * target_aspect), tf.int32))
+    new_height = tf.maximum(height, tf.cast(tf.math.ceil(tf.cast(new_width, tf.float32) / target_aspect), tf.int32))
+    offset_x = tf.random.uniform([], 0, new_width - width + 1, dtype=tf.int32)
+    offset_y = tf.random.uniform([], 0, new_height - height + 1, dtype=tf.int32)
+    padded = tf.pad(tf.cast(image, tf.int32) - fill_value,
+                    [[offset_y, new_height - height - offset_y], [offset_x, new_width - width - offset_x], [0, 0]])
+    image = tf.cast(padded + fill_value, tf.uint8)
+    scale = tf.cast(tf.stack([width, height] * 2), tf.float32)
+    offset = tf.cast(tf.stack([offset_x, offset_y] * 2), tf.float32)
+    new_size = tf.cast(tf.stack([new_width, new_height] * 2), tf.float32)
+    return image, (boxes * scale + offset) / new_size
+
+
+def random_flip(image, boxes):
+    """Mirror left-right with probability 0.5."""
+    flip = tf.random.uniform([]) < 0.5
+    image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
+    boxes = tf.cond(flip, lambda: tf.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], axis=-1),
+                    lambda: boxes)
+    return image, boxes
+
+
+def random_distort(image):
+    """Photometric distortion of a float image in [0, 255]: brightness, contrast, saturation, hue."""
+    image = image / 255.0
+    image = tf.image.random_brightness(image, 0.125)
+    image = tf.image.random_contrast(image, 0.6, 1.4)
+    image = tf.image.random_saturation(image, 0.6, 1.4)
+    image = tf.image.random_hue(image, 0.05)
+    return tf.clip_by_value(image, 0.0, 1.0) * 255.0
+
+
+def normalize_image(image):
+    """Map pixel values [0, 255] to [-1, 1] (what the network expects)."""
+    return (tf.cast(image, tf.float32) - 127.5) / 127.5
+
+
+def resize_image(image, input_size):
+    """Resize any uint8 or float image to ``input_size`` = (h, w); returns float32 in [0, 255]."""
+    return tf.image.resize(tf.cast(image, tf.float32), input_size, method="bilinear")
+
+
+def preprocess_for_inference(image_rgb, input_size):
+    """uint8 RGB [H, W, 3] (or a batch) -> normalised float32 network input at ``input_size``."""
+    return normalize_image(resize_image(image_rgb, input_size))
+
+
+def augment(image, boxes, labels, cfg):
+    """Training augmentation of one decoded example. Returns (float image [h, w, 3] normalised, boxes, labels)."""
+    height, width = cfg["input_size"]
+    aspect = width / height
+    if cfg["using_crop"]:
+        image, boxes, labels = random_crop_whole_faces(image, boxes, labels, aspect)
+    if cfg["using_bin"]:
+        image, boxes = tf.cond(tf.random.uniform([]) < 0.5,
+                               lambda: pad_to_aspect(image, boxes, aspect), lambda: (image, boxes))
+    image = resize_image(image, cfg["input_size"])
+    if cfg["using_flip"]:
+        image, boxes = random_flip(image, boxes)
+    if cfg["using_distort"]:
+        image = random_distort(image)
+    image = normalize_image(image) if cfg["using_normalizing"] else image
+    image.set_shape([height, width, 3])
+    return image, boxes, labels
+
+
+def load_dataset(tfrecord_path, cfg, training, batch_size=None, shuffle=None, repeat=False, cache=False):
+    """Batched (images [B, h, w, 3] float32, targets [B, P, 5]) dataset for ``tfrecord_path``.
+
+    Args:
+        training: apply augmentation (and shuffle, unless ``shuffle`` says otherwise).
+        cache: keep the decoded records in memory after the first epoch (about 1 MB per image).
+    """
+    priors = tf.constant(priors_from_config(cfg))
+    batch_size = batch_size or cfg["batch_size"]
+    shuffle = training if shuffle is None else shuffle
+
+    def to_training_pair(image, boxes, labels):
+        if training:
+            image, boxes, labels = augment(image, boxes, labels, cfg)
+        else:
+            image = normalize_image(resize_image(image, cfg["input_size"]))
+        targets = encode_targets(boxes, labels, priors, cfg["match_thresh"], cfg["variances"])
+        return image, targets
+
+    dataset = tf.data.TFRecordDataset(tfrecord_path)
+    dataset = dataset.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        dataset = dataset.cache()
+    if shuffle:
+        dataset = dataset.shuffle(1024, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.map(to_training_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    return dataset.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,49 @@
+"""MultiBox loss: smooth L1 on positive priors, softmax cross-entropy with hard negative mining."""
+import tensorflow as tf
+
+
+def smooth_l1(diff):
+    """Elementwise smooth L1 (Huber with delta 1)."""
+    abs_diff = tf.abs(diff)
+    return tf.where(abs_diff < 1.0, 0.5 * tf.square(diff), abs_diff - 0.5)
+
+
+def hard_negative_mask(class_loss, positives, neg_pos_ratio):
+    """Pick the hardest background priors, ``neg_pos_ratio`` per positive of the same image.
+
+    Args:
+        class_loss: [B, P] per-prior cross-entropy.  positives: [B, P] bool.
+    Returns:
+        [B, P] bool mask of the selected negatives.
+    """
+    num_priors = tf.shape(class_loss)[1]
+    background_loss = tf.where(positives, tf.zeros_like(class_loss), class_loss)
+    order = tf.argsort(background_loss, axis=1, direction="DESCENDING")
+    rank = tf.argsort(order, axis=1)
+    num_positives = tf.reduce_sum(tf.cast(positives, tf.int32), axis=1, keepdims=True)
+    num_negatives = tf.minimum(neg_pos_ratio * num_positives, num_priors - num_positives)
+    return tf.logical_and(rank < num_negatives, tf.logical_not(positives))
+
+
+def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3):
+    """SSD loss of a batch.
+
+    Args:
+        targets: [B, P, 5] from ``components.box_utils.encode_targets`` (4 offsets, class id).
+        predictions: [B, P, 4 + num_classes] network output (offsets, class logits).
+    Returns:
+        (localisation loss, classification loss): scalars, each summed over the selected priors and divided
+        by the number of positive priors in the batch (at least 1, so a batch without faces is safe).
+    """
+    predictions = tf.cast(predictions, tf.float32)
+    loc_targets, labels = targets[..., :4], tf.cast(targets[..., 4], tf.int32)
+    loc_pred, logits = predictions[..., :4], predictions[..., 4:4 + num_classes]
+    positives = labels > 0
+
+    class_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    negatives = hard_negative_mask(tf.stop_gradient(class_loss), positives, neg_pos_ratio)
+    selected = tf.cast(tf.logical_or(positives, negatives), tf.float32)
+
+    loc_loss = tf.reduce_sum(smooth_l1(loc_pred - loc_targets) * tf.cast(positives, tf.float32)[..., None])
+    num_positives = tf.maximum(tf.reduce_sum(tf.cast(positives, tf.float32)), 1.0)
+    return loc_loss / num_positives, tf.reduce_sum(class_loss * selected) / num_positives

@@ -1,0 +1,110 @@
+"""The detector: a MobileNet-style SSD with four heads (strides 8, 16, 32, 64), optionally with RFB modules.
+
+``build_model(cfg)`` returns a Keras model mapping a float image batch [B, H, W, 3] (normalised as in
+``dataset/tf_dataset_preprocess.py``) to raw predictions [B, P, 4 + num_classes]: box offsets
+(see ``components.box_utils.encode_boxes``) and class logits, one row per prior of
+``components.prior_box.prior_box``. The network is fully convolutional, so H and W may be anything.
+"""
+import tensorflow as tf
+
+layers = tf.keras.layers
+
+
+def conv_bn(x, filters, kernel_size=3, strides=1, dilation=1, relu=True, name=None):
+    """Convolution, batch norm and (optionally) ReLU."""
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", dilation_rate=dilation,
+                      use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def conv_dw(x, filters, strides=1, name=None):
+    """MobileNet block: depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN + ReLU."""
+    x = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+    x = layers.ReLU(name=f"{name}_dw_relu")(x)
+    return conv_bn(x, filters, kernel_size=1, name=f"{name}_pw")
+
+
+def basic_rfb(x, filters, scale=1.0, name=None):
+    """Receptive Field Block: three branches of growing dilation (1, 3, 5), fused and added to a shortcut."""
+    in_channels = x.shape[-1]
+    inter = max(in_channels // 8, 2)
+    b0 = conv_bn(x, 2 * inter, 1, name=f"{name}_b0_0")
+    b0 = conv_bn(b0, 2 * inter, 3, relu=False, name=f"{name}_b0_1")
+
+    b1 = conv_bn(x, inter, 1, name=f"{name}_b1_0")
+    b1 = conv_bn(b1, 2 * inter, 3, name=f"{name}_b1_1")
+    b1 = conv_bn(b1, 2 * inter, 3, dilation=3, relu=False, name=f"{name}_b1_2")
+
+    b2 = conv_bn(x, inter, 1, name=f"{name}_b2_0")
+    b2 = conv_bn(b2, (inter // 2) * 3, 3, name=f"{name}_b2_1")
+    b2 = conv_bn(b2, 2 * inter, 3, name=f"{name}_b2_2")
+    b2 = conv_bn(b2, 2 * inter, 3, dilation=5, relu=False, name=f"{name}_b2_3")
+
+    out = layers.Concatenate(name=f"{name}_cat")([b0, b1, b2])
+    out = conv_bn(out, filters, 1, relu=False, name=f"{name}_linear")
+    if scale != 1.0:
+        out = layers.Rescaling(scale, name=f"{name}_scale")(out)
+    shortcut = x if in_channels == filters else conv_bn(x, filters, 1, relu=False, name=f"{name}_short")
+    out = layers.Add(name=f"{name}_add")([out, shortcut])
+    return layers.ReLU(name=f"{name}_relu")(out)
+
+
+def detection_head(x, num_anchors, num_outputs, name):
+    """Separable 3x3 prediction layer -> [B, H*W*num_anchors, num_outputs]."""
+    x = layers.SeparableConv2D(num_anchors * num_outputs, 3, padding="same", name=name)(x)
+    return layers.Reshape((-1, num_outputs), name=f"{name}_reshape")(x)
+
+
+def build_model(cfg, input_size=None, name=None):
+    """Build the detector described by ``cfg`` (``network``: "slim" or "rfb", ``base_channel``).
+
+    Args:
+        input_size: (h, w) of the Keras input; None (default) builds a model for any size.
+    Returns:
+        tf.keras.Model: images [B, H, W, 3] float32 -> predictions [B, P, 4 + num_classes] float32.
+    """
+    if cfg["network"] not in ("slim", "rfb"):
+        raise ValueError(f"unknown network {cfg['network']!r}: expected 'slim' or 'rfb'")
+    c = cfg["base_channel"]
+    num_classes = len(cfg["labels_list"])
+    anchors = [len(sizes) for sizes in cfg["min_sizes"]]
+    if len(anchors) != 4 or list(cfg["steps"]) != [8, 16, 32, 64]:
+        raise ValueError("the network has four heads at strides 8, 16, 32, 64; "
+                         f"got steps {cfg['steps']} and {len(anchors)} anchor groups")
+    height, width = input_size if input_size else (None, None)
+    images = layers.Input(shape=(height, width, 3), name="images")
+
+    x = conv_bn(images, c, 3, strides=2, name="stem")          # /2
+    x = conv_dw(x, 2 * c, name="dw1")
+    x = conv_dw(x, 2 * c, strides=2, name="dw2")               # /4
+    x = conv_dw(x, 2 * c, name="dw3")
+    x = conv_dw(x, 4 * c, strides=2, name="dw4")               # /8
+    x = conv_dw(x, 4 * c, name="dw5")
+    x = conv_dw(x, 4 * c, name="dw6")
+    if cfg["network"] == "rfb":
+        x = basic_rfb(x, 4 * c, name="rfb")
+    else:
+        x = conv_dw(x, 4 * c, name="dw7")
+    feature_8 = x
+    x = conv_dw(x, 8 * c, strides=2, name="dw8")               # /16
+    x = conv_bn(x, 8 * c, 3, name="conv9")
+    x = conv_dw(x, 8 * c, name="dw10")
+    feature_16 = x
+    x = conv_dw(x, 16 * c, strides=2, name="dw11")             # /32
+    x = conv_dw(x, 16 * c, name="dw12")
+    feature_32 = x
+    x = conv_bn(x, 4 * c, 1, name="extra_reduce")
+    x = conv_dw(x, 16 * c, strides=2, name="extra_dw")         # /64
+    x = conv_bn(x, 16 * c, 3, name="extra_conv")
+    feature_64 = x
+
+    locations, logits = [], []
+    for index, feature in enumerate([feature_8, feature_16, feature_32, feature_64]):
+        locations.append(detection_head(feature, anchors[index], 4, name=f"loc_head{index}"))
+        logits.append(detection_head(feature, anchors[index], num_classes, name=f"conf_head{index}"))
+    locations = layers.Concatenate(axis=1, name="locations")(locations)
+    logits = layers.Concatenate(axis=1, name="logits")(logits)
+    outputs = layers.Concatenate(axis=-1, name="predictions", dtype="float32")([locations, logits])
+    return tf.keras.Model(images, outputs, name=name or f"{cfg['network']}_ssd")

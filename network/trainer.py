@@ -1,0 +1,266 @@
+"""The training loop behind ``train.py``: eager tf.GradientTape steps, checkpoints, validation, logs."""
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from components.detector import postprocess, save_model_config
+from components.lr_scheduler import schedule_from_config
+from components.prior_box import priors_from_config
+from dataset.tf_dataset_preprocess import load_dataset, normalize_image, parse_example, resize_image
+from network.losses import multibox_loss
+from network.network import build_model
+
+HISTORY_FILE = "history.jsonl"
+EXPORT_NAME = "last.keras"
+VAL_SCORE_THRESHOLD = 0.01
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or must stop; the message says why."""
+
+
+def count_records(tfrecord_path):
+    """Number of records in a TFRecord file."""
+    if not os.path.isfile(tfrecord_path):
+        raise TrainingError(f"{tfrecord_path}: TFRecord not found (create it with dataset/voc_to_tfrecord.py)")
+    return int(tf.data.TFRecordDataset(tfrecord_path).reduce(np.int64(0), lambda count, _: count + 1))
+
+
+def build_optimizer(cfg, steps_per_epoch):
+    """SGD with Nesterov momentum, the warm-up + multi-step schedule and decoupled weight decay
+    (not applied to batch-norm parameters and biases)."""
+    optimizer = tf.keras.optimizers.SGD(schedule_from_config(cfg, steps_per_epoch), momentum=cfg["momentum"],
+                                        nesterov=True, weight_decay=cfg["weights_decay"])
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return optimizer
+
+
+def make_train_step(model, optimizer, cfg):
+    """A compiled step: (images, targets) -> (total, localisation, classification) loss, weights updated."""
+    num_classes = len(cfg["labels_list"])
+
+    @tf.function
+    def train_step(images, targets):
+        with tf.GradientTape() as tape:
+            predictions = model(images, training=True)
+            loc_loss, class_loss = multibox_loss(targets, predictions, num_classes, cfg["neg_pos_ratio"])
+            loss = loc_loss + class_loss
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss, loc_loss, class_loss
+
+    return train_step
+
+
+def make_eval_step(model, cfg):
+    """A compiled step: (images, targets) -> (predictions, localisation loss, classification loss)."""
+    num_classes = len(cfg["labels_list"])
+
+    @tf.function
+    def eval_step(images, targets):
+        predictions = model(images, training=False)
+        loc_loss, class_loss = multibox_loss(targets, predictions, num_classes, cfg["neg_pos_ratio"])
+        return predictions, loc_loss, class_loss
+
+    return eval_step
+
+
+def validation_dataset(tfrecord_path, cfg, batch_size):
+    """Batches of (images, targets, ground-truth boxes, labels, difficult), padded per batch, no augmentation."""
+    from components.box_utils import encode_targets
+    from dataset.tf_dataset_preprocess import FEATURES
+    priors = tf.constant(priors_from_config(cfg))
+
+    def prepare(serialized):
+        image, boxes, labels = parse_example(serialized)
+        difficult = tf.sparse.to_dense(tf.io.parse_single_example(
+            serialized, {"image/object/difficult": FEATURES["image/object/difficult"]})["image/object/difficult"])
+        targets = encode_targets(boxes, labels, priors, cfg["match_thresh"], cfg["variances"])
+        image = normalize_image(resize_image(image, cfg["input_size"]))
+        return image, targets, boxes, labels, tf.cast(difficult, tf.bool)
+
+    dataset = tf.data.TFRecordDataset(tfrecord_path).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.padded_batch(batch_size, padding_values=(0.0, 0.0, 0.0, -1, False)).prefetch(2)
+
+
+def validate(eval_step, tfrecord_path, cfg, with_map, max_batches=None, progress=False):
+    """Validation loss (and VOC AP@0.5 per class when ``with_map``) of the model behind ``eval_step``.
+
+    Returns a dict: val_loss, val_loc, val_cls and, with mAP, val_map and val_ap_<class>.
+    """
+    from mAP.compute_mAP import Detections, GroundTruth, evaluate_detections
+    names = list(cfg["labels_list"])
+    priors = tf.constant(priors_from_config(cfg))
+    totals, batches = np.zeros(2), 0
+    ground_truth, detections = {}, {}
+    dataset = validation_dataset(tfrecord_path, cfg, cfg["batch_size"])
+    if max_batches:
+        dataset = dataset.take(max_batches)
+    for images, targets, gt_boxes, gt_labels, difficult in tqdm(dataset, desc="validate", leave=False,
+                                                                disable=not progress):
+        predictions, loc_loss, class_loss = eval_step(images, targets)
+        totals += [float(loc_loss), float(class_loss)]
+        batches += 1
+        if not with_map:
+            continue
+        boxes, scores, classes, valid = postprocess(predictions, priors, cfg, VAL_SCORE_THRESHOLD)
+        for index in range(images.shape[0]):
+            key = f"{batches}_{index}"
+            keep = gt_labels[index].numpy() >= 0
+            ground_truth[key] = GroundTruth([names[label] for label in gt_labels[index].numpy()[keep]],
+                                            gt_boxes[index].numpy()[keep], difficult[index].numpy()[keep])
+            count = int(valid[index])
+            detections[key] = Detections([names[label] for label in classes[index, :count].numpy()],
+                                         scores[index, :count].numpy(), boxes[index, :count].numpy())
+    if batches == 0:
+        raise TrainingError(f"{tfrecord_path}: no validation records")
+    loc, cls = totals / batches
+    result = {"val_loss": loc + cls, "val_loc": loc, "val_cls": cls}
+    if with_map:
+        evaluation = evaluate_detections(ground_truth, detections, iou_threshold=0.5)
+        result["val_map"] = evaluation.mean_ap or 0.0
+        for name, class_result in evaluation.classes.items():
+            if class_result.ap is not None:
+                result[f"val_ap_{name}"] = class_result.ap
+    return result
+
+
+def export_model(model, cfg, folder, name=EXPORT_NAME):
+    """Save ``model`` as ``folder/name`` (.keras) with its config beside it, atomically."""
+    os.makedirs(folder, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=folder, prefix=".export-")
+    try:
+        staged = os.path.join(staging, name)
+        model.save(staged)
+        save_model_config(staged, cfg)
+        os.replace(staged, os.path.join(folder, name))
+        os.replace(os.path.splitext(staged)[0] + ".json", os.path.join(folder, os.path.splitext(name)[0] + ".json"))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return os.path.join(folder, name)
+
+
+def read_history(folder):
+    """Epoch records written by :func:`train` (list of dicts, oldest first)."""
+    path = os.path.join(folder, HISTORY_FILE)
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_history(folder, records):
+    """Replace the history file atomically with ``records``."""
+    path = os.path.join(folder, HISTORY_FILE)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
+    os.replace(temporary, path)
+
+
+def plot_history(records, png_path):
+    """Plot training/validation loss and validation mAP per epoch to ``png_path`` (written atomically)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    epochs = [r["epoch"] for r in records]
+    figure, (loss_axis, map_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_axis.plot(epochs, [r["loss"] for r in records], label="train loss")
+    loss_axis.plot(epochs, [r["val_loss"] for r in records], label="val loss")
+    loss_axis.set_xlabel("epoch"), loss_axis.set_ylabel("multibox loss"), loss_axis.legend(), loss_axis.grid(alpha=.3)
+    with_map = [r for r in records if "val_map" in r]
+    map_axis.plot([r["epoch"] for r in with_map], [r["val_map"] for r in with_map], "o-", label="mAP")
+    for key in sorted({k for r in with_map for k in r if k.startswith("val_ap_")}):
+        map_axis.plot([r["epoch"] for r in with_map], [r.get(key, np.nan) for r in with_map], ".--",
+                      label=f"AP {key[7:]}")
+    map_axis.set_xlabel("epoch"), map_axis.set_ylabel("val AP @ IoU 0.5"), map_axis.set_ylim(0, 1)
+    map_axis.legend(), map_axis.grid(alpha=.3)
+    figure.tight_layout()
+    temporary = f"{png_path}.tmp-{os.getpid()}.png"
+    figure.savefig(temporary, dpi=100)
+    plt.close(figure)
+    os.replace(temporary, png_path)
+
+
+def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True, log=None):
+    """Train per ``cfg``; checkpoints, history, plot and the exported model go to ``cfg['checkpoint_dir']``.
+
+    Returns a one-line summary. Raises TrainingError when training cannot start, or stops on a non-finite
+    loss (the last good checkpoint is kept). On KeyboardInterrupt a checkpoint is saved before re-raising.
+    """
+    log = log or (lambda message: None)
+    tf.keras.utils.set_random_seed(cfg["seed"])
+    folder = cfg["checkpoint_dir"]
+    os.makedirs(folder, exist_ok=True)
+
+    num_train = count_records(cfg["train_tfrecord"])
+    steps_per_epoch = steps_per_epoch or max(num_train // cfg["batch_size"], 1)
+    has_val = bool(cfg["val_tfrecord"]) and os.path.isfile(cfg["val_tfrecord"])
+    train_data = load_dataset(cfg["train_tfrecord"], cfg, training=True, repeat=True,
+                              cache=cfg["cache_dataset"])
+    train_iterator = iter(train_data)
+
+    model = build_model(cfg)
+    optimizer = build_optimizer(cfg, steps_per_epoch)
+    optimizer.build(model.trainable_variables)
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
+    manager = tf.train.CheckpointManager(checkpoint, folder, max_to_keep=2)
+    if manager.latest_checkpoint and not resume:
+        raise TrainingError(f"{folder}: holds checkpoints already; pass --resume to continue, "
+                            "or choose another --checkpoint_dir")
+    if resume and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log(f"resumed from {manager.latest_checkpoint} (epoch {int(epoch)}, step {int(optimizer.iterations)})")
+    history = [r for r in read_history(folder) if r["epoch"] <= int(epoch)]
+
+    train_step = make_train_step(model, optimizer, cfg)
+    eval_step = make_eval_step(model, cfg)
+    writer = tf.summary.create_file_writer(cfg["log_dir"])
+
+    try:
+        while int(epoch) < cfg["epoch"]:
+            current = int(epoch) + 1
+            totals, started = np.zeros(3), time.time()
+            bar = tqdm(range(steps_per_epoch), desc=f"epoch {current}/{cfg['epoch']}", unit="step",
+                       disable=not progress, dynamic_ncols=True)
+            for step in bar:
+                images, targets = next(train_iterator)
+                losses = np.array([float(value) for value in train_step(images, targets)])
+                if not np.all(np.isfinite(losses)):
+                    raise TrainingError(f"non-finite loss {losses.tolist()} at epoch {current} step {step + 1}; "
+                                        f"stopped, last good checkpoint kept: {manager.latest_checkpoint}")
+                totals += losses
+                mean = totals / (step + 1)
+                bar.set_postfix(loss=f"{mean[0]:.3f}", loc=f"{mean[1]:.3f}", cls=f"{mean[2]:.3f}")
+            elapsed = time.time() - started
+            record = {"epoch": current, "loss": mean[0], "loc": mean[1], "cls": mean[2],
+                      "lr": float(optimizer.learning_rate), "images_per_s": steps_per_epoch * cfg["batch_size"] / elapsed,
+                      "seconds": elapsed}
+            if has_val:
+                with_map = cfg["val_map_freq"] > 0 and (current % cfg["val_map_freq"] == 0 or current == cfg["epoch"])
+                record.update(validate(eval_step, cfg["val_tfrecord"], cfg, with_map, val_steps))
+            epoch.assign(current)
+            if current % cfg["save_freq"] == 0 or current == cfg["epoch"]:
+                manager.save()
+                export_model(model, cfg, folder)
+            history.append(record)
+            write_history(folder, history)
+            with writer.as_default(step=current):
+                for key, value in record.items():
+                    if key != "epoch":
+                        tf.summary.scalar(key, value)
+            if has_val:
+                plot_history(history, os.path.join(folder, "training.png"))
+            log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+    except KeyboardInterrupt:
+        manager.save()
+        raise
+    return f"trained to epoch {int(epoch)}; checkpoints in {folder}"

@@ -1,0 +1,52 @@
+"""Train the face-mask SSD eagerly with tf.GradientTape.
+
+    python train.py                       # from scratch, settings from components/config.py
+    python train.py --resume              # continue from the newest checkpoint in --checkpoint_dir
+    python train.py --epoch 150 --batch_size 16 --init_lr 0.005   # any config key can be overridden
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from components.config import add_config_arguments, config_from_args  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Train the face-mask detector.")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    parser.add_argument("--steps_per_epoch", type=int, default=None,
+                        help="optimizer steps per epoch (default: one pass over the training records)")
+    parser.add_argument("--val_steps", type=int, default=None, help="limit validation to this many batches")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bars")
+    add_config_arguments(parser, skip=("seed",))
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: config 'seed')")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.seed is not None:
+        cfg["seed"] = args.seed
+    from network.trainer import TrainingError, train
+    try:
+        summary = train(cfg, resume=args.resume, steps_per_epoch=args.steps_per_epoch, val_steps=args.val_steps,
+                        progress=not args.no_progress, log=print)
+    except TrainingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: checkpoint saved, continue with --resume", file=sys.stderr)
+        return 130
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
