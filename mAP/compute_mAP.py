@@ -1,0 +1,379 @@
+"""PASCAL VOC average precision from folders of text files (the layout of the Cartucho/mAP tool).
+
+    python mAP/compute_mAP.py [--gt_dir mAP/ground-truth] [--det_dir mAP/detection-results] [--iou 0.5]
+                              [--output_dir mAP/map-results] [--no_plot]
+
+``<gt_dir>/NAME.txt`` holds one ground-truth box per line, ``<class> <left> <top> <right> <bottom>``,
+optionally followed by ``difficult``. ``<det_dir>/NAME.txt`` holds one detection per line,
+``<class> <score> <left> <top> <right> <bottom>``; a missing or empty file means the image has no
+detections. Coordinates are pixels and continuous: a box's width is ``right - left`` (no VOC "+1").
+Class names are single words. Prints a per-class table and the mAP, and writes ``results.txt`` and one
+precision/recall plot per class (``<class>_pr.png``) under ``--output_dir``.
+"""
+import argparse
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+import numpy as np  # noqa: E402
+
+from components.box_utils import iou_matrix  # noqa: E402
+
+NO_GROUND_TRUTH = "no ground truth"
+ONLY_DIFFICULT = "only difficult ground truth"
+
+
+@dataclass
+class GroundTruth:
+    """One image's ground truth: ``labels`` [G] class names, ``boxes`` [G, 4] pixels (left, top, right,
+    bottom), ``difficult`` [G] bool."""
+    labels: list = field(default_factory=list)
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
+
+
+@dataclass
+class Detections:
+    """One image's detections: ``labels`` [D] class names, ``scores`` [D], ``boxes`` [D, 4] pixels."""
+    labels: list = field(default_factory=list)
+    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+
+
+@dataclass
+class ClassResult:
+    """Evaluation of one class.
+
+    ``precision`` and ``recall`` [T] follow the detections in descending score order, leaving out those
+    that matched a difficult box. ``ap`` is None when the class is excluded from the mAP (``status`` says
+    why: no ground truth, or only difficult ground truth).
+    """
+    name: str
+    num_ground_truth: int           # non-difficult boxes (the positives)
+    num_difficult: int
+    num_detections: int             # all detections of the class, including those ignored
+    true_positives: int
+    false_positives: int
+    ignored: int                    # detections that matched a difficult box
+    precision: np.ndarray
+    recall: np.ndarray
+    ap: float | None
+    status: str = "ok"
+
+
+@dataclass
+class Evaluation:
+    """Per-class results (sorted by class name) and the mAP over classes with ground truth (None if none)."""
+    classes: dict
+    mean_ap: float | None
+    iou_threshold: float
+
+
+def _read_lines(path):
+    """The lines of a UTF-8 text file; raises ValueError naming the file when it is not text."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file") from None
+
+
+def _parse_numbers(tokens, path, line_number):
+    try:
+        values = [float(token) for token in tokens]
+    except ValueError:
+        raise ValueError(f"{path}: line {line_number}: expected numbers, got {' '.join(tokens)!r}") from None
+    if not all(math.isfinite(value) for value in values):
+        raise ValueError(f"{path}: line {line_number}: non-finite number in {' '.join(tokens)!r}")
+    return values
+
+
+def _check_box(box, path, line_number):
+    if box[2] < box[0] or box[3] < box[1]:
+        raise ValueError(f"{path}: line {line_number}: right < left or bottom < top in {box}")
+
+
+def read_ground_truth_file(path):
+    """Parse one ground-truth file into a GroundTruth; raises ValueError naming the file and line."""
+    labels, boxes, difficult = [], [], []
+    for line_number, line in enumerate(_read_lines(path), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        is_difficult = len(tokens) == 6 and tokens[5].lower() == "difficult"
+        if len(tokens) != 5 and not is_difficult:
+            raise ValueError(f"{path}: line {line_number}: expected '<class> <left> <top> <right> "
+                             f"<bottom> [difficult]', got {line.strip()!r}")
+        box = _parse_numbers(tokens[1:5], path, line_number)
+        _check_box(box, path, line_number)
+        labels.append(tokens[0])
+        boxes.append(box)
+        difficult.append(is_difficult)
+    return GroundTruth(labels, np.array(boxes, np.float32).reshape(-1, 4), np.array(difficult, bool))
+
+
+def read_detection_file(path):
+    """Parse one detection file into Detections; raises ValueError naming the file and line."""
+    labels, scores, boxes = [], [], []
+    for line_number, line in enumerate(_read_lines(path), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) != 6:
+            raise ValueError(f"{path}: line {line_number}: expected '<class> <score> <left> <top> "
+                             f"<right> <bottom>', got {line.strip()!r}")
+        values = _parse_numbers(tokens[1:], path, line_number)
+        _check_box(values[1:], path, line_number)
+        labels.append(tokens[0])
+        scores.append(values[0])
+        boxes.append(values[1:])
+    return Detections(labels, np.array(scores, np.float32), np.array(boxes, np.float32).reshape(-1, 4))
+
+
+def _text_files(folder):
+    return sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".txt"))
+
+
+def read_ground_truth_dir(gt_dir):
+    """{image name: GroundTruth} for every ``*.txt`` in ``gt_dir``.
+
+    Raises ValueError when the folder is missing, holds no ``.txt`` file, or a file is malformed.
+    """
+    if not os.path.isdir(gt_dir):
+        raise ValueError(f"{gt_dir}: ground-truth folder not found")
+    names = _text_files(gt_dir)
+    if not names:
+        raise ValueError(f"{gt_dir}: no ground-truth .txt files")
+    return {name: read_ground_truth_file(os.path.join(gt_dir, f"{name}.txt")) for name in names}
+
+
+def read_detection_dir(det_dir, image_names):
+    """{image name: Detections} for each of ``image_names``; a missing file gives no detections.
+
+    Raises ValueError when the folder is missing, a file is malformed, or a detection file has no
+    ground-truth counterpart among ``image_names`` (its detections could not be scored).
+    """
+    if not os.path.isdir(det_dir):
+        raise ValueError(f"{det_dir}: detection folder not found")
+    known = set(image_names)
+    for name in _text_files(det_dir):
+        if name not in known:
+            raise ValueError(f"{os.path.join(det_dir, name)}.txt: no ground-truth file for this image")
+    detections = {}
+    for name in image_names:
+        path = os.path.join(det_dir, f"{name}.txt")
+        detections[name] = read_detection_file(path) if os.path.isfile(path) else Detections()
+    return detections
+
+
+def average_precision(recall, precision):
+    """VOC all-point interpolated AP: area under the monotone (right-to-left max) precision envelope.
+
+    Args:
+        recall, precision: [T] values at each detection in descending score order (recall non-decreasing).
+    Returns:
+        AP as a float in [0, 1]; 0 for empty input.
+    """
+    recall = np.asarray(recall, np.float64)
+    precision = np.asarray(precision, np.float64)
+    if recall.size == 0:
+        return 0.0
+    recall = np.concatenate([[0.0], recall, [1.0]])
+    precision = np.concatenate([[0.0], precision, [0.0]])
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.flatnonzero(recall[1:] != recall[:-1]) + 1
+    return float(np.sum((recall[steps] - recall[steps - 1]) * envelope[steps]))
+
+
+def evaluate_class(class_name, ground_truth, detections, iou_threshold=0.5):
+    """Match one class's detections to its ground truth and compute precision, recall and AP.
+
+    Detections of all images are taken in descending score order (stable for ties); each takes the
+    not-yet-matched box of its class in its image with the highest IoU (``components.box_utils.iou_matrix``,
+    one call per image). IoU >= ``iou_threshold`` with a normal box: true positive, and the box is matched;
+    with a difficult box: ignored (neither TP nor FP; difficult boxes are never used up); otherwise (no box,
+    every overlapping box already matched, or IoU too low): false positive. Unlike the VOC devkit, a
+    detection whose best box is already taken may still claim the next-best free box above the threshold.
+    Coordinates are continuous pixels (width = right - left, no "+1").
+
+    Args:
+        ground_truth: {image name: GroundTruth}.  detections: {image name: Detections}.
+    Returns:
+        ClassResult; its ``ap`` is None if the class has no non-difficult ground truth.
+    """
+    gt_boxes, gt_difficult = {}, {}
+    for image, truth in ground_truth.items():
+        mask = np.array([label == class_name for label in truth.labels], bool)
+        if mask.any():
+            gt_boxes[image] = truth.boxes[mask]
+            gt_difficult[image] = truth.difficult[mask]
+    num_difficult = int(sum(flags.sum() for flags in gt_difficult.values()))
+    num_positives = int(sum((~flags).sum() for flags in gt_difficult.values()))
+
+    det_images, det_scores, det_rows = [], [], []
+    overlaps = {}                                          # image -> [D_i, G_i] IoU
+    for image, found in detections.items():
+        mask = np.array([label == class_name for label in found.labels], bool)
+        if not mask.any():
+            continue
+        boxes = found.boxes[mask]
+        det_images.extend([image] * len(boxes))
+        det_scores.append(found.scores[mask])
+        det_rows.append(np.arange(len(boxes)))
+        if image in gt_boxes:
+            overlaps[image] = iou_matrix(boxes, gt_boxes[image]).numpy()
+    num_detections = len(det_images)
+    scores = np.concatenate(det_scores) if det_scores else np.zeros((0,), np.float32)
+    rows = np.concatenate(det_rows) if det_rows else np.zeros((0,), int)
+    order = np.argsort(-scores, kind="stable")
+
+    matched = {image: np.zeros(len(boxes), bool) for image, boxes in gt_boxes.items()}
+    outcome = []                                           # +1 TP, 0 FP, ignored ones left out
+    for index in order:
+        image, row = det_images[index], rows[index]
+        if image not in overlaps:
+            outcome.append(0)
+            continue
+        candidate_iou = np.where(matched[image], -1.0, overlaps[image][row])
+        best = int(np.argmax(candidate_iou))
+        if candidate_iou[best] < iou_threshold:
+            outcome.append(0)
+        elif gt_difficult[image][best]:
+            continue
+        else:
+            matched[image][best] = True
+            outcome.append(1)
+    outcome = np.array(outcome, np.int64)
+    true_positives = np.cumsum(outcome)
+    false_positives = np.cumsum(1 - outcome)
+    precision = true_positives / np.maximum(true_positives + false_positives, 1)  # >= 1 detection each
+    recall = true_positives / num_positives if num_positives else np.zeros(len(outcome))
+
+    if num_positives:
+        ap, status = average_precision(recall, precision), "ok"
+    else:
+        ap, status = None, (ONLY_DIFFICULT if num_difficult else NO_GROUND_TRUTH)
+    return ClassResult(class_name, num_positives, num_difficult, num_detections,
+                       int(outcome.sum()), int(len(outcome) - outcome.sum()), num_detections - len(outcome),
+                       precision.astype(np.float64), recall.astype(np.float64), ap, status)
+
+
+def evaluate_detections(ground_truth, detections, iou_threshold=0.5):
+    """Evaluate every class found in ``ground_truth`` or ``detections`` (see :func:`evaluate_class`).
+
+    Returns:
+        Evaluation whose ``mean_ap`` is the mean AP over classes with non-difficult ground truth.
+    """
+    names = {label for truth in ground_truth.values() for label in truth.labels}
+    names |= {label for found in detections.values() for label in found.labels}
+    classes = {name: evaluate_class(name, ground_truth, detections, iou_threshold) for name in sorted(names)}
+    scored = [result.ap for result in classes.values() if result.ap is not None]
+    return Evaluation(classes, float(np.mean(scored)) if scored else None, iou_threshold)
+
+
+def format_results(evaluation):
+    """The results table as text lines: class, GT count, detections, TP, FP, AP, then the mAP line."""
+    width = max([5] + [len(name) for name in evaluation.classes])
+    lines = [f"{'class':<{width}}  {'GT':>6}  {'detections':>10}  {'TP':>6}  {'FP':>6}  AP"]
+    for name, result in evaluation.classes.items():
+        ap_text = f"{100 * result.ap:.2f}%" if result.ap is not None else f"excluded ({result.status})"
+        lines.append(f"{name:<{width}}  {result.num_ground_truth:>6}  {result.num_detections:>10}  "
+                     f"{result.true_positives:>6}  {result.false_positives:>6}  {ap_text}")
+    used = sum(result.ap is not None for result in evaluation.classes.values())
+    map_text = f"{100 * evaluation.mean_ap:.2f}%" if evaluation.mean_ap is not None else "n/a"
+    lines.append(f"mAP = {map_text}  (IoU >= {evaluation.iou_threshold:g}, {used} class{'' if used == 1 else 'es'})")
+    return lines
+
+
+def _temporary_name(path):
+    return f"{path}.tmp-{os.getpid()}"
+
+
+def write_text_atomically(path, text):
+    """Write ``text`` to ``path`` through a temporary file renamed into place."""
+    temporary = _temporary_name(path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def plot_precision_recall(result, path):
+    """Save ``result``'s precision/recall curve (and its envelope) as a PNG at ``path``, atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    if result.recall.size:
+        recall = np.concatenate([[0.0], result.recall])
+        precision = np.concatenate([[result.precision[0]], result.precision])
+        envelope = np.maximum.accumulate(precision[::-1])[::-1]
+        axes.plot(recall, precision, color="tab:blue", label="precision")
+        axes.fill_between(recall, envelope, step="pre", alpha=0.2, color="tab:blue", label="AP area")
+        axes.legend(loc="lower left")
+    axes.set_xlim(0, 1.0)
+    axes.set_ylim(0, 1.05)
+    axes.set_xlabel("recall")
+    axes.set_ylabel("precision")
+    axes.set_title(f"{result.name}: AP = {100 * result.ap:.2f}%")
+    axes.grid(alpha=0.3)
+    temporary = _temporary_name(path)
+    try:
+        figure.savefig(temporary, format="png", dpi=100)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def plot_file_name(class_name):
+    """File name of a class's PR plot, with characters unsafe in paths replaced by '_'."""
+    return re.sub(r"[^\w.-]", "_", class_name) + "_pr.png"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gt_dir", default=os.path.join(REPO_ROOT, "mAP", "ground-truth"),
+                        help="ground-truth .txt folder (default: mAP/ground-truth of the repository)")
+    parser.add_argument("--det_dir", default=os.path.join(REPO_ROOT, "mAP", "detection-results"),
+                        help="detection .txt folder (default: mAP/detection-results of the repository)")
+    parser.add_argument("--iou", type=float, default=0.5, help="IoU needed for a true positive")
+    parser.add_argument("--output_dir", default=os.path.join(REPO_ROOT, "mAP", "map-results"),
+                        help="where results.txt and the plots go (default: mAP/map-results of the repository)")
+    parser.add_argument("--no_plot", action="store_true", help="do not write precision/recall plots")
+    args = parser.parse_args(argv)
+    try:
+        if not 0.0 < args.iou <= 1.0:
+            raise ValueError(f"--iou: must be in (0, 1], got {args.iou}")
+        ground_truth = read_ground_truth_dir(args.gt_dir)
+        detections = read_detection_dir(args.det_dir, list(ground_truth))
+        evaluation = evaluate_detections(ground_truth, detections, args.iou)
+        if evaluation.mean_ap is None:
+            raise ValueError(f"{args.gt_dir}: no non-difficult ground-truth box in any file")
+        lines = format_results(evaluation)
+        os.makedirs(args.output_dir, exist_ok=True)
+        write_text_atomically(os.path.join(args.output_dir, "results.txt"), "\n".join(lines) + "\n")
+        if not args.no_plot:
+            for result in evaluation.classes.values():
+                if result.ap is not None:
+                    plot_precision_recall(result, os.path.join(args.output_dir, plot_file_name(result.name)))
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    print(f"results written to {args.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Tests of mAP/compute_mAP.py: AP arithmetic, matching rules, file parsing and the command line."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+from mAP import compute_mAP as cm  # noqa: E402
+
+SCRIPT = os.path.join(REPO_ROOT, "mAP", "compute_mAP.py")
+
+
+def truth(*objects):
+    """GroundTruth from (label, box) or (label, box, difficult) tuples."""
+    return cm.GroundTruth([o[0] for o in objects], np.array([o[1] for o in objects], np.float32).reshape(-1, 4),
+                          np.array([len(o) > 2 and o[2] for o in objects], bool))
+
+
+def found(*detections):
+    """Detections from (label, score, box) tuples."""
+    return cm.Detections([d[0] for d in detections], np.array([d[1] for d in detections], np.float32),
+                         np.array([d[2] for d in detections], np.float32).reshape(-1, 4))
+
+
+def write_files(folder, files):
+    os.makedirs(folder, exist_ok=True)
+    for name, text in files.items():
+        with open(os.path.join(folder, f"{name}.txt"), "w") as handle:
+            handle.write(text)
+
+
+BOX_A, BOX_B, FAR = [0, 0, 10, 10], [20, 20, 30, 30], [100, 100, 110, 110]
+
+
+# --- average_precision --------------------------------------------------------------------------------
+
+def test_average_precision_tp_fp_tp_by_hand():
+    # 2 GT; TP, FP, TP: recall 0.5, 0.5, 1; precision 1, 1/2, 2/3 -> 0.5 * 1 + 0.5 * 2/3
+    assert cm.average_precision([0.5, 0.5, 1.0], [1.0, 0.5, 2 / 3]) == pytest.approx(0.5 + 1 / 3)
+
+
+def test_average_precision_uses_monotone_envelope():
+    # precision dips then rises: the envelope lifts the dip to the later 0.75
+    recall = [0.25, 0.25, 0.5, 0.75]
+    precision = [1.0, 0.5, 2 / 3, 0.75]
+    assert cm.average_precision(recall, precision) == pytest.approx(0.25 * 1 + 0.5 * 0.75)
+
+
+def test_average_precision_empty_is_zero():
+    assert cm.average_precision([], []) == 0.0
+
+
+# --- matching -----------------------------------------------------------------------------------------
+
+def test_perfect_detections_give_ap_one():
+    ground_truth = {"a": truth(("mask", BOX_A), ("mask", BOX_B)), "b": truth(("unmask", BOX_A))}
+    detections = {"a": found(("mask", 0.9, BOX_A), ("mask", 0.8, BOX_B)), "b": found(("unmask", 0.7, BOX_A))}
+    evaluation = cm.evaluate_detections(ground_truth, detections)
+    assert evaluation.classes["mask"].ap == pytest.approx(1.0)
+    assert evaluation.classes["unmask"].ap == pytest.approx(1.0)
+    assert evaluation.mean_ap == pytest.approx(1.0)
+
+
+def test_tp_fp_tp_sequence():
+    ground_truth = {"a": truth(("mask", BOX_A), ("mask", BOX_B))}
+    detections = {"a": found(("mask", 0.9, BOX_A), ("mask", 0.8, FAR), ("mask", 0.7, BOX_B))}
+    result = cm.evaluate_class("mask", ground_truth, detections)
+    assert (result.true_positives, result.false_positives, result.num_ground_truth) == (2, 1, 2)
+    np.testing.assert_allclose(result.recall, [0.5, 0.5, 1.0])
+    np.testing.assert_allclose(result.precision, [1.0, 0.5, 2 / 3])
+    assert result.ap == pytest.approx(0.8333333)
+
+
+def test_duplicate_detection_is_false_positive():
+    ground_truth = {"a": truth(("mask", BOX_A))}
+    detections = {"a": found(("mask", 0.6, [0, 0, 10, 9]), ("mask", 0.9, BOX_A))}
+    result = cm.evaluate_class("mask", ground_truth, detections)
+    assert (result.true_positives, result.false_positives) == (1, 1)
+    np.testing.assert_allclose(result.precision, [1.0, 0.5])
+    assert result.ap == pytest.approx(1.0)
+
+
+def test_detections_are_ranked_across_images():
+    # the highest-scoring detection is a miss in image b, so the hit in image a comes second
+    ground_truth = {"a": truth(("mask", BOX_A)), "b": truth(("mask", BOX_B))}
+    detections = {"a": found(("mask", 0.6, BOX_A)), "b": found(("mask", 0.9, FAR))}
+    result = cm.evaluate_class("mask", ground_truth, detections)
+    np.testing.assert_allclose(result.precision, [0.0, 0.5])
+    assert result.ap == pytest.approx(0.25)
+
+
+def test_difficult_ground_truth_is_ignored():
+    ground_truth = {"a": truth(("mask", BOX_A), ("mask", BOX_B, True))}
+    detections = {"a": found(("mask", 0.9, BOX_B), ("mask", 0.8, BOX_B), ("mask", 0.7, BOX_A))}
+    result = cm.evaluate_class("mask", ground_truth, detections)
+    assert result.num_ground_truth == 1 and result.num_difficult == 1
+    assert (result.true_positives, result.false_positives, result.ignored) == (1, 0, 2)
+    assert result.num_detections == 3
+    assert result.ap == pytest.approx(1.0)
+
+
+def test_detection_takes_best_unmatched_box():
+    # two overlapping faces; the second detection overlaps the first (taken) face most but still
+    # covers the second face with IoU >= 0.5, so it is a true positive
+    face_1, face_2 = [0, 0, 10, 10], [3, 0, 13, 10]
+    ground_truth = {"a": truth(("mask", face_1), ("mask", face_2))}
+    detections = {"a": found(("mask", 0.9, face_1), ("mask", 0.8, [1, 0, 11, 10]))}
+    result = cm.evaluate_class("mask", ground_truth, detections)
+    assert (result.true_positives, result.false_positives) == (2, 0)
+
+
+def test_iou_uses_continuous_pixels_and_threshold():
+    # continuous IoU of these boxes is 50 / 150 = 0.333; with VOC's "+1" it would be 0.375
+    ground_truth = {"a": truth(("mask", [0, 0, 10, 10]))}
+    detections = {"a": found(("mask", 0.9, [5, 0, 15, 10]))}
+    assert cm.evaluate_class("mask", ground_truth, detections, iou_threshold=0.35).true_positives == 0
+    assert cm.evaluate_class("mask", ground_truth, detections, iou_threshold=0.33).true_positives == 1
+    # IoU exactly at the threshold counts
+    half = {"a": found(("mask", 0.9, [0, 0, 10, 5]))}
+    assert cm.evaluate_class("mask", ground_truth, half, iou_threshold=0.5).true_positives == 1
+
+
+def test_wrong_class_or_image_is_false_positive():
+    ground_truth = {"a": truth(("mask", BOX_A)), "b": truth(("unmask", BOX_A))}
+    detections = {"a": found(("unmask", 0.9, BOX_A)), "b": found(("unmask", 0.8, BOX_A))}
+    result = cm.evaluate_class("unmask", ground_truth, detections)
+    assert (result.true_positives, result.false_positives) == (1, 1)
+    assert result.ap == pytest.approx(0.5)
+
+
+def test_zero_detections_give_ap_zero_and_count_in_map():
+    ground_truth = {"a": truth(("mask", BOX_A), ("unmask", BOX_B))}
+    detections = {"a": found(("mask", 0.9, BOX_A))}
+    evaluation = cm.evaluate_detections(ground_truth, detections)
+    assert evaluation.classes["unmask"].ap == 0.0
+    assert evaluation.classes["unmask"].recall.size == 0
+    assert evaluation.mean_ap == pytest.approx(0.5)
+
+
+def test_class_without_ground_truth_is_excluded_from_map():
+    ground_truth = {"a": truth(("mask", BOX_A), ("unmask", BOX_B, True))}
+    detections = {"a": found(("mask", 0.9, BOX_A), ("ghost", 0.8, BOX_B), ("unmask", 0.7, FAR))}
+    evaluation = cm.evaluate_detections(ground_truth, detections)
+    assert evaluation.classes["ghost"].ap is None
+    assert evaluation.classes["ghost"].status == cm.NO_GROUND_TRUTH
+    assert evaluation.classes["unmask"].ap is None
+    assert evaluation.classes["unmask"].status == cm.ONLY_DIFFICULT
+    assert evaluation.mean_ap == pytest.approx(1.0)
+
+
+# --- files --------------------------------------------------------------------------------------------
+
+def test_read_folders(tmp_path):
+    write_files(tmp_path / "gt", {"a": "mask 0 0 10 10\nunmask 20 20 30 30 difficult\n\n", "b": ""})
+    write_files(tmp_path / "det", {"a": "mask 0.9 0 0 10 10\n"})
+    ground_truth = cm.read_ground_truth_dir(str(tmp_path / "gt"))
+    assert sorted(ground_truth) == ["a", "b"]
+    assert ground_truth["a"].labels == ["mask", "unmask"]
+    np.testing.assert_array_equal(ground_truth["a"].difficult, [False, True])
+    np.testing.assert_allclose(ground_truth["a"].boxes[1], [20, 20, 30, 30])
+    detections = cm.read_detection_dir(str(tmp_path / "det"), list(ground_truth))
+    assert detections["a"].scores.tolist() == pytest.approx([0.9])
+    assert len(detections["b"].labels) == 0             # no file: no detections
+
+
+@pytest.mark.parametrize("text", ["mask 0 0 10\n", "mask 0 0 10 ten\n", "mask 0 0 10 10 hard\n",
+                                  "mask 10 0 0 10\n"])
+def test_malformed_ground_truth_names_file_and_line(tmp_path, text):
+    write_files(tmp_path, {"a": "mask 1 1 5 5\n" + text})
+    with pytest.raises(ValueError, match=r"a\.txt: line 2: "):
+        cm.read_ground_truth_file(str(tmp_path / "a.txt"))
+
+
+def test_malformed_detection_names_file_and_line(tmp_path):
+    write_files(tmp_path, {"a": "mask 0.5 0 0 10 10\nmask 0 0 10 10\n"})
+    with pytest.raises(ValueError, match=r"a\.txt: line 2: "):
+        cm.read_detection_file(str(tmp_path / "a.txt"))
+
+
+def test_detection_file_without_ground_truth_is_an_error(tmp_path):
+    write_files(tmp_path / "det", {"stray": "mask 0.5 0 0 10 10\n"})
+    with pytest.raises(ValueError, match="stray.txt: no ground-truth file"):
+        cm.read_detection_dir(str(tmp_path / "det"), ["a"])
+
+
+# --- command line -------------------------------------------------------------------------------------
+
+def make_folders(root):
+    write_files(root / "gt", {"img1": "mask 0 0 10 10\nmask 20 20 30 30\n", "img2": "unmask 0 0 50 50\n"})
+    write_files(root / "det", {"img1": "mask 0.9 0 0 10 10\nmask 0.8 100 100 110 110\nmask 0.7 20 20 30 30\n",
+                               "img2": "unmask 0.95 1 1 50 50\n"})
+    return ["--gt_dir", str(root / "gt"), "--det_dir", str(root / "det"), "--output_dir", str(root / "out")]
+
+
+def test_cli_end_to_end(tmp_path):
+    args = make_folders(tmp_path)
+    run = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert any(line.split()[:4] == ["mask", "2", "3", "2"] and line.endswith("83.33%") for line in lines)
+    assert any(line.startswith("unmask") and line.endswith("100.00%") for line in lines)
+    assert "mAP = 91.67%" in run.stdout
+    output = tmp_path / "out"
+    assert "mAP = 91.67%" in (output / "results.txt").read_text()
+    for name in ("mask_pr.png", "unmask_pr.png"):
+        assert (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(os.listdir(output)) == ["mask_pr.png", "results.txt", "unmask_pr.png"]   # no temp files
+
+
+def test_cli_missing_ground_truth_folder(tmp_path):
+    missing = tmp_path / "nowhere"
+    run = subprocess.run([sys.executable, SCRIPT, "--gt_dir", str(missing), "--det_dir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {missing}: ground-truth folder not found"]
+    assert run.stderr.rstrip().splitlines()[-1] == errors[0]
+    assert run.stdout == ""
+
+
+def test_main_no_plot_and_malformed_file(tmp_path, capsys):
+    args = make_folders(tmp_path)
+    assert cm.main(args + ["--no_plot"]) == 0
+    assert os.listdir(tmp_path / "out") == ["results.txt"]
+    with open(tmp_path / "det" / "img2.txt", "a") as handle:
+        handle.write("unmask high 0 0 1 1\n")
+    capsys.readouterr()
+    assert cm.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "img2.txt: line 2: " in err
+
+
+def test_main_rejects_bad_iou(tmp_path, capsys):
+    assert cm.main(make_folders(tmp_path) + ["--iou", "1.5"]) == 2
+    assert capsys.readouterr().err.startswith("error: --iou")
