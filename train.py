@@ -20,6 +20,8 @@ def parse_args(argv=None):
                         help="optimizer steps per epoch (default: one pass over the training records)")
     parser.add_argument("--val_steps", type=int, default=None, help="limit validation to this many batches")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--strategy", default="default", choices=("default", "mirrored", "multi_worker"),
+                        help="tf.distribute strategy: one device, all local GPUs, or several hosts (TF_CONFIG)")
     add_config_arguments(parser, skip=("seed",))
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: config 'seed')")
     return parser.parse_args(argv)
@@ -37,7 +39,7 @@ def main(argv=None):
     from network.trainer import TrainingError, train
     try:
         summary = train(cfg, resume=args.resume, steps_per_epoch=args.steps_per_epoch, val_steps=args.val_steps,
-                        progress=not args.no_progress, log=print)
+                        progress=not args.no_progress, log=print, strategy=args.strategy)
     except TrainingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -36,23 +36,31 @@ def parse_example(serialized):
     return image, tf.reshape(boxes, [-1, 4]), labels
 
 
-def random_crop_whole_faces(image, boxes, labels, target_aspect):
+def _seeds(seed, count):
+    """``count`` independent stateless seeds [count, 2] derived from one seed [2] (or a fresh random one)."""
+    if seed is None:
+        seed = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int64)
+    return tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=count)
+
+
+def random_crop_whole_faces(image, boxes, labels, target_aspect, seed=None):
     """Random crop in which every kept face is whole.
 
     ``CROP_CANDIDATES`` crops are drawn at once (side between ``CROP_MIN_SCALE`` and 1 of the image,
     aspect ratio around ``target_aspect`` = w / h); a candidate is valid when it contains the centre of at
     least one face and every face whose centre it contains lies entirely inside it. Faces whose centre falls
     outside are dropped. The first valid candidate is used, or the whole image when none is valid.
-    Boxes are normalised corner form before and after.
+    Boxes are normalised corner form before and after. ``seed`` [2] makes the crop repeatable.
     """
+    seeds = _seeds(seed, 4)
     shape = tf.cast(tf.shape(image), tf.float32)
     height, width = shape[0], shape[1]
-    scale = tf.random.uniform([CROP_CANDIDATES], CROP_MIN_SCALE, 1.0)
-    aspect = target_aspect * tf.exp(tf.random.uniform([CROP_CANDIDATES], -0.3, 0.3))  # crop w / h in pixels
+    scale = tf.random.stateless_uniform([CROP_CANDIDATES], seeds[0], CROP_MIN_SCALE, 1.0)
+    aspect = target_aspect * tf.exp(tf.random.stateless_uniform([CROP_CANDIDATES], seeds[1], -0.3, 0.3))  # w / h
     crop_h = scale * tf.minimum(height, width / aspect)
     crop_w = crop_h * aspect
-    left = tf.random.uniform([CROP_CANDIDATES]) * (width - crop_w)
-    top = tf.random.uniform([CROP_CANDIDATES]) * (height - crop_h)
+    left = tf.random.stateless_uniform([CROP_CANDIDATES], seeds[2]) * (width - crop_w)
+    top = tf.random.stateless_uniform([CROP_CANDIDATES], seeds[3]) * (height - crop_h)
     crops = tf.stack([left / width, top / height, (left + crop_w) / width, (top + crop_h) / height], axis=-1)
 
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2                                       # [N, 2]
@@ -80,14 +88,15 @@ def random_crop_whole_faces(image, boxes, labels, target_aspect):
     return image, boxes, tf.boolean_mask(labels, keep)
 
 
-def pad_to_aspect(image, boxes, target_aspect, fill_value=127):
+def pad_to_aspect(image, boxes, target_aspect, fill_value=127, seed=None):
     """Pad (randomly placed) so that width / height == ``target_aspect``; boxes stay on their faces."""
+    seeds = _seeds(seed, 2)
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
     new_width = tf.maximum(width, tf.cast(tf.math.ceil(tf.cast(height, tf.float32) * target_aspect), tf.int32))
     new_height = tf.maximum(height, tf.cast(tf.math.ceil(tf.cast(new_width, tf.float32) / target_aspect), tf.int32))
-    offset_x = tf.random.uniform([], 0, new_width - width + 1, dtype=tf.int32)
-    offset_y = tf.random.uniform([], 0, new_height - height + 1, dtype=tf.int32)
+    offset_x = tf.random.stateless_uniform([], seeds[0], 0, new_width - width + 1, dtype=tf.int32)
+    offset_y = tf.random.stateless_uniform([], seeds[1], 0, new_height - height + 1, dtype=tf.int32)
     padded = tf.pad(tf.cast(image, tf.int32) - fill_value,
                     [[offset_y, new_height - height - offset_y], [offset_x, new_width - width - offset_x], [0, 0]])
     image = tf.cast(padded + fill_value, tf.uint8)
@@ -97,22 +106,23 @@ def pad_to_aspect(image, boxes, target_aspect, fill_value=127):
     return image, (boxes * scale + offset) / new_size
 
 
-def random_flip(image, boxes):
+def random_flip(image, boxes, seed=None):
     """Mirror left-right with probability 0.5."""
-    flip = tf.random.uniform([]) < 0.5
+    flip = tf.random.stateless_uniform([], _seeds(seed, 1)[0]) < 0.5
     image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
     boxes = tf.cond(flip, lambda: tf.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], axis=-1),
                     lambda: boxes)
     return image, boxes
 
 
-def random_distort(image):
+def random_distort(image, seed=None):
     """Photometric distortion of a float image in [0, 255]: brightness, contrast, saturation, hue."""
+    seeds = _seeds(seed, 4)
     image = image / 255.0
-    image = tf.image.random_brightness(image, 0.125)
-    image = tf.image.random_contrast(image, 0.6, 1.4)
-    image = tf.image.random_saturation(image, 0.6, 1.4)
-    image = tf.image.random_hue(image, 0.05)
+    image = tf.image.stateless_random_brightness(image, 0.125, seeds[0])
+    image = tf.image.stateless_random_contrast(image, 0.6, 1.4, seeds[1])
+    image = tf.image.stateless_random_saturation(image, 0.6, 1.4, seeds[2])
+    image = tf.image.stateless_random_hue(image, 0.05, seeds[3])
     return tf.clip_by_value(image, 0.0, 1.0) * 255.0
 
 
@@ -131,51 +141,65 @@ def preprocess_for_inference(image_rgb, input_size):
     return normalize_image(resize_image(image_rgb, input_size))
 
 
-def augment(image, boxes, labels, cfg):
-    """Training augmentation of one decoded example. Returns (float image [h, w, 3] normalised, boxes, labels)."""
+def augment(image, boxes, labels, cfg, seed=None):
+    """Training augmentation of one decoded example; ``seed`` [2] (int64) makes it repeatable.
+
+    Returns (float image [h, w, 3] normalised, boxes [N, 4] normalised corner form, labels [N]).
+    """
+    seeds = _seeds(seed, 5)
     height, width = cfg["input_size"]
     aspect = width / height
     if cfg["using_crop"]:
-        image, boxes, labels = random_crop_whole_faces(image, boxes, labels, aspect)
+        image, boxes, labels = random_crop_whole_faces(image, boxes, labels, aspect, seeds[0])
     if cfg["using_bin"]:
-        image, boxes = tf.cond(tf.random.uniform([]) < 0.5,
-                               lambda: pad_to_aspect(image, boxes, aspect), lambda: (image, boxes))
+        pad = tf.random.stateless_uniform([], seeds[1]) < 0.5
+        image, boxes = tf.cond(pad, lambda: pad_to_aspect(image, boxes, aspect, seed=seeds[2]),
+                               lambda: (image, boxes))
     image = resize_image(image, cfg["input_size"])
     if cfg["using_flip"]:
-        image, boxes = random_flip(image, boxes)
+        image, boxes = random_flip(image, boxes, seeds[3])
     if cfg["using_distort"]:
-        image = random_distort(image)
+        image = random_distort(image, seeds[4])
     image = normalize_image(image) if cfg["using_normalizing"] else image
     image.set_shape([height, width, 3])
     return image, boxes, labels
 
 
-def load_dataset(tfrecord_path, cfg, training, batch_size=None, shuffle=None, repeat=False, cache=False):
+def load_dataset(tfrecord_path, cfg, training, batch_size=None, shuffle=None, repeat=False, cache=False,
+                 seed=None, shard=None):
     """Batched (images [B, h, w, 3] float32, targets [B, P, 5]) dataset for ``tfrecord_path``.
 
     Args:
         training: apply augmentation (and shuffle, unless ``shuffle`` says otherwise).
         cache: keep the decoded records in memory after the first epoch (about 1 MB per image).
+        seed: makes shuffling and augmentation repeatable (the same batches for the same seed).
+        shard: (number of shards, index) to read only every n-th record, for multi-worker training.
     """
     priors = tf.constant(priors_from_config(cfg))
     batch_size = batch_size or cfg["batch_size"]
     shuffle = training if shuffle is None else shuffle
 
-    def to_training_pair(image, boxes, labels):
+    def to_training_pair(element_seed, image, boxes, labels):
         if training:
-            image, boxes, labels = augment(image, boxes, labels, cfg)
+            image, boxes, labels = augment(image, boxes, labels, cfg, element_seed)
         else:
             image = normalize_image(resize_image(image, cfg["input_size"]))
         targets = encode_targets(boxes, labels, priors, cfg["match_thresh"], cfg["variances"])
         return image, targets
 
     dataset = tf.data.TFRecordDataset(tfrecord_path)
+    if shard:
+        dataset = dataset.shard(*shard)
     dataset = dataset.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         dataset = dataset.cache()
     if shuffle:
-        dataset = dataset.shuffle(1024, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(1024, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    dataset = dataset.map(to_training_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    # one stateless seed pair per element: augmentation does not depend on thread timing
+    element_seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    dataset = tf.data.Dataset.zip((element_seeds, dataset)).map(
+        lambda element_seed, example: to_training_pair(element_seed, *example),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None or not training)
     return dataset.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)

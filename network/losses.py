@@ -25,15 +25,22 @@ def hard_negative_mask(class_loss, positives, neg_pos_ratio):
     return tf.logical_and(rank < num_negatives, tf.logical_not(positives))
 
 
-def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3):
+def count_positives(targets):
+    """Number of positive (face) priors in a batch of targets [B, P, 5], as float32."""
+    return tf.reduce_sum(tf.cast(targets[..., 4] > 0, tf.float32))
+
+
+def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3, num_positives=None):
     """SSD loss of a batch.
 
     Args:
         targets: [B, P, 5] from ``components.box_utils.encode_targets`` (4 offsets, class id).
         predictions: [B, P, 4 + num_classes] network output (offsets, class logits).
+        num_positives: the normaliser; defaults to :func:`count_positives` of ``targets``. Distributed
+            training passes the count over all replicas so that the replicas' losses add up to the global one.
     Returns:
         (localisation loss, classification loss): scalars, each summed over the selected priors and divided
-        by the number of positive priors in the batch (at least 1, so a batch without faces is safe).
+        by the number of positive priors (at least 1, so a batch without faces is safe).
     """
     predictions = tf.cast(predictions, tf.float32)
     loc_targets, labels = targets[..., :4], tf.cast(targets[..., 4], tf.int32)
@@ -45,5 +52,5 @@ def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3):
     selected = tf.cast(tf.logical_or(positives, negatives), tf.float32)
 
     loc_loss = tf.reduce_sum(smooth_l1(loc_pred - loc_targets) * tf.cast(positives, tf.float32)[..., None])
-    num_positives = tf.maximum(tf.reduce_sum(tf.cast(positives, tf.float32)), 1.0)
+    num_positives = tf.maximum(count_positives(targets) if num_positives is None else num_positives, 1.0)
     return loc_loss / num_positives, tf.reduce_sum(class_loss * selected) / num_positives

@@ -10,18 +10,24 @@ import tensorflow as tf
 layers = tf.keras.layers
 
 
+def batch_norm(name):
+    """Batch normalisation; statistics are synchronised across replicas inside a multi-replica strategy."""
+    synchronized = tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
+    return layers.BatchNormalization(synchronized=synchronized, name=name)
+
+
 def conv_bn(x, filters, kernel_size=3, strides=1, dilation=1, relu=True, name=None):
     """Convolution, batch norm and (optionally) ReLU."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", dilation_rate=dilation,
                       use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = batch_norm(f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
 def conv_dw(x, filters, strides=1, name=None):
     """MobileNet block: depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN + ReLU."""
     x = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw")(x)
-    x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+    x = batch_norm(f"{name}_dw_bn")(x)
     x = layers.ReLU(name=f"{name}_dw_relu")(x)
     return conv_bn(x, filters, kernel_size=1, name=f"{name}_pw")
 

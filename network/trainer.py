@@ -14,7 +14,7 @@ from components.detector import postprocess, save_model_config
 from components.lr_scheduler import schedule_from_config
 from components.prior_box import priors_from_config
 from dataset.tf_dataset_preprocess import load_dataset, normalize_image, parse_example, resize_image
-from network.losses import multibox_loss
+from network.losses import count_positives, multibox_loss
 from network.network import build_model
 
 HISTORY_FILE = "history.jsonl"
@@ -42,19 +42,57 @@ def build_optimizer(cfg, steps_per_epoch):
     return optimizer
 
 
-def make_train_step(model, optimizer, cfg):
-    """A compiled step: (images, targets) -> (total, localisation, classification) loss, weights updated."""
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def make_strategy(name):
+    """The tf.distribute strategy called ``name``: default (one device), mirrored (all local GPUs, or the
+    logical devices configured), multi_worker (several hosts described by the TF_CONFIG variable)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise TrainingError(f"unknown strategy {name!r}: expected one of {', '.join(STRATEGIES)}")
+
+
+def is_chief(strategy):
+    """Whether this process writes checkpoints and logs: always, except on non-chief workers."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker"
+                                             and resolver.task_id == 0)
+
+
+def make_train_step(model, optimizer, cfg, strategy=None):
+    """A compiled step: (images, targets) -> (total, localisation, classification) loss, weights updated.
+
+    Under a multi-replica ``strategy`` each replica normalises its summed loss by the number of positive
+    priors over *all* replicas, and the optimizer sums the replicas' gradients, so one step equals the
+    single-device step on the global batch. The returned losses are summed over replicas (the global loss).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
     num_classes = len(cfg["labels_list"])
 
-    @tf.function
-    def train_step(images, targets):
+    def replica_step(images, targets):
+        context = tf.distribute.get_replica_context()
+        global_positives = context.all_reduce(tf.distribute.ReduceOp.SUM, count_positives(targets))
         with tf.GradientTape() as tape:
             predictions = model(images, training=True)
-            loc_loss, class_loss = multibox_loss(targets, predictions, num_classes, cfg["neg_pos_ratio"])
+            loc_loss, class_loss = multibox_loss(targets, predictions, num_classes, cfg["neg_pos_ratio"],
+                                                 num_positives=global_positives)
             loss = loc_loss + class_loss
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss, loc_loss, class_loss
+
+    @tf.function
+    def train_step(images, targets):
+        per_replica = strategy.run(replica_step, args=(images, targets))
+        return tuple(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in per_replica)
 
     return train_step
 
@@ -189,28 +227,41 @@ def plot_history(records, png_path):
     os.replace(temporary, png_path)
 
 
-def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True, log=None):
+def distributed_config(cfg, num_replicas):
+    """``cfg`` for ``num_replicas`` replicas: ``batch_size`` stays per replica, the learning rates scale
+    linearly with the global batch."""
+    scaled = dict(cfg)
+    scaled["init_lr"] = cfg["init_lr"] * num_replicas
+    return scaled
+
+
+def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True, log=None, strategy="default"):
     """Train per ``cfg``; checkpoints, history, plot and the exported model go to ``cfg['checkpoint_dir']``.
 
-    Returns a one-line summary. Raises TrainingError when training cannot start, or stops on a non-finite
-    loss (the last good checkpoint is kept). On KeyboardInterrupt a checkpoint is saved before re-raising.
+    ``cfg['batch_size']`` is per replica: under ``strategy`` "mirrored" or "multi_worker" the global batch is
+    ``batch_size * replicas`` and the learning rate is scaled by the number of replicas. Returns a one-line
+    summary. Raises TrainingError when training cannot start, or stops on a non-finite loss (the last good
+    checkpoint is kept). On KeyboardInterrupt a checkpoint is saved before re-raising.
     """
     log = log or (lambda message: None)
     tf.keras.utils.set_random_seed(cfg["seed"])
-    folder = cfg["checkpoint_dir"]
+    strategy = make_strategy(strategy)
+    replicas = strategy.num_replicas_in_sync
+    cfg = distributed_config(cfg, replicas)
+    global_batch = cfg["batch_size"] * replicas
+    chief = is_chief(strategy)
+    folder = cfg["checkpoint_dir"] if chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
     os.makedirs(folder, exist_ok=True)
 
     num_train = count_records(cfg["train_tfrecord"])
-    steps_per_epoch = steps_per_epoch or max(num_train // cfg["batch_size"], 1)
-    has_val = bool(cfg["val_tfrecord"]) and os.path.isfile(cfg["val_tfrecord"])
-    train_data = load_dataset(cfg["train_tfrecord"], cfg, training=True, repeat=True,
-                              cache=cfg["cache_dataset"])
-    train_iterator = iter(train_data)
+    steps_per_epoch = steps_per_epoch or max(num_train // global_batch, 1)
+    has_val = chief and bool(cfg["val_tfrecord"]) and os.path.isfile(cfg["val_tfrecord"])
 
-    model = build_model(cfg)
-    optimizer = build_optimizer(cfg, steps_per_epoch)
-    optimizer.build(model.trainable_variables)
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    with strategy.scope():
+        model = build_model(cfg)
+        optimizer = build_optimizer(cfg, steps_per_epoch)
+        optimizer.build(model.trainable_variables)
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
     manager = tf.train.CheckpointManager(checkpoint, folder, max_to_keep=2)
     if manager.latest_checkpoint and not resume:
@@ -221,9 +272,16 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
         log(f"resumed from {manager.latest_checkpoint} (epoch {int(epoch)}, step {int(optimizer.iterations)})")
     history = [r for r in read_history(folder) if r["epoch"] <= int(epoch)]
 
-    train_step = make_train_step(model, optimizer, cfg)
+    # a resumed run continues with fresh (but still repeatable) shuffling and augmentation
+    train_data = load_dataset(cfg["train_tfrecord"], cfg, training=True, batch_size=global_batch, repeat=True,
+                              cache=cfg["cache_dataset"], seed=cfg["seed"] + int(epoch))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train_iterator = iter(strategy.experimental_distribute_dataset(train_data.with_options(options)))
+
+    train_step = make_train_step(model, optimizer, cfg, strategy)
     eval_step = make_eval_step(model, cfg)
-    writer = tf.summary.create_file_writer(cfg["log_dir"])
+    writer = tf.summary.create_file_writer(cfg["log_dir"] if chief else os.path.join(folder, "logs"))
 
     try:
         while int(epoch) < cfg["epoch"]:
@@ -242,7 +300,7 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
                 bar.set_postfix(loss=f"{mean[0]:.3f}", loc=f"{mean[1]:.3f}", cls=f"{mean[2]:.3f}")
             elapsed = time.time() - started
             record = {"epoch": current, "loss": mean[0], "loc": mean[1], "cls": mean[2],
-                      "lr": float(optimizer.learning_rate), "images_per_s": steps_per_epoch * cfg["batch_size"] / elapsed,
+                      "lr": float(optimizer.learning_rate), "images_per_s": steps_per_epoch * global_batch / elapsed,
                       "seconds": elapsed}
             if has_val:
                 with_map = cfg["val_map_freq"] > 0 and (current % cfg["val_map_freq"] == 0 or current == cfg["epoch"])
@@ -250,9 +308,11 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
             epoch.assign(current)
             if current % cfg["save_freq"] == 0 or current == cfg["epoch"]:
                 manager.save()
-                export_model(model, cfg, folder)
+                if chief:
+                    export_model(model, cfg, folder)
             history.append(record)
-            write_history(folder, history)
+            if chief:
+                write_history(folder, history)
             with writer.as_default(step=current):
                 for key, value in record.items():
                     if key != "epoch":
@@ -263,4 +323,7 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
     except KeyboardInterrupt:
         manager.save()
         raise
+    finally:
+        if not chief:
+            shutil.rmtree(folder, ignore_errors=True)
     return f"trained to epoch {int(epoch)}; checkpoints in {folder}"
