@@ -10,10 +10,13 @@ import tensorflow as tf
 layers = tf.keras.layers
 
 
+BN_MOMENTUM = 0.9  # moving statistics follow the weights closely enough for per-epoch validation
+
+
 def batch_norm(name):
     """Batch normalisation; statistics are synchronised across replicas inside a multi-replica strategy."""
     synchronized = tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
-    return layers.BatchNormalization(synchronized=synchronized, name=name)
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, synchronized=synchronized, name=name)
 
 
 def conv_bn(x, filters, kernel_size=3, strides=1, dilation=1, relu=True, name=None):

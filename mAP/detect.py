@@ -1,0 +1,188 @@
+"""Write detection and ground-truth text files of a VOC split for mAP/compute_mAP.py.
+
+    python mAP/detect.py [--model_path checkpoints/] --dataset_path VOC_DIR [--split val] [--output_dir mAP]
+                         [--score_threshold 0.01]
+
+For every image of ``ImageSets/Main/<split>.txt`` writes ``<output_dir>/detection-results/NAME.txt``
+(``<class> <score> <left> <top> <right> <bottom>``) and ``<output_dir>/ground-truth/NAME.txt``
+(``<class> <left> <top> <right> <bottom>``, plus `` difficult`` for difficult objects), in pixels of the
+original image with the canonical class names (VOC labels are mapped through ``label_aliases``). Stale
+``.txt`` files in those two folders are removed first. Images that cannot be read are skipped with a reason.
+"""
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+import cv2  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from components.config import add_config_arguments, config_from_args  # noqa: E402
+from dataset.voc import VOCError, clip_boxes, find_image, parse_annotation, read_image_bgr, read_split  # noqa: E402
+
+DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints")
+DEFAULT_OUTPUT_DIR = os.path.join(REPO_ROOT, "mAP")
+DETECTION_DIR_NAME = "detection-results"
+GROUND_TRUTH_DIR_NAME = "ground-truth"
+DEFAULT_SCORE_THRESHOLD = 0.01
+DEFAULT_IMAGES_PER_BATCH = 16
+
+
+@dataclass
+class DetectReport:
+    """What a run wrote (counts) and what it skipped (one reason per image or object)."""
+    images: int = 0
+    detections: int = 0
+    ground_truth_boxes: int = 0
+    skipped_images: list = field(default_factory=list)
+    skipped_objects: list = field(default_factory=list)
+
+
+def format_pixels(value):
+    """A pixel coordinate as short text: at most 2 decimals, no trailing zeros (``12``, ``12.5``)."""
+    text = f"{float(value):.2f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def ground_truth_text(annotation):
+    """Ground-truth file content: ``<class> <left> <top> <right> <bottom>[ difficult]`` per object."""
+    lines = []
+    for label, box, difficult in zip(annotation.labels, annotation.boxes, annotation.difficult):
+        line = f"{label} " + " ".join(format_pixels(value) for value in box)
+        lines.append(line + (" difficult" if difficult else ""))
+    return "".join(f"{line}\n" for line in lines)
+
+
+def detection_text(detections):
+    """Detection file content: ``<class> <score> <left> <top> <right> <bottom>`` per detection."""
+    return "".join(f"{label} {score:.6f} " + " ".join(format_pixels(value) for value in box) + "\n"
+                   for label, score, box in zip(detections.labels(), detections.scores, detections.boxes))
+
+
+def load_example(dataset_path, name, label_aliases):
+    """(RGB image uint8 [H, W, 3], Annotation clipped to the image) of ``name``; raises VOCError."""
+    xml_path = os.path.join(dataset_path, "Annotations", f"{name}.xml")
+    image_path = find_image(dataset_path, name)
+    if image_path is None:
+        raise VOCError(f"{os.path.join(dataset_path, 'JPEGImages', name)}.*: image not found")
+    if not os.path.isfile(xml_path):
+        raise VOCError(f"{xml_path}: annotation not found")
+    annotation = parse_annotation(xml_path, label_aliases)
+    image_bgr = read_image_bgr(image_path)
+    clip_boxes(annotation, image_bgr.shape[1], image_bgr.shape[0])
+    annotation.skipped = [f"{xml_path}: {reason}" for reason in annotation.skipped]
+    return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), annotation
+
+
+def remove_text_files(folder):
+    """Delete the ``*.txt`` files directly in ``folder`` (results of an earlier run); returns how many."""
+    names = [name for name in os.listdir(folder) if name.endswith(".txt")]
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            os.remove(path)
+    return len(names)
+
+
+def write_split_results(detector, dataset_path, names, output_dir, score_threshold,
+                        images_per_batch=DEFAULT_IMAGES_PER_BATCH, progress=True):
+    """Detect in every image of ``names`` and write its detection and ground-truth files.
+
+    Clears ``*.txt`` in ``<output_dir>/detection-results`` and ``<output_dir>/ground-truth`` first.
+    Returns a DetectReport; unreadable images or annotations are skipped and listed in it.
+    """
+    from mAP.compute_mAP import write_text_atomically  # imports TensorFlow (box_utils), as the detector did
+    detection_dir = os.path.join(output_dir, DETECTION_DIR_NAME)
+    ground_truth_dir = os.path.join(output_dir, GROUND_TRUTH_DIR_NAME)
+    for folder in (detection_dir, ground_truth_dir):
+        os.makedirs(folder, exist_ok=True)
+        remove_text_files(folder)
+    report = DetectReport()
+    with tqdm(total=len(names), desc="detect", unit="img", disable=not progress) as bar:
+        for start in range(0, len(names), images_per_batch):
+            batch_names, batch_images, batch_annotations = [], [], []
+            for name in names[start:start + images_per_batch]:
+                try:
+                    image_rgb, annotation = load_example(dataset_path, name, detector.cfg["label_aliases"])
+                except VOCError as error:
+                    report.skipped_images.append(str(error))
+                    continue
+                batch_names.append(name)
+                batch_images.append(image_rgb)
+                batch_annotations.append(annotation)
+            if batch_images:
+                results = detector.detect_batch(batch_images, score_threshold)
+                for name, annotation, detections in zip(batch_names, batch_annotations, results):
+                    write_text_atomically(os.path.join(ground_truth_dir, f"{name}.txt"), ground_truth_text(annotation))
+                    write_text_atomically(os.path.join(detection_dir, f"{name}.txt"), detection_text(detections))
+                    report.images += 1
+                    report.detections += len(detections)
+                    report.ground_truth_boxes += len(annotation.labels)
+                    report.skipped_objects.extend(annotation.skipped)
+            bar.update(len(names[start:start + images_per_batch]))
+    return report
+
+
+def next_command(output_dir):
+    """The compute_mAP.py command that reads what was written to ``output_dir``."""
+    script = os.path.relpath(os.path.join(REPO_ROOT, "mAP", "compute_mAP.py"))
+    if os.path.abspath(output_dir) == os.path.abspath(DEFAULT_OUTPUT_DIR):
+        return f"python {script}"
+    return (f"python {script} --gt_dir {os.path.join(output_dir, GROUND_TRUTH_DIR_NAME)} "
+            f"--det_dir {os.path.join(output_dir, DETECTION_DIR_NAME)} "
+            f"--output_dir {os.path.join(output_dir, 'map-results')}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model_path", default=DEFAULT_MODEL_PATH,
+                        help="a .keras model or a folder holding one (default: checkpoints/ of the repository)")
+    parser.add_argument("--dataset_path", required=True, help="VOC folder (Annotations/, JPEGImages/, ImageSets/)")
+    parser.add_argument("--split", default="val", help="name of a file in ImageSets/Main, without .txt")
+    parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR,
+                        help="gets detection-results/ and ground-truth/ (default: mAP/ of the repository)")
+    parser.add_argument("--score_threshold", type=float, default=DEFAULT_SCORE_THRESHOLD,
+                        help="lowest score kept (low, so the precision/recall curve is complete)")
+    parser.add_argument("--images_per_batch", type=int, default=DEFAULT_IMAGES_PER_BATCH,
+                        help="images run through the model at once")
+    add_config_arguments(parser, skip=("score_threshold",))
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        if args.images_per_batch < 1:
+            raise ValueError(f"--images_per_batch: must be at least 1, got {args.images_per_batch}")
+        if not os.path.isdir(args.dataset_path):
+            raise VOCError(f"{args.dataset_path}: dataset folder not found")
+        names = read_split(args.dataset_path, args.split)
+        if not os.path.exists(args.model_path):
+            raise FileNotFoundError(f"{args.model_path}: model not found")
+        from components.detector import Detector  # imports TensorFlow: only once the cheap checks passed
+        detector = Detector.from_path(args.model_path, cfg)
+        report = write_split_results(detector, args.dataset_path, names, args.output_dir, args.score_threshold,
+                                     args.images_per_batch)
+        for reason in report.skipped_images:
+            print(f"skipped image: {reason}", file=sys.stderr)
+        if report.images == 0:
+            raise VOCError(f"{args.dataset_path}: none of the {len(names)} images of split "
+                           f"{args.split!r} could be read")
+    except (VOCError, ValueError, OSError) as error:  # ModelLoadError is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    print(f"wrote {report.images} detection files ({report.detections} detections) and {report.images} "
+          f"ground-truth files ({report.ground_truth_boxes} boxes) under {args.output_dir}; "
+          f"skipped {len(report.skipped_images)} images, {len(report.skipped_objects)} objects "
+          f"(unknown label or empty box)")
+    print(f"next: {next_command(args.output_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

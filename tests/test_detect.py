@@ -1,0 +1,192 @@
+"""Tests of mAP/detect.py on a small VOC folder built from the sample images, then mAP/compute_mAP.py on its output."""
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+from components.config import cfg as default_cfg  # noqa: E402
+
+DETECT_SCRIPT = os.path.join(REPO_ROOT, "mAP", "detect.py")
+COMPUTE_MAP_SCRIPT = os.path.join(REPO_ROOT, "mAP", "compute_mAP.py")
+HANDSHAKE_IMAGE = os.path.join(REPO_ROOT, "assets", "1_Handshaking_Handshaking_1_71.jpg")   # 1024 x 754
+PEOPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")                      # 950 x 572
+NUMBER = r"-?\d+(?:\.\d{1,2})?"
+DETECTION_LINE = re.compile(rf"^(mask|unmask) (\d\.\d{{6}}) ({NUMBER}) ({NUMBER}) ({NUMBER}) ({NUMBER})$")
+
+
+def voc_xml(filename, width, height, objects):
+    """VOC annotation text; ``objects`` are (name, (xmin, ymin, xmax, ymax)) or (name, box, difficult)."""
+    parts = [f"<annotation><filename>{filename}</filename>"
+             f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"]
+    for obj in objects:
+        name, box = obj[0], obj[1]
+        difficult = 1 if len(obj) > 2 and obj[2] else 0
+        parts.append(f"<object><name>{name}</name><difficult>{difficult}</difficult><bndbox>"
+                     f"<xmin>{box[0]}</xmin><ymin>{box[1]}</ymin><xmax>{box[2]}</xmax><ymax>{box[3]}</ymax>"
+                     "</bndbox></object>")
+    return "".join(parts) + "</annotation>\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """Path of a small random 'slim' model (input 120x160) saved with its config sidecar."""
+    from network.network import build_model
+    from network.trainer import export_model
+    cfg = copy.deepcopy(default_cfg)
+    cfg.update(network="slim", base_channel=4, input_size=(120, 160))
+    return export_model(build_model(cfg), cfg, str(tmp_path_factory.mktemp("model")), name="tiny.keras")
+
+
+@pytest.fixture
+def voc_folder(tmp_path):
+    """3 usable images (one with a difficult object, aliases, a box past the border, an unknown label)
+    plus one zero-byte image and one malformed xml, all listed in val.txt."""
+    root = tmp_path / "voc"
+    for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / folder).mkdir(parents=True)
+    shutil.copy(HANDSHAKE_IMAGE, root / "JPEGImages" / "handshake.jpg")
+    shutil.copy(PEOPLE_IMAGE, root / "JPEGImages" / "people.jpg")
+    small = cv2.resize(cv2.imread(PEOPLE_IMAGE), (475, 286))
+    cv2.imwrite(str(root / "JPEGImages" / "small.png"), small)
+    (root / "JPEGImages" / "empty.jpg").write_bytes(b"")
+    shutil.copy(PEOPLE_IMAGE, root / "JPEGImages" / "badxml.jpg")
+    annotations = {
+        "handshake": voc_xml("handshake.jpg", 1024, 754, [("face", (90, 40, 190, 160)),
+                                                          ("face_mask", (630, 120, 740, 260))]),
+        "people": voc_xml("people.jpg", 950, 572, [("with_mask", (440, 140, 510, 220)),
+                                                   ("face", (300, 80, 350, 140), True)]),
+        # the xml size is the original 950 x 572: boxes are rescaled to the 475 x 286 image, then clipped
+        "small": voc_xml("small.png", 950, 572, [("without_mask", (900, 100, 1000, 200.5)), ("hat", (1, 1, 9, 9))]),
+        "empty": voc_xml("empty.jpg", 950, 572, [("face", (1, 1, 50, 50))]),
+    }
+    for name, text in annotations.items():
+        (root / "Annotations" / f"{name}.xml").write_text(text)
+    (root / "Annotations" / "badxml.xml").write_text("<annotation><object>")
+    (root / "ImageSets" / "Main" / "val.txt").write_text("handshake\npeople\nsmall\nempty\nbadxml\n")
+    return root
+
+
+def run_script(script, *args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+
+
+def read_text_files(folder):
+    return {name[:-4]: (folder / name).read_text() for name in sorted(os.listdir(folder)) if name.endswith(".txt")}
+
+
+@pytest.mark.slow
+def test_detect_writes_files_that_compute_map_reads(tiny_model, voc_folder, tmp_path):
+    output_dir = tmp_path / "out"
+    for folder in ("ground-truth", "detection-results"):
+        (output_dir / folder).mkdir(parents=True)
+        (output_dir / folder / "stale_image.txt").write_text("mask 0 0 1 1\n")
+        (output_dir / folder / "notes.md").write_text("not ours\n")
+    run = run_script(DETECT_SCRIPT, "--model_path", os.path.dirname(tiny_model), "--dataset_path", voc_folder,
+                     "--split", "val", "--output_dir", output_dir, "--images_per_batch", "2", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+
+    ground_truth = read_text_files(output_dir / "ground-truth")
+    detections = read_text_files(output_dir / "detection-results")
+    assert sorted(ground_truth) == sorted(detections) == ["handshake", "people", "small"]
+    assert (output_dir / "ground-truth" / "notes.md").exists()       # only .txt files are cleared
+    assert ground_truth["handshake"] == "unmask 90 40 190 160\nmask 630 120 740 260\n"
+    assert ground_truth["people"] == "mask 440 140 510 220\nunmask 300 80 350 140 difficult\n"
+    assert ground_truth["small"] == "unmask 450 50 475 100.25\n"        # rescaled by 1/2, clipped at 475
+
+    sizes = {"handshake": (1024, 754), "people": (950, 572), "small": (475, 286)}
+    total = 0
+    for name, text in detections.items():
+        width, height = sizes[name]
+        for line in text.splitlines():
+            match = DETECTION_LINE.match(line)
+            assert match, line
+            left, top, right, bottom = map(float, match.groups()[2:])
+            assert 0 <= left <= right <= width and 0 <= top <= bottom <= height
+            total += 1
+    assert total > 0                          # a random model passes the default 0.01 threshold
+
+    skipped = [line for line in run.stderr.splitlines() if line.startswith("skipped image: ")]
+    assert len(skipped) == 2
+    assert any("empty.jpg: empty file" in line for line in skipped)
+    assert any("badxml.xml: malformed xml" in line for line in skipped)
+    assert f"wrote 3 detection files ({total} detections) and 3 ground-truth files (5 boxes)" in run.stdout
+    assert "skipped 2 images, 1 objects" in run.stdout
+    assert "mAP/compute_mAP.py --gt_dir" in run.stdout
+
+    evaluation = run_script(COMPUTE_MAP_SCRIPT, "--gt_dir", output_dir / "ground-truth",
+                            "--det_dir", output_dir / "detection-results", "--output_dir", output_dir / "results",
+                            "--no_plot", cwd=tmp_path)
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert "mAP = " in evaluation.stdout
+
+
+def test_defaults_match_compute_map_defaults(monkeypatch):
+    """``python mAP/compute_mAP.py`` with no flags reads the folders detect.py writes by default."""
+    import argparse
+
+    from mAP import compute_mAP, detect
+    defaults = {}
+    parse_args = argparse.ArgumentParser.parse_args
+
+    def record_defaults(parser, args=None, namespace=None):
+        defaults.update(vars(parse_args(parser, [], namespace)))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", record_defaults)
+    with pytest.raises(SystemExit):
+        compute_mAP.main([])
+    assert defaults["gt_dir"] == os.path.join(detect.DEFAULT_OUTPUT_DIR, detect.GROUND_TRUTH_DIR_NAME)
+    assert defaults["det_dir"] == os.path.join(detect.DEFAULT_OUTPUT_DIR, detect.DETECTION_DIR_NAME)
+    assert detect.next_command(detect.DEFAULT_OUTPUT_DIR).endswith("compute_mAP.py")
+
+
+def test_format_pixels_is_short_and_exact_enough():
+    from mAP.detect import format_pixels
+    assert [format_pixels(v) for v in (12.0, 12.5, 0.004, 100.256, -0.001)] == ["12", "12.5", "0", "100.26", "0"]
+
+
+def assert_one_line_error(run, path):
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines() == [run.stderr.strip().splitlines()[-1]]
+    assert run.stderr.strip().startswith(f"error: {path}"), run.stderr
+
+
+def test_missing_dataset_folder_is_one_line_error(tmp_path):
+    missing = tmp_path / "no_such_voc"
+    run = run_script(DETECT_SCRIPT, "--model_path", tmp_path, "--dataset_path", missing, cwd=tmp_path)
+    assert_one_line_error(run, missing)
+
+
+def test_missing_split_is_one_line_error(voc_folder, tmp_path):
+    run = run_script(DETECT_SCRIPT, "--model_path", tmp_path, "--dataset_path", voc_folder, "--split", "test",
+                     cwd=tmp_path)
+    assert_one_line_error(run, voc_folder / "ImageSets" / "Main" / "test.txt")
+
+
+def test_empty_split_is_one_line_error(voc_folder, tmp_path):
+    split = voc_folder / "ImageSets" / "Main" / "none.txt"
+    split.write_text("\n")
+    run = run_script(DETECT_SCRIPT, "--model_path", tmp_path, "--dataset_path", voc_folder, "--split", "none",
+                     cwd=tmp_path)
+    assert_one_line_error(run, split)
+
+
+def test_missing_model_is_one_line_error_and_leaves_old_results(voc_folder, tmp_path):
+    output_dir = tmp_path / "out"
+    (output_dir / "ground-truth").mkdir(parents=True)
+    (output_dir / "ground-truth" / "earlier.txt").write_text("mask 0 0 1 1\n")
+    missing = tmp_path / "no_model.keras"
+    run = run_script(DETECT_SCRIPT, "--model_path", missing, "--dataset_path", voc_folder,
+                     "--output_dir", output_dir, cwd=tmp_path)
+    assert_one_line_error(run, missing)
+    assert (output_dir / "ground-truth" / "earlier.txt").exists()

@@ -1,0 +1,201 @@
+"""Tests of inference.py and components/drawing.py with a tiny randomly initialised model on the sample images."""
+import argparse
+import copy
+import os
+import re
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+import inference  # noqa: E402
+from components.config import cfg as default_cfg  # noqa: E402
+from components.drawing import CLASS_COLORS_BGR, draw_detections  # noqa: E402
+
+SCRIPT = os.path.join(REPO_ROOT, "inference.py")
+SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
+TINY_INPUT_SIZE = (120, 160)
+DETECTION_LINE = re.compile(r"^(mask|unmask) (\d\.\d{3}) (-?\d+) (-?\d+) (-?\d+) (-?\d+)$")
+SUMMARY_LINE = re.compile(r"^(\d+) faces?: (\d+) mask, (\d+) unmask; model \d+\.\d ms$")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """Path of a small random 'slim' model (input 120x160) saved with its config sidecar."""
+    from network.network import build_model
+    from network.trainer import export_model
+    cfg = copy.deepcopy(default_cfg)
+    cfg.update(network="slim", base_channel=4, input_size=TINY_INPUT_SIZE)
+    return export_model(build_model(cfg), cfg, str(tmp_path_factory.mktemp("model")), name="tiny.keras")
+
+
+def run_script(*args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+
+
+def assert_one_line_error(run, path):
+    """Exit code 2, no traceback, and the last stderr line is ``error: <path>: ...``."""
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    last_line = run.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"error: {path}: "), run.stderr
+
+
+class FakeDetections:
+    def __init__(self, boxes, scores, labels):
+        self.boxes, self.scores, self._labels = np.array(boxes, np.float32), np.array(scores, np.float32), labels
+
+    def labels(self):
+        return self._labels
+
+
+# --- drawing and small helpers (no model) ------------------------------------------------------------
+
+def test_draw_detections_colours_boxes_by_class_and_keeps_the_input():
+    image = np.full((200, 300, 3), 128, np.uint8)
+    detections = FakeDetections([[20, 60, 100, 150], [150, 60, 250, 150]], [0.93, 0.5], ["mask", "unmask"])
+    annotated = draw_detections(image, detections, fps=12.3)
+    assert annotated.shape == image.shape and annotated.dtype == np.uint8
+    assert (image == 128).all()                                  # the input is not drawn on
+    assert tuple(annotated[120, 20]) == CLASS_COLORS_BGR["mask"]     # left edges, below the labels
+    assert tuple(annotated[120, 150]) == CLASS_COLORS_BGR["unmask"]
+    assert (annotated[5:25, 5:60] != 128).any()                  # FPS text in the top-left corner
+    plain = draw_detections(image, FakeDetections(np.zeros((0, 4)), [], []))
+    assert (plain == image).all()
+
+
+def test_camera_flag_accepts_an_index_or_a_literal_true():
+    assert inference.camera_index("True") == 0
+    assert inference.camera_index("2") == 2
+    with pytest.raises(argparse.ArgumentTypeError):
+        inference.camera_index("front")
+
+
+def test_detection_and_summary_lines_are_in_the_documented_format():
+    detections = FakeDetections([[10.4, 20.6, 50.0, 80.49]], [0.9349], ["mask"])
+    assert inference.detection_lines(detections) == ["mask 0.935 10 21 50 80"]
+    assert inference.summary_line(detections, ["mask", "unmask"], 12.34) == "1 face: 1 mask, 0 unmask; model 12.3 ms"
+
+
+def test_unsupported_output_extension_is_a_usage_error(tmp_path):
+    with pytest.raises(inference.UsageError, match="out.xyz"):
+        inference.write_image_atomically(str(tmp_path / "out.xyz"), np.zeros((4, 4, 3), np.uint8))
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_models_saved_config_wins_for_model_keys(tiny_model):
+    from components.detector import Detector
+    base = copy.deepcopy(default_cfg)
+    base.update(input_size=(480, 640), score_threshold=0.7)
+    detector = Detector.from_path(os.path.dirname(tiny_model), base)
+    assert detector.input_size == TINY_INPUT_SIZE
+    assert detector.cfg["score_threshold"] == 0.7
+
+
+# --- the command line ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_image_mode_writes_an_annotated_image_and_prints_detections(tiny_model, tmp_path):
+    output = tmp_path / "annotated.jpg"
+    run = run_script("--model_path", tiny_model, "--img_path", SAMPLE_IMAGE, "--output", output,
+                     "--score_threshold", "0.01", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    source = cv2.imread(SAMPLE_IMAGE)
+    written = cv2.imread(str(output))
+    assert written is not None and written.shape == source.shape
+    assert not [name for name in os.listdir(tmp_path) if ".tmp-" in name]
+    lines = run.stdout.strip().splitlines()
+    assert lines[-1] == f"annotated image written to {output}"
+    summary = SUMMARY_LINE.match(lines[-2])
+    assert summary, lines[-2]
+    detection_lines = lines[:-2]
+    assert len(detection_lines) == int(summary.group(1)) > 0     # a random model passes a 0.01 threshold
+    height, width = source.shape[:2]
+    labels = []
+    for line in detection_lines:
+        match = DETECTION_LINE.match(line)
+        assert match, line
+        left, top, right, bottom = map(int, match.groups()[2:])
+        assert 0 <= left <= right <= width and 0 <= top <= bottom <= height
+        labels.append(match.group(1))
+    assert labels.count("mask") == int(summary.group(2)) and labels.count("unmask") == int(summary.group(3))
+
+
+@pytest.mark.slow
+def test_video_mode_writes_every_frame(tiny_model, tmp_path):
+    frame = cv2.resize(cv2.imread(SAMPLE_IMAGE), (320, 192))
+    source = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(source, cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (320, 192))
+    for _ in range(10):
+        writer.write(frame)
+    writer.release()
+    output = tmp_path / "annotated.mp4"
+    run = run_script("--model_path", tiny_model, "--video", source, "--output", output, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0].startswith("10 frames processed, mean ")
+    capture = cv2.VideoCapture(str(output))
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(image)
+    capture.release()
+    assert len(frames) == 10
+    assert frames[0].shape == (192, 320, 3)
+
+
+def test_missing_image_is_one_line_error(tmp_path):
+    missing = tmp_path / "missing.jpg"
+    run = run_script("--model_path", tmp_path, "--img_path", missing, cwd=tmp_path)
+    assert_one_line_error(run, missing)
+    assert run.stderr.strip().count("\n") == 0        # caught before TensorFlow is even imported
+
+
+def test_zero_byte_image_is_one_line_error(tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    run = run_script("--model_path", tmp_path, "--img_path", empty, cwd=tmp_path)
+    assert_one_line_error(run, empty)
+    assert run.stderr.strip().count("\n") == 0
+
+
+def test_corrupt_image_is_one_line_error(tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    assert_one_line_error(run_script("--img_path", corrupt, cwd=tmp_path), corrupt)
+
+
+def test_missing_model_is_one_line_error(tmp_path):
+    missing = tmp_path / "no_such_model.keras"
+    run = run_script("--model_path", missing, "--img_path", SAMPLE_IMAGE, cwd=tmp_path)
+    assert_one_line_error(run, missing)
+    assert run.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.slow
+def test_non_model_file_is_one_line_error(tmp_path):
+    not_a_model = tmp_path / "notes.keras"
+    not_a_model.write_text("not a model\n")
+    run = run_script("--model_path", not_a_model, "--img_path", SAMPLE_IMAGE, cwd=tmp_path)
+    assert_one_line_error(run, not_a_model)
+
+
+def test_unreadable_video_is_one_line_error(tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"this is not a video")
+    run = run_script("--model_path", tmp_path, "--video", broken, "--output", tmp_path / "out.mp4", cwd=tmp_path)
+    assert_one_line_error(run, broken)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_image_and_video_flags_are_exclusive(tmp_path):
+    run = run_script("--img_path", SAMPLE_IMAGE, "--video", "clip.mp4", cwd=tmp_path)
+    assert run.returncode == 2 and "not allowed with" in run.stderr
