@@ -1,0 +1,80 @@
+"""Shared pytest fixtures: the tiny VOC folder in tests/fixtures/voc_mini, a small config and its TFRecords.
+
+Nothing here reads outside the repository: the tests must run on a fresh checkout with only
+``requirements.txt`` installed.
+"""
+import copy
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # before anything imports TensorFlow
+
+import pytest  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+VOC_MINI = os.path.join(REPO_ROOT, "tests", "fixtures", "voc_mini")
+TINY_INPUT_SIZE = (120, 160)   # the network is fully convolutional; priors follow ceil(size / step)
+
+
+def make_tiny_cfg():
+    """A copy of components.config.cfg for fast tests: small input, batch of 2, no dataset cache."""
+    from components.config import cfg
+    config = copy.deepcopy(cfg)
+    config.update(input_size=TINY_INPUT_SIZE, batch_size=2, cache_dataset=False)
+    return config
+
+
+def _run_script(args, cwd=REPO_ROOT, timeout=300):
+    """Run a Python script of the repository in a subprocess with TensorFlow's startup logging silenced."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _last_line(text):
+    """The last non-empty line of ``text`` ('' when there is none)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+@pytest.fixture(scope="session")
+def run_script():
+    """``run_script(args, cwd=REPO_ROOT, timeout=300)`` -> CompletedProcess of ``python *args`` (text output),
+    with TF_CPP_MIN_LOG_LEVEL=3 in its environment."""
+    return _run_script
+
+
+@pytest.fixture(scope="session")
+def last_line():
+    """``last_line(text)``: the last non-empty line of a process output."""
+    return _last_line
+
+
+@pytest.fixture(scope="session")
+def voc_mini():
+    """Path of the tiny VOC folder (6 train and 2 val images copied from Maskdata)."""
+    return VOC_MINI
+
+
+@pytest.fixture
+def tiny_cfg():
+    """A fresh small config per test (tests may change it)."""
+    return make_tiny_cfg()
+
+
+@pytest.fixture(scope="session")
+def voc_mini_tfrecords(tmp_path_factory):
+    """voc_mini converted once per session: dict with 'train' / 'val' paths and 'reports' per split."""
+    from dataset.voc_to_tfrecord import convert_split
+    folder = tmp_path_factory.mktemp("voc_mini_tfrecord")
+    cfg = make_tiny_cfg()
+    result = {"reports": {}}
+    for split in ("train", "val"):
+        path = str(folder / f"{split}_mask.tfrecord")
+        result["reports"][split] = convert_split(VOC_MINI, split, path, cfg, progress=False)
+        result[split] = path
+    return result

@@ -1,0 +1,176 @@
+"""Tests of components/box_utils.py against brute-force Python references."""
+import numpy as np
+import pytest
+
+from components.box_utils import (batched_nms, box_area, center_to_corner, corner_to_center, decode_boxes,
+                                  encode_boxes, encode_targets, iou_matrix)
+from components.config import cfg
+from components.prior_box import priors_from_config
+
+VARIANCES = cfg["variances"]
+
+
+def random_corner_boxes(rng, count, min_size=0.01, max_size=0.5):
+    """Random valid corner-form boxes inside the unit square."""
+    size = rng.uniform(min_size, max_size, (count, 2))
+    top_left = rng.uniform(0, 1 - size)
+    return np.concatenate([top_left, top_left + size], axis=1).astype(np.float32)
+
+
+def brute_force_iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = max(a[2] - a[0], 0) * max(a[3] - a[1], 0) + max(b[2] - b[0], 0) * max(b[3] - b[1], 0) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def test_center_corner_round_trip():
+    rng = np.random.default_rng(0)
+    centre = np.concatenate([rng.uniform(0, 1, (50, 2)), rng.uniform(0.01, 1, (50, 2))], axis=1)
+    corner = center_to_corner(centre).numpy()
+    np.testing.assert_allclose(corner[:, 2:] - corner[:, :2], centre[:, 2:], atol=1e-6)
+    np.testing.assert_allclose(corner_to_center(corner).numpy(), centre, atol=1e-6)
+    np.testing.assert_allclose(center_to_corner([[0.5, 0.5, 0.2, 0.4]]).numpy(), [[0.4, 0.3, 0.6, 0.7]], atol=1e-6)
+    # batched shapes are kept
+    assert center_to_corner(np.zeros((2, 3, 4))).shape == (2, 3, 4)
+
+
+def test_box_area_is_zero_for_inverted_boxes():
+    np.testing.assert_allclose(box_area([[0, 0, 2, 3], [2, 2, 1, 5], [1, 1, 1, 4]]).numpy(), [6, 0, 0])
+
+
+def test_iou_matrix_matches_brute_force():
+    rng = np.random.default_rng(1)
+    special = np.array([
+        [0.1, 0.1, 0.3, 0.3],     # reference
+        [0.5, 0.5, 0.7, 0.7],     # disjoint from it
+        [0.15, 0.15, 0.25, 0.25], # contained in it
+        [0.3, 0.1, 0.5, 0.3],     # touching it along an edge
+        [0.3, 0.3, 0.4, 0.4],     # touching it at a corner
+        [0.2, 0.2, 0.2, 0.2],     # zero area, inside it
+        [0.1, 0.1, 0.3, 0.3],     # identical
+    ], np.float32)
+    boxes_a = np.concatenate([special, random_corner_boxes(rng, 20)])
+    boxes_b = np.concatenate([special[::-1], random_corner_boxes(rng, 15)])
+    result = iou_matrix(boxes_a, boxes_b).numpy()
+    expected = np.array([[brute_force_iou(a, b) for b in boxes_b] for a in boxes_a])
+    assert result.shape == (len(boxes_a), len(boxes_b))
+    np.testing.assert_allclose(result, expected, atol=1e-6)
+    assert result[0, len(special) - 1] == pytest.approx(1.0)            # identical
+    assert result[0, len(special) - 2] == 0.0                           # disjoint
+    assert result[0, len(special) - 3] == pytest.approx(0.25)          # contained: 0.01 / 0.04
+    assert result[0, 3] == 0.0 and result[0, 2] == 0.0                  # touching
+    assert np.isfinite(iou_matrix(special[5:6], special[5:6]).numpy()).all()   # zero-area pair: 0, not NaN
+    assert iou_matrix(special[5:6], special[5:6]).numpy()[0, 0] == 0.0
+
+
+def test_iou_matrix_with_empty_inputs():
+    assert iou_matrix(np.zeros((0, 4)), np.zeros((3, 4))).shape == (0, 3)
+    assert iou_matrix(np.zeros((2, 4)), np.zeros((0, 4))).shape == (2, 0)
+
+
+def test_encode_decode_round_trip():
+    rng = np.random.default_rng(2)
+    boxes = random_corner_boxes(rng, 200, 0.005, 0.9)
+    priors = np.concatenate([rng.uniform(0, 1, (200, 2)), rng.uniform(0.02, 0.6, (200, 2))], axis=1)
+    offsets = encode_boxes(boxes, priors, VARIANCES)
+    np.testing.assert_allclose(decode_boxes(offsets, priors, VARIANCES).numpy(), boxes, atol=1e-5)
+    # a box equal to its prior has zero offsets
+    np.testing.assert_allclose(encode_boxes(center_to_corner(priors), priors, VARIANCES).numpy(), 0, atol=1e-4)
+    # decode broadcasts over a batch
+    batch = decode_boxes(np.stack([offsets, offsets]), priors, VARIANCES)
+    assert batch.shape == (2, 200, 4)
+
+
+def test_encode_uses_variances():
+    prior = np.array([[0.5, 0.5, 0.2, 0.2]], np.float32)
+    box = center_to_corner([[0.52, 0.5, 0.2 * np.e, 0.2]])
+    np.testing.assert_allclose(encode_boxes(box, prior, (0.1, 0.2)).numpy(), [[1.0, 0.0, 5.0, 0.0]], atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_encode_targets_matches_every_face(seed):
+    rng = np.random.default_rng(seed)
+    priors = priors_from_config(cfg)
+    corner_priors = center_to_corner(priors).numpy()
+    gt_boxes = np.concatenate([random_corner_boxes(rng, 5, 0.03, 0.4),
+                               np.array([[0.40, 0.40, 0.42, 0.43]], np.float32)])   # a tiny face
+    gt_labels = rng.integers(1, 3, len(gt_boxes))
+    targets = encode_targets(gt_boxes, gt_labels, priors, cfg["match_thresh"], VARIANCES).numpy()
+    assert targets.shape == (len(priors), 5)
+    labels = targets[:, 4]
+    assert set(np.unique(labels)) <= {0.0, 1.0, 2.0}
+
+    overlaps = np.array([[brute_force_iou(g, p) for p in corner_priors] for g in gt_boxes])   # [G, P]
+    best_prior = overlaps.argmax(axis=1)
+    positive = labels > 0
+    decoded = decode_boxes(targets[:, :4], priors, VARIANCES).numpy()
+    for index, (box, label) in enumerate(zip(gt_boxes, gt_labels)):
+        matched = positive & np.all(np.abs(decoded - box) < 1e-4, axis=1)
+        assert matched.any(), f"gt box {index} has no positive prior"
+        assert matched[best_prior[index]], f"gt box {index} did not claim its best prior"
+        np.testing.assert_array_equal(labels[matched], label)
+    # every positive decodes to one of the boxes and is either a good overlap or a forced best prior
+    for prior_index in np.flatnonzero(positive):
+        distance = np.abs(gt_boxes - decoded[prior_index]).max(axis=1)
+        gt_index = distance.argmin()
+        assert distance[gt_index] < 1e-4
+        assert overlaps[gt_index, prior_index] >= cfg["match_thresh"] - 1e-6 or prior_index in best_prior
+        assert labels[prior_index] == gt_labels[gt_index]
+    # background wherever no box overlaps enough and no box claimed the prior
+    background = (overlaps.max(axis=0) < cfg["match_thresh"] - 1e-6)
+    background[best_prior] = False
+    assert np.all(labels[background] == 0)
+    expected_positive = overlaps.max(axis=0) >= cfg["match_thresh"] + 1e-6
+    expected_positive[best_prior] = True
+    assert np.all(positive[expected_positive])
+
+
+def test_encode_targets_without_objects():
+    priors = priors_from_config(cfg)
+    targets = encode_targets(np.zeros((0, 4), np.float32), np.zeros((0,), np.int32), priors,
+                             cfg["match_thresh"], VARIANCES).numpy()
+    assert targets.shape == (len(priors), 5)
+    assert not targets.any()
+
+
+def greedy_nms_reference(boxes, scores, score_threshold, iou_threshold, max_detections):
+    """Per class: drop scores <= threshold, keep greedily by score, suppress IoU > iou_threshold; then the
+    best ``max_detections`` over all classes. Returns a sorted list of (score, class, prior index)."""
+    kept = []
+    for cls in range(scores.shape[1]):
+        candidates = [i for i in np.argsort(-scores[:, cls]) if scores[i, cls] > score_threshold]
+        chosen = []
+        for i in candidates:
+            if all(brute_force_iou(boxes[i], boxes[j]) <= iou_threshold for j in chosen):
+                chosen.append(i)
+        kept.extend((float(scores[i, cls]), cls, int(i)) for i in chosen[:max_detections])
+    return sorted(kept, reverse=True)[:max_detections]
+
+
+@pytest.mark.parametrize("max_detections", [200, 7])
+def test_batched_nms_matches_greedy_reference(max_detections):
+    rng = np.random.default_rng(3)
+    batch, num_boxes, num_classes = 3, 60, 2
+    # clustered boxes so that suppression actually happens
+    centres = rng.uniform(0.2, 0.8, (batch, 6, 2))
+    pick = rng.integers(0, 6, (batch, num_boxes))
+    centre = np.take_along_axis(centres, pick[..., None], axis=1) + rng.normal(0, 0.02, (batch, num_boxes, 2))
+    size = rng.uniform(0.05, 0.2, (batch, num_boxes, 2))
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=-1).astype(np.float32)
+    scores = rng.uniform(0, 1, (batch, num_boxes, num_classes)).astype(np.float32)
+    out_boxes, out_scores, out_classes, valid = [t.numpy() for t in
+                                                 batched_nms(boxes, scores, 0.3, 0.4, max_detections)]
+    assert out_boxes.shape == (batch, max_detections, 4)
+    assert out_classes.dtype == np.int32
+    for b in range(batch):
+        expected = greedy_nms_reference(boxes[b], scores[b], 0.3, 0.4, max_detections)
+        count = int(valid[b])
+        assert count == len(expected)
+        assert 0 < count < num_boxes * num_classes      # something was suppressed or thresholded
+        np.testing.assert_allclose(out_scores[b, :count], [e[0] for e in expected], rtol=1e-6)
+        np.testing.assert_array_equal(out_classes[b, :count], [e[1] for e in expected])
+        np.testing.assert_allclose(out_boxes[b, :count], boxes[b][[e[2] for e in expected]], atol=1e-6)
+        assert np.all(np.diff(out_scores[b, :count]) <= 0)
+        assert np.all(out_scores[b, count:] == 0)

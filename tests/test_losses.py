@@ -1,0 +1,119 @@
+"""Tests of network/losses.py, and that the trainer's step lowers the loss on a real fixture batch."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from network.losses import hard_negative_mask, multibox_loss, smooth_l1
+
+NUM_CLASSES = 3
+
+
+def random_batch(rng, batch=2, priors=300, positives_per_image=(5, 9)):
+    """(targets [B, P, 5], predictions [B, P, 4 + C]) with the given number of positives per image."""
+    targets = np.zeros((batch, priors, 5), np.float32)
+    for b, count in enumerate(positives_per_image):
+        index = rng.choice(priors, count, replace=False)
+        targets[b, index, :4] = rng.normal(0, 1, (count, 4))
+        targets[b, index, 4] = rng.integers(1, NUM_CLASSES, count)
+    predictions = rng.normal(0, 1, (batch, priors, 4 + NUM_CLASSES)).astype(np.float32)
+    return targets, predictions
+
+
+def reference_loss(targets, predictions, neg_pos_ratio=3):
+    """The MultiBox loss written out with numpy loops."""
+    labels = targets[..., 4].astype(int)
+    logits = predictions[..., 4:]
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    class_loss = -np.take_along_axis(log_softmax, labels[..., None], -1)[..., 0]
+    loc_total, class_total, num_pos = 0.0, 0.0, 0
+    for b in range(len(targets)):
+        positive = labels[b] > 0
+        diff = np.abs(predictions[b, positive, :4] - targets[b, positive, :4])
+        loc_total += np.where(diff < 1, 0.5 * diff ** 2, diff - 0.5).sum()
+        count = min(neg_pos_ratio * positive.sum(), (~positive).sum())
+        negatives = np.sort(class_loss[b, ~positive])[::-1][:count]
+        class_total += class_loss[b, positive].sum() + negatives.sum()
+        num_pos += positive.sum()
+    num_pos = max(num_pos, 1)
+    return loc_total / num_pos, class_total / num_pos
+
+
+def test_smooth_l1():
+    np.testing.assert_allclose(smooth_l1(tf.constant([-3.0, -1.0, -0.5, 0.0, 0.5, 2.0])).numpy(),
+                               [2.5, 0.5, 0.125, 0.0, 0.125, 1.5])
+
+
+def test_loss_is_finite_positive_and_matches_reference():
+    rng = np.random.default_rng(0)
+    targets, predictions = random_batch(rng)
+    loc, cls = [float(v) for v in multibox_loss(targets, predictions, NUM_CLASSES, 3)]
+    assert np.isfinite([loc, cls]).all() and loc > 0 and cls > 0
+    expected_loc, expected_cls = reference_loss(targets, predictions)
+    assert loc == pytest.approx(expected_loc, rel=1e-5)
+    assert cls == pytest.approx(expected_cls, rel=1e-5)
+
+
+def test_batch_without_positives_is_finite():
+    rng = np.random.default_rng(1)
+    targets = np.zeros((2, 300, 5), np.float32)
+    predictions = rng.normal(0, 3, (2, 300, 4 + NUM_CLASSES)).astype(np.float32)
+    loc, cls = [float(v) for v in multibox_loss(targets, predictions, NUM_CLASSES, 3)]
+    assert np.isfinite(loc) and np.isfinite(cls)
+    assert loc == 0.0
+    # and the gradient is finite too
+    predictions = tf.Variable(predictions)
+    with tf.GradientTape() as tape:
+        total = tf.add_n(multibox_loss(targets, predictions, NUM_CLASSES, 3))
+    assert np.isfinite(tape.gradient(total, predictions).numpy()).all()
+
+
+def test_one_image_without_faces_in_a_batch():
+    rng = np.random.default_rng(2)
+    targets, predictions = random_batch(rng, positives_per_image=(0, 4))
+    loc, cls = [float(v) for v in multibox_loss(targets, predictions, NUM_CLASSES, 3)]
+    expected_loc, expected_cls = reference_loss(targets, predictions)
+    assert loc == pytest.approx(expected_loc, rel=1e-5) and cls == pytest.approx(expected_cls, rel=1e-5)
+
+
+def test_hard_negatives_are_three_per_positive_and_the_hardest():
+    rng = np.random.default_rng(3)
+    class_loss = rng.uniform(0, 5, (3, 100)).astype(np.float32)
+    positives = np.zeros((3, 100), bool)
+    positives[0, rng.choice(100, 5, replace=False)] = True
+    positives[1, rng.choice(100, 40, replace=False)] = True     # 3 x 40 > 60 backgrounds: capped
+    mask = hard_negative_mask(tf.constant(class_loss), tf.constant(positives), 3).numpy()
+    assert mask.sum(axis=1).tolist() == [15, 60, 0]
+    assert not np.any(mask & positives)
+    for b in range(2):
+        background = np.flatnonzero(~positives[b])
+        hardest = background[np.argsort(-class_loss[b, background])[:mask[b].sum()]]
+        assert set(np.flatnonzero(mask[b])) == set(hardest)
+
+
+def test_perfect_predictions_give_near_zero_loss():
+    rng = np.random.default_rng(4)
+    targets, _ = random_batch(rng)
+    labels = targets[..., 4].astype(int)
+    logits = np.eye(NUM_CLASSES, dtype=np.float32)[labels] * 30.0
+    predictions = np.concatenate([targets[..., :4], logits], axis=-1)
+    loc, cls = [float(v) for v in multibox_loss(targets, predictions, NUM_CLASSES, 3)]
+    assert loc == pytest.approx(0.0, abs=1e-7)
+    assert cls == pytest.approx(0.0, abs=1e-6)
+
+
+def test_train_step_lowers_the_loss_on_a_real_batch(tiny_cfg, voc_mini_tfrecords):
+    from dataset.tf_dataset_preprocess import load_dataset
+    from network.network import build_model
+    from network.trainer import build_optimizer, make_train_step
+
+    tf.keras.utils.set_random_seed(0)
+    cfg = dict(tiny_cfg, network="slim", batch_size=4, init_lr=1e-2, warmup_epoch=0)
+    images, targets = next(iter(load_dataset(voc_mini_tfrecords["train"], cfg, training=False, shuffle=False)))
+    assert images.shape[0] == 4 and float(tf.reduce_sum(tf.cast(targets[..., 4] > 0, tf.float32))) > 0
+    model = build_model(cfg)
+    optimizer = build_optimizer(cfg, steps_per_epoch=100)
+    train_step = make_train_step(model, optimizer, cfg)
+    losses = [float(train_step(images, targets)[0]) for _ in range(12)]
+    assert np.isfinite(losses).all()
+    assert int(optimizer.iterations) == 12
+    assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3]), losses
