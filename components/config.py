@@ -75,10 +75,14 @@ def _parse_value(text, default):
     if isinstance(default, str):
         return text
     value = ast.literal_eval(text)
-    if isinstance(default, float) and isinstance(value, int):
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(default, tuple) and isinstance(value, list):
         value = tuple(value)
+    if isinstance(default, list) and isinstance(value, tuple):
+        value = list(value)
+    if default is not None and type(value) is not type(default):
+        raise ValueError(f"expected {type(default).__name__}, got {type(value).__name__} {value!r}")
     return value
 
 

@@ -24,6 +24,7 @@ FEATURES = {
 
 CROP_CANDIDATES = 32
 CROP_MIN_SCALE = 0.3
+WHOLE_FACE_TOLERANCE = 0.1  # a kept face may lose this fraction of its width / height at a crop edge
 
 
 def parse_example(serialized):
@@ -48,7 +49,8 @@ def random_crop_whole_faces(image, boxes, labels, target_aspect, seed=None):
 
     ``CROP_CANDIDATES`` crops are drawn at once (side between ``CROP_MIN_SCALE`` and 1 of the image,
     aspect ratio around ``target_aspect`` = w / h); a candidate is valid when it contains the centre of at
-    least one face and every face whose centre it contains lies entirely inside it. Faces whose centre falls
+    least one face and every face whose centre it contains lies inside it (up to ``WHOLE_FACE_TOLERANCE`` of
+    its size, so that faces cut by the image border do not forbid every crop). Faces whose centre falls
     outside are dropped. The first valid candidate is used, or the whole image when none is valid.
     Boxes are normalised corner form before and after. ``seed`` [2] makes the crop repeatable.
     """
@@ -66,8 +68,9 @@ def random_crop_whole_faces(image, boxes, labels, target_aspect, seed=None):
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2                                       # [N, 2]
     centre_in = tf.reduce_all(tf.logical_and(centres[None] >= crops[:, None, :2],
                                              centres[None] <= crops[:, None, 2:]), axis=-1)   # [K, N]
-    fully_in = tf.logical_and(tf.reduce_all(boxes[None, :, :2] >= crops[:, None, :2] - 1e-6, axis=-1),
-                              tf.reduce_all(boxes[None, :, 2:] <= crops[:, None, 2:] + 1e-6, axis=-1))
+    slack = WHOLE_FACE_TOLERANCE * (boxes[None, :, 2:] - boxes[None, :, :2]) + 1e-6   # [1, N, 2]
+    fully_in = tf.logical_and(tf.reduce_all(boxes[None, :, :2] >= crops[:, None, :2] - slack, axis=-1),
+                              tf.reduce_all(boxes[None, :, 2:] <= crops[:, None, 2:] + slack, axis=-1))
     valid = tf.logical_and(tf.reduce_any(centre_in, axis=1),
                            tf.reduce_all(tf.logical_or(tf.logical_not(centre_in), fully_in), axis=1))
     valid = tf.logical_or(valid, tf.equal(tf.shape(boxes)[0], 0))

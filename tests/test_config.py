@@ -30,7 +30,7 @@ def test_overrides_of_each_type():
     assert config["steps"] == [8, 16, 32, 64]
     assert config["min_sizes"] == [[12, 20], [32], [64], [128]]
     assert config["input_size"] == (120, 160) and isinstance(config["input_size"], tuple)
-    assert config["variances"] == (0.1, 0.2)
+    assert config["variances"] == [0.1, 0.2] and isinstance(config["variances"], list)
     assert config["network"] == "slim"
     assert config["lr_decay_epoch"] == [3]
     assert cfg["batch_size"] == 32 and cfg["network"] == "rfb"     # the defaults are untouched
@@ -43,7 +43,9 @@ def test_tuple_written_as_tuple_and_dict_override():
 
 
 @pytest.mark.parametrize("key, value", [("batch_size", "abc"), ("init_lr", "fast"), ("using_crop", "maybe"),
-                                        ("steps", "[8, 16"), ("input_size", "(240, 320")])
+                                        ("steps", "[8, 16"), ("input_size", "(240, 320"),
+                                        ("batch_size", "2.5"), ("input_size", "240"), ("steps", "8"),
+                                        ("using_crop", "1.5"), ("label_aliases", "['mask']")])
 def test_bad_value_raises_naming_the_key(key, value):
     with pytest.raises(ValueError, match=f"--{key}"):
         parse(f"--{key}", value)
