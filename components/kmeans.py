@@ -123,6 +123,8 @@ def load_box_sizes(dataset_path, split, input_size, label_aliases, skipped=None,
 
     Each box is clipped to its image (size from the xml, or read from the image when the xml has none)
     and scaled by input_w / image_w and input_h / image_h, as the network resizes the whole image.
+    Only the xml files are needed: an image is read (and must be readable) only when its xml has no size,
+    so an xml whose image is missing or unreadable still counts here, unlike in voc_to_tfrecord.py.
 
     Args:
         input_size: (h, w) of the network input.  label_aliases: as in ``cfg['label_aliases']``.
@@ -251,8 +253,13 @@ def main(argv=None):
     except (VOCError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    for reason in skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
     if skipped:
-        print(f"skipped {len(skipped)} images/objects, e.g. {skipped[0]}", file=sys.stderr)
+        print(f"skipped {len(skipped)} images/objects (reasons above)", file=sys.stderr)
     input_h, input_w = cfg["input_size"]
     print(f"boxes: {len(boxes_wh)} (split {args.split!r}, pixels at input {input_w}x{input_h} w x h)")
     if groups is not None:

@@ -3,7 +3,9 @@
     python dataset/check_dataset.py [--tfrecord dataset/train_mask.tfrecord] [--num_images 16] [--output assets/check_dataset.png]
 
 Works headless: the grid is written as a PNG. Boxes are drawn from the encoded targets (positive priors
-decoded with the priors), so the picture checks augmentation, matching and box coding at once.
+decoded with the priors), so the picture checks augmentation, matching and box coding at once. A missing,
+empty or unreadable TFRecord is a one-line error (exit status 2); a file with fewer records than
+``--num_images`` shows the records it has.
 """
 import argparse
 import os
@@ -26,8 +28,16 @@ def decoded_positive_boxes(targets, priors, variances):
     return boxes, targets[positive, 4].astype(int)
 
 
+class DatasetError(ValueError):
+    """A TFRecord that cannot be shown; the message names the file and the problem."""
+
+
 def draw_grid(tfrecord, cfg, num_images, output, training=True, seed=0):
-    """Write a PNG grid of ``num_images`` (augmented when ``training``) samples; returns the output path."""
+    """Write a PNG grid of up to ``num_images`` (augmented when ``training``) samples; returns the output path.
+
+    Raises DatasetError naming ``tfrecord`` when it holds no records or cannot be read as this project's
+    records (not a TFRecord, corrupt, or records without the expected features).
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -38,8 +48,17 @@ def draw_grid(tfrecord, cfg, num_images, output, training=True, seed=0):
 
     tf.random.set_seed(seed)
     priors = priors_from_config(cfg)
-    dataset = load_dataset(tfrecord, cfg, training=training, batch_size=num_images)
-    images, targets = next(iter(dataset))
+    # batches of one, so that a file with fewer records than num_images still shows them all
+    dataset = load_dataset(tfrecord, cfg, training=training, batch_size=1).take(num_images)
+    try:
+        samples = [(image[0], target[0]) for image, target in dataset]
+    except tf.errors.OpError as error:
+        raise DatasetError(f"{tfrecord}: not a readable TFRecord of this project's records "
+                           f"({error.message.splitlines()[0][:200]})") from None
+    if not samples:
+        raise DatasetError(f"{tfrecord}: holds no records")
+    images, targets = tf.stack([image for image, _ in samples]), tf.stack([target for _, target in samples])
+    num_images = len(samples)
     columns = int(np.ceil(np.sqrt(num_images)))
     rows = int(np.ceil(num_images / columns))
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows))
@@ -58,9 +77,13 @@ def draw_grid(tfrecord, cfg, num_images, output, training=True, seed=0):
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     temporary = f"{output}.tmp-{os.getpid()}.png"
-    figure.savefig(temporary, dpi=90)
-    plt.close(figure)
-    os.replace(temporary, output)
+    try:
+        figure.savefig(temporary, dpi=90)
+        os.replace(temporary, output)
+    finally:
+        plt.close(figure)
+        if os.path.exists(temporary):
+            os.remove(temporary)
     return output
 
 
@@ -74,14 +97,18 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
-    except ValueError as error:
+        if args.num_images < 1:
+            raise ValueError(f"--num_images: must be at least 1, got {args.num_images}")
+        tfrecord = args.tfrecord or cfg["train_tfrecord"]
+        if not os.path.isfile(tfrecord):
+            raise ValueError(f"{tfrecord}: TFRecord not found (create it with dataset/voc_to_tfrecord.py)")
+        print(draw_grid(tfrecord, cfg, args.num_images, args.output, training=not args.no_augment))
+    except (ValueError, OSError) as error:   # DatasetError included
         print(f"error: {error}", file=sys.stderr)
         return 2
-    tfrecord = args.tfrecord or cfg["train_tfrecord"]
-    if not os.path.isfile(tfrecord):
-        print(f"error: {tfrecord}: TFRecord not found (create it with dataset/voc_to_tfrecord.py)", file=sys.stderr)
-        return 2
-    print(draw_grid(tfrecord, cfg, args.num_images, args.output, training=not args.no_augment))
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -2,9 +2,14 @@
 
     python dataset/voc_to_tfrecord.py --dataset_path Maskdata/ --split train --output_file dataset/train_mask.tfrecord
 
-Each record holds the RGB JPEG image (re-encoded when the source is PNG, grey, RGBA or 16-bit), its name and
-size, and the normalised corner-form boxes with class ids and difficult flags. Images that cannot be used
-are skipped with a one-line reason; the output is written to a temporary name and renamed when complete.
+Each record holds the RGB JPEG image, its name and size, and the normalised corner-form boxes with class
+ids and difficult flags. An 8-bit colour JPEG that TensorFlow decodes to the same size is stored byte for
+byte; anything else (PNG, grey, RGBA, 16-bit, a JPEG TensorFlow cannot decode) is re-encoded from what
+OpenCV decoded, and images with a side over ``--max_image_side`` are downscaled, so every record decodes
+in the training pipeline. Truncated, empty and undecodable images, and items without image or annotation,
+are skipped with a one-line reason each, as are objects with an unknown label or an empty box; boxes are
+clipped to the image. The output is written to a temporary name and renamed when complete, so an
+interrupted or failed run leaves an earlier output file as it was.
 """
 import argparse
 import os
@@ -19,9 +24,24 @@ import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from components.config import add_config_arguments, config_from_args  # noqa: E402
-from dataset.voc import VOCError, clip_boxes, find_image, parse_annotation, read_image_bgr, read_split  # noqa: E402
+from dataset.voc import VOCError, clip_boxes, decode_image_file, find_image, parse_annotation, read_split  # noqa: E402
 
 JPEG_MAGIC = b"\xff\xd8\xff"
+JPEG_QUALITY = 95
+# Larger images are downscaled before storing: the network sees at most a 0.3 crop resized to its input
+# (320 x 240 by default), so 2048 px loses nothing, while a decoded 10000 x 10000 image would take 300 MB
+# in the training cache (and over 1 GB as floats while being augmented).
+MAX_IMAGE_SIDE = 2048
+
+
+@dataclass
+class EncodedImage:
+    """JPEG bytes of an 8-bit RGB image as stored (``height`` x ``width``) and the source image's size."""
+    jpeg: bytes
+    height: int
+    width: int
+    source_height: int
+    source_width: int
 
 
 @dataclass
@@ -49,22 +69,34 @@ def _ints(values):
     return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
-def encode_image(path):
-    """(JPEG bytes of an 8-bit RGB image, height, width) for the image at ``path``.
+def _tensorflow_decodes(jpeg, shape):
+    """Whether ``tf.io.decode_jpeg`` (as used by the training pipeline) decodes ``jpeg`` to ``shape``."""
+    try:
+        return tuple(tf.io.decode_jpeg(jpeg, channels=3).shape) == tuple(shape)
+    except tf.errors.OpError:
+        return False
 
-    A 3-channel 8-bit JPEG is kept byte for byte; anything else is decoded and re-encoded (quality 95).
+
+def encode_image(path, max_side=MAX_IMAGE_SIDE):
+    """EncodedImage of the image at ``path``: JPEG bytes that ``tf.io.decode_jpeg`` decodes.
+
+    An 8-bit 3-channel JPEG no larger than ``max_side`` that TensorFlow decodes to the size OpenCV saw is
+    kept byte for byte; anything else is re-encoded (quality 95) from OpenCV's decoding, downscaled (area
+    interpolation) so that its longer side is ``max_side`` when larger (``max_side`` 0: no limit). Raises
+    VOCError naming the file when it cannot be read (see ``dataset.voc.decode_image_file``).
     """
-    image = read_image_bgr(path)
-    with open(path, "rb") as handle:
-        raw = handle.read()
-    if raw.startswith(JPEG_MAGIC):
-        original = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
-        if original is not None and original.ndim == 3 and original.shape[2] == 3 and original.dtype == np.uint8:
-            return raw, image.shape[0], image.shape[1]
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    image, raw, unchanged = decode_image_file(path)
+    source_height, source_width = image.shape[:2]
+    scale = max_side / max(source_height, source_width) if max_side else 1.0
+    if scale < 1.0:
+        size = (max(1, round(source_width * scale)), max(1, round(source_height * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    elif unchanged and raw.startswith(JPEG_MAGIC) and _tensorflow_decodes(raw, image.shape):
+        return EncodedImage(raw, source_height, source_width, source_height, source_width)
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise VOCError(f"{path}: could not re-encode as JPEG")
-    return encoded.tobytes(), image.shape[0], image.shape[1]
+    return EncodedImage(encoded.tobytes(), image.shape[0], image.shape[1], source_height, source_width)
 
 
 def make_example(name, jpeg, height, width, annotation, labels_list):
@@ -84,11 +116,15 @@ def make_example(name, jpeg, height, width, annotation, labels_list):
     }))
 
 
-def convert_split(dataset_path, split, output_file, cfg, progress=True):
+def convert_split(dataset_path, split, output_file, cfg, progress=True, max_image_side=MAX_IMAGE_SIDE):
     """Write ``output_file`` from the VOC ``split`` of ``dataset_path``; returns a ConversionReport.
 
-    Raises VOCError when the split itself cannot be read.
+    Raises VOCError when the split itself cannot be read or ``output_file`` is a folder. The file is
+    written under a temporary name and renamed when complete: on any error or interruption an existing
+    ``output_file`` is left as it was and the temporary file is removed.
     """
+    if os.path.isdir(output_file):
+        raise VOCError(f"{output_file}: is a folder; --output_file must name a file")
     names = read_split(dataset_path, split)
     report = ConversionReport()
     os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
@@ -104,13 +140,15 @@ def convert_split(dataset_path, split, output_file, cfg, progress=True):
                     if not os.path.isfile(xml_path):
                         raise VOCError(f"{xml_path}: annotation not found")
                     annotation = parse_annotation(xml_path, cfg["label_aliases"])
-                    jpeg, height, width = encode_image(image_path)
-                    clip_boxes(annotation, width, height)
+                    encoded = encode_image(image_path, max_image_side)
+                    clip_boxes(annotation, encoded.source_width, encoded.source_height)
+                    if (encoded.width, encoded.height) != (encoded.source_width, encoded.source_height):
+                        clip_boxes(annotation, encoded.width, encoded.height)     # scaled to the stored size
                 except VOCError as error:
                     report.skipped_images.append(str(error))
                     continue
                 report.skipped_objects.extend(f"{xml_path}: {reason}" for reason in annotation.skipped)
-                writer.write(make_example(name, jpeg, height, width, annotation,
+                writer.write(make_example(name, encoded.jpeg, encoded.height, encoded.width, annotation,
                                           cfg["labels_list"]).SerializeToString())
                 report.written += 1
                 report.boxes += len(annotation.labels)
@@ -126,15 +164,27 @@ def main(argv=None):
     parser.add_argument("--dataset_path", required=True, help="VOC folder (Annotations/, JPEGImages/, ImageSets/)")
     parser.add_argument("--split", default="train", help="name of a file in ImageSets/Main, without .txt")
     parser.add_argument("--output_file", default=None, help="default: dataset/<split>_mask.tfrecord")
+    parser.add_argument("--max_image_side", type=int, default=MAX_IMAGE_SIDE,
+                        help=f"downscale larger images to this longer side (default {MAX_IMAGE_SIDE}; 0: never)")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
+    output_file = args.output_file or os.path.join("dataset", f"{args.split}_mask.tfrecord")
     try:
         cfg = config_from_args(args)
-        output_file = args.output_file or os.path.join("dataset", f"{args.split}_mask.tfrecord")
-        report = convert_split(args.dataset_path, args.split, output_file, cfg)
+        if args.max_image_side < 0:
+            raise ValueError(f"--max_image_side: must be 0 (no limit) or positive, got {args.max_image_side}")
+        if not os.path.isdir(args.dataset_path):
+            raise VOCError(f"{args.dataset_path}: dataset folder not found")
+        report = convert_split(args.dataset_path, args.split, output_file, cfg, max_image_side=args.max_image_side)
     except (VOCError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except tf.errors.OpError as error:   # TFRecordWriter cannot create the file
+        print(f"error: {output_file}: cannot write ({error.message.splitlines()[0]})", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"error: interrupted; {output_file} was not changed", file=sys.stderr)
+        return 130
     for reason in report.skipped_images:
         print(f"skipped image: {reason}", file=sys.stderr)
     for reason in report.skipped_objects:
