@@ -97,6 +97,27 @@ def add_config_arguments(parser, skip=()):
     return parser
 
 
+POSITIVE_KEYS = ("batch_size", "epoch", "save_freq", "init_lr", "base_channel", "max_number_keep")
+UNIT_INTERVAL_KEYS = ("match_thresh", "nms_threshold", "score_threshold")
+
+
+def validate_config(config):
+    """Raise ValueError naming the key when a setting is out of range."""
+    for key in POSITIVE_KEYS:
+        if not config[key] > 0:
+            raise ValueError(f"--{key}: must be > 0, got {config[key]!r}")
+    for key in UNIT_INTERVAL_KEYS:
+        if not 0.0 <= config[key] <= 1.0:
+            raise ValueError(f"--{key}: must be between 0 and 1, got {config[key]!r}")
+    size = config["input_size"]
+    if len(size) != 2 or not all(isinstance(side, int) and side > 0 for side in size):
+        raise ValueError(f"--input_size: must be (height, width) in pixels, got {size!r}")
+    if len(config["min_sizes"]) != len(config["steps"]):
+        raise ValueError(f"--min_sizes: needs one group per step ({len(config['steps'])}), "
+                         f"got {len(config['min_sizes'])}")
+    return config
+
+
 def config_from_args(args):
     """Return a copy of ``cfg`` with every ``--<key>`` given on the command line applied.
 
@@ -111,4 +132,4 @@ def config_from_args(args):
             config[key] = _parse_value(text, default)
         except (ValueError, SyntaxError) as error:
             raise ValueError(f"--{key}: cannot parse {text!r} ({error})") from None
-    return config
+    return validate_config(config)
