@@ -600,7 +600,6 @@ def test_train_wrong_type_override_is_a_one_line_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=NEEDS_TRAINER_FIX)
 @pytest.mark.parametrize("value", ["0", "-4"])
 def test_train_out_of_range_override_is_a_one_line_error(converted, tmp_path, capsys, value):
     import train
