@@ -3,15 +3,29 @@
     python inference.py [--model_path checkpoints/] --img_path IMG [--output OUT] [--show]
     python inference.py [--model_path checkpoints/] --video PATH [--output OUT.mp4] [--show]
     python inference.py [--model_path checkpoints/] --camera [INDEX] [--output OUT.mp4]
+    python inference.py [--model_path checkpoints/] --img_dir DIR [--output_dir OUT]
 
-``--model_path`` is a ``.keras`` file or a folder (its newest ``.keras`` file is used); the JSON saved beside
-the model fixes its input size, anchors and labels, and ``--<config key> VALUE`` overrides the rest (e.g.
+``--model_path`` is a model in any format ``export.py`` writes, the runtime picked by its type: a ``.keras``
+file (TensorFlow), a SavedModel folder (TensorFlow), a ``.tflite`` file (LiteRT, float or int8) or an
+``.onnx`` file (onnxruntime); any other folder means its newest ``.keras`` file. The JSON saved beside the
+model fixes its input size, anchors and labels, and ``--<config key> VALUE`` overrides the rest (e.g.
 ``--score_threshold 0.6``). Image mode writes the annotated image (default ``assets/out_<name>``) and prints
 one line per face, ``<class> <score> <left> <top> <right> <bottom>`` in pixels of the original image.
 Video and camera modes draw a smoothed FPS counter, write ``--output`` (mp4) when given and show a window
 with ``--show`` (the camera shows one unless ``--output`` is given); press q or Ctrl-C to stop.
+
+Batch mode annotates every file of ``--img_dir`` (not its subfolders) into ``--output_dir`` (default
+``<DIR>_detections``) under the same name, with a progress bar, and writes ``detections.json`` (per image:
+``boxes`` in pixels, ``classes``, ``scores``) and ``summary.csv`` (image, faces, masked, unmasked). Files that
+are not readable images are skipped with a one-line reason each and counted. Each finished image is appended
+(and flushed) to ``detections.part.jsonl``; on Ctrl-C the results so far are assembled into the two outputs,
+and running the same command again resumes: images already in the part file are not redone (unless the model
+or ``--score_threshold`` changed). A run that finishes removes the part file.
 """
 import argparse
+import csv
+import io
+import json
 import os
 import sys
 import time
@@ -34,6 +48,9 @@ DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints")
 WINDOW_NAME = "face mask detector"
 FPS_SMOOTHING = 0.1        # weight of the newest frame in the exponential moving average of the FPS
 FALLBACK_VIDEO_FPS = 25.0  # written to the output when the source does not report its frame rate
+DETECTIONS_JSON = "detections.json"
+SUMMARY_CSV = "summary.csv"
+PART_FILE = "detections.part.jsonl"
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # q or Esc
 
 
@@ -206,17 +223,169 @@ def run_stream(detector, capture, first_frame, output_path, show, progress=True)
     return frames, frames / max(elapsed, 1e-6), stopped
 
 
+def list_image_files(img_dir):
+    """Names of the regular, non-hidden files directly in ``img_dir``, sorted."""
+    return sorted(name for name in os.listdir(img_dir)
+                  if not name.startswith(".") and os.path.isfile(os.path.join(img_dir, name)))
+
+
+def batch_header(detector, score_threshold):
+    """What a part file's results depend on: the model file (path, size, modification time) and threshold."""
+    path = getattr(detector, "model_path", None)
+    path = os.path.abspath(path) if path else None
+    stat = os.stat(path) if path and os.path.exists(path) else None
+    return {"model": path, "model_bytes": stat.st_size if stat else None,
+            "model_mtime": stat.st_mtime if stat else None, "score_threshold": float(score_threshold)}
+
+
+def image_record(name, image_bgr, detections):
+    """One image's entry of detections.json."""
+    height, width = image_bgr.shape[:2]
+    return {"image": name, "width": int(width), "height": int(height),
+            "boxes": [[round(float(value), 2) for value in box] for box in detections.boxes],
+            "classes": detections.labels(), "scores": [round(float(score), 6) for score in detections.scores]}
+
+
+def read_part_file(path, header):
+    """{image name: record} of a part file written with the same ``header``; {} when there is none, it is
+    unreadable, or it belongs to another model or threshold. A torn last line is ignored."""
+    if not os.path.isfile(path):
+        return {}
+    records = {}
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        lines = handle.read().splitlines()
+    try:
+        if not lines or json.loads(lines[0]).get("header") != header:
+            return {}
+    except (ValueError, AttributeError):
+        return {}
+    for line in lines[1:]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("image"), str):
+            records[record["image"]] = record
+    return records
+
+
+def _ends_with_newline(path):
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() == 0:
+            return True
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+def write_text_atomically(path, text):
+    """Write ``text`` to ``path`` through a temporary file renamed into place."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_batch_outputs(output_dir, header, records, skipped, class_names):
+    """(Re)write detections.json and summary.csv from ``records`` (image name -> record), atomically."""
+    ordered = [records[name] for name in sorted(records)]
+    skipped = [{"image": name, "reason": reason} for name, reason in skipped]
+    # one image per line: readable, and still one JSON document
+    text = (f'{{"model": {json.dumps(header["model"])}, "score_threshold": {json.dumps(header["score_threshold"])},\n'
+            ' "images": [\n  ' + ",\n  ".join(json.dumps(record) for record in ordered) + '\n ],\n'
+            ' "skipped": [\n  ' + ",\n  ".join(json.dumps(item) for item in skipped) + '\n ]\n}\n')
+    write_text_atomically(os.path.join(output_dir, DETECTIONS_JSON), text)
+    masked, unmasked = (class_names + [None, None])[:2]
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["image", "faces", "masked", "unmasked"])
+    for record in ordered:
+        writer.writerow([record["image"], len(record["classes"]), record["classes"].count(masked),
+                         record["classes"].count(unmasked)])
+    write_text_atomically(os.path.join(output_dir, SUMMARY_CSV), table.getvalue())
+
+
+def annotated_path(output_dir, name):
+    """Where the annotated copy of ``name`` goes: same name, or ``<name>.jpg`` when OpenCV cannot write
+    that extension."""
+    path = os.path.join(output_dir, name)
+    try:
+        if cv2.haveImageWriter(path):
+            return path
+    except cv2.error:
+        pass
+    return path + ".jpg"
+
+
+def run_batch(detector, img_dir, output_dir, progress=True, log=None):
+    """Annotate every file of ``img_dir`` into ``output_dir`` and write detections.json and summary.csv.
+
+    Resumes from ``output_dir/detections.part.jsonl`` when it was written with the same model and threshold.
+    On KeyboardInterrupt the outputs are assembled from the finished images and the interrupt re-raised.
+    Returns (images done in this run, images resumed, [(name, reason)] skipped).
+    """
+    log = log or (lambda message: tqdm.write(message, file=sys.stderr))
+    os.makedirs(output_dir, exist_ok=True)
+    header = batch_header(detector, detector.cfg["score_threshold"])
+    part_path = os.path.join(output_dir, PART_FILE)
+    records = read_part_file(part_path, header)
+    resumed = len(records)
+    names = list_image_files(img_dir)
+    todo = [name for name in names if name not in records]
+    if resumed:
+        log(f"resuming: {resumed} images already done ({part_path})")
+    skipped = []
+    class_names = list(detector.cfg["labels_list"][1:])
+    torn = resumed and not _ends_with_newline(part_path)
+    with open(part_path, "a" if resumed else "w", encoding="utf-8") as part:
+        if torn:
+            part.write("\n")              # a torn last line (killed mid-write) stays a line of its own
+        if not resumed:
+            part.write(json.dumps({"header": header}) + "\n")
+            part.flush()
+        try:
+            for name in tqdm(todo, desc="images", unit="img", disable=not progress, dynamic_ncols=True):
+                path = os.path.join(img_dir, name)
+                try:
+                    image_bgr = read_image_bgr(path)
+                except VOCError as error:
+                    skipped.append((name, str(error).split(": ", 1)[-1]))
+                    log(f"skipped {error}")
+                    continue
+                detections = detector.detect(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
+                write_image_atomically(annotated_path(output_dir, name), draw_detections(image_bgr, detections))
+                record = image_record(name, image_bgr, detections)
+                part.write(json.dumps(record) + "\n")
+                part.flush()
+                records[name] = record
+        except KeyboardInterrupt:
+            part.flush()
+            write_batch_outputs(output_dir, header, records, skipped, class_names)
+            raise
+    write_batch_outputs(output_dir, header, records, skipped, class_names)
+    os.remove(part_path)
+    return len(records) - resumed, resumed, skipped
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model_path", default=DEFAULT_MODEL_PATH,
-                        help="a .keras model or a folder holding one (default: checkpoints/ of the repository)")
+                        help="a .keras, .tflite or .onnx model, a SavedModel folder, or a folder holding a .keras "
+                             "model (default: checkpoints/ of the repository)")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--img_path", help="image to annotate")
+    mode.add_argument("--img_dir", help="folder whose images are all annotated (batch mode)")
     mode.add_argument("--video", help="video file to annotate frame by frame")
     mode.add_argument("--camera", nargs="?", const=0, type=camera_index, metavar="INDEX",
                       help="camera index (default 0; 'True' also means 0)")
     parser.add_argument("--output", default=None,
                         help="annotated output: image (default assets/out_<name>) or .mp4 for video/camera")
+    parser.add_argument("--output_dir", default=None,
+                        help="batch mode: annotated images, detections.json and summary.csv (default <DIR>_detections)")
     parser.add_argument("--show", action="store_true", help="show the result in a window")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
@@ -234,6 +403,8 @@ def main(argv=None):
             print(summary_line(detections, detector.cfg["labels_list"][1:], milliseconds))
             print(f"annotated image written to {output_path}")
             return 0
+        if args.img_dir is not None:
+            return run_batch_mode(args, cfg)
         show = args.show or (args.camera is not None and not args.output)
         if show:
             open_window()
@@ -252,6 +423,29 @@ def main(argv=None):
     print(f"{frames} frames processed, mean {mean_fps:.1f} FPS{' (stopped by user)' if stopped else ''}")
     if args.output and frames:
         print(f"annotated video written to {args.output}")
+    return 0
+
+
+def run_batch_mode(args, cfg):
+    """``--img_dir``: checks, then :func:`run_batch`; returns the exit status (130 when interrupted)."""
+    if not os.path.isdir(args.img_dir):
+        raise UsageError(f"{args.img_dir}: image folder not found")
+    if args.show:
+        raise UsageError("--show: not available with --img_dir")
+    output_dir = args.output_dir or os.path.normpath(args.img_dir) + "_detections"
+    if os.path.realpath(output_dir) == os.path.realpath(args.img_dir):
+        raise UsageError(f"{output_dir}: --output_dir must differ from --img_dir (the images would be overwritten)")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UsageError(f"{output_dir}: not a folder")
+    detector = load_detector(args.model_path, cfg)
+    try:
+        done, resumed, skipped = run_batch(detector, args.img_dir, output_dir)
+    except KeyboardInterrupt:
+        print(f"error: interrupted; finished images are in {os.path.join(output_dir, DETECTIONS_JSON)}, run the "
+              "same command again to resume", file=sys.stderr)
+        return 130
+    print(f"{done + resumed} images annotated ({resumed} from an earlier run), {len(skipped)} skipped (unreadable)")
+    print(f"results written to {os.path.join(output_dir, DETECTIONS_JSON)} and {os.path.join(output_dir, SUMMARY_CSV)}")
     return 0
 
 

@@ -8,6 +8,8 @@ For every image of ``ImageSets/Main/<split>.txt`` writes ``<output_dir>/detectio
 (``<class> <left> <top> <right> <bottom>``, plus `` difficult`` for difficult objects), in pixels of the
 original image with the canonical class names (VOC labels are mapped through ``label_aliases``). Stale
 ``.txt`` files in those two folders are removed first. Images that cannot be read are skipped with a reason.
+``--model_path`` takes any format ``inference.py`` takes: ``.keras``, a SavedModel folder, ``.tflite`` or ``.onnx``
+(the runtime is picked by the file type; see ``export.py``), or a folder whose newest ``.keras`` file is used.
 """
 import argparse
 import os
@@ -118,8 +120,10 @@ def write_split_results(detector, dataset_path, names, output_dir, score_thresho
             if batch_images:
                 results = detector.detect_batch(batch_images, score_threshold)
                 for name, annotation, detections in zip(batch_names, batch_annotations, results):
-                    write_text_atomically(os.path.join(ground_truth_dir, f"{name}.txt"), ground_truth_text(annotation))
+                    # detections first: a run stopped between the two leaves a detection file without its
+                    # ground truth, which compute_mAP.py refuses, never ground truth silently scored as missed
                     write_text_atomically(os.path.join(detection_dir, f"{name}.txt"), detection_text(detections))
+                    write_text_atomically(os.path.join(ground_truth_dir, f"{name}.txt"), ground_truth_text(annotation))
                     report.images += 1
                     report.detections += len(detections)
                     report.ground_truth_boxes += len(annotation.labels)
@@ -141,7 +145,8 @@ def next_command(output_dir):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model_path", default=DEFAULT_MODEL_PATH,
-                        help="a .keras model or a folder holding one (default: checkpoints/ of the repository)")
+                        help="a .keras, .tflite or .onnx model, a SavedModel folder, or a folder holding a .keras "
+                             "model (default: checkpoints/ of the repository)")
     parser.add_argument("--dataset_path", required=True, help="VOC folder (Annotations/, JPEGImages/, ImageSets/)")
     parser.add_argument("--split", default="val", help="name of a file in ImageSets/Main, without .txt")
     parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR,
@@ -167,6 +172,8 @@ def main(argv=None):
                                      args.images_per_batch)
         for reason in report.skipped_images:
             print(f"skipped image: {reason}", file=sys.stderr)
+        for reason in report.skipped_objects:
+            print(f"skipped object: {reason}", file=sys.stderr)
         if report.images == 0:
             raise VOCError(f"{args.dataset_path}: none of the {len(names)} images of split "
                            f"{args.split!r} could be read")
