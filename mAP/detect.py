@@ -6,14 +6,17 @@
 For every image of ``ImageSets/Main/<split>.txt`` writes ``<output_dir>/detection-results/NAME.txt``
 (``<class> <score> <left> <top> <right> <bottom>``) and ``<output_dir>/ground-truth/NAME.txt``
 (``<class> <left> <top> <right> <bottom>``, plus `` difficult`` for difficult objects), in pixels of the
-original image with the canonical class names (VOC labels are mapped through ``label_aliases``). Stale
-``.txt`` files in those two folders are removed first. Images that cannot be read are skipped with a reason.
+original image with the canonical class names (VOC labels are mapped through ``label_aliases``). The files are
+written to a staging folder first; the earlier ``.txt`` files of those two folders are replaced only once every
+image was processed, so a failed or interrupted run keeps them. Images that cannot be read are skipped with a reason.
 ``--model_path`` takes any format ``inference.py`` takes: ``.keras``, a SavedModel folder, ``.tflite`` or ``.onnx``
 (the runtime is picked by the file type; see ``export.py``), or a folder whose newest ``.keras`` file is used.
 """
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -91,19 +94,16 @@ def remove_text_files(folder):
     return len(names)
 
 
-def write_split_results(detector, dataset_path, names, output_dir, score_threshold,
-                        images_per_batch=DEFAULT_IMAGES_PER_BATCH, progress=True):
-    """Detect in every image of ``names`` and write its detection and ground-truth files.
+def move_files(source, destination):
+    """Move every file of ``source`` into ``destination``, replacing files of the same name."""
+    for name in os.listdir(source):
+        os.replace(os.path.join(source, name), os.path.join(destination, name))
 
-    Clears ``*.txt`` in ``<output_dir>/detection-results`` and ``<output_dir>/ground-truth`` first.
-    Returns a DetectReport; unreadable images or annotations are skipped and listed in it.
-    """
+
+def detect_into(detector, dataset_path, names, detection_dir, ground_truth_dir, score_threshold,
+                images_per_batch, progress):
+    """Detect in every image of ``names`` and write its files to the two folders; returns a DetectReport."""
     from mAP.compute_mAP import write_text_atomically  # imports TensorFlow (box_utils), as the detector did
-    detection_dir = os.path.join(output_dir, DETECTION_DIR_NAME)
-    ground_truth_dir = os.path.join(output_dir, GROUND_TRUTH_DIR_NAME)
-    for folder in (detection_dir, ground_truth_dir):
-        os.makedirs(folder, exist_ok=True)
-        remove_text_files(folder)
     report = DetectReport()
     with tqdm(total=len(names), desc="detect", unit="img", disable=not progress) as bar:
         for start in range(0, len(names), images_per_batch):
@@ -120,8 +120,6 @@ def write_split_results(detector, dataset_path, names, output_dir, score_thresho
             if batch_images:
                 results = detector.detect_batch(batch_images, score_threshold)
                 for name, annotation, detections in zip(batch_names, batch_annotations, results):
-                    # detections first: a run stopped between the two leaves a detection file without its
-                    # ground truth, which compute_mAP.py refuses, never ground truth silently scored as missed
                     write_text_atomically(os.path.join(detection_dir, f"{name}.txt"), detection_text(detections))
                     write_text_atomically(os.path.join(ground_truth_dir, f"{name}.txt"), ground_truth_text(annotation))
                     report.images += 1
@@ -129,6 +127,38 @@ def write_split_results(detector, dataset_path, names, output_dir, score_thresho
                     report.ground_truth_boxes += len(annotation.labels)
                     report.skipped_objects.extend(annotation.skipped)
             bar.update(len(names[start:start + images_per_batch]))
+    return report
+
+
+def write_split_results(detector, dataset_path, names, output_dir, score_threshold,
+                        images_per_batch=DEFAULT_IMAGES_PER_BATCH, progress=True):
+    """Detect in every image of ``names`` and write its detection and ground-truth files.
+
+    The files are written to a staging folder inside ``output_dir`` first; only once every image was processed
+    are the ``*.txt`` files of ``<output_dir>/detection-results`` and ``<output_dir>/ground-truth`` replaced
+    by them, so an error or Ctrl-C leaves the earlier results as they were.
+    Returns a DetectReport; unreadable images or annotations are skipped and listed in it.
+    """
+    detection_dir = os.path.join(output_dir, DETECTION_DIR_NAME)
+    ground_truth_dir = os.path.join(output_dir, GROUND_TRUTH_DIR_NAME)
+    for folder in (detection_dir, ground_truth_dir):
+        os.makedirs(folder, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=output_dir, prefix=".detect-")
+    try:
+        staged_detection_dir = os.path.join(staging, DETECTION_DIR_NAME)
+        staged_ground_truth_dir = os.path.join(staging, GROUND_TRUTH_DIR_NAME)
+        os.mkdir(staged_detection_dir)
+        os.mkdir(staged_ground_truth_dir)
+        report = detect_into(detector, dataset_path, names, staged_detection_dir, staged_ground_truth_dir,
+                             score_threshold, images_per_batch, progress)
+        # ground truth is removed first and moved in last: a run stopped during the swap leaves detection files
+        # without their ground truth, which compute_mAP.py refuses, never ground truth silently scored as missed
+        remove_text_files(ground_truth_dir)
+        remove_text_files(detection_dir)
+        move_files(staged_detection_dir, detection_dir)
+        move_files(staged_ground_truth_dir, ground_truth_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return report
 
 

@@ -260,8 +260,6 @@ def test_interrupted_detect_leaves_no_half_written_file(interrupted_detect):
         read_detection_file(str(output_dir / "detection-results" / f"{name}.txt"))
 
 
-@pytest.mark.xfail(strict=True, reason="mAP/detect.py clears the earlier results before detecting; see the issue 5 "
-                                       "report for the staging-folder change")
 def test_interrupted_detect_keeps_the_earlier_results(interrupted_detect):
     _, _, output_dir = interrupted_detect
     assert read_text_files(output_dir / "ground-truth") == {"earlier": GT_OK}
