@@ -3,6 +3,9 @@
     python train.py                       # from scratch, settings from components/config.py
     python train.py --resume              # continue from the newest checkpoint in --checkpoint_dir
     python train.py --epoch 150 --batch_size 16 --init_lr 0.005   # any config key can be overridden
+
+Ctrl-C saves a checkpoint of the current step and exits with status 130; ``--resume`` continues within the
+interrupted epoch. A non-finite loss stops training with status 2, leaving the last good checkpoint as it was.
 """
 import argparse
 import os
@@ -36,15 +39,18 @@ def main(argv=None):
         return 2
     if args.seed is not None:
         cfg["seed"] = args.seed
-    from network.trainer import TrainingError, train
+    from network.trainer import TrainingError, TrainingInterrupted, train
     try:
         summary = train(cfg, resume=args.resume, steps_per_epoch=args.steps_per_epoch, val_steps=args.val_steps,
                         progress=not args.no_progress, log=print, strategy=args.strategy)
     except TrainingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as interrupted:
+        print(f"interrupted: {interrupted}; continue with --resume", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("interrupted: checkpoint saved, continue with --resume", file=sys.stderr)
+        print("interrupted before training started: nothing saved", file=sys.stderr)
         return 130
     print(summary)
     return 0

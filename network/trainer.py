@@ -1,9 +1,12 @@
 """The training loop behind ``train.py``: eager tf.GradientTape steps, checkpoints, validation, logs."""
+import contextlib
+import glob
 import json
-import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -26,11 +29,39 @@ class TrainingError(RuntimeError):
     """Training cannot start or must stop; the message says why."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C) and a checkpoint saved; the message says which."""
+
+
+@contextlib.contextmanager
+def sigint_deferred(redeliver=True):
+    """Hold back SIGINT (Ctrl-C) inside the block; one that arrived is delivered again on leaving it
+    (``redeliver``) or dropped. Only the main thread can handle signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield   # signals go to the main thread; a handler installed outside Python cannot be put back
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and redeliver:
+            signal.raise_signal(signal.SIGINT)
+
+
 def count_records(tfrecord_path):
     """Number of records in a TFRecord file."""
     if not os.path.isfile(tfrecord_path):
         raise TrainingError(f"{tfrecord_path}: TFRecord not found (create it with dataset/voc_to_tfrecord.py)")
-    return int(tf.data.TFRecordDataset(tfrecord_path).reduce(np.int64(0), lambda count, _: count + 1))
+    try:
+        count = int(tf.data.TFRecordDataset(tfrecord_path).reduce(np.int64(0), lambda total, _: total + 1))
+    except tf.errors.OpError as error:
+        message = (error.message or type(error).__name__).splitlines()[0]
+        raise TrainingError(f"{tfrecord_path}: not a readable TFRecord ({message})") from None
+    if count == 0:
+        raise TrainingError(f"{tfrecord_path}: holds no records")
+    return count
 
 
 def build_optimizer(cfg, steps_per_epoch):
@@ -185,6 +216,12 @@ def export_model(model, cfg, folder, name=EXPORT_NAME):
     return os.path.join(folder, name)
 
 
+def remove_stale_exports(folder):
+    """Delete staging folders that an export killed half-way left in ``folder``."""
+    for staging in glob.glob(os.path.join(folder, ".export-*")):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def read_history(folder):
     """Epoch records written by :func:`train` (list of dicts, oldest first)."""
     path = os.path.join(folder, HISTORY_FILE)
@@ -211,7 +248,7 @@ def plot_history(records, png_path):
     epochs = [r["epoch"] for r in records]
     figure, (loss_axis, map_axis) = plt.subplots(1, 2, figsize=(11, 4))
     loss_axis.plot(epochs, [r["loss"] for r in records], label="train loss")
-    loss_axis.plot(epochs, [r["val_loss"] for r in records], label="val loss")
+    loss_axis.plot(epochs, [r.get("val_loss", np.nan) for r in records], label="val loss")
     loss_axis.set_xlabel("epoch"), loss_axis.set_ylabel("multibox loss"), loss_axis.legend(), loss_axis.grid(alpha=.3)
     with_map = [r for r in records if "val_map" in r]
     map_axis.plot([r["epoch"] for r in with_map], [r["val_map"] for r in with_map], "o-", label="mAP")
@@ -235,13 +272,19 @@ def distributed_config(cfg, num_replicas):
     return scaled
 
 
-def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True, log=None, strategy="default"):
+def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True, log=None, strategy="default",
+          on_step=None):
     """Train per ``cfg``; checkpoints, history, plot and the exported model go to ``cfg['checkpoint_dir']``.
 
     ``cfg['batch_size']`` is per replica: under ``strategy`` "mirrored" or "multi_worker" the global batch is
-    ``batch_size * replicas`` and the learning rate is scaled by the number of replicas. Returns a one-line
-    summary. Raises TrainingError when training cannot start, or stops on a non-finite loss (the last good
-    checkpoint is kept). On KeyboardInterrupt a checkpoint is saved before re-raising.
+    ``batch_size * replicas`` and the learning rate is scaled by the number of replicas. ``on_step``, when
+    given, is called after every optimizer step as ``on_step(epoch, step, losses)``: epoch counted from 1,
+    step the optimizer's iteration count, losses a dict with loss, loc and cls. Returns a one-line summary.
+
+    Raises TrainingError when training cannot start, or stops on a non-finite loss or weights (nothing is
+    saved then: the last good checkpoint is kept). On KeyboardInterrupt a checkpoint of the current step is
+    saved (an epoch whose steps were all taken is first recorded, without validation) and
+    TrainingInterrupted, a KeyboardInterrupt, is raised; ``resume`` then continues within that epoch.
     """
     log = log or (lambda message: None)
     tf.keras.utils.set_random_seed(cfg["seed"])
@@ -250,26 +293,39 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
     cfg = distributed_config(cfg, replicas)
     global_batch = cfg["batch_size"] * replicas
     chief = is_chief(strategy)
-    folder = cfg["checkpoint_dir"] if chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
-    os.makedirs(folder, exist_ok=True)
-
     num_train = count_records(cfg["train_tfrecord"])
     steps_per_epoch = steps_per_epoch or max(num_train // global_batch, 1)
     has_val = chief and bool(cfg["val_tfrecord"]) and os.path.isfile(cfg["val_tfrecord"])
+    if has_val:
+        count_records(cfg["val_tfrecord"])
+
+    folder = cfg["checkpoint_dir"] if chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
+    os.makedirs(folder, exist_ok=True)
+    if chief:
+        remove_stale_exports(folder)
 
     with strategy.scope():
         model = build_model(cfg)
         optimizer = build_optimizer(cfg, steps_per_epoch)
         optimizer.build(model.trainable_variables)
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    # a plain host-side counter, outside the strategy (a mirrored variable cannot be read with int())
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+
+    def steps_done():
+        """The optimizer's step count (.numpy(): int() cannot read a mirrored variable)."""
+        return int(optimizer.iterations.numpy())
+
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
     manager = tf.train.CheckpointManager(checkpoint, folder, max_to_keep=2)
     if manager.latest_checkpoint and not resume:
         raise TrainingError(f"{folder}: holds checkpoints already; pass --resume to continue, "
                             "or choose another --checkpoint_dir")
+    if replicas > 1:
+        log(f"{type(strategy).__name__}: {replicas} replicas, global batch {global_batch}, "
+            f"init_lr {cfg['init_lr']:g}")
     if resume and manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log(f"resumed from {manager.latest_checkpoint} (epoch {int(epoch)}, step {int(optimizer.iterations)})")
+        log(f"resumed from {manager.latest_checkpoint} (epoch {int(epoch)}, step {steps_done()})")
     history = [r for r in read_history(folder) if r["epoch"] <= int(epoch)]
 
     # a resumed run continues with fresh (but still repeatable) shuffling and augmentation
@@ -283,46 +339,88 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
     eval_step = make_eval_step(model, cfg)
     writer = tf.summary.create_file_writer(cfg["log_dir"] if chief else os.path.join(folder, "logs"))
 
-    try:
-        while int(epoch) < cfg["epoch"]:
-            current = int(epoch) + 1
-            totals, started = np.zeros(3), time.time()
-            bar = tqdm(range(steps_per_epoch), desc=f"epoch {current}/{cfg['epoch']}", unit="step",
-                       disable=not progress, dynamic_ncols=True)
-            for step in bar:
-                images, targets = next(train_iterator)
-                losses = np.array([float(value) for value in train_step(images, targets)])
-                if not np.all(np.isfinite(losses)):
-                    raise TrainingError(f"non-finite loss {losses.tolist()} at epoch {current} step {step + 1}; "
-                                        f"stopped, last good checkpoint kept: {manager.latest_checkpoint}")
-                totals += losses
-                mean = totals / (step + 1)
-                bar.set_postfix(loss=f"{mean[0]:.3f}", loc=f"{mean[1]:.3f}", cls=f"{mean[2]:.3f}")
-            elapsed = time.time() - started
-            record = {"epoch": current, "loss": mean[0], "loc": mean[1], "cls": mean[2],
-                      "lr": float(optimizer.learning_rate), "images_per_s": steps_per_epoch * global_batch / elapsed,
-                      "seconds": elapsed}
-            if has_val:
-                with_map = cfg["val_map_freq"] > 0 and (current % cfg["val_map_freq"] == 0 or current == cfg["epoch"])
-                record.update(validate(eval_step, cfg["val_tfrecord"], cfg, with_map, val_steps))
-            epoch.assign(current)
-            if current % cfg["save_freq"] == 0 or current == cfg["epoch"]:
-                manager.save()
+    saved = (steps_done(), int(epoch)) if manager.latest_checkpoint else None
+
+    def save():
+        """Checkpoint the current state unless it is saved already; never saves non-finite weights."""
+        nonlocal saved
+        if saved == (steps_done(), int(epoch)):
+            return
+        bad = [variable.name for variable in model.variables if not np.all(np.isfinite(variable.numpy()))]
+        if bad:
+            raise TrainingError(f"non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) at "
+                                f"step {steps_done()}; stopped, last good checkpoint kept: "
+                                f"{manager.latest_checkpoint}")
+        manager.save()
+        saved = (steps_done(), int(epoch))
+
+    def finish_epoch(record):
+        """Record the epoch, checkpoint it and export the model; not interrupted half-way by Ctrl-C."""
+        with sigint_deferred():
+            epoch.assign(record["epoch"])
+            history.append(record)
+            if chief:   # history first: a crash before the checkpoint leaves an extra record, dropped on resume
+                write_history(folder, history)
+            if record["epoch"] % cfg["save_freq"] == 0 or record["epoch"] == cfg["epoch"]:
+                save()
                 if chief:
                     export_model(model, cfg, folder)
-            history.append(record)
-            if chief:
-                write_history(folder, history)
-            with writer.as_default(step=current):
+            with writer.as_default(step=record["epoch"]):
                 for key, value in record.items():
                     if key != "epoch":
                         tf.summary.scalar(key, value)
             if has_val:
                 plot_history(history, os.path.join(folder, "training.png"))
             log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+
+    def epoch_record(current, mean, steps, elapsed):
+        return {"epoch": current, "loss": mean[0], "loc": mean[1], "cls": mean[2],
+                "lr": float(optimizer.learning_rate), "images_per_s": steps * global_batch / elapsed,
+                "seconds": elapsed}
+
+    pending = None   # an epoch whose steps are all taken but which is not recorded yet
+    taken = 0        # steps of the current epoch taken (and their losses added up) in this run
+    try:
+        while int(epoch) < cfg["epoch"]:
+            current = int(epoch) + 1
+            first = steps_done() - int(epoch) * steps_per_epoch   # > 0 after an interrupted epoch
+            if not 0 <= first < steps_per_epoch:
+                if first != 0:
+                    log(f"optimizer step {steps_done()} does not fall in epoch {current} of "
+                        f"{steps_per_epoch} steps; running the whole epoch")
+                first = 0
+            totals, taken, started = np.zeros(3), 0, time.time()
+            bar = tqdm(range(first, steps_per_epoch), desc=f"epoch {current}/{cfg['epoch']}", unit="step",
+                       initial=first, total=steps_per_epoch, disable=not progress, dynamic_ncols=True)
+            for step in bar:
+                images, targets = next(train_iterator)
+                losses = np.array([float(value) for value in train_step(images, targets)])
+                if not np.all(np.isfinite(losses)):
+                    raise TrainingError(f"non-finite loss {losses.tolist()} at epoch {current} step {step + 1}; "
+                                        f"stopped, last good checkpoint kept: {manager.latest_checkpoint}")
+                totals, taken = totals + losses, taken + 1
+                mean = totals / taken
+                bar.set_postfix(loss=f"{mean[0]:.3f}", loc=f"{mean[1]:.3f}", cls=f"{mean[2]:.3f}")
+                if on_step is not None:
+                    on_step(current, steps_done(), dict(zip(("loss", "loc", "cls"), losses.tolist())))
+            pending = epoch_record(current, mean, steps_per_epoch - first, time.time() - started)
+            if has_val:
+                with_map = cfg["val_map_freq"] > 0 and (current % cfg["val_map_freq"] == 0 or current == cfg["epoch"])
+                pending.update(validate(eval_step, cfg["val_tfrecord"], cfg, with_map, val_steps))
+            finish_epoch(pending)
+            pending = None
     except KeyboardInterrupt:
-        manager.save()
-        raise
+        with sigint_deferred(redeliver=False):
+            if pending is None and taken and steps_done() == (int(epoch) + 1) * steps_per_epoch:
+                # interrupted just after the epoch's last step
+                pending = epoch_record(current, totals / taken, steps_per_epoch - first, time.time() - started)
+            if pending is not None and int(epoch) < pending["epoch"]:
+                finish_epoch(pending)   # the epoch's steps are all taken: record it, without validation
+            else:
+                save()
+        done = steps_done() - int(epoch) * steps_per_epoch
+        where = f"epoch {int(epoch) + 1}, step {done}/{steps_per_epoch}" if done else f"end of epoch {int(epoch)}"
+        raise TrainingInterrupted(f"checkpoint saved ({where}): {manager.latest_checkpoint}") from None
     finally:
         if not chief:
             shutil.rmtree(folder, ignore_errors=True)

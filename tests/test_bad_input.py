@@ -568,11 +568,6 @@ def test_train_missing_tfrecord_and_unparsable_override_are_one_line_errors(tmp_
     assert_one_line_error(status, err, "--using_flip")
 
 
-NEEDS_TRAINER_FIX = ("network/trainer.py / components/config.py do not check this yet (see the issue 5 report): "
-                     "the error escapes as a traceback")
-
-
-@pytest.mark.xfail(strict=True, reason=NEEDS_TRAINER_FIX)
 def test_train_empty_tfrecord_is_a_one_line_error(tmp_path, capsys):
     import train
     empty = tmp_path / "empty.tfrecord"
@@ -581,7 +576,6 @@ def test_train_empty_tfrecord_is_a_one_line_error(tmp_path, capsys):
     assert_one_line_error(status, err, empty, "no records")
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_TRAINER_FIX)
 def test_train_corrupt_tfrecord_is_a_one_line_error(tmp_path, capsys):
     import train
     garbage = tmp_path / "garbage.tfrecord"

@@ -1,0 +1,275 @@
+"""Fault tolerance of train.py: SIGKILL then --resume, Ctrl-C, a non-finite loss, and --seed repeatability.
+
+The signal tests watch train.py's progress bar on stderr to send the signal while epoch 2 is running, then
+check the checkpoints on disk. One killed run (module fixture) is the starting point of the resume, NaN and
+Ctrl-C tests; each of those works on its own copy.
+"""
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 12        # per epoch: a step takes ~0.1 s here, so epoch 2 lasts long enough to be hit mid-way
+SMALL_RUN = ["--steps_per_epoch", str(STEPS), "--batch_size", "2", "--input_size", "(120, 160)",
+             "--cache_dataset", "false"]
+TIMEOUT = 300
+
+
+class Trainer:
+    """train.py running in a subprocess; stdout and stderr (progress bars included) are collected as it runs."""
+
+    def __init__(self, args):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO_ROOT, env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.chunks = {"stdout": [], "stderr": []}
+        self.readers = [threading.Thread(target=self._read, args=(getattr(self.process, name), name), daemon=True)
+                        for name in self.chunks]
+        for reader in self.readers:
+            reader.start()
+
+    def _read(self, stream, name):
+        for chunk in iter(lambda: stream.read1(4096), b""):
+            self.chunks[name].append(chunk)
+
+    def text(self, name):
+        return b"".join(self.chunks[name]).decode(errors="replace")
+
+    def wait_for(self, condition, what, timeout=TIMEOUT):
+        """Poll ``condition()`` until it returns something true; fail if train.py ends or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = condition()
+            if found:
+                return found
+            if self.process.poll() is not None:
+                self.finish()
+                pytest.fail(f"train.py ended (status {self.process.returncode}) before {what}:\n"
+                            f"{self.text('stderr')[-3000:]}")
+            time.sleep(0.02)
+        self.process.kill()
+        self.finish()
+        pytest.fail(f"timed out waiting for {what}:\n{self.text('stderr')[-3000:]}")
+
+    def wait_for_step(self, epoch, epochs, min_step):
+        """Wait until the progress bar of ``epoch`` shows at least ``min_step`` steps; returns that step."""
+        pattern = re.compile(rf"epoch {epoch}/{epochs}: *\d+%\|[^|]*\| *(\d+)/{STEPS}")
+
+        def step_shown():
+            steps = [int(match) for match in pattern.findall(self.text("stderr"))]
+            return steps[-1] if steps and steps[-1] >= min_step else None
+        return self.wait_for(step_shown, f"step {min_step} of epoch {epoch}")
+
+    def finish(self, timeout=TIMEOUT):
+        """Wait for the end; (status, stdout, stderr with the progress bars' carriage returns as newlines)."""
+        self.process.wait(timeout)
+        for reader in self.readers:
+            reader.join(timeout)
+        return self.process.returncode, self.text("stdout"), self.text("stderr").replace("\r", "\n")
+
+
+def train_args(folder, log_dir, tfrecords, *extra):
+    """train.py arguments; no validation (test_train.py covers it), which keeps each run short."""
+    return ["--checkpoint_dir", str(folder), "--log_dir", str(log_dir), "--train_tfrecord", tfrecords["train"],
+            "--val_tfrecord", "", *SMALL_RUN, *extra]
+
+
+def read_history(folder):
+    from network.trainer import read_history as read
+    return read(str(folder))
+
+
+def checkpoint_values(prefix):
+    """(epoch, optimizer iterations) stored in the checkpoint ``prefix``; reading it proves it is whole."""
+    reader = tf.train.load_checkpoint(prefix)
+    return (int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE")),
+            int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")))
+
+
+def listed_checkpoints(folder):
+    """(latest, all) checkpoint prefixes named by the ``checkpoint`` state file of ``folder``."""
+    state = tf.train.get_checkpoint_state(str(folder))
+    assert state is not None, f"no checkpoint state file in {folder}: {sorted(os.listdir(folder))}"
+    return state.model_checkpoint_path, list(state.all_model_checkpoint_paths)
+
+
+def file_digests(folder):
+    """{relative path: sha1} of every file under ``folder``."""
+    digests = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as handle:
+                digests[os.path.relpath(path, folder)] = hashlib.sha1(handle.read()).hexdigest()
+    return digests
+
+
+def error_lines(stderr, prefix):
+    return [line for line in stderr.splitlines() if line.startswith(prefix)]
+
+
+def last_line(text):
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory, voc_mini_tfrecords):
+    """train.py --epoch 3 from scratch, SIGKILLed once epoch 1 is checkpointed and epoch 2 is running.
+
+    Returns a dict: status, the step of epoch 2 the bar showed, the (untouched) folder, its history, and
+    ``copy(name)`` -> a fresh copy of the folder to continue from.
+    """
+    root = tmp_path_factory.mktemp("killed")
+    folder = root / "ckpt"
+    run = Trainer(train_args(folder, root / "logs", voc_mini_tfrecords, "--epoch", "3"))
+    run.wait_for(lambda: os.path.isfile(folder / "checkpoint"), "the first checkpoint")
+    step = run.wait_for_step(2, 3, min_step=2)
+    run.process.send_signal(signal.SIGKILL)
+    status, _, _ = run.finish()
+    pristine = root / "pristine"
+    shutil.copytree(folder, pristine)
+
+    def copy(name):
+        target = root / name
+        shutil.copytree(pristine, target)
+        return target
+    return {"status": status, "step": step, "folder": folder, "copy": copy, "root": root,
+            "history": read_history(folder)}
+
+
+def test_sigkill_mid_epoch_leaves_readable_checkpoints_and_resume_completes(killed_run, voc_mini_tfrecords,
+                                                                             run_script):
+    from components.detector import load_keras_model
+    assert killed_run["status"] == -signal.SIGKILL
+    folder = killed_run["copy"]("resumed")
+    latest, listed = listed_checkpoints(folder)
+    assert listed and latest == listed[-1]
+    for prefix in listed:
+        checkpoint_values(prefix)      # every listed checkpoint is whole
+    # the kill landed inside epoch 2: the newest checkpoint is the end of epoch 1
+    assert checkpoint_values(latest) == (1, STEPS), killed_run["step"]
+    assert [record["epoch"] for record in killed_run["history"]] == [1]
+    model = load_keras_model(str(folder / "last.keras"))
+    assert model.output_shape[-1] == 4 + 3
+
+    result = run_script(["train.py", *train_args(folder, killed_run["root"] / "logs-resumed", voc_mini_tfrecords,
+                                                 "--epoch", "3", "--resume", "--no_progress")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"(epoch 1, step {STEPS})" in result.stdout
+    assert checkpoint_values(tf.train.latest_checkpoint(str(folder))) == (3, 3 * STEPS)
+    history = read_history(folder)
+    assert [record["epoch"] for record in history] == [1, 2, 3]
+    assert history[0] == killed_run["history"][0]
+    assert not [name for name in os.listdir(folder) if name.startswith(".export-") or ".tmp" in name]
+
+
+def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_checkpoint(killed_run, voc_mini_tfrecords,
+                                                                          run_script):
+    folder = killed_run["copy"]("exploding")
+    before = file_digests(folder)
+    # a learning rate of 1e12 (2e11 in warm-up) makes the weights, then the loss, overflow within a few steps
+    result = run_script(["train.py", *train_args(folder, killed_run["root"] / "logs-exploding", voc_mini_tfrecords,
+                                                 "--epoch", "3", "--resume", "--no_progress", "--init_lr", "1e12")])
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = error_lines(result.stderr, "error:")
+    assert len(errors) == 1 and last_line(result.stderr) == errors[0], result.stderr[-3000:]
+    assert errors[0].startswith("error: non-finite loss") and "at epoch 2 step" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert file_digests(folder) == before          # checkpoints, history, exported model: all untouched
+    latest, _ = listed_checkpoints(folder)
+    assert os.path.basename(latest) == "ckpt-1" and latest in errors[0]
+    assert checkpoint_values(latest) == (1, STEPS)
+    weights = tf.train.load_checkpoint(latest)
+    assert all(np.isfinite(weights.get_tensor(name)).all() for name, _ in tf.train.list_variables(latest)
+               if name.startswith("model/"))
+
+
+def test_ctrl_c_saves_mid_epoch_and_resume_finishes_that_epoch(killed_run, voc_mini_tfrecords, run_script):
+    folder = killed_run["copy"]("interrupted")
+    run = Trainer(train_args(folder, killed_run["root"] / "logs-interrupted", voc_mini_tfrecords,
+                             "--epoch", "2", "--resume"))
+    run.wait_for_step(2, 2, min_step=2)
+    run.process.send_signal(signal.SIGINT)
+    status, _, stderr = run.finish()
+    assert status == 130, stderr[-3000:]
+    lines = error_lines(stderr, "interrupted:")
+    assert len(lines) == 1 and last_line(stderr) == lines[0], stderr[-3000:]
+    assert "Traceback" not in stderr
+    match = re.match(rf"interrupted: checkpoint saved \(epoch 2, step (\d+)/{STEPS}\): (\S+); continue with --resume$",
+                     lines[0])
+    assert match, lines[0]
+    done, saved = int(match.group(1)), match.group(2)
+    assert 2 <= done < STEPS
+    latest, listed = listed_checkpoints(folder)
+    assert latest == saved and os.path.basename(latest) == "ckpt-2"
+    assert [checkpoint_values(prefix) for prefix in listed] == [(1, STEPS), (1, STEPS + done)]
+    assert [record["epoch"] for record in read_history(folder)] == [1]
+
+    result = run_script(["train.py", *train_args(folder, killed_run["root"] / "logs-interrupted", voc_mini_tfrecords,
+                                                 "--epoch", "2", "--resume", "--no_progress")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"(epoch 1, step {STEPS + done})" in result.stdout
+    # the resumed run takes only the steps epoch 2 still lacked: the schedule position is exact
+    assert checkpoint_values(tf.train.latest_checkpoint(str(folder))) == (2, 2 * STEPS)
+    assert [record["epoch"] for record in read_history(folder)] == [1, 2]
+
+
+def step_losses(cfg, seed, folder, steps=3):
+    """Per-step (loss, loc, cls) of a fresh run of network.trainer.train with ``seed``."""
+    from network.trainer import train
+    losses = []
+    def record(epoch, step, values):
+        losses.append([values["loss"], values["loc"], values["cls"]])
+    train(dict(cfg, seed=seed, checkpoint_dir=str(folder), log_dir=str(folder / "logs")), steps_per_epoch=steps,
+          progress=False, on_step=record)
+    return np.array(losses)
+
+
+def test_same_seed_repeats_the_step_losses_and_another_seed_does_not(tiny_cfg, voc_mini_tfrecords, tmp_path):
+    cfg = dict(tiny_cfg, train_tfrecord=voc_mini_tfrecords["train"], val_tfrecord="", epoch=1)
+    first = step_losses(cfg, 3, tmp_path / "first")
+    again = step_losses(cfg, 3, tmp_path / "again")
+    other = step_losses(cfg, 4, tmp_path / "other")
+    assert first.shape == (3, 3) and np.isfinite(first).all()
+    np.testing.assert_allclose(again, first, rtol=1e-5, atol=0)
+    assert not np.allclose(other[:, 0], first[:, 0], rtol=1e-3), (first, other)
+
+
+def test_ctrl_c_between_steps_and_checkpoint_records_the_epoch(tiny_cfg, voc_mini_tfrecords, tmp_path, monkeypatch):
+    """Ctrl-C during validation, or right after an epoch's last step, records that epoch (without validation)
+    and checkpoints its end, so that --resume starts the next epoch."""
+    import network.trainer as trainer
+    folder = tmp_path / "ckpt"
+    cfg = dict(tiny_cfg, train_tfrecord=voc_mini_tfrecords["train"], val_tfrecord=voc_mini_tfrecords["val"],
+               epoch=3, checkpoint_dir=str(folder), log_dir=str(tmp_path / "logs"))
+
+    def interrupted_validation(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(trainer, "validate", interrupted_validation)
+    with pytest.raises(trainer.TrainingInterrupted, match=r"\(end of epoch 1\)"):
+        trainer.train(cfg, steps_per_epoch=2, progress=False)
+    monkeypatch.undo()
+    assert checkpoint_values(tf.train.latest_checkpoint(str(folder))) == (1, 2)
+    (record,) = read_history(folder)
+    assert record["epoch"] == 1 and np.isfinite(record["loss"]) and "val_loss" not in record
+    assert os.path.isfile(folder / "training.png") and os.path.isfile(folder / "last.keras")
+
+    def ctrl_c_after_the_last_step(epoch, step, losses):
+        if step == 4:
+            raise KeyboardInterrupt
+    with pytest.raises(trainer.TrainingInterrupted, match=r"\(end of epoch 2\)"):
+        trainer.train(dict(cfg, val_tfrecord=""), resume=True, steps_per_epoch=2, progress=False,
+                      on_step=ctrl_c_after_the_last_step)
+    assert checkpoint_values(tf.train.latest_checkpoint(str(folder))) == (2, 4)
+    assert [record["epoch"] for record in read_history(folder)] == [1, 2]
