@@ -34,6 +34,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import export  # noqa: E402
+from components.atomic_io import write_text_atomically  # noqa: E402
 
 DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints")
 DEFAULT_VAL_TFRECORD = os.path.join(REPO_ROOT, "dataset", "val_mask.tfrecord")
@@ -168,15 +169,6 @@ def format_table(rows):
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(key, "")) for key in header) + " |")
     return lines
-
-
-def write_text_atomically(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
 
 
 def run(args, log=print):
@@ -316,6 +308,7 @@ def main(argv=None):
         if not args.skip_map and not os.path.isfile(args.val_tfrecord):
             raise FileNotFoundError(f"{args.val_tfrecord}: validation TFRecord not found (or pass --skip_map)")
         report = run(args, log=lambda message: print(message, file=sys.stderr))
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         write_text_atomically(args.output, report)
     except (ValueError, OSError) as error:   # ExportError, ModelLoadError included
         print(f"error: {error}", file=sys.stderr)

@@ -40,6 +40,7 @@ sys.path.insert(0, REPO_ROOT)
 import cv2  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from components.atomic_io import atomic_path, temporary_path, write_text_atomically  # noqa: E402
 from components.config import add_config_arguments, config_from_args  # noqa: E402
 from components.drawing import draw_detections  # noqa: E402
 from dataset.voc import VOCError, read_image_bgr  # noqa: E402
@@ -68,12 +69,6 @@ def camera_index(text):
         raise argparse.ArgumentTypeError(f"expected a camera index or True, got {text!r}") from None
 
 
-def temporary_path(path):
-    """A temporary name in ``path``'s folder that keeps its extension (OpenCV picks formats by it)."""
-    root, extension = os.path.splitext(path)
-    return f"{root}.tmp-{os.getpid()}{extension}"
-
-
 def write_image_atomically(path, image_bgr):
     """Encode ``image_bgr`` in the format of ``path``'s extension and write it through a temporary file."""
     extension = os.path.splitext(path)[1]
@@ -84,13 +79,8 @@ def write_image_atomically(path, image_bgr):
     if not ok:
         raise UsageError(f"{path}: cannot write an image with extension {extension!r} (use .jpg or .png)")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = temporary_path(path)
-    try:
+    with atomic_path(path) as temporary:
         encoded.tofile(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def open_window():
@@ -176,7 +166,7 @@ def run_stream(detector, capture, first_frame, output_path, show, progress=True)
         source_fps = capture.get(cv2.CAP_PROP_FPS)
         fps = source_fps if source_fps and 1.0 <= source_fps <= 240.0 else FALLBACK_VIDEO_FPS
         os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-        temporary = temporary_path(output_path)
+        temporary = temporary_path(output_path, suffix=os.path.splitext(output_path)[1])  # OpenCV picks formats by it
         height, width = frame.shape[:2]
         writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
         if not writer.isOpened():
@@ -278,18 +268,6 @@ def _ends_with_newline(path):
         return handle.read(1) == b"\n"
 
 
-def write_text_atomically(path, text):
-    """Write ``text`` to ``path`` through a temporary file renamed into place."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def write_batch_outputs(output_dir, header, records, skipped, class_names):
     """(Re)write detections.json and summary.csv from ``records`` (image name -> record), atomically."""
     ordered = [records[name] for name in sorted(records)]
@@ -298,7 +276,7 @@ def write_batch_outputs(output_dir, header, records, skipped, class_names):
     text = (f'{{"model": {json.dumps(header["model"])}, "score_threshold": {json.dumps(header["score_threshold"])},\n'
             ' "images": [\n  ' + ",\n  ".join(json.dumps(record) for record in ordered) + '\n ],\n'
             ' "skipped": [\n  ' + ",\n  ".join(json.dumps(item) for item in skipped) + '\n ]\n}\n')
-    write_text_atomically(os.path.join(output_dir, DETECTIONS_JSON), text)
+    write_text_atomically(os.path.join(output_dir, DETECTIONS_JSON), text, newline="")
     masked, unmasked = (class_names + [None, None])[:2]
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
@@ -306,7 +284,7 @@ def write_batch_outputs(output_dir, header, records, skipped, class_names):
     for record in ordered:
         writer.writerow([record["image"], len(record["classes"]), record["classes"].count(masked),
                          record["classes"].count(unmasked)])
-    write_text_atomically(os.path.join(output_dir, SUMMARY_CSV), table.getvalue())
+    write_text_atomically(os.path.join(output_dir, SUMMARY_CSV), table.getvalue(), newline="")
 
 
 def annotated_path(output_dir, name):

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from components.atomic_io import write_text_atomically
 from components.box_utils import batched_nms, decode_boxes
 from components.config import cfg as default_cfg
 from components.prior_box import priors_from_config
@@ -109,26 +110,15 @@ def model_config_path(model_file):
     return os.path.splitext(os.path.normpath(model_file))[0] + SIDECAR_SUFFIX
 
 
-def _write_json_atomically(path, data):
-    temporary = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def save_model_config(model_file, cfg):
     """Write the settings needed to use ``model_file`` (input size, labels, anchors) beside it, atomically.
 
     For a SavedModel folder a copy also goes inside it (``model_config.json``), so the folder alone loads.
     """
-    data = {key: cfg[key] for key in MODEL_CONFIG_KEYS}
-    _write_json_atomically(model_config_path(model_file), data)
+    text = json.dumps({key: cfg[key] for key in MODEL_CONFIG_KEYS}, indent=2)
+    write_text_atomically(model_config_path(model_file), text)
     if os.path.isdir(model_file):
-        _write_json_atomically(os.path.join(model_file, INNER_CONFIG_NAME), data)
+        write_text_atomically(os.path.join(model_file, INNER_CONFIG_NAME), text)
 
 
 def load_model_config(model_file, base_cfg=None):

@@ -19,6 +19,7 @@ sys.path.insert(0, REPO_ROOT)
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from components.atomic_io import save_figure_atomically  # noqa: E402
 from components.box_utils import iou_matrix  # noqa: E402
 from components.config import add_config_arguments, config_from_args  # noqa: E402
 from components.prior_box import priors_per_cell  # noqa: E402
@@ -213,13 +214,7 @@ def plot_anchors(boxes_wh, anchors, default_anchors, path, title=""):
     axes.set_title(title)
     axes.grid(alpha=0.3, which="both")
     axes.legend(loc="upper left")
-    temporary = f"{path}.tmp-{os.getpid()}"
-    try:
-        figure.savefig(temporary, format="png", dpi=100)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    save_figure_atomically(figure, path, format="png", dpi=100)
 
 
 def main(argv=None):

@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from components.atomic_io import save_figure_atomically  # noqa: E402
 from components.config import add_config_arguments, config_from_args  # noqa: E402
 
 COLOURS = {1: "lime", 2: "red"}
@@ -76,14 +77,10 @@ def draw_grid(tfrecord, cfg, num_images, output, training=True, seed=0):
     figure.suptitle("green: mask, red: unmask (boxes decoded from the encoded targets)", fontsize=9)
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    temporary = f"{output}.tmp-{os.getpid()}.png"
     try:
-        figure.savefig(temporary, dpi=90)
-        os.replace(temporary, output)
+        save_figure_atomically(figure, output, format="png", dpi=90)
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return output
 
 

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from components.atomic_io import atomic_path  # noqa: E402
 from components.config import add_config_arguments, config_from_args  # noqa: E402
 from dataset.voc import VOCError, clip_boxes, decode_image_file, find_image, parse_annotation, read_split  # noqa: E402
 
@@ -128,34 +129,28 @@ def convert_split(dataset_path, split, output_file, cfg, progress=True, max_imag
     names = read_split(dataset_path, split)
     report = ConversionReport()
     os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
-    temporary = f"{output_file}.tmp-{os.getpid()}"
-    try:
-        with tf.io.TFRecordWriter(temporary) as writer:
-            for name in tqdm(names, desc=f"{split} -> tfrecord", unit="img", disable=not progress):
-                xml_path = os.path.join(dataset_path, "Annotations", f"{name}.xml")
-                image_path = find_image(dataset_path, name)
-                try:
-                    if image_path is None:
-                        raise VOCError(f"{os.path.join(dataset_path, 'JPEGImages', name)}.*: image not found")
-                    if not os.path.isfile(xml_path):
-                        raise VOCError(f"{xml_path}: annotation not found")
-                    annotation = parse_annotation(xml_path, cfg["label_aliases"])
-                    encoded = encode_image(image_path, max_image_side)
-                    clip_boxes(annotation, encoded.source_width, encoded.source_height)
-                    if (encoded.width, encoded.height) != (encoded.source_width, encoded.source_height):
-                        clip_boxes(annotation, encoded.width, encoded.height)     # scaled to the stored size
-                except VOCError as error:
-                    report.skipped_images.append(str(error))
-                    continue
-                report.skipped_objects.extend(f"{xml_path}: {reason}" for reason in annotation.skipped)
-                writer.write(make_example(name, encoded.jpeg, encoded.height, encoded.width, annotation,
-                                          cfg["labels_list"]).SerializeToString())
-                report.written += 1
-                report.boxes += len(annotation.labels)
-        os.replace(temporary, output_file)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    with atomic_path(output_file) as temporary, tf.io.TFRecordWriter(temporary) as writer:
+        for name in tqdm(names, desc=f"{split} -> tfrecord", unit="img", disable=not progress):
+            xml_path = os.path.join(dataset_path, "Annotations", f"{name}.xml")
+            image_path = find_image(dataset_path, name)
+            try:
+                if image_path is None:
+                    raise VOCError(f"{os.path.join(dataset_path, 'JPEGImages', name)}.*: image not found")
+                if not os.path.isfile(xml_path):
+                    raise VOCError(f"{xml_path}: annotation not found")
+                annotation = parse_annotation(xml_path, cfg["label_aliases"])
+                encoded = encode_image(image_path, max_image_side)
+                clip_boxes(annotation, encoded.source_width, encoded.source_height)
+                if (encoded.width, encoded.height) != (encoded.source_width, encoded.source_height):
+                    clip_boxes(annotation, encoded.width, encoded.height)     # scaled to the stored size
+            except VOCError as error:
+                report.skipped_images.append(str(error))
+                continue
+            report.skipped_objects.extend(f"{xml_path}: {reason}" for reason in annotation.skipped)
+            writer.write(make_example(name, encoded.jpeg, encoded.height, encoded.width, annotation,
+                                      cfg["labels_list"]).SerializeToString())
+            report.written += 1
+            report.boxes += len(annotation.labels)
     return report
 
 

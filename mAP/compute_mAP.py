@@ -22,6 +22,7 @@ sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
 
+from components.atomic_io import save_figure_atomically, write_text_atomically  # noqa: E402
 from components.box_utils import iou_matrix  # noqa: E402
 
 NO_GROUND_TRUTH = "no ground truth"
@@ -290,22 +291,6 @@ def format_results(evaluation):
     return lines
 
 
-def _temporary_name(path):
-    return f"{path}.tmp-{os.getpid()}"
-
-
-def write_text_atomically(path, text):
-    """Write ``text`` to ``path`` through a temporary file renamed into place."""
-    temporary = _temporary_name(path)
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def plot_precision_recall(result, path):
     """Save ``result``'s precision/recall curve (and its envelope) as a PNG at ``path``, atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -327,13 +312,7 @@ def plot_precision_recall(result, path):
     axes.set_ylabel("precision")
     axes.set_title(f"{result.name}: AP = {100 * result.ap:.2f}%")
     axes.grid(alpha=0.3)
-    temporary = _temporary_name(path)
-    try:
-        figure.savefig(temporary, format="png", dpi=100)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    save_figure_atomically(figure, path, format="png", dpi=100)
 
 
 def plot_file_name(class_name):

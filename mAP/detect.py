@@ -27,6 +27,7 @@ sys.path.insert(0, REPO_ROOT)
 import cv2  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from components.atomic_io import write_text_atomically  # noqa: E402
 from components.config import add_config_arguments, config_from_args  # noqa: E402
 from dataset.voc import VOCError, clip_boxes, find_image, parse_annotation, read_image_bgr, read_split  # noqa: E402
 
@@ -103,7 +104,6 @@ def move_files(source, destination):
 def detect_into(detector, dataset_path, names, detection_dir, ground_truth_dir, score_threshold,
                 images_per_batch, progress):
     """Detect in every image of ``names`` and write its files to the two folders; returns a DetectReport."""
-    from mAP.compute_mAP import write_text_atomically  # imports TensorFlow (box_utils), as the detector did
     report = DetectReport()
     with tqdm(total=len(names), desc="detect", unit="img", disable=not progress) as bar:
         for start in range(0, len(names), images_per_batch):

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from components.atomic_io import save_figure_atomically, write_text_atomically
 from components.detector import postprocess, save_model_config
 from components.lr_scheduler import schedule_from_config
 from components.prior_box import priors_from_config
@@ -233,11 +234,7 @@ def read_history(folder):
 
 def write_history(folder, records):
     """Replace the history file atomically with ``records``."""
-    path = os.path.join(folder, HISTORY_FILE)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(record) + "\n" for record in records)
-    os.replace(temporary, path)
+    write_text_atomically(os.path.join(folder, HISTORY_FILE), "".join(json.dumps(record) + "\n" for record in records))
 
 
 def plot_history(records, png_path):
@@ -258,10 +255,8 @@ def plot_history(records, png_path):
     map_axis.set_xlabel("epoch"), map_axis.set_ylabel("val AP @ IoU 0.5"), map_axis.set_ylim(0, 1)
     map_axis.legend(), map_axis.grid(alpha=.3)
     figure.tight_layout()
-    temporary = f"{png_path}.tmp-{os.getpid()}.png"
-    figure.savefig(temporary, dpi=100)
+    save_figure_atomically(figure, png_path, format="png", dpi=100)
     plt.close(figure)
-    os.replace(temporary, png_path)
 
 
 def distributed_config(cfg, num_replicas):

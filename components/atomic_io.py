@@ -1,0 +1,44 @@
+"""Writing files atomically: to a temporary name in the same folder, renamed over the target when complete.
+
+A reader (or a run that is killed half-way) sees either the old file or the new one, never a partial file,
+and a failed or interrupted write leaves the old file as it was and no temporary file behind. Standard
+library only (no TensorFlow), so that light scripts stay light.
+"""
+import contextlib
+import os
+
+
+def temporary_path(path, suffix=""):
+    """The temporary name used for ``path``: ``<path>.tmp-<pid><suffix>``, in the same folder, so that the
+    final rename stays on one file system."""
+    return f"{path}.tmp-{os.getpid()}{suffix}"
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yield a temporary path to write instead of ``path``; it replaces ``path`` only when the block succeeds.
+
+    On an exception (KeyboardInterrupt included) ``path`` is left as it was and the temporary file is
+    removed. ``suffix`` ends the temporary name, for writers that pick the format by extension.
+    """
+    temporary = temporary_path(path, suffix)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_text_atomically(path, text, newline=None):
+    """Write ``text`` (UTF-8) to ``path`` atomically; ``newline`` is passed to :func:`open`."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", encoding="utf-8", newline=newline) as handle:
+            handle.write(text)
+
+
+def save_figure_atomically(figure, path, **savefig_kwargs):
+    """``figure.savefig(path, **savefig_kwargs)``, atomically. The temporary name keeps ``path``'s extension,
+    so the format is picked as savefig would pick it for ``path`` unless ``format`` is given."""
+    with atomic_path(path, suffix=os.path.splitext(path)[1]) as temporary:
+        figure.savefig(temporary, **savefig_kwargs)
