@@ -17,7 +17,6 @@ average before and after.
 """
 import argparse
 import datetime
-import glob
 import os
 import platform
 import shutil
@@ -50,7 +49,7 @@ SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
 def make_video(path, frames=300, size=VIDEO_SIZE, pattern=os.path.join(REPO_ROOT, "assets", "*.jpg")):
     """Write an mp4 clip of ``frames`` frames of ``size`` (w, h): a camera panning and zooming over each sample
     image in turn. Returns the path."""
-    images = [image for image in (cv2.imread(name) for name in sorted(glob.glob(pattern))) if image is not None]
+    images = [image for image in (cv2.imread(name) for name in export.sample_image_paths(pattern)) if image is not None]
     if not images:
         raise FileNotFoundError(f"{pattern}: no sample images to make a video from")
     width, height = size
@@ -126,11 +125,9 @@ def video_throughput(detector, video_path):
         t2 = time.perf_counter()
         boxes, scores, classes, valid = (value.numpy() for value in
                                          postprocess(predictions, detector.priors, detector.cfg, threshold))
-        height, width = frame.shape[:2]
-        scale = np.array([width, height, width, height], np.float32)
         count = int(valid[0])
-        detections = Detections(np.clip(boxes[0, :count] * scale, 0, scale), scores[0, :count], classes[0, :count],
-                                names)
+        detections = Detections(detector.to_pixels(boxes[0, :count], frame.shape), scores[0, :count],
+                                classes[0, :count], names)
         t3 = time.perf_counter()
         draw_detections(frame, detections, fps=0.0)
         t4 = time.perf_counter()

@@ -181,11 +181,16 @@ def write_export(model, cfg, export_format, path, calibration=None):
         handle.write(data)
 
 
+def sample_image_paths(pattern=SAMPLE_IMAGES):
+    """Paths of the sample images, without the annotated copies (``out_*``) that inference.py writes beside them."""
+    return [path for path in sorted(glob.glob(pattern)) if not os.path.basename(path).startswith("out_")]
+
+
 def sample_images(pattern=SAMPLE_IMAGES):
     """The sample images (uint8 RGB) used to check an export."""
     import cv2
     images = []
-    for path in sorted(glob.glob(pattern)):
+    for path in sample_image_paths(pattern):
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is not None:
             images.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))

@@ -21,6 +21,7 @@ cfg = {
 
     # augmentation switches
     "using_crop": True,
+    "crop_prob": 0.8,         # share of training images that are cropped (the rest stay whole)
     "using_bin": True,        # pad the image to a square before resizing (keeps aspect ratio)
     "using_flip": True,
     "using_distort": True,    # photometric distortion (brightness, contrast, saturation, hue)
@@ -57,6 +58,7 @@ cfg = {
     "seed": 0,
 
     # inference
+    "keep_aspect": True,      # pad images at the bottom / right to the input aspect ratio instead of stretching
     "score_threshold": 0.5,
     "nms_threshold": 0.4,
     "max_number_keep": 200,
@@ -98,7 +100,7 @@ def add_config_arguments(parser, skip=()):
 
 
 POSITIVE_KEYS = ("batch_size", "epoch", "save_freq", "init_lr", "base_channel", "max_number_keep")
-UNIT_INTERVAL_KEYS = ("match_thresh", "nms_threshold", "score_threshold")
+UNIT_INTERVAL_KEYS = ("match_thresh", "nms_threshold", "score_threshold", "crop_prob")
 
 
 def validate_config(config):

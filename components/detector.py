@@ -6,6 +6,7 @@ runtime produced the predictions. ``Detector`` runs any exported format (``.kera
 ``.tflite``, ``.onnx``) through the adapters of ``components/runtimes.py``, picked by file type.
 """
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from components.runtimes import (ModelLoadError, is_saved_model_dir, load_keras_
                                  load_runtime, KerasRuntime)
 
 MODEL_CONFIG_KEYS = ("input_size", "labels_list", "min_sizes", "steps", "variances", "clip", "network",
-                     "base_channel")
+                     "base_channel", "keep_aspect")
 SIDECAR_SUFFIX = ".json"
 INNER_CONFIG_NAME = "model_config.json"   # the copy of the config kept inside a SavedModel folder
 MODEL_EXTENSIONS = (".keras",)            # what a folder passed as a model path is searched for
@@ -84,12 +85,22 @@ def postprocess(predictions, priors, cfg, score_threshold, nms_threshold=None, m
     return boxes, scores, classes + 1, valid
 
 
-def preprocess_images(images_rgb, input_size):
+def letterbox_shape(height, width, input_size):
+    """(h, w) in pixels of an image of ``height`` x ``width`` padded at the bottom / right to the aspect ratio of
+    ``input_size`` (h, w), each side rounded up (as ``dataset.tf_dataset_preprocess.pad_to_aspect``)."""
+    aspect = input_size[1] / input_size[0]
+    new_width = max(width, math.ceil(height * aspect))
+    return max(height, math.ceil(new_width / aspect)), new_width
+
+
+def preprocess_images(images_rgb, input_size, keep_aspect=True):
     """uint8 RGB images [H, W, 3] of any sizes -> network input float32 [B, h, w, 3] in [-1, 1].
 
-    The same as ``dataset.tf_dataset_preprocess.preprocess_for_inference`` (bilinear resize with half-pixel
-    centres, no antialiasing, then (x - 127.5) / 127.5) to within 1e-4, done with OpenCV because it is
-    several times faster per frame.
+    With ``keep_aspect`` each image is first padded (value 127) at the bottom / right to the input aspect ratio
+    (see ``letterbox_shape``), so faces are not stretched. The same as
+    ``dataset.tf_dataset_preprocess.preprocess_for_inference`` (bilinear resize with half-pixel centres, no
+    antialiasing, then (x - 127.5) / 127.5) to within 1e-4, done with OpenCV because it is several times
+    faster per frame.
     """
     height, width = input_size
     batch = np.empty((len(images_rgb), height, width, 3), np.float32)
@@ -97,12 +108,25 @@ def preprocess_images(images_rgb, input_size):
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an RGB image [H, W, 3], got shape {image.shape}")
+        if keep_aspect:
+            padded_h, padded_w = letterbox_shape(image.shape[0], image.shape[1], input_size)
+            image = cv2.copyMakeBorder(image, 0, padded_h - image.shape[0], 0, padded_w - image.shape[1],
+                                       cv2.BORDER_CONSTANT, value=(127, 127, 127))
         image = image.astype(np.float32)
         if image.shape[:2] != (height, width):
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
         np.multiply(image, 1.0 / 127.5, out=batch[index])
     batch -= 1.0
     return batch
+
+
+def boxes_to_pixels(boxes, image_shape, input_size, keep_aspect=True):
+    """Boxes [K, 4] normalised to the network input (corner form) -> pixels of the original image
+    (``image_shape`` = (H, W, ...)), clipped to it; undoes the letterbox of ``preprocess_images``."""
+    height, width = image_shape[:2]
+    frame_h, frame_w = letterbox_shape(height, width, input_size) if keep_aspect else (height, width)
+    pixels = np.asarray(boxes, np.float32) * np.array([frame_w, frame_h, frame_w, frame_h], np.float32)
+    return np.clip(pixels, 0, np.array([width, height, width, height], np.float32))
 
 
 def model_config_path(model_file):
@@ -164,6 +188,7 @@ class Detector:
         """``model``: a runtime adapter (anything with ``predict_raw``) or a Keras model."""
         self.cfg = cfg
         self.input_size = tuple(cfg["input_size"])
+        self.keep_aspect = bool(cfg["keep_aspect"])
         self.runtime = model if hasattr(model, "predict_raw") else KerasRuntime(model, self.input_size)
         self.model_path = getattr(self.runtime, "path", None)   # the model file or folder, when loaded from one
         self.priors = tf.constant(priors_from_config(cfg, self.input_size))
@@ -188,7 +213,11 @@ class Detector:
 
     def preprocess(self, images_rgb):
         """uint8 RGB images of any sizes -> network input [B, h, w, 3] float32."""
-        return preprocess_images(images_rgb, self.input_size)
+        return preprocess_images(images_rgb, self.input_size, self.keep_aspect)
+
+    def to_pixels(self, boxes, image_shape):
+        """Boxes [K, 4] normalised to the network input -> pixels of an image of ``image_shape``."""
+        return boxes_to_pixels(boxes, image_shape, self.input_size, self.keep_aspect)
 
     def predict_raw(self, images):
         """Raw predictions [B, P, 4 + C] (numpy float32) for preprocessed images [B, h, w, 3]."""
@@ -207,9 +236,7 @@ class Detector:
         results = []
         for index, image in enumerate(images_rgb):
             count = int(valid[index])
-            height, width = image.shape[:2]
-            scale = np.array([width, height, width, height], np.float32)
-            pixels = np.clip(boxes[index, :count] * scale, 0, scale)
+            pixels = self.to_pixels(boxes[index, :count], image.shape)
             results.append(Detections(pixels, scores[index, :count], classes[index, :count],
                                       list(self.cfg["labels_list"])))
         return results
@@ -252,11 +279,13 @@ def evaluate_tfrecord(detector, tfrecord_path, score_threshold=0.01, batch_size=
         predictions = detector.predict_raw(detector.preprocess([item[1] for item in batch]))
         boxes, scores, classes, valid = (value.numpy() for value in
                                          postprocess(predictions, detector.priors, detector.cfg, score_threshold))
-        for row, (key, _, gt_boxes, gt_labels, difficult) in enumerate(batch):
+        for row, (key, image, gt_boxes, gt_labels, difficult) in enumerate(batch):
             ground_truth[key] = GroundTruth([names[label] for label in gt_labels], gt_boxes, difficult)
             count = int(valid[row])
+            height, width = image.shape[:2]
+            normalised = detector.to_pixels(boxes[row, :count], image.shape) / [width, height, width, height]
             detections[key] = EvalDetections([names[label] for label in classes[row, :count]],
-                                             scores[row, :count], boxes[row, :count])
+                                             scores[row, :count], normalised)
 
     batch = []
     records = read_validation_records(tfrecord_path, limit)

@@ -226,6 +226,8 @@ def main(argv=None):
                         help="number of anchors (default: the config's anchors per cell summed, 10)")
     parser.add_argument("--output", default=os.path.join(REPO_ROOT, "assets", "kmeans_anchors.png"),
                         help="scatter plot PNG (default: assets/kmeans_anchors.png of the repository)")
+    parser.add_argument("--eval_split", default=None,
+                        help="also score both anchor sets on this split's boxes (e.g. val), which k-means did not see")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     skipped = []
@@ -240,6 +242,13 @@ def main(argv=None):
         anchors = kmeans_anchors(boxes_wh, k, seed=cfg["seed"])
         default_anchors = default_anchor_wh(cfg["min_sizes"])
         kmeans_iou, default_iou = mean_iou(boxes_wh, anchors), mean_iou(boxes_wh, default_anchors)
+        held_out = None
+        if args.eval_split:
+            eval_wh = load_box_sizes(args.dataset_path, args.eval_split, cfg["input_size"], cfg["label_aliases"],
+                                     skipped=skipped, progress=True)
+            if len(eval_wh) == 0:
+                raise VOCError(f"{args.dataset_path}: split {args.eval_split!r} has no usable boxes")
+            held_out = (len(eval_wh), mean_iou(eval_wh, anchors), mean_iou(eval_wh, default_anchors))
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         groups = assign_to_heads(anchors, cfg["steps"], counts) if k == sum(counts) else None
         plot_anchors(boxes_wh, anchors, default_anchors, args.output,
@@ -266,6 +275,10 @@ def main(argv=None):
         print(f"k-means anchors (w, h), not grouped: k={k} differs from the config's {sum(counts)} anchors")
         print(f"  {format_min_sizes([[tuple(anchor) for anchor in anchors]])[1:-1]}")
     print(f"mean IoU: k-means {kmeans_iou:.4f} | config min_sizes {default_iou:.4f}")
+    if held_out is not None:
+        count, eval_kmeans, eval_default = held_out
+        print(f"mean IoU on {args.eval_split!r} ({count} boxes): k-means {eval_kmeans:.4f} | "
+              f"config min_sizes {eval_default:.4f}")
     print(f"plot written to {args.output}")
     return 0
 

@@ -91,15 +91,24 @@ def random_crop_whole_faces(image, boxes, labels, target_aspect, seed=None):
     return image, boxes, tf.boolean_mask(labels, keep)
 
 
-def pad_to_aspect(image, boxes, target_aspect, fill_value=127, seed=None):
-    """Pad (randomly placed) so that width / height == ``target_aspect``; boxes stay on their faces."""
+def pad_to_aspect(image, boxes, target_aspect, fill_value=127, seed=None, random_placement=True):
+    """Pad with ``fill_value`` so that width / height == ``target_aspect`` (each side rounded up to a pixel,
+    as ``components.detector.letterbox_shape``); boxes (normalised corner form) stay on their faces.
+
+    The image is placed at a random offset, or at the top-left corner when ``random_placement`` is False
+    (the letterbox of inference).
+    """
     seeds = _seeds(seed, 2)
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
-    new_width = tf.maximum(width, tf.cast(tf.math.ceil(tf.cast(height, tf.float32) * target_aspect), tf.int32))
-    new_height = tf.maximum(height, tf.cast(tf.math.ceil(tf.cast(new_width, tf.float32) / target_aspect), tf.int32))
-    offset_x = tf.random.stateless_uniform([], seeds[0], 0, new_width - width + 1, dtype=tf.int32)
-    offset_y = tf.random.stateless_uniform([], seeds[1], 0, new_height - height + 1, dtype=tf.int32)
+    aspect = tf.constant(target_aspect, tf.float64)
+    new_width = tf.maximum(width, tf.cast(tf.math.ceil(tf.cast(height, tf.float64) * aspect), tf.int32))
+    new_height = tf.maximum(height, tf.cast(tf.math.ceil(tf.cast(new_width, tf.float64) / aspect), tf.int32))
+    if random_placement:
+        offset_x = tf.random.stateless_uniform([], seeds[0], 0, new_width - width + 1, dtype=tf.int32)
+        offset_y = tf.random.stateless_uniform([], seeds[1], 0, new_height - height + 1, dtype=tf.int32)
+    else:
+        offset_x = offset_y = tf.constant(0, tf.int32)
     padded = tf.pad(tf.cast(image, tf.int32) - fill_value,
                     [[offset_y, new_height - height - offset_y], [offset_x, new_width - width - offset_x], [0, 0]])
     image = tf.cast(padded + fill_value, tf.uint8)
@@ -107,6 +116,12 @@ def pad_to_aspect(image, boxes, target_aspect, fill_value=127, seed=None):
     offset = tf.cast(tf.stack([offset_x, offset_y] * 2), tf.float32)
     new_size = tf.cast(tf.stack([new_width, new_height] * 2), tf.float32)
     return image, (boxes * scale + offset) / new_size
+
+
+def letterbox(image, boxes, input_size):
+    """Pad at the bottom / right to the aspect ratio of ``input_size`` (h, w), as inference does with
+    ``keep_aspect``: the network then sees faces undistorted. Boxes normalised corner form, before and after."""
+    return pad_to_aspect(image, boxes, input_size[1] / input_size[0], random_placement=False)
 
 
 def random_flip(image, boxes, seed=None):
@@ -139,8 +154,11 @@ def resize_image(image, input_size):
     return tf.image.resize(tf.cast(image, tf.float32), input_size, method="bilinear")
 
 
-def preprocess_for_inference(image_rgb, input_size):
-    """uint8 RGB [H, W, 3] (or a batch) -> normalised float32 network input at ``input_size``."""
+def preprocess_for_inference(image_rgb, input_size, keep_aspect=True):
+    """uint8 RGB [H, W, 3] -> normalised float32 network input at ``input_size``, letterboxed when
+    ``keep_aspect`` (the reference for ``components.detector.preprocess_images``)."""
+    if keep_aspect:
+        image_rgb, _ = letterbox(image_rgb, tf.zeros([0, 4]), input_size)
     return normalize_image(resize_image(image_rgb, input_size))
 
 
@@ -149,11 +167,15 @@ def augment(image, boxes, labels, cfg, seed=None):
 
     Returns (float image [h, w, 3] normalised, boxes [N, 4] normalised corner form, labels [N]).
     """
-    seeds = _seeds(seed, 5)
+    seeds = _seeds(seed, 6)
     height, width = cfg["input_size"]
     aspect = width / height
     if cfg["using_crop"]:
-        image, boxes, labels = random_crop_whole_faces(image, boxes, labels, aspect, seeds[0])
+        # crop_prob < 1 leaves some images whole, at the scale inference sees them
+        crop = tf.random.stateless_uniform([], seeds[5]) < cfg["crop_prob"]
+        image, boxes, labels = tf.cond(
+            crop, lambda: random_crop_whole_faces(image, boxes, labels, aspect, seeds[0]),
+            lambda: (image, boxes, labels))
     if cfg["using_bin"]:
         pad = tf.random.stateless_uniform([], seeds[1]) < 0.5
         image, boxes = tf.cond(pad, lambda: pad_to_aspect(image, boxes, aspect, seed=seeds[2]),
@@ -186,6 +208,8 @@ def load_dataset(tfrecord_path, cfg, training, batch_size=None, shuffle=None, re
         if training:
             image, boxes, labels = augment(image, boxes, labels, cfg, element_seed)
         else:
+            if cfg["keep_aspect"]:
+                image, boxes = letterbox(image, boxes, cfg["input_size"])
             image = normalize_image(resize_image(image, cfg["input_size"]))
         targets = encode_targets(boxes, labels, priors, cfg["match_thresh"], cfg["variances"])
         return image, targets

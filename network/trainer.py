@@ -17,7 +17,7 @@ from components.atomic_io import save_figure_atomically, write_text_atomically
 from components.detector import postprocess, save_model_config
 from components.lr_scheduler import schedule_from_config
 from components.prior_box import priors_from_config
-from dataset.tf_dataset_preprocess import load_dataset, normalize_image, parse_example, resize_image
+from dataset.tf_dataset_preprocess import letterbox, load_dataset, normalize_image, parse_example, resize_image
 from network.losses import count_positives, multibox_loss
 from network.network import build_model
 
@@ -152,6 +152,8 @@ def validation_dataset(tfrecord_path, cfg, batch_size):
         image, boxes, labels = parse_example(serialized)
         difficult = tf.sparse.to_dense(tf.io.parse_single_example(
             serialized, {"image/object/difficult": FEATURES["image/object/difficult"]})["image/object/difficult"])
+        if cfg["keep_aspect"]:
+            image, boxes = letterbox(image, boxes, cfg["input_size"])
         targets = encode_targets(boxes, labels, priors, cfg["match_thresh"], cfg["variances"])
         image = normalize_image(resize_image(image, cfg["input_size"]))
         return image, targets, boxes, labels, tf.cast(difficult, tf.bool)
@@ -202,13 +204,33 @@ def validate(eval_step, tfrecord_path, cfg, with_map, max_batches=None, progress
     return result
 
 
+def build_training_model(cfg):
+    """The model to train: float32, or with ``cfg['mixed_precision']`` bfloat16 compute on float32 weights
+    (Keras "mixed_bfloat16"; the predictions stay float32, so the loss is computed in float32)."""
+    previous = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg["mixed_precision"] else "float32")
+    try:
+        return build_model(cfg)
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)   # the policy is global: do not leak it
+
+
+def float32_copy(model, cfg):
+    """``model`` itself when it computes in float32, else a float32 model with its weights (for inference)."""
+    if model.dtype_policy.name == "float32":
+        return model
+    copy = build_model(cfg)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def export_model(model, cfg, folder, name=EXPORT_NAME):
-    """Save ``model`` as ``folder/name`` (.keras) with its config beside it, atomically."""
+    """Save ``model`` (as a float32 model) as ``folder/name`` (.keras) with its config beside it, atomically."""
     os.makedirs(folder, exist_ok=True)
     staging = tempfile.mkdtemp(dir=folder, prefix=".export-")
     try:
         staged = os.path.join(staging, name)
-        model.save(staged)
+        float32_copy(model, cfg).save(staged)
         save_model_config(staged, cfg)
         os.replace(staged, os.path.join(folder, name))
         os.replace(os.path.splitext(staged)[0] + ".json", os.path.join(folder, os.path.splitext(name)[0] + ".json"))
@@ -300,7 +322,7 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
         remove_stale_exports(folder)
 
     with strategy.scope():
-        model = build_model(cfg)
+        model = build_training_model(cfg)
         optimizer = build_optimizer(cfg, steps_per_epoch)
         optimizer.build(model.trainable_variables)
     # a plain host-side counter, outside the strategy (a mirrored variable cannot be read with int())

@@ -236,9 +236,31 @@ def test_preprocessing_matches_the_training_pipeline():
     from dataset.tf_dataset_preprocess import preprocess_for_inference
     image = cv2.cvtColor(cv2.imread(SAMPLE_IMAGE), cv2.COLOR_BGR2RGB)
     small = image[:100, :150]
-    for source in (image, small):                                  # downscale and upscale
-        ours = preprocess_images([source], INPUT_SIZE)[0]
-        np.testing.assert_allclose(ours, preprocess_for_inference(source, INPUT_SIZE).numpy(), atol=1e-4)
+    portrait = image[:, :image.shape[0] // 2]
+    for source in (image, small, portrait):                        # downscale, upscale, letterbox both ways
+        for keep_aspect in (True, False):
+            ours = preprocess_images([source], INPUT_SIZE, keep_aspect)[0]
+            reference = preprocess_for_inference(source, INPUT_SIZE, keep_aspect).numpy()
+            np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (640, 427), (300, 900), (241, 321)])
+def test_letterboxed_boxes_map_back_to_the_image(shape):
+    """A box placed where the letterbox puts a face comes back at that face's pixels."""
+    import tensorflow as tf
+
+    from components.detector import boxes_to_pixels, letterbox_shape
+    from dataset.tf_dataset_preprocess import letterbox
+    height, width = shape
+    face_px = np.array([[0.2 * width, 0.3 * height, 0.6 * width, 0.9 * height]], np.float32)
+    image = np.zeros((height, width, 3), np.uint8)
+    padded, boxes = letterbox(tf.constant(image), tf.constant(face_px / np.float32([width, height, width, height])), INPUT_SIZE)
+    assert padded.shape[:2] == letterbox_shape(height, width, INPUT_SIZE)
+    assert abs(padded.shape[1] / padded.shape[0] - INPUT_SIZE[1] / INPUT_SIZE[0]) < 0.01
+    np.testing.assert_allclose(boxes_to_pixels(boxes.numpy(), image.shape, INPUT_SIZE), face_px, atol=1e-3)
+    # stretched: normalised boxes are relative to the image itself
+    np.testing.assert_allclose(boxes_to_pixels(face_px / [width, height, width, height], image.shape, INPUT_SIZE,
+                                               keep_aspect=False), face_px, atol=1e-3)
 
 
 # --- command lines ------------------------------------------------------------------------------------

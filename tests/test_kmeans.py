@@ -159,3 +159,18 @@ def test_main_missing_dataset_is_one_line_error(tmp_path, capsys):
     assert kmeans.main(["--dataset_path", str(tmp_path / "nowhere"), "--output", str(tmp_path / "a.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "split file not found" in err
+
+
+def test_main_scores_both_anchor_sets_on_a_held_out_split(tmp_path, capsys):
+    train_boxes = [(0, 0, 8, 10), (0, 0, 9, 11), (0, 0, 30, 20), (0, 0, 32, 22), (0, 0, 100, 120), (0, 0, 110, 118)]
+    dataset = make_voc(tmp_path / "voc", {"a": xml_text([("face", box) for box in train_boxes], size=(320, 240)),
+                                          "b": xml_text([("face", (0, 0, 10, 10))], size=(320, 240))}, ["a"])
+    with open(os.path.join(dataset, "ImageSets", "Main", "val.txt"), "w") as handle:
+        handle.write("b\n")
+    status = kmeans.main(["--dataset_path", dataset, "--output", str(tmp_path / "a.png"), "--eval_split", "val",
+                          "--min_sizes", "[[10], [32, 100]]", "--steps", "[8, 16]"])
+    assert status == 0
+    line = [row for row in capsys.readouterr().out.splitlines() if row.startswith("mean IoU on 'val'")][0]
+    kmeans_iou, config_iou = (float(part.split()[-1]) for part in line.split("|"))
+    # the one 10x10 val face: the config's 10x10 anchor fits it exactly, the k-means anchors (8.5x10.5 ...) less
+    assert config_iou == 1.0 and 0.5 < kmeans_iou < 1.0
