@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,3 +191,16 @@ def test_missing_model_is_one_line_error_and_leaves_old_results(voc_folder, tmp_
                      "--output_dir", output_dir, cwd=tmp_path)
     assert_one_line_error(run, missing)
     assert (output_dir / "ground-truth" / "earlier.txt").exists()
+
+
+def test_keep_aspect_comes_from_the_command_line_not_the_model_file(tiny_model):
+    from components.config import cfg
+    from components.detector import Detector
+    assert Detector.from_path(tiny_model, dict(cfg)).keep_aspect is True
+    stretched = Detector.from_path(tiny_model, dict(cfg, keep_aspect=False))
+    assert stretched.keep_aspect is False
+    portrait = np.full((200, 100, 3), 80, np.uint8)
+    # stretched: the image fills the input; letterboxed: the right part is padding (127 -> about 0)
+    assert abs(stretched.preprocess([portrait])[0, :, -1].mean() - (80 / 127.5 - 1)) < 1e-3
+    letterboxed = Detector.from_path(tiny_model, dict(cfg)).preprocess([portrait])[0]
+    assert abs(letterboxed[:, -1].mean() - (127 / 127.5 - 1)) < 1e-3
