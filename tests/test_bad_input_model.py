@@ -17,16 +17,7 @@ import pytest  # noqa: E402
 from test_bad_input import (  # noqa: E402,F401 (fixtures are used by name)
     ENV, GT_OK, HUGE_SIDE, PEAK_MB_CODE, KEPT, REPO_ROOT, SKIPPED_ITEMS, SKIPPED_OBJECTS, SOURCE_H, SOURCE_JPEG, SOURCE_W,
     UNUSABLE_IMAGES, USABLE_IMAGES, assert_one_line_error, assert_reasons, bad_voc, huge_jpeg, image_files,
-    leftovers, lines_starting, run_main, tiny_config)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """Path of a small random 'slim' model (input 120 x 160) saved with its config sidecar."""
-    from network.network import build_model
-    from network.trainer import export_model
-    config = tiny_config()
-    return export_model(build_model(config), config, str(tmp_path_factory.mktemp("model")), name="tiny.keras")
+    leftovers, lines_starting, run_main)
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,6 @@ SAMPLES = [os.path.join(REPO_ROOT, "assets", name) for name in ("1_Handshaking_H
                                                                 "test_00002330.jpg")]
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """Path of a small random 'slim' model (input 120x160) saved with its config sidecar."""
-    from network.network import build_model
-    from network.trainer import export_model
-    cfg = copy.deepcopy(default_cfg)
-    cfg.update(network="slim", base_channel=4, input_size=(120, 160))
-    return export_model(build_model(cfg), cfg, str(tmp_path_factory.mktemp("model")), name="tiny.keras")
-
-
 @pytest.fixture
 def image_dir(tmp_path):
     """Three sample images (two distinct, one copy) and a corrupt .jpg."""

@@ -1,5 +1,4 @@
 """Tests of mAP/detect.py on a small VOC folder built from the sample images, then mAP/compute_mAP.py on its output."""
-import copy
 import os
 import re
 import shutil
@@ -13,7 +12,6 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from components.config import cfg as default_cfg  # noqa: E402
 
 DETECT_SCRIPT = os.path.join(REPO_ROOT, "mAP", "detect.py")
 COMPUTE_MAP_SCRIPT = os.path.join(REPO_ROOT, "mAP", "compute_mAP.py")
@@ -34,16 +32,6 @@ def voc_xml(filename, width, height, objects):
                      f"<xmin>{box[0]}</xmin><ymin>{box[1]}</ymin><xmax>{box[2]}</xmax><ymax>{box[3]}</ymax>"
                      "</bndbox></object>")
     return "".join(parts) + "</annotation>\n"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """Path of a small random 'slim' model (input 120x160) saved with its config sidecar."""
-    from network.network import build_model
-    from network.trainer import export_model
-    cfg = copy.deepcopy(default_cfg)
-    cfg.update(network="slim", base_channel=4, input_size=(120, 160))
-    return export_model(build_model(cfg), cfg, str(tmp_path_factory.mktemp("model")), name="tiny.keras")
 
 
 @pytest.fixture

@@ -24,16 +24,6 @@ DETECTION_LINE = re.compile(r"^(mask|unmask) (\d\.\d{3}) (-?\d+) (-?\d+) (-?\d+)
 SUMMARY_LINE = re.compile(r"^(\d+) faces?: (\d+) mask, (\d+) unmask; model \d+\.\d ms$")
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """Path of a small random 'slim' model (input 120x160) saved with its config sidecar."""
-    from network.network import build_model
-    from network.trainer import export_model
-    cfg = copy.deepcopy(default_cfg)
-    cfg.update(network="slim", base_channel=4, input_size=TINY_INPUT_SIZE)
-    return export_model(build_model(cfg), cfg, str(tmp_path_factory.mktemp("model")), name="tiny.keras")
-
-
 def run_script(*args, cwd):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True, cwd=cwd,
