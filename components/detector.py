@@ -161,7 +161,9 @@ def load_model_config(model_file, base_cfg=None):
                 raise ValueError("expected a JSON object")
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"{path}: unreadable model config ({error})") from None
-        config.update({key: tuple(value) if key == "input_size" else value for key, value in saved.items()})
+        # only the model's own keys: inference settings (thresholds, keep_aspect) stay the caller's
+        config.update({key: tuple(value) if key == "input_size" else value for key, value in saved.items()
+                       if key in MODEL_CONFIG_KEYS})
     return config
 
 

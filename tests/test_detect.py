@@ -192,3 +192,20 @@ def test_keep_aspect_comes_from_the_command_line_not_the_model_file(tiny_model):
     assert abs(stretched.preprocess([portrait])[0, :, -1].mean() - (80 / 127.5 - 1)) < 1e-3
     letterboxed = Detector.from_path(tiny_model, dict(cfg)).preprocess([portrait])[0]
     assert abs(letterboxed[:, -1].mean() - (127 / 127.5 - 1)) < 1e-3
+
+
+def test_a_sidecar_sets_only_model_keys(tiny_model, tmp_path):
+    """Inference settings written into a model's JSON (as older exports did) do not override the caller's."""
+    import json
+
+    from components.config import cfg
+    from components.detector import Detector, load_model_config
+    model = tmp_path / "model.keras"
+    shutil.copy(tiny_model, model)
+    saved = json.load(open(tiny_model[:-len(".keras")] + ".json"))
+    saved.update(keep_aspect=True, score_threshold=0.9)
+    (tmp_path / "model.json").write_text(json.dumps(saved))
+    config = load_model_config(str(model), dict(cfg, keep_aspect=False, score_threshold=0.2))
+    assert config["keep_aspect"] is False and config["score_threshold"] == 0.2
+    assert tuple(config["input_size"]) == tuple(saved["input_size"]) and config["network"] == "slim"
+    assert Detector.from_path(str(model), dict(cfg, keep_aspect=False)).keep_aspect is False
