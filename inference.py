@@ -408,6 +408,8 @@ def run_batch_mode(args, cfg):
     """``--img_dir``: checks, then :func:`run_batch`; returns the exit status (130 when interrupted)."""
     if not os.path.isdir(args.img_dir):
         raise UsageError(f"{args.img_dir}: image folder not found")
+    if not list_image_files(args.img_dir):
+        raise UsageError(f"{args.img_dir}: image folder holds no files")
     if args.show:
         raise UsageError("--show: not available with --img_dir")
     output_dir = args.output_dir or os.path.normpath(args.img_dir) + "_detections"

@@ -182,6 +182,16 @@ def test_output_dir_equal_to_img_dir_is_one_line_error(image_dir, run_script):
     assert run.stderr.strip().splitlines()[-1].startswith(f"error: {image_dir}: --output_dir must differ")
 
 
+def test_empty_img_dir_is_one_line_error(tmp_path, run_script):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".hidden").write_text("not an image")
+    run = run_script([INFERENCE, "--img_dir", str(empty), "--output_dir", str(tmp_path / "out")])
+    assert run.returncode == 2
+    assert run.stderr.strip() == f"error: {empty}: image folder holds no files"
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_img_dir_is_one_line_error(tmp_path, run_script):
     missing = tmp_path / "nowhere"
     run = run_script([INFERENCE, "--img_dir", str(missing)])
