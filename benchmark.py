@@ -7,10 +7,12 @@ The model is exported (``export.py``'s functions, each export checked against Ke
 tflite_int8 and onnx in ``--export_dir`` (default: a temporary folder, removed afterwards). For each format:
 model-only latency at batch 1 on a 240x320 sample image (``predict_raw``: the runtime call, median and p90 over
 ``--runs`` runs after ``--warmup`` warm-up runs, timed in 4 rounds that take the formats in turn), images/s, model size on disk, and the validation mAP (VOC AP@0.5
-through the shared preprocessing, ``postprocess`` and ``mAP.compute_mAP.evaluate_detections``). TFLite is timed
-with and without the XNNPACK delegate. It also times the shared post-processing alone and the end-to-end video
+through the shared preprocessing, ``postprocess`` and ``mAP.compute_mAP.evaluate_detections``), each both as a
+single pass and with the flip test (the image and its mirror image as one batch of 2, predictions averaged: the
+default of ``inference.py`` and ``mAP/detect.py``). TFLite is timed with and without the XNNPACK delegate. It also times the shared post-processing alone and the end-to-end video
 throughput (decode + preprocess + infer + NMS + draw, as ``inference.py --video`` does it) on a 320x240 clip made
-by panning and zooming over the sample images, for the Keras path and for the fastest path.
+by panning and zooming over the sample images, for the Keras path and for the fastest path, single pass and
+with the flip test.
 
 Every runtime uses 2 threads. Timings depend on what else runs on the machine: the table records the load
 average before and after.
@@ -44,6 +46,7 @@ RUNTIME_NAMES = {"keras": "TensorFlow (frozen graph, fixed signature)", "saved_m
 VIDEO_SIZE = (320, 240)   # width, height
 VIDEO_FPS = 30.0
 SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
+FLIP_SUFFIX = " + flip test"
 
 
 def make_video(path, frames=300, size=VIDEO_SIZE, pattern=os.path.join(REPO_ROOT, "assets", "*.jpg")):
@@ -161,7 +164,8 @@ def versions():
 
 
 def format_table(rows):
-    header = ["format", "runtime", "model file", "size (MiB)", "median ms", "p90 ms", "images/s", "val mAP"]
+    header = ["format", "runtime", "model file", "size (MiB)", "median ms", "p90 ms", "images/s", "val mAP",
+              "flip test median ms", "flip test val mAP"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(key, "")) for key in header) + " |")
@@ -170,6 +174,7 @@ def format_table(rows):
 
 def run(args, log=print):
     """Export, time and evaluate; returns the Markdown report text."""
+    from components.config import cfg as default_cfg
     from components.detector import Detector, evaluate_tfrecord, resolve_model_path
     model_file = resolve_model_path(args.model_path)
     load_before = load_average()
@@ -204,7 +209,11 @@ def run(args, log=print):
                 variants.append((fmt, fmt, {}))
                 if fmt.startswith("tflite"):
                     variants.append((fmt, f"{fmt} (XNNPACK off)", {"xnnpack": False}))
-        loaded = {label: Detector.from_path(paths[fmt], **options) for fmt, label, options in variants}
+        single_cfg = dict(default_cfg, flip_test=False)
+        loaded = {label: Detector.from_path(paths[fmt], single_cfg, **options) for fmt, label, options in variants}
+        for fmt, label, options in variants:     # the same runtime with the flip test, timed alongside
+            if not options:
+                loaded[label + FLIP_SUFFIX] = Detector(loaded[label].runtime, dict(loaded[label].cfg, flip_test=True))
         batch = loaded["keras"].preprocess([sample])
         seconds = {label: [] for label in loaded}
         for label, detector in loaded.items():
@@ -224,16 +233,24 @@ def run(args, log=print):
                    "size (MiB)": f"{export.path_size(paths[fmt]) / 2 ** 20:.2f}",
                    "median ms": f"{median:.2f}", "p90 ms": f"{p90:.2f}", "images/s": f"{1000 / median:.0f}"}
             if options:
-                row["val mAP"] = "(same model)"
-            elif args.skip_map:
-                row["val mAP"] = "skipped"
+                row["val mAP"] = row["flip test val mAP"] = "(same model)"
             else:
-                log(f"val mAP of {label} on {args.val_tfrecord}")
-                maps[fmt] = evaluate_tfrecord(detector, args.val_tfrecord).mean_ap or 0.0
-                row["val mAP"] = f"{100 * maps[fmt]:.2f}%"
-            rows.append(row)
-            if not options:
+                flip = loaded[label + FLIP_SUFFIX]
+                row["flip test median ms"] = f"{1000 * float(np.median(seconds[label + FLIP_SUFFIX])):.2f}"
+                if not flip.flip_test:
+                    row["flip test median ms"] = row["flip test val mAP"] = "n/a (priors not symmetric)"
+                if args.skip_map:
+                    row["val mAP"] = row["flip test val mAP"] = "skipped"
+                else:
+                    log(f"val mAP of {label} on {args.val_tfrecord}, single pass and flip test")
+                    maps[fmt] = evaluate_tfrecord(detector, args.val_tfrecord).mean_ap or 0.0
+                    row["val mAP"] = f"{100 * maps[fmt]:.2f}%"
+                    if flip.flip_test:
+                        maps[fmt + FLIP_SUFFIX] = evaluate_tfrecord(flip, args.val_tfrecord).mean_ap or 0.0
+                        row["flip test val mAP"] = f"{100 * maps[fmt + FLIP_SUFFIX]:.2f}%"
                 detectors[fmt], medians[fmt] = detector, median
+                detectors[fmt + FLIP_SUFFIX] = flip
+            rows.append(row)
 
         keras = detectors["keras"]
         predictions = keras.predict_raw(keras.preprocess([sample]))
@@ -245,9 +262,11 @@ def run(args, log=print):
         with tempfile.TemporaryDirectory(prefix="benchmark-video-") as folder:
             video = make_video(os.path.join(folder, "pan.mp4"), args.video_frames)
             for fmt in dict.fromkeys(["keras", fastest]):
-                log(f"video end to end with {fmt}")
-                fps, stages, frames = video_throughput(detectors[fmt], video)
-                video_rows.append((fmt, fps, stages, frames))
+                for label in (fmt, fmt + FLIP_SUFFIX):
+                    if detectors[label].flip_test or label == fmt:
+                        log(f"video end to end with {label}")
+                        fps, stages, frames = video_throughput(detectors[label], video)
+                        video_rows.append((label, fps, stages, frames))
     finally:
         if temporary_exports:
             shutil.rmtree(export_dir, ignore_errors=True)
@@ -266,11 +285,14 @@ def run(args, log=print):
     if "keras" in maps and "tflite_int8" in maps:
         delta = 100 * (maps["tflite_int8"] - maps["keras"])
         lines.append(f"tflite_int8 val mAP vs keras: {delta:+.2f} points (target: within 1 point).")
+    if "keras" + FLIP_SUFFIX in maps:
+        delta = 100 * (maps["keras" + FLIP_SUFFIX] - maps["keras"])
+        lines.append(f"Flip test vs single pass (keras): {delta:+.2f} points of val mAP.")
     lines += ["", f"End-to-end video ({video_rows[0][3]} frames of {VIDEO_SIZE[0]}x{VIDEO_SIZE[1]}, mp4v, decode + "
                   "preprocess + infer + NMS + draw; stage times are medians in ms per frame):", "",
               "| path | FPS | decode | preprocess | infer | postprocess | draw |", "|---|---|---|---|---|---|---|"]
     for fmt, fps, stages, _ in video_rows:
-        label = fmt + (" (fastest)" if fmt == fastest else "")
+        label = fmt + (" (fastest single pass)" if fmt == fastest else "")
         lines.append(f"| {label} | {fps:.1f} | " + " | ".join(f"{stages[name]:.2f}" for name in
                                                               ("decode", "preprocess", "infer", "postprocess", "draw"))
                      + " |")

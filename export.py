@@ -40,6 +40,7 @@ REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
+from components.drawing import ANNOTATED_PREFIX  # noqa: E402
 
 EXPORT_FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx")
 OUTPUT_SUFFIX = {"saved_model": "_saved_model", "tflite": ".tflite", "tflite_int8": "_int8.tflite", "onnx": ".onnx"}
@@ -183,7 +184,7 @@ def write_export(model, cfg, export_format, path, calibration=None):
 
 def sample_image_paths(pattern=SAMPLE_IMAGES):
     """Paths of the sample images, without the annotated copies (``out_*``) that inference.py writes beside them."""
-    return [path for path in sorted(glob.glob(pattern)) if not os.path.basename(path).startswith("out_")]
+    return [path for path in sorted(glob.glob(pattern)) if not os.path.basename(path).startswith(ANNOTATED_PREFIX)]
 
 
 def sample_images(pattern=SAMPLE_IMAGES):
@@ -273,7 +274,7 @@ def export_model_file(model_path, export_format, output=None, calibration_tfreco
             batch = reference.preprocess(images)
             # the reference is the Keras model itself (not the frozen graph the keras runtime runs)
             raw_reference = np.asarray(model(batch, training=False), np.float32)
-            raw_exported = exported.predict_raw(batch)
+            raw_exported = exported.runtime.predict_raw(batch)   # the model alone, without the flip test
             if raw_exported.shape != raw_reference.shape:
                 raise ExportCheckError(f"{output}: exported model gives outputs {raw_exported.shape}, the Keras "
                                        f"model {raw_reference.shape}")

@@ -42,7 +42,7 @@ from tqdm import tqdm  # noqa: E402
 
 from components.atomic_io import atomic_path, temporary_path, write_text_atomically  # noqa: E402
 from components.config import add_config_arguments, config_from_args  # noqa: E402
-from components.drawing import draw_detections  # noqa: E402
+from components.drawing import ANNOTATED_PREFIX, draw_detections  # noqa: E402
 from dataset.voc import VOCError, read_image_bgr  # noqa: E402
 
 DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints")
@@ -100,11 +100,12 @@ def detection_lines(detections):
             for label, score, box in zip(detections.labels(), detections.scores, detections.boxes)]
 
 
-def summary_line(detections, class_names, milliseconds):
-    """``N faces: M mask, K unmask; model X ms``."""
+def summary_line(detections, class_names, milliseconds, flip_test=False):
+    """``N faces: M mask, K unmask; model X ms`` (``+ flip test`` when the mirrored image was run too)."""
     labels = detections.labels()
     counts = ", ".join(f"{labels.count(name)} {name}" for name in class_names)
-    return f"{len(labels)} face{'' if len(labels) == 1 else 's'}: {counts}; model {milliseconds:.1f} ms"
+    return (f"{len(labels)} face{'' if len(labels) == 1 else 's'}: {counts}; model {milliseconds:.1f} ms"
+            + (" (+ flip test)" if flip_test else ""))
 
 
 def load_detector(model_path, cfg):
@@ -371,14 +372,15 @@ def main(argv=None):
         cfg = config_from_args(args)
         if args.img_path is not None:
             image_bgr = read_image_bgr(args.img_path)
-            output_path = args.output or os.path.join(REPO_ROOT, "assets", f"out_{os.path.basename(args.img_path)}")
+            output_path = args.output or os.path.join(REPO_ROOT, "assets",
+                                                      ANNOTATED_PREFIX + os.path.basename(args.img_path))
             if args.show:
                 open_window()
             detector = load_detector(args.model_path, cfg)
             detections, milliseconds = run_image(detector, image_bgr, output_path, args.show)
             for line in detection_lines(detections):
                 print(line)
-            print(summary_line(detections, detector.cfg["labels_list"][1:], milliseconds))
+            print(summary_line(detections, detector.cfg["labels_list"][1:], milliseconds, detector.flip_test))
             print(f"annotated image written to {output_path}")
             return 0
         if args.img_dir is not None:

@@ -59,6 +59,8 @@ cfg = {
 
     # inference
     "keep_aspect": True,      # pad images at the bottom / right to the input aspect ratio instead of stretching
+    "flip_test": True,        # also run each image mirrored and average the two predictions (2x the compute;
+                              # only where every step divides the input width, else a single pass)
     "score_threshold": 0.5,
     "nms_threshold": 0.4,
     "max_number_keep": 200,

@@ -17,7 +17,7 @@ import tensorflow as tf
 from components.atomic_io import write_text_atomically
 from components.box_utils import batched_nms, decode_boxes
 from components.config import cfg as default_cfg
-from components.prior_box import priors_from_config
+from components.prior_box import mirror_index, priors_from_config
 from components.runtimes import (ModelLoadError, is_saved_model_dir, load_keras_model,  # noqa: F401 (re-exported)
                                  load_runtime, KerasRuntime)
 
@@ -83,6 +83,33 @@ def postprocess(predictions, priors, cfg, score_threshold, nms_threshold=None, m
         tf.constant(cfg["nms_threshold"] if nms_threshold is None else nms_threshold, tf.float32),
         tf.constant(cfg["max_number_keep"] if max_detections is None else max_detections, tf.int32))
     return boxes, scores, classes + 1, valid
+
+
+def merge_mirrored_predictions(predictions, mirrored_predictions, mirror):
+    """Average raw predictions of images with those of the same images flipped left-right (flip test).
+
+    Args:
+        predictions, mirrored_predictions: [B, P, 4 + C] numpy network outputs (offsets, class logits) of the
+            images and of their mirror images.
+        mirror: [P] index of each prior's mirror image (``components.prior_box.mirror_index``).
+    Returns:
+        [B, P, 4 + C] float32 in the same coding: offsets averaged once the mirrored ones are brought back
+        (prior ``mirror[i]``, x offset negated), class logits the log of the mean softmax probabilities (so
+        ``postprocess`` sees the mean probability of each class).
+    """
+    back = np.asarray(mirrored_predictions, np.float32)[:, mirror].copy()
+    back[..., 0] *= -1.0
+    predictions = np.asarray(predictions, np.float32)
+    merged = np.empty_like(predictions)
+    merged[..., :4] = (predictions[..., :4] + back[..., :4]) / 2.0
+
+    def softmax(logits):
+        exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return exp / exp.sum(axis=-1, keepdims=True)
+
+    probabilities = (softmax(predictions[..., 4:]) + softmax(back[..., 4:])) / 2.0
+    merged[..., 4:] = np.log(np.maximum(probabilities, 1e-30))
+    return merged
 
 
 def letterbox_shape(height, width, input_size):
@@ -194,6 +221,15 @@ class Detector:
         self.runtime = model if hasattr(model, "predict_raw") else KerasRuntime(model, self.input_size)
         self.model_path = getattr(self.runtime, "path", None)   # the model file or folder, when loaded from one
         self.priors = tf.constant(priors_from_config(cfg, self.input_size))
+        # the flip test needs every prior's mirror image to be a prior too (each step divides the input
+        # width, as at 240x320); on other grids it is off: ``flip_test`` says what detection does
+        self.mirror = None
+        if cfg.get("flip_test", False):
+            try:
+                self.mirror = mirror_index(self.priors.numpy())
+            except ValueError:
+                pass
+        self.flip_test = self.mirror is not None
 
     @property
     def format(self):
@@ -222,8 +258,14 @@ class Detector:
         return boxes_to_pixels(boxes, image_shape, self.input_size, self.keep_aspect)
 
     def predict_raw(self, images):
-        """Raw predictions [B, P, 4 + C] (numpy float32) for preprocessed images [B, h, w, 3]."""
-        return self.runtime.predict_raw(images)
+        """Raw predictions [B, P, 4 + C] (numpy float32) for preprocessed images [B, h, w, 3]; with
+        ``flip_test`` the images and their mirror images go through the model as one batch and their
+        predictions are averaged (``merge_mirrored_predictions``)."""
+        if not self.flip_test:
+            return self.runtime.predict_raw(images)
+        images = np.asarray(images, np.float32)
+        both = self.runtime.predict_raw(np.concatenate([images, images[:, :, ::-1]]))
+        return merge_mirrored_predictions(both[:len(images)], both[len(images):], self.mirror)
 
     def detect(self, image_rgb, score_threshold=None):
         """Detect faces in one uint8 RGB image [H, W, 3]; returns Detections in that image's pixels."""

@@ -6,6 +6,7 @@ CLASS_COLORS_BGR = {"mask": (0, 200, 0), "unmask": (0, 0, 255)}
 OTHER_CLASS_COLOR_BGR = (0, 200, 255)
 TEXT_COLOR_BGR = (255, 255, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+ANNOTATED_PREFIX = "out_"   # annotated copy of <name>: out_<name> (inference.py writes it beside the samples)
 
 
 def _text_scale(image_shape):

@@ -50,3 +50,19 @@ def prior_box(input_size, min_sizes, steps, clip=False):
 def priors_from_config(cfg, input_size=None):
     """Priors for ``cfg`` at ``input_size`` (defaults to ``cfg['input_size']``)."""
     return prior_box(input_size or cfg["input_size"], cfg["min_sizes"], cfg["steps"], cfg["clip"])
+
+
+def mirror_index(priors, decimals=5):
+    """Index [P] of each prior's horizontal mirror image: ``priors[mirror_index(priors)[i]]`` has centre x
+    ``1 - cx`` of prior ``i`` and the same centre y and size (priors [P, 4] normalised centre form).
+
+    Raises ValueError when some prior has no mirror image (a head whose cells do not tile the input width).
+    """
+    priors = np.asarray(priors, np.float64)
+    index = {tuple(row): i for i, row in enumerate(np.round(priors, decimals))}
+    mirrored = np.round(priors * [-1, 1, 1, 1] + [1, 0, 0, 0], decimals)
+    missing = [i for i, row in enumerate(mirrored) if tuple(row) not in index]
+    if missing:
+        raise ValueError(f"{len(missing)} of {len(priors)} priors have no horizontal mirror image "
+                         f"(first: {priors[missing[0]].round(4).tolist()}); every step must divide the input width")
+    return np.array([index[tuple(row)] for row in mirrored], np.int64)

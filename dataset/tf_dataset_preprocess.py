@@ -154,12 +154,19 @@ def resize_image(image, input_size):
     return tf.image.resize(tf.cast(image, tf.float32), input_size, method="bilinear")
 
 
+def prepare_for_evaluation(image_rgb, boxes, input_size, keep_aspect=True):
+    """One un-augmented example as inference sees it: uint8 RGB [H, W, 3] and boxes [N, 4] (normalised corner
+    form) -> (normalised float32 network input at ``input_size``, boxes normalised to that input), letterboxed
+    when ``keep_aspect``. Used by validation and, image-only, by ``preprocess_for_inference``."""
+    if keep_aspect:
+        image_rgb, boxes = letterbox(image_rgb, boxes, input_size)
+    return normalize_image(resize_image(image_rgb, input_size)), boxes
+
+
 def preprocess_for_inference(image_rgb, input_size, keep_aspect=True):
     """uint8 RGB [H, W, 3] -> normalised float32 network input at ``input_size``, letterboxed when
     ``keep_aspect`` (the reference for ``components.detector.preprocess_images``)."""
-    if keep_aspect:
-        image_rgb, _ = letterbox(image_rgb, tf.zeros([0, 4]), input_size)
-    return normalize_image(resize_image(image_rgb, input_size))
+    return prepare_for_evaluation(image_rgb, tf.zeros([0, 4]), input_size, keep_aspect)[0]
 
 
 def augment(image, boxes, labels, cfg, seed=None):
@@ -208,9 +215,7 @@ def load_dataset(tfrecord_path, cfg, training, batch_size=None, shuffle=None, re
         if training:
             image, boxes, labels = augment(image, boxes, labels, cfg, element_seed)
         else:
-            if cfg["keep_aspect"]:
-                image, boxes = letterbox(image, boxes, cfg["input_size"])
-            image = normalize_image(resize_image(image, cfg["input_size"]))
+            image, boxes = prepare_for_evaluation(image, boxes, cfg["input_size"], cfg["keep_aspect"])
         targets = encode_targets(boxes, labels, priors, cfg["match_thresh"], cfg["variances"])
         return image, targets
 

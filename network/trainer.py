@@ -17,7 +17,7 @@ from components.atomic_io import save_figure_atomically, write_text_atomically
 from components.detector import postprocess, save_model_config
 from components.lr_scheduler import schedule_from_config
 from components.prior_box import priors_from_config
-from dataset.tf_dataset_preprocess import letterbox, load_dataset, normalize_image, parse_example, resize_image
+from dataset.tf_dataset_preprocess import load_dataset, parse_example, prepare_for_evaluation
 from network.losses import count_positives, multibox_loss
 from network.network import build_model
 
@@ -152,10 +152,8 @@ def validation_dataset(tfrecord_path, cfg, batch_size):
         image, boxes, labels = parse_example(serialized)
         difficult = tf.sparse.to_dense(tf.io.parse_single_example(
             serialized, {"image/object/difficult": FEATURES["image/object/difficult"]})["image/object/difficult"])
-        if cfg["keep_aspect"]:
-            image, boxes = letterbox(image, boxes, cfg["input_size"])
+        image, boxes = prepare_for_evaluation(image, boxes, cfg["input_size"], cfg["keep_aspect"])
         targets = encode_targets(boxes, labels, priors, cfg["match_thresh"], cfg["variances"])
-        image = normalize_image(resize_image(image, cfg["input_size"]))
         return image, targets, boxes, labels, tf.cast(difficult, tf.bool)
 
     dataset = tf.data.TFRecordDataset(tfrecord_path).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)

@@ -105,7 +105,7 @@ def test_float_export_matches_keras_and_loads_by_file_type(fmt, exports, tiny_mo
     assert detector.format == fmt == model_format(report.path)
     assert detector.input_size == INPUT_SIZE
     expected = keras_model(sample_batch, training=False).numpy()
-    raw = detector.predict_raw(sample_batch)          # a batch of 2: per-image loop for tflite / onnx
+    raw = detector.runtime.predict_raw(sample_batch)          # a batch of 2: per-image loop for tflite / onnx
     assert raw.dtype == np.float32 and raw.shape == expected.shape
     np.testing.assert_allclose(raw, expected, atol=export.FLOAT_RAW_TOLERANCE, rtol=0)
 
@@ -125,7 +125,7 @@ def test_keras_runtime_matches_the_model(tiny_model, keras_model, sample_batch):
     from components.detector import Detector
     detector = Detector.from_path(tiny_model)
     assert detector.format == "keras"
-    np.testing.assert_allclose(detector.predict_raw(sample_batch), keras_model(sample_batch, training=False).numpy(),
+    np.testing.assert_allclose(detector.runtime.predict_raw(sample_batch), keras_model(sample_batch, training=False).numpy(),
                                atol=1e-4, rtol=0)
 
 
@@ -145,7 +145,7 @@ def test_int8_export_is_full_integer_with_float_io_and_correlates(int8_export, k
 
     detector = Detector.from_path(int8_export.path)
     expected = keras_model(sample_batch, training=False).numpy()
-    raw = detector.predict_raw(sample_batch)
+    raw = detector.runtime.predict_raw(sample_batch)
     assert raw.shape == expected.shape and raw.dtype == np.float32
     assert int8_export.correlation > 0.95
     assert np.corrcoef(raw.ravel(), expected.ravel())[0, 1] > 0.95
