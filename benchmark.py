@@ -6,13 +6,14 @@
 The model is exported (``export.py``'s functions, each export checked against Keras) to saved_model, tflite,
 tflite_int8 and onnx in ``--export_dir`` (default: a temporary folder, removed afterwards). For each format:
 model-only latency at batch 1 on a 240x320 sample image (``predict_raw``: the runtime call, median and p90 over
-``--runs`` runs after ``--warmup`` warm-up runs, timed in 4 rounds that take the formats in turn), images/s, model size on disk, and the validation mAP (VOC AP@0.5
-through the shared preprocessing, ``postprocess`` and ``mAP.compute_mAP.evaluate_detections``), each both as a
-single pass and with the flip test (the image and its mirror image as one batch of 2, predictions averaged: the
-default of ``inference.py`` and ``mAP/detect.py``). TFLite is timed with and without the XNNPACK delegate. It also times the shared post-processing alone and the end-to-end video
-throughput (decode + preprocess + infer + NMS + draw, as ``inference.py --video`` does it) on a 320x240 clip made
-by panning and zooming over the sample images, for the Keras path and for the fastest path, single pass and
-with the flip test.
+``--runs`` runs after ``--warmup`` warm-up runs, timed in 4 rounds that take the formats in turn), images/s,
+model size on disk, and the validation mAP (VOC AP@0.5 through the shared preprocessing, ``postprocess`` and
+``mAP.compute_mAP.evaluate_detections``), each both as a single pass and with the flip test (the image and its
+mirror image as one batch of 2, predictions averaged: the default of ``inference.py`` and ``mAP/detect.py``).
+TFLite is timed with and without the XNNPACK delegate. It also times the shared post-processing alone and the
+end-to-end video throughput (decode + preprocess + infer + NMS + draw, as ``inference.py --video`` does it) on a
+320x240 clip made by panning and zooming over the sample images, for the Keras path and for the fastest path,
+single pass and with the flip test.
 
 Every runtime uses 2 threads. Timings depend on what else runs on the machine: the table records the load
 average before and after.
