@@ -74,15 +74,20 @@ def decode_boxes(offsets, priors, variances):
     return center_to_corner(tf.concat([centre_xy, size_wh], axis=-1))
 
 
-def encode_targets(gt_boxes, gt_labels, priors, match_thresh, variances):
+def encode_targets(gt_boxes, gt_labels, priors, match_thresh, variances, min_positives=0, min_positive_iou=0.2):
     """Match ground truth to priors and encode the training targets of one image.
 
-    Every prior takes the ground-truth box it overlaps most if that IoU is at least ``match_thresh``;
-    every ground-truth box additionally claims its best prior, so no face is left unmatched.
+    Every prior takes the ground-truth box it overlaps most if that IoU is at least ``match_thresh``.
+    Small faces overlap few priors that well, so (scale-compensated matching, as in S3FD) a face with fewer
+    than ``min_positives`` such priors also takes its ``min_positives`` best-overlapping priors whose IoU is
+    at least ``min_positive_iou`` and that no face matched above ``match_thresh`` (a prior claimed by several
+    faces goes to the one it overlaps most). Finally every ground-truth box claims its best prior, so no face
+    is left unmatched.
 
     Args:
         gt_boxes: [G, 4] corner form, normalised (G may be 0).  gt_labels: [G] int, 1.. num_classes-1.
         priors: [P, 4] centre form, normalised.
+        min_positives: 0 turns the compensation off (plain SSD matching).
     Returns:
         [P, 5] float32: the 4 regression offsets and the class id (0 = background).
     """
@@ -98,6 +103,9 @@ def encode_targets(gt_boxes, gt_labels, priors, match_thresh, variances):
         overlaps = iou_matrix(gt_boxes, center_to_corner(priors))          # [G, P]
         best_gt = tf.argmax(overlaps, axis=0, output_type=tf.int32)        # [P]
         best_gt_iou = tf.reduce_max(overlaps, axis=0)                       # [P]
+        if min_positives > 0:
+            best_gt, best_gt_iou = _compensate_small_faces(overlaps, best_gt, best_gt_iou, match_thresh,
+                                                           min_positives, min_positive_iou)
         best_prior = tf.argmax(overlaps, axis=1, output_type=tf.int32)     # [G]
         # force each ground truth onto its best prior (later boxes win ties, as in the reference SSD)
         num_gt = tf.shape(gt_boxes)[0]
@@ -109,6 +117,23 @@ def encode_targets(gt_boxes, gt_labels, priors, match_thresh, variances):
         return tf.concat([offsets, tf.cast(labels, tf.float32)[:, None]], axis=-1)
 
     return tf.cond(tf.shape(gt_boxes)[0] > 0, with_objects, no_objects)
+
+
+def _compensate_small_faces(overlaps, best_gt, best_gt_iou, match_thresh, min_positives, min_positive_iou):
+    """Second step of scale-compensated matching (see :func:`encode_targets`).
+
+    overlaps: [G, P] IoU; best_gt [P] / best_gt_iou [P]: each prior's best face and IoU. Returns the two
+    updated: a prior claimed here gets its claiming face and an IoU of ``match_thresh`` (a positive)."""
+    k = tf.minimum(min_positives, tf.shape(overlaps)[1])
+    kth_best = tf.math.top_k(overlaps, k=k).values[:, -1:]                  # [G, 1]
+    matched = tf.cast(overlaps >= match_thresh, tf.int32)
+    short = tf.reduce_sum(matched, axis=1, keepdims=True) < min_positives   # [G, 1] faces with too few
+    free = (best_gt_iou < match_thresh)[None, :]                            # [1, P] priors nobody matched
+    claims = short & free & (overlaps >= kth_best) & (overlaps >= min_positive_iou)   # [G, P]
+    claimed = tf.reduce_any(claims, axis=0)                                 # [P]
+    claimant = tf.argmax(tf.where(claims, overlaps, -1.0), axis=0, output_type=tf.int32)
+    return (tf.where(claimed, claimant, best_gt),
+            tf.where(claimed, tf.cast(match_thresh, tf.float32), best_gt_iou))
 
 
 def batched_nms(boxes, scores, score_threshold, iou_threshold, max_detections):

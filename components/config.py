@@ -31,6 +31,8 @@ cfg = {
     "min_sizes": [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]],
     "steps": [8, 16, 32, 64],
     "match_thresh": 0.45,
+    "min_positives": 4,       # a face with fewer priors at match_thresh also takes its best ones down to
+    "min_positive_iou": 0.2,  # this IoU (S3FD's scale-compensated matching, for small faces); 0 = plain SSD
     "variances": [0.1, 0.2],
     "clip": False,
 
@@ -102,7 +104,7 @@ def add_config_arguments(parser, skip=()):
 
 
 POSITIVE_KEYS = ("batch_size", "epoch", "save_freq", "init_lr", "base_channel", "max_number_keep")
-UNIT_INTERVAL_KEYS = ("match_thresh", "nms_threshold", "score_threshold", "crop_prob")
+UNIT_INTERVAL_KEYS = ("match_thresh", "min_positive_iou", "nms_threshold", "score_threshold", "crop_prob")
 
 
 def validate_config(config):
@@ -113,6 +115,8 @@ def validate_config(config):
     for key in UNIT_INTERVAL_KEYS:
         if not 0.0 <= config[key] <= 1.0:
             raise ValueError(f"--{key}: must be between 0 and 1, got {config[key]!r}")
+    if config["min_positives"] < 0:
+        raise ValueError(f"--min_positives: must be >= 0, got {config['min_positives']!r}")
     size = config["input_size"]
     if len(size) != 2 or not all(isinstance(side, int) and side > 0 for side in size):
         raise ValueError(f"--input_size: must be (height, width) in pixels, got {size!r}")

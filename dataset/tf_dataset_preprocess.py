@@ -169,6 +169,13 @@ def preprocess_for_inference(image_rgb, input_size, keep_aspect=True):
     return prepare_for_evaluation(image_rgb, tf.zeros([0, 4]), input_size, keep_aspect)[0]
 
 
+def encode_example_targets(boxes, labels, priors, cfg):
+    """Training targets [P, 5] of one example (boxes [N, 4] normalised corner form, labels [N]) against
+    ``priors`` [P, 4] (centre form), with the matching settings of ``cfg``."""
+    return encode_targets(boxes, labels, priors, cfg["match_thresh"], cfg["variances"],
+                          cfg["min_positives"], cfg["min_positive_iou"])
+
+
 def augment(image, boxes, labels, cfg, seed=None):
     """Training augmentation of one decoded example; ``seed`` [2] (int64) makes it repeatable.
 
@@ -216,8 +223,7 @@ def load_dataset(tfrecord_path, cfg, training, batch_size=None, shuffle=None, re
             image, boxes, labels = augment(image, boxes, labels, cfg, element_seed)
         else:
             image, boxes = prepare_for_evaluation(image, boxes, cfg["input_size"], cfg["keep_aspect"])
-        targets = encode_targets(boxes, labels, priors, cfg["match_thresh"], cfg["variances"])
-        return image, targets
+        return image, encode_example_targets(boxes, labels, priors, cfg)
 
     dataset = tf.data.TFRecordDataset(tfrecord_path)
     if shard:

@@ -144,8 +144,7 @@ def make_eval_step(model, cfg):
 
 def validation_dataset(tfrecord_path, cfg, batch_size):
     """Batches of (images, targets, ground-truth boxes, labels, difficult), padded per batch, no augmentation."""
-    from components.box_utils import encode_targets
-    from dataset.tf_dataset_preprocess import FEATURES
+    from dataset.tf_dataset_preprocess import FEATURES, encode_example_targets
     priors = tf.constant(priors_from_config(cfg))
 
     def prepare(serialized):
@@ -153,7 +152,7 @@ def validation_dataset(tfrecord_path, cfg, batch_size):
         difficult = tf.sparse.to_dense(tf.io.parse_single_example(
             serialized, {"image/object/difficult": FEATURES["image/object/difficult"]})["image/object/difficult"])
         image, boxes = prepare_for_evaluation(image, boxes, cfg["input_size"], cfg["keep_aspect"])
-        targets = encode_targets(boxes, labels, priors, cfg["match_thresh"], cfg["variances"])
+        targets = encode_example_targets(boxes, labels, priors, cfg)
         return image, targets, boxes, labels, tf.cast(difficult, tf.bool)
 
     dataset = tf.data.TFRecordDataset(tfrecord_path).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)

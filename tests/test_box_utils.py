@@ -135,6 +135,58 @@ def test_encode_targets_without_objects():
     assert not targets.any()
 
 
+def compensated_matching_reference(overlaps, match_thresh, min_positives, min_positive_iou):
+    """Brute-force S3FD matching: each prior's face index, or -1 for background."""
+    num_gt, num_priors = overlaps.shape
+    assigned = np.where(overlaps.max(axis=0) >= match_thresh, overlaps.argmax(axis=0), -1)
+    free = overlaps.max(axis=0) < match_thresh
+    claims = {}
+    for g in range(num_gt):
+        if (overlaps[g] >= match_thresh).sum() >= min_positives:
+            continue
+        kth = np.sort(overlaps[g])[::-1][min_positives - 1]
+        for p in range(num_priors):
+            if free[p] and overlaps[g, p] >= kth and overlaps[g, p] >= min_positive_iou:
+                claims.setdefault(p, []).append(g)
+    for p, faces in claims.items():
+        assigned[p] = max(faces, key=lambda g: overlaps[g, p])
+    for g in range(num_gt):   # forced best prior, later faces win
+        assigned[overlaps[g].argmax()] = g
+    return assigned
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_scale_compensated_matching_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    priors = priors_from_config(cfg)
+    corner_priors = center_to_corner(priors).numpy()
+    # small faces (some touching each other, so that they compete for priors) and a few large ones
+    gt_boxes = np.concatenate([random_corner_boxes(rng, 6, 0.02, 0.06), random_corner_boxes(rng, 2, 0.1, 0.4)])
+    gt_boxes = np.concatenate([gt_boxes, gt_boxes[:1] + [0.015, 0.0, 0.015, 0.0]])
+    gt_labels = rng.integers(1, 3, len(gt_boxes))
+    targets = encode_targets(gt_boxes, gt_labels, priors, 0.45, VARIANCES, min_positives=4,
+                             min_positive_iou=0.2).numpy()
+    overlaps = np.array([[brute_force_iou(g, p) for p in corner_priors] for g in gt_boxes])
+    expected = compensated_matching_reference(overlaps, 0.45, 4, 0.2)
+    np.testing.assert_array_equal(targets[:, 4], np.where(expected >= 0, gt_labels[np.maximum(expected, 0)], 0))
+    positive = expected >= 0
+    np.testing.assert_allclose(decode_boxes(targets[positive, :4], priors[positive], VARIANCES).numpy(),
+                               gt_boxes[expected[positive]], atol=1e-4)
+
+
+def test_scale_compensated_matching_gives_small_faces_more_positives():
+    priors = priors_from_config(cfg)
+    small = np.array([[0.400, 0.400, 0.435, 0.447], [0.700, 0.200, 0.731, 0.243]], np.float32)  # ~11x11 px
+    plain = encode_targets(small, [1, 2], priors, 0.45, VARIANCES).numpy()[:, 4]
+    compensated = encode_targets(small, [1, 2], priors, 0.45, VARIANCES, min_positives=4).numpy()[:, 4]
+    for label in (1, 2):
+        assert (plain == label).sum() < 4 <= (compensated == label).sum()
+    # large faces already match enough priors: nothing changes for them
+    large = np.array([[0.1, 0.1, 0.5, 0.6]], np.float32)
+    np.testing.assert_array_equal(encode_targets(large, [1], priors, 0.45, VARIANCES).numpy(),
+                                  encode_targets(large, [1], priors, 0.45, VARIANCES, min_positives=4).numpy())
+
+
 def greedy_nms_reference(boxes, scores, score_threshold, iou_threshold, max_detections):
     """Per class: drop scores <= threshold, keep greedily by score, suppress IoU > iou_threshold; then the
     best ``max_detections`` over all classes. Returns a sorted list of (score, class, prior index)."""
