@@ -1,8 +1,10 @@
 """Draw a grid of augmented training samples with their boxes decoded back from the SSD targets.
 
     python dataset/check_dataset.py [--tfrecord dataset/train_mask.tfrecord] [--num_images 16] [--output assets/check_dataset.png]
+    python dataset/check_dataset.py --matching_stats [--tfrecord ...] [--min_positives 0]
 
-Works headless: the grid is written as a PNG. Boxes are drawn from the encoded targets (positive priors
+``--matching_stats`` instead prints how many positive priors the matching gives a face, by face size
+(un-augmented images, letterboxed to the input size as at inference). Works headless: the grid is written as a PNG. Boxes are drawn from the encoded targets (positive priors
 decoded with the priors), so the picture checks augmentation, matching and box coding at once. A missing,
 empty or unreadable TFRecord is a one-line error (exit status 2); a file with fewer records than
 ``--num_images`` shows the records it has.
@@ -27,6 +29,59 @@ def decoded_positive_boxes(targets, priors, variances):
     positive = targets[:, 4] > 0
     boxes = decode_boxes(targets[positive, :4], priors[positive], variances).numpy()
     return boxes, targets[positive, 4].astype(int)
+
+
+SIZE_BUCKETS = (8, 16, 32, 64)   # face side sqrt(w * h) in input pixels: <8, 8-16, 16-32, 32-64, >=64
+
+
+def size_bucket_name(side):
+    """'<8', '8-16', ..., '>=64' for a face side in input pixels."""
+    for low, high in zip((0,) + SIZE_BUCKETS, SIZE_BUCKETS):
+        if side < high:
+            return f"<{high}" if low == 0 else f"{low}-{high}"
+    return f">={SIZE_BUCKETS[-1]}"
+
+
+def matching_stats(tfrecord, cfg, limit=None):
+    """Positive priors per face, by face size, under the matching settings of ``cfg``.
+
+    Returns {bucket name: (faces, mean positive priors per face, share of faces with fewer than 4)}, buckets
+    in size order. Images are letterboxed to ``cfg['input_size']`` as at inference, not augmented.
+    """
+    import tensorflow as tf
+
+    from components.detector import read_validation_records
+    from components.prior_box import priors_from_config
+    from dataset.tf_dataset_preprocess import encode_example_targets, prepare_for_evaluation
+
+    priors = priors_from_config(cfg)
+    height, width = cfg["input_size"]
+    counts = {}
+    try:
+        for image, boxes, labels, _ in read_validation_records(tfrecord, limit):
+            _, boxes = prepare_for_evaluation(image, boxes, cfg["input_size"], cfg["keep_aspect"])
+            boxes = boxes.numpy()
+            targets = encode_example_targets(boxes, labels, tf.constant(priors), cfg).numpy()
+            decoded, _ = decoded_positive_boxes(targets, priors, cfg["variances"])
+            owner = np.abs(decoded[:, None] - boxes[None]).max(axis=-1).argmin(axis=1) if len(boxes) else []
+            for index, box in enumerate(boxes):
+                side = np.sqrt(max(box[2] - box[0], 0) * width * max(box[3] - box[1], 0) * height)
+                counts.setdefault(size_bucket_name(side), []).append(int(np.sum(owner == index)))
+    except tf.errors.OpError as error:
+        raise DatasetError(f"{tfrecord}: not a readable TFRecord of this project's records "
+                           f"({error.message.splitlines()[0][:200]})") from None
+    if not counts:
+        raise DatasetError(f"{tfrecord}: holds no faces")
+    order = [size_bucket_name(side) for side in (0,) + SIZE_BUCKETS]
+    return {name: (len(counts[name]), float(np.mean(counts[name])), float(np.mean(np.array(counts[name]) < 4)))
+            for name in order if name in counts}
+
+
+def format_matching_stats(stats):
+    """The table printed by ``--matching_stats``."""
+    lines = [f"{'face side (px)':>14} {'faces':>6} {'positives / face':>17} {'under 4':>8}"]
+    lines += [f"{name:>14} {faces:6d} {mean:17.2f} {under:8.1%}" for name, (faces, mean, under) in stats.items()]
+    return "\n".join(lines)
 
 
 class DatasetError(ValueError):
@@ -90,6 +145,8 @@ def main(argv=None):
     parser.add_argument("--num_images", type=int, default=16)
     parser.add_argument("--output", default="assets/check_dataset.png")
     parser.add_argument("--no_augment", action="store_true", help="show validation-style (resized only) samples")
+    parser.add_argument("--matching_stats", action="store_true",
+                        help="print positive priors per face by face size instead of drawing")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -99,7 +156,10 @@ def main(argv=None):
         tfrecord = args.tfrecord or cfg["train_tfrecord"]
         if not os.path.isfile(tfrecord):
             raise ValueError(f"{tfrecord}: TFRecord not found (create it with dataset/voc_to_tfrecord.py)")
-        print(draw_grid(tfrecord, cfg, args.num_images, args.output, training=not args.no_augment))
+        if args.matching_stats:
+            print(format_matching_stats(matching_stats(tfrecord, cfg)))
+        else:
+            print(draw_grid(tfrecord, cfg, args.num_images, args.output, training=not args.no_augment))
     except (ValueError, OSError) as error:   # DatasetError included
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -172,3 +172,19 @@ def test_check_dataset_draws_a_png(voc_mini_tfrecords, tiny_cfg, tmp_path):
     picture = cv2.imread(output)
     assert picture is not None and picture.shape[0] > 100 and picture.shape[1] > 100
     assert os.listdir(tmp_path / "grid") == ["check.png"]
+
+
+def test_matching_stats_counts_every_face_and_compensation_raises_small_faces(voc_mini_tfrecords):
+    from components.config import cfg
+    from dataset.check_dataset import format_matching_stats, matching_stats
+    plain = matching_stats(voc_mini_tfrecords["train"], dict(cfg, min_positives=0))
+    compensated = matching_stats(voc_mini_tfrecords["train"], dict(cfg, min_positives=4))
+    assert list(plain) == list(compensated) and len(plain) >= 2
+    assert sum(faces for faces, _, _ in plain.values()) == sum(faces for faces, _, _ in compensated.values())
+    for name in plain:
+        assert plain[name][1] >= 1.0                       # every face claims at least its best prior
+        assert compensated[name][1] >= plain[name][1]      # compensation only adds positives
+        assert compensated[name][2] <= plain[name][2]
+    assert any(compensated[name][1] > plain[name][1] for name in plain)
+    table = format_matching_stats(compensated)
+    assert table.splitlines()[0].split()[:3] == ["face", "side", "(px)"] and len(table.splitlines()) == len(plain) + 1
