@@ -213,8 +213,9 @@ def run(args, log=print):
         single_cfg = dict(default_cfg, flip_test=False)
         loaded = {label: Detector.from_path(paths[fmt], single_cfg, **options) for fmt, label, options in variants}
         for fmt, label, options in variants:     # the same runtime with the flip test, timed alongside
-            if not options:
-                loaded[label + FLIP_SUFFIX] = Detector(loaded[label].runtime, dict(loaded[label].cfg, flip_test=True))
+            flip = Detector(loaded[label].runtime, dict(loaded[label].cfg, flip_test=True))
+            if not options and flip.flip_test:   # not on grids without mirror symmetry (it would be one pass)
+                loaded[label + FLIP_SUFFIX] = flip
         batch = loaded["keras"].preprocess([sample])
         seconds = {label: [] for label in loaded}
         for label, detector in loaded.items():
@@ -236,21 +237,23 @@ def run(args, log=print):
             if options:
                 row["val mAP"] = row["flip test val mAP"] = "(same model)"
             else:
-                flip = loaded[label + FLIP_SUFFIX]
-                row["flip test median ms"] = f"{1000 * float(np.median(seconds[label + FLIP_SUFFIX])):.2f}"
-                if not flip.flip_test:
+                flip = loaded.get(label + FLIP_SUFFIX)
+                if flip is None:
                     row["flip test median ms"] = row["flip test val mAP"] = "n/a (priors not symmetric)"
+                else:
+                    row["flip test median ms"] = f"{1000 * float(np.median(seconds[label + FLIP_SUFFIX])):.2f}"
                 if args.skip_map:
                     row["val mAP"] = row["flip test val mAP"] = "skipped"
                 else:
                     log(f"val mAP of {label} on {args.val_tfrecord}, single pass and flip test")
                     maps[fmt] = evaluate_tfrecord(detector, args.val_tfrecord).mean_ap or 0.0
                     row["val mAP"] = f"{100 * maps[fmt]:.2f}%"
-                    if flip.flip_test:
+                    if flip is not None:
                         maps[fmt + FLIP_SUFFIX] = evaluate_tfrecord(flip, args.val_tfrecord).mean_ap or 0.0
                         row["flip test val mAP"] = f"{100 * maps[fmt + FLIP_SUFFIX]:.2f}%"
                 detectors[fmt], medians[fmt] = detector, median
-                detectors[fmt + FLIP_SUFFIX] = flip
+                if flip is not None:
+                    detectors[fmt + FLIP_SUFFIX] = flip
             rows.append(row)
 
         keras = detectors["keras"]
@@ -264,7 +267,7 @@ def run(args, log=print):
             video = make_video(os.path.join(folder, "pan.mp4"), args.video_frames)
             for fmt in dict.fromkeys(["keras", fastest]):
                 for label in (fmt, fmt + FLIP_SUFFIX):
-                    if detectors[label].flip_test or label == fmt:
+                    if label in detectors:
                         log(f"video end to end with {label}")
                         fps, stages, frames = video_throughput(detectors[label], video)
                         video_rows.append((label, fps, stages, frames))
