@@ -213,8 +213,10 @@ def run(args, log=print):
         single_cfg = dict(default_cfg, flip_test=False)
         loaded = {label: Detector.from_path(paths[fmt], single_cfg, **options) for fmt, label, options in variants}
         for fmt, label, options in variants:     # the same runtime with the flip test, timed alongside
+            if options:
+                continue
             flip = Detector(loaded[label].runtime, dict(loaded[label].cfg, flip_test=True))
-            if not options and flip.flip_test:   # not on grids without mirror symmetry (it would be one pass)
+            if flip.flip_test:                   # not on grids without mirror symmetry (it would be one pass)
                 loaded[label + FLIP_SUFFIX] = flip
         batch = loaded["keras"].preprocess([sample])
         seconds = {label: [] for label in loaded}

@@ -4,7 +4,9 @@
     python dataset/check_dataset.py --matching_stats [--tfrecord ...] [--min_positives 0]
 
 ``--matching_stats`` instead prints how many positive priors the matching gives a face, by face size
-(un-augmented images, letterboxed to the input size as at inference). Works headless: the grid is written as a PNG. Boxes are drawn from the encoded targets (positive priors
+(un-augmented images, letterboxed to the input size as at inference).
+
+Works headless: the grid is written as a PNG. Boxes are drawn from the encoded targets (positive priors
 decoded with the priors), so the picture checks augmentation, matching and box coding at once. A missing,
 empty or unreadable TFRecord is a one-line error (exit status 2); a file with fewer records than
 ``--num_images`` shows the records it has.
@@ -32,6 +34,7 @@ def decoded_positive_boxes(targets, priors, variances):
 
 
 SIZE_BUCKETS = (8, 16, 32, 64)   # face side sqrt(w * h) in input pixels: <8, 8-16, 16-32, 32-64, >=64
+FEW_POSITIVES = 4                # matching_stats reports the share of faces with fewer positives than this
 
 
 def size_bucket_name(side):
@@ -45,7 +48,7 @@ def size_bucket_name(side):
 def matching_stats(tfrecord, cfg, limit=None):
     """Positive priors per face, by face size, under the matching settings of ``cfg``.
 
-    Returns {bucket name: (faces, mean positive priors per face, share of faces with fewer than 4)}, buckets
+    Returns {bucket name: (faces, mean positive priors per face, share with fewer than FEW_POSITIVES)}, buckets
     in size order. Images are letterboxed to ``cfg['input_size']`` as at inference, not augmented.
     """
     import tensorflow as tf
@@ -73,13 +76,13 @@ def matching_stats(tfrecord, cfg, limit=None):
     if not counts:
         raise DatasetError(f"{tfrecord}: holds no faces")
     order = [size_bucket_name(side) for side in (0,) + SIZE_BUCKETS]
-    return {name: (len(counts[name]), float(np.mean(counts[name])), float(np.mean(np.array(counts[name]) < 4)))
+    return {name: (len(counts[name]), float(np.mean(counts[name])), float(np.mean(np.array(counts[name]) < FEW_POSITIVES)))
             for name in order if name in counts}
 
 
 def format_matching_stats(stats):
     """The table printed by ``--matching_stats``."""
-    lines = [f"{'face side (px)':>14} {'faces':>6} {'positives / face':>17} {'under 4':>8}"]
+    lines = [f"{'face side (px)':>14} {'faces':>6} {'positives / face':>17} {f'under {FEW_POSITIVES}':>8}"]
     lines += [f"{name:>14} {faces:6d} {mean:17.2f} {under:8.1%}" for name, (faces, mean, under) in stats.items()]
     return "\n".join(lines)
 
