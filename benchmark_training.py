@@ -20,7 +20,7 @@ REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, REPO_ROOT)
 
 from components.atomic_io import write_text_atomically  # noqa: E402
-from components.config import cfg as default_cfg, validate_config  # noqa: E402
+from components.config import cfg as default_cfg, tfrecord_paths, validate_config  # noqa: E402
 
 WARMUP_STEPS = 3
 
@@ -98,7 +98,7 @@ def format_table(rows, cfg, load_before, load_after):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Measure training throughput (images/s).")
-    parser.add_argument("--train_tfrecord", default=os.path.join(REPO_ROOT, default_cfg["train_tfrecord"]))
+    parser.add_argument("--train_tfrecord", default=os.path.join(REPO_ROOT, tfrecord_paths(default_cfg["train_tfrecord"])[0]))
     parser.add_argument("--batch_size", type=int, default=default_cfg["batch_size"])
     parser.add_argument("--steps", type=int, default=15, help="timed steps per row (after warm-up)")
     parser.add_argument("--output", default=None, help="also write the table to this Markdown file")

@@ -19,6 +19,8 @@ from components.config import add_config_arguments, config_from_args  # noqa: E4
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Train the face-mask detector.")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    parser.add_argument("--weights", default=None,
+                        help="start from this .keras model: every layer whose name and shape fit (fine-tuning)")
     parser.add_argument("--steps_per_epoch", type=int, default=None,
                         help="optimizer steps per epoch (default: one pass over the training records)")
     parser.add_argument("--val_steps", type=int, default=None, help="limit validation to this many batches")
@@ -42,7 +44,8 @@ def main(argv=None):
     from network.trainer import TrainingError, TrainingInterrupted, train
     try:
         summary = train(cfg, resume=args.resume, steps_per_epoch=args.steps_per_epoch, val_steps=args.val_steps,
-                        progress=not args.no_progress, log=print, strategy=args.strategy)
+                        progress=not args.no_progress, log=print, strategy=args.strategy,
+                        weights=args.weights)
     except TrainingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -11,17 +11,24 @@ cfg = {
     # data
     "input_size": (240, 320),  # (height, width) the network is trained at
     "labels_list": ["background", "mask", "unmask"],
-    # names other data sets use for our classes; mapped when VOC xml is read
+    # names other data sets use for our classes; mapped when VOC xml is read. A label mapped to "ignore"
+    # is kept as a box that is neither a face of any class nor background: priors matched to it are left
+    # out of the loss, and mAP treats it as difficult for every class.
     "label_aliases": {
         "face_mask": "mask", "HaveMask": "mask", "with_mask": "mask", "mask": "mask",
         "face": "unmask", "NoMask": "unmask", "without_mask": "unmask", "unmask": "unmask",
+        "with_incorrect_mask": "ignore", "mask_weared_incorrect": "ignore",
     },
-    "train_tfrecord": "dataset/train_mask.tfrecord",
-    "val_tfrecord": "dataset/val_mask.tfrecord",
+    # training and validation sources: lists of TFRecords (on the command line a Python list or
+    # comma-separated paths); training reads all of them, validation reports each and their mean
+    "train_tfrecord": ["dataset/train_mask.tfrecord", "dataset/train_ilc.tfrecord"],
+    "val_tfrecord": ["dataset/val_mask.tfrecord", "dataset/val_ilc.tfrecord"],
 
     # augmentation switches
     "using_crop": True,
     "crop_prob": 0.8,         # share of training images that are cropped (the rest stay whole)
+    "expand_prob": 0.3,       # share of training images zoomed out instead: placed on a grey canvas of
+    "expand_max_ratio": 3.0,  # 1x to this many times their size (so small faces are common in training)
     "using_bin": True,        # pad the image to a square before resizing (keeps aspect ratio)
     "using_flip": True,
     "using_distort": True,    # photometric distortion (brightness, contrast, saturation, hue)
@@ -37,7 +44,7 @@ cfg = {
     "clip": False,
 
     # network
-    "network": "rfb",         # "slim" or "rfb"
+    "network": "rfb",         # "slim", "rfb" or "rfb_pan" (rfb with a top-down + bottom-up neck)
     "base_channel": 16,
 
     # training
@@ -69,6 +76,17 @@ cfg = {
 }
 
 
+IGNORE_LABEL = "ignore"   # the canonical name of boxes left out of training and evaluation (see label_aliases)
+IGNORE_ID = -1            # its class id in TFRecords and training targets
+
+
+def tfrecord_paths(value):
+    """A ``train_tfrecord`` / ``val_tfrecord`` setting as a list of paths (a single path is a list of one)."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
 def _parse_value(text, default):
     """Parse a command-line string into the type of ``default``."""
     if isinstance(default, bool):
@@ -80,6 +98,9 @@ def _parse_value(text, default):
         raise ValueError(f"expected a boolean, got {text!r}")
     if isinstance(default, str):
         return text
+    if isinstance(default, list) and all(isinstance(item, str) for item in default) \
+            and not text.lstrip().startswith("["):
+        return [path.strip() for path in text.split(",") if path.strip()]   # comma-separated paths
     value = ast.literal_eval(text)
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -104,7 +125,8 @@ def add_config_arguments(parser, skip=()):
 
 
 POSITIVE_KEYS = ("batch_size", "epoch", "save_freq", "init_lr", "base_channel", "max_number_keep")
-UNIT_INTERVAL_KEYS = ("match_thresh", "min_positive_iou", "nms_threshold", "score_threshold", "crop_prob")
+UNIT_INTERVAL_KEYS = ("match_thresh", "min_positive_iou", "nms_threshold", "score_threshold", "crop_prob",
+                      "expand_prob")
 
 
 def validate_config(config):
@@ -117,6 +139,10 @@ def validate_config(config):
             raise ValueError(f"--{key}: must be between 0 and 1, got {config[key]!r}")
     if config["min_positives"] < 0:
         raise ValueError(f"--min_positives: must be >= 0, got {config['min_positives']!r}")
+    if config["expand_max_ratio"] < 1.0:
+        raise ValueError(f"--expand_max_ratio: must be >= 1, got {config['expand_max_ratio']!r}")
+    for key in ("train_tfrecord", "val_tfrecord"):
+        config[key] = tfrecord_paths(config[key])
     size = config["input_size"]
     if len(size) != 2 or not all(isinstance(side, int) and side > 0 for side in size):
         raise ValueError(f"--input_size: must be (height, width) in pixels, got {size!r}")

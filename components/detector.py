@@ -324,7 +324,7 @@ def evaluate_tfrecord(detector, tfrecord_path, score_threshold=0.01, batch_size=
         boxes, scores, classes, valid = (value.numpy() for value in
                                          postprocess(predictions, detector.priors, detector.cfg, score_threshold))
         for row, (key, image, gt_boxes, gt_labels, difficult) in enumerate(batch):
-            ground_truth[key] = GroundTruth([names[label] for label in gt_labels], gt_boxes, difficult)
+            ground_truth[key] = GroundTruth.from_class_ids(gt_labels, gt_boxes, difficult, names)
             count = int(valid[row])
             height, width = image.shape[:2]
             normalised = detector.to_pixels(boxes[row, :count], image.shape) / [width, height, width, height]

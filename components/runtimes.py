@@ -59,6 +59,8 @@ def model_format(path):
 def load_keras_model(model_file):
     """Load a ``.keras`` file; raises ModelLoadError naming the file when it is not a loadable model."""
     import tensorflow as tf
+
+    import network.network  # noqa: F401  (registers the custom layers a saved model may hold)
     try:
         return tf.keras.models.load_model(model_file, compile=False)
     except Exception as error:  # Keras raises many types for a bad file

@@ -91,24 +91,11 @@ def random_crop_whole_faces(image, boxes, labels, target_aspect, seed=None):
     return image, boxes, tf.boolean_mask(labels, keep)
 
 
-def pad_to_aspect(image, boxes, target_aspect, fill_value=127, seed=None, random_placement=True):
-    """Pad with ``fill_value`` so that width / height == ``target_aspect`` (each side rounded up to a pixel,
-    as ``components.detector.letterbox_shape``); boxes (normalised corner form) stay on their faces.
-
-    The image is placed at a random offset, or at the top-left corner when ``random_placement`` is False
-    (the letterbox of inference).
-    """
-    seeds = _seeds(seed, 2)
+def place_on_canvas(image, boxes, new_height, new_width, offset_x, offset_y, fill_value=127):
+    """Put ``image`` [h, w, 3] on a ``new_height`` x ``new_width`` canvas of ``fill_value`` with its top-left
+    corner at (``offset_x``, ``offset_y``) pixels; boxes (normalised corner form) follow their faces."""
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
-    aspect = tf.constant(target_aspect, tf.float64)
-    new_width = tf.maximum(width, tf.cast(tf.math.ceil(tf.cast(height, tf.float64) * aspect), tf.int32))
-    new_height = tf.maximum(height, tf.cast(tf.math.ceil(tf.cast(new_width, tf.float64) / aspect), tf.int32))
-    if random_placement:
-        offset_x = tf.random.stateless_uniform([], seeds[0], 0, new_width - width + 1, dtype=tf.int32)
-        offset_y = tf.random.stateless_uniform([], seeds[1], 0, new_height - height + 1, dtype=tf.int32)
-    else:
-        offset_x = offset_y = tf.constant(0, tf.int32)
     padded = tf.pad(tf.cast(image, tf.int32) - fill_value,
                     [[offset_y, new_height - height - offset_y], [offset_x, new_width - width - offset_x], [0, 0]])
     image = tf.cast(padded + fill_value, tf.uint8)
@@ -116,6 +103,45 @@ def pad_to_aspect(image, boxes, target_aspect, fill_value=127, seed=None, random
     offset = tf.cast(tf.stack([offset_x, offset_y] * 2), tf.float32)
     new_size = tf.cast(tf.stack([new_width, new_height] * 2), tf.float32)
     return image, (boxes * scale + offset) / new_size
+
+
+def _random_offsets(extra_width, extra_height, seed):
+    seeds = _seeds(seed, 2)
+    return (tf.random.stateless_uniform([], seeds[0], 0, extra_width + 1, dtype=tf.int32),
+            tf.random.stateless_uniform([], seeds[1], 0, extra_height + 1, dtype=tf.int32))
+
+
+def pad_to_aspect(image, boxes, target_aspect, fill_value=127, seed=None, random_placement=True):
+    """Pad with ``fill_value`` so that width / height == ``target_aspect`` (each side rounded up to a pixel,
+    as ``components.detector.letterbox_shape``); boxes (normalised corner form) stay on their faces.
+
+    The image is placed at a random offset, or at the top-left corner when ``random_placement`` is False
+    (the letterbox of inference).
+    """
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    aspect = tf.constant(target_aspect, tf.float64)
+    new_width = tf.maximum(width, tf.cast(tf.math.ceil(tf.cast(height, tf.float64) * aspect), tf.int32))
+    new_height = tf.maximum(height, tf.cast(tf.math.ceil(tf.cast(new_width, tf.float64) / aspect), tf.int32))
+    if random_placement:
+        offset_x, offset_y = _random_offsets(new_width - width, new_height - height, seed)
+    else:
+        offset_x = offset_y = tf.constant(0, tf.int32)
+    return place_on_canvas(image, boxes, new_height, new_width, offset_x, offset_y, fill_value)
+
+
+def random_expand(image, boxes, max_ratio, fill_value=127, seed=None):
+    """Zoom out: place the image at a random spot of a grey canvas ``r`` times its height and width, ``r``
+    uniform in [1, ``max_ratio``] (SSD's expand, SCRFD's zoom-out), so its faces become small. Boxes are
+    normalised corner form before and after."""
+    seeds = _seeds(seed, 2)
+    ratio = tf.random.stateless_uniform([], seeds[0], 1.0, max_ratio)
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    new_height = tf.cast(tf.math.ceil(tf.cast(height, tf.float32) * ratio), tf.int32)
+    new_width = tf.cast(tf.math.ceil(tf.cast(width, tf.float32) * ratio), tf.int32)
+    offset_x, offset_y = _random_offsets(new_width - width, new_height - height, seeds[1])
+    return place_on_canvas(image, boxes, new_height, new_width, offset_x, offset_y, fill_value)
 
 
 def letterbox(image, boxes, input_size):
@@ -181,12 +207,17 @@ def augment(image, boxes, labels, cfg, seed=None):
 
     Returns (float image [h, w, 3] normalised, boxes [N, 4] normalised corner form, labels [N]).
     """
-    seeds = _seeds(seed, 6)
+    seeds = _seeds(seed, 8)
     height, width = cfg["input_size"]
     aspect = width / height
+    # a share expand_prob of the images is zoomed out; of the rest, crop_prob is cropped (zoomed in) and the
+    # others stay whole, at the scale inference sees them
+    expand = tf.random.stateless_uniform([], seeds[6]) < cfg["expand_prob"]
+    if cfg["expand_prob"] > 0 and cfg["expand_max_ratio"] > 1:
+        image, boxes = tf.cond(expand, lambda: random_expand(image, boxes, cfg["expand_max_ratio"], seed=seeds[7]),
+                               lambda: (image, boxes))
     if cfg["using_crop"]:
-        # crop_prob < 1 leaves some images whole, at the scale inference sees them
-        crop = tf.random.stateless_uniform([], seeds[5]) < cfg["crop_prob"]
+        crop = tf.logical_and(tf.logical_not(expand), tf.random.stateless_uniform([], seeds[5]) < cfg["crop_prob"])
         image, boxes, labels = tf.cond(
             crop, lambda: random_crop_whole_faces(image, boxes, labels, aspect, seeds[0]),
             lambda: (image, boxes, labels))
@@ -205,14 +236,16 @@ def augment(image, boxes, labels, cfg, seed=None):
 
 
 def load_dataset(tfrecord_path, cfg, training, batch_size=None, shuffle=None, repeat=False, cache=False,
-                 seed=None, shard=None):
-    """Batched (images [B, h, w, 3] float32, targets [B, P, 5]) dataset for ``tfrecord_path``.
+                 seed=None, shard=None, shuffle_buffer=1024):
+    """Batched (images [B, h, w, 3] float32, targets [B, P, 5]) dataset for ``tfrecord_path`` (one path or a
+    list: several sources are read as one set; a path listed twice is read twice an epoch).
 
     Args:
         training: apply augmentation (and shuffle, unless ``shuffle`` says otherwise).
         cache: keep the decoded records in memory after the first epoch (about 1 MB per image).
         seed: makes shuffling and augmentation repeatable (the same batches for the same seed).
         shard: (number of shards, index) to read only every n-th record, for multi-worker training.
+        shuffle_buffer: records shuffled at once; as many as the records mixes several sources evenly.
     """
     priors = tf.constant(priors_from_config(cfg))
     batch_size = batch_size or cfg["batch_size"]
@@ -232,7 +265,7 @@ def load_dataset(tfrecord_path, cfg, training, batch_size=None, shuffle=None, re
     if cache:
         dataset = dataset.cache()
     if shuffle:
-        dataset = dataset.shuffle(1024, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
     # one stateless seed pair per element: augmentation does not depend on thread timing

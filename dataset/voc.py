@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 from lxml import etree
 
+from components.config import IGNORE_ID, IGNORE_LABEL
+
 
 class VOCError(ValueError):
     """A VOC file that cannot be used; the message names the file and the problem."""
@@ -21,6 +23,15 @@ class Annotation:
     labels: list = field(default_factory=list)          # canonical class names
     difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
     skipped: list = field(default_factory=list)         # one reason per object that was dropped
+
+
+def class_id(label, labels_list):
+    """Class id of the canonical name ``label`` in ``labels_list``; ``IGNORE_ID`` for the ignore label."""
+    if label == IGNORE_LABEL:
+        return IGNORE_ID
+    if label not in labels_list:
+        raise VOCError(f"label {label!r} (from --label_aliases) is not one of --labels_list {list(labels_list)}")
+    return labels_list.index(label)
 
 
 def read_split(dataset_path, split):

@@ -25,7 +25,8 @@ from tqdm import tqdm  # noqa: E402
 
 from components.atomic_io import atomic_path  # noqa: E402
 from components.config import add_config_arguments, config_from_args  # noqa: E402
-from dataset.voc import VOCError, clip_boxes, decode_image_file, find_image, parse_annotation, read_split  # noqa: E402
+from dataset.voc import (VOCError, class_id, clip_boxes, decode_image_file, find_image,  # noqa: E402
+                         parse_annotation, read_split)
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_QUALITY = 95
@@ -112,7 +113,7 @@ def make_example(name, jpeg, height, width, annotation, labels_list):
         "image/object/bbox/ymin": _floats(boxes[:, 1].tolist()),
         "image/object/bbox/xmax": _floats(boxes[:, 2].tolist()),
         "image/object/bbox/ymax": _floats(boxes[:, 3].tolist()),
-        "image/object/class/label": _ints([labels_list.index(label) for label in annotation.labels]),
+        "image/object/class/label": _ints([class_id(label, labels_list) for label in annotation.labels]),
         "image/object/difficult": _ints(annotation.difficult.astype(int).tolist()),
     }))
 

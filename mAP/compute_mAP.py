@@ -37,6 +37,20 @@ class GroundTruth:
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
 
+    @classmethod
+    def from_class_ids(cls, class_ids, boxes, difficult, names):
+        """Ground truth from class ids [G] into ``names`` (index 0 background), boxes [G, 4] and difficult [G].
+
+        A negative id (an ignored box, ``components.config.IGNORE_ID``) becomes a difficult box of every
+        class: a detection of any class on it counts neither as right nor as wrong."""
+        labels, kept_boxes, flags = [], [], []
+        for class_id, box, is_difficult in zip(np.asarray(class_ids), np.asarray(boxes), np.asarray(difficult)):
+            classes = names[1:] if class_id < 0 else [names[class_id]]
+            labels.extend(classes)
+            kept_boxes.extend([box] * len(classes))
+            flags.extend([bool(is_difficult) or class_id < 0] * len(classes))
+        return cls(labels, np.array(kept_boxes, np.float32).reshape(-1, 4), np.array(flags, bool))
+
 
 @dataclass
 class Detections:

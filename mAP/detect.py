@@ -28,7 +28,7 @@ import cv2  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from components.atomic_io import write_text_atomically  # noqa: E402
-from components.config import add_config_arguments, config_from_args  # noqa: E402
+from components.config import IGNORE_LABEL, add_config_arguments, config_from_args  # noqa: E402
 from dataset.voc import VOCError, clip_boxes, find_image, parse_annotation, read_image_bgr, read_split  # noqa: E402
 
 DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints")
@@ -55,12 +55,18 @@ def format_pixels(value):
     return "0" if text == "-0" else text
 
 
-def ground_truth_text(annotation):
-    """Ground-truth file content: ``<class> <left> <top> <right> <bottom>[ difficult]`` per object."""
+def ground_truth_text(annotation, class_names=()):
+    """Ground-truth file content: ``<class> <left> <top> <right> <bottom>[ difficult]`` per object.
+
+    A box labelled ``ignore`` is written once per name of ``class_names`` (the model's classes, no
+    background), each as difficult: a detection of any class on it is neither right nor wrong."""
     lines = []
     for label, box, difficult in zip(annotation.labels, annotation.boxes, annotation.difficult):
-        line = f"{label} " + " ".join(format_pixels(value) for value in box)
-        lines.append(line + (" difficult" if difficult else ""))
+        coordinates = " ".join(format_pixels(value) for value in box)
+        if label == IGNORE_LABEL:
+            lines.extend(f"{name} {coordinates} difficult" for name in class_names)
+            continue
+        lines.append(f"{label} {coordinates}" + (" difficult" if difficult else ""))
     return "".join(f"{line}\n" for line in lines)
 
 
@@ -121,7 +127,8 @@ def detect_into(detector, dataset_path, names, detection_dir, ground_truth_dir, 
                 results = detector.detect_batch(batch_images, score_threshold)
                 for name, annotation, detections in zip(batch_names, batch_annotations, results):
                     write_text_atomically(os.path.join(detection_dir, f"{name}.txt"), detection_text(detections))
-                    write_text_atomically(os.path.join(ground_truth_dir, f"{name}.txt"), ground_truth_text(annotation))
+                    write_text_atomically(os.path.join(ground_truth_dir, f"{name}.txt"), 
+                                         ground_truth_text(annotation, detector.cfg["labels_list"][1:]))
                     report.images += 1
                     report.detections += len(detections)
                     report.ground_truth_boxes += len(annotation.labels)

@@ -60,6 +60,54 @@ def basic_rfb(x, filters, scale=1.0, name=None):
     return layers.ReLU(name=f"{name}_relu")(out)
 
 
+@tf.keras.utils.register_keras_serializable(package="facemask")
+class UpsampleLike(layers.Layer):
+    """Nearest-neighbour resize of ``inputs[0]`` to the height and width of ``inputs[1]`` (a top-down step
+    from stride 2s to stride s: the finer map is ``ceil(size / s)``, not always twice the coarser one)."""
+
+    def call(self, inputs):
+        source, reference = inputs
+        return tf.image.resize(source, tf.shape(reference)[1:3], method="nearest")
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[1][:3] + input_shapes[0][3:]
+
+
+def zero_init_projection(x, filters, name):
+    """1x1 conv + BN whose scale starts at zero: a neck branch that adds nothing until training grows it, so
+    a model with the neck starts as the model without it (warm start from plain ``rfb`` weights)."""
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_conv")(x)
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, gamma_initializer="zeros", name=f"{name}_bn")(x)
+
+
+def pan_neck(features, name="neck"):
+    """Light top-down + bottom-up neck (PANet / YuNet's tiny FPN style) over the stride 8, 16, 32 maps.
+
+    Top-down: stride 32 -> 16 -> 8, each step a zero-initialised 1x1 projection, upsampled and added, so
+    the stride-8 head sees deep features. Bottom-up: stride 8 -> 16 -> 32, each a depthwise 3x3 stride-2
+    conv and a zero-initialised 1x1 projection, added. Channel counts are unchanged; ``features`` is
+    [f8, f16, f32, f64] and so is the result (the stride-64 map passes through).
+    """
+    f8, f16, f32, f64 = features
+    p16 = layers.Add(name=f"{name}_td16")(
+        [f16, UpsampleLike(name=f"{name}_td16_up")([zero_init_projection(f32, f16.shape[-1], f"{name}_td16"), f16])])
+    p8 = layers.Add(name=f"{name}_td8")(
+        [f8, UpsampleLike(name=f"{name}_td8_up")([zero_init_projection(p16, f8.shape[-1], f"{name}_td8"), f8])])
+
+    def down(x, filters, step):
+        x = layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False, name=f"{name}_bu{step}_dw")(x)
+        x = batch_norm(f"{name}_bu{step}_dw_bn")(x)
+        x = layers.ReLU(name=f"{name}_bu{step}_dw_relu")(x)
+        return zero_init_projection(x, filters, f"{name}_bu{step}")
+
+    n16 = layers.Add(name=f"{name}_bu16")([p16, down(p8, p16.shape[-1], 16)])
+    n32 = layers.Add(name=f"{name}_bu32")([f32, down(n16, f32.shape[-1], 32)])
+    return [p8, n16, n32, f64]
+
+
+NETWORKS = ("slim", "rfb", "rfb_pan")
+
+
 def detection_head(x, num_anchors, num_outputs, name):
     """Separable 3x3 prediction layer -> [B, H*W*num_anchors, num_outputs]."""
     x = layers.SeparableConv2D(num_anchors * num_outputs, 3, padding="same", name=name)(x)
@@ -67,15 +115,15 @@ def detection_head(x, num_anchors, num_outputs, name):
 
 
 def build_model(cfg, input_size=None, name=None):
-    """Build the detector described by ``cfg`` (``network``: "slim" or "rfb", ``base_channel``).
+    """Build the detector described by ``cfg`` (``network``: "slim", "rfb" or "rfb_pan", ``base_channel``).
 
     Args:
         input_size: (h, w) of the Keras input; None (default) builds a model for any size.
     Returns:
         tf.keras.Model: images [B, H, W, 3] float32 -> predictions [B, P, 4 + num_classes] float32.
     """
-    if cfg["network"] not in ("slim", "rfb"):
-        raise ValueError(f"unknown network {cfg['network']!r}: expected 'slim' or 'rfb'")
+    if cfg["network"] not in NETWORKS:
+        raise ValueError(f"unknown network {cfg['network']!r}: expected one of {', '.join(NETWORKS)}")
     c = cfg["base_channel"]
     num_classes = len(cfg["labels_list"])
     anchors = [len(sizes) for sizes in cfg["min_sizes"]]
@@ -92,7 +140,7 @@ def build_model(cfg, input_size=None, name=None):
     x = conv_dw(x, 4 * c, strides=2, name="dw4")               # /8
     x = conv_dw(x, 4 * c, name="dw5")
     x = conv_dw(x, 4 * c, name="dw6")
-    if cfg["network"] == "rfb":
+    if cfg["network"] in ("rfb", "rfb_pan"):
         x = basic_rfb(x, 4 * c, name="rfb")
     else:
         x = conv_dw(x, 4 * c, name="dw7")
@@ -108,12 +156,37 @@ def build_model(cfg, input_size=None, name=None):
     x = conv_dw(x, 16 * c, strides=2, name="extra_dw")         # /64
     x = conv_bn(x, 16 * c, 3, name="extra_conv")
     feature_64 = x
+    features = [feature_8, feature_16, feature_32, feature_64]
+    if cfg["network"] == "rfb_pan":
+        features = pan_neck(features)
 
     locations, logits = [], []
-    for index, feature in enumerate([feature_8, feature_16, feature_32, feature_64]):
+    for index, feature in enumerate(features):
         locations.append(detection_head(feature, anchors[index], 4, name=f"loc_head{index}"))
         logits.append(detection_head(feature, anchors[index], num_classes, name=f"conf_head{index}"))
     locations = layers.Concatenate(axis=1, name="locations")(locations)
     logits = layers.Concatenate(axis=1, name="logits")(logits)
     outputs = layers.Concatenate(axis=-1, name="predictions", dtype="float32")([locations, logits])
     return tf.keras.Model(images, outputs, name=name or f"{cfg['network']}_ssd")
+
+
+def transfer_weights(source, target):
+    """Copy into ``target`` the weights of every layer of ``source`` with the same name and weight shapes
+    (warm start / fine-tuning: the backbone of a trained model, new heads when the class count differs).
+
+    Returns (names of the layers copied, names of ``target``'s layers with weights that were not).
+    """
+    by_name = {layer.name: layer for layer in source.layers}
+    copied, fresh = [], []
+    for layer in target.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        match = by_name.get(layer.name)
+        source_weights = match.get_weights() if match is not None else None
+        if source_weights is not None and [w.shape for w in source_weights] == [w.shape for w in weights]:
+            layer.set_weights(source_weights)
+            copied.append(layer.name)
+        else:
+            fresh.append(layer.name)
+    return copied, fresh

@@ -14,6 +14,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from components.atomic_io import save_figure_atomically, write_text_atomically
+from components.config import tfrecord_paths
 from components.detector import postprocess, save_model_config
 from components.lr_scheduler import schedule_from_config
 from components.prior_box import priors_from_config
@@ -24,6 +25,7 @@ from network.network import build_model
 HISTORY_FILE = "history.jsonl"
 EXPORT_NAME = "last.keras"
 VAL_SCORE_THRESHOLD = 0.01
+LABEL_PADDING = -100   # fills the label rows of a validation batch beyond an image's boxes (ignored boxes are -1)
 
 
 class TrainingError(RuntimeError):
@@ -52,7 +54,11 @@ def sigint_deferred(redeliver=True):
 
 
 def count_records(tfrecord_path):
-    """Number of records in a TFRecord file."""
+    """Number of records in a TFRecord file, or summed over a list of files."""
+    if not isinstance(tfrecord_path, str):
+        if not tfrecord_path:
+            raise TrainingError("--train_tfrecord: no training TFRecord given")
+        return sum(count_records(path) for path in tfrecord_path)
     if not os.path.isfile(tfrecord_path):
         raise TrainingError(f"{tfrecord_path}: TFRecord not found (create it with dataset/voc_to_tfrecord.py)")
     try:
@@ -156,7 +162,7 @@ def validation_dataset(tfrecord_path, cfg, batch_size):
         return image, targets, boxes, labels, tf.cast(difficult, tf.bool)
 
     dataset = tf.data.TFRecordDataset(tfrecord_path).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.padded_batch(batch_size, padding_values=(0.0, 0.0, 0.0, -1, False)).prefetch(2)
+    return dataset.padded_batch(batch_size, padding_values=(0.0, 0.0, 0.0, LABEL_PADDING, False)).prefetch(2)
 
 
 def validate(eval_step, tfrecord_path, cfg, with_map, max_batches=None, progress=False):
@@ -182,9 +188,9 @@ def validate(eval_step, tfrecord_path, cfg, with_map, max_batches=None, progress
         boxes, scores, classes, valid = postprocess(predictions, priors, cfg, VAL_SCORE_THRESHOLD)
         for index in range(images.shape[0]):
             key = f"{batches}_{index}"
-            keep = gt_labels[index].numpy() >= 0
-            ground_truth[key] = GroundTruth([names[label] for label in gt_labels[index].numpy()[keep]],
-                                            gt_boxes[index].numpy()[keep], difficult[index].numpy()[keep])
+            keep = gt_labels[index].numpy() != LABEL_PADDING
+            ground_truth[key] = GroundTruth.from_class_ids(gt_labels[index].numpy()[keep], gt_boxes[index].numpy()[keep],
+                                                           difficult[index].numpy()[keep], names)
             count = int(valid[index])
             detections[key] = Detections([names[label] for label in classes[index, :count].numpy()],
                                          scores[index, :count].numpy(), boxes[index, :count].numpy())
@@ -199,6 +205,27 @@ def validate(eval_step, tfrecord_path, cfg, with_map, max_batches=None, progress
             if class_result.ap is not None:
                 result[f"val_ap_{name}"] = class_result.ap
     return result
+
+
+def validation_name(tfrecord_path):
+    """Short name of a validation source in history keys and logs: the file name without extension."""
+    return os.path.splitext(os.path.basename(tfrecord_path))[0]
+
+
+def validate_all(eval_step, tfrecord_paths, cfg, with_map, max_batches=None, progress=False):
+    """:func:`validate` on each validation source. One source: its keys as they are. Several: each source's
+    keys suffixed ``:<name>`` (``val_map:val_ilc``), and ``val_loss`` / ``val_map`` the mean over sources."""
+    results = {path: validate(eval_step, path, cfg, with_map, max_batches, progress) for path in tfrecord_paths}
+    if len(results) == 1:
+        return next(iter(results.values()))
+    merged = {}
+    for path, result in results.items():
+        merged.update({f"{key}:{validation_name(path)}": value for key, value in result.items()})
+    for key in ("val_loss", "val_loc", "val_cls", "val_map"):
+        values = [result[key] for result in results.values() if key in result]
+        if values:
+            merged[key] = float(np.mean(values))
+    return merged
 
 
 def build_training_model(cfg):
@@ -268,6 +295,9 @@ def plot_history(records, png_path):
     loss_axis.set_xlabel("epoch"), loss_axis.set_ylabel("multibox loss"), loss_axis.legend(), loss_axis.grid(alpha=.3)
     with_map = [r for r in records if "val_map" in r]
     map_axis.plot([r["epoch"] for r in with_map], [r["val_map"] for r in with_map], "o-", label="mAP")
+    for key in sorted({k for r in with_map for k in r if k.startswith("val_map:")}):
+        map_axis.plot([r["epoch"] for r in with_map], [r.get(key, np.nan) for r in with_map], "o-",
+                      label=f"mAP {key[8:]}", markersize=3)
     for key in sorted({k for r in with_map for k in r if k.startswith("val_ap_")}):
         map_axis.plot([r["epoch"] for r in with_map], [r.get(key, np.nan) for r in with_map], ".--",
                       label=f"AP {key[7:]}")
@@ -286,14 +316,31 @@ def distributed_config(cfg, num_replicas):
     return scaled
 
 
+def warm_start(model, weights_path, log):
+    """Initialise ``model`` from the ``.keras`` file ``weights_path``: every layer whose name and shapes fit."""
+    from components.runtimes import ModelLoadError, load_keras_model
+    from network.network import transfer_weights
+    try:
+        source = load_keras_model(weights_path)
+    except ModelLoadError as error:
+        raise TrainingError(f"--weights: {error}") from None
+    copied, fresh = transfer_weights(source, model)
+    if not copied:
+        raise TrainingError(f"--weights: {weights_path}: no layer fits this network ({model.name})")
+    log(f"weights from {weights_path}: {len(copied)} layers copied, {len(fresh)} start fresh"
+        + (f" ({', '.join(fresh[:6])}{', ...' if len(fresh) > 6 else ''})" if fresh else ""))
+
+
 def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True, log=None, strategy="default",
-          on_step=None):
+          on_step=None, weights=None):
     """Train per ``cfg``; checkpoints, history, plot and the exported model go to ``cfg['checkpoint_dir']``.
 
     ``cfg['batch_size']`` is per replica: under ``strategy`` "mirrored" or "multi_worker" the global batch is
     ``batch_size * replicas`` and the learning rate is scaled by the number of replicas. ``on_step``, when
     given, is called after every optimizer step as ``on_step(epoch, step, losses)``: epoch counted from 1,
-    step the optimizer's iteration count, losses a dict with loss, loc and cls. Returns a one-line summary.
+    step the optimizer's iteration count, losses a dict with loss, loc and cls. ``weights``: a ``.keras``
+    model to start from (layers whose name and shapes fit; ignored when resuming from a checkpoint).
+    Returns a one-line summary.
 
     Raises TrainingError when training cannot start, or stops on a non-finite loss or weights (nothing is
     saved then: the last good checkpoint is kept). On KeyboardInterrupt a checkpoint of the current step is
@@ -309,9 +356,13 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
     chief = is_chief(strategy)
     num_train = count_records(cfg["train_tfrecord"])
     steps_per_epoch = steps_per_epoch or max(num_train // global_batch, 1)
-    has_val = chief and bool(cfg["val_tfrecord"]) and os.path.isfile(cfg["val_tfrecord"])
-    if has_val:
-        count_records(cfg["val_tfrecord"])
+    val_paths = [path for path in tfrecord_paths(cfg["val_tfrecord"]) if os.path.isfile(path)] if chief else []
+    for path in tfrecord_paths(cfg["val_tfrecord"]) if chief else []:
+        if path not in val_paths:
+            log(f"{path}: validation TFRecord not found; not validated on it")
+    has_val = bool(val_paths)
+    for path in val_paths:
+        count_records(path)
 
     folder = cfg["checkpoint_dir"] if chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
     os.makedirs(folder, exist_ok=True)
@@ -340,11 +391,14 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
     if resume and manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log(f"resumed from {manager.latest_checkpoint} (epoch {int(epoch)}, step {steps_done()})")
+    elif weights:
+        warm_start(model, weights, log)
     history = [r for r in read_history(folder) if r["epoch"] <= int(epoch)]
 
     # a resumed run continues with fresh (but still repeatable) shuffling and augmentation
     train_data = load_dataset(cfg["train_tfrecord"], cfg, training=True, batch_size=global_batch, repeat=True,
-                              cache=cfg["cache_dataset"], seed=cfg["seed"] + int(epoch))
+                              cache=cfg["cache_dataset"], seed=cfg["seed"] + int(epoch),
+                              shuffle_buffer=max(num_train, 1024))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     train_iterator = iter(strategy.experimental_distribute_dataset(train_data.with_options(options)))
@@ -420,7 +474,7 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
             pending = epoch_record(current, mean, steps_per_epoch - first, time.time() - started)
             if has_val:
                 with_map = cfg["val_map_freq"] > 0 and (current % cfg["val_map_freq"] == 0 or current == cfg["epoch"])
-                pending.update(validate(eval_step, cfg["val_tfrecord"], cfg, with_map, val_steps))
+                pending.update(validate_all(eval_step, val_paths, cfg, with_map, val_steps))
             finish_epoch(pending)
             pending = None
     except KeyboardInterrupt:
