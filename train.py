@@ -1,63 +1,7 @@
-"""Train the face-mask SSD eagerly with tf.GradientTape.
-
-    python train.py                       # from scratch, settings from components/config.py
-    python train.py --resume              # continue from the newest checkpoint in --checkpoint_dir
-    python train.py --epoch 150 --batch_size 16 --init_lr 0.005   # any config key can be overridden
-
-Ctrl-C saves a checkpoint of the current step and exits with status 130; ``--resume`` continues within the
-interrupted epoch. A non-finite loss stops training with status 2, leaving the last good checkpoint as it was.
-"""
-import argparse
-import os
+"""Train the face-mask detector (the command line is cli/train.py; ``facemask-train`` once installed)."""
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from components.config import add_config_arguments, config_from_args  # noqa: E402
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Train the face-mask detector.")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-    parser.add_argument("--weights", default=None,
-                        help="start from this .keras model: every layer whose name and shape fit (fine-tuning)")
-    parser.add_argument("--steps_per_epoch", type=int, default=None,
-                        help="optimizer steps per epoch (default: one pass over the training records)")
-    parser.add_argument("--val_steps", type=int, default=None, help="limit validation to this many batches")
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bars")
-    parser.add_argument("--strategy", default="default", choices=("default", "mirrored", "multi_worker"),
-                        help="tf.distribute strategy: one device, all local GPUs, or several hosts (TF_CONFIG)")
-    add_config_arguments(parser, skip=("seed",))
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: config 'seed')")
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.seed is not None:
-        cfg["seed"] = args.seed
-    from network.trainer import TrainingError, TrainingInterrupted, train
-    try:
-        summary = train(cfg, resume=args.resume, steps_per_epoch=args.steps_per_epoch, val_steps=args.val_steps,
-                        progress=not args.no_progress, log=print, strategy=args.strategy,
-                        weights=args.weights)
-    except TrainingError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except TrainingInterrupted as interrupted:
-        print(f"interrupted: {interrupted}; continue with --resume", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("interrupted before training started: nothing saved", file=sys.stderr)
-        return 130
-    print(summary)
-    return 0
-
+from cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,7 +5,14 @@ and a failed or interrupted write leaves the old file as it was and no temporary
 library only (no TensorFlow), so that light scripts stay light.
 """
 import contextlib
+import glob
 import os
+import re
+import shutil
+import tempfile
+
+STAGING_PREFIX = ".staging-"   # staging folders: .staging-<pid>-<random>
+_OWNER = re.compile(r"(?:\.tmp-|^\.staging-)(\d+)")
 
 
 def temporary_path(path, suffix=""):
@@ -28,6 +35,48 @@ def atomic_path(path, suffix=""):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def process_runs(pid):
+    """Whether a process with id ``pid`` runs (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporary files (``<name>.tmp-<pid>...``) and staging folders (``.staging-<pid>-...``) in
+    ``folder`` that a process killed half-way left behind (their process no longer runs). Returns their names."""
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(folder), "*.tmp-*")) + \
+            glob.glob(os.path.join(glob.escape(folder), STAGING_PREFIX + "*")):
+        match = _OWNER.search(os.path.basename(path))
+        if not match or process_runs(int(match.group(1))):
+            continue
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        removed.append(os.path.basename(path))
+    return removed
+
+
+@contextlib.contextmanager
+def staging_folder(parent):
+    """Yield a new empty folder inside ``parent`` (created if needed) to stage outputs in; it is removed with
+    whatever is left in it when the block ends. Stale staging folders of killed runs are removed first."""
+    os.makedirs(parent, exist_ok=True)
+    remove_stale_temporaries(parent)
+    staging = tempfile.mkdtemp(dir=parent, prefix=f"{STAGING_PREFIX}{os.getpid()}-")
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_text_atomically(path, text, newline=None):

@@ -29,10 +29,10 @@ cfg = {
     "crop_prob": 0.8,         # share of training images that are cropped (the rest stay whole)
     "expand_prob": 0.3,       # share of training images zoomed out instead: placed on a grey canvas of
     "expand_max_ratio": 3.0,  # 1x to this many times their size (so small faces are common in training)
-    "using_bin": True,        # pad the image to a square before resizing (keeps aspect ratio)
+    "using_bin": True,        # pad half of the training images to the input aspect ratio (4:3 at 240x320) at a
+                              # random place before resizing, as inference letterboxes (keeps faces' shape)
     "using_flip": True,
     "using_distort": True,    # photometric distortion (brightness, contrast, saturation, hue)
-    "using_normalizing": True,
 
     # anchors (pixels at input_size) and box coding
     "min_sizes": [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]],

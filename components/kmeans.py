@@ -1,6 +1,6 @@
 """Anchor sizes for the SSD heads by k-means on the training boxes, with distance 1 - IoU.
 
-    python components/kmeans.py [--dataset_path ../shared/data/Maskdata] [--split train] [--k 10]
+    python components/kmeans.py --dataset_path Maskdata/ [--split train] [--k 10]
                                 [--output assets/kmeans_anchors.png] [--<config key> VALUE ...]
 
 Boxes are compared by width and height only (as if centred on the same point) and measured in pixels at
@@ -9,21 +9,16 @@ anchors grouped per head in the format of ``min_sizes`` in components/config.py 
 components/prior_box.py accepts), the mean best IoU of those anchors and of the config's default anchors,
 and writes a scatter plot of the box sizes.
 """
-import argparse
-import os
 import sys
+from dataclasses import dataclass
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
+import numpy as np
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from components.atomic_io import save_figure_atomically  # noqa: E402
-from components.box_utils import iou_matrix  # noqa: E402
-from components.config import add_config_arguments, config_from_args  # noqa: E402
-from components.prior_box import priors_per_cell  # noqa: E402
-from dataset.voc import VOCError, clip_boxes, find_image, parse_annotation, read_image_bgr, read_split  # noqa: E402
+from components.atomic_io import save_figure_atomically
+from components.box_utils import iou_matrix
+from components.prior_box import priors_per_cell
+from dataset.voc import VOCError, clip_boxes, load_item, read_image_bgr, read_split
 
 
 def _centred_corners(wh):
@@ -138,22 +133,19 @@ def load_box_sizes(dataset_path, split, input_size, label_aliases, skipped=None,
     skipped = [] if skipped is None else skipped
     sizes = []
     for name in tqdm(read_split(dataset_path, split), desc=f"reading {split}", unit="xml", disable=not progress):
-        xml_path = os.path.join(dataset_path, "Annotations", f"{name}.xml")
         try:
-            if not os.path.isfile(xml_path):
-                raise VOCError(f"{xml_path}: annotation not found")
-            annotation = parse_annotation(xml_path, label_aliases)
+            item = load_item(dataset_path, name, label_aliases, read_image=False, require_image=False)
+            annotation = item.annotation
             width, height = annotation.width, annotation.height
             if not (width and height):
-                image_path = find_image(dataset_path, name)
-                if image_path is None:
-                    raise VOCError(f"{xml_path}: no <size> and no image in JPEGImages to read it from")
-                height, width = read_image_bgr(image_path).shape[:2]
+                if item.image_path is None:
+                    raise VOCError(f"{item.xml_path}: no <size> and no image in JPEGImages to read it from")
+                height, width = read_image_bgr(item.image_path).shape[:2]
             clip_boxes(annotation, width, height)
         except VOCError as error:
             skipped.append(str(error))
             continue
-        skipped.extend(f"{xml_path}: {reason}" for reason in annotation.skipped)
+        skipped.extend(item.skipped())
         boxes = annotation.boxes.astype(np.float64)
         sizes.append(np.stack([(boxes[:, 2] - boxes[:, 0]) * input_w / width,
                                (boxes[:, 3] - boxes[:, 1]) * input_h / height], axis=1))
@@ -217,71 +209,45 @@ def plot_anchors(boxes_wh, anchors, default_anchors, path, title=""):
     save_figure_atomically(figure, path, format="png", dpi=100)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset_path", default=os.path.join(REPO_ROOT, "..", "shared", "data", "Maskdata"),
-                        help="VOC folder (default: ../shared/data/Maskdata next to the repository)")
-    parser.add_argument("--split", default="train", help="name of a file in ImageSets/Main, without .txt")
-    parser.add_argument("--k", type=int, default=None,
-                        help="number of anchors (default: the config's anchors per cell summed, 10)")
-    parser.add_argument("--output", default=os.path.join(REPO_ROOT, "assets", "kmeans_anchors.png"),
-                        help="scatter plot PNG (default: assets/kmeans_anchors.png of the repository)")
-    parser.add_argument("--eval_split", default=None,
-                        help="also score both anchor sets on this split's boxes (e.g. val), which k-means did not see")
-    add_config_arguments(parser)
-    args = parser.parse_args(argv)
-    skipped = []
-    try:
-        cfg = config_from_args(args)
-        counts = priors_per_cell(cfg["min_sizes"])
-        k = args.k if args.k is not None else sum(counts)
-        boxes_wh = load_box_sizes(args.dataset_path, args.split, cfg["input_size"], cfg["label_aliases"],
-                                  skipped=skipped, progress=True)
-        if len(boxes_wh) == 0:
-            raise VOCError(f"{args.dataset_path}: split {args.split!r} has no usable boxes")
-        anchors = kmeans_anchors(boxes_wh, k, seed=cfg["seed"])
-        default_anchors = default_anchor_wh(cfg["min_sizes"])
-        kmeans_iou, default_iou = mean_iou(boxes_wh, anchors), mean_iou(boxes_wh, default_anchors)
-        held_out = None
-        if args.eval_split:
-            eval_wh = load_box_sizes(args.dataset_path, args.eval_split, cfg["input_size"], cfg["label_aliases"],
-                                     skipped=skipped, progress=True)
-            if len(eval_wh) == 0:
-                raise VOCError(f"{args.dataset_path}: split {args.eval_split!r} has no usable boxes")
-            held_out = (len(eval_wh), mean_iou(eval_wh, anchors), mean_iou(eval_wh, default_anchors))
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        groups = assign_to_heads(anchors, cfg["steps"], counts) if k == sum(counts) else None
-        plot_anchors(boxes_wh, anchors, default_anchors, args.output,
-                     title=f"{args.split}: {len(boxes_wh)} boxes, mean IoU k-means {kmeans_iou:.3f} "
-                           f"vs config {default_iou:.3f}")
-    except (VOCError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    for reason in skipped:
-        print(f"skipped: {reason}", file=sys.stderr)
-    if skipped:
-        print(f"skipped {len(skipped)} images/objects (reasons above)", file=sys.stderr)
-    input_h, input_w = cfg["input_size"]
-    print(f"boxes: {len(boxes_wh)} (split {args.split!r}, pixels at input {input_w}x{input_h} w x h)")
-    if groups is not None:
-        print("k-means anchors (w, h) per head, min_sizes format:")
-        print(f"  {format_min_sizes(groups)}")
-        for step, group in zip(cfg["steps"], groups):
-            print(f"  stride {step:>3}: {format_min_sizes([group])[1:-1]}")
-    else:
-        print(f"k-means anchors (w, h), not grouped: k={k} differs from the config's {sum(counts)} anchors")
-        print(f"  {format_min_sizes([[tuple(anchor) for anchor in anchors]])[1:-1]}")
-    print(f"mean IoU: k-means {kmeans_iou:.4f} | config min_sizes {default_iou:.4f}")
-    if held_out is not None:
-        count, eval_kmeans, eval_default = held_out
-        print(f"mean IoU on {args.eval_split!r} ({count} boxes): k-means {eval_kmeans:.4f} | "
-              f"config min_sizes {eval_default:.4f}")
-    print(f"plot written to {args.output}")
-    return 0
+@dataclass
+class AnchorStudy:
+    """k-means anchors of one split against the configured ones (sizes in pixels at the network input)."""
+    boxes_wh: np.ndarray          # [N, 2] the split's boxes
+    anchors: np.ndarray           # [k, 2] k-means anchors, smallest first
+    default_anchors: np.ndarray   # [K, 2] the config's min_sizes
+    groups: list | None           # anchors per head (min_sizes format) when k is the config's anchor count
+    kmeans_iou: float
+    default_iou: float
+    held_out: tuple | None = None   # (boxes, mean IoU k-means, mean IoU config) on the eval split
 
 
-if __name__ == "__main__":
+def study_anchors(dataset_path, split, cfg, k=None, eval_split=None, skipped=None, progress=False):
+    """k-means anchors of the boxes of ``split`` (``k`` default: the config's anchors per cell summed), scored
+    with the configured ones on that split and, with ``eval_split``, on boxes k-means did not see.
+
+    Raises VOCError when a split has no usable boxes.
+    """
+    counts = priors_per_cell(cfg["min_sizes"])
+    k = sum(counts) if k is None else k
+
+    def boxes_of(name):
+        sizes = load_box_sizes(dataset_path, name, cfg["input_size"], cfg["label_aliases"], skipped, progress)
+        if len(sizes) == 0:
+            raise VOCError(f"{dataset_path}: split {name!r} has no usable boxes")
+        return sizes
+
+    boxes_wh = boxes_of(split)
+    anchors = kmeans_anchors(boxes_wh, k, seed=cfg["seed"])
+    default_anchors = default_anchor_wh(cfg["min_sizes"])
+    groups = assign_to_heads(anchors, cfg["steps"], counts) if k == sum(counts) else None
+    study = AnchorStudy(boxes_wh, anchors, default_anchors, groups, mean_iou(boxes_wh, anchors),
+                        mean_iou(boxes_wh, default_anchors))
+    if eval_split:
+        eval_wh = boxes_of(eval_split)
+        study.held_out = (len(eval_wh), mean_iou(eval_wh, anchors), mean_iou(eval_wh, default_anchors))
+    return study
+
+
+if __name__ == "__main__":   # python components/kmeans.py: the command line lives in cli/kmeans.py
+    from cli.kmeans import main
     sys.exit(main())

@@ -1,8 +1,8 @@
 """Runtime adapters: one small class per model format, all with the same interface.
 
 Every adapter exposes ``predict_raw(images)``: preprocessed float32 images [B, h, w, 3] (see
-``components.detector.preprocess_images``) in, raw predictions [B, P, 4 + C] float32 (numpy) out. Decoding and
-NMS are *not* done here: ``components.detector.postprocess`` does them, the same code for every runtime.
+``components.preprocessing.preprocess_images``) in, raw predictions [B, P, 4 + C] float32 (numpy) out. Decoding and
+NMS are *not* done here: ``components.postprocessing.postprocess`` does them, the same code for every runtime.
 
 ==============  =========================================  =============================================
 format          file                                       runtime
@@ -22,13 +22,14 @@ import warnings
 
 import numpy as np
 
+from components.errors import ProjectError
+
 DEFAULT_NUM_THREADS = 2
 SAVED_MODEL_FILE = "saved_model.pb"
 FORMAT_BY_EXTENSION = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
-MODEL_FORMATS = ("keras", "saved_model", "tflite", "onnx")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(ProjectError):
     """A model path that cannot be loaded; the message names the path and the problem."""
 
 
@@ -208,7 +209,6 @@ class TFLiteRuntime:
         self._input, self._output = inputs[0], outputs[0]
         self.input_size = tuple(int(value) for value in self._input["shape"][1:3])
         self.quantized = self._input["dtype"] in (np.int8, np.uint8)
-        self.xnnpack = xnnpack
 
     def _quantize(self, image):
         scale, zero_point = self._input["quantization"]

@@ -1,6 +1,7 @@
 """Draw a grid of augmented training samples with their boxes decoded back from the SSD targets.
 
-    python dataset/check_dataset.py [--tfrecord dataset/train_mask.tfrecord] [--num_images 16] [--output assets/check_dataset.png]
+    python dataset/check_dataset.py [--tfrecord dataset/train_mask.tfrecord] [--num_images 16]
+                                    [--output assets/check_dataset.png]
     python dataset/check_dataset.py --matching_stats [--tfrecord ...] [--min_positives 0]
 
 ``--matching_stats`` instead prints how many positive priors the matching gives a face, by face size
@@ -11,16 +12,13 @@ decoded with the priors), so the picture checks augmentation, matching and box c
 empty or unreadable TFRecord is a one-line error (exit status 2); a file with fewer records than
 ``--num_images`` shows the records it has.
 """
-import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from components.atomic_io import save_figure_atomically  # noqa: E402
-from components.config import add_config_arguments, config_from_args  # noqa: E402
+from components.atomic_io import save_figure_atomically
+from components.errors import ProjectError
 
 COLOURS = {1: "lime", 2: "red"}
 
@@ -49,35 +47,38 @@ def matching_stats(tfrecord, cfg, limit=None):
     """Positive priors per face, by face size, under the matching settings of ``cfg``.
 
     Returns {bucket name: (faces, mean positive priors per face, share with fewer than FEW_POSITIVES)}, buckets
-    in size order. Images are letterboxed to ``cfg['input_size']`` as at inference, not augmented.
+    in size order. Images are letterboxed to ``cfg['input_size']`` as at inference, not augmented; each prior's
+    face comes from ``components.box_utils.match_priors``.
     """
     import tensorflow as tf
 
-    from components.detector import read_validation_records
+    from components.box_utils import match_priors
     from components.prior_box import priors_from_config
-    from dataset.tf_dataset_preprocess import encode_example_targets, prepare_for_evaluation
+    from dataset.tf_dataset_preprocess import parse_example, prepare_for_evaluation
 
-    priors = priors_from_config(cfg)
+    priors = tf.constant(priors_from_config(cfg))
     height, width = cfg["input_size"]
     counts = {}
+    records = tf.data.TFRecordDataset(tfrecord).map(parse_example)
     try:
-        for image, boxes, labels, _ in read_validation_records(tfrecord, limit):
+        for image, boxes, labels, _ in (records.take(limit) if limit else records):
+            if labels.shape[0] == 0:
+                continue
             _, boxes = prepare_for_evaluation(image, boxes, cfg["input_size"], cfg["keep_aspect"])
-            boxes = boxes.numpy()
-            targets = encode_example_targets(boxes, labels, tf.constant(priors), cfg).numpy()
-            decoded, _ = decoded_positive_boxes(targets, priors, cfg["variances"])
-            owner = np.abs(decoded[:, None] - boxes[None]).max(axis=-1).argmin(axis=1) if len(boxes) else []
-            for index, box in enumerate(boxes):
+            matched, positive = match_priors(boxes, priors, cfg["match_thresh"], cfg["min_positives"],
+                                             cfg["min_positive_iou"])
+            face = tf.where(positive & (tf.gather(labels, matched) > 0), matched, -1).numpy()
+            for index, box in enumerate(boxes.numpy()):
                 side = np.sqrt(max(box[2] - box[0], 0) * width * max(box[3] - box[1], 0) * height)
-                counts.setdefault(size_bucket_name(side), []).append(int(np.sum(owner == index)))
+                counts.setdefault(size_bucket_name(side), []).append(int(np.sum(face == index)))
     except tf.errors.OpError as error:
         raise DatasetError(f"{tfrecord}: not a readable TFRecord of this project's records "
                            f"({error.message.splitlines()[0][:200]})") from None
     if not counts:
         raise DatasetError(f"{tfrecord}: holds no faces")
     order = [size_bucket_name(side) for side in (0,) + SIZE_BUCKETS]
-    return {name: (len(counts[name]), float(np.mean(counts[name])), float(np.mean(np.array(counts[name]) < FEW_POSITIVES)))
-            for name in order if name in counts}
+    return {name: (len(counts[name]), float(np.mean(counts[name])),
+                   float(np.mean(np.array(counts[name]) < FEW_POSITIVES))) for name in order if name in counts}
 
 
 def format_matching_stats(stats):
@@ -87,7 +88,7 @@ def format_matching_stats(stats):
     return "\n".join(lines)
 
 
-class DatasetError(ValueError):
+class DatasetError(ProjectError):
     """A TFRecord that cannot be shown; the message names the file and the problem."""
 
 
@@ -123,7 +124,7 @@ def draw_grid(tfrecord, cfg, num_images, output, training=True, seed=0):
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows))
     height, width = cfg["input_size"]
     for axis, image, target in zip(np.ravel(axes), images.numpy(), targets.numpy()):
-        shown = (image * 127.5 + 127.5) if cfg["using_normalizing"] else image
+        shown = image * 127.5 + 127.5
         axis.imshow(np.clip(shown, 0, 255).astype(np.uint8))
         boxes, classes = decoded_positive_boxes(target, priors, cfg["variances"])
         for box, label in zip(boxes * [width, height, width, height], classes):
@@ -142,35 +143,6 @@ def draw_grid(tfrecord, cfg, num_images, output, training=True, seed=0):
     return output
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tfrecord", default=None, help="default: config train_tfrecord")
-    parser.add_argument("--num_images", type=int, default=16)
-    parser.add_argument("--output", default="assets/check_dataset.png")
-    parser.add_argument("--no_augment", action="store_true", help="show validation-style (resized only) samples")
-    parser.add_argument("--matching_stats", action="store_true",
-                        help="print positive priors per face by face size instead of drawing")
-    add_config_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        if args.num_images < 1:
-            raise ValueError(f"--num_images: must be at least 1, got {args.num_images}")
-        tfrecord = args.tfrecord or cfg["train_tfrecord"]
-        if not os.path.isfile(tfrecord):
-            raise ValueError(f"{tfrecord}: TFRecord not found (create it with dataset/voc_to_tfrecord.py)")
-        if args.matching_stats:
-            print(format_matching_stats(matching_stats(tfrecord, cfg)))
-        else:
-            print(draw_grid(tfrecord, cfg, args.num_images, args.output, training=not args.no_augment))
-    except (ValueError, OSError) as error:   # DatasetError included
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":   # python dataset/check_dataset.py: the command line lives in cli/check_dataset.py
+    from cli.check_dataset import main
     sys.exit(main())

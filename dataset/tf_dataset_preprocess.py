@@ -28,13 +28,17 @@ WHOLE_FACE_TOLERANCE = 0.1  # a kept face may lose this fraction of its width / 
 
 
 def parse_example(serialized):
-    """Decode one record into (uint8 image [H, W, 3], boxes [N, 4] normalised corner form, labels [N] int32)."""
+    """Decode one record into (uint8 image [H, W, 3], boxes [N, 4] normalised corner form, labels [N] int32,
+    difficult [N] bool). A record without difficult flags (or with a wrong count) has none difficult."""
     features = tf.io.parse_single_example(serialized, FEATURES)
     image = tf.io.decode_jpeg(features["image/encoded"], channels=3)
     dense = {key: tf.sparse.to_dense(features[f"image/object/bbox/{key}"]) for key in ("xmin", "ymin", "xmax", "ymax")}
     boxes = tf.stack([dense["xmin"], dense["ymin"], dense["xmax"], dense["ymax"]], axis=-1)
     labels = tf.cast(tf.sparse.to_dense(features["image/object/class/label"]), tf.int32)
-    return image, tf.reshape(boxes, [-1, 4]), labels
+    difficult = tf.cast(tf.sparse.to_dense(features["image/object/difficult"]), tf.bool)
+    difficult = tf.cond(tf.size(difficult) == tf.size(labels), lambda: difficult,
+                        lambda: tf.zeros_like(labels, tf.bool))
+    return image, tf.reshape(boxes, [-1, 4]), labels, difficult
 
 
 def _seeds(seed, count):
@@ -230,7 +234,7 @@ def augment(image, boxes, labels, cfg, seed=None):
         image, boxes = random_flip(image, boxes, seeds[3])
     if cfg["using_distort"]:
         image = random_distort(image, seeds[4])
-    image = normalize_image(image) if cfg["using_normalizing"] else image
+    image = normalize_image(image)   # always: inference feeds the network [-1, 1] inputs
     image.set_shape([height, width, 3])
     return image, boxes, labels
 
@@ -251,7 +255,7 @@ def load_dataset(tfrecord_path, cfg, training, batch_size=None, shuffle=None, re
     batch_size = batch_size or cfg["batch_size"]
     shuffle = training if shuffle is None else shuffle
 
-    def to_training_pair(element_seed, image, boxes, labels):
+    def to_training_pair(element_seed, image, boxes, labels, _difficult):
         if training:
             image, boxes, labels = augment(image, boxes, labels, cfg, element_seed)
         else:

@@ -217,3 +217,37 @@ def read_image_bgr(path):
     the file when it is missing, empty, truncated or not a decodable image (see :func:`decode_image_file`).
     """
     return decode_image_file(path)[0]
+
+
+@dataclass
+class VOCItem:
+    """One item of a VOC split: its files, its annotation and (when read) its image, BGR [H, W, 3]."""
+    name: str
+    xml_path: str
+    image_path: str | None
+    annotation: Annotation
+    image_bgr: np.ndarray | None = None
+
+    def skipped(self):
+        """One ``<xml path>: <reason>`` per object that was dropped (unknown label, empty box, ...)."""
+        return [f"{self.xml_path}: {reason}" for reason in self.annotation.skipped]
+
+
+def load_item(dataset_path, name, label_aliases, read_image=True, require_image=True):
+    """Load the item ``name`` of a VOC folder: find its image and xml, parse the xml (labels mapped through
+    ``label_aliases``) and, with ``read_image``, decode the image and clip the boxes to it.
+
+    ``require_image`` False allows an item without image file (``image_path`` None; only with ``read_image``
+    False). Raises VOCError naming the file when the image or the xml is missing or unreadable.
+    """
+    xml_path = os.path.join(dataset_path, "Annotations", f"{name}.xml")
+    image_path = find_image(dataset_path, name)
+    if image_path is None and (require_image or read_image):
+        raise VOCError(f"{os.path.join(dataset_path, 'JPEGImages', name)}.*: image not found")
+    if not os.path.isfile(xml_path):
+        raise VOCError(f"{xml_path}: annotation not found")
+    item = VOCItem(name, xml_path, image_path, parse_annotation(xml_path, label_aliases))
+    if read_image:
+        item.image_bgr = read_image_bgr(image_path)
+        clip_boxes(item.annotation, item.image_bgr.shape[1], item.image_bgr.shape[0])
+    return item

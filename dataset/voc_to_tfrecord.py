@@ -11,22 +11,18 @@ are skipped with a one-line reason each, as are objects with an unknown label or
 clipped to the image. The output is written to a temporary name and renamed when complete, so an
 interrupted or failed run leaves an earlier output file as it was.
 """
-import argparse
 import os
 import sys
 from dataclasses import dataclass, field
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cv2
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from components.atomic_io import atomic_path  # noqa: E402
-from components.config import add_config_arguments, config_from_args  # noqa: E402
-from dataset.voc import (VOCError, class_id, clip_boxes, decode_image_file, find_image,  # noqa: E402
-                         parse_annotation, read_split)
+from components.atomic_io import atomic_path
+from components.errors import ProjectError
+from dataset.voc import VOCError, class_id, clip_boxes, decode_image_file, load_item, read_split
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_QUALITY = 95
@@ -130,64 +126,34 @@ def convert_split(dataset_path, split, output_file, cfg, progress=True, max_imag
     names = read_split(dataset_path, split)
     report = ConversionReport()
     os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
+    try:
+        _write_records(dataset_path, split, names, output_file, cfg, progress, max_image_side, report)
+    except tf.errors.OpError as error:   # TFRecordWriter cannot create or write the file
+        raise ProjectError(f"{output_file}: cannot write ({error.message.splitlines()[0]})") from None
+    return report
+
+
+def _write_records(dataset_path, split, names, output_file, cfg, progress, max_image_side, report):
+    """The body of :func:`convert_split`: every readable item of ``names`` into ``output_file``."""
     with atomic_path(output_file) as temporary, tf.io.TFRecordWriter(temporary) as writer:
         for name in tqdm(names, desc=f"{split} -> tfrecord", unit="img", disable=not progress):
-            xml_path = os.path.join(dataset_path, "Annotations", f"{name}.xml")
-            image_path = find_image(dataset_path, name)
             try:
-                if image_path is None:
-                    raise VOCError(f"{os.path.join(dataset_path, 'JPEGImages', name)}.*: image not found")
-                if not os.path.isfile(xml_path):
-                    raise VOCError(f"{xml_path}: annotation not found")
-                annotation = parse_annotation(xml_path, cfg["label_aliases"])
-                encoded = encode_image(image_path, max_image_side)
+                item = load_item(dataset_path, name, cfg["label_aliases"], read_image=False)
+                annotation = item.annotation
+                encoded = encode_image(item.image_path, max_image_side)
                 clip_boxes(annotation, encoded.source_width, encoded.source_height)
                 if (encoded.width, encoded.height) != (encoded.source_width, encoded.source_height):
                     clip_boxes(annotation, encoded.width, encoded.height)     # scaled to the stored size
             except VOCError as error:
                 report.skipped_images.append(str(error))
                 continue
-            report.skipped_objects.extend(f"{xml_path}: {reason}" for reason in annotation.skipped)
+            report.skipped_objects.extend(item.skipped())
             writer.write(make_example(name, encoded.jpeg, encoded.height, encoded.width, annotation,
                                       cfg["labels_list"]).SerializeToString())
             report.written += 1
             report.boxes += len(annotation.labels)
-    return report
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset_path", required=True, help="VOC folder (Annotations/, JPEGImages/, ImageSets/)")
-    parser.add_argument("--split", default="train", help="name of a file in ImageSets/Main, without .txt")
-    parser.add_argument("--output_file", default=None, help="default: dataset/<split>_mask.tfrecord")
-    parser.add_argument("--max_image_side", type=int, default=MAX_IMAGE_SIDE,
-                        help=f"downscale larger images to this longer side (default {MAX_IMAGE_SIDE}; 0: never)")
-    add_config_arguments(parser)
-    args = parser.parse_args(argv)
-    output_file = args.output_file or os.path.join("dataset", f"{args.split}_mask.tfrecord")
-    try:
-        cfg = config_from_args(args)
-        if args.max_image_side < 0:
-            raise ValueError(f"--max_image_side: must be 0 (no limit) or positive, got {args.max_image_side}")
-        if not os.path.isdir(args.dataset_path):
-            raise VOCError(f"{args.dataset_path}: dataset folder not found")
-        report = convert_split(args.dataset_path, args.split, output_file, cfg, max_image_side=args.max_image_side)
-    except (VOCError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except tf.errors.OpError as error:   # TFRecordWriter cannot create the file
-        print(f"error: {output_file}: cannot write ({error.message.splitlines()[0]})", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"error: interrupted; {output_file} was not changed", file=sys.stderr)
-        return 130
-    for reason in report.skipped_images:
-        print(f"skipped image: {reason}", file=sys.stderr)
-    for reason in report.skipped_objects:
-        print(f"skipped object: {reason}", file=sys.stderr)
-    print(f"{output_file}: {report.summary()}")
-    return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":   # python dataset/voc_to_tfrecord.py: the command line lives in cli/voc_to_tfrecord.py
+    from cli.voc_to_tfrecord import main
     sys.exit(main())

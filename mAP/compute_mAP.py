@@ -10,20 +10,16 @@ detections. Coordinates are pixels and continuous: a box's width is ``right - le
 Class names are single words. Prints a per-class table and the mAP, and writes ``results.txt`` and one
 precision/recall plot per class (``<class>_pr.png``) under ``--output_dir``.
 """
-import argparse
 import math
 import os
 import re
 import sys
 from dataclasses import dataclass, field
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from components.atomic_io import save_figure_atomically, write_text_atomically  # noqa: E402
-from components.box_utils import iou_matrix  # noqa: E402
+from components.atomic_io import save_figure_atomically, write_text_atomically
+from components.box_utils import iou_matrix
 
 NO_GROUND_TRUTH = "no ground truth"
 ONLY_DIFFICULT = "only difficult ground truth"
@@ -329,44 +325,38 @@ def plot_precision_recall(result, path):
     save_figure_atomically(figure, path, format="png", dpi=100)
 
 
+def write_results(evaluation, output_dir, plots=True):
+    """Write ``results.txt`` (the table of :func:`format_results`) and, with ``plots``, one precision/recall
+    PNG per class with an AP under ``output_dir``; returns the table lines."""
+    lines = format_results(evaluation)
+    os.makedirs(output_dir, exist_ok=True)
+    write_text_atomically(os.path.join(output_dir, "results.txt"), "\n".join(lines) + "\n")
+    if plots:
+        for result in evaluation.classes.values():
+            if result.ap is not None:
+                plot_precision_recall(result, os.path.join(output_dir, plot_file_name(result.name)))
+    return lines
+
+
+def evaluate_folders(gt_dir, det_dir, iou_threshold=0.5):
+    """Evaluation of the detection files of ``det_dir`` against the ground truth of ``gt_dir``.
+
+    Raises ValueError naming the folder or file that cannot be used, or when no file holds a non-difficult box.
+    """
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"--iou: must be in (0, 1], got {iou_threshold}")
+    ground_truth = read_ground_truth_dir(gt_dir)
+    evaluation = evaluate_detections(ground_truth, read_detection_dir(det_dir, list(ground_truth)), iou_threshold)
+    if evaluation.mean_ap is None:
+        raise ValueError(f"{gt_dir}: no non-difficult ground-truth box in any file")
+    return evaluation
+
+
 def plot_file_name(class_name):
     """File name of a class's PR plot, with characters unsafe in paths replaced by '_'."""
     return re.sub(r"[^\w.-]", "_", class_name) + "_pr.png"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--gt_dir", default=os.path.join(REPO_ROOT, "mAP", "ground-truth"),
-                        help="ground-truth .txt folder (default: mAP/ground-truth of the repository)")
-    parser.add_argument("--det_dir", default=os.path.join(REPO_ROOT, "mAP", "detection-results"),
-                        help="detection .txt folder (default: mAP/detection-results of the repository)")
-    parser.add_argument("--iou", type=float, default=0.5, help="IoU needed for a true positive")
-    parser.add_argument("--output_dir", default=os.path.join(REPO_ROOT, "mAP", "map-results"),
-                        help="where results.txt and the plots go (default: mAP/map-results of the repository)")
-    parser.add_argument("--no_plot", action="store_true", help="do not write precision/recall plots")
-    args = parser.parse_args(argv)
-    try:
-        if not 0.0 < args.iou <= 1.0:
-            raise ValueError(f"--iou: must be in (0, 1], got {args.iou}")
-        ground_truth = read_ground_truth_dir(args.gt_dir)
-        detections = read_detection_dir(args.det_dir, list(ground_truth))
-        evaluation = evaluate_detections(ground_truth, detections, args.iou)
-        if evaluation.mean_ap is None:
-            raise ValueError(f"{args.gt_dir}: no non-difficult ground-truth box in any file")
-        lines = format_results(evaluation)
-        os.makedirs(args.output_dir, exist_ok=True)
-        write_text_atomically(os.path.join(args.output_dir, "results.txt"), "\n".join(lines) + "\n")
-        if not args.no_plot:
-            for result in evaluation.classes.values():
-                if result.ap is not None:
-                    plot_precision_recall(result, os.path.join(args.output_dir, plot_file_name(result.name)))
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print("\n".join(lines))
-    print(f"results written to {args.output_dir}")
-    return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":   # python mAP/compute_mAP.py: the command line lives in cli/compute_map.py
+    from cli.compute_map import main
     sys.exit(main())

@@ -12,25 +12,18 @@ image was processed, so a failed or interrupted run keeps them. Images that cann
 ``--model_path`` takes any format ``inference.py`` takes: ``.keras``, a SavedModel folder, ``.tflite`` or ``.onnx``
 (the runtime is picked by the file type; see ``export.py``), or a folder whose newest ``.keras`` file is used.
 """
-import argparse
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import cv2
+from tqdm import tqdm
+
+from components.atomic_io import staging_folder, write_text_atomically
+from components.config import IGNORE_LABEL
+from dataset.voc import VOCError, load_item
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
-
-import cv2  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from components.atomic_io import write_text_atomically  # noqa: E402
-from components.config import IGNORE_LABEL, add_config_arguments, config_from_args  # noqa: E402
-from dataset.voc import VOCError, clip_boxes, find_image, parse_annotation, read_image_bgr, read_split  # noqa: E402
-
 DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints")
 DEFAULT_OUTPUT_DIR = os.path.join(REPO_ROOT, "mAP")
 DETECTION_DIR_NAME = "detection-results"
@@ -78,17 +71,9 @@ def detection_text(detections):
 
 def load_example(dataset_path, name, label_aliases):
     """(RGB image uint8 [H, W, 3], Annotation clipped to the image) of ``name``; raises VOCError."""
-    xml_path = os.path.join(dataset_path, "Annotations", f"{name}.xml")
-    image_path = find_image(dataset_path, name)
-    if image_path is None:
-        raise VOCError(f"{os.path.join(dataset_path, 'JPEGImages', name)}.*: image not found")
-    if not os.path.isfile(xml_path):
-        raise VOCError(f"{xml_path}: annotation not found")
-    annotation = parse_annotation(xml_path, label_aliases)
-    image_bgr = read_image_bgr(image_path)
-    clip_boxes(annotation, image_bgr.shape[1], image_bgr.shape[0])
-    annotation.skipped = [f"{xml_path}: {reason}" for reason in annotation.skipped]
-    return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), annotation
+    item = load_item(dataset_path, name, label_aliases)
+    item.annotation.skipped = item.skipped()
+    return cv2.cvtColor(item.image_bgr, cv2.COLOR_BGR2RGB), item.annotation
 
 
 def remove_text_files(folder):
@@ -127,7 +112,7 @@ def detect_into(detector, dataset_path, names, detection_dir, ground_truth_dir, 
                 results = detector.detect_batch(batch_images, score_threshold)
                 for name, annotation, detections in zip(batch_names, batch_annotations, results):
                     write_text_atomically(os.path.join(detection_dir, f"{name}.txt"), detection_text(detections))
-                    write_text_atomically(os.path.join(ground_truth_dir, f"{name}.txt"), 
+                    write_text_atomically(os.path.join(ground_truth_dir, f"{name}.txt"),
                                          ground_truth_text(annotation, detector.cfg["labels_list"][1:]))
                     report.images += 1
                     report.detections += len(detections)
@@ -150,8 +135,7 @@ def write_split_results(detector, dataset_path, names, output_dir, score_thresho
     ground_truth_dir = os.path.join(output_dir, GROUND_TRUTH_DIR_NAME)
     for folder in (detection_dir, ground_truth_dir):
         os.makedirs(folder, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=output_dir, prefix=".detect-")
-    try:
+    with staging_folder(output_dir) as staging:
         staged_detection_dir = os.path.join(staging, DETECTION_DIR_NAME)
         staged_ground_truth_dir = os.path.join(staging, GROUND_TRUTH_DIR_NAME)
         os.mkdir(staged_detection_dir)
@@ -164,8 +148,6 @@ def write_split_results(detector, dataset_path, names, output_dir, score_thresho
         remove_text_files(detection_dir)
         move_files(staged_detection_dir, detection_dir)
         move_files(staged_ground_truth_dir, ground_truth_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return report
 
 
@@ -179,54 +161,6 @@ def next_command(output_dir):
             f"--output_dir {os.path.join(output_dir, 'map-results')}")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model_path", default=DEFAULT_MODEL_PATH,
-                        help="a .keras, .tflite or .onnx model, a SavedModel folder, or a folder holding a .keras "
-                             "model (default: checkpoints/ of the repository)")
-    parser.add_argument("--dataset_path", required=True, help="VOC folder (Annotations/, JPEGImages/, ImageSets/)")
-    parser.add_argument("--split", default="val", help="name of a file in ImageSets/Main, without .txt")
-    parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR,
-                        help="gets detection-results/ and ground-truth/ (default: mAP/ of the repository)")
-    parser.add_argument("--score_threshold", type=float, default=DEFAULT_SCORE_THRESHOLD,
-                        help="lowest score kept (low, so the precision/recall curve is complete)")
-    parser.add_argument("--images_per_batch", type=int, default=DEFAULT_IMAGES_PER_BATCH,
-                        help="images run through the model at once")
-    add_config_arguments(parser, skip=("score_threshold",))
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        if args.images_per_batch < 1:
-            raise ValueError(f"--images_per_batch: must be at least 1, got {args.images_per_batch}")
-        if not os.path.isdir(args.dataset_path):
-            raise VOCError(f"{args.dataset_path}: dataset folder not found")
-        names = read_split(args.dataset_path, args.split)
-        if not os.path.exists(args.model_path):
-            raise FileNotFoundError(f"{args.model_path}: model not found")
-        from components.detector import Detector  # imports TensorFlow: only once the cheap checks passed
-        detector = Detector.from_path(args.model_path, cfg)
-        report = write_split_results(detector, args.dataset_path, names, args.output_dir, args.score_threshold,
-                                     args.images_per_batch)
-        for reason in report.skipped_images:
-            print(f"skipped image: {reason}", file=sys.stderr)
-        for reason in report.skipped_objects:
-            print(f"skipped object: {reason}", file=sys.stderr)
-        if report.images == 0:
-            raise VOCError(f"{args.dataset_path}: none of the {len(names)} images of split "
-                           f"{args.split!r} could be read")
-    except (VOCError, ValueError, OSError) as error:  # ModelLoadError is a ValueError
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    print(f"wrote {report.images} detection files ({report.detections} detections) and {report.images} "
-          f"ground-truth files ({report.ground_truth_boxes} boxes) under {args.output_dir}; "
-          f"skipped {len(report.skipped_images)} images, {len(report.skipped_objects)} objects "
-          f"(unknown label or empty box); flip test {'on' if detector.flip_test else 'off'}")
-    print(f"next: {next_command(args.output_dir)}")
-    return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":   # python mAP/detect.py: the command line lives in cli/detect.py
+    from cli.detect import main
     sys.exit(main())

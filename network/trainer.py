@@ -1,7 +1,6 @@
-"""The training loop behind ``train.py``: eager tf.GradientTape steps, checkpoints, validation, logs."""
+"""Training: eager tf.GradientTape steps, checkpoints, validation, logs. ``Trainer`` holds the state of one
+run (epoch, step, history) and has one short method per part of an epoch; :func:`train` runs it."""
 import contextlib
-import glob
-import json
 import os
 import shutil
 import signal
@@ -13,27 +12,21 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from components.atomic_io import save_figure_atomically, write_text_atomically
+from components.atomic_io import remove_stale_temporaries
 from components.config import tfrecord_paths
-from components.detector import postprocess, save_model_config
+from components.detector import Detector
 from components.lr_scheduler import schedule_from_config
-from components.prior_box import priors_from_config
-from dataset.tf_dataset_preprocess import load_dataset, parse_example, prepare_for_evaluation
+from components.model_files import publish_model
+from dataset.tf_dataset_preprocess import load_dataset
+from mAP.evaluation import evaluate, map_or_zero
+from network.distribution import distributed_config, is_chief, make_strategy
+from network.errors import TrainingError, TrainingInterrupted
+from network.history import PLOT_FILE, plot_history, read_history, write_history
 from network.losses import count_positives, multibox_loss
 from network.network import build_model
 
-HISTORY_FILE = "history.jsonl"
 EXPORT_NAME = "last.keras"
 VAL_SCORE_THRESHOLD = 0.01
-LABEL_PADDING = -100   # fills the label rows of a validation batch beyond an image's boxes (ignored boxes are -1)
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or must stop; the message says why."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training was interrupted (Ctrl-C) and a checkpoint saved; the message says which."""
 
 
 @contextlib.contextmanager
@@ -80,31 +73,6 @@ def build_optimizer(cfg, steps_per_epoch):
     return optimizer
 
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
-
-
-def make_strategy(name):
-    """The tf.distribute strategy called ``name``: default (one device), mirrored (all local GPUs, or the
-    logical devices configured), multi_worker (several hosts described by the TF_CONFIG variable)."""
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise TrainingError(f"unknown strategy {name!r}: expected one of {', '.join(STRATEGIES)}")
-
-
-def is_chief(strategy):
-    """Whether this process writes checkpoints and logs: always, except on non-chief workers."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker"
-                                             and resolver.task_id == 0)
-
-
 def make_train_step(model, optimizer, cfg, strategy=None):
     """A compiled step: (images, targets) -> (total, localisation, classification) loss, weights updated.
 
@@ -135,72 +103,51 @@ def make_train_step(model, optimizer, cfg, strategy=None):
     return train_step
 
 
-def make_eval_step(model, cfg):
-    """A compiled step: (images, targets) -> (predictions, localisation loss, classification loss)."""
+class ModelRuntime:
+    """The model being trained as a runtime adapter for ``components.detector.Detector``: inference mode,
+    compiled once for any batch size."""
+
+    format = "keras"
+    path = None
+
+    def __init__(self, model):
+        self.input_size = None
+        self._predict = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+
+    def predict_raw(self, images):
+        """[B, h, w, 3] float32 -> [B, P, 4 + C] float32 numpy."""
+        return self._predict(tf.convert_to_tensor(images, tf.float32)).numpy()
+
+
+def make_loss_step(cfg):
+    """A compiled step: (targets, predictions) -> (localisation, classification) loss."""
     num_classes = len(cfg["labels_list"])
 
-    @tf.function
-    def eval_step(images, targets):
-        predictions = model(images, training=False)
-        loc_loss, class_loss = multibox_loss(targets, predictions, num_classes, cfg["neg_pos_ratio"])
-        return predictions, loc_loss, class_loss
+    @tf.function(reduce_retracing=True)
+    def loss_step(targets, predictions):
+        return multibox_loss(targets, predictions, num_classes, cfg["neg_pos_ratio"])
 
-    return eval_step
+    return loss_step
 
 
-def validation_dataset(tfrecord_path, cfg, batch_size):
-    """Batches of (images, targets, ground-truth boxes, labels, difficult), padded per batch, no augmentation."""
-    from dataset.tf_dataset_preprocess import FEATURES, encode_example_targets
-    priors = tf.constant(priors_from_config(cfg))
-
-    def prepare(serialized):
-        image, boxes, labels = parse_example(serialized)
-        difficult = tf.sparse.to_dense(tf.io.parse_single_example(
-            serialized, {"image/object/difficult": FEATURES["image/object/difficult"]})["image/object/difficult"])
-        image, boxes = prepare_for_evaluation(image, boxes, cfg["input_size"], cfg["keep_aspect"])
-        targets = encode_example_targets(boxes, labels, priors, cfg)
-        return image, targets, boxes, labels, tf.cast(difficult, tf.bool)
-
-    dataset = tf.data.TFRecordDataset(tfrecord_path).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.padded_batch(batch_size, padding_values=(0.0, 0.0, 0.0, LABEL_PADDING, False)).prefetch(2)
-
-
-def validate(eval_step, tfrecord_path, cfg, with_map, max_batches=None, progress=False):
-    """Validation loss (and VOC AP@0.5 per class when ``with_map``) of the model behind ``eval_step``.
+def validate(detector, tfrecord_path, cfg, with_map, max_batches=None, progress=False):
+    """Validation loss (and VOC AP@0.5 per class when ``with_map``) of ``detector`` (the model in training,
+    single pass) on one TFRecord, through ``mAP.evaluation.evaluate``.
 
     Returns a dict: val_loss, val_loc, val_cls and, with mAP, val_map and val_ap_<class>.
     """
-    from mAP.compute_mAP import Detections, GroundTruth, evaluate_detections
-    names = list(cfg["labels_list"])
-    priors = tf.constant(priors_from_config(cfg))
-    totals, batches = np.zeros(2), 0
-    ground_truth, detections = {}, {}
-    dataset = validation_dataset(tfrecord_path, cfg, cfg["batch_size"])
-    if max_batches:
-        dataset = dataset.take(max_batches)
-    for images, targets, gt_boxes, gt_labels, difficult in tqdm(dataset, desc="validate", leave=False,
-                                                                disable=not progress):
-        predictions, loc_loss, class_loss = eval_step(images, targets)
-        totals += [float(loc_loss), float(class_loss)]
-        batches += 1
-        if not with_map:
-            continue
-        boxes, scores, classes, valid = postprocess(predictions, priors, cfg, VAL_SCORE_THRESHOLD)
-        for index in range(images.shape[0]):
-            key = f"{batches}_{index}"
-            keep = gt_labels[index].numpy() != LABEL_PADDING
-            ground_truth[key] = GroundTruth.from_class_ids(gt_labels[index].numpy()[keep], gt_boxes[index].numpy()[keep],
-                                                           difficult[index].numpy()[keep], names)
-            count = int(valid[index])
-            detections[key] = Detections([names[label] for label in classes[index, :count].numpy()],
-                                         scores[index, :count].numpy(), boxes[index, :count].numpy())
-    if batches == 0:
-        raise TrainingError(f"{tfrecord_path}: no validation records")
-    loc, cls = totals / batches
-    result = {"val_loss": loc + cls, "val_loc": loc, "val_cls": cls}
+    loss_step = make_loss_step(cfg)
+    totals = []
+
+    def add_loss(predictions, targets):
+        totals.append([float(value) for value in loss_step(targets, tf.convert_to_tensor(predictions))])
+
+    evaluation = evaluate(detector, tfrecord_path, VAL_SCORE_THRESHOLD, cfg["batch_size"], max_batches, progress,
+                          on_batch=add_loss, compute_map=with_map)
+    loc, cls = np.mean(totals, axis=0)
+    result = {"val_loss": float(loc + cls), "val_loc": float(loc), "val_cls": float(cls)}
     if with_map:
-        evaluation = evaluate_detections(ground_truth, detections, iou_threshold=0.5)
-        result["val_map"] = evaluation.mean_ap or 0.0
+        result["val_map"] = map_or_zero(evaluation)
         for name, class_result in evaluation.classes.items():
             if class_result.ap is not None:
                 result[f"val_ap_{name}"] = class_result.ap
@@ -212,10 +159,10 @@ def validation_name(tfrecord_path):
     return os.path.splitext(os.path.basename(tfrecord_path))[0]
 
 
-def validate_all(eval_step, tfrecord_paths, cfg, with_map, max_batches=None, progress=False):
+def validate_all(detector, tfrecord_paths, cfg, with_map, max_batches=None, progress=False):
     """:func:`validate` on each validation source. One source: its keys as they are. Several: each source's
     keys suffixed ``:<name>`` (``val_map:val_ilc``), and ``val_loss`` / ``val_map`` the mean over sources."""
-    results = {path: validate(eval_step, path, cfg, with_map, max_batches, progress) for path in tfrecord_paths}
+    results = {path: validate(detector, path, cfg, with_map, max_batches, progress) for path in tfrecord_paths}
     if len(results) == 1:
         return next(iter(results.values()))
     merged = {}
@@ -249,71 +196,11 @@ def float32_copy(model, cfg):
 
 
 def export_model(model, cfg, folder, name=EXPORT_NAME):
-    """Save ``model`` (as a float32 model) as ``folder/name`` (.keras) with its config beside it, atomically."""
+    """Save ``model`` (as a float32 model) as ``folder/name`` (.keras) with its config beside it, atomically
+    (``components.model_files.publish_model``). Returns the path."""
     os.makedirs(folder, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=folder, prefix=".export-")
-    try:
-        staged = os.path.join(staging, name)
-        float32_copy(model, cfg).save(staged)
-        save_model_config(staged, cfg)
-        os.replace(staged, os.path.join(folder, name))
-        os.replace(os.path.splitext(staged)[0] + ".json", os.path.join(folder, os.path.splitext(name)[0] + ".json"))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return os.path.join(folder, name)
-
-
-def remove_stale_exports(folder):
-    """Delete staging folders that an export killed half-way left in ``folder``."""
-    for staging in glob.glob(os.path.join(folder, ".export-*")):
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def read_history(folder):
-    """Epoch records written by :func:`train` (list of dicts, oldest first)."""
-    path = os.path.join(folder, HISTORY_FILE)
-    if not os.path.isfile(path):
-        return []
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def write_history(folder, records):
-    """Replace the history file atomically with ``records``."""
-    write_text_atomically(os.path.join(folder, HISTORY_FILE), "".join(json.dumps(record) + "\n" for record in records))
-
-
-def plot_history(records, png_path):
-    """Plot training/validation loss and validation mAP per epoch to ``png_path`` (written atomically)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    epochs = [r["epoch"] for r in records]
-    figure, (loss_axis, map_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    loss_axis.plot(epochs, [r["loss"] for r in records], label="train loss")
-    loss_axis.plot(epochs, [r.get("val_loss", np.nan) for r in records], label="val loss")
-    loss_axis.set_xlabel("epoch"), loss_axis.set_ylabel("multibox loss"), loss_axis.legend(), loss_axis.grid(alpha=.3)
-    with_map = [r for r in records if "val_map" in r]
-    map_axis.plot([r["epoch"] for r in with_map], [r["val_map"] for r in with_map], "o-", label="mAP")
-    for key in sorted({k for r in with_map for k in r if k.startswith("val_map:")}):
-        map_axis.plot([r["epoch"] for r in with_map], [r.get(key, np.nan) for r in with_map], "o-",
-                      label=f"mAP {key[8:]}", markersize=3)
-    for key in sorted({k for r in with_map for k in r if k.startswith("val_ap_")}):
-        map_axis.plot([r["epoch"] for r in with_map], [r.get(key, np.nan) for r in with_map], ".--",
-                      label=f"AP {key[7:]}")
-    map_axis.set_xlabel("epoch"), map_axis.set_ylabel("val AP @ IoU 0.5"), map_axis.set_ylim(0, 1)
-    map_axis.legend(), map_axis.grid(alpha=.3)
-    figure.tight_layout()
-    save_figure_atomically(figure, png_path, format="png", dpi=100)
-    plt.close(figure)
-
-
-def distributed_config(cfg, num_replicas):
-    """``cfg`` for ``num_replicas`` replicas: ``batch_size`` stays per replica, the learning rates scale
-    linearly with the global batch."""
-    scaled = dict(cfg)
-    scaled["init_lr"] = cfg["init_lr"] * num_replicas
-    return scaled
+    inference_model = float32_copy(model, cfg)
+    return publish_model(inference_model.save, os.path.join(folder, name), cfg)
 
 
 def warm_start(model, weights_path, log):
@@ -329,6 +216,213 @@ def warm_start(model, weights_path, log):
         raise TrainingError(f"--weights: {weights_path}: no layer fits this network ({model.name})")
     log(f"weights from {weights_path}: {len(copied)} layers copied, {len(fresh)} start fresh"
         + (f" ({', '.join(fresh[:6])}{', ...' if len(fresh) > 6 else ''})" if fresh else ""))
+
+
+class EpochProgress:
+    """The epoch being run: its number, the step it started from (> 0 after an interrupted epoch), the losses
+    (total, loc, cls) summed over the steps taken in this run, and when it began."""
+
+    def __init__(self, epoch, first):
+        self.epoch, self.first = epoch, first
+        self.totals, self.taken, self.started = np.zeros(3), 0, time.time()
+
+    def add(self, losses):
+        self.totals, self.taken = self.totals + losses, self.taken + 1
+
+    def mean(self):
+        return self.totals / max(self.taken, 1)
+
+
+class Trainer:
+    """One training run per ``cfg``: the model, optimizer and checkpoint, the epoch and step reached, and the
+    history. :meth:`run` trains to ``cfg['epoch']``; see :func:`train` for the arguments."""
+
+    def __init__(self, cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True, log=None,
+                 strategy="default", on_step=None, weights=None):
+        self.log = log or (lambda message: None)
+        self.progress, self.on_step, self.val_steps = progress, on_step, val_steps
+        tf.keras.utils.set_random_seed(cfg["seed"])
+        self.strategy = make_strategy(strategy)
+        replicas = self.strategy.num_replicas_in_sync
+        self.cfg = cfg = distributed_config(cfg, replicas)
+        self.global_batch = cfg["batch_size"] * replicas
+        self.chief = is_chief(self.strategy)
+        num_train = count_records(cfg["train_tfrecord"])
+        self.steps_per_epoch = steps_per_epoch or max(num_train // self.global_batch, 1)
+        self.val_paths = self._validation_sources() if self.chief else []
+        self.folder = cfg["checkpoint_dir"] if self.chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
+        os.makedirs(self.folder, exist_ok=True)
+        if self.chief:
+            remove_stale_temporaries(self.folder)
+        with self.strategy.scope():
+            self.model = build_training_model(cfg)
+            self.optimizer = build_optimizer(cfg, self.steps_per_epoch)
+            self.optimizer.build(self.model.trainable_variables)
+        # a plain host-side counter, outside the strategy (a mirrored variable cannot be read with int())
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.folder, max_to_keep=2)
+        self._start(resume, weights, replicas)
+        self.history = [r for r in read_history(self.folder) if r["epoch"] <= self.epochs_done]
+        self.train_iterator = self._training_iterator(num_train)
+        self.train_step = make_train_step(self.model, self.optimizer, cfg, self.strategy)
+        self.detector = Detector(ModelRuntime(self.model), dict(cfg, flip_test=False))
+        self.writer = tf.summary.create_file_writer(cfg["log_dir"] if self.chief
+                                                    else os.path.join(self.folder, "logs"))
+        self.saved = (self.steps_done, self.epochs_done) if self.manager.latest_checkpoint else None
+        self.current = None   # EpochProgress of the epoch being run
+        self.pending = None   # an epoch whose steps are all taken but which is not recorded yet
+
+    @property
+    def steps_done(self):
+        """The optimizer's step count (.numpy(): int() cannot read a mirrored variable)."""
+        return int(self.optimizer.iterations.numpy())
+
+    @property
+    def epochs_done(self):
+        return int(self.epoch)
+
+    def _validation_sources(self):
+        paths = [path for path in tfrecord_paths(self.cfg["val_tfrecord"]) if os.path.isfile(path)]
+        for path in tfrecord_paths(self.cfg["val_tfrecord"]):
+            if path not in paths:
+                self.log(f"{path}: validation TFRecord not found; not validated on it")
+        for path in paths:
+            count_records(path)
+        return paths
+
+    def _start(self, resume, weights, replicas):
+        """Restore the newest checkpoint (``resume``), or warm-start from ``weights``."""
+        if self.manager.latest_checkpoint and not resume:
+            raise TrainingError(f"{self.folder}: holds checkpoints already; pass --resume to continue, "
+                                "or choose another --checkpoint_dir")
+        if replicas > 1:
+            self.log(f"{type(self.strategy).__name__}: {replicas} replicas, global batch {self.global_batch}, "
+                     f"init_lr {self.cfg['init_lr']:g}")
+        if resume and self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            self.log(f"resumed from {self.manager.latest_checkpoint} (epoch {self.epochs_done}, "
+                     f"step {self.steps_done})")
+        elif weights:
+            warm_start(self.model, weights, self.log)
+
+    def _training_iterator(self, num_train):
+        # a resumed run continues with fresh (but still repeatable) shuffling and augmentation
+        cfg = self.cfg
+        data = load_dataset(cfg["train_tfrecord"], cfg, training=True, batch_size=self.global_batch, repeat=True,
+                            cache=cfg["cache_dataset"], seed=cfg["seed"] + self.epochs_done,
+                            shuffle_buffer=max(num_train, 1024))
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return iter(self.strategy.experimental_distribute_dataset(data.with_options(options)))
+
+    def run(self):
+        """Train to ``cfg['epoch']``; returns a one-line summary (see :func:`train` for what is raised)."""
+        try:
+            while self.epochs_done < self.cfg["epoch"]:
+                self.pending = self.run_epoch()
+                if self.val_paths:
+                    self.pending.update(self.validate(self.pending["epoch"]))
+                self.finish_epoch(self.pending)
+                self.pending = None
+        except KeyboardInterrupt:
+            self.handle_interrupt()
+        finally:
+            if not self.chief:
+                shutil.rmtree(self.folder, ignore_errors=True)
+        return f"trained to epoch {self.epochs_done}; checkpoints in {self.folder}"
+
+    def _first_step(self, epoch):
+        """Where ``epoch`` starts: after the steps already taken in it (an interrupted epoch), else at 0."""
+        first = self.steps_done - (epoch - 1) * self.steps_per_epoch
+        if 0 <= first < self.steps_per_epoch:
+            return first
+        if first != 0:
+            self.log(f"optimizer step {self.steps_done} does not fall in epoch {epoch} of "
+                     f"{self.steps_per_epoch} steps; running the whole epoch")
+        return 0
+
+    def run_epoch(self):
+        """Take the remaining steps of the next epoch; returns its record (without validation)."""
+        epoch = self.epochs_done + 1
+        self.current = current = EpochProgress(epoch, self._first_step(epoch))
+        bar = tqdm(range(current.first, self.steps_per_epoch), desc=f"epoch {epoch}/{self.cfg['epoch']}",
+                   unit="step", initial=current.first, total=self.steps_per_epoch, disable=not self.progress,
+                   dynamic_ncols=True)
+        for step in bar:
+            images, targets = next(self.train_iterator)
+            losses = np.array([float(value) for value in self.train_step(images, targets)])
+            if not np.all(np.isfinite(losses)):
+                raise TrainingError(f"non-finite loss {losses.tolist()} at epoch {epoch} step {step + 1}; "
+                                    f"stopped, last good checkpoint kept: {self.manager.latest_checkpoint}")
+            current.add(losses)
+            mean = current.mean()
+            bar.set_postfix(loss=f"{mean[0]:.3f}", loc=f"{mean[1]:.3f}", cls=f"{mean[2]:.3f}")
+            if self.on_step is not None:
+                self.on_step(epoch, self.steps_done, dict(zip(("loss", "loc", "cls"), losses.tolist())))
+        return self.epoch_record(current)
+
+    def epoch_record(self, current):
+        """The history record of the epoch ``current`` (an EpochProgress)."""
+        mean, elapsed = current.mean(), time.time() - current.started
+        return {"epoch": current.epoch, "loss": mean[0], "loc": mean[1], "cls": mean[2],
+                "lr": float(self.optimizer.learning_rate),
+                "images_per_s": (self.steps_per_epoch - current.first) * self.global_batch / elapsed,
+                "seconds": elapsed}
+
+    def validate(self, epoch):
+        """Validation loss of ``epoch`` on every source, and its mAP every ``val_map_freq`` epochs."""
+        cfg = self.cfg
+        with_map = cfg["val_map_freq"] > 0 and (epoch % cfg["val_map_freq"] == 0 or epoch == cfg["epoch"])
+        return validate_all(self.detector, self.val_paths, cfg, with_map, self.val_steps)
+
+    def save_checkpoint(self):
+        """Checkpoint the current state unless it is saved already; never saves non-finite weights."""
+        if self.saved == (self.steps_done, self.epochs_done):
+            return
+        bad = [variable.name for variable in self.model.variables if not np.all(np.isfinite(variable.numpy()))]
+        if bad:
+            raise TrainingError(f"non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) at "
+                                f"step {self.steps_done}; stopped, last good checkpoint kept: "
+                                f"{self.manager.latest_checkpoint}")
+        self.manager.save()
+        self.saved = (self.steps_done, self.epochs_done)
+
+    def finish_epoch(self, record):
+        """Record the epoch, checkpoint it and export the model; not interrupted half-way by Ctrl-C."""
+        with sigint_deferred():
+            self.epoch.assign(record["epoch"])
+            self.history.append(record)
+            if self.chief:   # history first: a crash before the checkpoint leaves an extra record, dropped on resume
+                write_history(self.folder, self.history)
+            if record["epoch"] % self.cfg["save_freq"] == 0 or record["epoch"] == self.cfg["epoch"]:
+                self.save_checkpoint()
+                if self.chief:
+                    export_model(self.model, self.cfg, self.folder)
+            with self.writer.as_default(step=record["epoch"]):
+                for key, value in record.items():
+                    if key != "epoch":
+                        tf.summary.scalar(key, value)
+            if self.val_paths:
+                plot_history(self.history, os.path.join(self.folder, PLOT_FILE))
+            self.log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+
+    def handle_interrupt(self):
+        """Ctrl-C: record an epoch whose steps were all taken (without validation), else checkpoint the current
+        step; then raise TrainingInterrupted saying where ``--resume`` continues."""
+        with sigint_deferred(redeliver=False):
+            current = self.current
+            if (self.pending is None and current is not None and current.taken
+                    and self.steps_done == (self.epochs_done + 1) * self.steps_per_epoch):
+                self.pending = self.epoch_record(current)   # interrupted just after the epoch's last step
+            if self.pending is not None and self.epochs_done < self.pending["epoch"]:
+                self.finish_epoch(self.pending)
+            else:
+                self.save_checkpoint()
+        done = self.steps_done - self.epochs_done * self.steps_per_epoch
+        where = (f"epoch {self.epochs_done + 1}, step {done}/{self.steps_per_epoch}" if done
+                 else f"end of epoch {self.epochs_done}")
+        raise TrainingInterrupted(f"checkpoint saved ({where}): {self.manager.latest_checkpoint}") from None
 
 
 def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True, log=None, strategy="default",
@@ -347,149 +441,4 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
     saved (an epoch whose steps were all taken is first recorded, without validation) and
     TrainingInterrupted, a KeyboardInterrupt, is raised; ``resume`` then continues within that epoch.
     """
-    log = log or (lambda message: None)
-    tf.keras.utils.set_random_seed(cfg["seed"])
-    strategy = make_strategy(strategy)
-    replicas = strategy.num_replicas_in_sync
-    cfg = distributed_config(cfg, replicas)
-    global_batch = cfg["batch_size"] * replicas
-    chief = is_chief(strategy)
-    num_train = count_records(cfg["train_tfrecord"])
-    steps_per_epoch = steps_per_epoch or max(num_train // global_batch, 1)
-    val_paths = [path for path in tfrecord_paths(cfg["val_tfrecord"]) if os.path.isfile(path)] if chief else []
-    for path in tfrecord_paths(cfg["val_tfrecord"]) if chief else []:
-        if path not in val_paths:
-            log(f"{path}: validation TFRecord not found; not validated on it")
-    has_val = bool(val_paths)
-    for path in val_paths:
-        count_records(path)
-
-    folder = cfg["checkpoint_dir"] if chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
-    os.makedirs(folder, exist_ok=True)
-    if chief:
-        remove_stale_exports(folder)
-
-    with strategy.scope():
-        model = build_training_model(cfg)
-        optimizer = build_optimizer(cfg, steps_per_epoch)
-        optimizer.build(model.trainable_variables)
-    # a plain host-side counter, outside the strategy (a mirrored variable cannot be read with int())
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-
-    def steps_done():
-        """The optimizer's step count (.numpy(): int() cannot read a mirrored variable)."""
-        return int(optimizer.iterations.numpy())
-
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
-    manager = tf.train.CheckpointManager(checkpoint, folder, max_to_keep=2)
-    if manager.latest_checkpoint and not resume:
-        raise TrainingError(f"{folder}: holds checkpoints already; pass --resume to continue, "
-                            "or choose another --checkpoint_dir")
-    if replicas > 1:
-        log(f"{type(strategy).__name__}: {replicas} replicas, global batch {global_batch}, "
-            f"init_lr {cfg['init_lr']:g}")
-    if resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log(f"resumed from {manager.latest_checkpoint} (epoch {int(epoch)}, step {steps_done()})")
-    elif weights:
-        warm_start(model, weights, log)
-    history = [r for r in read_history(folder) if r["epoch"] <= int(epoch)]
-
-    # a resumed run continues with fresh (but still repeatable) shuffling and augmentation
-    train_data = load_dataset(cfg["train_tfrecord"], cfg, training=True, batch_size=global_batch, repeat=True,
-                              cache=cfg["cache_dataset"], seed=cfg["seed"] + int(epoch),
-                              shuffle_buffer=max(num_train, 1024))
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    train_iterator = iter(strategy.experimental_distribute_dataset(train_data.with_options(options)))
-
-    train_step = make_train_step(model, optimizer, cfg, strategy)
-    eval_step = make_eval_step(model, cfg)
-    writer = tf.summary.create_file_writer(cfg["log_dir"] if chief else os.path.join(folder, "logs"))
-
-    saved = (steps_done(), int(epoch)) if manager.latest_checkpoint else None
-
-    def save():
-        """Checkpoint the current state unless it is saved already; never saves non-finite weights."""
-        nonlocal saved
-        if saved == (steps_done(), int(epoch)):
-            return
-        bad = [variable.name for variable in model.variables if not np.all(np.isfinite(variable.numpy()))]
-        if bad:
-            raise TrainingError(f"non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) at "
-                                f"step {steps_done()}; stopped, last good checkpoint kept: "
-                                f"{manager.latest_checkpoint}")
-        manager.save()
-        saved = (steps_done(), int(epoch))
-
-    def finish_epoch(record):
-        """Record the epoch, checkpoint it and export the model; not interrupted half-way by Ctrl-C."""
-        with sigint_deferred():
-            epoch.assign(record["epoch"])
-            history.append(record)
-            if chief:   # history first: a crash before the checkpoint leaves an extra record, dropped on resume
-                write_history(folder, history)
-            if record["epoch"] % cfg["save_freq"] == 0 or record["epoch"] == cfg["epoch"]:
-                save()
-                if chief:
-                    export_model(model, cfg, folder)
-            with writer.as_default(step=record["epoch"]):
-                for key, value in record.items():
-                    if key != "epoch":
-                        tf.summary.scalar(key, value)
-            if has_val:
-                plot_history(history, os.path.join(folder, "training.png"))
-            log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-
-    def epoch_record(current, mean, steps, elapsed):
-        return {"epoch": current, "loss": mean[0], "loc": mean[1], "cls": mean[2],
-                "lr": float(optimizer.learning_rate), "images_per_s": steps * global_batch / elapsed,
-                "seconds": elapsed}
-
-    pending = None   # an epoch whose steps are all taken but which is not recorded yet
-    taken = 0        # steps of the current epoch taken (and their losses added up) in this run
-    try:
-        while int(epoch) < cfg["epoch"]:
-            current = int(epoch) + 1
-            first = steps_done() - int(epoch) * steps_per_epoch   # > 0 after an interrupted epoch
-            if not 0 <= first < steps_per_epoch:
-                if first != 0:
-                    log(f"optimizer step {steps_done()} does not fall in epoch {current} of "
-                        f"{steps_per_epoch} steps; running the whole epoch")
-                first = 0
-            totals, taken, started = np.zeros(3), 0, time.time()
-            bar = tqdm(range(first, steps_per_epoch), desc=f"epoch {current}/{cfg['epoch']}", unit="step",
-                       initial=first, total=steps_per_epoch, disable=not progress, dynamic_ncols=True)
-            for step in bar:
-                images, targets = next(train_iterator)
-                losses = np.array([float(value) for value in train_step(images, targets)])
-                if not np.all(np.isfinite(losses)):
-                    raise TrainingError(f"non-finite loss {losses.tolist()} at epoch {current} step {step + 1}; "
-                                        f"stopped, last good checkpoint kept: {manager.latest_checkpoint}")
-                totals, taken = totals + losses, taken + 1
-                mean = totals / taken
-                bar.set_postfix(loss=f"{mean[0]:.3f}", loc=f"{mean[1]:.3f}", cls=f"{mean[2]:.3f}")
-                if on_step is not None:
-                    on_step(current, steps_done(), dict(zip(("loss", "loc", "cls"), losses.tolist())))
-            pending = epoch_record(current, mean, steps_per_epoch - first, time.time() - started)
-            if has_val:
-                with_map = cfg["val_map_freq"] > 0 and (current % cfg["val_map_freq"] == 0 or current == cfg["epoch"])
-                pending.update(validate_all(eval_step, val_paths, cfg, with_map, val_steps))
-            finish_epoch(pending)
-            pending = None
-    except KeyboardInterrupt:
-        with sigint_deferred(redeliver=False):
-            if pending is None and taken and steps_done() == (int(epoch) + 1) * steps_per_epoch:
-                # interrupted just after the epoch's last step
-                pending = epoch_record(current, totals / taken, steps_per_epoch - first, time.time() - started)
-            if pending is not None and int(epoch) < pending["epoch"]:
-                finish_epoch(pending)   # the epoch's steps are all taken: record it, without validation
-            else:
-                save()
-        done = steps_done() - int(epoch) * steps_per_epoch
-        where = f"epoch {int(epoch) + 1}, step {done}/{steps_per_epoch}" if done else f"end of epoch {int(epoch)}"
-        raise TrainingInterrupted(f"checkpoint saved ({where}): {manager.latest_checkpoint}") from None
-    finally:
-        if not chief:
-            shutil.rmtree(folder, ignore_errors=True)
-    return f"trained to epoch {int(epoch)}; checkpoints in {folder}"
+    return Trainer(cfg, resume, steps_per_epoch, val_steps, progress, log, strategy, on_step, weights).run()

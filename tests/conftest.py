@@ -13,8 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # before anything imports T
 import pytest  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+# subprocesses import this checkout's packages, installed or not
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))
 
 VOC_MINI = os.path.join(REPO_ROOT, "tests", "fixtures", "voc_mini")
 TINY_INPUT_SIZE = (120, 160)   # the network is fully convolutional; priors follow ceil(size / step)

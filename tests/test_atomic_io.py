@@ -6,7 +6,6 @@ import sys
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 
 from components.atomic_io import atomic_path, save_figure_atomically, write_text_atomically  # noqa: E402
 
@@ -46,9 +45,9 @@ def test_a_failed_first_write_leaves_nothing(tmp_path):
 def test_write_text_atomically_writes_utf8_and_passes_newline(tmp_path):
     path = tmp_path / "out.csv"
     write_text_atomically(str(path), "a,é\r\nb\n", newline="")
-    assert path.read_bytes() == "a,é\r\nb\n".encode("utf-8")
+    assert path.read_bytes() == "a,é\r\nb\n".encode()
     write_text_atomically(str(path), "x\n")
-    assert path.read_bytes() == f"x{os.linesep}".encode("utf-8")
+    assert path.read_bytes() == f"x{os.linesep}".encode()
     assert os.listdir(tmp_path) == ["out.csv"]
 
 

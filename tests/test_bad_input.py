@@ -34,7 +34,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 
 from components.config import cfg as default_cfg  # noqa: E402
 from dataset.voc import VOCError, read_image_bgr  # noqa: E402
@@ -316,7 +315,7 @@ def test_truncated_jpeg_is_refused_at_any_cut_and_complete_files_pass(tmp_path):
 def test_huge_image_reads_in_bounded_time_and_memory(huge_jpeg):
     """10000 x 10000 decodes to 300 MB; reading it must not take much more (own process, no TensorFlow)."""
     code = PEAK_MB_CODE + (
-        "import sys, time; sys.path.insert(0, sys.argv[1]); from dataset.voc import read_image_bgr\n"
+        "import sys, time; from dataset.voc import read_image_bgr\n"
         "start = time.perf_counter(); image = read_image_bgr(sys.argv[2])\n"
         "print(image.shape, image[5000, 5000].tolist(), time.perf_counter() - start, peak_mb())\n")
     run = subprocess.run([sys.executable, "-c", code, REPO_ROOT, huge_jpeg], capture_output=True, text=True,
@@ -340,11 +339,12 @@ CONVERTER = os.path.join(REPO_ROOT, "dataset", "voc_to_tfrecord.py")
 def read_records(path):
     """{name: (image uint8 [H, W, 3] as tf.io.decode_jpeg gives it, boxes [N, 4], labels [N])}."""
     import tensorflow as tf
+
     from dataset.tf_dataset_preprocess import FEATURES, parse_example
     records = {}
     for serialized in tf.data.TFRecordDataset(path):
         features = tf.io.parse_single_example(serialized, FEATURES)
-        image, boxes, labels = parse_example(serialized)
+        image, boxes, labels, _ = parse_example(serialized)
         assert (features["image/height"].numpy(), features["image/width"].numpy()) == image.shape[:2]
         records[features["image/filename"].numpy().decode()] = (image.numpy(), boxes.numpy(), labels.numpy())
     return records
@@ -423,6 +423,7 @@ def test_every_record_goes_through_the_training_pipeline(converted):
 def test_jpeg_tensorflow_cannot_decode_is_re_encoded_not_stored(tmp_path, monkeypatch):
     """A JPEG OpenCV decodes but TensorFlow refuses is stored as OpenCV's decoding, re-encoded."""
     import tensorflow as tf
+
     from dataset import voc_to_tfrecord
     with open(SOURCE_JPEG, "rb") as handle:
         raw = handle.read()
@@ -440,7 +441,7 @@ def test_jpeg_tensorflow_cannot_decode_is_re_encoded_not_stored(tmp_path, monkey
 
 
 def test_converter_errors_name_the_path(bad_voc, tmp_path, capsys):
-    from dataset.voc_to_tfrecord import main
+    from cli.voc_to_tfrecord import main
     output = tmp_path / "out.tfrecord"
     cases = [
         (["--dataset_path", tmp_path / "nowhere", "--split", "bad"], [tmp_path / "nowhere", "dataset folder not found"]),
@@ -474,7 +475,8 @@ def test_interrupted_conversion_keeps_the_old_output(bad_voc, tmp_path, monkeypa
         return real_encode(*args, **kwargs)
 
     monkeypatch.setattr(voc_to_tfrecord, "encode_image", interrupted_encode)
-    status, _, err = run_main(voc_to_tfrecord.main, ["--dataset_path", bad_voc, "--split", "bad",
+    from cli.voc_to_tfrecord import main
+    status, _, err = run_main(main, ["--dataset_path", bad_voc, "--split", "bad",
                                                      "--output_file", output], capsys)
     assert_one_line_error(status, err, "interrupted", output, expected_status=130)
     assert len(calls) == 4
@@ -486,7 +488,7 @@ def test_interrupted_conversion_keeps_the_old_output(bad_voc, tmp_path, monkeypa
 
 def test_kmeans_skips_unreadable_annotations_with_one_reason_each(bad_voc, tmp_path, capsys):
     """k-means reads only the xml (images only when an xml has no size): bad images with a sized xml count."""
-    from components.kmeans import main
+    from cli.kmeans import main
     plot = tmp_path / "anchors.png"
     status, out, err = run_main(main, ["--dataset_path", bad_voc, "--split", "all", "--k", "3",
                                        "--output", plot], capsys)
@@ -502,7 +504,7 @@ def test_kmeans_skips_unreadable_annotations_with_one_reason_each(bad_voc, tmp_p
 
 
 def test_kmeans_errors_name_the_path(bad_voc, tmp_path, capsys):
-    from components.kmeans import main
+    from cli.kmeans import main
     cases = [
         (["--dataset_path", bad_voc, "--split", "empty"], ["empty.txt", "lists no images"]),
         (["--dataset_path", tmp_path / "nowhere"], [tmp_path / "nowhere", "split file not found"]),
@@ -518,7 +520,7 @@ def test_kmeans_errors_name_the_path(bad_voc, tmp_path, capsys):
 # --- dataset/check_dataset.py --------------------------------------------------------------------------
 
 def test_check_dataset_errors_name_the_tfrecord(tmp_path, capsys):
-    from dataset.check_dataset import main
+    from cli.check_dataset import main
     empty, garbage = tmp_path / "empty.tfrecord", tmp_path / "garbage.tfrecord"
     empty.write_bytes(b"")
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
@@ -539,7 +541,7 @@ def test_check_dataset_errors_name_the_tfrecord(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_check_dataset_shows_fewer_records_than_asked(converted, tmp_path, capsys):
-    from dataset.check_dataset import main
+    from cli.check_dataset import main
     _, tfrecord, _ = converted
     output = tmp_path / "grid.png"
     status, out, err = run_main(main, ["--tfrecord", tfrecord, "--num_images", "20", "--output", output,
@@ -626,7 +628,7 @@ COMPUTE_MAP_CASES = {
 
 @pytest.mark.parametrize("case", sorted(COMPUTE_MAP_CASES))
 def test_compute_map_malformed_input_is_one_line_error(tmp_path, capsys, case):
-    from mAP.compute_mAP import main
+    from cli.compute_map import main
     ground_truth, detections, fragments = COMPUTE_MAP_CASES[case]
     for folder, files in (("gt", ground_truth), ("det", detections)):
         os.makedirs(tmp_path / folder)
@@ -640,7 +642,7 @@ def test_compute_map_malformed_input_is_one_line_error(tmp_path, capsys, case):
 
 
 def test_compute_map_missing_folders_and_unwritable_output(tmp_path, capsys):
-    from mAP.compute_mAP import main
+    from cli.compute_map import main
     (tmp_path / "gt").mkdir()
     (tmp_path / "gt" / "a.txt").write_text(GT_OK)
     (tmp_path / "det").mkdir()
@@ -659,7 +661,7 @@ def test_compute_map_missing_folders_and_unwritable_output(tmp_path, capsys):
 
 
 def test_compute_map_takes_windows_line_endings_blank_lines_and_spaces(tmp_path, capsys):
-    from mAP.compute_mAP import main
+    from cli.compute_map import main
     (tmp_path / "gt").mkdir()
     (tmp_path / "det").mkdir()
     (tmp_path / "gt" / "a.txt").write_bytes(b"mask 10 10 50 50\r\n\r\n  unmask 60 60 90 90  \r\n")

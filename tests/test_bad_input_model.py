@@ -13,11 +13,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import cv2  # noqa: E402
 import pytest  # noqa: E402
-
 from test_bad_input import (  # noqa: E402,F401 (fixtures are used by name)
-    ENV, GT_OK, HUGE_SIDE, PEAK_MB_CODE, KEPT, REPO_ROOT, SKIPPED_ITEMS, SKIPPED_OBJECTS, SOURCE_H, SOURCE_JPEG, SOURCE_W,
-    UNUSABLE_IMAGES, USABLE_IMAGES, assert_one_line_error, assert_reasons, bad_voc, huge_jpeg, image_files,
-    leftovers, lines_starting, run_main)
+    ENV,
+    GT_OK,
+    HUGE_SIDE,
+    KEPT,
+    PEAK_MB_CODE,
+    REPO_ROOT,
+    SKIPPED_ITEMS,
+    SKIPPED_OBJECTS,
+    SOURCE_H,
+    SOURCE_JPEG,
+    SOURCE_W,
+    UNUSABLE_IMAGES,
+    USABLE_IMAGES,
+    assert_one_line_error,
+    assert_reasons,
+    bad_voc,
+    huge_jpeg,
+    image_files,
+    leftovers,
+    lines_starting,
+    run_main,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +52,7 @@ INFERENCE = os.path.join(REPO_ROOT, "inference.py")
 @pytest.fixture
 def inference_with_tiny_detector(tiny_detector, monkeypatch):
     """The inference module with ``load_detector`` giving the already loaded tiny detector (saves a load per run)."""
-    import inference
+    import cli.inference as inference
     monkeypatch.setattr(inference, "load_detector", lambda model_path, cfg: tiny_detector)
     return inference
 
@@ -158,8 +176,8 @@ def read_text_files(folder):
 
 
 def test_detect_skips_each_bad_item_with_one_reason_and_counts_them(tiny_model, bad_voc, tmp_path, capsys):
-    from mAP.compute_mAP import main as compute_map_main
-    from mAP.detect import main
+    from cli.compute_map import main as compute_map_main
+    from cli.detect import main
     output_dir = tmp_path / "out"
     status, out, err = run_main(main, ["--model_path", tiny_model, "--dataset_path", bad_voc, "--split", "bad",
                                        "--output_dir", output_dir, "--images_per_batch", "4"], capsys)
@@ -192,7 +210,7 @@ def test_detect_skips_each_bad_item_with_one_reason_and_counts_them(tiny_model, 
 
 
 def test_detect_errors_name_the_path(tiny_model, bad_voc, tmp_path, capsys):
-    from mAP.detect import main
+    from cli.detect import main
     (tmp_path / "a_file").write_text("x")
     notes = tmp_path / "notes.keras"
     notes.write_text("not a model\n")
@@ -217,8 +235,8 @@ def test_detect_errors_name_the_path(tiny_model, bad_voc, tmp_path, capsys):
 @pytest.fixture
 def interrupted_detect(tiny_model, bad_voc, tmp_path, monkeypatch, capsys):
     """detect.py over an earlier run's results, Ctrl-C at the second batch: (status, stderr, output folder)."""
+    from cli.detect import main
     from components.detector import Detector
-    from mAP.detect import main
     output_dir = tmp_path / "out"
     for folder in ("ground-truth", "detection-results"):
         os.makedirs(output_dir / folder)

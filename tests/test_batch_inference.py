@@ -4,15 +4,13 @@ import csv
 import json
 import os
 import shutil
-import sys
 
 import cv2
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 
-import inference  # noqa: E402
+from components import batch_inference as inference  # noqa: E402
 from components.config import cfg as default_cfg  # noqa: E402
 
 INFERENCE = os.path.join(REPO_ROOT, "inference.py")

@@ -2,8 +2,16 @@
 import numpy as np
 import pytest
 
-from components.box_utils import (batched_nms, box_area, center_to_corner, corner_to_center, decode_boxes,
-                                  encode_boxes, encode_targets, iou_matrix)
+from components.box_utils import (
+    batched_nms,
+    box_area,
+    center_to_corner,
+    corner_to_center,
+    decode_boxes,
+    encode_boxes,
+    encode_targets,
+    iou_matrix,
+)
 from components.config import cfg
 from components.prior_box import priors_from_config
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 
+import cli.compute_map as compute_map_cli  # noqa: E402
 from mAP import compute_mAP as cm  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "mAP", "compute_mAP.py")
@@ -225,16 +225,16 @@ def test_cli_missing_ground_truth_folder(tmp_path):
 
 def test_main_no_plot_and_malformed_file(tmp_path, capsys):
     args = make_folders(tmp_path)
-    assert cm.main(args + ["--no_plot"]) == 0
+    assert compute_map_cli.main(args + ["--no_plot"]) == 0
     assert os.listdir(tmp_path / "out") == ["results.txt"]
     with open(tmp_path / "det" / "img2.txt", "a") as handle:
         handle.write("unmask high 0 0 1 1\n")
     capsys.readouterr()
-    assert cm.main(args) == 2
+    assert compute_map_cli.main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "img2.txt: line 2: " in err
 
 
 def test_main_rejects_bad_iou(tmp_path, capsys):
-    assert cm.main(make_folders(tmp_path) + ["--iou", "1.5"]) == 2
+    assert compute_map_cli.main(make_folders(tmp_path) + ["--iou", "1.5"]) == 2
     assert capsys.readouterr().err.startswith("error: --iou")

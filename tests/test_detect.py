@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 
 
 DETECT_SCRIPT = os.path.join(REPO_ROOT, "mAP", "detect.py")
@@ -123,7 +122,8 @@ def test_defaults_match_compute_map_defaults(monkeypatch):
     """``python mAP/compute_mAP.py`` with no flags reads the folders detect.py writes by default."""
     import argparse
 
-    from mAP import compute_mAP, detect
+    import cli.compute_map as compute_mAP
+    from mAP import detect
     defaults = {}
     parse_args = argparse.ArgumentParser.parse_args
 
@@ -199,7 +199,8 @@ def test_a_sidecar_sets_only_model_keys(tiny_model, tmp_path):
     import json
 
     from components.config import cfg
-    from components.detector import Detector, load_model_config
+    from components.detector import Detector
+    from components.model_files import load_model_config
     model = tmp_path / "model.keras"
     shutil.copy(tiny_model, model)
     saved = json.load(open(tiny_model[:-len(".keras")] + ".json"))

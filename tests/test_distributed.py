@@ -30,7 +30,6 @@ SPLIT_CPU = textwrap.dedent("""\
 EQUIVALENCE_SCRIPT = SPLIT_CPU + textwrap.dedent("""\
     import json, sys
     import numpy as np
-    sys.path.insert(0, sys.argv[1])
     from components.config import cfg as default_cfg
     from dataset.tf_dataset_preprocess import load_dataset
     from network.network import build_model
@@ -146,7 +145,7 @@ def test_mirrored_step_equals_the_single_device_step(tmp_path, voc_mini_tfrecord
 
 
 def test_train_py_mirrored_on_two_logical_cpus(tmp_path, voc_mini_tfrecords, tiny_cfg):
-    from components.detector import load_keras_model
+    from components.runtimes import load_keras_model
     from network.trainer import read_history
     result = run_python(small_run(tmp_path, voc_mini_tfrecords) + ["--strategy", "mirrored"],
                         env=two_cpu_env(tmp_path))
@@ -213,6 +212,7 @@ def test_is_chief_without_a_cluster(monkeypatch):
 
 def test_distributed_config_scales_the_learning_rate_not_the_batch():
     import copy
+
     from components.config import cfg
     from network.trainer import distributed_config
     before = copy.deepcopy(cfg)

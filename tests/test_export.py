@@ -4,18 +4,17 @@ import copy
 import json
 import os
 import shutil
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 
-import export  # noqa: E402
+from components.atomic_io import STAGING_PREFIX  # noqa: E402
 from components.config import cfg as default_cfg  # noqa: E402
 from components.runtimes import ModelLoadError, model_format  # noqa: E402
+from deploy import export  # noqa: E402
 
 INPUT_SIZE = (240, 320)
 SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
@@ -59,7 +58,7 @@ def keras_model(tiny_model):
 
 @pytest.fixture(scope="module")
 def sample_batch():
-    from components.detector import preprocess_images
+    from components.preprocessing import preprocess_images
     images = export.sample_images()
     assert len(images) >= 2
     return preprocess_images(images, INPUT_SIZE)
@@ -88,7 +87,8 @@ def int8_export(tiny_model, voc_mini_tfrecords, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", FLOAT_FORMATS)
 def test_float_export_matches_keras_and_loads_by_file_type(fmt, exports, tiny_model, keras_model, sample_batch):
-    from components.detector import Detector, load_model_config, model_config_path
+    from components.detector import Detector
+    from components.model_files import load_model_config, model_config_path
     report = exports[fmt]
     assert report.check_images >= 2
     assert report.raw_max_diff <= export.FLOAT_RAW_TOLERANCE
@@ -99,7 +99,7 @@ def test_float_export_matches_keras_and_loads_by_file_type(fmt, exports, tiny_mo
         assert json.load(handle) == json.load(open(report.config_path))
     assert load_model_config(report.path)["base_channel"] == 4
     # nothing staged is left behind
-    assert not [name for name in os.listdir(os.path.dirname(report.path)) if name.startswith(".export-")]
+    assert not [name for name in os.listdir(os.path.dirname(report.path)) if name.startswith(STAGING_PREFIX)]
 
     detector = Detector.from_path(report.path)
     assert detector.format == fmt == model_format(report.path)
@@ -112,7 +112,8 @@ def test_float_export_matches_keras_and_loads_by_file_type(fmt, exports, tiny_mo
 
 @pytest.mark.slow
 def test_saved_model_folder_carries_its_config_inside(exports, tmp_path):
-    from components.detector import Detector, resolve_model_path
+    from components.detector import Detector
+    from components.model_files import resolve_model_path
     moved = tmp_path / "moved_saved_model"
     shutil.copytree(exports["saved_model"].path, moved)          # the folder alone, without the sidecar beside it
     assert resolve_model_path(str(moved)) == str(moved)         # a SavedModel folder is the model itself
@@ -133,7 +134,8 @@ def test_keras_runtime_matches_the_model(tiny_model, keras_model, sample_batch):
 
 @pytest.mark.slow
 def test_int8_export_is_full_integer_with_float_io_and_correlates(int8_export, keras_model, sample_batch):
-    from components.detector import Detector, postprocess
+    from components.detector import Detector
+    from components.postprocessing import postprocess
     from components.runtimes import TFLiteRuntime
     runtime = TFLiteRuntime(int8_export.path)
     details = runtime.interpreter.get_tensor_details()
@@ -188,7 +190,7 @@ def test_runtime_is_chosen_by_file_type(tmp_path):
 
 
 def test_a_folder_means_its_newest_keras_file(tmp_path):
-    from components.detector import resolve_model_path
+    from components.model_files import resolve_model_path
     older, newer = tmp_path / "a.keras", tmp_path / "b.keras"
     older.write_bytes(b"x")
     newer.write_bytes(b"x")
@@ -210,7 +212,7 @@ def test_postprocess_prefilter_gives_the_detections_of_nms_over_all_priors():
     import tensorflow as tf
 
     from components.box_utils import batched_nms, decode_boxes
-    from components.detector import postprocess
+    from components.postprocessing import postprocess
     from components.prior_box import priors_from_config
     cfg = copy.deepcopy(default_cfg)
     priors = priors_from_config(cfg)
@@ -232,7 +234,7 @@ def test_postprocess_prefilter_gives_the_detections_of_nms_over_all_priors():
 
 
 def test_preprocessing_matches_the_training_pipeline():
-    from components.detector import preprocess_images
+    from components.preprocessing import preprocess_images
     from dataset.tf_dataset_preprocess import preprocess_for_inference
     image = cv2.cvtColor(cv2.imread(SAMPLE_IMAGE), cv2.COLOR_BGR2RGB)
     small = image[:100, :150]
@@ -249,7 +251,7 @@ def test_letterboxed_boxes_map_back_to_the_image(shape):
     """A box placed where the letterbox puts a face comes back at that face's pixels."""
     import tensorflow as tf
 
-    from components.detector import boxes_to_pixels, letterbox_shape
+    from components.preprocessing import boxes_to_pixels, letterbox_shape
     from dataset.tf_dataset_preprocess import letterbox
     height, width = shape
     face_px = np.array([[0.2 * width, 0.3 * height, 0.6 * width, 0.9 * height]], np.float32)

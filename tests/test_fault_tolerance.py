@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components.atomic_io import STAGING_PREFIX
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12        # per epoch: a step takes ~0.1 s here, so epoch 2 lasts long enough to be hit mid-way
 SMALL_RUN = ["--steps_per_epoch", str(STEPS), "--batch_size", "2", "--input_size", "(120, 160)",
@@ -150,7 +152,7 @@ def killed_run(tmp_path_factory, voc_mini_tfrecords):
 
 def test_sigkill_mid_epoch_leaves_readable_checkpoints_and_resume_completes(killed_run, voc_mini_tfrecords,
                                                                              run_script):
-    from components.detector import load_keras_model
+    from components.runtimes import load_keras_model
     assert killed_run["status"] == -signal.SIGKILL
     folder = killed_run["copy"]("resumed")
     latest, listed = listed_checkpoints(folder)
@@ -171,7 +173,7 @@ def test_sigkill_mid_epoch_leaves_readable_checkpoints_and_resume_completes(kill
     history = read_history(folder)
     assert [record["epoch"] for record in history] == [1, 2, 3]
     assert history[0] == killed_run["history"][0]
-    assert not [name for name in os.listdir(folder) if name.startswith(".export-") or ".tmp" in name]
+    assert not [name for name in os.listdir(folder) if name.startswith(STAGING_PREFIX) or ".tmp" in name]
 
 
 def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_checkpoint(killed_run, voc_mini_tfrecords,

@@ -26,7 +26,7 @@ def test_mirror_index_refuses_priors_that_do_not_tile_the_width():
 
 
 def test_merging_a_prediction_with_its_exact_mirror_changes_nothing():
-    from components.detector import merge_mirrored_predictions
+    from components.postprocessing import merge_mirrored_predictions
     priors = priors_from_config(cfg)
     mirror = mirror_index(priors)
     rng = np.random.default_rng(0)
@@ -39,11 +39,11 @@ def test_merging_a_prediction_with_its_exact_mirror_changes_nothing():
     def softmax(x):
         e = np.exp(x - x.max(-1, keepdims=True))
         return e / e.sum(-1, keepdims=True)
-    np.testing.assert_allclose(softmax(merged[..., 4:]), softmax(predictions[..., 4:]), atol=1e-6)
+    np.testing.assert_allclose(merged[..., 4:], softmax(predictions[..., 4:]), atol=1e-6)   # probabilities
 
 
 def test_merge_averages_class_probabilities_and_unmirrors_offsets():
-    from components.detector import merge_mirrored_predictions
+    from components.postprocessing import merge_mirrored_predictions
     mirror = np.array([1, 0])                       # two priors, each the other's mirror image
     a = np.array([[[0.2, 0.1, 0.0, 0.0, 0.0, np.log(3.0), 0.0],
                    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]], np.float32)
@@ -51,7 +51,7 @@ def test_merge_averages_class_probabilities_and_unmirrors_offsets():
                    [0.6, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0]]], np.float32)
     merged = merge_mirrored_predictions(a, b, mirror)
     np.testing.assert_allclose(merged[0, 0, :2], [(0.2 - 0.6) / 2, (0.1 + 0.3) / 2], atol=1e-6)
-    probabilities = np.exp(merged[0, 0, 4:])
+    probabilities = merged[0, 0, 4:]
     np.testing.assert_allclose(probabilities, [(0.2 + 1 / 3) / 2, (0.6 + 1 / 3) / 2, (0.2 + 1 / 3) / 2], atol=1e-6)
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 
-import inference  # noqa: E402
+import cli.inference as inference  # noqa: E402
+from components import media  # noqa: E402
 from components.config import cfg as default_cfg  # noqa: E402
 from components.drawing import CLASS_COLORS_BGR, draw_detections  # noqa: E402
 
@@ -70,13 +70,13 @@ def test_camera_flag_accepts_an_index_or_a_literal_true():
 
 def test_detection_and_summary_lines_are_in_the_documented_format():
     detections = FakeDetections([[10.4, 20.6, 50.0, 80.49]], [0.9349], ["mask"])
-    assert inference.detection_lines(detections) == ["mask 0.935 10 21 50 80"]
-    assert inference.summary_line(detections, ["mask", "unmask"], 12.34) == "1 face: 1 mask, 0 unmask; model 12.3 ms"
+    assert media.detection_lines(detections) == ["mask 0.935 10 21 50 80"]
+    assert media.summary_line(detections, ["mask", "unmask"], 12.34) == "1 face: 1 mask, 0 unmask; model 12.3 ms"
 
 
 def test_unsupported_output_extension_is_a_usage_error(tmp_path):
-    with pytest.raises(inference.UsageError, match="out.xyz"):
-        inference.write_image_atomically(str(tmp_path / "out.xyz"), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(media.UsageError, match="out.xyz"):
+        media.write_image_atomically(str(tmp_path / "out.xyz"), np.zeros((4, 4, 3), np.uint8))
     assert os.listdir(tmp_path) == []
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 
+import cli.kmeans as kmeans_cli  # noqa: E402
 from components import kmeans  # noqa: E402
 from components.config import cfg  # noqa: E402
 
@@ -156,7 +156,7 @@ def test_cli_on_small_dataset(tmp_path):
 
 
 def test_main_missing_dataset_is_one_line_error(tmp_path, capsys):
-    assert kmeans.main(["--dataset_path", str(tmp_path / "nowhere"), "--output", str(tmp_path / "a.png")]) == 2
+    assert kmeans_cli.main(["--dataset_path", str(tmp_path / "nowhere"), "--output", str(tmp_path / "a.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "split file not found" in err
 
@@ -167,7 +167,7 @@ def test_main_scores_both_anchor_sets_on_a_held_out_split(tmp_path, capsys):
                                           "b": xml_text([("face", (0, 0, 10, 10))], size=(320, 240))}, ["a"])
     with open(os.path.join(dataset, "ImageSets", "Main", "val.txt"), "w") as handle:
         handle.write("b\n")
-    status = kmeans.main(["--dataset_path", dataset, "--output", str(tmp_path / "a.png"), "--eval_split", "val",
+    status = kmeans_cli.main(["--dataset_path", dataset, "--output", str(tmp_path / "a.png"), "--eval_split", "val",
                           "--min_sizes", "[[10], [32, 100]]", "--steps", "[8, 16]"])
     assert status == 0
     line = [row for row in capsys.readouterr().out.splitlines() if row.startswith("mean IoU on 'val'")][0]

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from network.trainer import build_training_model, float32_copy, make_train_step, build_optimizer
+from network.trainer import build_optimizer, build_training_model, float32_copy, make_train_step
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

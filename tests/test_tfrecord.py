@@ -23,7 +23,7 @@ def read_records(path):
     records = []
     for serialized in tf.data.TFRecordDataset(path):
         features = tf.io.parse_single_example(serialized, FEATURES)
-        image, boxes, labels = parse_example(serialized)
+        image, boxes, labels, _ = parse_example(serialized)
         records.append((features["image/filename"].numpy().decode(), features["image/encoded"].numpy(),
                         image.numpy(), boxes.numpy(), labels.numpy()))
     return records

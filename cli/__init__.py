@@ -1,0 +1,107 @@
+"""The one skeleton of every command-line script: environment, flags, config overrides, errors, Ctrl-C.
+
+Each script module in this package has ``build_parser()`` and ``main(argv=None)``, and ``main`` is
+``cli.run(build_parser(), body, argv)``: ``body(args, cfg)`` calls library functions and prints what they
+return. The skeleton maps a :class:`components.errors.ProjectError` (and a ValueError or OSError) to one line
+``error: <message>`` and exit status 2, Ctrl-C to status 130, and an unknown flag to one line naming the
+closest valid flag. Importing this package sets the environment (quiet TensorFlow and OpenCV logs) before any
+library module imports them, so a script imports ``cli`` first.
+"""
+import argparse
+import difflib
+import os
+import sys
+
+from components.errors import Interrupted, ProjectError, describe_os_error  # noqa: F401 (Interrupted: for scripts)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def repo_path(*parts):
+    """A default path of the scripts, inside the repository (``checkpoints/``, ``assets/``, ``mAP/``, ...):
+    every default is relative to the repository, whatever the working folder."""
+    return os.path.join(REPO_ROOT, *parts)
+
+
+QUIET_ENVIRONMENT = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",        # TensorFlow: warnings and errors only
+    "OPENCV_LOG_LEVEL": "ERROR",        # no WARN lines when a camera index does not exist
+    "OPENCV_FFMPEG_LOGLEVEL": "8",      # FFmpeg: fatal only (unreadable videos are reported by us)
+}
+
+
+def setup_environment():
+    """Quiet TensorFlow's and OpenCV's logs, unless the caller's environment says otherwise."""
+    for key, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+
+
+setup_environment()
+
+
+def closest_flag(parser, flag):
+    """The valid flag of ``parser`` closest to ``flag`` (e.g. ``--scor_threshold``), or None."""
+    name = flag.split("=", 1)[0]
+    matches = difflib.get_close_matches(name, list(parser._option_string_actions), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes are one line: ``error: <flag>: <problem>``, with the closest valid flag for an
+    unknown one (``--help`` still prints the whole usage)."""
+
+    def __init__(self, doc=None, **kwargs):
+        kwargs.setdefault("description", (doc or "").strip().split("\n")[0] or None)
+        super().__init__(**kwargs)
+
+    def error(self, message):
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            unknown = message[len(prefix):].split()[0]
+            suggestion = closest_flag(self, unknown) if unknown.startswith("-") else None
+            message = f"{unknown}: unknown flag" + (f" (did you mean {suggestion}?)" if suggestion
+                                                      else f"; see {self.prog} --help")
+        self.exit(2, f"error: {message}\n")
+
+
+def parser(doc, config=True, skip=()):
+    """An :class:`ArgumentParser` described by the first line of ``doc``; with ``config`` every key of
+    ``components/config.py`` not in ``skip`` is a ``--<key> VALUE`` flag."""
+    result = ArgumentParser(doc)
+    if config:
+        from components.config import add_config_arguments
+        add_config_arguments(result, skip=skip)
+        result.set_defaults(_config_flags=True)
+    return result
+
+
+def error_line(error):
+    """The one ``error: ...`` line for an exception a script reports."""
+    if isinstance(error, OSError):
+        return f"error: {describe_os_error(error)}"
+    return f"error: {error}"
+
+
+def run(arg_parser, body, argv=None):
+    """Parse ``argv``, build the config (when the parser has config flags) and return ``body(args, cfg)``'s
+    exit status (None counts as 0); errors and Ctrl-C become one line on stderr and status 2 / 130."""
+    args = arg_parser.parse_args(argv)
+    try:
+        cfg = None
+        if getattr(args, "_config_flags", False):
+            from components.config import config_from_args
+            cfg = config_from_args(args)
+        status = body(args, cfg)
+    except ProjectError as error:
+        print(error_line(error), file=sys.stderr)
+        return error.exit_code
+    except (ValueError, OSError) as error:
+        print(error_line(error), file=sys.stderr)
+        return 2
+    except Interrupted as interrupted:
+        print(interrupted.line(), file=sys.stderr)
+        return interrupted.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0 if status is None else status

@@ -1,0 +1,51 @@
+"""Training throughput on this machine, in one Markdown table: is the input pipeline fast enough, and does
+bfloat16 mixed precision pay?
+
+    python benchmark_training.py [--train_tfrecord dataset/train_mask.tfrecord] [--batch_size 32] [--steps 15]
+                                 [--output benchmark_training.md]
+
+Rows: the augmenting tf.data pipeline alone (images/s it can deliver), the compiled train step alone on batches
+already in memory (float32, and "mixed_bfloat16" when the CPU has bfloat16 instructions), and both together
+as ``train.py`` runs them. Each timing follows warm-up steps (tracing); the load average is recorded because
+other work on the machine slows every row.
+"""
+import os
+import sys
+
+import cli
+from components.atomic_io import write_text_atomically
+from components.config import cfg as default_cfg
+from components.config import tfrecord_paths, validate_config
+from components.errors import ProjectError
+
+
+def build_parser():
+    parser = cli.parser(__doc__, config=False)
+    parser.add_argument("--train_tfrecord", default=cli.repo_path(tfrecord_paths(default_cfg["train_tfrecord"])[0]))
+    parser.add_argument("--batch_size", type=int, default=default_cfg["batch_size"])
+    parser.add_argument("--steps", type=int, default=15, help="timed steps per row (after warm-up)")
+    parser.add_argument("--output", default=None, help="also write the table to this Markdown file")
+    return parser
+
+
+def body(args, cfg):
+    if not os.path.isfile(args.train_tfrecord):
+        raise ProjectError(f"{args.train_tfrecord}: TFRecord not found (make it with dataset/voc_to_tfrecord.py)")
+    if args.steps < 1:
+        raise ProjectError("--steps must be at least 1")
+    from network.throughput import format_table, run  # imports TensorFlow
+    cfg = validate_config(dict(default_cfg, train_tfrecord=args.train_tfrecord, batch_size=args.batch_size))
+    load_before = os.getloadavg()[0]
+    rows = run(cfg, args.steps)
+    table = format_table(rows, cfg, load_before, os.getloadavg()[0])
+    print(table)
+    if args.output:
+        write_text_atomically(args.output, table)
+
+
+def main(argv=None):
+    return cli.run(build_parser(), body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Detect masked and unmasked faces in an image, a video file or a camera stream.
+
+    python inference.py [--model_path checkpoints/] --img_path IMG [--output OUT] [--show]
+    python inference.py [--model_path checkpoints/] --video PATH [--output OUT.mp4] [--show]
+    python inference.py [--model_path checkpoints/] --camera [INDEX] [--output OUT.mp4]
+    python inference.py [--model_path checkpoints/] --img_dir DIR [--output_dir OUT]
+
+``--model_path`` is a model in any format ``export.py`` writes, the runtime picked by its type: a ``.keras``
+file (TensorFlow), a SavedModel folder (TensorFlow), a ``.tflite`` file (LiteRT, float or int8) or an
+``.onnx`` file (onnxruntime); any other folder means its newest ``.keras`` file. The JSON saved beside the
+model fixes its input size, anchors and labels, and ``--<config key> VALUE`` overrides the rest (e.g.
+``--score_threshold 0.6``). Image mode writes the annotated image (default ``assets/out_<name>``) and prints
+one line per face, ``<class> <score> <left> <top> <right> <bottom>`` in pixels of the original image.
+Video and camera modes draw a smoothed FPS counter, write ``--output`` (mp4) when given and show a window
+with ``--show`` (the camera shows one unless ``--output`` is given); press q or Ctrl-C to stop.
+
+Batch mode annotates every file of ``--img_dir`` (not its subfolders) into ``--output_dir`` (default
+``<DIR>_detections``) under the same name, with a progress bar, and writes ``detections.json`` (per image:
+``boxes`` in pixels, ``classes``, ``scores``) and ``summary.csv`` (image, faces, masked, unmasked). Files that
+are not readable images are skipped with a one-line reason each and counted. Each finished image is appended
+(and flushed) to ``detections.part.jsonl``; on Ctrl-C the results so far are assembled into the two outputs,
+and running the same command again resumes: images already in the part file are not redone (unless the model
+or ``--score_threshold`` changed). A run that finishes removes the part file.
+"""
+import argparse
+import os
+import sys
+
+import cli
+from components.batch_inference import DETECTIONS_JSON, SUMMARY_CSV, list_image_files, run_batch
+from components.drawing import ANNOTATED_PREFIX
+from components.media import UsageError, detection_lines, open_capture, open_window, run_image, run_stream, summary_line
+from dataset.voc import read_image_bgr
+
+DEFAULT_MODEL_PATH = cli.repo_path("checkpoints")
+
+
+def camera_index(text):
+    """``--camera`` value -> camera index; a literal ``True`` (the original project's flag) means 0."""
+    if text.strip().lower() == "true":
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a camera index or True, got {text!r}") from None
+
+
+def load_detector(model_path, cfg):
+    """Detector for ``model_path``; the model's saved config wins for its own keys (input size, anchors...)."""
+    if not os.path.exists(model_path):
+        raise UsageError(f"{model_path}: model not found")
+    from components.detector import Detector  # imports TensorFlow: only once the cheap checks passed
+    return Detector.from_path(model_path, cfg)
+
+
+def build_parser():
+    parser = cli.parser(__doc__)
+    parser.add_argument("--model_path", default=DEFAULT_MODEL_PATH,
+                        help="a .keras, .tflite or .onnx model, a SavedModel folder, or a folder holding a .keras "
+                             "model (default: checkpoints/ of the repository)")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--img_path", help="image to annotate")
+    mode.add_argument("--img_dir", help="folder whose images are all annotated (batch mode)")
+    mode.add_argument("--video", help="video file to annotate frame by frame")
+    mode.add_argument("--camera", nargs="?", const=0, type=camera_index, metavar="INDEX",
+                      help="camera index (default 0; 'True' also means 0)")
+    parser.add_argument("--output", default=None,
+                        help="annotated output: image (default assets/out_<name>) or .mp4 for video/camera")
+    parser.add_argument("--output_dir", default=None,
+                        help="batch mode: annotated images, detections.json and summary.csv (default <DIR>_detections)")
+    parser.add_argument("--show", action="store_true", help="show the result in a window")
+    return parser
+
+
+def run_image_mode(args, cfg):
+    """``--img_path``: detect, draw, write and print one image's detections."""
+    image_bgr = read_image_bgr(args.img_path)
+    output_path = args.output or cli.repo_path("assets", ANNOTATED_PREFIX + os.path.basename(args.img_path))
+    if args.show:
+        open_window()
+    detector = load_detector(args.model_path, cfg)
+    detections, milliseconds = run_image(detector, image_bgr, output_path, args.show)
+    for line in detection_lines(detections):
+        print(line)
+    print(summary_line(detections, detector.cfg["labels_list"][1:], milliseconds, detector.flip_test))
+    print(f"annotated image written to {output_path}")
+
+
+def run_stream_mode(args, cfg):
+    """``--video`` / ``--camera``: annotate every frame, show and / or write them."""
+    show = args.show or (args.camera is not None and not args.output)
+    if show:
+        open_window()
+    capture, first_frame = open_capture(args.video if args.video is not None else args.camera)
+    try:
+        detector = load_detector(args.model_path, cfg)
+        frames, mean_fps, stopped = run_stream(detector, capture, first_frame, args.output, show)
+    finally:
+        capture.release()
+    print(f"{frames} frames processed, mean {mean_fps:.1f} FPS{' (stopped by user)' if stopped else ''}")
+    if args.output and frames:
+        print(f"annotated video written to {args.output}")
+
+
+def run_batch_mode(args, cfg):
+    """``--img_dir``: checks, then ``components.batch_inference.run_batch``."""
+    if not os.path.isdir(args.img_dir):
+        raise UsageError(f"{args.img_dir}: image folder not found")
+    if not list_image_files(args.img_dir):
+        raise UsageError(f"{args.img_dir}: image folder holds no files")
+    if args.show:
+        raise UsageError("--show: not available with --img_dir")
+    output_dir = args.output_dir or os.path.normpath(args.img_dir) + "_detections"
+    if os.path.realpath(output_dir) == os.path.realpath(args.img_dir):
+        raise UsageError(f"{output_dir}: --output_dir must differ from --img_dir (the images would be overwritten)")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UsageError(f"{output_dir}: not a folder")
+    detector = load_detector(args.model_path, cfg)
+    try:
+        done, resumed, skipped = run_batch(detector, args.img_dir, output_dir)
+    except KeyboardInterrupt:
+        raise cli.Interrupted(f"finished images are in {os.path.join(output_dir, DETECTIONS_JSON)}, run the "
+                              "same command again to resume") from None
+    print(f"{done + resumed} images annotated ({resumed} from an earlier run), {len(skipped)} skipped (unreadable)")
+    print(f"results written to {os.path.join(output_dir, DETECTIONS_JSON)} and {os.path.join(output_dir, SUMMARY_CSV)}")
+
+
+def body(args, cfg):
+    if args.img_path is not None:
+        return run_image_mode(args, cfg)
+    if args.img_dir is not None:
+        return run_batch_mode(args, cfg)
+    return run_stream_mode(args, cfg)
+
+
+def main(argv=None):
+    return cli.run(build_parser(), body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Showing and writing what the detector found: annotated images, video files and camera streams, the
+detection lines printed for an image."""
+import os
+import sys
+import time
+
+import cv2
+from tqdm import tqdm
+
+from components.atomic_io import atomic_path, temporary_path
+from components.drawing import draw_detections
+from components.errors import ProjectError, os_error
+
+WINDOW_NAME = "face mask detector"
+FPS_SMOOTHING = 0.1        # weight of the newest frame in the exponential moving average of the FPS
+FALLBACK_VIDEO_FPS = 25.0  # written to the output when the source does not report its frame rate
+QUIT_KEYS = (ord("q"), ord("Q"), 27)  # q or Esc
+
+
+class UsageError(ProjectError):
+    """A command-line mistake; the message names the path or flag and the problem."""
+
+
+def write_image_atomically(path, image_bgr):
+    """Encode ``image_bgr`` in the format of ``path``'s extension and write it through a temporary file."""
+    extension = os.path.splitext(path)[1]
+    try:
+        ok, encoded = cv2.imencode(extension or ".jpg", image_bgr)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise UsageError(f"{path}: cannot write an image with extension {extension!r} (use .jpg or .png)")
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+            handle.write(encoded.tobytes())
+    except OSError as error:
+        raise os_error(error, path) from None
+
+
+def open_window():
+    """Create the display window; raises UsageError when there is no display or OpenCV has no GUI."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UsageError("--show: no display (DISPLAY is not set); use --output instead")
+    try:
+        cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+    except cv2.error:
+        raise UsageError("--show: cannot open a window (this OpenCV build has no GUI support, e.g. "
+                         "opencv-python-headless); use --output instead") from None
+
+
+def detection_lines(detections):
+    """``<class> <score> <left> <top> <right> <bottom>`` per detection, integer pixels."""
+    return [f"{label} {score:.3f} " + " ".join(str(int(round(value))) for value in box)
+            for label, score, box in zip(detections.labels(), detections.scores, detections.boxes)]
+
+
+def summary_line(detections, class_names, milliseconds, flip_test=False):
+    """``N faces: M mask, K unmask; model X ms`` (``+ flip test`` when the mirrored image was run too)."""
+    labels = detections.labels()
+    counts = ", ".join(f"{labels.count(name)} {name}" for name in class_names)
+    return (f"{len(labels)} face{'' if len(labels) == 1 else 's'}: {counts}; model {milliseconds:.1f} ms"
+            + (" (+ flip test)" if flip_test else ""))
+
+
+def run_image(detector, image_bgr, output_path, show):
+    """Detect, draw and save one image. Returns (Detections, milliseconds of one detection pass).
+
+    The timed pass follows an untimed warm-up pass, so graph tracing is not counted.
+    """
+    image_rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+    detector.detect(image_rgb)
+    start = time.perf_counter()
+    detections = detector.detect(image_rgb)
+    milliseconds = 1000.0 * (time.perf_counter() - start)
+    annotated = draw_detections(image_bgr, detections)
+    write_image_atomically(output_path, annotated)
+    if show:
+        cv2.imshow(WINDOW_NAME, annotated)
+        while cv2.waitKey(100) & 0xFF not in QUIT_KEYS:
+            if cv2.getWindowProperty(WINDOW_NAME, cv2.WND_PROP_VISIBLE) < 1:
+                break
+        cv2.destroyAllWindows()
+    return detections, milliseconds
+
+
+def open_capture(source):
+    """Open a video path or camera index. Returns (cv2.VideoCapture, its first frame BGR [H, W, 3]).
+
+    Raises UsageError when the file is missing, the source cannot be opened or gives no frame.
+    """
+    name = source if isinstance(source, str) else f"camera {source}"
+    if isinstance(source, str) and not os.path.isfile(source):
+        raise UsageError(f"{name}: video not found")
+    capture = cv2.VideoCapture(source)
+    ok, frame = capture.read() if capture.isOpened() else (False, None)
+    if not ok or frame is None:
+        capture.release()
+        raise UsageError(f"{name}: not a readable video" if isinstance(source, str)
+                         else f"{name}: cannot open the camera or read a frame from it")
+    return capture, frame
+
+
+def run_stream(detector, capture, first_frame, output_path, show, progress=True):
+    """Detect in ``first_frame`` and every further frame of ``capture``; draw boxes and a smoothed FPS
+    (exponential moving average of the measured per-frame rate), write and/or show the frames.
+
+    The output (mp4v) is written to a temporary name and renamed when the stream ends, also on q / Ctrl-C
+    (not on an error). Releases ``capture``. Returns (frames processed, mean FPS over the loop, stopped by the user).
+    """
+    ok, frame = True, first_frame
+    writer, temporary = None, None
+    if output_path:
+        source_fps = capture.get(cv2.CAP_PROP_FPS)
+        fps = source_fps if source_fps and 1.0 <= source_fps <= 240.0 else FALLBACK_VIDEO_FPS
+        os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+        temporary = temporary_path(output_path, suffix=os.path.splitext(output_path)[1])  # OpenCV picks formats by it
+        height, width = frame.shape[:2]
+        writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        if not writer.isOpened():
+            raise UsageError(f"{output_path}: cannot write a video here (use a .mp4 name)")
+    detector.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))  # warm-up (graph tracing), not timed
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    frames, smoothed_fps, stopped, finished = 0, None, False, False
+    bar = tqdm(total=total if total > 0 else None, unit="frame", disable=not progress)
+    start = previous = time.perf_counter()
+    try:
+        while ok and frame is not None:
+            detections = detector.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            now = time.perf_counter()
+            instant_fps = 1.0 / max(now - previous, 1e-6)
+            previous = now
+            smoothed_fps = instant_fps if smoothed_fps is None else (
+                FPS_SMOOTHING * instant_fps + (1.0 - FPS_SMOOTHING) * smoothed_fps)
+            annotated = draw_detections(frame, detections, fps=smoothed_fps)
+            if writer is not None:
+                writer.write(annotated)
+            frames += 1
+            bar.update(1)
+            if show:
+                cv2.imshow(WINDOW_NAME, annotated)
+                if cv2.waitKey(1) & 0xFF in QUIT_KEYS:
+                    stopped = True
+                    break
+            ok, frame = capture.read()
+        finished = True
+    except KeyboardInterrupt:
+        stopped = finished = True
+    finally:
+        bar.close()
+        elapsed = time.perf_counter() - start
+        capture.release()
+        if show:
+            cv2.destroyAllWindows()
+        if writer is not None:
+            writer.release()
+            if finished and frames:
+                os.replace(temporary, output_path)
+            elif os.path.exists(temporary):
+                os.remove(temporary)
+    return frames, frames / max(elapsed, 1e-6), stopped

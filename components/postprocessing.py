@@ -1,0 +1,112 @@
+"""Raw network output -> detections: the one decode + class-wise NMS path, and the flip-test merge.
+
+``postprocess`` (decode + softmax + class-wise NMS, all vectorised in one compiled batched call) is used by
+training-time validation, inference, benchmarks and mAP evaluation, whatever runtime produced the predictions.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from components.box_utils import batched_nms, decode_boxes
+
+
+@dataclass
+class Detections:
+    """Detections of one image: boxes [K, 4] corner form in pixels, scores [K], class ids [K] (1..C-1)."""
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    class_names: list
+
+    def __len__(self):
+        return len(self.scores)
+
+    def labels(self):
+        """Class name of each detection."""
+        return [self.class_names[c] for c in self.classes]
+
+
+@tf.function(reduce_retracing=True)
+def _postprocess_graph(predictions, priors, variances, score_threshold, iou_threshold, max_detections,
+                       probabilities):
+    """Compiled body of :func:`postprocess` (thresholds and sizes are tensors, so one trace serves all)."""
+    classes = predictions[..., 4:]
+    scores = tf.cond(probabilities, lambda: classes, lambda: tf.nn.softmax(classes, axis=-1))[..., 1:]  # [B, P, C-1]
+    # Only priors whose best class score reaches the threshold can be kept by NMS: take the
+    # smallest k that holds all of them in every image of the batch, in their original order (so
+    # ties are broken exactly as on the full set), and decode and suppress only those.
+    best = tf.reduce_max(scores, axis=-1)                                          # [B, P]
+    above = tf.reduce_sum(tf.cast(best >= score_threshold, tf.int32), axis=-1)
+    k = tf.maximum(tf.reduce_max(above), 1)
+    candidates = tf.sort(tf.math.top_k(best, k=k, sorted=False).indices, axis=-1)  # [B, k]
+    offsets = tf.gather(predictions[..., :4], candidates, batch_dims=1)
+    boxes = decode_boxes(offsets, tf.gather(priors, candidates), variances)
+    return batched_nms(boxes, tf.gather(scores, candidates, batch_dims=1), score_threshold, iou_threshold,
+                       max_detections)
+
+
+def postprocess(predictions, priors, cfg, score_threshold, nms_threshold=None, max_detections=None,
+                probabilities=False):
+    """Decode a batch of raw predictions into detections.
+
+    Class-wise NMS (``tf.image.combined_non_max_suppression``) runs only on the priors whose best class
+    score reaches ``score_threshold``; the others could never be kept, so the detections are those of NMS
+    over all priors.
+
+    Args:
+        predictions: [B, P, 4 + C] network output (offsets, class logits incl. background), tensor or numpy;
+            with ``probabilities`` the class columns are probabilities already (``merge_mirrored_predictions``).
+        priors: [P, 4] centre form, normalised.
+    Returns:
+        (boxes [B, K, 4] normalised corner form, scores [B, K], class ids [B, K] in 1..C-1, valid [B]).
+    """
+    predictions = tf.convert_to_tensor(predictions)
+    if predictions.dtype != tf.float32:
+        predictions = tf.cast(predictions, tf.float32)
+    boxes, scores, classes, valid = _postprocess_graph(
+        predictions, tf.convert_to_tensor(priors, tf.float32),
+        tf.constant(cfg["variances"], tf.float32), tf.constant(score_threshold, tf.float32),
+        tf.constant(cfg["nms_threshold"] if nms_threshold is None else nms_threshold, tf.float32),
+        tf.constant(cfg["max_number_keep"] if max_detections is None else max_detections, tf.int32),
+        tf.constant(bool(probabilities)))
+    return boxes, scores, classes + 1, valid
+
+
+def softmax(logits):
+    """Softmax over the last axis of a numpy array (float32)."""
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def merge_mirrored_predictions(predictions, mirrored_predictions, mirror):
+    """Average raw predictions of images with those of the same images flipped left-right (flip test).
+
+    Args:
+        predictions, mirrored_predictions: [B, P, 4 + C] numpy network outputs (offsets, class logits) of the
+            images and of their mirror images.
+        mirror: [P] index of each prior's mirror image (``components.prior_box.mirror_index``).
+    Returns:
+        [B, P, 4 + C] float32: offsets averaged once the mirrored ones are brought back (prior ``mirror[i]``,
+        x offset negated), then the mean softmax *probability* of each class (pass ``probabilities=True`` to
+        :func:`postprocess`).
+    """
+    back = np.asarray(mirrored_predictions, np.float32)[:, mirror].copy()
+    back[..., 0] *= -1.0
+    predictions = np.asarray(predictions, np.float32)
+    merged = np.empty_like(predictions)
+    merged[..., :4] = (predictions[..., :4] + back[..., :4]) / 2.0
+    merged[..., 4:] = (softmax(predictions[..., 4:]) + softmax(back[..., 4:])) / 2.0
+    return merged
+
+
+def unbatch_detections(outputs, class_names, to_pixels=None):
+    """One :class:`Detections` per image from the batched ``postprocess`` ``outputs``, the first ``valid`` rows
+    of each; ``to_pixels(boxes, index)`` maps image ``index``'s normalised boxes (default: kept normalised)."""
+    boxes, scores, classes, valid = (np.asarray(value) for value in outputs)
+    results = []
+    for index, count in enumerate(valid.astype(int)):
+        kept = boxes[index, :count]
+        results.append(Detections(to_pixels(kept, index) if to_pixels else kept, scores[index, :count],
+                                  classes[index, :count], list(class_names)))
+    return results

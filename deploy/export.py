@@ -1,0 +1,301 @@
+"""Export a trained .keras model for deployment: SavedModel, float TFLite, full-integer TFLite or ONNX.
+
+    python export.py --model_path checkpoints/train/last.keras --format {saved_model,tflite,tflite_int8,onnx}
+                     [--output PATH] [--calibration_tfrecord dataset/train_mask.tfrecord] [--num_calibration 300]
+                     [--val_tfrecord dataset/val_mask.tfrecord]
+
+Every export takes the model's fixed input size (240x320 by default) and is written atomically (staged in a
+temporary folder beside the output, checked, then renamed into place) together with the model config sidecar
+(``<output stem>.json``, and for a SavedModel folder also ``model_config.json`` inside it), so that
+``inference.py --model_path <output>`` and ``mAP/detect.py`` load it with no other setting.
+
+* ``saved_model``: TensorFlow SavedModel folder (default ``<stem>_saved_model``), any batch size, weights frozen
+  into the graph (faster to run; fine-tune from the .keras file).
+* ``tflite``: float32 TFLite model (default ``<stem>.tflite``), batch 1.
+* ``tflite_int8``: full-integer TFLite model (default ``<stem>_int8.tflite``), batch 1: int8 weights and
+  activations calibrated on ``--num_calibration`` training images preprocessed exactly as at inference; the
+  input and output stay float32 (a quantize op in, a dequantize op out), which measured as fast as int8
+  input/output once the quantisation that int8 I/O needs in Python is counted.
+* ``onnx``: ONNX model converted by tf2onnx (default ``<stem>.onnx``), batch 1, for onnxruntime.
+
+Before it is published, the export is loaded with its runtime and run on the sample images
+(``assets/*.jpg``); the largest absolute difference to the Keras model is printed for the raw outputs and for
+the decoded boxes. Float formats must agree within 1e-3 on the raw outputs and 0.1 pixel (of the network
+input) on the decoded boxes, else nothing is written and the exit status is 1. For int8 the differences are
+printed for information, with the correlation of the raw outputs, and with ``--val_tfrecord`` the validation
+mAP of both models (target: int8 within 1 point of float).
+"""
+import glob
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from components.drawing import ANNOTATED_PREFIX
+from components.errors import ProjectError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+EXPORT_FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx")
+OUTPUT_SUFFIX = {"saved_model": "_saved_model", "tflite": ".tflite", "tflite_int8": "_int8.tflite", "onnx": ".onnx"}
+DEFAULT_CALIBRATION_TFRECORD = os.path.join(REPO_ROOT, "dataset", "train_mask.tfrecord")
+DEFAULT_NUM_CALIBRATION = 300
+SAMPLE_IMAGES = os.path.join(REPO_ROOT, "assets", "*.jpg")
+FLOAT_RAW_TOLERANCE = 1e-3       # max |exported - keras| of the raw outputs (offsets and logits)
+FLOAT_BOX_TOLERANCE_PX = 0.1     # max |exported - keras| of the decoded boxes, pixels of the network input
+INT8_MAP_TARGET_POINTS = 1.0
+ONNX_OPSET = 17
+CALIBRATION_SHUFFLE_BUFFER = 1000
+
+
+class ExportError(ProjectError):
+    """An export that cannot be made; the message names the path and the problem."""
+
+
+class ExportCheckError(ExportError):
+    """An exported model that does not reproduce the Keras model; nothing was written (exit status 1)."""
+
+    exit_code = 1
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_model_file` wrote and how the export compares with the Keras model."""
+    format: str
+    path: str
+    config_path: str
+    size_bytes: int
+    check_images: int = 0
+    raw_max_diff: float | None = None
+    box_max_diff_px: float | None = None
+    correlation: float | None = None
+    map_reference: float | None = None
+    map_exported: float | None = None
+    notes: list = field(default_factory=list)
+
+
+def default_output(model_file, export_format):
+    """Default output path: beside the model, ``<stem><suffix>`` (e.g. ``last_int8.tflite``)."""
+    return os.path.splitext(os.path.normpath(model_file))[0] + OUTPUT_SUFFIX[export_format]
+
+
+def path_size(path):
+    """Bytes of a file, or of all files under a folder."""
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
+    return os.path.getsize(path)
+
+
+def serving_function(model, input_size, batch=None):
+    """(tf.function images -> raw predictions with a fixed input signature [batch, h, w, 3], its TensorSpec)."""
+    import tensorflow as tf
+    spec = tf.TensorSpec([batch, *input_size, 3], tf.float32, name="images")
+    return tf.function(lambda images: model(images, training=False), input_signature=[spec]), spec
+
+
+def write_saved_model(model, input_size, path, batch=None, frozen=True):
+    """Write a SavedModel folder at ``path`` whose ``serve`` function (also the ``serving_default``
+    signature) takes [batch, h, w, 3] float32 and returns the raw predictions.
+
+    ``frozen``: the weights are constants of the graph (``components.runtimes.frozen_function``), which
+    TensorFlow runs about a third faster; otherwise Keras's own export, with variables.
+    """
+    import tensorflow as tf
+
+    from components.runtimes import frozen_function
+    spec = tf.TensorSpec([batch, *input_size, 3], tf.float32, name="images")
+    if not frozen:
+        model.export(path, format="tf_saved_model", input_signature=[spec], verbose=False)
+        return
+    module = tf.Module()
+    module.inference = frozen_function(model, input_size, batch)
+    module.serve = tf.function(lambda images: module.inference(images), input_signature=[spec])
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+
+
+def calibration_images(tfrecord_path, input_size, count, seed=0):
+    """``count`` training images [1, h, w, 3] float32, drawn (shuffled with ``seed``) from a TFRecord and
+    preprocessed exactly as at inference (``components.detector.preprocess_images``)."""
+    import tensorflow as tf
+
+    from components.preprocessing import preprocess_images
+    from dataset.tf_dataset_preprocess import parse_example
+    if not os.path.isfile(tfrecord_path):
+        raise ExportError(f"{tfrecord_path}: calibration TFRecord not found")
+    dataset = tf.data.TFRecordDataset(tfrecord_path).shuffle(CALIBRATION_SHUFFLE_BUFFER, seed=seed).take(count)
+    dataset = dataset.map(lambda record: parse_example(record)[0], num_parallel_calls=tf.data.AUTOTUNE)
+    images = [preprocess_images([image], input_size) for image in dataset.as_numpy_iterator()]
+    if not images:
+        raise ExportError(f"{tfrecord_path}: no records to calibrate with")
+    return images
+
+
+def tflite_bytes(model, input_size, calibration=None, int8_io=False):
+    """A batch-1 TFLite flatbuffer of ``model``: float32, or full-integer int8 calibrated on ``calibration``
+    (a list of [1, h, w, 3] float32 network inputs) with float32 input and output (quantize / dequantize ops
+    in the model), or with ``int8_io`` int8 input and output (``TFLiteRuntime`` then applies the scales)."""
+    import tensorflow as tf
+    with tempfile.TemporaryDirectory(prefix="tflite-export-") as folder:
+        saved_model = os.path.join(folder, "saved_model")
+        write_saved_model(model, input_size, saved_model, batch=1, frozen=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        if calibration is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([image] for image in calibration)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8 if int8_io else tf.float32
+            converter.inference_output_type = tf.int8 if int8_io else tf.float32
+        return converter.convert()
+
+
+def onnx_bytes(model, input_size, opset=ONNX_OPSET):
+    """A batch-1 ONNX model of ``model`` (tf2onnx), serialised."""
+    try:
+        import tf2onnx
+    except ImportError:
+        raise ExportError("onnx export needs tf2onnx (pip install tf2onnx onnx)") from None
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    function, spec = serving_function(model, input_size, batch=1)
+    model_proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=opset)
+    return model_proto.SerializeToString()
+
+
+def write_export(model, cfg, export_format, path, calibration=None):
+    """Write ``model`` in ``export_format`` to ``path`` (no sidecar, no check: see :func:`export_model_file`)."""
+    input_size = tuple(cfg["input_size"])
+    if export_format == "saved_model":
+        write_saved_model(model, input_size, path)
+        return
+    if export_format == "tflite_int8" and calibration is None:
+        raise ExportError("tflite_int8 needs calibration images")
+    if export_format in ("tflite", "tflite_int8"):
+        data = tflite_bytes(model, input_size, calibration if export_format == "tflite_int8" else None)
+    elif export_format == "onnx":
+        data = onnx_bytes(model, input_size)
+    else:
+        raise ExportError(f"unknown format {export_format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def sample_image_paths(pattern=SAMPLE_IMAGES):
+    """Paths of the sample images, without the annotated copies (``out_*``) that inference.py writes beside them."""
+    return [path for path in sorted(glob.glob(pattern)) if not os.path.basename(path).startswith(ANNOTATED_PREFIX)]
+
+
+def sample_images(pattern=SAMPLE_IMAGES):
+    """The sample images (uint8 RGB) used to check an export."""
+    import cv2
+    images = []
+    for path in sample_image_paths(pattern):
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is not None:
+            images.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    return images
+
+
+def compare_outputs(reference, exported, priors, cfg):
+    """(max |diff| of raw outputs, max |diff| of decoded boxes in network-input pixels, correlation)."""
+    from components.box_utils import decode_boxes
+    height, width = cfg["input_size"]
+    scale = np.array([width, height, width, height], np.float32)
+    boxes = [decode_boxes(values[..., :4], priors, cfg["variances"]).numpy() * scale
+             for values in (reference, exported)]
+    correlation = float(np.corrcoef(reference.ravel(), exported.ravel())[0, 1]) if reference.std() > 0 else 1.0
+    return float(np.abs(reference - exported).max()), float(np.abs(boxes[0] - boxes[1]).max()), correlation
+
+
+def export_model_file(model_path, export_format, output=None, calibration_tfrecord=DEFAULT_CALIBRATION_TFRECORD,
+                      num_calibration=DEFAULT_NUM_CALIBRATION, val_tfrecord=None, check_images=None,
+                      calibration=None, log=print):
+    """Export the ``.keras`` model at ``model_path`` (or the newest in a folder) as ``export_format``.
+
+    Args:
+        output: file (or folder for saved_model); default :func:`default_output`.
+        calibration: ready calibration inputs for tflite_int8 (else read from ``calibration_tfrecord``).
+        check_images: uint8 RGB images to compare with the Keras model on (default: assets/*.jpg).
+        val_tfrecord: with tflite_int8, also compare the validation mAP of both models.
+    Returns:
+        ExportReport. Raises ExportError (ExportCheckError when a float export does not match; nothing is
+        written then) or components.runtimes.ModelLoadError for a model that cannot be loaded.
+    """
+    from components.detector import Detector
+    from components.model_files import load_model_config, model_config_path, publish_model, resolve_model_path
+    from components.runtimes import KerasRuntime, is_saved_model_dir, load_keras_model, load_runtime
+
+    if export_format not in EXPORT_FORMATS:
+        raise ExportError(f"unknown format {export_format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    model_file = resolve_model_path(model_path)
+    if is_saved_model_dir(model_file) or not model_file.endswith(".keras"):
+        raise ExportError(f"{model_file}: export starts from a .keras model")
+    cfg = load_model_config(model_file)
+    model = load_keras_model(model_file)
+    reference = Detector(KerasRuntime(model, tuple(cfg["input_size"]), model_file), cfg)
+    output = os.path.normpath(output or default_output(model_file, export_format))
+    if export_format == "tflite_int8" and calibration is None:
+        log(f"calibrating on {num_calibration} images of {calibration_tfrecord}")
+        calibration = calibration_images(calibration_tfrecord, tuple(cfg["input_size"]), num_calibration)
+    report = ExportReport(export_format, output, model_config_path(output), 0)
+    images = sample_images() if check_images is None else list(check_images)
+
+    def check(staged):
+        report.size_bytes = path_size(staged)
+        exported = Detector(load_runtime(staged, tuple(cfg["input_size"])), cfg)
+        if images:
+            check_outputs(model, reference, exported, images, cfg, export_format, report)
+        else:
+            report.notes.append(f"no sample images ({SAMPLE_IMAGES}): output check skipped")
+        if export_format == "tflite_int8" and val_tfrecord:
+            from mAP.evaluation import evaluate
+            log(f"validation mAP on {val_tfrecord} (keras and tflite_int8)")
+            report.map_reference = evaluate(reference, val_tfrecord).mean_ap
+            report.map_exported = evaluate(exported, val_tfrecord).mean_ap
+
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    publish_model(lambda staged: write_export(model, cfg, export_format, staged, calibration), output, cfg, check)
+    return report
+
+
+def check_outputs(model, reference, exported, images, cfg, export_format, report):
+    """Compare the staged export with the Keras model on ``images`` (into ``report``); raises ExportCheckError
+    when a float export differs by more than the tolerances."""
+    output = report.path
+    batch = reference.preprocess(images)
+    # the reference is the Keras model itself (not the frozen graph the keras runtime runs)
+    raw_reference = np.asarray(model(batch, training=False), np.float32)
+    raw_exported = exported.runtime.predict_raw(batch)   # the model alone, without the flip test
+    if raw_exported.shape != raw_reference.shape:
+        raise ExportCheckError(f"{output}: exported model gives outputs {raw_exported.shape}, the Keras "
+                               f"model {raw_reference.shape}")
+    report.check_images = len(images)
+    report.raw_max_diff, report.box_max_diff_px, report.correlation = compare_outputs(
+        raw_reference, raw_exported, reference.priors, cfg)
+    if export_format != "tflite_int8" and (report.raw_max_diff > FLOAT_RAW_TOLERANCE
+                                           or report.box_max_diff_px > FLOAT_BOX_TOLERANCE_PX):
+        raise ExportCheckError(
+            f"{output}: exported model differs from the Keras model on {len(images)} sample images: "
+            f"raw outputs max |diff| {report.raw_max_diff:.3g} (tolerance {FLOAT_RAW_TOLERANCE:g}), "
+            f"decoded boxes {report.box_max_diff_px:.3g} px (tolerance {FLOAT_BOX_TOLERANCE_PX:g}); "
+            "nothing written")
+
+
+def describe(report):
+    """Human-readable lines about an ExportReport."""
+    size = report.size_bytes / 2 ** 20
+    lines = [f"exported {report.format} to {report.path} ({size:.2f} MiB), config in {report.config_path}"]
+    if report.raw_max_diff is not None:
+        verdict = ("information only (int8)" if report.format == "tflite_int8" else
+                   f"within tolerance {FLOAT_RAW_TOLERANCE:g} / {FLOAT_BOX_TOLERANCE_PX:g} px")
+        lines.append(f"check against the Keras model on {report.check_images} sample images: raw outputs max |diff| "
+                     f"{report.raw_max_diff:.3g}, decoded boxes max |diff| {report.box_max_diff_px:.3g} px "
+                     f"(network input pixels), correlation {report.correlation:.5f}: {verdict}")
+    if report.map_reference is not None and report.map_exported is not None:
+        delta = 100 * (report.map_exported - report.map_reference)
+        status = "within" if abs(delta) <= INT8_MAP_TARGET_POINTS else "NOT within"
+        lines.append(f"val mAP: keras {100 * report.map_reference:.2f}%, "
+                     f"{report.format} {100 * report.map_exported:.2f}% "
+                     f"({delta:+.2f} points; {status} the {INT8_MAP_TARGET_POINTS:g}-point target)")
+    lines.extend(report.notes)
+    return lines

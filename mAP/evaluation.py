@@ -1,0 +1,92 @@
+"""VOC AP of a detector on a TFRecord: the one ``evaluate`` behind training validation, export checks and
+benchmarks.
+
+Records are letterboxed and resized by TensorFlow exactly as the training pipeline prepares validation
+images (``dataset.tf_dataset_preprocess.prepare_for_evaluation``), run through the detector's runtime and the
+shared ``postprocess``, and scored by ``mAP.compute_mAP.evaluate_detections`` in coordinates normalised to the
+network input (IoU does not change under that scaling).
+"""
+import os
+
+import tensorflow as tf
+from tqdm import tqdm
+
+from components.errors import ProjectError
+from components.postprocessing import unbatch_detections
+from components.prior_box import priors_from_config
+from dataset.tf_dataset_preprocess import encode_example_targets, parse_example, prepare_for_evaluation
+from mAP.compute_mAP import Detections as ScoredBoxes
+from mAP.compute_mAP import GroundTruth, evaluate_detections
+
+LABEL_PADDING = -100   # fills the label rows of a batch beyond an image's boxes (ignored boxes are -1)
+DEFAULT_SCORE_THRESHOLD = 0.01
+
+
+def read_validation_records(tfrecord_path, limit=None):
+    """(uint8 RGB image, boxes [N, 4] normalised corner form, labels [N], difficult [N] bool) per record."""
+    if not os.path.isfile(tfrecord_path):
+        raise ProjectError(f"{tfrecord_path}: TFRecord not found")
+    dataset = tf.data.TFRecordDataset(tfrecord_path).map(parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+    if limit:
+        dataset = dataset.take(limit)
+    yield from dataset.prefetch(4).as_numpy_iterator()
+
+
+def evaluation_batches(tfrecord_path, cfg, batch_size, with_targets=False):
+    """Batches of (network inputs [B, h, w, 3], ground-truth boxes [B, N, 4] normalised to the letterboxed
+    input, labels [B, N] padded with LABEL_PADDING, difficult [B, N]) and, ``with_targets``, the training
+    targets [B, P, 5] (for a validation loss); no augmentation."""
+    priors = tf.constant(priors_from_config(cfg))
+
+    def prepare(serialized):
+        image, boxes, labels, difficult = parse_example(serialized)
+        image, boxes = prepare_for_evaluation(image, boxes, cfg["input_size"], cfg["keep_aspect"])
+        item = (image, boxes, labels, difficult)
+        return item + (encode_example_targets(boxes, labels, priors, cfg),) if with_targets else item
+
+    padding = (0.0, 0.0, LABEL_PADDING, False) + ((0.0,) if with_targets else ())
+    dataset = tf.data.TFRecordDataset(tfrecord_path).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.padded_batch(batch_size, padding_values=padding).prefetch(2)
+
+
+def evaluate(detector, tfrecord_path, score_threshold=DEFAULT_SCORE_THRESHOLD, batch_size=16, limit=None,
+             progress=False, on_batch=None, compute_map=True):
+    """VOC AP@0.5 of ``detector`` (a ``components.detector.Detector``) on the records of ``tfrecord_path``.
+
+    ``limit``: evaluate on the first ``limit`` batches only. ``on_batch(predictions, targets)``, when given, is
+    called with each batch's raw predictions and training targets (training computes its validation loss so).
+    Returns a ``mAP.compute_mAP.Evaluation`` (``mean_ap`` in [0, 1]), or None when not ``compute_map``.
+    Raises ProjectError naming the file when it is missing or holds no records.
+    """
+    if not os.path.isfile(tfrecord_path):
+        raise ProjectError(f"{tfrecord_path}: TFRecord not found")
+    names = list(detector.cfg["labels_list"])
+    ground_truth, detections = {}, {}
+    batches = evaluation_batches(tfrecord_path, detector.cfg, batch_size, with_targets=on_batch is not None)
+    if limit:
+        batches = batches.take(limit)
+    count = 0
+    for batch in tqdm(batches, desc="mAP", unit="batch", leave=False, disable=not progress):
+        images, gt_boxes, gt_labels, difficult = (value.numpy() for value in batch[:4])
+        predictions = detector.predict_raw(images)
+        count += len(images)
+        if on_batch is not None:
+            on_batch(predictions, batch[4])
+        if not compute_map:
+            continue
+        found = unbatch_detections(detector.postprocess(predictions, score_threshold), names)
+        for row, image_detections in enumerate(found):
+            key = str(len(ground_truth))
+            keep = gt_labels[row] != LABEL_PADDING
+            ground_truth[key] = GroundTruth.from_class_ids(gt_labels[row][keep], gt_boxes[row][keep],
+                                                           difficult[row][keep], names)
+            detections[key] = ScoredBoxes(image_detections.labels(), image_detections.scores,
+                                          image_detections.boxes)
+    if count == 0:
+        raise ProjectError(f"{tfrecord_path}: no records")
+    return evaluate_detections(ground_truth, detections, iou_threshold=0.5) if compute_map else None
+
+
+def map_or_zero(evaluation):
+    """``evaluation.mean_ap``, 0.0 when no class had ground truth."""
+    return float(evaluation.mean_ap or 0.0) if evaluation is not None else 0.0
