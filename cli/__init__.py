@@ -75,6 +75,36 @@ def parser(doc, config=True, skip=()):
     return result
 
 
+def check_at_least(flag, value, minimum):
+    """Raise ProjectError naming ``flag`` when ``value`` is below ``minimum``."""
+    if value < minimum:
+        raise ProjectError(f"{flag}: must be at least {minimum}, got {value}")
+
+
+def check_exists(path, what, kind="any", hint=""):
+    """Raise ProjectError ``<path>: <what> not found[ (<hint>)]`` unless ``path`` is a file (``kind`` "file"),
+    a folder ("folder") or either ("any")."""
+    found = {"file": os.path.isfile, "folder": os.path.isdir, "any": os.path.exists}[kind](path)
+    if not found:
+        raise ProjectError(f"{path}: {what} not found" + (f" ({hint})" if hint else ""))
+
+
+PATH_KEYS = ("train_tfrecord", "val_tfrecord", "checkpoint_dir", "log_dir")   # config keys that are paths
+
+
+def repo_relative_defaults(cfg, args):
+    """``cfg`` with the relative default paths of ``PATH_KEYS`` taken inside the repository, as every default
+    of the scripts is; paths given on the command line stay relative to the working folder."""
+    for key in PATH_KEYS:
+        if getattr(args, f"cfg_{key}", None) is not None:
+            continue
+        value = cfg[key]
+        paths = [value] if isinstance(value, str) else list(value)
+        paths = [path if os.path.isabs(path) else repo_path(path) for path in paths]
+        cfg[key] = paths[0] if isinstance(value, str) else paths
+    return cfg
+
+
 def error_line(error):
     """The one ``error: ...`` line for an exception a script reports."""
     if isinstance(error, OSError):
@@ -90,7 +120,7 @@ def run(arg_parser, body, argv=None):
         cfg = None
         if getattr(args, "_config_flags", False):
             from components.config import config_from_args
-            cfg = config_from_args(args)
+            cfg = repo_relative_defaults(config_from_args(args), args)
         status = body(args, cfg)
     except ProjectError as error:
         print(error_line(error), file=sys.stderr)

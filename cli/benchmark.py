@@ -34,7 +34,8 @@ def build_parser():
                         help="a .keras model or a folder holding one (default: checkpoints/ of the repository)")
     parser.add_argument("--val_tfrecord", default=DEFAULT_VAL_TFRECORD, help="validation TFRecord for the mAP column")
     parser.add_argument("--skip_map", action="store_true", help="do not compute the validation mAP")
-    parser.add_argument("--output", default="benchmark.md", help="where the Markdown report is written")
+    parser.add_argument("--output", default=cli.repo_path("benchmark.md"),
+                        help="where the Markdown report is written (default: benchmark.md of the repository)")
     parser.add_argument("--export_dir", default=None, help="keep the exports here (default: temporary folder)")
     parser.add_argument("--formats", default=",".join(FORMATS),
                         help=f"comma-separated subset of {','.join(FORMATS)} (keras is always included)")
@@ -53,10 +54,9 @@ def body(args, cfg):
         raise ValueError(f"--formats: unknown {', '.join(sorted(unknown))}; expected {', '.join(FORMATS)}")
     if args.runs < 1 or args.warmup < 0 or args.video_frames < 2:
         raise ValueError("--runs must be >= 1, --warmup >= 0 and --video_frames >= 2")
-    if not os.path.exists(args.model_path):
-        raise FileNotFoundError(f"{args.model_path}: model not found")
-    if not args.skip_map and not os.path.isfile(args.val_tfrecord):
-        raise FileNotFoundError(f"{args.val_tfrecord}: validation TFRecord not found (or pass --skip_map)")
+    cli.check_exists(args.model_path, "model")
+    if not args.skip_map:
+        cli.check_exists(args.val_tfrecord, "validation TFRecord", "file", "or pass --skip_map")
     results = measure(args.model_path, formats, None if args.skip_map else args.val_tfrecord, args.export_dir,
                       args.runs, args.warmup, args.video_frames, args.calibration_tfrecord, args.num_calibration,
                       log=lambda message: print(message, file=sys.stderr))

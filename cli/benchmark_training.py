@@ -16,7 +16,6 @@ import cli
 from components.atomic_io import write_text_atomically
 from components.config import cfg as default_cfg
 from components.config import tfrecord_paths, validate_config
-from components.errors import ProjectError
 
 
 def build_parser():
@@ -29,10 +28,8 @@ def build_parser():
 
 
 def body(args, cfg):
-    if not os.path.isfile(args.train_tfrecord):
-        raise ProjectError(f"{args.train_tfrecord}: TFRecord not found (make it with dataset/voc_to_tfrecord.py)")
-    if args.steps < 1:
-        raise ProjectError("--steps must be at least 1")
+    cli.check_exists(args.train_tfrecord, "TFRecord", "file", "make it with dataset/voc_to_tfrecord.py")
+    cli.check_at_least("--steps", args.steps, 1)
     from network.throughput import format_table, run  # imports TensorFlow
     cfg = validate_config(dict(default_cfg, train_tfrecord=args.train_tfrecord, batch_size=args.batch_size))
     load_before = os.getloadavg()[0]

@@ -7,7 +7,6 @@
 ``--matching_stats`` instead prints how many positive priors the matching gives a face, by face size (see
 ``dataset/check_dataset.py``).
 """
-import os
 import sys
 
 import cli
@@ -28,11 +27,9 @@ def build_parser():
 
 
 def body(args, cfg):
-    if args.num_images < 1:
-        raise ValueError(f"--num_images: must be at least 1, got {args.num_images}")
+    cli.check_at_least("--num_images", args.num_images, 1)
     tfrecord = args.tfrecord or (tfrecord_paths(cfg["train_tfrecord"]) or [""])[0]
-    if not os.path.isfile(tfrecord):
-        raise ValueError(f"{tfrecord}: TFRecord not found (create it with dataset/voc_to_tfrecord.py)")
+    cli.check_exists(tfrecord, "TFRecord", "file", "create it with dataset/voc_to_tfrecord.py")
     if args.matching_stats:
         print(format_matching_stats(matching_stats(tfrecord, cfg)))
     else:

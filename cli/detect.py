@@ -7,7 +7,6 @@ For every image of ``ImageSets/Main/<split>.txt`` writes ``<output_dir>/detectio
 ``<output_dir>/ground-truth/NAME.txt`` (see ``mAP/detect.py``); a failed or interrupted run keeps the earlier
 files. ``--model_path`` takes any format ``inference.py`` takes.
 """
-import os
 import sys
 
 import cli
@@ -39,13 +38,10 @@ def build_parser():
 
 
 def body(args, cfg):
-    if args.images_per_batch < 1:
-        raise ValueError(f"--images_per_batch: must be at least 1, got {args.images_per_batch}")
-    if not os.path.isdir(args.dataset_path):
-        raise VOCError(f"{args.dataset_path}: dataset folder not found")
+    cli.check_at_least("--images_per_batch", args.images_per_batch, 1)
+    cli.check_exists(args.dataset_path, "dataset folder", "folder")
     names = read_split(args.dataset_path, args.split)
-    if not os.path.exists(args.model_path):
-        raise FileNotFoundError(f"{args.model_path}: model not found")
+    cli.check_exists(args.model_path, "model")
     from components.detector import Detector  # imports TensorFlow: only once the cheap checks passed
     detector = Detector.from_path(args.model_path, cfg)
     report = write_split_results(detector, args.dataset_path, names, args.output_dir, args.score_threshold,

@@ -4,28 +4,9 @@
                      [--output PATH] [--calibration_tfrecord dataset/train_mask.tfrecord] [--num_calibration 300]
                      [--val_tfrecord dataset/val_mask.tfrecord]
 
-Every export takes the model's fixed input size (240x320 by default) and is written atomically (staged in a
-temporary folder beside the output, checked, then renamed into place) together with the model config sidecar
-(``<output stem>.json``, and for a SavedModel folder also ``model_config.json`` inside it), so that
-``inference.py --model_path <output>`` and ``mAP/detect.py`` load it with no other setting.
-
-* ``saved_model``: TensorFlow SavedModel folder (default ``<stem>_saved_model``), any batch size, weights frozen
-  into the graph (faster to run; fine-tune from the .keras file).
-* ``tflite``: float32 TFLite model (default ``<stem>.tflite``), batch 1.
-* ``tflite_int8``: full-integer TFLite model (default ``<stem>_int8.tflite``), batch 1: int8 weights and
-  activations calibrated on ``--num_calibration`` training images preprocessed exactly as at inference; the
-  input and output stay float32 (a quantize op in, a dequantize op out), which measured as fast as int8
-  input/output once the quantisation that int8 I/O needs in Python is counted.
-* ``onnx``: ONNX model converted by tf2onnx (default ``<stem>.onnx``), batch 1, for onnxruntime.
-
-Before it is published, the export is loaded with its runtime and run on the sample images
-(``assets/*.jpg``); the largest absolute difference to the Keras model is printed for the raw outputs and for
-the decoded boxes. Float formats must agree within 1e-3 on the raw outputs and 0.1 pixel (of the network
-input) on the decoded boxes, else nothing is written and the exit status is 1. For int8 the differences are
-printed for information, with the correlation of the raw outputs, and with ``--val_tfrecord`` the validation
-mAP of both models (target: int8 within 1 point of float).
+What each format is and how an export is checked before it is published: ``deploy/export.py``. A float
+export that does not reproduce the Keras model is not written and the exit status is 1.
 """
-import os
 import sys
 
 import cli
@@ -34,7 +15,6 @@ from deploy.export import (
     DEFAULT_NUM_CALIBRATION,
     EXPORT_FORMATS,
     OUTPUT_SUFFIX,
-    ExportError,
     describe,
     export_model_file,
 )
@@ -57,12 +37,10 @@ def build_parser():
 
 
 def body(args, cfg):
-    if args.num_calibration < 1:
-        raise ExportError(f"--num_calibration: must be at least 1, got {args.num_calibration}")
-    if not os.path.exists(args.model_path):
-        raise ExportError(f"{args.model_path}: model not found")
-    if args.val_tfrecord and not os.path.isfile(args.val_tfrecord):
-        raise ExportError(f"{args.val_tfrecord}: validation TFRecord not found")
+    cli.check_at_least("--num_calibration", args.num_calibration, 1)
+    cli.check_exists(args.model_path, "model")
+    if args.val_tfrecord:
+        cli.check_exists(args.val_tfrecord, "validation TFRecord", "file")
     try:
         report = export_model_file(args.model_path, args.export_format, args.output, args.calibration_tfrecord,
                                    args.num_calibration, args.val_tfrecord)

@@ -5,11 +5,9 @@
 See ``dataset/voc_to_tfrecord.py`` for what a record holds and which items are skipped; the output is
 written to a temporary name and renamed when complete.
 """
-import os
 import sys
 
 import cli
-from dataset.voc import VOCError
 from dataset.voc_to_tfrecord import MAX_IMAGE_SIDE, convert_split
 
 
@@ -27,8 +25,7 @@ def body(args, cfg):
     output_file = args.output_file or cli.repo_path("dataset", f"{args.split}_mask.tfrecord")
     if args.max_image_side < 0:
         raise ValueError(f"--max_image_side: must be 0 (no limit) or positive, got {args.max_image_side}")
-    if not os.path.isdir(args.dataset_path):
-        raise VOCError(f"{args.dataset_path}: dataset folder not found")
+    cli.check_exists(args.dataset_path, "dataset folder", "folder")
     try:
         report = convert_split(args.dataset_path, args.split, output_file, cfg, max_image_side=args.max_image_side)
     except KeyboardInterrupt:

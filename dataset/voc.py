@@ -7,9 +7,10 @@ import numpy as np
 from lxml import etree
 
 from components.config import IGNORE_ID, IGNORE_LABEL
+from components.errors import ProjectError
 
 
-class VOCError(ValueError):
+class VOCError(ProjectError):
     """A VOC file that cannot be used; the message names the file and the problem."""
 
 

@@ -49,8 +49,9 @@ class GroundTruth:
 
 
 @dataclass
-class Detections:
-    """One image's detections: ``labels`` [D] class names, ``scores`` [D], ``boxes`` [D, 4] pixels."""
+class ScoredBoxes:
+    """One image's detections as evaluation reads them: ``labels`` [D] class names, ``scores`` [D], ``boxes``
+    [D, 4] pixels (the detector's own, with class ids, are ``components.postprocessing.Detections``)."""
     labels: list = field(default_factory=list)
     scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
@@ -109,13 +110,17 @@ def _check_box(box, path, line_number):
         raise ValueError(f"{path}: line {line_number}: right < left or bottom < top in {box}")
 
 
+def _records(path):
+    """(line number, tokens, line) of each non-empty line of a results file."""
+    for line_number, line in enumerate(_read_lines(path), start=1):
+        if line.split():
+            yield line_number, line.split(), line
+
+
 def read_ground_truth_file(path):
     """Parse one ground-truth file into a GroundTruth; raises ValueError naming the file and line."""
     labels, boxes, difficult = [], [], []
-    for line_number, line in enumerate(_read_lines(path), start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
+    for line_number, tokens, line in _records(path):
         is_difficult = len(tokens) == 6 and tokens[5].lower() == "difficult"
         if len(tokens) != 5 and not is_difficult:
             raise ValueError(f"{path}: line {line_number}: expected '<class> <left> <top> <right> "
@@ -129,12 +134,9 @@ def read_ground_truth_file(path):
 
 
 def read_detection_file(path):
-    """Parse one detection file into Detections; raises ValueError naming the file and line."""
+    """Parse one detection file into ScoredBoxes; raises ValueError naming the file and line."""
     labels, scores, boxes = [], [], []
-    for line_number, line in enumerate(_read_lines(path), start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
+    for line_number, tokens, line in _records(path):
         if len(tokens) != 6:
             raise ValueError(f"{path}: line {line_number}: expected '<class> <score> <left> <top> "
                              f"<right> <bottom>', got {line.strip()!r}")
@@ -143,7 +145,7 @@ def read_detection_file(path):
         labels.append(tokens[0])
         scores.append(values[0])
         boxes.append(values[1:])
-    return Detections(labels, np.array(scores, np.float32), np.array(boxes, np.float32).reshape(-1, 4))
+    return ScoredBoxes(labels, np.array(scores, np.float32), np.array(boxes, np.float32).reshape(-1, 4))
 
 
 def _text_files(folder):
@@ -164,7 +166,7 @@ def read_ground_truth_dir(gt_dir):
 
 
 def read_detection_dir(det_dir, image_names):
-    """{image name: Detections} for each of ``image_names``; a missing file gives no detections.
+    """{image name: ScoredBoxes} for each of ``image_names``; a missing file gives no detections.
 
     Raises ValueError when the folder is missing, a file is malformed, or a detection file has no
     ground-truth counterpart among ``image_names`` (its detections could not be scored).
@@ -178,7 +180,7 @@ def read_detection_dir(det_dir, image_names):
     detections = {}
     for name in image_names:
         path = os.path.join(det_dir, f"{name}.txt")
-        detections[name] = read_detection_file(path) if os.path.isfile(path) else Detections()
+        detections[name] = read_detection_file(path) if os.path.isfile(path) else ScoredBoxes()
     return detections
 
 
@@ -204,7 +206,7 @@ def average_precision(recall, precision):
 def evaluate_class(class_name, ground_truth, detections, iou_threshold=0.5):
     """Match one class's detections to its ground truth and compute precision, recall and AP.
 
-    Detections of all images are taken in descending score order (stable for ties); each takes the
+    ScoredBoxes of all images are taken in descending score order (stable for ties); each takes the
     not-yet-matched box of its class in its image with the highest IoU (``components.box_utils.iou_matrix``,
     one call per image). IoU >= ``iou_threshold`` with a normal box: true positive, and the box is matched;
     with a difficult box: ignored (neither TP nor FP; difficult boxes are never used up); otherwise (no box,
@@ -213,7 +215,7 @@ def evaluate_class(class_name, ground_truth, detections, iou_threshold=0.5):
     Coordinates are continuous pixels (width = right - left, no "+1").
 
     Args:
-        ground_truth: {image name: GroundTruth}.  detections: {image name: Detections}.
+        ground_truth: {image name: GroundTruth}.  detections: {image name: ScoredBoxes}.
     Returns:
         ClassResult; its ``ap`` is None if the class has no non-difficult ground truth.
     """

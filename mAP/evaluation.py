@@ -15,8 +15,7 @@ from components.errors import ProjectError
 from components.postprocessing import unbatch_detections
 from components.prior_box import priors_from_config
 from dataset.tf_dataset_preprocess import encode_example_targets, parse_example, prepare_for_evaluation
-from mAP.compute_mAP import Detections as ScoredBoxes
-from mAP.compute_mAP import GroundTruth, evaluate_detections
+from mAP.compute_mAP import GroundTruth, ScoredBoxes, evaluate_detections
 
 LABEL_PADDING = -100   # fills the label rows of a batch beyond an image's boxes (ignored boxes are -1)
 DEFAULT_SCORE_THRESHOLD = 0.01

@@ -182,6 +182,22 @@ def test_scale_compensated_matching_matches_reference(seed):
                                gt_boxes[expected[positive]], atol=1e-4)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_match_priors_gives_each_prior_its_face_as_the_reference_does(seed):
+    from components.box_utils import match_priors
+    rng = np.random.default_rng(seed)
+    priors = priors_from_config(cfg)
+    corner_priors = center_to_corner(priors).numpy()
+    gt_boxes = np.concatenate([random_corner_boxes(rng, 5, 0.02, 0.06), random_corner_boxes(rng, 2, 0.1, 0.4)])
+    matched, positive = (value.numpy() for value in match_priors(gt_boxes, priors, 0.45, 4, 0.2))
+    overlaps = np.array([[brute_force_iou(g, p) for p in corner_priors] for g in gt_boxes])
+    expected = compensated_matching_reference(overlaps, 0.45, 4, 0.2)
+    np.testing.assert_array_equal(positive, expected >= 0)
+    np.testing.assert_array_equal(matched[positive], expected[expected >= 0])
+    empty_matched, empty_positive = match_priors(np.zeros((0, 4), np.float32), priors, 0.45, 4, 0.2)
+    assert empty_matched.shape == (len(priors),) and not empty_positive.numpy().any()
+
+
 def test_scale_compensated_matching_gives_small_faces_more_positives():
     priors = priors_from_config(cfg)
     small = np.array([[0.400, 0.400, 0.435, 0.447], [0.700, 0.200, 0.731, 0.243]], np.float32)  # ~11x11 px

@@ -22,7 +22,7 @@ def truth(*objects):
 
 def found(*detections):
     """Detections from (label, score, box) tuples."""
-    return cm.Detections([d[0] for d in detections], np.array([d[1] for d in detections], np.float32),
+    return cm.ScoredBoxes([d[0] for d in detections], np.array([d[1] for d in detections], np.float32),
                          np.array([d[2] for d in detections], np.float32).reshape(-1, 4))
 
 

@@ -209,3 +209,15 @@ def test_command_line(voc_mini, tmp_path, run_script, last_line):
     assert sum(line.startswith("error:") for line in result.stderr.splitlines()) == 1
     assert "Traceback" not in result.stderr
     assert not glob.glob(str(tmp_path / "missing.tfrecord*"))
+
+
+def test_parse_example_returns_the_difficult_flags():
+    from dataset.voc import Annotation
+    annotation = Annotation("a.jpg", 40, 20, np.array([[0, 0, 10, 10], [20, 5, 30, 15]], np.float32),
+                            ["mask", "unmask"], np.array([False, True]))
+    jpeg = cv2.imencode(".jpg", np.zeros((20, 40, 3), np.uint8))[1].tobytes()
+    example = voc_to_tfrecord.make_example("a", jpeg, 20, 40, annotation, cfg["labels_list"])
+    image, boxes, labels, difficult = parse_example(example.SerializeToString())
+    assert image.shape == (20, 40, 3) and labels.numpy().tolist() == [1, 2]
+    assert difficult.dtype == tf.bool and difficult.numpy().tolist() == [False, True]
+    np.testing.assert_allclose(boxes.numpy()[1], [0.5, 0.25, 0.75, 0.75])

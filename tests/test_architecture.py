@@ -1,0 +1,62 @@
+"""The layering of ARCHITECTURE.md: every import of a library module goes to its own layer or a lower one."""
+import ast
+import os
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+LAYERS = {   # module -> layer (ARCHITECTURE.md, "Layers")
+    0: ["components.config", "components.errors", "components.atomic_io", "components.box_utils",
+        "components.prior_box", "components.lr_scheduler", "components.drawing"],
+    1: ["dataset.voc", "dataset.tf_dataset_preprocess", "network.network", "network.losses"],
+    2: ["components.preprocessing", "components.postprocessing", "components.runtimes", "components.model_files",
+        "components.detector", "components.media", "components.batch_inference"],
+    3: ["mAP.compute_mAP", "mAP.evaluation", "mAP.detect"],
+    4: ["network.trainer", "network.history", "network.distribution", "network.errors", "network.throughput",
+        "dataset.voc_to_tfrecord", "dataset.check_dataset", "components.kmeans"],
+    5: ["deploy.export", "deploy.benchmark", "deploy.benchmark_report"],
+}
+LAYER = {module: layer for layer, modules in LAYERS.items() for module in modules}
+PACKAGES = ("cli", "components", "dataset", "deploy", "mAP", "network")
+
+
+def library_modules():
+    """Dotted names of every module of the library packages (``__init__`` aside)."""
+    names = []
+    for package in PACKAGES[1:]:
+        for name in sorted(os.listdir(os.path.join(REPO_ROOT, package))):
+            if name.endswith(".py") and name != "__init__.py":
+                names.append(f"{package}.{name[:-3]}")
+    return names
+
+
+def imported_modules(module):
+    """First-party modules ``module`` imports anywhere, except in its ``if __name__ == "__main__"`` block."""
+    path = os.path.join(REPO_ROOT, *module.split(".")) + ".py"
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    main_blocks = [node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
+    skipped = {id(child) for block in main_blocks for child in ast.walk(block)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found.update(name for name in names if name in LAYER or name.split(".")[0] == "cli")
+    return found
+
+
+def test_every_library_module_has_a_layer():
+    assert sorted(set(library_modules()) - set(LAYER)) == []
+
+
+@pytest.mark.parametrize("module", library_modules())
+def test_imports_flow_one_way(module):
+    upward = sorted(name for name in imported_modules(module)
+                    if name.split(".")[0] == "cli" or LAYER[name] > LAYER[module])
+    assert upward == [], f"{module} (layer {LAYER[module]}) imports from a higher layer: {upward}"

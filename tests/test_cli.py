@@ -1,0 +1,119 @@
+"""The script skeleton (cli/) and the faults it reports: unknown flags, full disks, busy or stale output."""
+import errno
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cli.compute_map as compute_map_cli
+from components.atomic_io import STAGING_PREFIX, remove_stale_temporaries
+from components.errors import ProjectError, describe_os_error
+
+
+def dead_pid():
+    """The id of a process that has ended."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_an_unknown_flag_is_one_line_naming_the_closest_valid_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        compute_map_cli.main(["--gt_dri", "somewhere"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: --gt_dri: unknown flag (did you mean --gt_dir?)\n"
+
+
+def test_an_unknown_flag_with_nothing_close_points_to_help(capsys):
+    with pytest.raises(SystemExit):
+        compute_map_cli.main(["--zzzzzz"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --zzzzzz: unknown flag; see ") and "--help" in err
+
+
+def test_os_errors_name_the_path_and_the_cause():
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert describe_os_error(full, "/out/a.jpg") == "/out/a.jpg: disk full (no space left on device)"
+    denied = PermissionError(errno.EACCES, "Permission denied", "/out/b.jpg")
+    assert describe_os_error(denied) == "/out/b.jpg: permission denied"
+
+
+def test_a_full_disk_while_writing_an_image_names_the_file(tmp_path, monkeypatch):
+    from components import media
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(media, "open", full_disk, raising=False)
+    target = tmp_path / "out.jpg"
+    with pytest.raises(ProjectError, match=rf"^{target}: disk full"):
+        media.write_image_atomically(str(target), np.zeros((4, 4, 3), np.uint8))
+    assert os.listdir(tmp_path) == []
+
+
+def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    dead = dead_pid()
+    stale_file = tmp_path / f"a.jpg.tmp-{dead}"
+    stale_folder = tmp_path / f"{STAGING_PREFIX}{dead}-abc"
+    live_file = tmp_path / f"b.jpg.tmp-{os.getpid()}"
+    for path in (stale_file, live_file):
+        path.write_bytes(b"partial")
+    stale_folder.mkdir()
+    (tmp_path / "keep.jpg").write_bytes(b"done")
+    removed = remove_stale_temporaries(str(tmp_path))
+    assert sorted(removed) == sorted([stale_file.name, stale_folder.name])
+    assert sorted(os.listdir(tmp_path)) == sorted([live_file.name, "keep.jpg"])
+
+
+class NoDetector:
+    """Stands in for a Detector: batch mode must refuse before it detects anything."""
+    cfg = {"score_threshold": 0.5, "labels_list": ["background", "mask", "unmask"]}
+    model_path = None
+
+    def detect(self, image):
+        raise AssertionError("detected in a busy output folder")
+
+
+def test_a_second_batch_run_into_a_busy_output_folder_is_refused(tmp_path):
+    from components.batch_inference import LOCK_FILE, run_batch
+    images, output = tmp_path / "images", tmp_path / "out"
+    images.mkdir()
+    output.mkdir()
+    (images / "a.jpg").write_bytes(b"not an image")
+    (output / LOCK_FILE).write_text(str(os.getppid()))          # a running process holds the folder
+    with pytest.raises(ProjectError, match=rf"^{output}: another batch run \(process {os.getppid()}\)"):
+        run_batch(NoDetector(), str(images), str(output), progress=False, log=lambda message: None)
+    assert (output / LOCK_FILE).read_text() == str(os.getppid())  # not taken from its owner
+
+
+def test_a_lock_left_by_a_killed_batch_run_is_taken_over_and_released(tmp_path):
+    from components.batch_inference import LOCK_FILE, run_batch
+    images, output = tmp_path / "images", tmp_path / "out"
+    images.mkdir()
+    output.mkdir()
+    (images / "a.jpg").write_bytes(b"not an image")                # skipped: nothing to detect
+    (output / LOCK_FILE).write_text(str(dead_pid()))
+    (output / f"a.jpg.tmp-{dead_pid()}").write_bytes(b"half an image")
+    done, resumed, skipped = run_batch(NoDetector(), str(images), str(output), progress=False,
+                                       log=lambda message: None)
+    assert (done, resumed, [name for name, _ in skipped]) == (0, 0, ["a.jpg"])
+    assert sorted(os.listdir(output)) == ["detections.json", "summary.csv"]   # no lock, no stale temporary
+
+
+def test_publish_model_leaves_the_old_model_when_writing_fails(tmp_path, tiny_cfg):
+    from components.model_files import model_config_path, publish_model
+    output = tmp_path / "m.keras"
+    output.write_bytes(b"old model")
+
+    def failing_write(path):
+        with open(path, "wb") as handle:
+            handle.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(ProjectError, match=rf"^{output}: disk full"):
+        publish_model(failing_write, str(output), tiny_cfg)
+    assert output.read_bytes() == b"old model" and not os.path.exists(model_config_path(str(output)))
+    assert os.listdir(tmp_path) == ["m.keras"]
+    publish_model(lambda path: open(path, "wb").write(b"new model"), str(output), tiny_cfg)
+    assert output.read_bytes() == b"new model" and os.path.isfile(model_config_path(str(output)))
+    assert sorted(os.listdir(tmp_path)) == ["m.json", "m.keras"]
