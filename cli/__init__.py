@@ -12,7 +12,7 @@ import difflib
 import os
 import sys
 
-from components.errors import Interrupted, ProjectError, describe_os_error  # noqa: F401 (Interrupted: for scripts)
+from components.errors import Interrupted, ProjectError, describe_os_error
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,6 +11,8 @@ import re
 import shutil
 import tempfile
 
+from components.errors import os_error
+
 STAGING_PREFIX = ".staging-"   # staging folders: .staging-<pid>-<random>
 _OWNER = re.compile(r"(?:\.tmp-|^\.staging-)(\d+)")
 
@@ -26,12 +28,15 @@ def atomic_path(path, suffix=""):
     """Yield a temporary path to write instead of ``path``; it replaces ``path`` only when the block succeeds.
 
     On an exception (KeyboardInterrupt included) ``path`` is left as it was and the temporary file is
-    removed. ``suffix`` ends the temporary name, for writers that pick the format by extension.
+    removed; an OSError becomes a ProjectError naming ``path`` and the cause (disk full, permission denied).
+    ``suffix`` ends the temporary name, for writers that pick the format by extension.
     """
     temporary = temporary_path(path, suffix)
     try:
         yield temporary
         os.replace(temporary, path)
+    except OSError as error:   # disk full, permission denied...: name the file meant, not the temporary
+        raise os_error(error, path) from None
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from components.atomic_io import process_runs, remove_stale_temporaries, write_text_atomically
 from components.drawing import draw_detections
-from components.errors import ProjectError
+from components.errors import ProjectError, os_error
 from components.media import write_image_atomically
 from dataset.voc import VOCError, read_image_bgr
 
@@ -160,7 +160,10 @@ def run_batch(detector, img_dir, output_dir, progress=True, log=None):
     os.makedirs(output_dir, exist_ok=True)
     with output_folder_lock(output_dir):
         remove_stale_temporaries(output_dir)   # images a killed run was writing
-        return _run_batch(detector, img_dir, output_dir, progress, log)
+        try:
+            return _run_batch(detector, img_dir, output_dir, progress, log)
+        except OSError as error:   # a write to the part file carries no file name
+            raise os_error(error, error.filename or os.path.join(output_dir, PART_FILE)) from None
 
 
 def _run_batch(detector, img_dir, output_dir, progress, log):

@@ -7,7 +7,7 @@ import time
 import cv2
 from tqdm import tqdm
 
-from components.atomic_io import atomic_path, temporary_path
+from components.atomic_io import atomic_path, remove_stale_temporaries, temporary_path
 from components.drawing import draw_detections
 from components.errors import ProjectError, os_error
 
@@ -68,6 +68,7 @@ def run_image(detector, image_bgr, output_path, show):
 
     The timed pass follows an untimed warm-up pass, so graph tracing is not counted.
     """
+    remove_stale_temporaries(os.path.dirname(os.path.abspath(output_path)))   # left by a killed run
     image_rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
     detector.detect(image_rgb)
     start = time.perf_counter()

@@ -1,6 +1,7 @@
 """Training: eager tf.GradientTape steps, checkpoints, validation, logs. ``Trainer`` holds the state of one
 run (epoch, step, history) and has one short method per part of an epoch; :func:`train` runs it."""
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -119,13 +120,14 @@ class ModelRuntime:
         return self._predict(tf.convert_to_tensor(images, tf.float32)).numpy()
 
 
-def make_loss_step(cfg):
-    """A compiled step: (targets, predictions) -> (localisation, classification) loss."""
-    num_classes = len(cfg["labels_list"])
+@functools.lru_cache(maxsize=4)
+def make_loss_step(num_classes, neg_pos_ratio):
+    """A compiled step: (targets, predictions) -> (localisation, classification) loss (one per setting, so
+    that validation traces it once per run)."""
 
     @tf.function(reduce_retracing=True)
     def loss_step(targets, predictions):
-        return multibox_loss(targets, predictions, num_classes, cfg["neg_pos_ratio"])
+        return multibox_loss(targets, predictions, num_classes, neg_pos_ratio)
 
     return loss_step
 
@@ -136,7 +138,7 @@ def validate(detector, tfrecord_path, cfg, with_map, max_batches=None, progress=
 
     Returns a dict: val_loss, val_loc, val_cls and, with mAP, val_map and val_ap_<class>.
     """
-    loss_step = make_loss_step(cfg)
+    loss_step = make_loss_step(len(cfg["labels_list"]), cfg["neg_pos_ratio"])
     totals = []
 
     def add_loss(predictions, targets):
