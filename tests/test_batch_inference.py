@@ -53,6 +53,19 @@ class CountingDetector:
         return self.detector.detect(image_rgb, score_threshold)
 
 
+def run_quietly(detector, image_dir, output):
+    """``run_batch`` without progress bar or messages."""
+    return inference.run_batch(detector, image_dir, output, progress=False, log=lambda message: None)
+
+
+def interrupted_batch(model, image_dir, output, interrupt_at):
+    """A batch run of ``model`` stopped by Ctrl-C at its ``interrupt_at``-th image; returns its detector."""
+    detector = detector_for(model)
+    with pytest.raises(KeyboardInterrupt):
+        run_quietly(CountingDetector(detector, interrupt_at=interrupt_at), str(image_dir), str(output))
+    return detector
+
+
 def read_outputs(folder):
     with open(folder / "detections.json", encoding="utf-8") as handle:
         document = json.load(handle)
@@ -103,7 +116,7 @@ def test_interrupted_batch_keeps_finished_results_and_resumes_without_redoing_th
     detector = detector_for(tiny_model)
     first = CountingDetector(detector, interrupt_at=2)       # Ctrl-C while the second image is processed
     with pytest.raises(KeyboardInterrupt):
-        inference.run_batch(first, str(image_dir), str(output), progress=False, log=lambda message: None)
+        run_quietly(first, str(image_dir), str(output))
     document, rows = read_outputs(output)                      # assembled on the interrupt
     assert [record["image"] for record in document["images"]] == ["a.jpg"]
     assert [row["image"] for row in rows] == ["a.jpg"]
@@ -128,13 +141,9 @@ def test_interrupted_batch_keeps_finished_results_and_resumes_without_redoing_th
 @pytest.mark.slow
 def test_part_file_of_another_model_or_threshold_is_not_reused(tiny_model, image_dir, tmp_path):
     output = tmp_path / "out"
-    detector = detector_for(tiny_model)
-    with pytest.raises(KeyboardInterrupt):
-        inference.run_batch(CountingDetector(detector, interrupt_at=3), str(image_dir), str(output), progress=False,
-                            log=lambda message: None)
+    interrupted_batch(tiny_model, image_dir, output, interrupt_at=3)
     other = CountingDetector(detector_for(tiny_model, score_threshold=0.3))
-    done, resumed, _ = inference.run_batch(other, str(image_dir), str(output), progress=False,
-                                           log=lambda message: None)
+    done, resumed, _ = run_quietly(other, str(image_dir), str(output))
     assert other.calls == 3 and (done, resumed) == (3, 0)
     document, _ = read_outputs(output)
     assert document["score_threshold"] == 0.3
@@ -144,20 +153,15 @@ def test_part_file_of_another_model_or_threshold_is_not_reused(tiny_model, image
 @pytest.mark.slow
 def test_resume_after_a_torn_last_line_loses_nothing_more(tiny_model, image_dir, tmp_path):
     output = tmp_path / "out"
-    detector = detector_for(tiny_model)
-    with pytest.raises(KeyboardInterrupt):
-        inference.run_batch(CountingDetector(detector, interrupt_at=2), str(image_dir), str(output), progress=False,
-                            log=lambda message: None)
+    detector = interrupted_batch(tiny_model, image_dir, output, interrupt_at=2)
     with open(output / inference.PART_FILE, "a", encoding="utf-8") as part:
         part.write('{"image": "b.jpg", "wid')                 # killed while writing the second record
     with pytest.raises(KeyboardInterrupt):                     # resumed, b.jpg done, interrupted again
-        inference.run_batch(CountingDetector(detector, interrupt_at=2), str(image_dir), str(output),
-                            progress=False, log=lambda message: None)
+        run_quietly(CountingDetector(detector, interrupt_at=2), str(image_dir), str(output))
     header = inference.batch_header(detector, detector.cfg["score_threshold"])
     assert sorted(inference.read_part_file(str(output / inference.PART_FILE), header)) == ["a.jpg", "b.jpg"]
     third = CountingDetector(detector)
-    done, resumed, _ = inference.run_batch(third, str(image_dir), str(output), progress=False,
-                                           log=lambda message: None)
+    done, resumed, _ = run_quietly(third, str(image_dir), str(output))
     assert third.calls == 1 and (done, resumed) == (1, 2)
     document, _ = read_outputs(output)
     assert [record["image"] for record in document["images"]] == ["a.jpg", "b.jpg", "c.png.jpg"]
