@@ -36,7 +36,7 @@ function drawDetections(result, width, height) {
   const context = overlay.getContext("2d");
   context.clearRect(0, 0, width, height);
   const line = Math.max(2, Math.round(Math.min(width, height) / 250));
-  const fontSize = Math.max(12, Math.round(Math.min(width, height) / 28));
+  const fontSize = Math.max(12, Math.round(Math.min(width, height) / 40));
   context.font = `600 ${fontSize}px system-ui, sans-serif`;
   context.textBaseline = "bottom";
   for (const face of result.faces) {
@@ -123,7 +123,7 @@ function setCameraButtons(running) {
 
 async function startCamera() {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    showMessage("this browser gives no camera access here (open the page on http://127.0.0.1 or localhost)");
+    showMessage("this browser gives no camera access here (open the page from 127.0.0.1 or localhost: browsers allow the camera only there or over HTTPS)");
     return;
   }
   try {
