@@ -11,12 +11,14 @@ STARTUP_TIMEOUT_S = 30.0
 
 
 def load_detector(model_path, cfg):
-    """``components.detector.Detector`` for ``model_path`` with one warm-up detection on a blank image, so
-    the first request does not pay for tracing the graphs."""
+    """``components.detector.Detector`` for ``model_path``, warmed up so that the first requests do not pay for
+    tracing the graphs: two detections on a blank image that keep different numbers of candidates (so the
+    post-processing is traced for any number)."""
     from components.detector import Detector
     detector = Detector.from_path(model_path, cfg)
-    height, width = detector.input_size
-    detector.detect(np.full((height, width, 3), 127, np.uint8))
+    blank = np.full((*detector.input_size, 3), 127, np.uint8)
+    detector.detect(blank)
+    detector.detect(blank, score_threshold=0.0)
     return detector
 
 

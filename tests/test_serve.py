@@ -285,3 +285,19 @@ def test_serve_refuses_a_missing_model_and_a_taken_port(tmp_path):
     assert busy.stderr.strip().startswith(f"error: --host/--port: cannot listen on 127.0.0.1:{port}")
     bad_port = run_serve("--port", "70000")
     assert bad_port.returncode == 2 and "--port" in bad_port.stderr
+
+
+def test_load_generator_counts_answers_and_failures():
+    from serving.app import ServeSettings, create_app
+    from serving.load import run_load
+    from serving.server import BackgroundServer
+    detector = BlockingDetector()
+    detector.release.set()
+    image = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    with BackgroundServer(create_app(detector, ServeSettings())) as server:
+        answered = run_load(server.host, server.port, image, "image/png", concurrency=3, requests=9)
+        refused = run_load(server.host, server.port, image, "text/plain", concurrency=2, requests=4)
+    assert (answered.requests, answered.failed, len(answered.latencies)) == (9, 0, 9)
+    summary = answered.summary()
+    assert summary["requests/s"] > 0 and 0 < summary["p50 ms"] <= summary["p99 ms"]
+    assert (refused.requests, refused.failed) == (4, 4) and refused.failures[0].startswith("HTTP 415")
