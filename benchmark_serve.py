@@ -48,21 +48,24 @@ def start_server(model_path, port, workers):
     """``serve.py`` (its default bounds) as a subprocess; returns (process, /health answer) once it answers."""
     command = [sys.executable, os.path.join(REPO_ROOT, "serve.py"), "--model_path", model_path, "--host", HOST,
                "--port", str(port), "--workers", str(workers)]
-    log = tempfile.TemporaryFile("w+")   # not a pipe: nobody reads it while the server runs
+    # the server's output goes to a file, not a pipe that nobody reads while it runs; stop_server closes it
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
                                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    process.log = log
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             log.seek(0)
             lines = [line for line in log.read().splitlines() if line.strip()]
+            log.close()
             raise RuntimeError(f"serve.py exited with status {process.returncode}: {lines[-1] if lines else ''}")
         try:
             with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=2) as response:
                 return process, json.loads(response.read())
         except OSError:
             time.sleep(0.5)
-    process.kill()
+    stop_server(process)
     raise RuntimeError(f"serve.py did not answer /health within {STARTUP_TIMEOUT_S} s")
 
 
@@ -73,6 +76,7 @@ def stop_server(process):
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    process.log.close()
 
 
 def load_average():
@@ -118,10 +122,11 @@ def run(args, log=print):
             rows.append(result.summary())
     finally:
         stop_server(process)
-    return [f"`POST /detect` of {os.path.relpath(args.image, REPO_ROOT)} ({len(body) / 1024:.0f} KiB JPEG), model "
-            f"{os.path.relpath(health['model'], REPO_ROOT)} ({health['format']}, flip test {health['flip_test']}), "
-            f"{args.workers} inference worker(s), {args.requests} requests per row after {args.warmup} warm-up "
-            f"requests; load average {load_before} before, {load_average()} after", "", *format_table(rows)], rows
+    heading = (f"`POST /detect` of {os.path.relpath(args.image, REPO_ROOT)} ({len(body) / 1024:.0f} KiB JPEG), "
+               f"model {os.path.relpath(health['model'], REPO_ROOT)} ({health['format']}, flip test "
+               f"{health['flip_test']}), {args.workers} inference worker(s), {args.requests} requests per row after "
+               f"{args.warmup} warm-up requests; load average {load_before} before, {load_average()} after")
+    return [heading, "", *format_table(rows)], rows
 
 
 def main(argv=None):

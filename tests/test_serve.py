@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SAMPLES = [os.path.join(REPO_ROOT, "assets", name)
            for name in ("1_Handshaking_Handshaking_1_71.jpg", "test_00002330.jpg")]
@@ -155,6 +155,19 @@ def test_bad_input_gets_a_json_4xx(served, name, body, content_type, expected_st
     assert headers["content-type"].startswith("application/json")
 
 
+def test_corrupted_images_never_get_a_500(served):
+    server, _ = served
+    original = np.frombuffer(read_sample(SAMPLES[0]), np.uint8)
+    rng = np.random.default_rng(13)
+    for _ in range(8):
+        corrupted = original.copy()
+        where = rng.integers(0, len(corrupted), 40)
+        corrupted[where] = rng.integers(0, 256, len(where), dtype=np.uint8)
+        status, answer, _ = request(server, "POST", "/detect", corrupted.tobytes(), {"Content-Type": "image/jpeg"})
+        assert status in (200, 400), answer
+    assert request(server, "GET", "/health")[1]["pending"] == 0
+
+
 @pytest.mark.parametrize("query", ["score_threshold=2", "score_threshold=abc", "score_threshold=nan"])
 def test_bad_parameter_gets_400(served, query):
     server, _ = served
@@ -271,7 +284,7 @@ def test_page_and_its_files_are_served_without_outside_links(served):
 def run_serve(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "serve.py"), *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_serve_refuses_a_missing_model_and_a_taken_port(tmp_path):

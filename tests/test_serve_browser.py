@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHROMIUM = "/usr/bin/chromium"
 SAMPLES = [os.path.join(REPO_ROOT, "assets", name)
