@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
+from components.config import cfg as default_cfg
 from dataset.voc import VOCError, decode_image_bytes
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -41,13 +42,25 @@ MULTIPART_TYPE = "multipart/form-data"
 BODY_NAME = "request body"                          # how error messages name the uploaded image
 
 
+def mib_to_bytes(mib):
+    """A size in MiB as whole bytes."""
+    return int(mib * 2 ** 20)
+
+
 @dataclass(frozen=True)
 class ServeSettings:
-    """Bounds of the server (the defaults of ``serve.py``)."""
-    max_request_bytes: int = 10 * 1024 * 1024   # largest accepted body (413 beyond)
-    max_image_pixels: int = 40_000_000          # largest accepted image, width x height (413 beyond)
-    workers: int = 1                            # inference threads (TensorFlow already uses every core)
-    max_pending: int = 32                       # requests admitted at once, running or waiting (503 beyond)
+    """Bounds of the server; the defaults are the ``serve_*`` keys of ``components/config.py``."""
+    max_request_bytes: int = mib_to_bytes(default_cfg["serve_max_request_mb"])   # largest body (413 beyond)
+    max_image_pixels: int = default_cfg["serve_max_image_pixels"]   # largest image, width x height (413 beyond)
+    workers: int = default_cfg["serve_workers"]                     # inference threads
+    max_pending: int = default_cfg["serve_max_pending"]             # requests admitted at once (503 beyond)
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The settings of a config's ``serve_*`` keys; at least one pending request per worker."""
+        return cls(max_request_bytes=mib_to_bytes(cfg["serve_max_request_mb"]),
+                   max_image_pixels=cfg["serve_max_image_pixels"], workers=cfg["serve_workers"],
+                   max_pending=max(cfg["serve_max_pending"], cfg["serve_workers"]))
 
 
 class ApiError(Exception):

@@ -234,7 +234,7 @@ class BlockingDetector:
         self.release = threading.Event()
 
     def detect(self, image_rgb, score_threshold=None):
-        from components.detector import Detections
+        from components.postprocessing import Detections
         self.release.wait(timeout=30)
         return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
                           list(self.cfg["labels_list"]))
@@ -290,7 +290,7 @@ def run_serve(*args):
 def test_serve_refuses_a_missing_model_and_a_taken_port(tmp_path):
     missing = run_serve("--model_path", str(tmp_path / "nothing.keras"))
     assert missing.returncode == 2
-    assert missing.stderr.strip() == f"error: --model_path: {tmp_path / 'nothing.keras'}: model not found"
+    assert missing.stderr.strip() == f"error: {tmp_path / 'nothing.keras'}: model not found"
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         busy = run_serve("--port", str(port))
@@ -298,6 +298,29 @@ def test_serve_refuses_a_missing_model_and_a_taken_port(tmp_path):
     assert busy.stderr.strip().startswith(f"error: --host/--port: cannot listen on 127.0.0.1:{port}")
     bad_port = run_serve("--port", "70000")
     assert bad_port.returncode == 2 and "--port" in bad_port.stderr
+
+
+def test_serve_flags_set_the_config_keys_of_the_settings():
+    from cli.serve import apply_serve_flags, build_parser
+    from components.config import cfg, config_from_args
+    from serving.app import ServeSettings
+    parser = build_parser()
+    defaults = parser.parse_args([])
+    assert ServeSettings.from_config(apply_serve_flags(defaults, config_from_args(defaults))) == ServeSettings()
+    assert ServeSettings().workers == cfg["serve_workers"] and ServeSettings().max_pending == cfg["serve_max_pending"]
+    given = parser.parse_args(["--workers", "3", "--max_pending", "2", "--max_request_mb", "0.5",
+                               "--max_image_pixels", "1000"])
+    settings = ServeSettings.from_config(apply_serve_flags(given, config_from_args(given)))
+    assert settings == ServeSettings(max_request_bytes=512 * 1024, max_image_pixels=1000, workers=3, max_pending=3)
+
+
+@pytest.mark.parametrize("flag, value", [("--workers", "0"), ("--max_pending", "x"), ("--max_request_mb", "-1")])
+def test_bad_serve_flag_is_one_line_naming_it(flag, value, capsys):
+    from cli.serve import main
+    with pytest.raises(SystemExit) as exit_info:
+        main([flag, value])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and flag in err
 
 
 def test_load_generator_counts_answers_and_failures():
