@@ -73,6 +73,13 @@ cfg = {
     "score_threshold": 0.5,
     "nms_threshold": 0.4,
     "max_number_keep": 200,
+
+    # serving (serve.py: web demo and REST API; its flags --workers, --max_pending, --max_request_mb and
+    # --max_image_pixels set these)
+    "serve_workers": 1,                    # inference threads (TensorFlow already uses every core)
+    "serve_max_pending": 32,               # requests admitted at once, running or waiting (503 beyond)
+    "serve_max_request_mb": 10.0,          # largest request body in MiB (413 beyond)
+    "serve_max_image_pixels": 40_000_000,  # largest image, width x height, read from its header (413 beyond)
 }
 
 
@@ -124,7 +131,8 @@ def add_config_arguments(parser, skip=()):
     return parser
 
 
-POSITIVE_KEYS = ("batch_size", "epoch", "save_freq", "init_lr", "base_channel", "max_number_keep")
+POSITIVE_KEYS = ("batch_size", "epoch", "save_freq", "init_lr", "base_channel", "max_number_keep", "serve_workers",
+                 "serve_max_pending", "serve_max_request_mb", "serve_max_image_pixels")
 UNIT_INTERVAL_KEYS = ("match_thresh", "min_positive_iou", "nms_threshold", "score_threshold", "crop_prob",
                       "expand_prob")
 

@@ -182,21 +182,31 @@ def decode_image_file(path):
         raise VOCError(f"{path}: file not found")
     with open(path, "rb") as handle:
         raw = handle.read()
+    image, unchanged = decode_image_bytes(raw, path)
+    return image, raw, unchanged
+
+
+def decode_image_bytes(raw, source):
+    """Decode the bytes of an image file (any format OpenCV reads) into an 8-bit BGR array [H, W, 3].
+
+    Returns (image, whether it decoded as 8-bit 3-channel as it is). Raises VOCError starting with ``source``
+    (a file name, or e.g. "request body") when the bytes are empty, truncated or not a decodable image.
+    """
     if not raw:
-        raise VOCError(f"{path}: empty file")
+        raise VOCError(f"{source}: empty file")
     if raw.startswith(JPEG_SOI) and _jpeg_is_truncated(raw):
-        raise VOCError(f"{path}: truncated JPEG (the file ends before its end-of-image marker)")
+        raise VOCError(f"{source}: truncated JPEG (the file ends before its end-of-image marker)")
     if raw.startswith(PNG_SIGNATURE) and raw.rfind(PNG_END_CHUNK) < 0:
-        raise VOCError(f"{path}: truncated PNG (no IEND chunk)")
+        raise VOCError(f"{source}: truncated PNG (no IEND chunk)")
     try:
         image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as error:
         reason = getattr(error, "err", "") or "OpenCV error"
         if "MAX_IMAGE_PIXELS" in reason:
             reason = "its header declares more pixels than OpenCV's limit, CV_IO_MAX_IMAGE_PIXELS"
-        raise VOCError(f"{path}: not a readable image ({reason})") from None
+        raise VOCError(f"{source}: not a readable image ({reason})") from None
     if image is None or image.size == 0:
-        raise VOCError(f"{path}: not a readable image (corrupt or unsupported format)")
+        raise VOCError(f"{source}: not a readable image (corrupt or unsupported format)")
     unchanged = image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     if image.dtype == np.uint16:
         image = (image / 257.0).round().astype(np.uint8)
@@ -208,7 +218,7 @@ def decode_image_file(path):
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     elif image.shape[2] == 1:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    return image, raw, unchanged
+    return image, unchanged
 
 
 def read_image_bgr(path):

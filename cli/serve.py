@@ -1,0 +1,105 @@
+"""Serve the web demo and the REST API of a face-mask detector on this machine.
+
+    python serve.py [--model_path checkpoints/] [--host 127.0.0.1] [--port 8000]
+
+Open http://127.0.0.1:8000/ for the demo page (webcam or dropped images), or call the API:
+``POST /detect`` with the bytes of an image (raw, or a multipart file upload) answers the faces as JSON, boxes
+in pixels; ``GET /health`` says the server is up and which model it runs. ``--model_path`` takes every
+format ``inference.py`` takes; ``--<config key> VALUE`` overrides a setting (e.g. ``--score_threshold 0.6``).
+The model is loaded once; ``--workers`` threads run it and at most ``--max_pending`` requests are admitted at
+once (503 beyond), each body at most ``--max_request_mb`` MiB (413 beyond); their defaults are the ``serve_*``
+keys of ``components/config.py``. See ``serving/app.py``.
+"""
+import argparse
+import sys
+
+import cli
+from components.config import cfg as default_cfg
+from components.errors import ProjectError
+
+DEFAULT_MODEL_PATH = cli.repo_path("checkpoints")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+SERVE_FLAGS = {   # flag -> config key it sets
+    "workers": "serve_workers",
+    "max_pending": "serve_max_pending",
+    "max_request_mb": "serve_max_request_mb",
+    "max_image_pixels": "serve_max_image_pixels",
+}
+
+
+def at_least_one(text):
+    """A whole number >= 1 (argparse type)."""
+    value = int(text) if text.strip().isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def port_number(text):
+    """A TCP port 0..65535 (argparse type; 0 picks a free one)."""
+    value = int(text) if text.strip().isdigit() else -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {text!r}")
+    return value
+
+
+def positive_number(text):
+    """A number > 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def build_parser():
+    parser = cli.parser(__doc__, skip=tuple(SERVE_FLAGS.values()))
+    parser.add_argument("--model_path", default=DEFAULT_MODEL_PATH,
+                        help="a .keras, .tflite or .onnx model, a SavedModel folder, or a folder holding a .keras "
+                             "model (default: checkpoints/ of the repository)")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT,
+                        help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
+    helps = {"workers": "inference threads", "max_pending": "requests admitted at once, running or waiting; more "
+             "get 503", "max_request_mb": "largest request body in MiB; larger get 413",
+             "max_image_pixels": "largest image, width x height; larger get 413"}
+    for flag, key in SERVE_FLAGS.items():
+        kind = positive_number if isinstance(default_cfg[key], float) else at_least_one
+        parser.add_argument(f"--{flag}", type=kind, default=None,
+                            help=f"{helps[flag]} (default {default_cfg[key]}, config key {key})")
+    return parser
+
+
+def apply_serve_flags(args, cfg):
+    """``cfg`` with the ``serve_*`` keys the serving flags given on the command line set."""
+    cfg.update({key: getattr(args, flag) for flag, key in SERVE_FLAGS.items() if getattr(args, flag) is not None})
+    return cfg
+
+
+def body(args, cfg):
+    from serving.app import ServeSettings, create_app
+    from serving.server import bind_socket, load_detector, serve_forever
+    cfg = apply_serve_flags(args, cfg)
+    cli.check_exists(args.model_path, "model")
+    try:
+        listening_socket = bind_socket(args.host, args.port)
+    except OSError as error:
+        raise ProjectError(f"--host/--port: {error}") from None
+    with listening_socket:
+        detector = load_detector(args.model_path, cfg)
+        host, port = listening_socket.getsockname()[:2]
+        shown_host = f"[{host}]" if ":" in host else host
+        print(f"serving {detector.model_path} ({detector.format}) on http://{shown_host}:{port}/ (Ctrl-C to stop)",
+              flush=True)
+        serve_forever(create_app(detector, ServeSettings.from_config(cfg)), listening_socket)
+
+
+def main(argv=None):
+    return cli.run(build_parser(), body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""A small HTTP load generator for ``POST /detect`` (used by benchmark_serve.py): ``concurrency`` client threads,
+each on its own keep-alive connection, send one image until ``requests`` answers are in."""
+import http.client
+import itertools
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class NoDelayConnection(http.client.HTTPConnection):
+    """An HTTP connection with Nagle's algorithm off, as browsers and curl have it: http.client sends the headers
+    and a large body in separate writes, and the body's last segment would otherwise wait for the server's
+    delayed ACK (about 40 ms on Linux)."""
+
+    def connect(self):
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+@dataclass
+class LoadResult:
+    """Latencies [N] in seconds of the answered requests, failures (non-200 or broken), wall time in seconds."""
+    concurrency: int
+    latencies: np.ndarray
+    failed: int
+    wall_s: float
+    failures: list
+
+    @property
+    def requests(self):
+        return len(self.latencies) + self.failed
+
+    def summary(self):
+        """{"concurrency", "requests", "failed", "requests/s", "p50 ms", "p99 ms"} (requests/s counts successes)."""
+        p50, p99 = (np.percentile(self.latencies, [50, 99]) * 1000.0) if len(self.latencies) else (np.nan, np.nan)
+        return {"concurrency": self.concurrency, "requests": self.requests, "failed": self.failed,
+                "requests/s": len(self.latencies) / self.wall_s, "p50 ms": float(p50), "p99 ms": float(p99)}
+
+
+def run_load(host, port, body, content_type, concurrency, requests, timeout_s=60.0, on_done=None):
+    """Send ``requests`` POST /detect requests of ``body`` from ``concurrency`` threads; returns LoadResult.
+
+    ``on_done()`` is called after each answer (e.g. a progress bar's update). A failure is any answer but 200
+    or a broken connection (reopened for the next request); the first few are kept in ``failures``."""
+    tickets = itertools.count()
+    lock = threading.Lock()
+    latencies, failures = [], []
+
+    def client():
+        connection = NoDelayConnection(host, port, timeout=timeout_s)
+        try:
+            while next(tickets) < requests:
+                start = time.perf_counter()
+                try:
+                    connection.request("POST", "/detect", body=body, headers={"Content-Type": content_type})
+                    response = connection.getresponse()
+                    answer = response.read()
+                    problem = None if response.status == 200 else f"HTTP {response.status}: {answer[:200]!r}"
+                except (OSError, http.client.HTTPException) as error:
+                    problem = f"{type(error).__name__}: {error}"
+                    connection.close()
+                elapsed = time.perf_counter() - start
+                with lock:
+                    if problem is None:
+                        latencies.append(elapsed)
+                    else:
+                        failures.append(problem)
+                if on_done is not None:
+                    on_done()
+        finally:
+            connection.close()
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for future in [pool.submit(client) for _ in range(concurrency)]:
+            future.result()
+    wall = time.perf_counter() - start
+    return LoadResult(concurrency, np.array(latencies), len(failures), wall, failures[:5])
