@@ -89,6 +89,29 @@ def check_exists(path, what, kind="any", hint=""):
         raise ProjectError(f"{path}: {what} not found" + (f" ({hint})" if hint else ""))
 
 
+def image_size(text):
+    """argparse type of a size flag: ``480x640`` (height x width, pixels) -> (480, 640)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        height, width = (int(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH in pixels, e.g. 480x640, got {text!r}") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive HEIGHTxWIDTH, got {text!r}")
+    return height, width
+
+
+def given(args, key):
+    """Whether the config flag ``--<key>`` was given on the command line (not left to the defaults)."""
+    return getattr(args, f"cfg_{key}", None) is not None
+
+
+def inference_size(args, cfg):
+    """The ``input_size`` to run a model at: the flag's when ``--input_size`` was given, else None (the size
+    the model was trained or exported at, from its sidecar)."""
+    return tuple(cfg["input_size"]) if given(args, "input_size") else None
+
+
 PATH_KEYS = ("train_tfrecord", "val_tfrecord", "checkpoint_dir", "log_dir")   # config keys that are paths
 
 
@@ -96,7 +119,7 @@ def repo_relative_defaults(cfg, args):
     """``cfg`` with the relative default paths of ``PATH_KEYS`` taken inside the repository, as every default
     of the scripts is; paths given on the command line stay relative to the working folder."""
     for key in PATH_KEYS:
-        if getattr(args, f"cfg_{key}", None) is not None:
+        if given(args, key):
             continue
         value = cfg[key]
         paths = [value] if isinstance(value, str) else list(value)

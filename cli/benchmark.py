@@ -26,6 +26,7 @@ from components.atomic_io import write_text_atomically
 from deploy.benchmark import DEFAULT_VAL_TFRECORD, FORMATS, measure
 from deploy.benchmark_report import render
 from deploy.export import DEFAULT_CALIBRATION_TFRECORD, DEFAULT_NUM_CALIBRATION
+from deploy.reference import DEFAULT_REFERENCE
 
 
 def build_parser():
@@ -44,6 +45,9 @@ def build_parser():
     parser.add_argument("--video_frames", type=int, default=300, help="frames of the end-to-end video")
     parser.add_argument("--calibration_tfrecord", default=DEFAULT_CALIBRATION_TFRECORD)
     parser.add_argument("--num_calibration", type=int, default=DEFAULT_NUM_CALIBRATION)
+    parser.add_argument("--reference", default=DEFAULT_REFERENCE,
+                        help="AIZOOTech reference .tflite timed beside ours (default: ../shared/reference/ beside the "
+                             "repository; skipped with a note when missing; 'none' to skip)")
     return parser
 
 
@@ -57,9 +61,13 @@ def body(args, cfg):
     cli.check_exists(args.model_path, "model")
     if not args.skip_map:
         cli.check_exists(args.val_tfrecord, "validation TFRecord", "file", "or pass --skip_map")
+    reference = None if args.reference.lower() == "none" else args.reference
+    if reference is not None and not os.path.isfile(reference):
+        print(f"note: {reference}: reference model not found; not timed", file=sys.stderr)
+        reference = None
     results = measure(args.model_path, formats, None if args.skip_map else args.val_tfrecord, args.export_dir,
                       args.runs, args.warmup, args.video_frames, args.calibration_tfrecord, args.num_calibration,
-                      log=lambda message: print(message, file=sys.stderr))
+                      log=lambda message: print(message, file=sys.stderr), reference=reference)
     report = render(results)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     write_text_atomically(args.output, report)

@@ -43,7 +43,7 @@ def body(args, cfg):
     names = read_split(args.dataset_path, args.split)
     cli.check_exists(args.model_path, "model")
     from components.detector import Detector  # imports TensorFlow: only once the cheap checks passed
-    detector = Detector.from_path(args.model_path, cfg)
+    detector = Detector.from_path(args.model_path, cfg, cli.inference_size(args, cfg))
     report = write_split_results(detector, args.dataset_path, names, args.output_dir, args.score_threshold,
                                  args.images_per_batch)
     for reason in report.skipped_images:

@@ -33,6 +33,8 @@ def build_parser():
                         help="calibration images for tflite_int8")
     parser.add_argument("--val_tfrecord", default=None,
                         help="with tflite_int8: print the validation mAP of the Keras and the int8 model")
+    parser.add_argument("--input_size", type=cli.image_size, default=None,
+                        help="export at this HEIGHTxWIDTH, e.g. 480x640 (default: the size the model was trained at)")
     return parser
 
 
@@ -43,7 +45,7 @@ def body(args, cfg):
         cli.check_exists(args.val_tfrecord, "validation TFRecord", "file")
     try:
         report = export_model_file(args.model_path, args.export_format, args.output, args.calibration_tfrecord,
-                                   args.num_calibration, args.val_tfrecord)
+                                   args.num_calibration, args.val_tfrecord, input_size=args.input_size)
     except KeyboardInterrupt:
         raise cli.Interrupted("nothing written") from None
     print("\n".join(describe(report)))

@@ -45,12 +45,13 @@ def camera_index(text):
         raise argparse.ArgumentTypeError(f"expected a camera index or True, got {text!r}") from None
 
 
-def load_detector(model_path, cfg):
-    """Detector for ``model_path``; the model's saved config wins for its own keys (input size, anchors...)."""
+def load_detector(model_path, cfg, input_size=None):
+    """Detector for ``model_path``; the model's saved config wins for its own keys (anchors, classes...) and for
+    the input size unless ``input_size`` (h, w) is given."""
     if not os.path.exists(model_path):
         raise UsageError(f"{model_path}: model not found")
     from components.detector import Detector  # imports TensorFlow: only once the cheap checks passed
-    return Detector.from_path(model_path, cfg)
+    return Detector.from_path(model_path, cfg, input_size)
 
 
 def build_parser():
@@ -78,7 +79,7 @@ def run_image_mode(args, cfg):
     output_path = args.output or cli.repo_path("assets", ANNOTATED_PREFIX + os.path.basename(args.img_path))
     if args.show:
         open_window()
-    detector = load_detector(args.model_path, cfg)
+    detector = load_detector(args.model_path, cfg, cli.inference_size(args, cfg))
     detections, milliseconds = run_image(detector, image_bgr, output_path, args.show)
     for line in detection_lines(detections):
         print(line)
@@ -93,7 +94,7 @@ def run_stream_mode(args, cfg):
         open_window()
     capture, first_frame = open_capture(args.video if args.video is not None else args.camera)
     try:
-        detector = load_detector(args.model_path, cfg)
+        detector = load_detector(args.model_path, cfg, cli.inference_size(args, cfg))
         frames, mean_fps, stopped = run_stream(detector, capture, first_frame, args.output, show)
     finally:
         capture.release()
@@ -115,7 +116,7 @@ def run_batch_mode(args, cfg):
         raise UsageError(f"{output_dir}: --output_dir must differ from --img_dir (the images would be overwritten)")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"{output_dir}: not a folder")
-    detector = load_detector(args.model_path, cfg)
+    detector = load_detector(args.model_path, cfg, cli.inference_size(args, cfg))
     try:
         done, resumed, skipped = run_batch(detector, args.img_dir, output_dir)
     except KeyboardInterrupt:

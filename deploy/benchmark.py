@@ -21,7 +21,8 @@ FORMATS = ("keras", "saved_model", "tflite", "tflite_int8", "onnx")
 TIMING_ROUNDS = 4          # the formats are timed in turn, round by round, so a change of load hits them all
 RUNTIME_NAMES = {"keras": "TensorFlow (frozen graph, fixed signature)",
                  "saved_model": "TensorFlow (SavedModel, frozen)", "tflite": "LiteRT", "tflite_int8": "LiteRT",
-                 "onnx": "onnxruntime (ORT_ENABLE_ALL)"}
+                 "onnx": "onnxruntime (ORT_ENABLE_ALL)", "reference": "LiteRT + XNNPACK (260x260 input)"}
+REFERENCE_LABEL = "AIZOO reference"
 VIDEO_SIZE = (320, 240)   # width, height
 VIDEO_FPS = 30.0
 SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
@@ -53,6 +54,7 @@ class BenchmarkResults:
     post_low_ms: float = 0.0
     fastest: str = "keras"
     video_rows: list = field(default_factory=list)   # (label, fps, {stage: ms}, frames)
+    medians: dict = field(default_factory=dict)      # label -> median seconds of the model-only call
 
 
 SAMPLE_PATTERN = os.path.join(REPO_ROOT, "assets", "*.jpg")
@@ -195,17 +197,27 @@ def load_variants(paths):
     return variants, loaded
 
 
-def time_all(loaded, batch, runs, warmup, log):
-    """{label: seconds of each timed run}, the detectors taken in turn for ``TIMING_ROUNDS`` rounds."""
+def time_all(loaded, sample, runs, warmup, log):
+    """{label: seconds of each timed run} of each detector on the uint8 RGB image ``sample`` preprocessed its
+    own way, the detectors taken in turn for ``TIMING_ROUNDS`` rounds."""
+    batches = {label: detector.preprocess([sample]) for label, detector in loaded.items()}
     seconds = {label: [] for label in loaded}
-    for detector in loaded.values():
-        time_predict(detector, batch, 0, warmup)
+    for label, detector in loaded.items():
+        time_predict(detector, batches[label], 0, warmup)
     per_round = -(-runs // TIMING_ROUNDS)
     for round_index in range(TIMING_ROUNDS):
         log(f"timing round {round_index + 1}/{TIMING_ROUNDS}: {per_round} runs of each of {', '.join(loaded)}")
         for label, detector in loaded.items():
-            seconds[label].extend(time_predict(detector, batch, per_round, 2))
+            seconds[label].extend(time_predict(detector, batches[label], per_round, 2))
     return seconds
+
+
+def reference_row(path, seconds):
+    """The table row of the AIZOOTech reference (timed beside ours; its mAP comes from mAP/detect.py's path)."""
+    row = speed_row(Variant("reference", REFERENCE_LABEL), path, seconds)
+    row["val mAP"] = row["flip test val mAP"] = "see README (cli.detect_reference)"
+    row["flip test median ms"] = "n/a"
+    return row
 
 
 def speed_row(variant, path, seconds):
@@ -254,10 +266,11 @@ def measure_video(detectors, fastest, video_frames, log):
 
 def measure(model_path, formats=FORMATS, val_tfrecord=DEFAULT_VAL_TFRECORD, export_dir=None, runs=200, warmup=20,
             video_frames=300, calibration_tfrecord=export.DEFAULT_CALIBRATION_TFRECORD,
-            num_calibration=export.DEFAULT_NUM_CALIBRATION, log=print):
+            num_calibration=export.DEFAULT_NUM_CALIBRATION, log=print, reference=None):
     """Export, time and evaluate the model of ``model_path``; ``val_tfrecord`` None skips the mAP.
 
-    ``export_dir`` None exports to a temporary folder, removed afterwards. Returns BenchmarkResults.
+    ``export_dir`` None exports to a temporary folder, removed afterwards. ``reference``: the AIZOOTech
+    reference .tflite, timed in the same rounds (None: not timed). Returns BenchmarkResults.
     """
     from components.model_files import resolve_model_path
     model_file = resolve_model_path(model_path)
@@ -269,7 +282,11 @@ def measure(model_path, formats=FORMATS, val_tfrecord=DEFAULT_VAL_TFRECORD, expo
         paths = export_formats(model_file, formats, folder, calibration_tfrecord, num_calibration, log)
         sample = cv2.cvtColor(cv2.imread(SAMPLE_IMAGE), cv2.COLOR_BGR2RGB)
         variants, loaded = load_variants(paths)
-        seconds = time_all(loaded, loaded["keras"].preprocess([sample]), runs, warmup, log)
+        if reference is not None:
+            from deploy.reference import AizooReference
+            loaded[REFERENCE_LABEL] = AizooReference(reference)
+        seconds = time_all(loaded, sample, runs, warmup, log)
+        results.medians = {label: float(np.median(values)) for label, values in seconds.items()}
         detectors, medians = {}, {}
         for variant in variants:
             row = speed_row(variant, paths[variant.format], seconds[variant.label])
@@ -282,6 +299,8 @@ def measure(model_path, formats=FORMATS, val_tfrecord=DEFAULT_VAL_TFRECORD, expo
                 if variant.label + FLIP_SUFFIX in loaded:
                     detectors[variant.label + FLIP_SUFFIX] = loaded[variant.label + FLIP_SUFFIX]
             results.rows.append(row)
+        if reference is not None:
+            results.rows.append(reference_row(reference, seconds[REFERENCE_LABEL]))
         keras = detectors["keras"]
         results.input_size, results.score_threshold = keras.input_size, keras.cfg["score_threshold"]
         predictions = keras.predict_raw(keras.preprocess([sample]))

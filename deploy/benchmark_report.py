@@ -2,7 +2,7 @@
 import os
 import platform
 
-from deploy.benchmark import FLIP_SUFFIX, TIMING_ROUNDS, VIDEO_SIZE
+from deploy.benchmark import FLIP_SUFFIX, REFERENCE_LABEL, TIMING_ROUNDS, VIDEO_SIZE
 
 HEADER = ["format", "runtime", "model file", "size (MiB)", "median ms", "p90 ms", "images/s", "val mAP",
           "flip test median ms", "flip test val mAP"]
@@ -40,6 +40,17 @@ def comparison_lines(maps):
     return lines
 
 
+def reference_lines(medians):
+    """Our formats' model-only latency as a share of the reference's, where the reference was timed."""
+    if REFERENCE_LABEL not in medians:
+        return []
+    base = medians[REFERENCE_LABEL]
+    shares = ", ".join(f"{label} {medians[label] / base:.2f}" for label in ("tflite_int8", "tflite", "onnx", "keras")
+                       if label in medians)
+    return [f"Latency as a share of the {REFERENCE_LABEL}'s ({1000 * base:.2f} ms, same rounds, batch 1, 2 threads): "
+            f"{shares} (target for tflite_int8: at most 0.50)."]
+
+
 def video_lines(results):
     lines = [f"End-to-end video ({results.video_rows[0][3]} frames of {VIDEO_SIZE[0]}x{VIDEO_SIZE[1]}, mp4v, decode + "
              "preprocess + infer + NMS + draw; stage times are medians in ms per frame):", "",
@@ -65,5 +76,6 @@ def render(results):
                   f"{results.post_default_ms:.2f} ms at score threshold {results.score_threshold:g} (inference), "
                   f"{results.post_low_ms:.2f} ms at 0.01 (mAP)."]
     lines += comparison_lines(results.maps)
+    lines += reference_lines(results.medians)
     lines += [""] + video_lines(results)
     return "\n".join(lines) + "\n"

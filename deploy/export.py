@@ -209,7 +209,7 @@ def compare_outputs(reference, exported, priors, cfg):
 
 def export_model_file(model_path, export_format, output=None, calibration_tfrecord=DEFAULT_CALIBRATION_TFRECORD,
                       num_calibration=DEFAULT_NUM_CALIBRATION, val_tfrecord=None, check_images=None,
-                      calibration=None, log=print):
+                      calibration=None, log=print, input_size=None):
     """Export the ``.keras`` model at ``model_path`` (or the newest in a folder) as ``export_format``.
 
     Args:
@@ -217,6 +217,8 @@ def export_model_file(model_path, export_format, output=None, calibration_tfreco
         calibration: ready calibration inputs for tflite_int8 (else read from ``calibration_tfrecord``).
         check_images: uint8 RGB images to compare with the Keras model on (default: assets/*.jpg).
         val_tfrecord: with tflite_int8, also compare the validation mAP of both models.
+        input_size: (h, w) to export at instead of the size the model was trained at (the export's sidecar
+            records it; the fully convolutional network runs at any size).
     Returns:
         ExportReport. Raises ExportError (ExportCheckError when a float export does not match; nothing is
         written then) or components.runtimes.ModelLoadError for a model that cannot be loaded.
@@ -231,6 +233,8 @@ def export_model_file(model_path, export_format, output=None, calibration_tfreco
     if is_saved_model_dir(model_file) or not model_file.endswith(".keras"):
         raise ExportError(f"{model_file}: export starts from a .keras model")
     cfg = load_model_config(model_file)
+    if input_size is not None:
+        cfg["input_size"] = tuple(input_size)
     model = load_keras_model(model_file)
     reference = Detector(KerasRuntime(model, tuple(cfg["input_size"]), model_file), cfg)
     output = os.path.normpath(output or default_output(model_file, export_format))

@@ -1,0 +1,67 @@
+"""Measuring for ``benchmark_input_size.py``: one model run at several input sizes -- val mAP on each validation
+set and model-only latency (batch 1), Keras and TFLite exported at each size, the flip test where the priors
+are mirror-symmetric at that size."""
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from deploy.benchmark import SAMPLE_IMAGE, time_predict
+
+
+@dataclass
+class SizeResult:
+    """One input size: mAP per validation set name, median ms per runtime, whether the flip test ran."""
+    input_size: tuple
+    flip_test: bool
+    maps: dict = field(default_factory=dict)
+    median_ms: dict = field(default_factory=dict)
+
+
+def detectors_at(model_file, input_size, export_dir, log):
+    """{runtime: Detector} of ``model_file`` at ``input_size``: the Keras model and a float TFLite export."""
+    from components.detector import Detector
+    from deploy.export import export_model_file
+    tflite = os.path.join(export_dir, f"model_{input_size[0]}x{input_size[1]}.tflite")
+    log(f"exporting tflite at {input_size[0]}x{input_size[1]}")
+    export_model_file(model_file, "tflite", tflite, log=lambda message: None, input_size=input_size)
+    return {"keras": Detector.from_path(model_file, input_size=input_size),
+            "tflite": Detector.from_path(tflite)}
+
+
+def measure_size(model_file, input_size, val_tfrecords, runs, export_dir, log):
+    """SizeResult of ``model_file`` at ``input_size``; mAP with the default inference settings (flip test)."""
+    from mAP.evaluation import evaluate, map_or_zero
+    detectors = detectors_at(model_file, input_size, export_dir, log)
+    keras = detectors["keras"]
+    result = SizeResult(tuple(input_size), keras.flip_test)
+    for path in val_tfrecords:
+        name = os.path.splitext(os.path.basename(path))[0]
+        log(f"val mAP at {input_size[0]}x{input_size[1]} on {name}")
+        result.maps[name] = map_or_zero(evaluate(keras, path))
+    batch = keras.preprocess([cv2.cvtColor(cv2.imread(SAMPLE_IMAGE), cv2.COLOR_BGR2RGB)])
+    for runtime, detector in detectors.items():
+        result.median_ms[runtime] = 1000 * float(np.median(time_predict(detector, batch, runs, 5)))
+    return result
+
+
+def measure_sizes(model_file, sizes, val_tfrecords, runs=50, log=print):
+    """[SizeResult] for each (h, w) of ``sizes``."""
+    with tempfile.TemporaryDirectory(prefix="input-size-") as folder:
+        return [measure_size(model_file, size, val_tfrecords, runs, folder, log) for size in sizes]
+
+
+def render_sizes(results):
+    """Markdown table of :func:`measure_sizes`' results."""
+    names = list(results[0].maps)
+    header = ["input", "flip test"] + [f"mAP {name}" for name in names] + ["mean mAP", "Keras ms", "TFLite ms"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for result in results:
+        maps = [result.maps[name] for name in names]
+        cells = [f"{result.input_size[0]}x{result.input_size[1]}", "on" if result.flip_test else "off (grid)"]
+        cells += [f"{100 * value:.2f}" for value in maps] + [f"{100 * float(np.mean(maps)):.2f}"]
+        cells += [f"{result.median_ms['keras']:.1f}", f"{result.median_ms['tflite']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
