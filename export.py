@@ -2,7 +2,12 @@
 
     python export.py --model_path checkpoints/train/last.keras --format {saved_model,tflite,tflite_int8,onnx}
                      [--output PATH] [--calibration_tfrecord dataset/train_mask.tfrecord] [--num_calibration 300]
-                     [--val_tfrecord dataset/val_mask.tfrecord]
+                     [--val_tfrecord dataset/val_mask.tfrecord] [--end_to_end [--no_flip_test]]
+
+With ``--end_to_end`` the export is the whole detector, box decoding and NMS inside (``components/end_to_end.py``;
+default output ``<stem>_e2e<suffix>``), checked with its runtime against the Python path
+(``components.detector.Detector``) on the sample images and, with ``--val_tfrecord`` (comma-separated), in val
+mAP: see :func:`export_end_to_end_file`. Without it, the raw network [B, P, 4 + C], as follows.
 
 Every export takes the model's fixed input size (240x320 by default) and is written atomically (staged in a
 temporary folder beside the output, checked, then renamed into place) together with the model config sidecar
@@ -52,6 +57,12 @@ FLOAT_BOX_TOLERANCE_PX = 0.1     # max |exported - keras| of the decoded boxes, 
 INT8_MAP_TARGET_POINTS = 1.0
 ONNX_OPSET = 17
 CALIBRATION_SHUFFLE_BUFFER = 1000
+END_TO_END_INFIX = "_e2e"          # end-to-end exports: <stem>_e2e.tflite, <stem>_e2e_saved_model, ...
+LABELS_SUFFIX = "_labels.txt"
+E2E_BOX_TOLERANCE_PX = 0.5         # max |end-to-end - Python path| of a box coordinate, original image pixels
+E2E_SCORE_TOLERANCE = 1e-3         # max |end-to-end - Python path| of a detection score
+E2E_SCORE_MARGIN = 0.02            # export detections this far below the threshold still pair with the reference
+E2E_MAP_TARGET_POINTS = 0.5
 
 
 class ExportError(ValueError):
@@ -76,6 +87,11 @@ class ExportReport:
     map_reference: float | None = None
     map_exported: float | None = None
     notes: list = field(default_factory=list)
+    end_to_end: bool = False
+    flip_test: bool = False
+    detections: dict | None = None   # end to end: compare_detections totals over the sample images
+    val_maps: list = field(default_factory=list)   # end to end: (tfrecord, reference mAP, exported mAP)
+    labels_path: str | None = None
 
 
 def default_output(model_file, export_format):
@@ -301,6 +317,186 @@ def export_model_file(model_path, export_format, output=None, calibration_tfreco
     return report
 
 
+def end_to_end_output(model_file, export_format):
+    """Default output of an end-to-end export: beside the model, ``<stem>_e2e<suffix>``."""
+    return os.path.splitext(os.path.normpath(model_file))[0] + END_TO_END_INFIX + OUTPUT_SUFFIX[export_format]
+
+
+def labels_path(output):
+    """The labels file written beside a TFLite end-to-end export: ``<stem>_labels.txt``."""
+    return os.path.splitext(os.path.normpath(output))[0] + LABELS_SUFFIX
+
+
+def _end_to_end_tflite_bytes(predict, cfg, constants, calibration=None):
+    """End-to-end TFLite flatbuffer (float, or int8 calibrated on ``calibration`` with float32 input)."""
+    import tensorflow as tf
+
+    from components.end_to_end import reorder_tflite_outputs, tflite_detection_function
+    function = tflite_detection_function(predict, cfg, *constants)
+    holder = tf.Module()
+    holder.detect = function
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], holder)
+    converter.allow_custom_ops = True   # TFLite_Detection_PostProcess, fused from its experimental_implements
+    if calibration is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image] for image in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.float32
+    return reorder_tflite_outputs(converter.convert())
+
+
+def write_end_to_end(model, cfg, export_format, path, calibration=None):
+    """Write the end-to-end graph (``components/end_to_end.py``) of ``model`` in ``export_format`` to ``path``:
+    detections down to ``cfg['export_score_threshold']``, at most ``cfg['max_number_keep']``, with the flip
+    test when ``cfg['flip_test']``."""
+    import tensorflow as tf
+
+    from components.end_to_end import (ENCODED_SIGNATURE, IMAGE_SIGNATURE, encoded_detection_function,
+                                       graph_constants, image_detection_function)
+    from components.runtimes import frozen_function
+    predict = frozen_function(model, tuple(cfg["input_size"]))
+    priors, mirror = graph_constants(cfg)
+    constants = (priors, mirror, float(cfg["export_score_threshold"]), int(cfg["max_number_keep"]))
+    if export_format == "saved_model":
+        module = tf.Module()
+        module.detect_images = image_detection_function(predict, cfg, *constants)
+        module.detect_encoded = encoded_detection_function(predict, cfg, *constants)
+        tf.saved_model.save(module, path, signatures={IMAGE_SIGNATURE: module.detect_images,
+                                                      ENCODED_SIGNATURE: module.detect_encoded})
+        return
+    if export_format in ("tflite", "tflite_int8"):
+        if export_format == "tflite_int8" and calibration is None:
+            raise ExportError("tflite_int8 needs calibration images")
+        data = _end_to_end_tflite_bytes(predict, cfg, constants, calibration if export_format == "tflite_int8"
+                                        else None)
+    else:
+        try:
+            import tf2onnx
+        except ImportError:
+            raise ExportError("onnx export needs tf2onnx (pip install tf2onnx onnx)") from None
+        logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+        function = image_detection_function(predict, cfg, *constants, batch=1)
+        model_proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature,
+                                                       opset=ONNX_OPSET)
+        data = model_proto.SerializeToString()
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def check_end_to_end(reference, exported, images, score_threshold):
+    """Totals of ``components.end_to_end.compare_detections`` over ``images`` (uint8 RGB): the reference
+    Detector at ``score_threshold``, the export down to ``E2E_SCORE_MARGIN`` below it."""
+    from components.end_to_end import compare_detections
+    totals = {"images": len(images), "reference": 0, "missed": 0, "extra": 0, "box_px": 0.0, "score": 0.0}
+    for image in images:
+        result = compare_detections(reference.detect(image, score_threshold),
+                                    exported.detect(image, score_threshold - E2E_SCORE_MARGIN), score_threshold)
+        for key in ("reference", "missed", "extra"):
+            totals[key] += result[key]
+        for key in ("box_px", "score"):
+            totals[key] = max(totals[key], result[key])
+    return totals
+
+
+def export_end_to_end_file(model_path, export_format, output=None, calibration_tfrecord=DEFAULT_CALIBRATION_TFRECORD,
+                           num_calibration=DEFAULT_NUM_CALIBRATION, val_tfrecords=(), check_images=None,
+                           calibration=None, flip_test=None, log=print):
+    """Export the ``.keras`` model at ``model_path`` as an end-to-end ``export_format`` model (decoding and NMS
+    inside; see ``components/end_to_end.py``), then check it with its runtime against the Python path
+    (``components.detector.Detector`` with the same config) before publishing it.
+
+    Checks: on ``check_images`` (default assets/*.jpg) every reference detection (score >=
+    ``cfg['score_threshold']``) has its counterpart and no other appears; float formats within
+    ``E2E_BOX_TOLERANCE_PX`` pixels and ``E2E_SCORE_TOLERANCE``, else ExportCheckError and nothing is written;
+    with ``val_tfrecords``, the val mAP of both on each (float formats: within ``E2E_MAP_TARGET_POINTS``, else
+    ExportCheckError). ``flip_test``: None follows the model config. Writes ``<stem>_labels.txt`` beside
+    TFLite files. Returns ExportReport.
+    """
+    from components.atomic_io import write_text_atomically
+    from components.detector import (Detector, evaluate_tfrecord, load_model_config, model_config_path,
+                                     resolve_model_path, save_model_config)
+    from components.end_to_end import load_end_to_end
+    from components.runtimes import KerasRuntime, is_saved_model_dir, load_keras_model
+
+    if export_format not in EXPORT_FORMATS:
+        raise ExportError(f"unknown format {export_format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    model_file = resolve_model_path(model_path)
+    if is_saved_model_dir(model_file) or not model_file.endswith(".keras"):
+        raise ExportError(f"{model_file}: export starts from a .keras model")
+    cfg = load_model_config(model_file)
+    if flip_test is not None:
+        cfg["flip_test"] = bool(flip_test)
+    model = load_keras_model(model_file)
+    reference = Detector(KerasRuntime(model, tuple(cfg["input_size"]), model_file), cfg)
+    cfg["flip_test"] = reference.flip_test    # off where the prior grid has no mirror symmetry
+    output = os.path.normpath(output or end_to_end_output(model_file, export_format))
+    folder = os.path.dirname(os.path.abspath(output))
+    os.makedirs(folder, exist_ok=True)
+    if export_format == "tflite_int8" and calibration is None:
+        log(f"calibrating on {num_calibration} images of {calibration_tfrecord}")
+        calibration = calibration_images(calibration_tfrecord, tuple(cfg["input_size"]), num_calibration)
+
+    staging = tempfile.mkdtemp(dir=folder, prefix=".export-")
+    try:
+        staged = os.path.join(staging, os.path.basename(output))
+        write_end_to_end(model, cfg, export_format, staged, calibration)
+        save_model_config(staged, cfg)
+        report = ExportReport(export_format, output, model_config_path(output), path_size(staged),
+                              end_to_end=True, flip_test=reference.flip_test)
+        exported = load_end_to_end(staged, cfg)
+        images = sample_images() if check_images is None else list(check_images)
+        threshold = float(cfg["score_threshold"])
+        report.check_images = len(images)
+        report.detections = check_end_to_end(reference, exported, images, threshold)
+        floating = export_format != "tflite_int8"
+        found = report.detections
+        if floating and (found["missed"] or found["extra"] or found["box_px"] > E2E_BOX_TOLERANCE_PX
+                         or found["score"] > E2E_SCORE_TOLERANCE):
+            raise ExportCheckError(f"{output}: end-to-end model differs from the Python path on {len(images)} "
+                                   f"sample images: {describe_detection_check(found)}; nothing written")
+        for tfrecord in val_tfrecords:
+            log(f"validation mAP on {tfrecord} (Python path and end-to-end {export_format})")
+            report.val_maps.append((tfrecord, evaluate_tfrecord(reference, tfrecord).mean_ap,
+                                    evaluate_tfrecord(exported, tfrecord).mean_ap))
+            delta = 100 * (report.val_maps[-1][2] - report.val_maps[-1][1])
+            if floating and abs(delta) > E2E_MAP_TARGET_POINTS:
+                raise ExportCheckError(f"{output}: end-to-end val mAP on {tfrecord} differs from the Python path "
+                                       f"by {delta:+.2f} points (tolerance {E2E_MAP_TARGET_POINTS:g}); nothing written")
+        del exported
+        _publish(staged, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if export_format in ("tflite", "tflite_int8"):
+        report.labels_path = labels_path(output)
+        write_text_atomically(report.labels_path, "".join(f"{name}\n" for name in cfg["labels_list"][1:]))
+    return report
+
+
+def describe_detection_check(found):
+    """One line about the totals of :func:`check_end_to_end`."""
+    return (f"{found['reference']} reference detections, {found['missed']} missed, {found['extra']} extra, "
+            f"boxes max |diff| {found['box_px']:.3g} px, scores max |diff| {found['score']:.3g}")
+
+
+def describe_end_to_end(report):
+    """Human-readable lines about the ExportReport of an end-to-end export."""
+    size = report.size_bytes / 2 ** 20
+    lines = [f"exported end-to-end {report.format} to {report.path} ({size:.2f} MiB, flip test "
+             f"{'on' if report.flip_test else 'off'}), config in {report.config_path}"
+             + (f", labels in {report.labels_path}" if report.labels_path else "")]
+    if report.detections is not None:
+        verdict = ("information only (int8)" if report.format == "tflite_int8" else
+                   f"within tolerance {E2E_BOX_TOLERANCE_PX:g} px / {E2E_SCORE_TOLERANCE:g}")
+        lines.append(f"check against the Python path on {report.check_images} sample images (original image "
+                     f"pixels): {describe_detection_check(report.detections)}: {verdict}")
+    for tfrecord, reference, exported in report.val_maps:
+        delta = 100 * (exported - reference)
+        status = "within" if abs(delta) <= E2E_MAP_TARGET_POINTS else "NOT within"
+        lines.append(f"val mAP on {tfrecord}: Python path {100 * reference:.2f}%, end-to-end {report.format} "
+                     f"{100 * exported:.2f}% ({delta:+.2f} points; {status} {E2E_MAP_TARGET_POINTS:g})")
+    return lines + report.notes
+
+
 def describe(report):
     """Human-readable lines about an ExportReport."""
     size = report.size_bytes / 2 ** 20
@@ -333,17 +529,36 @@ def main(argv=None):
     parser.add_argument("--num_calibration", type=int, default=DEFAULT_NUM_CALIBRATION,
                         help="calibration images for tflite_int8")
     parser.add_argument("--val_tfrecord", default=None,
-                        help="with tflite_int8: print the validation mAP of the Keras and the int8 model")
+                        help="with tflite_int8: print the validation mAP of the Keras and the int8 model; with "
+                             "--end_to_end (any format, comma-separated paths allowed): check the val mAP of "
+                             "the export against the Python path on each")
+    parser.add_argument("--end_to_end", action="store_true",
+                        help="export the whole detector (letterbox for saved_model / onnx, network, box decoding, "
+                             "NMS) instead of the raw network; default output <stem>_e2e<suffix>")
+    parser.add_argument("--no_flip_test", action="store_true",
+                        help="with --end_to_end: leave the flip test out of the graph (half the compute)")
     args = parser.parse_args(argv)
     try:
         if args.num_calibration < 1:
             raise ExportError(f"--num_calibration: must be at least 1, got {args.num_calibration}")
         if not os.path.exists(args.model_path):
             raise ExportError(f"{args.model_path}: model not found")
-        if args.val_tfrecord and not os.path.isfile(args.val_tfrecord):
-            raise ExportError(f"{args.val_tfrecord}: validation TFRecord not found")
+        val_tfrecords = [path.strip() for path in (args.val_tfrecord or "").split(",") if path.strip()]
+        for path in val_tfrecords:
+            if not os.path.isfile(path):
+                raise ExportError(f"{path}: validation TFRecord not found")
+        if args.no_flip_test and not args.end_to_end:
+            raise ExportError("--no_flip_test: only with --end_to_end (raw exports have no flip test inside)")
+        if args.end_to_end:
+            report = export_end_to_end_file(args.model_path, args.export_format, args.output,
+                                            args.calibration_tfrecord, args.num_calibration, val_tfrecords,
+                                            flip_test=False if args.no_flip_test else None)
+            print("\n".join(describe_end_to_end(report)))
+            return 0
+        if len(val_tfrecords) > 1:
+            raise ExportError("--val_tfrecord: one TFRecord without --end_to_end")
         report = export_model_file(args.model_path, args.export_format, args.output, args.calibration_tfrecord,
-                                   args.num_calibration, args.val_tfrecord)
+                                   args.num_calibration, val_tfrecords[0] if val_tfrecords else None)
     except ExportCheckError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

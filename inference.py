@@ -1,8 +1,8 @@
 """Detect masked and unmasked faces in an image, a video file or a camera stream.
 
     python inference.py [--model_path checkpoints/] --img_path IMG [--output OUT] [--show]
-    python inference.py [--model_path checkpoints/] --video PATH [--output OUT.mp4] [--show]
-    python inference.py [--model_path checkpoints/] --camera [INDEX] [--output OUT.mp4]
+    python inference.py [--model_path checkpoints/] --video PATH|URL|INDEX [--output OUT.mp4] [--show]
+    python inference.py [--model_path checkpoints/] --camera [INDEX|URL] [--output OUT.mp4]
     python inference.py [--model_path checkpoints/] --img_dir DIR [--output_dir OUT]
 
 ``--model_path`` is a model in any format ``export.py`` writes, the runtime picked by its type: a ``.keras``
@@ -12,7 +12,10 @@ model fixes its input size, anchors and labels, and ``--<config key> VALUE`` ove
 ``--score_threshold 0.6``). Image mode writes the annotated image (default ``assets/out_<name>``) and prints
 one line per face, ``<class> <score> <left> <top> <right> <bottom>`` in pixels of the original image.
 Video and camera modes draw a smoothed FPS counter, write ``--output`` (mp4) when given and show a window
-with ``--show`` (the camera shows one unless ``--output`` is given); press q or Ctrl-C to stop.
+with ``--show`` (the camera shows one unless ``--output`` is given); press q or Ctrl-C to stop. Both take a
+file, a camera index or a stream URL (``rtsp://``, ``http(s)://``, e.g. an MJPG camera); a live source that
+drops is reopened up to ``--stream_reconnect_attempts`` times with a growing wait (``components/video_source.py``)
+before the run ends with exit status 1 (the frames so far are written); a file that ends is just the end.
 
 Batch mode annotates every file of ``--img_dir`` (not its subfolders) into ``--output_dir`` (default
 ``<DIR>_detections``) under the same name, with a progress bar, and writes ``detections.json`` (per image:
@@ -43,6 +46,7 @@ from tqdm import tqdm  # noqa: E402
 from components.atomic_io import atomic_path, temporary_path, write_text_atomically  # noqa: E402
 from components.config import add_config_arguments, config_from_args  # noqa: E402
 from components.drawing import ANNOTATED_PREFIX, draw_detections  # noqa: E402
+from components.video_source import VideoSource, is_stream_url, parse_source  # noqa: E402
 from dataset.voc import VOCError, read_image_bgr  # noqa: E402
 
 DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints")
@@ -59,14 +63,16 @@ class UsageError(ValueError):
     """A command-line mistake; the message names the path or flag and the problem."""
 
 
-def camera_index(text):
-    """``--camera`` value -> camera index; a literal ``True`` (the original project's flag) means 0."""
+def camera_source(text):
+    """``--camera`` value -> camera index or stream URL; a literal ``True`` (the original project's flag) means 0."""
     if text.strip().lower() == "true":
         return 0
+    if is_stream_url(text.strip()):
+        return text.strip()
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a camera index or True, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a camera index, a stream URL or True, got {text!r}") from None
 
 
 def write_image_atomically(path, image_bgr):
@@ -137,25 +143,16 @@ def run_image(detector, image_bgr, output_path, show):
     return detections, milliseconds
 
 
-def open_capture(source):
-    """Open a video path or camera index. Returns (cv2.VideoCapture, its first frame BGR [H, W, 3]).
-
-    Raises UsageError when the file is missing, the source cannot be opened or gives no frame.
-    """
-    name = source if isinstance(source, str) else f"camera {source}"
-    if isinstance(source, str) and not os.path.isfile(source):
-        raise UsageError(f"{name}: video not found")
-    capture = cv2.VideoCapture(source)
-    ok, frame = capture.read() if capture.isOpened() else (False, None)
-    if not ok or frame is None:
-        capture.release()
-        raise UsageError(f"{name}: not a readable video" if isinstance(source, str)
-                         else f"{name}: cannot open the camera or read a frame from it")
-    return capture, frame
+def open_video_source(source, cfg):
+    """A VideoSource for ``source`` (path, camera index or URL) with the config's reconnect settings, opened.
+    Returns (source, its first frame BGR); raises VideoSourceError (a ValueError) naming the source."""
+    video = VideoSource(source, cfg["stream_reconnect_attempts"], cfg["stream_reconnect_delay"],
+                        cfg["stream_timeout"], log=lambda message: tqdm.write(message, file=sys.stderr))
+    return video, video.open()
 
 
 def run_stream(detector, capture, first_frame, output_path, show, progress=True):
-    """Detect in ``first_frame`` and every further frame of ``capture``; draw boxes and a smoothed FPS
+    """Detect in ``first_frame`` and every further frame of ``capture`` (a VideoSource or cv2.VideoCapture); draw boxes and a smoothed FPS
     (exponential moving average of the measured per-frame rate), write and/or show the frames.
 
     The output (mp4v) is written to a temporary name and renamed when the stream ends, also on q / Ctrl-C
@@ -358,9 +355,10 @@ def main(argv=None):
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--img_path", help="image to annotate")
     mode.add_argument("--img_dir", help="folder whose images are all annotated (batch mode)")
-    mode.add_argument("--video", help="video file to annotate frame by frame")
-    mode.add_argument("--camera", nargs="?", const=0, type=camera_index, metavar="INDEX",
-                      help="camera index (default 0; 'True' also means 0)")
+    mode.add_argument("--video", help="video file, stream URL (rtsp://, http(s)://) or camera index to annotate "
+                                      "frame by frame")
+    mode.add_argument("--camera", nargs="?", const=0, type=camera_source, metavar="INDEX|URL",
+                      help="camera index or stream URL (default 0; 'True' also means 0)")
     parser.add_argument("--output", default=None,
                         help="annotated output: image (default assets/out_<name>) or .mp4 for video/camera")
     parser.add_argument("--output_dir", default=None,
@@ -388,7 +386,8 @@ def main(argv=None):
         show = args.show or (args.camera is not None and not args.output)
         if show:
             open_window()
-        capture, first_frame = open_capture(args.video if args.video is not None else args.camera)
+        source = parse_source(args.video) if args.video is not None else args.camera
+        capture, first_frame = open_video_source(source, cfg)
         try:
             detector = load_detector(args.model_path, cfg)
             frames, mean_fps, stopped = run_stream(detector, capture, first_frame, args.output, show)
@@ -403,6 +402,10 @@ def main(argv=None):
     print(f"{frames} frames processed, mean {mean_fps:.1f} FPS{' (stopped by user)' if stopped else ''}")
     if args.output and frames:
         print(f"annotated video written to {args.output}")
+    if capture.gave_up:
+        print(f"error: {capture.name}: stream lost after {capture.reconnect_attempts} reconnect attempts",
+              file=sys.stderr)
+        return 1
     return 0
 
 

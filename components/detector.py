@@ -85,31 +85,38 @@ def postprocess(predictions, priors, cfg, score_threshold, nms_threshold=None, m
     return boxes, scores, classes + 1, valid
 
 
+def mirrored_offsets_and_probabilities(predictions, mirrored_predictions, mirror):
+    """Flip test: offsets and class probabilities of images averaged with those of their mirror images.
+
+    Args:
+        predictions, mirrored_predictions: [B, P, 4 + C] network outputs (offsets, class logits) of the images
+            and of their mirror images, numpy or tensors (also inside a tf.function).
+        mirror: [P] index of each prior's mirror image (``components.prior_box.mirror_index``).
+    Returns:
+        (offsets [B, P, 4], probabilities [B, P, C]) float32 tensors: the mirrored predictions are brought
+        back (prior ``mirror[i]``, x offset negated) and averaged with the direct ones, offsets as they are,
+        classes as softmax probabilities.
+    """
+    predictions = tf.cast(predictions, tf.float32)
+    back = tf.gather(tf.cast(mirrored_predictions, tf.float32), mirror, axis=1)
+    offsets = (predictions[..., :4] + back[..., :4] * tf.constant([-1.0, 1.0, 1.0, 1.0])) / 2.0
+    probabilities = (tf.nn.softmax(predictions[..., 4:], axis=-1) + tf.nn.softmax(back[..., 4:], axis=-1)) / 2.0
+    return offsets, probabilities
+
+
 def merge_mirrored_predictions(predictions, mirrored_predictions, mirror):
     """Average raw predictions of images with those of the same images flipped left-right (flip test).
 
-    Args:
-        predictions, mirrored_predictions: [B, P, 4 + C] numpy network outputs (offsets, class logits) of the
-            images and of their mirror images.
-        mirror: [P] index of each prior's mirror image (``components.prior_box.mirror_index``).
+    Args: as :func:`mirrored_offsets_and_probabilities`.
     Returns:
-        [B, P, 4 + C] float32 in the same coding: offsets averaged once the mirrored ones are brought back
-        (prior ``mirror[i]``, x offset negated), class logits the log of the mean softmax probabilities (so
-        ``postprocess`` sees the mean probability of each class).
+        [B, P, 4 + C] float32 in the same coding (numpy for numpy inputs, else a tensor): the averaged offsets,
+        and as class logits the log of the mean softmax probabilities (so ``postprocess`` sees the mean
+        probability of each class).
     """
-    back = np.asarray(mirrored_predictions, np.float32)[:, mirror].copy()
-    back[..., 0] *= -1.0
-    predictions = np.asarray(predictions, np.float32)
-    merged = np.empty_like(predictions)
-    merged[..., :4] = (predictions[..., :4] + back[..., :4]) / 2.0
-
-    def softmax(logits):
-        exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return exp / exp.sum(axis=-1, keepdims=True)
-
-    probabilities = (softmax(predictions[..., 4:]) + softmax(back[..., 4:])) / 2.0
-    merged[..., 4:] = np.log(np.maximum(probabilities, 1e-30))
-    return merged
+    as_numpy = not (tf.is_tensor(predictions) or tf.is_tensor(mirrored_predictions))
+    offsets, probabilities = mirrored_offsets_and_probabilities(predictions, mirrored_predictions, mirror)
+    merged = tf.concat([offsets, tf.math.log(tf.maximum(probabilities, 1e-30))], axis=-1)
+    return merged.numpy() if as_numpy else merged
 
 
 def letterbox_shape(height, width, input_size):
@@ -310,6 +317,7 @@ def read_validation_records(tfrecord_path, limit=None):
 def evaluate_tfrecord(detector, tfrecord_path, score_threshold=0.01, batch_size=16, limit=None, progress=False):
     """VOC AP@0.5 of ``detector`` on a TFRecord (e.g. the validation split), through the shared
     preprocessing, ``postprocess`` and ``mAP.compute_mAP.evaluate_detections``, as training validation does.
+    ``detector``: a Detector, or anything with its ``cfg`` and ``detect_batch`` (e.g. an end-to-end model).
 
     Returns mAP.compute_mAP.Evaluation (``mean_ap`` in [0, 1]).
     """
@@ -320,16 +328,12 @@ def evaluate_tfrecord(detector, tfrecord_path, score_threshold=0.01, batch_size=
     ground_truth, detections = {}, {}
 
     def flush(batch):
-        predictions = detector.predict_raw(detector.preprocess([item[1] for item in batch]))
-        boxes, scores, classes, valid = (value.numpy() for value in
-                                         postprocess(predictions, detector.priors, detector.cfg, score_threshold))
-        for row, (key, image, gt_boxes, gt_labels, difficult) in enumerate(batch):
+        found = detector.detect_batch([item[1] for item in batch], score_threshold)
+        for (key, image, gt_boxes, gt_labels, difficult), result in zip(batch, found):
             ground_truth[key] = GroundTruth.from_class_ids(gt_labels, gt_boxes, difficult, names)
-            count = int(valid[row])
             height, width = image.shape[:2]
-            normalised = detector.to_pixels(boxes[row, :count], image.shape) / [width, height, width, height]
-            detections[key] = EvalDetections([names[label] for label in classes[row, :count]],
-                                             scores[row, :count], normalised)
+            detections[key] = EvalDetections(result.labels(), result.scores,
+                                             result.boxes / [width, height, width, height])
 
     batch = []
     records = read_validation_records(tfrecord_path, limit)
