@@ -331,7 +331,8 @@ def _end_to_end_tflite_bytes(predict, cfg, constants, calibration=None):
     """End-to-end TFLite flatbuffer (float, or int8 calibrated on ``calibration`` with float32 input)."""
     import tensorflow as tf
 
-    from components.end_to_end import reorder_tflite_outputs, tflite_detection_function
+    from components.end_to_end import finish_tflite_model, tflite_detection_function
+    max_detections = constants[-1]   # (priors, mirror, score threshold, max detections)
     function = tflite_detection_function(predict, cfg, *constants)
     holder = tf.Module()
     holder.detect = function
@@ -342,7 +343,7 @@ def _end_to_end_tflite_bytes(predict, cfg, constants, calibration=None):
         converter.representative_dataset = lambda: ([image] for image in calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.float32
-    return reorder_tflite_outputs(converter.convert())
+    return finish_tflite_model(converter.convert(), detections_per_class=max_detections)
 
 
 def write_end_to_end(model, cfg, export_format, path, calibration=None):

@@ -155,10 +155,13 @@ def tflite_detection_function(predict, cfg, priors, mirror, score_threshold, max
     return tf.function(detect, input_signature=[spec])
 
 
-def reorder_tflite_outputs(model_bytes):
-    """A converted flatbuffer with the model outputs in the order of the ``TFLite_Detection_PostProcess`` op's
-    outputs (boxes, classes, scores, count; the converter may list them otherwise) and named
-    :data:`TFLITE_OUTPUT_NAMES`. Raises ValueError when the op is not in the model."""
+def finish_tflite_model(model_bytes, detections_per_class):
+    """A converted flatbuffer made ready: the model outputs in the order of the ``TFLite_Detection_PostProcess``
+    op's outputs (boxes, classes, scores, count; the converter may list them otherwise), named
+    :data:`TFLITE_OUTPUT_NAMES`, and the op's ``detections_per_class`` option set (the converter drops it,
+    and the kernel's default, 100, would cut crowded images short of the Python path's per-class limit).
+    Raises ValueError when the op is not in the model."""
+    from flatbuffers import flexbuffers
     from tensorflow.lite.tools import flatbuffer_utils
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
     subgraph = model.subgraphs[0]
@@ -167,6 +170,9 @@ def reorder_tflite_outputs(model_bytes):
                        if codes[op.opcodeIndex] in (TFLITE_POSTPROCESS_OP, TFLITE_POSTPROCESS_OP.encode())]
     if len(postprocess_ops) != 1:
         raise ValueError(f"converted model holds {len(postprocess_ops)} {TFLITE_POSTPROCESS_OP} ops, expected 1")
+    options = flexbuffers.Loads(bytes(postprocess_ops[0].customOptions))
+    options["detections_per_class"] = int(detections_per_class)
+    postprocess_ops[0].customOptions = np.frombuffer(bytes(flexbuffers.Dumps(options)), np.uint8)
     outputs = [int(index) for index in postprocess_ops[0].outputs]
     subgraph.outputs = np.array(outputs, np.int32)
     for index, name in zip(outputs, TFLITE_OUTPUT_NAMES):
