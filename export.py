@@ -37,6 +37,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -328,22 +329,39 @@ def labels_path(output):
 
 
 def _end_to_end_tflite_bytes(predict, cfg, constants, calibration=None):
-    """End-to-end TFLite flatbuffer (float, or int8 calibrated on ``calibration`` with float32 input)."""
+    """End-to-end TFLite flatbuffer: float, or with ``calibration`` int8 (the network calibrated on those inputs,
+    float32 input; the ops under ``components.end_to_end.TFLITE_FLOAT_SCOPE``, class probabilities and the
+    flip-test merge, left in float through the converter's quantisation debugger denylist)."""
     import tensorflow as tf
 
-    from components.end_to_end import finish_tflite_model, tflite_detection_function
+    from components.end_to_end import (TFLITE_FLOAT_SCOPE, finish_tflite_model, tflite_detection_function,
+                                       tflite_tensor_names)
     max_detections = constants[-1]   # (priors, mirror, score threshold, max detections)
     function = tflite_detection_function(predict, cfg, *constants)
     holder = tf.Module()
     holder.detect = function
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], holder)
-    converter.allow_custom_ops = True   # TFLite_Detection_PostProcess, fused from its experimental_implements
-    if calibration is not None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([image] for image in calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.float32
-    return finish_tflite_model(converter.convert(), detections_per_class=max_detections)
+
+    def converter():
+        result = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], holder)
+        result.allow_custom_ops = True   # TFLite_Detection_PostProcess, fused from its experimental_implements
+        return result
+
+    float_model = converter().convert()
+    if calibration is None:
+        return finish_tflite_model(float_model, detections_per_class=max_detections)
+    int8 = converter()
+    int8.optimizations = [tf.lite.Optimize.DEFAULT]
+    int8.representative_dataset = lambda: ([image] for image in calibration)
+    int8.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    int8.inference_input_type = tf.float32
+    keep_float = [name for name in tflite_tensor_names(float_model) if name.startswith(TFLITE_FLOAT_SCOPE + "/")]
+    with warnings.catch_warnings():   # the debugger builds a tf.lite.Interpreter (deprecated for LiteRT)
+        warnings.simplefilter("ignore")
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=int8, debug_dataset=lambda: ([image] for image in calibration[:1]),
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep_float))
+        quantized = debugger.get_nondebug_quantized_model()
+    return finish_tflite_model(quantized, detections_per_class=max_detections)
 
 
 def write_end_to_end(model, cfg, export_format, path, calibration=None):

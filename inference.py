@@ -184,6 +184,8 @@ def run_stream(detector, capture, first_frame, output_path, show, progress=True)
                 FPS_SMOOTHING * instant_fps + (1.0 - FPS_SMOOTHING) * smoothed_fps)
             annotated = draw_detections(frame, detections, fps=smoothed_fps)
             if writer is not None:
+                if annotated.shape[:2] != (height, width):   # a reopened stream may come back at another size
+                    annotated = cv2.resize(annotated, (width, height))
                 writer.write(annotated)
             frames += 1
             bar.update(1)

@@ -39,6 +39,9 @@ ENCODED_SIGNATURE = "serving_encoded_images"  # JPEG / PNG bytes [B]
 IMAGE_INPUT = "input_tensor"
 ENCODED_INPUT = "encoded_images"
 LETTERBOX_PAD_VALUE = 127
+# ops under this name scope (class probabilities, flip-test merge) stay float in an int8 TFLite model: int8
+# scores step by 1/256, too coarse to rank the low-scoring detections that mAP counts
+TFLITE_FLOAT_SCOPE = "float_postprocess"
 YX_ORDER = [1, 0, 3, 2]   # (x, y, x, y) <-> (y, x, y, x): our box coding vs the TF OD API / TFLite op order
 
 
@@ -150,8 +153,14 @@ def tflite_detection_function(predict, cfg, priors, mirror, score_threshold, max
     spec = tf.TensorSpec([1, *cfg["input_size"], 3], tf.float32, name="normalized_input_image_tensor")
 
     def detect(inputs):
-        offsets, probabilities = network_outputs(predict, inputs, mirror)
-        return detection_postprocess(tf.gather(offsets, YX_ORDER, axis=-1), probabilities, anchors)
+        raw = predict(tf.concat([inputs, tf.reverse(inputs, axis=[2])], axis=0) if mirror is not None else inputs)
+        with tf.name_scope(TFLITE_FLOAT_SCOPE):   # kept in float in an int8 model (see TFLITE_FLOAT_SCOPE)
+            if mirror is None:
+                offsets, probabilities = raw[..., :4], tf.nn.softmax(raw[..., 4:], axis=-1)
+            else:
+                offsets, probabilities = mirrored_offsets_and_probabilities(raw[:1], raw[1:], mirror)
+            encodings = tf.gather(offsets, YX_ORDER, axis=-1)
+        return detection_postprocess(encodings, probabilities, anchors)
     return tf.function(detect, input_signature=[spec])
 
 
@@ -183,6 +192,13 @@ def finish_tflite_model(model_bytes, detections_per_class):
         for item, name in zip(signature.outputs, TFLITE_OUTPUT_NAMES):
             item.name = name.encode()
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def tflite_tensor_names(model_bytes):
+    """Names of the tensors of a TFLite flatbuffer's main subgraph."""
+    from tensorflow.lite.tools import flatbuffer_utils
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    return [tensor.name.decode() for tensor in model.subgraphs[0].tensors]
 
 
 def graph_constants(cfg):

@@ -32,6 +32,10 @@ class ModelLoadError(ValueError):
     """A model path that cannot be loaded; the message names the path and the problem."""
 
 
+END_TO_END_HINT = ("an end-to-end export (detections out, not raw predictions): run it with its runtime as in the "
+                   "README section 'End-to-end models'")
+
+
 def _first_line(error):
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -141,6 +145,8 @@ class SavedModelRuntime:
             if "serving_default" not in getattr(loaded, "signatures", {}):
                 raise ModelLoadError(f"{path}: SavedModel has no 'serve' function or 'serving_default' signature")
             signature = loaded.signatures["serving_default"]
+            if "detection_boxes" in signature.structured_outputs:
+                raise ModelLoadError(f"{path}: {END_TO_END_HINT}")
 
             def function(images):
                 outputs = signature(images)
@@ -202,6 +208,8 @@ class TFLiteRuntime:
         except Exception as error:  # RuntimeError / ValueError for a corrupt or unsupported model
             raise ModelLoadError(f"{self.path}: not a loadable TFLite model ({_first_line(error)})") from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(outputs) == 4 and len(inputs) == 1:
+            raise ModelLoadError(f"{self.path}: {END_TO_END_HINT}")
         if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0]["shape"]) != 4:
             raise ModelLoadError(f"{self.path}: expected one image input and one output, got {len(inputs)} "
                                  f"inputs and {len(outputs)} outputs")
@@ -260,6 +268,8 @@ class OnnxRuntime:
         except Exception as error:  # onnxruntime raises its own exception types for a bad file
             raise ModelLoadError(f"{self.path}: not a loadable ONNX model ({_first_line(error)})") from None
         inputs = self.session.get_inputs()
+        if "detection_boxes" in [output.name for output in self.session.get_outputs()]:
+            raise ModelLoadError(f"{self.path}: {END_TO_END_HINT}")
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise ModelLoadError(f"{self.path}: expected one image input [B, h, w, 3]")
         self._input_name = inputs[0].name

@@ -146,6 +146,20 @@ def test_tflite_outputs_are_the_postprocess_op_outputs_in_order(exports):
 
 
 @pytest.mark.slow
+def test_int8_model_keeps_the_scores_in_float(exports):
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from components.end_to_end import TFLITE_FLOAT_SCOPE
+    subgraph = flatbuffer_utils.read_model(exports["tflite_int8"].path).subgraphs[0]
+    types = {tensor.name.decode(): tensor.type for tensor in subgraph.tensors}
+    convolutions = [name for name in types if "depthwise" in name]
+    assert convolutions and all(types[name] == schema.TensorType.INT8 for name in convolutions)
+    softmax = [name for name in types if name.startswith(TFLITE_FLOAT_SCOPE + "/Softmax")]
+    assert softmax and all(types[name] == schema.TensorType.FLOAT32 for name in softmax)
+
+
+@pytest.mark.slow
 def test_onnx_export_holds_non_max_suppression(exports):
     import onnx
     graph = onnx.load(exports["onnx"].path).graph
@@ -169,6 +183,15 @@ def test_saved_model_bytes_signature_gives_the_image_signature_detections(export
         assert count == int(from_bytes["num_detections"][index]) and count > 0
         np.testing.assert_allclose(from_bytes["detection_boxes"][index, :count], from_array["detection_boxes"][0, :count],
                                    atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", FLOAT_FORMATS)
+def test_raw_model_loader_names_an_end_to_end_file(fmt, exports):
+    from components.detector import Detector
+    from components.runtimes import ModelLoadError
+    with pytest.raises(ModelLoadError, match="end-to-end export"):
+        Detector.from_path(exports[fmt].path)
 
 
 def test_failed_check_writes_nothing(tiny_model, tmp_path, monkeypatch):
