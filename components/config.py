@@ -134,7 +134,7 @@ def add_config_arguments(parser, skip=()):
 
 POSITIVE_KEYS = ("batch_size", "epoch", "save_freq", "init_lr", "base_channel", "max_number_keep")
 UNIT_INTERVAL_KEYS = ("match_thresh", "min_positive_iou", "nms_threshold", "score_threshold", "crop_prob",
-                      "expand_prob")
+                      "expand_prob", "export_score_threshold")
 
 
 def validate_config(config):
@@ -147,7 +147,7 @@ def validate_config(config):
             raise ValueError(f"--{key}: must be between 0 and 1, got {config[key]!r}")
     if config["min_positives"] < 0:
         raise ValueError(f"--min_positives: must be >= 0, got {config['min_positives']!r}")
-    for key in ("stream_reconnect_attempts", "stream_reconnect_delay", "export_score_threshold"):
+    for key in ("stream_reconnect_attempts", "stream_reconnect_delay"):
         if not config[key] >= 0:
             raise ValueError(f"--{key}: must be >= 0, got {config[key]!r}")
     if not config["stream_timeout"] > 0:
