@@ -1,5 +1,5 @@
-"""Showing and writing what the detector found: annotated images, video files and camera streams, the
-detection lines printed for an image."""
+"""Showing and writing what the detector found: annotated images, video files, camera and network streams
+(``components/video_source.py``), the detection lines printed for an image."""
 import os
 import sys
 import time
