@@ -2,14 +2,18 @@
 
     python export.py --model_path checkpoints/train/last.keras --format {saved_model,tflite,tflite_int8,onnx}
                      [--output PATH] [--calibration_tfrecord dataset/train_mask.tfrecord] [--num_calibration 300]
-                     [--val_tfrecord dataset/val_mask.tfrecord]
+                     [--val_tfrecord dataset/val_mask.tfrecord[,...]] [--end_to_end [--no_flip_test]]
 
 What each format is and how an export is checked before it is published: ``deploy/export.py``. A float
-export that does not reproduce the Keras model is not written and the exit status is 1.
+export that does not reproduce the Keras model is not written and the exit status is 1. With ``--end_to_end``
+the export is the whole detector, box decoding and NMS inside (``deploy/end_to_end.py``; default output
+``<stem>_e2e<suffix>``), checked with its runtime against the Python path on the sample images and, with
+``--val_tfrecord`` (comma-separated), in val mAP.
 """
 import sys
 
 import cli
+from components.errors import ProjectError
 from deploy.export import (
     DEFAULT_CALIBRATION_TFRECORD,
     DEFAULT_NUM_CALIBRATION,
@@ -32,20 +36,44 @@ def build_parser():
     parser.add_argument("--num_calibration", type=int, default=DEFAULT_NUM_CALIBRATION,
                         help="calibration images for tflite_int8")
     parser.add_argument("--val_tfrecord", default=None,
-                        help="with tflite_int8: print the validation mAP of the Keras and the int8 model")
+                        help="with tflite_int8: print the validation mAP of the Keras and the int8 model; with "
+                             "--end_to_end (any format, comma-separated paths allowed): check the val mAP of "
+                             "the export against the Python path on each")
+    parser.add_argument("--end_to_end", action="store_true",
+                        help="export the whole detector (letterbox for saved_model / onnx, network, box decoding, "
+                             "NMS) instead of the raw network; default output <stem>_e2e<suffix>")
+    parser.add_argument("--no_flip_test", action="store_true",
+                        help="with --end_to_end: leave the flip test out of the graph (half the compute)")
     parser.add_argument("--input_size", type=cli.image_size, default=None,
                         help="export at this HEIGHTxWIDTH, e.g. 480x640 (default: the size the model was trained at)")
     return parser
 
 
+def end_to_end_body(args, val_tfrecords):
+    """``--end_to_end``: ``deploy.end_to_end.export_end_to_end_file`` (imports TensorFlow: after the checks)."""
+    from deploy.end_to_end import describe_end_to_end, export_end_to_end_file
+    report = export_end_to_end_file(args.model_path, args.export_format, args.output, args.calibration_tfrecord,
+                                    args.num_calibration, val_tfrecords,
+                                    flip_test=False if args.no_flip_test else None, input_size=args.input_size)
+    print("\n".join(describe_end_to_end(report)))
+
+
 def body(args, cfg):
     cli.check_at_least("--num_calibration", args.num_calibration, 1)
     cli.check_exists(args.model_path, "model")
-    if args.val_tfrecord:
-        cli.check_exists(args.val_tfrecord, "validation TFRecord", "file")
+    val_tfrecords = [path.strip() for path in (args.val_tfrecord or "").split(",") if path.strip()]
+    for path in val_tfrecords:
+        cli.check_exists(path, "validation TFRecord", "file")
+    if args.no_flip_test and not args.end_to_end:
+        raise ProjectError("--no_flip_test: only with --end_to_end (raw exports have no flip test inside)")
+    if len(val_tfrecords) > 1 and not args.end_to_end:
+        raise ProjectError("--val_tfrecord: one TFRecord without --end_to_end")
     try:
+        if args.end_to_end:
+            return end_to_end_body(args, val_tfrecords)
         report = export_model_file(args.model_path, args.export_format, args.output, args.calibration_tfrecord,
-                                   args.num_calibration, args.val_tfrecord, input_size=args.input_size)
+                                   args.num_calibration, val_tfrecords[0] if val_tfrecords else None,
+                                   input_size=args.input_size)
     except KeyboardInterrupt:
         raise cli.Interrupted("nothing written") from None
     print("\n".join(describe(report)))

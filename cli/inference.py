@@ -1,8 +1,8 @@
 """Detect masked and unmasked faces in an image, a video file or a camera stream.
 
     python inference.py [--model_path checkpoints/] --img_path IMG [--output OUT] [--show]
-    python inference.py [--model_path checkpoints/] --video PATH [--output OUT.mp4] [--show]
-    python inference.py [--model_path checkpoints/] --camera [INDEX] [--output OUT.mp4]
+    python inference.py [--model_path checkpoints/] --video PATH|URL|INDEX [--output OUT.mp4] [--show]
+    python inference.py [--model_path checkpoints/] --camera [INDEX|URL] [--output OUT.mp4]
     python inference.py [--model_path checkpoints/] --img_dir DIR [--output_dir OUT]
 
 ``--model_path`` is a model in any format ``export.py`` writes, the runtime picked by its type: a ``.keras``
@@ -12,7 +12,10 @@ model fixes its input size, anchors and labels, and ``--<config key> VALUE`` ove
 ``--score_threshold 0.6``). Image mode writes the annotated image (default ``assets/out_<name>``) and prints
 one line per face, ``<class> <score> <left> <top> <right> <bottom>`` in pixels of the original image.
 Video and camera modes draw a smoothed FPS counter, write ``--output`` (mp4) when given and show a window
-with ``--show`` (the camera shows one unless ``--output`` is given); press q or Ctrl-C to stop.
+with ``--show`` (the camera shows one unless ``--output`` is given); press q or Ctrl-C to stop. Both take a
+file, a camera index or a stream URL (``rtsp://``, ``http(s)://``, e.g. an MJPG camera); a live source that
+drops is reopened up to ``--stream_reconnect_attempts`` times with a growing wait (``components/video_source.py``)
+before the run ends with exit status 1 (the frames so far are written); a file that ends is just the end.
 
 Batch mode annotates every file of ``--img_dir`` (not its subfolders) into ``--output_dir`` (default
 ``<DIR>_detections``) under the same name, with a progress bar, and writes ``detections.json`` (per image:
@@ -26,23 +29,36 @@ import argparse
 import os
 import sys
 
+from tqdm import tqdm
+
 import cli
 from components.batch_inference import DETECTIONS_JSON, SUMMARY_CSV, list_image_files, run_batch
 from components.drawing import ANNOTATED_PREFIX
-from components.media import UsageError, detection_lines, open_capture, open_window, run_image, run_stream, summary_line
+from components.media import (
+    UsageError,
+    detection_lines,
+    open_video_source,
+    open_window,
+    run_image,
+    run_stream,
+    summary_line,
+)
+from components.video_source import is_stream_url, parse_source
 from dataset.voc import read_image_bgr
 
 DEFAULT_MODEL_PATH = cli.repo_path("checkpoints")
 
 
-def camera_index(text):
-    """``--camera`` value -> camera index; a literal ``True`` (the original project's flag) means 0."""
+def camera_source(text):
+    """``--camera`` value -> camera index or stream URL; a literal ``True`` (the original project's flag) means 0."""
     if text.strip().lower() == "true":
         return 0
+    if is_stream_url(text.strip()):
+        return text.strip()
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a camera index or True, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a camera index, a stream URL or True, got {text!r}") from None
 
 
 def load_detector(model_path, cfg, input_size=None):
@@ -62,9 +78,10 @@ def build_parser():
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--img_path", help="image to annotate")
     mode.add_argument("--img_dir", help="folder whose images are all annotated (batch mode)")
-    mode.add_argument("--video", help="video file to annotate frame by frame")
-    mode.add_argument("--camera", nargs="?", const=0, type=camera_index, metavar="INDEX",
-                      help="camera index (default 0; 'True' also means 0)")
+    mode.add_argument("--video", help="video file, stream URL (rtsp://, http(s)://) or camera index to annotate "
+                                      "frame by frame")
+    mode.add_argument("--camera", nargs="?", const=0, type=camera_source, metavar="INDEX|URL",
+                      help="camera index or stream URL (default 0; 'True' also means 0)")
     parser.add_argument("--output", default=None,
                         help="annotated output: image (default assets/out_<name>) or .mp4 for video/camera")
     parser.add_argument("--output_dir", default=None,
@@ -92,7 +109,8 @@ def run_stream_mode(args, cfg):
     show = args.show or (args.camera is not None and not args.output)
     if show:
         open_window()
-    capture, first_frame = open_capture(args.video if args.video is not None else args.camera)
+    source = parse_source(args.video) if args.video is not None else args.camera
+    capture, first_frame = open_video_source(source, cfg, log=lambda message: tqdm.write(message, file=sys.stderr))
     try:
         detector = load_detector(args.model_path, cfg, cli.inference_size(args, cfg))
         frames, mean_fps, stopped = run_stream(detector, capture, first_frame, args.output, show)
@@ -101,6 +119,8 @@ def run_stream_mode(args, cfg):
     print(f"{frames} frames processed, mean {mean_fps:.1f} FPS{' (stopped by user)' if stopped else ''}")
     if args.output and frames:
         print(f"annotated video written to {args.output}")
+    if capture.gave_up:
+        raise capture.lost_error()
 
 
 def run_batch_mode(args, cfg):

@@ -80,6 +80,14 @@ cfg = {
     "serve_max_pending": 32,               # requests admitted at once, running or waiting (503 beyond)
     "serve_max_request_mb": 10.0,          # largest request body in MiB (413 beyond)
     "serve_max_image_pixels": 40_000_000,  # largest image, width x height, read from its header (413 beyond)
+    # video streams (inference.py --video / --camera with a URL or camera index)
+    "stream_reconnect_attempts": 5,  # reopenings of a live source that stops giving frames, then give up
+    "stream_reconnect_delay": 0.5,   # seconds before the first reopening, doubled before each further one
+    "stream_timeout": 10.0,          # seconds a URL may take to open or to give the next frame
+
+    # export
+    "export_score_threshold": 0.01,  # end-to-end exports (export.py --end_to_end) keep detections down to
+                                     # this score, at most max_number_keep per image; apps filter higher
 }
 
 
@@ -134,7 +142,7 @@ def add_config_arguments(parser, skip=()):
 POSITIVE_KEYS = ("batch_size", "epoch", "save_freq", "init_lr", "base_channel", "max_number_keep", "serve_workers",
                  "serve_max_pending", "serve_max_request_mb", "serve_max_image_pixels")
 UNIT_INTERVAL_KEYS = ("match_thresh", "min_positive_iou", "nms_threshold", "score_threshold", "crop_prob",
-                      "expand_prob")
+                      "expand_prob", "export_score_threshold")
 
 
 def validate_config(config):
@@ -147,6 +155,11 @@ def validate_config(config):
             raise ValueError(f"--{key}: must be between 0 and 1, got {config[key]!r}")
     if config["min_positives"] < 0:
         raise ValueError(f"--min_positives: must be >= 0, got {config['min_positives']!r}")
+    for key in ("stream_reconnect_attempts", "stream_reconnect_delay"):
+        if not config[key] >= 0:
+            raise ValueError(f"--{key}: must be >= 0, got {config[key]!r}")
+    if not config["stream_timeout"] > 0:
+        raise ValueError(f"--stream_timeout: must be > 0, got {config['stream_timeout']!r}")
     if config["expand_max_ratio"] < 1.0:
         raise ValueError(f"--expand_max_ratio: must be >= 1, got {config['expand_max_ratio']!r}")
     for key in ("train_tfrecord", "val_tfrecord"):

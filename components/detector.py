@@ -86,10 +86,17 @@ class Detector:
         outputs = postprocess(predictions, self.priors, self.cfg, threshold, probabilities=self.flip_test)
         return tuple(value.numpy() for value in outputs)
 
-    def detections(self, predictions, image_shapes, score_threshold=None):
-        """One ``Detections`` (boxes in pixels of each image of ``image_shapes``) per row of ``predictions``."""
-        return unbatch_detections(self.postprocess(predictions, score_threshold), self.cfg["labels_list"],
-                                  lambda boxes, index: self.to_pixels(boxes, image_shapes[index]))
+    def detections(self, predictions, image_shapes=None, score_threshold=None):
+        """One ``Detections`` per row of ``predictions``: boxes in pixels of each image of ``image_shapes``, or
+        without them normalised to the network input (corner form)."""
+        to_pixels = None if image_shapes is None else (
+            lambda boxes, index: self.to_pixels(boxes, image_shapes[index]))
+        return unbatch_detections(self.postprocess(predictions, score_threshold), self.cfg["labels_list"], to_pixels)
+
+    def detect_inputs(self, inputs, score_threshold=None):
+        """Detections of preprocessed network inputs [B, h, w, 3] (letterboxed, in [-1, 1]); boxes normalised
+        to the input. What ``mAP.evaluation.evaluate`` runs."""
+        return self.detections(self.predict_raw(inputs), None, score_threshold)
 
     def detect(self, image_rgb, score_threshold=None):
         """Detect faces in one uint8 RGB image [H, W, 3]; returns Detections in that image's pixels."""

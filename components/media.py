@@ -1,5 +1,5 @@
-"""Showing and writing what the detector found: annotated images, video files and camera streams, the
-detection lines printed for an image."""
+"""Showing and writing what the detector found: annotated images, video files, camera and network streams
+(``components/video_source.py``), the detection lines printed for an image."""
 import os
 import sys
 import time
@@ -10,6 +10,7 @@ from tqdm import tqdm
 from components.atomic_io import atomic_path, remove_stale_temporaries, temporary_path
 from components.drawing import draw_detections
 from components.errors import ProjectError, os_error
+from components.video_source import VideoSource
 
 WINDOW_NAME = "face mask detector"
 FPS_SMOOTHING = 0.1        # weight of the newest frame in the exponential moving average of the FPS
@@ -85,25 +86,18 @@ def run_image(detector, image_bgr, output_path, show):
     return detections, milliseconds
 
 
-def open_capture(source):
-    """Open a video path or camera index. Returns (cv2.VideoCapture, its first frame BGR [H, W, 3]).
-
-    Raises UsageError when the file is missing, the source cannot be opened or gives no frame.
-    """
-    name = source if isinstance(source, str) else f"camera {source}"
-    if isinstance(source, str) and not os.path.isfile(source):
-        raise UsageError(f"{name}: video not found")
-    capture = cv2.VideoCapture(source)
-    ok, frame = capture.read() if capture.isOpened() else (False, None)
-    if not ok or frame is None:
-        capture.release()
-        raise UsageError(f"{name}: not a readable video" if isinstance(source, str)
-                         else f"{name}: cannot open the camera or read a frame from it")
-    return capture, frame
+def open_video_source(source, cfg, log=None):
+    """A ``components.video_source.VideoSource`` for ``source`` (path, camera index or URL) with the config's
+    reconnect settings (``stream_*``), opened. Returns (source, its first frame BGR [H, W, 3]); raises
+    VideoSourceError (a ProjectError) naming the source. ``log(message)`` hears of reconnects."""
+    video = VideoSource(source, cfg["stream_reconnect_attempts"], cfg["stream_reconnect_delay"],
+                        cfg["stream_timeout"], log=log)
+    return video, video.open()
 
 
 def run_stream(detector, capture, first_frame, output_path, show, progress=True):
-    """Detect in ``first_frame`` and every further frame of ``capture``; draw boxes and a smoothed FPS
+    """Detect in ``first_frame`` and every further frame of ``capture`` (a VideoSource or cv2.VideoCapture;
+    a reopened stream that comes back at another size is resized for the writer); draw boxes and a smoothed FPS
     (exponential moving average of the measured per-frame rate), write and/or show the frames.
 
     The output (mp4v) is written to a temporary name and renamed when the stream ends, also on q / Ctrl-C
@@ -135,6 +129,8 @@ def run_stream(detector, capture, first_frame, output_path, show, progress=True)
                 FPS_SMOOTHING * instant_fps + (1.0 - FPS_SMOOTHING) * smoothed_fps)
             annotated = draw_detections(frame, detections, fps=smoothed_fps)
             if writer is not None:
+                if annotated.shape[:2] != (height, width):
+                    annotated = cv2.resize(annotated, (width, height))
                 writer.write(annotated)
             frames += 1
             bar.update(1)

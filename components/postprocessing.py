@@ -73,31 +73,28 @@ def postprocess(predictions, priors, cfg, score_threshold, nms_threshold=None, m
     return boxes, scores, classes + 1, valid
 
 
-def softmax(logits):
-    """Softmax over the last axis of a numpy array (float32)."""
-    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
 def merge_mirrored_predictions(predictions, mirrored_predictions, mirror):
     """Average raw predictions of images with those of the same images flipped left-right (flip test).
 
+    The one implementation for every path: numpy in eager code (``Detector``), tensors inside the end-to-end
+    export graphs (``deploy/end_to_end.py``).
+
     Args:
-        predictions, mirrored_predictions: [B, P, 4 + C] numpy network outputs (offsets, class logits) of the
-            images and of their mirror images.
+        predictions, mirrored_predictions: [B, P, 4 + C] network outputs (offsets, class logits) of the
+            images and of their mirror images: numpy arrays, or tensors (also inside a tf.function).
         mirror: [P] index of each prior's mirror image (``components.prior_box.mirror_index``).
     Returns:
-        [B, P, 4 + C] float32: offsets averaged once the mirrored ones are brought back (prior ``mirror[i]``,
-        x offset negated), then the mean softmax *probability* of each class (pass ``probabilities=True`` to
-        :func:`postprocess`).
+        [B, P, 4 + C] float32, numpy for numpy inputs, else a tensor: offsets averaged once the mirrored ones
+        are brought back (prior ``mirror[i]``, x offset negated), then the mean softmax *probability* of each
+        class (pass ``probabilities=True`` to :func:`postprocess`).
     """
-    back = np.asarray(mirrored_predictions, np.float32)[:, mirror].copy()
-    back[..., 0] *= -1.0
-    predictions = np.asarray(predictions, np.float32)
-    merged = np.empty_like(predictions)
-    merged[..., :4] = (predictions[..., :4] + back[..., :4]) / 2.0
-    merged[..., 4:] = (softmax(predictions[..., 4:]) + softmax(back[..., 4:])) / 2.0
-    return merged
+    as_numpy = not (tf.is_tensor(predictions) or tf.is_tensor(mirrored_predictions))
+    predictions = tf.cast(predictions, tf.float32)
+    back = tf.gather(tf.cast(mirrored_predictions, tf.float32), mirror, axis=1)
+    offsets = (predictions[..., :4] + back[..., :4] * tf.constant([-1.0, 1.0, 1.0, 1.0])) / 2.0
+    probabilities = (tf.nn.softmax(predictions[..., 4:], axis=-1) + tf.nn.softmax(back[..., 4:], axis=-1)) / 2.0
+    merged = tf.concat([offsets, probabilities], axis=-1)
+    return merged.numpy() if as_numpy else merged
 
 
 def unbatch_detections(outputs, class_names, to_pixels=None):

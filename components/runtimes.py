@@ -33,7 +33,12 @@ class ModelLoadError(ProjectError):
     """A model path that cannot be loaded; the message names the path and the problem."""
 
 
-def _first_line(error):
+END_TO_END_HINT = ("an end-to-end export (detections out, not raw predictions): run it with its runtime as in the "
+                   "README section 'End-to-end models'")
+
+
+def first_line(error):
+    """The first line of an exception's message (its type name when it has none), for one-line errors."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
@@ -65,7 +70,7 @@ def load_keras_model(model_file):
     try:
         return tf.keras.models.load_model(model_file, compile=False)
     except Exception as error:  # Keras raises many types for a bad file
-        raise ModelLoadError(f"{model_file}: not a loadable Keras model ({_first_line(error)})") from None
+        raise ModelLoadError(f"{model_file}: not a loadable Keras model ({first_line(error)})") from None
 
 
 def _check_batch(images, input_size, name):
@@ -135,13 +140,15 @@ class SavedModelRuntime:
         try:
             loaded = tf.saved_model.load(path)
         except Exception as error:
-            raise ModelLoadError(f"{path}: not a loadable SavedModel ({_first_line(error)})") from None
+            raise ModelLoadError(f"{path}: not a loadable SavedModel ({first_line(error)})") from None
         self._loaded = loaded   # keeps the variables alive
         function = getattr(loaded, "serve", None)
         if function is None:
             if "serving_default" not in getattr(loaded, "signatures", {}):
                 raise ModelLoadError(f"{path}: SavedModel has no 'serve' function or 'serving_default' signature")
             signature = loaded.signatures["serving_default"]
+            if "detection_boxes" in signature.structured_outputs:
+                raise ModelLoadError(f"{path}: {END_TO_END_HINT}")
 
             def function(images):
                 outputs = signature(images)
@@ -161,7 +168,7 @@ class SavedModelRuntime:
         return np.asarray(self._predict(tf.constant(images)), np.float32)
 
 
-def _litert_interpreter_class():
+def litert_interpreter_class():
     """(Interpreter class, OpResolverType) of ai_edge_litert (LiteRT), or of tf.lite when it is missing."""
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -171,6 +178,31 @@ def _litert_interpreter_class():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+
+
+def tflite_interpreter(path=None, model_content=None, num_threads=DEFAULT_NUM_THREADS, xnnpack=True):
+    """A LiteRT interpreter of the ``.tflite`` file at ``path`` (or of ``model_content`` bytes), tensors
+    allocated. ``xnnpack`` False runs the built-in kernels without the default XNNPACK delegate.
+    Raises ModelLoadError naming the file when it is not a loadable TFLite model."""
+    name = path or "<tflite model>"
+    interpreter_class, resolver = litert_interpreter_class()
+    options = {} if xnnpack else {"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    if path is not None and model_content is None:
+        try:
+            with open(path, "rb") as handle:
+                model_content = handle.read()
+        except OSError as error:
+            raise ModelLoadError(f"{path}: cannot read ({error.strerror or error})") from None
+    if len(model_content) < 8 or model_content[4:8] != b"TFL3":
+        raise ModelLoadError(f"{name}: not a TFLite model (no TFL3 flatbuffer identifier)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            interpreter = interpreter_class(model_content=model_content, num_threads=num_threads, **options)
+        interpreter.allocate_tensors()
+    except Exception as error:  # RuntimeError / ValueError for a corrupt or unsupported model
+        raise ModelLoadError(f"{name}: not a loadable TFLite model ({first_line(error)})") from None
+    return interpreter
 
 
 class TFLiteRuntime:
@@ -184,25 +216,10 @@ class TFLiteRuntime:
 
     def __init__(self, path=None, model_content=None, num_threads=DEFAULT_NUM_THREADS, xnnpack=True):
         self.path = path or "<tflite model>"
-        interpreter_class, resolver = _litert_interpreter_class()
-        options = {} if xnnpack else {"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
-        if path is not None and model_content is None:
-            try:
-                with open(path, "rb") as handle:
-                    model_content = handle.read()
-            except OSError as error:
-                raise ModelLoadError(f"{path}: cannot read ({error.strerror or error})") from None
-        if len(model_content) < 8 or model_content[4:8] != b"TFL3":
-            raise ModelLoadError(f"{self.path}: not a TFLite model (no TFL3 flatbuffer identifier)")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.interpreter = interpreter_class(model_content=model_content, num_threads=num_threads,
-                                                     **options)
-            self.interpreter.allocate_tensors()
-        except Exception as error:  # RuntimeError / ValueError for a corrupt or unsupported model
-            raise ModelLoadError(f"{self.path}: not a loadable TFLite model ({_first_line(error)})") from None
+        self.interpreter = tflite_interpreter(path, model_content, num_threads, xnnpack)
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(outputs) == 4 and len(inputs) == 1:
+            raise ModelLoadError(f"{self.path}: {END_TO_END_HINT}")
         if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0]["shape"]) != 4:
             raise ModelLoadError(f"{self.path}: expected one image input and one output, got {len(inputs)} "
                                  f"inputs and {len(outputs)} outputs")
@@ -234,6 +251,30 @@ class TFLiteRuntime:
         return np.concatenate(results, axis=0)
 
 
+def onnx_session(path=None, model_content=None, num_threads=DEFAULT_NUM_THREADS):
+    """An onnxruntime CPU session of the ``.onnx`` file at ``path`` (or of ``model_content`` bytes):
+    ``num_threads`` intra-op threads, sequential, all graph optimisations. Raises ModelLoadError naming the
+    file when onnxruntime is missing or the file is not a loadable ONNX model."""
+    name = path or "<onnx model>"
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ModelLoadError(f"{name}: onnxruntime is not installed (pip install onnxruntime)") from None
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    source = model_content if model_content is not None else path
+    if model_content is None and not os.path.isfile(path):
+        raise ModelLoadError(f"{path}: model not found")
+    try:
+        return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types for a bad file
+        raise ModelLoadError(f"{name}: not a loadable ONNX model ({first_line(error)})") from None
+
+
 class OnnxRuntime:
     """A ``.onnx`` model run by onnxruntime on the CPU (``num_threads`` intra-op threads, all graph
     optimisations). A fixed-batch model runs a larger batch one image at a time."""
@@ -242,24 +283,10 @@ class OnnxRuntime:
 
     def __init__(self, path=None, model_content=None, num_threads=DEFAULT_NUM_THREADS):
         self.path = path or "<onnx model>"
-        try:
-            import onnxruntime
-        except ImportError:
-            raise ModelLoadError(f"{self.path}: onnxruntime is not installed (pip install onnxruntime)") from None
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        source = model_content if model_content is not None else path
-        if model_content is None and not os.path.isfile(path):
-            raise ModelLoadError(f"{path}: model not found")
-        try:
-            self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # onnxruntime raises its own exception types for a bad file
-            raise ModelLoadError(f"{self.path}: not a loadable ONNX model ({_first_line(error)})") from None
+        self.session = onnx_session(path, model_content, num_threads)
         inputs = self.session.get_inputs()
+        if "detection_boxes" in [output.name for output in self.session.get_outputs()]:
+            raise ModelLoadError(f"{self.path}: {END_TO_END_HINT}")
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise ModelLoadError(f"{self.path}: expected one image input [B, h, w, 3]")
         self._input_name = inputs[0].name

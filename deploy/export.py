@@ -150,16 +150,21 @@ def tflite_bytes(model, input_size, calibration=None, int8_io=False):
         return converter.convert()
 
 
-def onnx_bytes(model, input_size, opset=ONNX_OPSET):
-    """A batch-1 ONNX model of ``model`` (tf2onnx), serialised."""
+def onnx_function_bytes(function, input_signature, opset=ONNX_OPSET):
+    """The ONNX model (tf2onnx) of a tf.function with ``input_signature``, serialised."""
     try:
         import tf2onnx
     except ImportError:
         raise ExportError("onnx export needs tf2onnx (pip install tf2onnx onnx)") from None
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    function, spec = serving_function(model, input_size, batch=1)
-    model_proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=opset)
+    model_proto, _ = tf2onnx.convert.from_function(function, input_signature=input_signature, opset=opset)
     return model_proto.SerializeToString()
+
+
+def onnx_bytes(model, input_size, opset=ONNX_OPSET):
+    """A batch-1 ONNX model of ``model`` (tf2onnx), serialised."""
+    function, spec = serving_function(model, input_size, batch=1)
+    return onnx_function_bytes(function, [spec], opset)
 
 
 def write_export(model, cfg, export_format, path, calibration=None):
@@ -207,6 +212,23 @@ def compare_outputs(reference, exported, priors, cfg):
     return float(np.abs(reference - exported).max()), float(np.abs(boxes[0] - boxes[1]).max()), correlation
 
 
+def load_export_source(model_path, export_format, input_size=None):
+    """(model file, its config, the Keras model) of the ``.keras`` model at ``model_path`` (or the newest in a
+    folder) to export as ``export_format``, the config's input size replaced by ``input_size`` (h, w) when
+    given; raises ExportError for an unknown format or another kind of model."""
+    from components.model_files import load_model_config, resolve_model_path
+    from components.runtimes import is_saved_model_dir, load_keras_model
+    if export_format not in EXPORT_FORMATS:
+        raise ExportError(f"unknown format {export_format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    model_file = resolve_model_path(model_path)
+    if is_saved_model_dir(model_file) or not model_file.endswith(".keras"):
+        raise ExportError(f"{model_file}: export starts from a .keras model")
+    cfg = load_model_config(model_file)
+    if input_size is not None:
+        cfg["input_size"] = tuple(input_size)
+    return model_file, cfg, load_keras_model(model_file)
+
+
 def export_model_file(model_path, export_format, output=None, calibration_tfrecord=DEFAULT_CALIBRATION_TFRECORD,
                       num_calibration=DEFAULT_NUM_CALIBRATION, val_tfrecord=None, check_images=None,
                       calibration=None, log=print, input_size=None):
@@ -224,18 +246,10 @@ def export_model_file(model_path, export_format, output=None, calibration_tfreco
         written then) or components.runtimes.ModelLoadError for a model that cannot be loaded.
     """
     from components.detector import Detector
-    from components.model_files import load_model_config, model_config_path, publish_model, resolve_model_path
-    from components.runtimes import KerasRuntime, is_saved_model_dir, load_keras_model, load_runtime
+    from components.model_files import model_config_path, publish_model
+    from components.runtimes import KerasRuntime, load_runtime
 
-    if export_format not in EXPORT_FORMATS:
-        raise ExportError(f"unknown format {export_format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
-    model_file = resolve_model_path(model_path)
-    if is_saved_model_dir(model_file) or not model_file.endswith(".keras"):
-        raise ExportError(f"{model_file}: export starts from a .keras model")
-    cfg = load_model_config(model_file)
-    if input_size is not None:
-        cfg["input_size"] = tuple(input_size)
-    model = load_keras_model(model_file)
+    model_file, cfg, model = load_export_source(model_path, export_format, input_size)
     reference = Detector(KerasRuntime(model, tuple(cfg["input_size"]), model_file), cfg)
     output = os.path.normpath(output or default_output(model_file, export_format))
     if export_format == "tflite_int8" and calibration is None:

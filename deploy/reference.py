@@ -15,7 +15,7 @@ import numpy as np
 from components.box_utils import class_agnostic_nms, decode_boxes
 from components.config import cfg as default_cfg
 from components.postprocessing import Detections
-from components.runtimes import ModelLoadError, _litert_interpreter_class
+from components.runtimes import ModelLoadError, tflite_interpreter
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_REFERENCE = os.path.join(os.path.dirname(REPO_ROOT), "shared", "reference", "aizoo_face_mask_detection.tflite")
@@ -52,10 +52,8 @@ class AizooReference:
     def __init__(self, path=DEFAULT_REFERENCE, num_threads=2):
         if not os.path.isfile(path):
             raise ModelLoadError(f"{path}: reference model not found (see ../shared/reference/README.md)")
-        interpreter_class, _ = _litert_interpreter_class()
         self.path = path
-        self.interpreter = interpreter_class(model_path=path, num_threads=num_threads)
-        self.interpreter.allocate_tensors()
+        self.interpreter = tflite_interpreter(path, num_threads=num_threads)
         self._input = self.interpreter.get_input_details()[0]["index"]
         outputs = {detail["shape"][-1]: detail["index"] for detail in self.interpreter.get_output_details()}
         self._offsets, self._scores = outputs[4], outputs[2]

@@ -12,7 +12,6 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from components.errors import ProjectError
-from components.postprocessing import unbatch_detections
 from components.prior_box import priors_from_config
 from dataset.tf_dataset_preprocess import encode_example_targets, parse_example, prepare_for_evaluation
 from mAP.compute_mAP import GroundTruth, ScoredBoxes, evaluate_detections
@@ -50,7 +49,12 @@ def evaluation_batches(tfrecord_path, cfg, batch_size, with_targets=False):
 
 def evaluate(detector, tfrecord_path, score_threshold=DEFAULT_SCORE_THRESHOLD, batch_size=16, limit=None,
              progress=False, on_batch=None, compute_map=True):
-    """VOC AP@0.5 of ``detector`` (a ``components.detector.Detector``) on the records of ``tfrecord_path``.
+    """VOC AP@0.5 of ``detector`` on the records of ``tfrecord_path``.
+
+    ``detector``: anything with ``cfg`` and ``detect_inputs(network inputs, score_threshold)`` -> one
+    ``Detections`` per image, boxes normalised to the input: a ``components.detector.Detector`` (which
+    ``on_batch`` needs: ``predict_raw`` and ``detections``), or an end-to-end model
+    (``components.end_to_end_models``).
 
     ``limit``: evaluate on the first ``limit`` batches only. ``on_batch(predictions, targets)``, when given, is
     called with each batch's raw predictions and training targets (training computes its validation loss so).
@@ -67,13 +71,15 @@ def evaluate(detector, tfrecord_path, score_threshold=DEFAULT_SCORE_THRESHOLD, b
     count = 0
     for batch in tqdm(batches, desc="mAP", unit="batch", leave=False, disable=not progress):
         images, gt_boxes, gt_labels, difficult = (value.numpy() for value in batch[:4])
-        predictions = detector.predict_raw(images)
         count += len(images)
-        if on_batch is not None:
+        if on_batch is not None:   # the validation loss wants the raw predictions: one network pass for both
+            predictions = detector.predict_raw(images)
             on_batch(predictions, batch[4])
-        if not compute_map:
-            continue
-        found = unbatch_detections(detector.postprocess(predictions, score_threshold), names)
+            if not compute_map:
+                continue
+            found = detector.detections(predictions, None, score_threshold)
+        else:
+            found = detector.detect_inputs(images, score_threshold)
         for row, image_detections in enumerate(found):
             key = str(len(ground_truth))
             keep = gt_labels[row] != LABEL_PADDING

@@ -11,12 +11,13 @@ LAYERS = {   # module -> layer (ARCHITECTURE.md, "Layers")
         "components.prior_box", "components.lr_scheduler", "components.drawing"],
     1: ["dataset.voc", "dataset.tf_dataset_preprocess", "network.network", "network.losses"],
     2: ["components.preprocessing", "components.postprocessing", "components.runtimes", "components.model_files",
-        "components.detector", "components.media", "components.batch_inference"],
+        "components.detector", "components.media", "components.batch_inference", "components.video_source",
+        "components.end_to_end_models"],
     3: ["mAP.compute_mAP", "mAP.evaluation", "mAP.detect"],
     4: ["network.trainer", "network.history", "network.distribution", "network.errors", "network.throughput",
         "dataset.voc_to_tfrecord", "dataset.check_dataset", "components.kmeans"],
-    5: ["deploy.export", "deploy.benchmark", "deploy.benchmark_report", "deploy.reference", "deploy.input_size",
-        "serving.app", "serving.server", "serving.load", "serving.benchmark"],
+    5: ["deploy.export", "deploy.end_to_end", "deploy.benchmark", "deploy.benchmark_report", "deploy.reference",
+        "deploy.input_size", "serving.app", "serving.server", "serving.load", "serving.benchmark"],
 }
 LAYER = {module: layer for layer, modules in LAYERS.items() for module in modules}
 PACKAGES = ("cli", "components", "dataset", "deploy", "mAP", "network", "serving")

@@ -55,6 +55,19 @@ def test_merge_averages_class_probabilities_and_unmirrors_offsets():
     np.testing.assert_allclose(probabilities, [(0.2 + 1 / 3) / 2, (0.6 + 1 / 3) / 2, (0.2 + 1 / 3) / 2], atol=1e-6)
 
 
+def test_flip_test_merge_gives_the_same_inside_a_graph():
+    import tensorflow as tf
+
+    from components.postprocessing import merge_mirrored_predictions
+    generator = np.random.default_rng(0)
+    a, b = (generator.normal(size=(2, 6, 7)).astype(np.float32) for _ in range(2))
+    mirror = np.array([5, 4, 3, 2, 1, 0])
+    in_graph = tf.function(lambda x, y: merge_mirrored_predictions(x, y, mirror))(tf.constant(a), tf.constant(b))
+    eager = merge_mirrored_predictions(a, b, mirror)
+    assert isinstance(eager, np.ndarray)
+    np.testing.assert_allclose(in_graph.numpy(), eager, atol=1e-6)
+
+
 SHIPPED_MODEL = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
 SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
 

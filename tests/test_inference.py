@@ -62,10 +62,11 @@ def test_draw_detections_colours_boxes_by_class_and_keeps_the_input():
 
 
 def test_camera_flag_accepts_an_index_or_a_literal_true():
-    assert inference.camera_index("True") == 0
-    assert inference.camera_index("2") == 2
+    assert inference.camera_source("True") == 0
+    assert inference.camera_source("2") == 2
+    assert inference.camera_source(" rtsp://camera.local/live ") == "rtsp://camera.local/live"
     with pytest.raises(argparse.ArgumentTypeError):
-        inference.camera_index("front")
+        inference.camera_source("front")
 
 
 def test_detection_and_summary_lines_are_in_the_documented_format():

@@ -1,0 +1,176 @@
+"""Running end-to-end model files: preprocessing, network, flip test, box decoding and NMS inside the file,
+detections out (written by ``export.py --end_to_end``, graphs in ``deploy/end_to_end.py``).
+
+The file layout (what an app sees, README "End-to-end models"):
+
+* SavedModel folder and ``.onnx`` file: uint8 RGB images [B, H, W, 3] of any size in (``input_tensor``; ONNX
+  batch 1), letterboxed inside the graph; outputs in the TF Object Detection API convention
+  (:data:`OUTPUT_KEYS`): ``detection_boxes`` [B, N, 4] normalised (ymin, xmin, ymax, xmax) of the original
+  image, ``detection_scores`` [B, N], ``detection_classes`` [B, N] (1..C-1 as float, 0 in padding rows),
+  ``num_detections`` [B] (float). The SavedModel also has :data:`ENCODED_SIGNATURE` (JPEG / PNG bytes [B]).
+* ``.tflite`` file: the network input [1, h, w, 3] float32 in [-1, 1] (the letterbox is the app's), the four
+  outputs of the ``TFLite_Detection_PostProcess`` op: boxes [1, N, 4] (ymin, xmin, ymax, xmax) normalised to
+  the network input, classes [1, N] (0..C-2: background is not a class), scores [1, N], count [1].
+
+The adapters return ``components.postprocessing.Detections``: in pixels from ``detect_batch`` (original
+images), normalised to the network input and clipped to it from ``detect_inputs`` (what
+``mAP.evaluation.evaluate`` runs), so an export can be compared with ``components.detector.Detector`` and
+evaluated like it.
+"""
+import os
+
+import numpy as np
+
+from components.postprocessing import Detections
+from components.preprocessing import boxes_to_pixels, preprocess_images
+from components.runtimes import DEFAULT_NUM_THREADS, ModelLoadError, first_line, onnx_session, tflite_interpreter
+
+OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+TFLITE_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+IMAGE_SIGNATURE = "serving_default"          # uint8 images [B, H, W, 3]
+ENCODED_SIGNATURE = "serving_encoded_images"  # JPEG / PNG bytes [B]
+IMAGE_INPUT = "input_tensor"
+ENCODED_INPUT = "encoded_images"
+YX_ORDER = [1, 0, 3, 2]   # (x, y, x, y) <-> (y, x, y, x): our box coding vs the TF OD API / TFLite op order
+
+
+def network_input_to_uint8(network_input):
+    """A network input [h, w, 3] in [-1, 1] back to the uint8 RGB image it was made of (rounded)."""
+    return np.clip(np.rint((np.asarray(network_input, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+class EndToEndModel:
+    """Common part of the adapters: ``cfg`` (the model config), ``detect_batch`` and ``detect_inputs``.
+
+    A subclass gives ``image_detections(image_rgb)`` (boxes in pixels) and ``input_detections(network_input)``
+    (boxes normalised to the input), each -> (boxes [K, 4] corner form, scores [K], class ids [K] 1..C-1).
+    """
+
+    format = None
+
+    def __init__(self, path, cfg):
+        self.path, self.cfg = path, cfg
+        self.input_size = tuple(cfg["input_size"])
+        self.class_names = list(cfg["labels_list"])
+
+    def kept(self, boxes, scores, classes, score_threshold):
+        """Detections of those scoring at least ``score_threshold`` (default ``cfg['score_threshold']``; the
+        file itself keeps nothing below its export threshold)."""
+        threshold = self.cfg["score_threshold"] if score_threshold is None else score_threshold
+        keep = np.asarray(scores) >= threshold
+        return Detections(np.asarray(boxes, np.float32)[keep], np.asarray(scores, np.float32)[keep],
+                          np.asarray(classes).astype(np.int64)[keep], self.class_names)
+
+    def detect(self, image_rgb, score_threshold=None):
+        """Detections (pixels) of one uint8 RGB image of any size."""
+        return self.kept(*self.image_detections(image_rgb), score_threshold)
+
+    def detect_batch(self, images_rgb, score_threshold=None):
+        """uint8 RGB images of any sizes -> one ``Detections`` (pixels) per image."""
+        return [self.detect(image, score_threshold) for image in images_rgb]
+
+    def detect_inputs(self, inputs, score_threshold=None):
+        """Network inputs [B, h, w, 3] (letterboxed, in [-1, 1]) -> one ``Detections`` per input, boxes
+        normalised to it."""
+        return [self.kept(*self.input_detections(network_input), score_threshold) for network_input in inputs]
+
+
+class Uint8ImageModel(EndToEndModel):
+    """An end-to-end file that takes uint8 images of any size and returns the TF OD API outputs; a subclass
+    gives ``outputs(images uint8 [1, H, W, 3])`` -> the :data:`OUTPUT_KEYS` arrays of that image."""
+
+    def image_detections(self, image_rgb):
+        boxes, scores, classes, count = self.outputs(np.asarray(image_rgb, np.uint8)[None])
+        count = int(count)
+        height, width = np.shape(image_rgb)[:2]
+        pixels = np.asarray(boxes[:count], np.float32)[:, YX_ORDER] * np.array([width, height, width, height],
+                                                                               np.float32)
+        return pixels, scores[:count], classes[:count]
+
+    def input_detections(self, network_input):
+        """The input goes back to uint8 (rounded, what an app would feed), and is not letterboxed again: it
+        has the network's aspect ratio and size already."""
+        boxes, scores, classes = self.image_detections(network_input_to_uint8(network_input))
+        height, width = self.input_size
+        return boxes / np.array([width, height, width, height], np.float32), scores, classes
+
+
+class EndToEndSavedModel(Uint8ImageModel):
+    """An end-to-end SavedModel folder, run through its ``serving_default`` signature (uint8 images)."""
+
+    format = "saved_model"
+
+    def __init__(self, path, cfg):
+        super().__init__(path, cfg)
+        import tensorflow as tf
+        try:
+            self.loaded = tf.saved_model.load(path)
+            self.signature = self.loaded.signatures[IMAGE_SIGNATURE]
+        except Exception as error:  # noqa: BLE001  (TensorFlow raises many types for a bad folder)
+            raise ModelLoadError(f"{path}: not a loadable end-to-end SavedModel ({first_line(error)})") from None
+
+    def outputs(self, images):
+        import tensorflow as tf
+        values = self.signature(**{IMAGE_INPUT: tf.constant(images)})
+        return [values[key].numpy()[0] for key in OUTPUT_KEYS]
+
+
+class EndToEndOnnx(Uint8ImageModel):
+    """An end-to-end ``.onnx`` file (uint8 image [1, H, W, 3] in, TF OD API outputs) run by onnxruntime."""
+
+    format = "onnx"
+
+    def __init__(self, path, cfg, num_threads=DEFAULT_NUM_THREADS):
+        super().__init__(path, cfg)
+        self.session = onnx_session(path, num_threads=num_threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [output.name for output in self.session.get_outputs()]
+        if sorted(self.output_names) != sorted(OUTPUT_KEYS):
+            raise ModelLoadError(f"{path}: not an end-to-end ONNX model (outputs {self.output_names}, expected "
+                                 f"{list(OUTPUT_KEYS)})")
+
+    def outputs(self, images):
+        values = dict(zip(self.output_names, self.session.run(None, {self.input_name: images})))
+        return [values[key][0] for key in OUTPUT_KEYS]
+
+
+class EndToEndTFLite(EndToEndModel):
+    """An end-to-end ``.tflite`` file run by LiteRT: the app's letterbox (``preprocess_images``) in, the four
+    outputs of ``TFLite_Detection_PostProcess`` out."""
+
+    format = "tflite"
+
+    def __init__(self, path, cfg, num_threads=DEFAULT_NUM_THREADS):
+        super().__init__(path, cfg)
+        self.interpreter = tflite_interpreter(path, num_threads=num_threads)
+        self.input_index = self.interpreter.get_input_details()[0]["index"]
+        self.output_indices = [detail["index"] for detail in self.interpreter.get_output_details()]
+        if len(self.output_indices) != 4:
+            raise ModelLoadError(f"{path}: expected the 4 outputs of {TFLITE_POSTPROCESS_OP}, got "
+                                 f"{len(self.output_indices)}")
+
+    def input_detections(self, network_input):
+        self.interpreter.set_tensor(self.input_index, np.asarray(network_input, np.float32)[None])
+        self.interpreter.invoke()
+        boxes, classes, scores, count = (self.interpreter.get_tensor(index)[0] for index in self.output_indices)
+        count = int(count)
+        # clipped to the input, as the uint8-input graphs clip theirs to the image
+        return np.clip(boxes[:count, YX_ORDER], 0.0, 1.0), scores[:count], classes[:count].astype(np.int64) + 1
+
+    def image_detections(self, image_rgb):
+        boxes, scores, classes = self.input_detections(preprocess_images([image_rgb], self.input_size)[0])
+        return boxes_to_pixels(boxes, np.shape(image_rgb), self.input_size), scores, classes
+
+
+def load_end_to_end(path, cfg):
+    """The adapter for an end-to-end export (by file type) with its model config ``cfg``; raises
+    ModelLoadError naming the path."""
+    if not os.path.exists(path):
+        raise ModelLoadError(f"{path}: model not found")
+    if os.path.isdir(path):
+        return EndToEndSavedModel(path, cfg)
+    if path.endswith(".tflite"):
+        return EndToEndTFLite(path, cfg)
+    if path.endswith(".onnx"):
+        return EndToEndOnnx(path, cfg)
+    raise ModelLoadError(f"{path}: not an end-to-end model (SavedModel folder, .tflite or .onnx)")

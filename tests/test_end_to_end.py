@@ -1,0 +1,298 @@
+"""Tests of the end-to-end exports (export.py --end_to_end: deploy/end_to_end.py, components/end_to_end_models.py):
+the in-graph letterbox against the Python one, each format of the shipped model against
+components.detector.Detector (on images and in mAP.evaluation.evaluate), and the README's snippets run in a
+subprocess with the runtime alone (no project code on the path)."""
+import os
+import re
+import shutil
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+import cli.export as export_cli
+import deploy.end_to_end as end_to_end
+from deploy.export import OUTPUT_SUFFIX, ExportCheckError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SHIPPED_MODEL = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
+README = os.path.join(REPO_ROOT, "README.md")
+SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
+FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx")
+FLOAT_FORMATS = ("saved_model", "tflite", "onnx")
+SNIPPET_LINE = re.compile(r"^(mask|unmask) (\d\.\d{3}) (-?\d+) (-?\d+) (-?\d+) (-?\d+)$")
+
+
+def end_to_end_name(fmt):
+    """File name of the end-to-end export of the shipped model, as in the README."""
+    return "mask_detector" + end_to_end.END_TO_END_INFIX + OUTPUT_SUFFIX[fmt]
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, voc_mini_tfrecords):
+    """{format: ExportReport} of the shipped model's end-to-end exports in a ``checkpoints`` folder (int8
+    calibrated on the 6 voc_mini training images)."""
+    folder = tmp_path_factory.mktemp("e2e") / "checkpoints"
+    return {fmt: end_to_end.export_end_to_end_file(SHIPPED_MODEL, fmt, str(folder / end_to_end_name(fmt)),
+                                               calibration_tfrecord=voc_mini_tfrecords["train"], num_calibration=6,
+                                               log=lambda message: None)
+            for fmt in FORMATS}
+
+
+@pytest.fixture(scope="module")
+def reference():
+    from components.detector import Detector
+    return Detector.from_path(SHIPPED_MODEL)
+
+
+def sample_rgb():
+    return cv2.cvtColor(cv2.imread(SAMPLE_IMAGE), cv2.COLOR_BGR2RGB)
+
+
+# --- graph pieces against the Python path (no export) ------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(572, 950), (400, 200), (240, 320), (37, 1001), (1, 1)])
+def test_letterbox_graph_matches_preprocess_images(shape):
+    from components.preprocessing import letterbox_shape, preprocess_images
+    from deploy.end_to_end import letterbox_graph
+    image = cv2.resize(sample_rgb(), (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    inputs, scale = letterbox_graph(image[None], (240, 320))
+    np.testing.assert_allclose(inputs.numpy(), preprocess_images([image], (240, 320)), atol=2e-4, rtol=0)
+    padded_h, padded_w = letterbox_shape(*shape, (240, 320))
+    np.testing.assert_allclose(scale.numpy(), [[padded_h / shape[0], padded_w / shape[1]]], rtol=1e-6)
+
+
+def test_postprocess_signature_carries_our_box_coding():
+    from components.config import cfg
+    from deploy.end_to_end import tflite_postprocess_signature
+    signature = tflite_postprocess_signature(2, cfg, 0.01, 200)
+    assert signature.startswith('name: "TFLite_Detection_PostProcess"')
+    for expected in ('key: "y_scale" value { f: 10.0 }', 'key: "h_scale" value { f: 5.0 }',
+                     'key: "use_regular_nms" value { b: true }', 'key: "num_classes" value { i: 2 }',
+                     'key: "max_detections" value { i: 200 }', 'key: "nms_iou_threshold" value { f: 0.4 }'):
+        assert expected in signature
+
+
+def test_compare_detections_pairs_by_class_and_overlap():
+    from components.postprocessing import Detections
+    from deploy.end_to_end import compare_detections
+    reference = Detections(np.array([[10, 10, 50, 50], [100, 100, 150, 160]], np.float32),
+                           np.array([0.9, 0.6], np.float32), np.array([1, 2]), ["background", "mask", "unmask"])
+    same = Detections(reference.boxes + 0.25, reference.scores - 0.01, reference.classes, reference.class_names)
+    result = compare_detections(reference, same, 0.5)
+    assert result == {"reference": 2, "missed": 0, "extra": 0, "box_px": 0.25, "score": pytest.approx(0.01)}
+    other_class = Detections(reference.boxes, reference.scores, np.array([2, 2]), reference.class_names)
+    result = compare_detections(reference, other_class, 0.5)
+    assert result["missed"] == 1 and result["extra"] == 1
+
+
+# --- the exports of the shipped model -----------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_end_to_end_export_is_checked_against_the_python_path(fmt, exports, reference):
+    from components.end_to_end_models import load_end_to_end
+    from deploy.end_to_end import compare_detections
+    report = exports[fmt]
+    assert isinstance(report, end_to_end.EndToEndReport) and report.flip_test and report.check_images == 2
+    assert report.detections["reference"] >= 5                   # the sample images have faces to compare
+    assert not [name for name in os.listdir(os.path.dirname(report.path)) if name.startswith(".")]   # no staging left
+    # a tall crop of a sample image, padded on the right (the sample images are wide, padded at the bottom)
+    tall = np.ascontiguousarray(sample_rgb()[:, 300:700])
+    model = load_end_to_end(report.path, reference.cfg)
+    result = compare_detections(reference.detect(tall), model.detect(tall, 0.48), 0.5)
+    if fmt in FLOAT_FORMATS:
+        assert report.detections["missed"] == report.detections["extra"] == 0
+        assert report.detections["box_px"] <= end_to_end.E2E_BOX_TOLERANCE_PX
+        assert report.detections["score"] <= end_to_end.E2E_SCORE_TOLERANCE
+        assert result["reference"] > 0 and result["missed"] == result["extra"] == 0
+        assert result["box_px"] <= end_to_end.E2E_BOX_TOLERANCE_PX and result["score"] <= end_to_end.E2E_SCORE_TOLERANCE
+    else:   # int8: the same faces, boxes within a few pixels
+        assert report.detections["missed"] <= 1 and report.detections["extra"] <= 1
+        assert result["missed"] <= 1 and result["box_px"] < 8
+    if fmt.startswith("tflite"):
+        with open(report.labels_path) as handle:
+            assert handle.read().split() == ["mask", "unmask"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", FLOAT_FORMATS)
+def test_end_to_end_model_is_evaluated_like_the_detector(fmt, exports, reference, voc_mini_tfrecords):
+    """mAP.evaluation.evaluate runs an end-to-end file through ``detect_inputs`` (the letterboxed network inputs
+    of the records): the float exports find what the Python path finds on them."""
+    from components.end_to_end_models import load_end_to_end
+    from deploy.end_to_end import compare_detections
+    from mAP.evaluation import evaluate, evaluation_batches
+    model = load_end_to_end(exports[fmt].path, reference.cfg)
+    inputs = next(iter(evaluation_batches(voc_mini_tfrecords["val"], reference.cfg, 4)))[0].numpy()
+    height, width = reference.cfg["input_size"]
+    scale = np.array([width, height, width, height], np.float32)
+    for want, got in zip(reference.detect_inputs(inputs, 0.3), model.detect_inputs(inputs, 0.3 - 0.02)):
+        # network input pixels; the uint8-input graphs clip boxes to the image, the Python path's normalised
+        # boxes are not clipped
+        want.boxes, got.boxes = np.clip(want.boxes, 0.0, 1.0) * scale, got.boxes * scale
+        result = compare_detections(want, got, 0.3)
+        assert result["missed"] == result["extra"] == 0 and result["box_px"] < 0.5 and result["score"] < 0.01
+    assert evaluate(model, voc_mini_tfrecords["val"]).mean_ap == pytest.approx(
+        evaluate(reference, voc_mini_tfrecords["val"]).mean_ap, abs=0.005)
+
+
+@pytest.mark.slow
+def test_tflite_outputs_are_the_postprocess_op_outputs_in_order(exports):
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from deploy.end_to_end import TFLITE_OUTPUT_NAMES
+    model = flatbuffer_utils.read_model(exports["tflite"].path)
+    subgraph = model.subgraphs[0]
+    custom = [op for op in subgraph.operators if model.operatorCodes[op.opcodeIndex].customCode]
+    assert len(custom) == 1 and model.operatorCodes[custom[0].opcodeIndex].customCode == b"TFLite_Detection_PostProcess"
+    assert list(subgraph.outputs) == list(custom[0].outputs)
+    assert [subgraph.tensors[index].name.decode() for index in subgraph.outputs] == list(TFLITE_OUTPUT_NAMES)
+    # the converter drops detections_per_class; without it the kernel keeps 100 per class, not max_number_keep
+    from flatbuffers import flexbuffers
+    options = flexbuffers.Loads(bytes(custom[0].customOptions))
+    assert options["detections_per_class"] == options["max_detections"] == 200
+    assert options["use_regular_nms"] and options["num_classes"] == 2
+
+
+@pytest.mark.slow
+def test_int8_model_keeps_the_scores_in_float(exports):
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from deploy.end_to_end import TFLITE_FLOAT_SCOPE
+    subgraph = flatbuffer_utils.read_model(exports["tflite_int8"].path).subgraphs[0]
+    types = {tensor.name.decode(): tensor.type for tensor in subgraph.tensors}
+    network_output = [name for name in types if "/predictions" in name]   # the Keras model's last layer
+    assert network_output and all(types[name] == schema.TensorType.INT8 for name in network_output)
+    softmax = [name for name in types if name.startswith(TFLITE_FLOAT_SCOPE + "/Softmax")]
+    assert softmax and all(types[name] == schema.TensorType.FLOAT32 for name in softmax)
+
+
+@pytest.mark.slow
+def test_onnx_export_holds_non_max_suppression(exports):
+    import onnx
+    graph = onnx.load(exports["onnx"].path).graph
+    assert "NonMaxSuppression" in {node.op_type for node in graph.node}
+    assert [value.name for value in graph.input] == ["input_tensor"]
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+
+
+@pytest.mark.slow
+def test_saved_model_bytes_signature_gives_the_image_signature_detections(exports):
+    import tensorflow as tf
+
+    from components.end_to_end_models import ENCODED_SIGNATURE, IMAGE_SIGNATURE
+    loaded = tf.saved_model.load(exports["saved_model"].path)
+    images = [sample_rgb(), np.ascontiguousarray(sample_rgb()[:300, ::-1])]      # two sizes in one batch
+    encoded = [cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes() for image in images]
+    from_bytes = loaded.signatures[ENCODED_SIGNATURE](encoded_images=tf.constant(encoded))
+    for index, image in enumerate(images):     # PNG is lossless: decoded in the graph, the same pixels
+        from_array = loaded.signatures[IMAGE_SIGNATURE](input_tensor=tf.constant(image[None]))
+        count = int(from_array["num_detections"][0])
+        assert count == int(from_bytes["num_detections"][index]) and count > 0
+        np.testing.assert_allclose(from_bytes["detection_boxes"][index, :count], from_array["detection_boxes"][0, :count],
+                                   atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", FLOAT_FORMATS)
+def test_raw_model_loader_names_an_end_to_end_file(fmt, exports):
+    from components.detector import Detector
+    from components.runtimes import ModelLoadError
+    with pytest.raises(ModelLoadError, match="end-to-end export"):
+        Detector.from_path(exports[fmt].path)
+
+
+def test_failed_check_writes_nothing(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(end_to_end, "E2E_BOX_TOLERANCE_PX", -1.0)    # no export can pass
+    output = tmp_path / "tiny_e2e_saved_model"
+    with pytest.raises(ExportCheckError, match="nothing written"):
+        end_to_end.export_end_to_end_file(tiny_model, "saved_model", str(output), log=lambda message: None)
+    assert os.listdir(tmp_path) == []
+
+
+def test_no_flip_test_without_end_to_end_is_a_usage_error(tiny_model, capsys):
+    assert export_cli.main(["--model_path", tiny_model, "--format", "onnx", "--no_flip_test"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --no_flip_test: only with --end_to_end")
+
+
+# --- README snippets -----------------------------------------------------------------------------------
+
+def readme_snippets():
+    """The ```python blocks of the README section 'End-to-end models'."""
+    with open(README, encoding="utf-8") as handle:
+        text = handle.read()
+    section = text.split("\n## End-to-end models\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_readme_has_a_snippet_per_runtime():
+    snippets = readme_snippets()
+    for needle in ("serving_default", "serving_encoded_images", "onnxruntime.InferenceSession", "Interpreter("):
+        assert sum(needle in snippet for snippet in snippets) == 1, needle
+    assert not any("components" in snippet or "import export" in snippet for snippet in snippets)
+
+
+SNIPPET_NEEDLES = {"saved_model": "serving_default", "saved_model_bytes": "serving_encoded_images",
+                   "onnx": "onnxruntime", "tflite": "Interpreter(", "tflite_int8": "Interpreter("}
+MARKER = "=== snippet "
+RUNNER = """import sys
+for name, path in zip(sys.argv[1::2], sys.argv[2::2]):
+    print({marker!r} + name, flush=True)
+    with open(path) as handle:
+        exec(compile(handle.read(), path, "exec"), {{"__name__": "__main__"}})
+"""
+
+
+@pytest.fixture(scope="module")
+def snippet_outputs(exports, tmp_path_factory):
+    """{variant: stdout} of the README snippets (SNIPPET_NEEDLES; the int8 one is the TFLite snippet on the int8
+    file), run one after the other in one isolated interpreter (``-I``: the repository is not importable),
+    in a folder with ``checkpoints/`` (the exports) and ``assets/`` (the sample image) where they expect them."""
+    import subprocess
+    folder = tmp_path_factory.mktemp("snippets")
+    (folder / "assets").mkdir()
+    shutil.copy(SAMPLE_IMAGE, folder / "assets")
+    os.symlink(os.path.dirname(exports["onnx"].path), folder / "checkpoints")
+    arguments = []
+    for variant, needle in SNIPPET_NEEDLES.items():
+        (snippet,) = [snippet for snippet in readme_snippets() if needle in snippet]
+        if variant == "tflite_int8":
+            snippet = snippet.replace(end_to_end_name("tflite"), end_to_end_name("tflite_int8")).replace(
+                "mask_detector_e2e_labels.txt", "mask_detector_e2e_int8_labels.txt")
+        (folder / f"{variant}.py").write_text(snippet)
+        arguments += [variant, f"{variant}.py"]
+    (folder / "runner.py").write_text(RUNNER.format(marker=MARKER))
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    run = subprocess.run([sys.executable, "-I", "runner.py", *arguments], cwd=folder, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    sections = run.stdout.split(MARKER)[1:]
+    return {section.split("\n", 1)[0]: section.split("\n", 1)[1] for section in sections}
+
+
+@pytest.mark.slow
+def test_readme_bytes_snippet_runs_with_tensorflow_alone(snippet_outputs, reference):
+    rows = re.findall(r"\[\s*([-\d.e]+)\s+([-\d.e]+)\s+([-\d.e]+)\s+([-\d.e]+)\s*\]",
+                      snippet_outputs["saved_model_bytes"])
+    assert len(rows) == len(reference.detect(sample_rgb())) and all(0 <= float(v) <= 1 for row in rows for v in row)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_readme_snippet_runs_with_the_runtime_alone(fmt, snippet_outputs, reference):
+    lines = [SNIPPET_LINE.match(line) for line in snippet_outputs[fmt].splitlines()]
+    assert lines and all(lines), snippet_outputs[fmt]
+    expected = reference.detect(sample_rgb())
+    found = sorted((match.group(1), *map(int, match.groups()[2:])) for match in lines)
+    wanted = sorted((label, *(int(round(float(value))) for value in box))
+                    for label, box in zip(expected.labels(), expected.boxes))
+    tolerance = 1 if fmt in FLOAT_FORMATS else 8
+    assert len(found) == len(wanted) or (fmt == "tflite_int8" and abs(len(found) - len(wanted)) <= 1)
+    if len(found) == len(wanted):
+        for got, want in zip(found, wanted):
+            assert got[0] == want[0] and max(abs(a - b) for a, b in zip(got[1:], want[1:])) <= tolerance, (got, want)
