@@ -278,7 +278,7 @@ def test_interrupted_detect_keeps_the_earlier_results(interrupted_detect):
 # --- inference.py --img_dir (batch mode), when it exists ---------------------------------------------------
 
 def inference_has_batch_mode():
-    with open(INFERENCE, encoding="utf-8") as handle:
+    with open(os.path.join(REPO_ROOT, "cli", "inference.py"), encoding="utf-8") as handle:   # the command line
         return "--img_dir" in handle.read()
 
 
