@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import export  # noqa: E402
 from components.atomic_io import write_text_atomically  # noqa: E402
 
-DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints")
+DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")   # the shipped 2-class model
 DEFAULT_VAL_TFRECORD = os.path.join(REPO_ROOT, "dataset", "val_mask.tfrecord")
 FORMATS = ("keras", "saved_model", "tflite", "tflite_int8", "onnx")
 TIMING_ROUNDS = 4          # the formats are timed in turn, round by round, so a change of load hits them all
@@ -308,7 +308,7 @@ def run(args, log=print):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model_path", default=DEFAULT_MODEL_PATH,
-                        help="a .keras model or a folder holding one (default: checkpoints/ of the repository)")
+                        help="a .keras model or a folder holding one (default: checkpoints/mask_detector.keras of the repository)")
     parser.add_argument("--val_tfrecord", default=DEFAULT_VAL_TFRECORD, help="validation TFRecord for the mAP column")
     parser.add_argument("--skip_map", action="store_true", help="do not compute the validation mAP")
     parser.add_argument("--output", default="benchmark.md", help="where the Markdown report is written")

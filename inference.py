@@ -1,9 +1,9 @@
 """Detect masked and unmasked faces in an image, a video file or a camera stream.
 
-    python inference.py [--model_path checkpoints/] --img_path IMG [--output OUT] [--show]
-    python inference.py [--model_path checkpoints/] --video PATH [--output OUT.mp4] [--show]
-    python inference.py [--model_path checkpoints/] --camera [INDEX] [--output OUT.mp4]
-    python inference.py [--model_path checkpoints/] --img_dir DIR [--output_dir OUT]
+    python inference.py [--model_path checkpoints/mask_detector.keras] --img_path IMG [--output OUT] [--show]
+    python inference.py [--model_path checkpoints/mask_detector.keras] --video PATH [--output OUT.mp4] [--show]
+    python inference.py [--model_path checkpoints/mask_detector.keras] --camera [INDEX] [--output OUT.mp4]
+    python inference.py [--model_path checkpoints/mask_detector.keras] --img_dir DIR [--output_dir OUT]
 
 ``--model_path`` is a model in any format ``export.py`` writes, the runtime picked by its type: a ``.keras``
 file (TensorFlow), a SavedModel folder (TensorFlow), a ``.tflite`` file (LiteRT, float or int8) or an
@@ -16,7 +16,8 @@ with ``--show`` (the camera shows one unless ``--output`` is given); press q or 
 
 Batch mode annotates every file of ``--img_dir`` (not its subfolders) into ``--output_dir`` (default
 ``<DIR>_detections``) under the same name, with a progress bar, and writes ``detections.json`` (per image:
-``boxes`` in pixels, ``classes``, ``scores``) and ``summary.csv`` (image, faces, masked, unmasked). Files that
+``boxes`` in pixels, ``classes``, ``scores``) and ``summary.csv`` (image, faces, then one column per class of
+the model, e.g. mask, unmask). Files that
 are not readable images are skipped with a one-line reason each and counted. Each finished image is appended
 (and flushed) to ``detections.part.jsonl``; on Ctrl-C the results so far are assembled into the two outputs,
 and running the same command again resumes: images already in the part file are not redone (unless the model
@@ -41,11 +42,11 @@ import cv2  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from components.atomic_io import atomic_path, temporary_path, write_text_atomically  # noqa: E402
-from components.config import add_config_arguments, config_from_args  # noqa: E402
+from components.config import DETECTION_KEYS, add_config_arguments, config_from_args, given_settings  # noqa: E402
 from components.drawing import ANNOTATED_PREFIX, draw_detections  # noqa: E402
 from dataset.voc import VOCError, read_image_bgr  # noqa: E402
 
-DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints")
+DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")   # the shipped 2-class model
 WINDOW_NAME = "face mask detector"
 FPS_SMOOTHING = 0.1        # weight of the newest frame in the exponential moving average of the FPS
 FALLBACK_VIDEO_FPS = 25.0  # written to the output when the source does not report its frame rate
@@ -108,12 +109,13 @@ def summary_line(detections, class_names, milliseconds, flip_test=False):
             + (" (+ flip test)" if flip_test else ""))
 
 
-def load_detector(model_path, cfg):
-    """Detector for ``model_path``; the model's saved config wins for its own keys (input size, anchors...)."""
+def load_detector(model_path, cfg, input_size=None):
+    """Detector for ``model_path``; the model's saved config wins for its own keys (anchors, labels...), and
+    for its input size unless ``input_size`` (h, w) is given (a .keras model runs at any size)."""
     if not os.path.exists(model_path):
         raise UsageError(f"{model_path}: model not found")
     from components.detector import Detector  # imports TensorFlow: only once the cheap checks passed
-    return Detector.from_path(model_path, cfg)
+    return Detector.from_path(model_path, cfg, input_size=input_size)
 
 
 def run_image(detector, image_bgr, output_path, show):
@@ -278,13 +280,12 @@ def write_batch_outputs(output_dir, header, records, skipped, class_names):
             ' "images": [\n  ' + ",\n  ".join(json.dumps(record) for record in ordered) + '\n ],\n'
             ' "skipped": [\n  ' + ",\n  ".join(json.dumps(item) for item in skipped) + '\n ]\n}\n')
     write_text_atomically(os.path.join(output_dir, DETECTIONS_JSON), text, newline="")
-    masked, unmasked = (class_names + [None, None])[:2]
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(["image", "faces", "masked", "unmasked"])
+    writer.writerow(["image", "faces", *class_names])
     for record in ordered:
-        writer.writerow([record["image"], len(record["classes"]), record["classes"].count(masked),
-                         record["classes"].count(unmasked)])
+        writer.writerow([record["image"], len(record["classes"]),
+                         *(record["classes"].count(name) for name in class_names)])
     write_text_atomically(os.path.join(output_dir, SUMMARY_CSV), table.getvalue(), newline="")
 
 
@@ -354,7 +355,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model_path", default=DEFAULT_MODEL_PATH,
                         help="a .keras, .tflite or .onnx model, a SavedModel folder, or a folder holding a .keras "
-                             "model (default: checkpoints/ of the repository)")
+                             "model (default: checkpoints/mask_detector.keras of the repository)")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--img_path", help="image to annotate")
     mode.add_argument("--img_dir", help="folder whose images are all annotated (batch mode)")
@@ -366,17 +367,18 @@ def main(argv=None):
     parser.add_argument("--output_dir", default=None,
                         help="batch mode: annotated images, detections.json and summary.csv (default <DIR>_detections)")
     parser.add_argument("--show", action="store_true", help="show the result in a window")
-    add_config_arguments(parser)
+    add_config_arguments(parser, keys=DETECTION_KEYS)
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
+        input_size = given_settings(args).get("input_size")
         if args.img_path is not None:
             image_bgr = read_image_bgr(args.img_path)
             output_path = args.output or os.path.join(REPO_ROOT, "assets",
                                                       ANNOTATED_PREFIX + os.path.basename(args.img_path))
             if args.show:
                 open_window()
-            detector = load_detector(args.model_path, cfg)
+            detector = load_detector(args.model_path, cfg, input_size)
             detections, milliseconds = run_image(detector, image_bgr, output_path, args.show)
             for line in detection_lines(detections):
                 print(line)
@@ -384,13 +386,13 @@ def main(argv=None):
             print(f"annotated image written to {output_path}")
             return 0
         if args.img_dir is not None:
-            return run_batch_mode(args, cfg)
+            return run_batch_mode(args, cfg, input_size)
         show = args.show or (args.camera is not None and not args.output)
         if show:
             open_window()
         capture, first_frame = open_capture(args.video if args.video is not None else args.camera)
         try:
-            detector = load_detector(args.model_path, cfg)
+            detector = load_detector(args.model_path, cfg, input_size)
             frames, mean_fps, stopped = run_stream(detector, capture, first_frame, args.output, show)
         finally:
             capture.release()
@@ -406,7 +408,7 @@ def main(argv=None):
     return 0
 
 
-def run_batch_mode(args, cfg):
+def run_batch_mode(args, cfg, input_size=None):
     """``--img_dir``: checks, then :func:`run_batch`; returns the exit status (130 when interrupted)."""
     if not os.path.isdir(args.img_dir):
         raise UsageError(f"{args.img_dir}: image folder not found")
@@ -419,7 +421,7 @@ def run_batch_mode(args, cfg):
         raise UsageError(f"{output_dir}: --output_dir must differ from --img_dir (the images would be overwritten)")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"{output_dir}: not a folder")
-    detector = load_detector(args.model_path, cfg)
+    detector = load_detector(args.model_path, cfg, input_size)
     try:
         done, resumed, skipped = run_batch(detector, args.img_dir, output_dir)
     except KeyboardInterrupt:

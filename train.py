@@ -3,6 +3,10 @@
     python train.py                       # from scratch, settings from components/config.py
     python train.py --resume              # continue from the newest checkpoint in --checkpoint_dir
     python train.py --epoch 150 --batch_size 16 --init_lr 0.005   # any config key can be overridden
+    python train.py --data data/ilc2021.yaml --weights checkpoints/mask_detector.keras   # fine-tune, own classes
+
+The run's settings are saved in the checkpoint folder (run_config.json); ``--resume`` uses them and lists the
+flags given at resume that change them (the classes, input size, anchors, network and batch size cannot).
 
 Ctrl-C saves a checkpoint of the current step and exits with status 130; ``--resume`` continues within the
 interrupted epoch. A non-finite loss stops training with status 2, leaving the last good checkpoint as it was.
@@ -13,7 +17,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from components.config import add_config_arguments, config_from_args  # noqa: E402
+from components.config import add_config_arguments, cfg as DEFAULTS, config_from_args, given_settings  # noqa: E402
+from components.run_config import load_run_config, resumed_config, run_config_path  # noqa: E402
+
+TRAIN_KEYS = tuple(key for key in DEFAULTS if key not in ("flip_test", "score_threshold", "seed"))
 
 
 def parse_args(argv=None):
@@ -27,23 +34,52 @@ def parse_args(argv=None):
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bars")
     parser.add_argument("--strategy", default="default", choices=("default", "mirrored", "multi_worker"),
                         help="tf.distribute strategy: one device, all local GPUs, or several hosts (TF_CONFIG)")
-    add_config_arguments(parser, skip=("seed",))
+    add_config_arguments(parser, keys=TRAIN_KEYS, data=True)
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: config 'seed')")
     return parser.parse_args(argv)
+
+
+def settings_for_resume(args, cfg, log=print):
+    """The settings of a resumed run: those saved in the checkpoint folder, changed by the flags (and --data
+    file) given now, which are listed; without saved settings (older runs) the flags and defaults, with a
+    note. Returns (settings, steps_per_epoch); raises ValueError on a change the run cannot take."""
+    from components.config import validate_config
+    loaded = load_run_config(cfg["checkpoint_dir"])
+    if loaded is None:
+        log(f"note: {run_config_path(cfg['checkpoint_dir'])} not found (a run started before settings were "
+            "saved): resuming with the flags given now and the defaults")
+        return cfg, args.steps_per_epoch
+    saved, extra = loaded
+    given = given_settings(args)
+    if args.data:
+        given = {**{key: cfg[key] for key in ("labels_list", "label_aliases", "train_tfrecord", "val_tfrecord")},
+                 **given}
+    if args.seed is not None:
+        given["seed"] = args.seed
+    settings, changes = resumed_config(saved, given, DEFAULTS)
+    steps = extra.get("steps_per_epoch")
+    if args.steps_per_epoch is not None and steps is not None and args.steps_per_epoch != steps:
+        raise ValueError(f"--steps_per_epoch: the saved run takes {steps} steps per epoch; drop the flag")
+    log(f"resume: settings from {run_config_path(cfg['checkpoint_dir'])}"
+        + (f"; changed by flags: {'; '.join(changes)}" if changes else " (no flag changes them)"))
+    return validate_config(settings), args.steps_per_epoch or steps
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
         cfg = config_from_args(args)
+        if args.seed is not None:
+            cfg["seed"] = args.seed
+        steps_per_epoch = args.steps_per_epoch
+        if args.resume:
+            cfg, steps_per_epoch = settings_for_resume(args, cfg)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.seed is not None:
-        cfg["seed"] = args.seed
     from network.trainer import TrainingError, TrainingInterrupted, train
     try:
-        summary = train(cfg, resume=args.resume, steps_per_epoch=args.steps_per_epoch, val_steps=args.val_steps,
+        summary = train(cfg, resume=args.resume, steps_per_epoch=steps_per_epoch, val_steps=args.val_steps,
                         progress=not args.no_progress, log=print, strategy=args.strategy,
                         weights=args.weights)
     except TrainingError as error:

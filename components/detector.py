@@ -237,11 +237,14 @@ class Detector:
         return self.runtime.format
 
     @classmethod
-    def from_path(cls, model_path, base_cfg=None, **runtime_options):
+    def from_path(cls, model_path, base_cfg=None, input_size=None, **runtime_options):
         """Load a model file (runtime picked by its type), or the newest ``.keras`` file in a folder, with its
-        saved config. ``runtime_options``: ``num_threads``, ``xnnpack`` (see ``load_runtime``)."""
+        saved config; ``input_size`` (h, w) replaces the saved one (a .keras model is fully convolutional).
+        ``runtime_options``: ``num_threads``, ``xnnpack`` (see ``load_runtime``)."""
         model_file = resolve_model_path(model_path)
         cfg = load_model_config(model_file, base_cfg)
+        if input_size is not None:
+            cfg["input_size"] = tuple(input_size)
         runtime = load_runtime(model_file, tuple(cfg["input_size"]), **runtime_options)
         runtime_size = getattr(runtime, "input_size", None)
         if runtime_size is not None and tuple(runtime_size) != tuple(cfg["input_size"]):

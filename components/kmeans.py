@@ -1,7 +1,12 @@
 """Anchor sizes for the SSD heads by k-means on the training boxes, with distance 1 - IoU.
 
+    python components/kmeans.py --data data/ilc2021.yaml [--root /path/to/ILC2021] [--k 10]
     python components/kmeans.py [--dataset_path ../shared/data/Maskdata] [--split train] [--k 10]
-                                [--output assets/kmeans_anchors.png] [--<config key> VALUE ...]
+                                [--output runs/kmeans_anchors.png] [--<config key> VALUE ...]
+
+With ``--data`` the boxes are those of the data file's train: sources (and ``--eval_split val`` scores its
+val: sources). Labels are counted per class first: labels that map to no class stop the run (exit 2) unless
+``--skip_unknown_labels`` is given.
 
 Boxes are compared by width and height only (as if centred on the same point) and measured in pixels at
 the network input size, because the network resizes the whole image to ``input_size`` = (h, w). Prints the
@@ -22,6 +27,7 @@ from tqdm import tqdm  # noqa: E402
 from components.atomic_io import save_figure_atomically  # noqa: E402
 from components.box_utils import iou_matrix  # noqa: E402
 from components.config import add_config_arguments, config_from_args  # noqa: E402
+from dataset.label_counts import check_known_labels, count_labels, format_label_table  # noqa: E402
 from components.prior_box import priors_per_cell  # noqa: E402
 from dataset.voc import VOCError, clip_boxes, find_image, parse_annotation, read_image_bgr, read_split  # noqa: E402
 
@@ -217,37 +223,73 @@ def plot_anchors(boxes_wh, anchors, default_anchors, path, title=""):
     save_figure_atomically(figure, path, format="png", dpi=100)
 
 
+DEFAULT_OUTPUT = os.path.join("runs", "kmeans_anchors.png")
+
+
+def box_sources(args, splits):
+    """[(VOC folder, split)] per split of ``splits`` (None: none): the data file's train: / val: sources for
+    the splits called train / val, else ``args.dataset_path`` with that split."""
+    spec = None
+    if args.data:
+        from components.data_file import load_data_file
+        spec = load_data_file(args.data, args.root)
+        spec.check_root()
+    result = []
+    for split in splits:
+        if split is None:
+            result.append([])
+        elif spec is not None and split in spec.sources:
+            result.append([(source.voc_path, source.split) for source in spec.sources[split]])
+        else:
+            result.append([(args.dataset_path if spec is None else spec.root, split)])
+    return result
+
+
+def sizes_of(sources, cfg, args, skipped):
+    """Box sizes [N, 2] of all ``sources`` after the label check (table printed; VOCError on unknown labels
+    unless ``--skip_unknown_labels``, or when no box is left)."""
+    sizes = []
+    for dataset_path, split in sources:
+        counts = count_labels(dataset_path, read_split(dataset_path, split))
+        print(format_label_table(counts, cfg["label_aliases"], title=f"{dataset_path} ({split}):"))
+        if not args.skip_unknown_labels:
+            check_known_labels(counts, cfg["label_aliases"], f"{dataset_path} ({split})", args.data)
+        sizes.append(load_box_sizes(dataset_path, split, cfg["input_size"], cfg["label_aliases"],
+                                    skipped=skipped, progress=True))
+        if len(sizes[-1]) == 0:
+            raise VOCError(f"{dataset_path}: split {split!r} has no usable boxes (no object with a known label "
+                           "and a non-empty box; see the table above)")
+    return np.concatenate(sizes, axis=0)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset_path", default=os.path.join(REPO_ROOT, "..", "shared", "data", "Maskdata"),
-                        help="VOC folder (default: ../shared/data/Maskdata next to the repository)")
+                        help="VOC folder (default: ../shared/data/Maskdata next to the repository; --data: its sources)")
     parser.add_argument("--split", default="train", help="name of a file in ImageSets/Main, without .txt")
     parser.add_argument("--k", type=int, default=None,
                         help="number of anchors (default: the config's anchors per cell summed, 10)")
-    parser.add_argument("--output", default=os.path.join(REPO_ROOT, "assets", "kmeans_anchors.png"),
-                        help="scatter plot PNG (default: assets/kmeans_anchors.png of the repository)")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"scatter plot PNG (default {DEFAULT_OUTPUT})")
     parser.add_argument("--eval_split", default=None,
                         help="also score both anchor sets on this split's boxes (e.g. val), which k-means did not see")
-    add_config_arguments(parser)
+    parser.add_argument("--skip_unknown_labels", action="store_true",
+                        help="leave out boxes whose label maps to no class instead of stopping")
+    add_config_arguments(parser, keys=("labels_list", "label_aliases", "input_size", "min_sizes", "steps", "seed"),
+                         data=True)
     args = parser.parse_args(argv)
     skipped = []
     try:
         cfg = config_from_args(args)
         counts = priors_per_cell(cfg["min_sizes"])
         k = args.k if args.k is not None else sum(counts)
-        boxes_wh = load_box_sizes(args.dataset_path, args.split, cfg["input_size"], cfg["label_aliases"],
-                                  skipped=skipped, progress=True)
-        if len(boxes_wh) == 0:
-            raise VOCError(f"{args.dataset_path}: split {args.split!r} has no usable boxes")
+        train_sources, eval_sources = box_sources(args, [args.split, args.eval_split])
+        boxes_wh = sizes_of(train_sources, cfg, args, skipped)
         anchors = kmeans_anchors(boxes_wh, k, seed=cfg["seed"])
         default_anchors = default_anchor_wh(cfg["min_sizes"])
         kmeans_iou, default_iou = mean_iou(boxes_wh, anchors), mean_iou(boxes_wh, default_anchors)
         held_out = None
         if args.eval_split:
-            eval_wh = load_box_sizes(args.dataset_path, args.eval_split, cfg["input_size"], cfg["label_aliases"],
-                                     skipped=skipped, progress=True)
-            if len(eval_wh) == 0:
-                raise VOCError(f"{args.dataset_path}: split {args.eval_split!r} has no usable boxes")
+            eval_wh = sizes_of(eval_sources, cfg, args, skipped)
             held_out = (len(eval_wh), mean_iou(eval_wh, anchors), mean_iou(eval_wh, default_anchors))
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         groups = assign_to_heads(anchors, cfg["steps"], counts) if k == sum(counts) else None
@@ -265,7 +307,7 @@ def main(argv=None):
     if skipped:
         print(f"skipped {len(skipped)} images/objects (reasons above)", file=sys.stderr)
     input_h, input_w = cfg["input_size"]
-    print(f"boxes: {len(boxes_wh)} (split {args.split!r}, pixels at input {input_w}x{input_h} w x h)")
+    print(f"boxes: {len(boxes_wh)} (split {args.split!r}{' of ' + args.data if args.data else ''}, pixels at input {input_w}x{input_h} w x h)")
     if groups is not None:
         print("k-means anchors (w, h) per head, min_sizes format:")
         print(f"  {format_min_sizes(groups)}")

@@ -1,6 +1,13 @@
-"""Convert a VOC split to a TFRecord file.
+"""Convert VOC splits to TFRecord files.
 
+    python dataset/voc_to_tfrecord.py --data data/ilc2021.yaml [--root /path/to/ILC2021] [--split train]
     python dataset/voc_to_tfrecord.py --dataset_path Maskdata/ --split train --output_file dataset/train_mask.tfrecord
+
+With ``--data`` every source of the data file's train: and val: lists (or of ``--split`` only) becomes
+``dataset/<source>_<split>.tfrecord``. Each TFRecord gets its class list beside it (``<name>.classes.json``),
+which training, validation and check_dataset.py compare with theirs. Before anything is written the labels
+of each split are counted and shown per class; labels that map to no class stop the conversion (exit 2)
+unless ``--skip_unknown_labels`` is given.
 
 Each record holds the RGB JPEG image, its name and size, and the normalised corner-form boxes with class
 ids and difficult flags. An 8-bit colour JPEG that TensorFlow decodes to the same size is stored byte for
@@ -24,7 +31,9 @@ import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from components.atomic_io import atomic_path  # noqa: E402
-from components.config import add_config_arguments, config_from_args  # noqa: E402
+from components.class_list import write_tfrecord_classes  # noqa: E402
+from components.config import DATA_KEYS, add_config_arguments, config_from_args  # noqa: E402
+from dataset.label_counts import check_known_labels, count_labels, format_label_table  # noqa: E402
 from dataset.voc import (VOCError, class_id, clip_boxes, decode_image_file, find_image,  # noqa: E402
                          parse_annotation, read_split)
 
@@ -51,6 +60,7 @@ class ConversionReport:
     """What a conversion wrote and what it skipped (one reason per skipped item)."""
     written: int = 0
     boxes: int = 0
+    class_boxes: dict = field(default_factory=dict)   # class name -> boxes written
     skipped_images: list = field(default_factory=list)
     skipped_objects: list = field(default_factory=list)
 
@@ -121,7 +131,9 @@ def make_example(name, jpeg, height, width, annotation, labels_list):
 def convert_split(dataset_path, split, output_file, cfg, progress=True, max_image_side=MAX_IMAGE_SIDE):
     """Write ``output_file`` from the VOC ``split`` of ``dataset_path``; returns a ConversionReport.
 
-    Raises VOCError when the split itself cannot be read or ``output_file`` is a folder. The file is
+    The class list (``cfg['labels_list']``) and the boxes per class are written beside the file
+    (components/class_list.py). Raises VOCError when the split itself cannot be read or ``output_file`` is
+    a folder. The file is
     written under a temporary name and renamed when complete: on any error or interruption an existing
     ``output_file`` is left as it was and the temporary file is removed.
     """
@@ -152,26 +164,68 @@ def convert_split(dataset_path, split, output_file, cfg, progress=True, max_imag
                                       cfg["labels_list"]).SerializeToString())
             report.written += 1
             report.boxes += len(annotation.labels)
+            for label in annotation.labels:
+                report.class_boxes[label] = report.class_boxes.get(label, 0) + 1
+    write_tfrecord_classes(output_file, cfg["labels_list"], report.class_boxes)
     return report
+
+
+def conversion_jobs(args, cfg):
+    """[(VOC folder, split, output file)] to convert: the data file's sources, or the one split of the flags."""
+    if args.data:
+        from components.data_file import load_data_file
+        spec = load_data_file(args.data, args.root)
+        jobs = [(source.voc_path, source.split, source.tfrecord) for split, sources in spec.sources.items()
+                for source in sources if args.split in (None, split)]
+        if not jobs:
+            raise ValueError(f"--split: {args.data} has no {args.split}: sources")
+        spec.check_root()
+        return jobs
+    if not args.dataset_path:
+        raise ValueError("--dataset_path or --data is required")
+    if not os.path.isdir(args.dataset_path):
+        raise VOCError(f"{args.dataset_path}: dataset folder not found")
+    split = args.split or "train"
+    return [(args.dataset_path, split, args.output_file or os.path.join("dataset", f"{split}_mask.tfrecord"))]
+
+
+def check_labels(jobs, cfg, fix_file, skip_unknown, log=print):
+    """Print the label table of each job's split; raise VOCError on unknown labels unless ``skip_unknown``."""
+    for dataset_path, split, _ in jobs:
+        counts = count_labels(dataset_path, read_split(dataset_path, split))
+        log(format_label_table(counts, cfg["label_aliases"], title=f"{dataset_path} ({split}):"))
+        if not skip_unknown:
+            check_known_labels(counts, cfg["label_aliases"], f"{dataset_path} ({split})", fix_file)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset_path", required=True, help="VOC folder (Annotations/, JPEGImages/, ImageSets/)")
-    parser.add_argument("--split", default="train", help="name of a file in ImageSets/Main, without .txt")
+    parser.add_argument("--dataset_path", default=None, help="VOC folder (Annotations/, JPEGImages/, ImageSets/)")
+    parser.add_argument("--split", default=None,
+                        help="name of a file in ImageSets/Main, without .txt (default train; with --data: all)")
     parser.add_argument("--output_file", default=None, help="default: dataset/<split>_mask.tfrecord")
     parser.add_argument("--max_image_side", type=int, default=MAX_IMAGE_SIDE,
                         help=f"downscale larger images to this longer side (default {MAX_IMAGE_SIDE}; 0: never)")
-    add_config_arguments(parser)
+    parser.add_argument("--skip_unknown_labels", action="store_true",
+                        help="leave out boxes whose label maps to no class instead of stopping")
+    add_config_arguments(parser, keys=DATA_KEYS, data=True)
     args = parser.parse_args(argv)
-    output_file = args.output_file or os.path.join("dataset", f"{args.split}_mask.tfrecord")
+    output_file = None
     try:
         cfg = config_from_args(args)
         if args.max_image_side < 0:
             raise ValueError(f"--max_image_side: must be 0 (no limit) or positive, got {args.max_image_side}")
-        if not os.path.isdir(args.dataset_path):
-            raise VOCError(f"{args.dataset_path}: dataset folder not found")
-        report = convert_split(args.dataset_path, args.split, output_file, cfg, max_image_side=args.max_image_side)
+        if args.data and (args.dataset_path or args.output_file):
+            raise ValueError("--data: names the VOC folders and outputs itself; drop --dataset_path / --output_file")
+        jobs = conversion_jobs(args, cfg)
+        check_labels(jobs, cfg, args.data, args.skip_unknown_labels)
+        for dataset_path, split, output_file in jobs:
+            report = convert_split(dataset_path, split, output_file, cfg, max_image_side=args.max_image_side)
+            for reason in report.skipped_images:
+                print(f"skipped image: {reason}", file=sys.stderr)
+            for reason in report.skipped_objects:
+                print(f"skipped object: {reason}", file=sys.stderr)
+            print(f"{output_file}: {report.summary()}")
     except (VOCError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -181,11 +235,6 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"error: interrupted; {output_file} was not changed", file=sys.stderr)
         return 130
-    for reason in report.skipped_images:
-        print(f"skipped image: {reason}", file=sys.stderr)
-    for reason in report.skipped_objects:
-        print(f"skipped object: {reason}", file=sys.stderr)
-    print(f"{output_file}: {report.summary()}")
     return 0
 
 

@@ -1,7 +1,13 @@
 """Write detection and ground-truth text files of a VOC split for mAP/compute_mAP.py.
 
-    python mAP/detect.py [--model_path checkpoints/] --dataset_path VOC_DIR [--split val] [--output_dir mAP]
+    python mAP/detect.py [--model_path checkpoints/mask_detector.keras] --dataset_path VOC_DIR [--split val] [--output_dir mAP]
                          [--score_threshold 0.01]
+    python mAP/detect.py --model_path checkpoints/mask_detector_3class.keras --data data/ilc2021.yaml [--root DIR]
+
+With ``--data`` the images are those of the data file's val: sources (``--split`` names another of its lists,
+e.g. train), its aliases map the labels, and its class names must be the model's (else a one-line error).
+Labels that map to no class stop the run (exit 2) after a table of boxes per label, unless
+``--skip_unknown_labels`` is given. ``--input_size H,W`` runs a .keras model at another input size.
 
 For every image of ``ImageSets/Main/<split>.txt`` writes ``<output_dir>/detection-results/NAME.txt``
 (``<class> <score> <left> <top> <right> <bottom>``) and ``<output_dir>/ground-truth/NAME.txt``
@@ -28,10 +34,13 @@ import cv2  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from components.atomic_io import write_text_atomically  # noqa: E402
-from components.config import IGNORE_LABEL, add_config_arguments, config_from_args  # noqa: E402
+from components.class_list import check_classes  # noqa: E402
+from components.config import (DATA_KEYS, DETECTION_KEYS, IGNORE_LABEL, add_config_arguments,  # noqa: E402
+                               check_aliases, config_from_args, given_settings)
+from dataset.label_counts import check_known_labels, count_labels, format_label_table  # noqa: E402
 from dataset.voc import VOCError, clip_boxes, find_image, parse_annotation, read_image_bgr, read_split  # noqa: E402
 
-DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints")
+DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")   # the shipped 2-class model
 DEFAULT_OUTPUT_DIR = os.path.join(REPO_ROOT, "mAP")
 DETECTION_DIR_NAME = "detection-results"
 GROUND_TRUTH_DIR_NAME = "ground-truth"
@@ -179,41 +188,73 @@ def next_command(output_dir):
             f"--output_dir {os.path.join(output_dir, 'map-results')}")
 
 
+def voc_split(args):
+    """(VOC folder, split) to evaluate: ``--dataset_path`` and ``--split``, or the data file's source for
+    ``--split`` (its val: list by default; one source)."""
+    if not args.data:
+        if not args.dataset_path:
+            raise ValueError("--dataset_path or --data is required")
+        if not os.path.isdir(args.dataset_path):
+            raise VOCError(f"{args.dataset_path}: dataset folder not found")
+        return args.dataset_path, args.split
+    if args.dataset_path:       # the data file's classes and aliases on another folder
+        return args.dataset_path, args.split
+    from components.data_file import load_data_file
+    spec = load_data_file(args.data, args.root)
+    sources = spec.sources.get(args.split) or []
+    if len(sources) != 1:
+        raise ValueError(f"--data: {args.data} {args.split}: lists {len(sources)} sources; evaluate one at a time "
+                         "with --dataset_path DIR --split NAME (and --data for the classes)")
+    spec.check_root()
+    return sources[0].voc_path, sources[0].split
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model_path", default=DEFAULT_MODEL_PATH,
                         help="a .keras, .tflite or .onnx model, a SavedModel folder, or a folder holding a .keras "
-                             "model (default: checkpoints/ of the repository)")
-    parser.add_argument("--dataset_path", required=True, help="VOC folder (Annotations/, JPEGImages/, ImageSets/)")
+                             "model (default: checkpoints/mask_detector.keras of the repository)")
+    parser.add_argument("--dataset_path", default=None,
+                        help="VOC folder (Annotations/, JPEGImages/, ImageSets/); or --data")
     parser.add_argument("--split", default="val", help="name of a file in ImageSets/Main, without .txt")
+    parser.add_argument("--skip_unknown_labels", action="store_true",
+                        help="leave out boxes whose label maps to no class instead of stopping")
     parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR,
                         help="gets detection-results/ and ground-truth/ (default: mAP/ of the repository)")
     parser.add_argument("--score_threshold", type=float, default=DEFAULT_SCORE_THRESHOLD,
                         help="lowest score kept (low, so the precision/recall curve is complete)")
     parser.add_argument("--images_per_batch", type=int, default=DEFAULT_IMAGES_PER_BATCH,
                         help="images run through the model at once")
-    add_config_arguments(parser, skip=("score_threshold",))
+    add_config_arguments(parser, keys=DATA_KEYS + DETECTION_KEYS, skip=("score_threshold",), data=True)
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
         if args.images_per_batch < 1:
             raise ValueError(f"--images_per_batch: must be at least 1, got {args.images_per_batch}")
-        if not os.path.isdir(args.dataset_path):
-            raise VOCError(f"{args.dataset_path}: dataset folder not found")
-        names = read_split(args.dataset_path, args.split)
+        dataset_path, split = voc_split(args)
+        names = read_split(dataset_path, split)
         if not os.path.exists(args.model_path):
             raise FileNotFoundError(f"{args.model_path}: model not found")
         from components.detector import Detector  # imports TensorFlow: only once the cheap checks passed
-        detector = Detector.from_path(args.model_path, cfg)
-        report = write_split_results(detector, args.dataset_path, names, args.output_dir, args.score_threshold,
+        detector = Detector.from_path(args.model_path, cfg, input_size=given_settings(args).get("input_size"))
+        if args.data or given_settings(args).get("labels_list"):
+            check_classes(cfg["labels_list"], detector.cfg["labels_list"], args.data or "--labels_list",
+                          args.model_path, "evaluate the model on data of its classes (another --data file or "
+                          "--model_path)")
+        counts = count_labels(dataset_path, names)
+        print(format_label_table(counts, cfg["label_aliases"], title=f"{dataset_path} ({split}):"))
+        if not args.skip_unknown_labels:
+            check_known_labels(counts, cfg["label_aliases"], f"{dataset_path} ({split})", args.data)
+        check_aliases({label: cfg["label_aliases"][label] for label in counts if label in cfg["label_aliases"]},
+                      detector.cfg["labels_list"])
+        report = write_split_results(detector, dataset_path, names, args.output_dir, args.score_threshold,
                                      args.images_per_batch)
         for reason in report.skipped_images:
             print(f"skipped image: {reason}", file=sys.stderr)
         for reason in report.skipped_objects:
             print(f"skipped object: {reason}", file=sys.stderr)
         if report.images == 0:
-            raise VOCError(f"{args.dataset_path}: none of the {len(names)} images of split "
-                           f"{args.split!r} could be read")
+            raise VOCError(f"{dataset_path}: none of the {len(names)} images of split {split!r} could be read")
     except (VOCError, ValueError, OSError) as error:  # ModelLoadError is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 2

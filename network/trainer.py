@@ -14,10 +14,12 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from components.atomic_io import save_figure_atomically, write_text_atomically
+from components.class_list import ClassListError, check_tfrecord_classes
 from components.config import tfrecord_paths
 from components.detector import postprocess, save_model_config
 from components.lr_scheduler import schedule_from_config
 from components.prior_box import priors_from_config
+from components.run_config import save_run_config
 from dataset.tf_dataset_preprocess import load_dataset, parse_example, prepare_for_evaluation
 from network.losses import count_positives, multibox_loss
 from network.network import build_model
@@ -69,6 +71,44 @@ def count_records(tfrecord_path):
     if count == 0:
         raise TrainingError(f"{tfrecord_path}: holds no records")
     return count
+
+
+def largest_class_id(tfrecord_path):
+    """The largest class id of any box in a TFRecord (-1 when it holds no boxes)."""
+    feature = {"image/object/class/label": tf.io.VarLenFeature(tf.int64)}
+
+    def record_max(serialized):
+        labels = tf.io.parse_single_example(serialized, feature)["image/object/class/label"].values
+        return tf.reduce_max(tf.concat([labels, tf.constant([-1], tf.int64)], axis=0))
+
+    return int(tf.data.TFRecordDataset(tfrecord_path).map(record_max).reduce(
+        tf.constant(-1, tf.int64), tf.maximum))
+
+
+def check_record_classes(tfrecord_path, labels_list):
+    """Raise TrainingError when a TFRecord was written for other classes than ``labels_list``: its stored
+    class list differs, or (TFRecords without one) it holds class ids beyond the list."""
+    try:
+        stored = check_tfrecord_classes(tfrecord_path, labels_list, "this run")
+    except ClassListError as error:
+        raise TrainingError(str(error)) from None
+    if stored is None:
+        largest = largest_class_id(tfrecord_path)
+        if largest >= len(labels_list):
+            raise TrainingError(f"{tfrecord_path}: holds class id {largest} but --labels_list {list(labels_list)} "
+                                f"has ids 0-{len(labels_list) - 1}: train with the classes it was written with "
+                                "(--data FILE or --labels_list), or rewrite it with dataset/voc_to_tfrecord.py")
+
+
+def fit_warmup(cfg, log):
+    """``cfg`` with a warm-up no longer than a fifth of the run when ``warmup_epoch`` would take all of it
+    (a printed note says so)."""
+    if cfg["warmup_epoch"] < cfg["epoch"]:
+        return cfg
+    shortened = round(cfg["epoch"] / 5, 2)
+    log(f"note: warmup_epoch {cfg['warmup_epoch']} is not shorter than the run ({cfg['epoch']} epochs): "
+        f"warm-up shortened to {shortened:g} epochs")
+    return {**cfg, "warmup_epoch": shortened}
 
 
 def build_optimizer(cfg, steps_per_epoch):
@@ -316,7 +356,7 @@ def distributed_config(cfg, num_replicas):
     return scaled
 
 
-def warm_start(model, weights_path, log):
+def warm_start(model, weights_path, log, labels_list=None):
     """Initialise ``model`` from the ``.keras`` file ``weights_path``: every layer whose name and shapes fit."""
     from components.runtimes import ModelLoadError, load_keras_model
     from network.network import transfer_weights
@@ -327,7 +367,20 @@ def warm_start(model, weights_path, log):
     copied, fresh = transfer_weights(source, model)
     if not copied:
         raise TrainingError(f"--weights: {weights_path}: no layer fits this network ({model.name})")
-    log(f"weights from {weights_path}: {len(copied)} layers copied, {len(fresh)} start fresh"
+    if labels_list is not None:
+        from components.detector import load_model_config
+        source_labels = list(load_model_config(weights_path)["labels_list"])
+        if len(source_labels) != len(labels_list):
+            from network.network import transfer_class_rows
+            filled = transfer_class_rows(source, model, source_labels, list(labels_list))
+            new = [name for name in labels_list if name not in source_labels]
+            log(f"fine-tuning: {weights_path} has {len(source_labels) - 1} classes {source_labels[1:]}, this run "
+                f"{len(labels_list) - 1} {list(labels_list)[1:]}: new class heads ({len(filled)} start from the "
+                f"rows of the shared classes; {', '.join(new) or 'no class'} from scratch)")
+        elif source_labels != list(labels_list):
+            log(f"note: {weights_path} has classes {source_labels[1:]}, this run {list(labels_list)[1:]}: "
+                "its class heads are copied by position")
+    log(f"weights from {weights_path}: {len(copied)} layers copied, {len(fresh)} do not fit"
         + (f" ({', '.join(fresh[:6])}{', ...' if len(fresh) > 6 else ''})" if fresh else ""))
 
 
@@ -340,7 +393,8 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
     given, is called after every optimizer step as ``on_step(epoch, step, losses)``: epoch counted from 1,
     step the optimizer's iteration count, losses a dict with loss, loc and cls. ``weights``: a ``.keras``
     model to start from (layers whose name and shapes fit; ignored when resuming from a checkpoint).
-    Returns a one-line summary.
+    The settings (``cfg``, with a warm-up longer than the run shortened) are saved as ``run_config.json`` in
+    the checkpoint folder. Returns a one-line summary.
 
     Raises TrainingError when training cannot start, or stops on a non-finite loss or weights (nothing is
     saved then: the last good checkpoint is kept). On KeyboardInterrupt a checkpoint of the current step is
@@ -348,6 +402,8 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
     TrainingInterrupted, a KeyboardInterrupt, is raised; ``resume`` then continues within that epoch.
     """
     log = log or (lambda message: None)
+    cfg = fit_warmup(cfg, log)
+    run_settings = dict(cfg)
     tf.keras.utils.set_random_seed(cfg["seed"])
     strategy = make_strategy(strategy)
     replicas = strategy.num_replicas_in_sync
@@ -355,6 +411,7 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
     global_batch = cfg["batch_size"] * replicas
     chief = is_chief(strategy)
     num_train = count_records(cfg["train_tfrecord"])
+    requested_steps = steps_per_epoch
     steps_per_epoch = steps_per_epoch or max(num_train // global_batch, 1)
     val_paths = [path for path in tfrecord_paths(cfg["val_tfrecord"]) if os.path.isfile(path)] if chief else []
     for path in tfrecord_paths(cfg["val_tfrecord"]) if chief else []:
@@ -363,6 +420,8 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
     has_val = bool(val_paths)
     for path in val_paths:
         count_records(path)
+    for path in tfrecord_paths(cfg["train_tfrecord"]) + val_paths:
+        check_record_classes(path, cfg["labels_list"])
 
     folder = cfg["checkpoint_dir"] if chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
     os.makedirs(folder, exist_ok=True)
@@ -385,6 +444,8 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
     if manager.latest_checkpoint and not resume:
         raise TrainingError(f"{folder}: holds checkpoints already; pass --resume to continue, "
                             "or choose another --checkpoint_dir")
+    if chief:
+        save_run_config(folder, run_settings, {"steps_per_epoch": requested_steps, "weights": weights})
     if replicas > 1:
         log(f"{type(strategy).__name__}: {replicas} replicas, global batch {global_batch}, "
             f"init_lr {cfg['init_lr']:g}")
@@ -392,7 +453,7 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log(f"resumed from {manager.latest_checkpoint} (epoch {int(epoch)}, step {steps_done()})")
     elif weights:
-        warm_start(model, weights, log)
+        warm_start(model, weights, log, cfg["labels_list"])
     history = [r for r in read_history(folder) if r["epoch"] <= int(epoch)]
 
     # a resumed run continues with fresh (but still repeatable) shuffling and augmentation

@@ -356,7 +356,7 @@ def converted(bad_voc, tmp_path_factory):
     output = str(tmp_path_factory.mktemp("converted") / "all.tfrecord")
     start = time.perf_counter()
     run = subprocess.run([sys.executable, CONVERTER, "--dataset_path", bad_voc, "--split", "all",
-                          "--output_file", output], capture_output=True, text=True, env=ENV, cwd=REPO_ROOT,
+                          "--output_file", output, "--skip_unknown_labels"], capture_output=True, text=True, env=ENV, cwd=REPO_ROOT,
                          timeout=300)
     return run, output, time.perf_counter() - start
 
@@ -489,7 +489,7 @@ def test_kmeans_skips_unreadable_annotations_with_one_reason_each(bad_voc, tmp_p
     from components.kmeans import main
     plot = tmp_path / "anchors.png"
     status, out, err = run_main(main, ["--dataset_path", bad_voc, "--split", "all", "--k", "3",
-                                       "--output", plot], capsys)
+                                       "--output", plot, "--skip_unknown_labels"], capsys)
     assert status == 0, err
     assert "Traceback" not in err and not lines_starting(err, "error:")
     expected = [SKIPPED_ITEMS[name] for name in ("malformed_xml", "nan_coordinate", "no_xml")]
