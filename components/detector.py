@@ -314,9 +314,13 @@ def evaluate_tfrecord(detector, tfrecord_path, score_threshold=0.01, batch_size=
     """VOC AP@0.5 of ``detector`` on a TFRecord (e.g. the validation split), through the shared
     preprocessing, ``postprocess`` and ``mAP.compute_mAP.evaluate_detections``, as training validation does.
 
-    Returns mAP.compute_mAP.Evaluation (``mean_ap`` in [0, 1]).
+    Returns mAP.compute_mAP.Evaluation (``mean_ap`` in [0, 1]). Raises ClassListError (a ValueError) when
+    the TFRecord's stored class list is not the model's.
     """
     from tqdm import tqdm
+
+    from components.class_list import check_tfrecord_classes
+    check_tfrecord_classes(tfrecord_path, detector.cfg["labels_list"], detector.model_path or "the model")
 
     from mAP.compute_mAP import Detections as EvalDetections, GroundTruth, evaluate_detections
     names = list(detector.cfg["labels_list"])

@@ -186,7 +186,10 @@ def conversion_jobs(args, cfg):
     if not os.path.isdir(args.dataset_path):
         raise VOCError(f"{args.dataset_path}: dataset folder not found")
     split = args.split or "train"
-    return [(args.dataset_path, split, args.output_file or os.path.join("dataset", f"{split}_mask.tfrecord"))]
+    output_file = args.output_file or os.path.join("dataset", f"{split}_mask.tfrecord")
+    if os.path.isdir(output_file):
+        raise VOCError(f"{output_file}: is a folder; --output_file must name a file")
+    return [(args.dataset_path, split, output_file)]
 
 
 def check_labels(jobs, cfg, fix_file, skip_unknown, log=print):

@@ -62,7 +62,8 @@ def count_records(tfrecord_path):
             raise TrainingError("--train_tfrecord: no training TFRecord given")
         return sum(count_records(path) for path in tfrecord_path)
     if not os.path.isfile(tfrecord_path):
-        raise TrainingError(f"{tfrecord_path}: TFRecord not found (create it with dataset/voc_to_tfrecord.py)")
+        raise TrainingError(f"{tfrecord_path}: TFRecord not found (create it with python dataset/voc_to_tfrecord.py, "
+                            "--data FILE for a data file's TFRecords)")
     try:
         count = int(tf.data.TFRecordDataset(tfrecord_path).reduce(np.int64(0), lambda total, _: total + 1))
     except tf.errors.OpError as error:

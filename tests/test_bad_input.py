@@ -475,7 +475,7 @@ def test_interrupted_conversion_keeps_the_old_output(bad_voc, tmp_path, monkeypa
 
     monkeypatch.setattr(voc_to_tfrecord, "encode_image", interrupted_encode)
     status, _, err = run_main(voc_to_tfrecord.main, ["--dataset_path", bad_voc, "--split", "bad",
-                                                     "--output_file", output], capsys)
+                                                     "--output_file", output, "--skip_unknown_labels"], capsys)
     assert_one_line_error(status, err, "interrupted", output, expected_status=130)
     assert len(calls) == 4
     assert output.read_bytes() == b"an earlier, complete conversion"
@@ -506,7 +506,7 @@ def test_kmeans_errors_name_the_path(bad_voc, tmp_path, capsys):
     cases = [
         (["--dataset_path", bad_voc, "--split", "empty"], ["empty.txt", "lists no images"]),
         (["--dataset_path", tmp_path / "nowhere"], [tmp_path / "nowhere", "split file not found"]),
-        (["--dataset_path", bad_voc, "--split", "bad", "--k", "0"], ["k must be at least 1"]),
+        (["--dataset_path", bad_voc, "--split", "bad", "--k", "0", "--skip_unknown_labels"], ["k must be at least 1"]),
         (["--dataset_path", bad_voc, "--split", "bad", "--input_size", "(240, "], ["--input_size"]),
     ]
     for argv, fragments in cases:

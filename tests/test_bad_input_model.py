@@ -35,7 +35,7 @@ INFERENCE = os.path.join(REPO_ROOT, "inference.py")
 def inference_with_tiny_detector(tiny_detector, monkeypatch):
     """The inference module with ``load_detector`` giving the already loaded tiny detector (saves a load per run)."""
     import inference
-    monkeypatch.setattr(inference, "load_detector", lambda model_path, cfg: tiny_detector)
+    monkeypatch.setattr(inference, "load_detector", lambda model_path, cfg, input_size=None: tiny_detector)
     return inference
 
 

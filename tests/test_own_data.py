@@ -141,6 +141,12 @@ def test_a_tfrecord_without_class_list_is_checked_by_its_class_ids(voc_mini, tmp
     assert "holds class id 3" in error_lines(err)[0]
 
 
+def test_check_dataset_refuses_a_tfrecord_of_other_classes(converted, data_dir, capsys):
+    from dataset.check_dataset import main
+    status, _, err = run_main(main, ["--tfrecord", os.path.join(data_dir, "mini_train.tfrecord")], capsys)
+    assert status == 2 and len(error_lines(err)) == 1 and "incorrect only in" in error_lines(err)[0]
+
+
 @pytest.mark.slow
 def test_detect_refuses_a_model_of_other_classes(converted, tiny_model, tmp_path, capsys):
     from mAP.detect import main
