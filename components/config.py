@@ -1,8 +1,9 @@
 """Every setting of the detector in one dict, plus helpers to override it from the command line.
 
-Scripts call :func:`add_config_arguments` on their parser and :func:`config_from_args` on the parsed
-namespace: any key of ``cfg`` can then be overridden with ``--<key> VALUE`` (lists and tuples are written
-as Python literals, e.g. ``--steps "[8, 16, 32, 64]"``).
+Scripts call :func:`add_config_arguments` on their parser (with the ``keys`` they use, each described in
+``CONFIG_HELP``; ``data=True`` adds ``--data FILE`` / ``--root DIR``) and :func:`config_from_args` on the
+parsed namespace: the defaults here, then the data file (components/data_file.py), then each ``--<key> VALUE``
+given (lists and tuples are written as Python literals, e.g. ``--steps "[8, 16, 32, 64]"``).
 """
 import ast
 import copy

@@ -385,7 +385,9 @@ def readme_section_commands():
         text = handle.read()
     section = text.split("## Train on your own data", 1)[1].split("\n## ", 1)[0]
     commands = []
-    for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", section, flags=re.DOTALL):
+    for language, block in re.findall(r"^```(\w*)\n(.*?)^```", section, flags=re.DOTALL | re.MULTILINE):
+        if language not in ("bash", "sh", ""):
+            continue
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split("#", 1)[0].strip()
             if line.startswith("python "):
