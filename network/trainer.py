@@ -395,7 +395,7 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
     step the optimizer's iteration count, losses a dict with loss, loc and cls. ``weights``: a ``.keras``
     model to start from (layers whose name and shapes fit; ignored when resuming from a checkpoint).
     The settings (``cfg``, with a warm-up longer than the run shortened) are saved as ``run_config.json`` in
-    the checkpoint folder. Returns a one-line summary.
+    the checkpoint folder with the run's first checkpoint. Returns a one-line summary.
 
     Raises TrainingError when training cannot start, or stops on a non-finite loss or weights (nothing is
     saved then: the last good checkpoint is kept). On KeyboardInterrupt a checkpoint of the current step is
@@ -445,8 +445,6 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
     if manager.latest_checkpoint and not resume:
         raise TrainingError(f"{folder}: holds checkpoints already; pass --resume to continue, "
                             "or choose another --checkpoint_dir")
-    if chief:
-        save_run_config(folder, run_settings, {"steps_per_epoch": requested_steps, "weights": weights})
     if replicas > 1:
         log(f"{type(strategy).__name__}: {replicas} replicas, global batch {global_batch}, "
             f"init_lr {cfg['init_lr']:g}")
@@ -470,10 +468,12 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
     writer = tf.summary.create_file_writer(cfg["log_dir"] if chief else os.path.join(folder, "logs"))
 
     saved = (steps_done(), int(epoch)) if manager.latest_checkpoint else None
+    settings_saved = False
 
     def save():
-        """Checkpoint the current state unless it is saved already; never saves non-finite weights."""
-        nonlocal saved
+        """Checkpoint the current state unless it is saved already; never saves non-finite weights. The
+        run's settings go beside its first checkpoint (a run that stops before one leaves the folder as it was)."""
+        nonlocal saved, settings_saved
         if saved == (steps_done(), int(epoch)):
             return
         bad = [variable.name for variable in model.variables if not np.all(np.isfinite(variable.numpy()))]
@@ -483,6 +483,9 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
                                 f"{manager.latest_checkpoint}")
         manager.save()
         saved = (steps_done(), int(epoch))
+        if chief and not settings_saved:
+            save_run_config(folder, run_settings, {"steps_per_epoch": requested_steps, "weights": weights})
+            settings_saved = True
 
     def finish_epoch(record):
         """Record the epoch, checkpoint it and export the model; not interrupted half-way by Ctrl-C."""
