@@ -64,13 +64,19 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}\n")
 
 
-def parser(doc, config=True, skip=()):
+DEFAULT_MODEL_PATH = repo_path("checkpoints", "mask_detector.keras")   # the shipped 2-class model
+DEFAULT_MODEL_HELP = "default: checkpoints/mask_detector.keras of the repository, the shipped 2-class model"
+
+
+def parser(doc, config=True, skip=(), keys=None, data=False):
     """An :class:`ArgumentParser` described by the first line of ``doc``; with ``config`` every key of
-    ``components/config.py`` not in ``skip`` is a ``--<key> VALUE`` flag."""
+    ``components/config.py`` in ``keys`` (default: all) and not in ``skip`` is a ``--<key> VALUE`` flag
+    described by ``CONFIG_HELP``, and with ``data`` also ``--data FILE`` / ``--root DIR`` (a data-set file,
+    components/data_file.py, applied before the flags)."""
     result = ArgumentParser(doc)
     if config:
         from components.config import add_config_arguments
-        add_config_arguments(result, skip=skip)
+        add_config_arguments(result, skip=skip, keys=keys, data=data)
         result.set_defaults(_config_flags=True)
     return result
 
@@ -118,8 +124,9 @@ PATH_KEYS = ("train_tfrecord", "val_tfrecord", "checkpoint_dir", "log_dir")   # 
 def repo_relative_defaults(cfg, args):
     """``cfg`` with the relative default paths of ``PATH_KEYS`` taken inside the repository, as every default
     of the scripts is; paths given on the command line stay relative to the working folder."""
+    from_data_file = ("train_tfrecord", "val_tfrecord") if getattr(args, "data", None) else ()
     for key in PATH_KEYS:
-        if given(args, key):
+        if given(args, key) or key in from_data_file:   # a data file's TFRecords: as the converter writes them
             continue
         value = cfg[key]
         paths = [value] if isinstance(value, str) else list(value)

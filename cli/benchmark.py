@@ -31,8 +31,8 @@ from deploy.reference import DEFAULT_REFERENCE
 
 def build_parser():
     parser = cli.parser(__doc__, config=False)
-    parser.add_argument("--model_path", default=cli.repo_path("checkpoints"),
-                        help="a .keras model or a folder holding one (default: checkpoints/ of the repository)")
+    parser.add_argument("--model_path", default=cli.DEFAULT_MODEL_PATH,
+                        help=f"a .keras model or a folder holding one ({cli.DEFAULT_MODEL_HELP})")
     parser.add_argument("--val_tfrecord", default=DEFAULT_VAL_TFRECORD, help="validation TFRecord for the mAP column")
     parser.add_argument("--skip_map", action="store_true", help="do not compute the validation mAP")
     parser.add_argument("--output", default=cli.repo_path("benchmark.md"),

@@ -1,6 +1,6 @@
 """Accuracy against speed of one model at several input sizes: val mAP per validation set, model-only ms.
 
-    python benchmark_input_size.py [--model_path checkpoints/] [--sizes 240x320,360x480,480x640]
+    python benchmark_input_size.py [--model_path checkpoints/mask_detector.keras] [--sizes 240x320,360x480,480x640]
                                    [--val_tfrecord dataset/val_mask.tfrecord,dataset/val_ilc.tfrecord]
 
 The Keras model runs at each size directly; TFLite is exported at each size (``export.py --input_size``).
@@ -15,8 +15,8 @@ import cli
 
 def build_parser():
     parser = cli.parser(__doc__, config=False)
-    parser.add_argument("--model_path", default=cli.repo_path("checkpoints"),
-                        help="a .keras model or a folder holding one (default: checkpoints/ of the repository)")
+    parser.add_argument("--model_path", default=cli.DEFAULT_MODEL_PATH,
+                        help=f"a .keras model or a folder holding one ({cli.DEFAULT_MODEL_HELP})")
     parser.add_argument("--sizes", default="240x320,360x480,480x640",
                         help="comma-separated HEIGHTxWIDTH input sizes")
     parser.add_argument("--val_tfrecord", default=",".join(cli.repo_path("dataset", name) for name in

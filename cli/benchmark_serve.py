@@ -1,6 +1,6 @@
 """Load benchmark of the REST API: requests/s and latency of ``POST /detect`` at several concurrencies.
 
-    python benchmark_serve.py [--model_path checkpoints/] [--concurrency 1,4,16] [--requests 200]
+    python benchmark_serve.py [--model_path checkpoints/mask_detector.keras] [--concurrency 1,4,16] [--requests 200]
                               [--image assets/test_00002330.jpg] [--workers 1] [--output FILE.md]
 
 Starts ``serve.py`` in its own process on a free port of 127.0.0.1, waits for ``GET /health``, sends
@@ -34,8 +34,8 @@ def concurrency_levels(text):
 
 def build_parser():
     parser = cli.parser(__doc__, config=False)
-    parser.add_argument("--model_path", default=cli.repo_path("checkpoints"),
-                        help="model served (default: checkpoints/)")
+    parser.add_argument("--model_path", default=cli.DEFAULT_MODEL_PATH,
+                        help=f"model served ({cli.DEFAULT_MODEL_HELP})")
     parser.add_argument("--image", default=DEFAULT_IMAGE, help="image posted (default: assets/test_00002330.jpg)")
     parser.add_argument("--concurrency", type=concurrency_levels, default=[1, 4, 16],
                         help="comma-separated client counts (default 1,4,16)")

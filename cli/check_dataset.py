@@ -1,25 +1,28 @@
 """Draw a grid of augmented training samples with their boxes decoded back from the SSD targets.
 
-    python dataset/check_dataset.py [--tfrecord dataset/train_mask.tfrecord] [--num_images 16]
-                                    [--output assets/check_dataset.png]
+    python dataset/check_dataset.py [--data data/ilc2021.yaml | --tfrecord dataset/train_mask.tfrecord]
+                                    [--num_images 16] [--output runs/check_dataset.png]
     python dataset/check_dataset.py --matching_stats [--tfrecord ...] [--min_positives 0]
 
 ``--matching_stats`` instead prints how many positive priors the matching gives a face, by face size (see
 ``dataset/check_dataset.py``).
 """
+import os
 import sys
 
 import cli
-from components.config import tfrecord_paths
+from components.class_list import check_tfrecord_classes
+from components.config import ANCHOR_KEYS, AUGMENTATION_KEYS, DATA_KEYS, tfrecord_paths
 from dataset.check_dataset import draw_grid, format_matching_stats, matching_stats
+
+DEFAULT_OUTPUT = os.path.join("runs", "check_dataset.png")   # the README's figure (assets/) only when asked
 
 
 def build_parser():
-    parser = cli.parser(__doc__)
-    parser.add_argument("--tfrecord", default=None, help="default: the first of config train_tfrecord")
-    parser.add_argument("--num_images", type=int, default=16)
-    parser.add_argument("--output", default=cli.repo_path("assets", "check_dataset.png"),
-                        help="grid PNG (default: assets/check_dataset.png of the repository)")
+    parser = cli.parser(__doc__, keys=DATA_KEYS + ANCHOR_KEYS + AUGMENTATION_KEYS + ("keep_aspect",), data=True)
+    parser.add_argument("--tfrecord", default=None, help="default: the first training TFRecord (of --data)")
+    parser.add_argument("--num_images", type=int, default=16, help="samples in the grid")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"grid PNG (default {DEFAULT_OUTPUT})")
     parser.add_argument("--no_augment", action="store_true", help="show validation-style (resized only) samples")
     parser.add_argument("--matching_stats", action="store_true",
                         help="print positive priors per face by face size instead of drawing")
@@ -29,7 +32,9 @@ def build_parser():
 def body(args, cfg):
     cli.check_at_least("--num_images", args.num_images, 1)
     tfrecord = args.tfrecord or (tfrecord_paths(cfg["train_tfrecord"]) or [""])[0]
-    cli.check_exists(tfrecord, "TFRecord", "file", "create it with dataset/voc_to_tfrecord.py")
+    cli.check_exists(tfrecord, "TFRecord", "file", "create it with python dataset/voc_to_tfrecord.py"
+                     + (f" --data {args.data}" if args.data else ""))
+    check_tfrecord_classes(tfrecord, cfg["labels_list"], "--data / --labels_list")
     if args.matching_stats:
         print(format_matching_stats(matching_stats(tfrecord, cfg)))
     else:

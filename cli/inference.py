@@ -1,9 +1,10 @@
 """Detect masked and unmasked faces in an image, a video file or a camera stream.
 
-    python inference.py [--model_path checkpoints/] --img_path IMG [--output OUT] [--show]
-    python inference.py [--model_path checkpoints/] --video PATH|URL|INDEX [--output OUT.mp4] [--show]
-    python inference.py [--model_path checkpoints/] --camera [INDEX|URL] [--output OUT.mp4]
-    python inference.py [--model_path checkpoints/] --img_dir DIR [--output_dir OUT]
+    python inference.py [--model_path checkpoints/mask_detector.keras] --img_path IMG [--output OUT] [--show]
+    python inference.py [--model_path checkpoints/mask_detector.keras] --video PATH|URL|INDEX [--output OUT.mp4]
+                        [--show]
+    python inference.py [--model_path checkpoints/mask_detector.keras] --camera [INDEX|URL] [--output OUT.mp4]
+    python inference.py [--model_path checkpoints/mask_detector.keras] --img_dir DIR [--output_dir OUT]
 
 ``--model_path`` is a model in any format ``export.py`` writes, the runtime picked by its type: a ``.keras``
 file (TensorFlow), a SavedModel folder (TensorFlow), a ``.tflite`` file (LiteRT, float or int8) or an
@@ -19,7 +20,8 @@ before the run ends with exit status 1 (the frames so far are written); a file t
 
 Batch mode annotates every file of ``--img_dir`` (not its subfolders) into ``--output_dir`` (default
 ``<DIR>_detections``) under the same name, with a progress bar, and writes ``detections.json`` (per image:
-``boxes`` in pixels, ``classes``, ``scores``) and ``summary.csv`` (image, faces, masked, unmasked). Files that
+``boxes`` in pixels, ``classes``, ``scores``) and ``summary.csv`` (image, faces, then one column per class of
+the model, e.g. mask, unmask). Files that
 are not readable images are skipped with a one-line reason each and counted. Each finished image is appended
 (and flushed) to ``detections.part.jsonl``; on Ctrl-C the results so far are assembled into the two outputs,
 and running the same command again resumes: images already in the part file are not redone (unless the model
@@ -33,6 +35,7 @@ from tqdm import tqdm
 
 import cli
 from components.batch_inference import DETECTIONS_JSON, SUMMARY_CSV, list_image_files, run_batch
+from components.config import DETECTION_KEYS, STREAM_KEYS
 from components.drawing import ANNOTATED_PREFIX
 from components.media import (
     UsageError,
@@ -46,7 +49,7 @@ from components.media import (
 from components.video_source import is_stream_url, parse_source
 from dataset.voc import read_image_bgr
 
-DEFAULT_MODEL_PATH = cli.repo_path("checkpoints")
+DEFAULT_MODEL_PATH = cli.DEFAULT_MODEL_PATH
 
 
 def camera_source(text):
@@ -71,10 +74,10 @@ def load_detector(model_path, cfg, input_size=None):
 
 
 def build_parser():
-    parser = cli.parser(__doc__)
+    parser = cli.parser(__doc__, keys=DETECTION_KEYS + STREAM_KEYS)
     parser.add_argument("--model_path", default=DEFAULT_MODEL_PATH,
                         help="a .keras, .tflite or .onnx model, a SavedModel folder, or a folder holding a .keras "
-                             "model (default: checkpoints/ of the repository)")
+                             f"model ({cli.DEFAULT_MODEL_HELP})")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--img_path", help="image to annotate")
     mode.add_argument("--img_dir", help="folder whose images are all annotated (batch mode)")

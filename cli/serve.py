@@ -1,6 +1,6 @@
 """Serve the web demo and the REST API of a face-mask detector on this machine.
 
-    python serve.py [--model_path checkpoints/] [--host 127.0.0.1] [--port 8000]
+    python serve.py [--model_path checkpoints/mask_detector.keras] [--host 127.0.0.1] [--port 8000]
 
 Open http://127.0.0.1:8000/ for the demo page (webcam or dropped images), or call the API:
 ``POST /detect`` with the bytes of an image (raw, or a multipart file upload) answers the faces as JSON, boxes
@@ -14,10 +14,11 @@ import argparse
 import sys
 
 import cli
+from components.config import DETECTION_KEYS
 from components.config import cfg as default_cfg
 from components.errors import ProjectError
 
-DEFAULT_MODEL_PATH = cli.repo_path("checkpoints")
+DEFAULT_MODEL_PATH = cli.DEFAULT_MODEL_PATH
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 SERVE_FLAGS = {   # flag -> config key it sets
@@ -56,10 +57,10 @@ def positive_number(text):
 
 
 def build_parser():
-    parser = cli.parser(__doc__, skip=tuple(SERVE_FLAGS.values()))
+    parser = cli.parser(__doc__, keys=DETECTION_KEYS)   # the serve_* keys: --workers, --max_pending, ...
     parser.add_argument("--model_path", default=DEFAULT_MODEL_PATH,
                         help="a .keras, .tflite or .onnx model, a SavedModel folder, or a folder holding a .keras "
-                             "model (default: checkpoints/ of the repository)")
+                             f"model ({cli.DEFAULT_MODEL_HELP})")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=port_number, default=DEFAULT_PORT,
                         help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
@@ -89,7 +90,7 @@ def body(args, cfg):
     except OSError as error:
         raise ProjectError(f"--host/--port: {error}") from None
     with listening_socket:
-        detector = load_detector(args.model_path, cfg)
+        detector = load_detector(args.model_path, cfg, cli.inference_size(args, cfg))
         host, port = listening_socket.getsockname()[:2]
         shown_host = f"[{host}]" if ":" in host else host
         print(f"serving {detector.model_path} ({detector.format}) on http://{shown_host}:{port}/ (Ctrl-C to stop)",

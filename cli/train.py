@@ -3,6 +3,10 @@
     python train.py                       # from scratch, settings from components/config.py
     python train.py --resume              # continue from the newest checkpoint in --checkpoint_dir
     python train.py --epoch 150 --batch_size 16 --init_lr 0.005   # any config key can be overridden
+    python train.py --data data/ilc2021.yaml --weights checkpoints/mask_detector.keras   # fine-tune, own classes
+
+The run's settings are saved in the checkpoint folder (run_config.json); ``--resume`` uses them and lists the
+flags given at resume that change them (the classes, input size, anchors, network and batch size cannot).
 
 Ctrl-C saves a checkpoint of the current step and exits with status 130; ``--resume`` continues within the
 interrupted epoch. A non-finite loss stops training with status 2, leaving the last good checkpoint as it was.
@@ -10,12 +14,18 @@ interrupted epoch. A non-finite loss stops training with status 2, leaving the l
 import sys
 
 import cli
+from components.config import SERVE_KEYS, STREAM_KEYS, given_settings, validate_config
+from components.config import cfg as DEFAULTS
+from components.run_config import load_run_config, resumed_config, run_config_path
 
+TRAIN_KEYS = tuple(key for key in DEFAULTS if key not in ("flip_test", "score_threshold", "seed",
+                                                           "export_score_threshold") + SERVE_KEYS + STREAM_KEYS)
+DATA_FILE_KEYS = ("labels_list", "label_aliases", "train_tfrecord", "val_tfrecord")   # what a --data file sets
 STRATEGIES = ("default", "mirrored", "multi_worker")   # network.distribution.STRATEGIES, without TensorFlow
 
 
 def build_parser():
-    parser = cli.parser(__doc__, skip=("seed",))
+    parser = cli.parser(__doc__, keys=TRAIN_KEYS, data=True)
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("--weights", default=None,
                         help="start from this .keras model: every layer whose name and shape fit (fine-tuning)")
@@ -29,12 +39,39 @@ def build_parser():
     return parser
 
 
+def settings_for_resume(args, cfg, log=print):
+    """The settings of a resumed run: those saved in the checkpoint folder, changed by the flags (and --data
+    file) given now, which are listed; without saved settings (older runs) the flags and defaults, with a
+    note. Returns (settings, steps_per_epoch); raises ResumeError / ValueError on a change the run cannot take."""
+    loaded = load_run_config(cfg["checkpoint_dir"])
+    if loaded is None:
+        log(f"note: {run_config_path(cfg['checkpoint_dir'])} not found (a run started before settings were "
+            "saved): resuming with the flags given now and the defaults")
+        return cfg, args.steps_per_epoch
+    saved, extra = loaded
+    given = given_settings(args)
+    if args.data:
+        given = {**{key: cfg[key] for key in DATA_FILE_KEYS}, **given}
+    if args.seed is not None:
+        given["seed"] = args.seed
+    settings, changes = resumed_config(saved, given, DEFAULTS)
+    steps = extra.get("steps_per_epoch")
+    if args.steps_per_epoch is not None and steps is not None and args.steps_per_epoch != steps:
+        raise ValueError(f"--steps_per_epoch: the saved run takes {steps} steps per epoch; drop the flag")
+    log(f"resume: settings from {run_config_path(cfg['checkpoint_dir'])}"
+        + (f"; changed by flags: {'; '.join(changes)}" if changes else " (no flag changes them)"))
+    return validate_config(settings), args.steps_per_epoch or steps
+
+
 def body(args, cfg):
     if args.seed is not None:
         cfg["seed"] = args.seed
+    steps_per_epoch = args.steps_per_epoch
+    if args.resume:
+        cfg, steps_per_epoch = settings_for_resume(args, cfg)
     from network.trainer import train  # imports TensorFlow: only once the flags parsed
     try:
-        summary = train(cfg, resume=args.resume, steps_per_epoch=args.steps_per_epoch, val_steps=args.val_steps,
+        summary = train(cfg, resume=args.resume, steps_per_epoch=steps_per_epoch, val_steps=args.val_steps,
                         progress=not args.no_progress, log=print, strategy=args.strategy, weights=args.weights)
     except cli.Interrupted:
         raise

@@ -91,13 +91,12 @@ def write_batch_outputs(output_dir, header, records, skipped, class_names):
             ' "images": [\n  ' + ",\n  ".join(json.dumps(record) for record in ordered) + '\n ],\n'
             ' "skipped": [\n  ' + ",\n  ".join(json.dumps(item) for item in skipped) + '\n ]\n}\n')
     write_text_atomically(os.path.join(output_dir, DETECTIONS_JSON), text, newline="")
-    masked, unmasked = (class_names + [None, None])[:2]
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(["image", "faces", "masked", "unmasked"])
+    writer.writerow(["image", "faces", *class_names])
     for record in ordered:
-        writer.writerow([record["image"], len(record["classes"]), record["classes"].count(masked),
-                         record["classes"].count(unmasked)])
+        writer.writerow([record["image"], len(record["classes"]),
+                         *(record["classes"].count(name) for name in class_names)])
     write_text_atomically(os.path.join(output_dir, SUMMARY_CSV), table.getvalue(), newline="")
 
 

@@ -1,8 +1,9 @@
 """Every setting of the detector in one dict, plus helpers to override it from the command line.
 
-Scripts call :func:`add_config_arguments` on their parser and :func:`config_from_args` on the parsed
-namespace: any key of ``cfg`` can then be overridden with ``--<key> VALUE`` (lists and tuples are written
-as Python literals, e.g. ``--steps "[8, 16, 32, 64]"``).
+Scripts call :func:`add_config_arguments` on their parser (with the ``keys`` they use, each described in
+``CONFIG_HELP``; ``data=True`` adds ``--data FILE`` / ``--root DIR``) and :func:`config_from_args` on the
+parsed namespace: the defaults here, then the data file (components/data_file.py), then each ``--<key> VALUE``
+given (lists and tuples are written as Python literals, e.g. ``--steps "[8, 16, 32, 64]"``).
 """
 import ast
 import copy
@@ -128,15 +129,103 @@ def _parse_value(text, default):
     return value
 
 
-def add_config_arguments(parser, skip=()):
-    """Add an optional ``--<key>`` flag for every config key not in ``skip``."""
-    group = parser.add_argument_group("config overrides (components/config.py)")
+# one line per key for ``--help``: what the setting does
+CONFIG_HELP = {
+    "input_size": "(height, width) in pixels the network runs at",
+    "labels_list": "class names, 'background' first (or names: in a --data file)",
+    "label_aliases": "VOC label -> class name, or 'ignore' (or aliases: in a --data file)",
+    "train_tfrecord": "training TFRecords, comma-separated (or train: in a --data file)",
+    "val_tfrecord": "validation TFRecords, comma-separated (or val: in a --data file)",
+    "using_crop": "random crops that keep whole faces",
+    "crop_prob": "share of training images cropped",
+    "expand_prob": "share of training images zoomed out onto a grey canvas",
+    "expand_max_ratio": "largest zoom-out factor",
+    "using_bin": "pad images to the input aspect ratio before resizing",
+    "using_flip": "random horizontal flips",
+    "using_distort": "photometric distortion (brightness, contrast, saturation, hue)",
+    "min_sizes": "anchor sizes per head, pixels at input_size",
+    "steps": "stride of each head in pixels",
+    "match_thresh": "IoU from which a prior is matched to a face",
+    "min_positives": "priors each face gets at least (small-face matching)",
+    "min_positive_iou": "lowest IoU of those extra priors (0: plain SSD matching)",
+    "variances": "box-coding variances (centre, size)",
+    "clip": "clip priors to the image",
+    "network": "backbone: slim, rfb or rfb_pan",
+    "base_channel": "width of the network (channels of its first layer)",
+    "batch_size": "images per optimizer step",
+    "epoch": "epochs to train in all",
+    "init_lr": "learning rate after the warm-up",
+    "lr_decay_epoch": "epochs at which the learning rate is multiplied by lr_rate",
+    "lr_rate": "learning-rate decay factor",
+    "warmup_epoch": "epochs of linear warm-up (shortened when longer than the run)",
+    "min_lr": "lowest learning rate",
+    "weights_decay": "decoupled weight decay",
+    "momentum": "SGD (Nesterov) momentum",
+    "neg_pos_ratio": "hard negatives per positive prior in the loss",
+    "save_freq": "epochs between checkpoints",
+    "val_map_freq": "epochs between validation mAP evaluations (0: never)",
+    "mixed_precision": "bfloat16 compute where the CPU supports it",
+    "cache_dataset": "keep decoded training images in memory",
+    "checkpoint_dir": "folder of checkpoints, run settings, history and plot",
+    "log_dir": "TensorBoard log folder",
+    "seed": "random seed",
+    "keep_aspect": "pad images to the input aspect ratio instead of stretching",
+    "flip_test": "also run each image mirrored and average (2x compute)",
+    "score_threshold": "lowest score of a detection kept",
+    "nms_threshold": "IoU above which NMS drops the weaker of two boxes",
+    "max_number_keep": "most detections per image",
+    "serve_workers": "inference threads of the server",
+    "serve_max_pending": "requests admitted at once, running or waiting (503 beyond)",
+    "serve_max_request_mb": "largest request body in MiB (413 beyond)",
+    "serve_max_image_pixels": "largest image, width x height (413 beyond)",
+    "stream_reconnect_attempts": "reopenings of a live video source that stops giving frames",
+    "stream_reconnect_delay": "seconds before the first reopening (doubled each time)",
+    "stream_timeout": "seconds a stream URL may take to open or to give the next frame",
+    "export_score_threshold": "lowest score an end-to-end export keeps",
+}
+
+# the settings each group of scripts uses (for ``add_config_arguments(parser, keys=...)``)
+DATA_KEYS = ("labels_list", "label_aliases")
+ANCHOR_KEYS = ("input_size", "min_sizes", "steps", "match_thresh", "min_positives", "min_positive_iou",
+               "variances", "clip")
+AUGMENTATION_KEYS = ("using_crop", "crop_prob", "expand_prob", "expand_max_ratio", "using_bin", "using_flip",
+                     "using_distort")
+DETECTION_KEYS = ("input_size", "keep_aspect", "flip_test", "score_threshold", "nms_threshold", "max_number_keep")
+STREAM_KEYS = ("stream_reconnect_attempts", "stream_reconnect_delay", "stream_timeout")
+SERVE_KEYS = ("serve_workers", "serve_max_pending", "serve_max_request_mb", "serve_max_image_pixels")
+
+
+def add_config_arguments(parser, skip=(), keys=None, data=False):
+    """Add an optional ``--<key>`` flag, described by ``CONFIG_HELP``, for every config key in ``keys``
+    (default: all) and not in ``skip``; with ``data`` also ``--data FILE`` and ``--root DIR`` (a data-set
+    description file, see components/data_file.py)."""
+    if data:
+        group = parser.add_argument_group("data set")
+        group.add_argument("--data", default=None, metavar="FILE",
+                           help="data-set file (YAML, e.g. data/ilc2021.yaml): VOC folders, splits, classes, aliases")
+        group.add_argument("--root", default=None, metavar="DIR",
+                           help="folder the data file's VOC paths are relative to (overrides its root:)")
+    group = parser.add_argument_group("settings (defaults in components/config.py)")
     for key, default in cfg.items():
-        if key in skip:
+        if key in skip or (keys is not None and key not in keys):
             continue
         group.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="VALUE", default=None,
-                           help=f"default: {default!r}")
+                           help=f"{CONFIG_HELP.get(key, key)} (default: {default!r})")
     return parser
+
+
+def check_aliases(label_aliases, labels_list):
+    """Raise ValueError when ``labels_list`` does not start with background or an alias maps to a class
+    that is not in it (nor 'ignore')."""
+    if not labels_list or labels_list[0] != "background" or len(labels_list) < 2:
+        raise ValueError(f"--labels_list: must be 'background' followed by the class names, got {labels_list!r}")
+    missing = sorted({target for target in label_aliases.values()
+                      if target != IGNORE_LABEL and target not in labels_list})
+    if missing:
+        sources = ", ".join(sorted(label for label, target in label_aliases.items() if target in missing))
+        raise ValueError(f"--label_aliases: {sources} map to {', '.join(map(repr, missing))}, which "
+                         f"--labels_list {list(labels_list)} lacks: add the class there (names: in a data file) "
+                         f"or map the label to 'ignore'")
 
 
 POSITIVE_KEYS = ("batch_size", "epoch", "save_freq", "init_lr", "base_channel", "max_number_keep", "serve_workers",
@@ -164,6 +253,7 @@ def validate_config(config):
         raise ValueError(f"--expand_max_ratio: must be >= 1, got {config['expand_max_ratio']!r}")
     for key in ("train_tfrecord", "val_tfrecord"):
         config[key] = tfrecord_paths(config[key])
+    check_aliases(config["label_aliases"], config["labels_list"])
     size = config["input_size"]
     if len(size) != 2 or not all(isinstance(side, int) and side > 0 for side in size):
         raise ValueError(f"--input_size: must be (height, width) in pixels, got {size!r}")
@@ -173,18 +263,34 @@ def validate_config(config):
     return config
 
 
-def config_from_args(args):
-    """Return a copy of ``cfg`` with every ``--<key>`` given on the command line applied.
+def given_settings(args):
+    """{key: parsed value} of the ``--<key>`` flags given on the command line (none of the defaults).
 
-    Raises ValueError naming the key when a value cannot be parsed.
-    """
-    config = copy.deepcopy(cfg)
+    Raises ValueError naming the key when a value cannot be parsed."""
+    given = {}
     for key, default in cfg.items():
         text = getattr(args, f"cfg_{key}", None)
         if text is None:
             continue
         try:
-            config[key] = _parse_value(text, default)
+            given[key] = _parse_value(text, default)
         except (ValueError, SyntaxError) as error:
             raise ValueError(f"--{key}: cannot parse {text!r} ({error})") from None
+    return given
+
+
+def config_from_args(args):
+    """Return a copy of ``cfg`` with the ``--data`` file (when the parser has one and it was given) and then
+    every ``--<key>`` given on the command line applied.
+
+    Raises ValueError naming the key (or the data file) when a value cannot be parsed.
+    """
+    config = copy.deepcopy(cfg)
+    data_path = getattr(args, "data", None)
+    if data_path:
+        from components.data_file import load_data_file
+        config.update(load_data_file(data_path, getattr(args, "root", None)).settings())
+    elif getattr(args, "root", None):
+        raise ValueError("--root: only used with --data FILE")
+    config.update(given_settings(args))
     return validate_config(config)

@@ -2,8 +2,13 @@
 import cv2
 import numpy as np
 
-CLASS_COLORS_BGR = {"mask": (0, 200, 0), "unmask": (0, 0, 255)}
-OTHER_CLASS_COLOR_BGR = (0, 200, 255)
+from components.config import cfg as default_cfg
+
+# colour of class id 1, 2, 3, ... (background is 0): green, red (the default mask / unmask), then orange,
+# blue, magenta, cyan, ...; repeats after the last
+CLASS_PALETTE_BGR = ((0, 200, 0), (0, 0, 255), (0, 165, 255), (255, 120, 0), (200, 0, 200), (200, 200, 0),
+                     (0, 100, 130), (130, 0, 75), (120, 120, 120), (0, 215, 215))
+CLASS_COLORS_BGR = {"mask": CLASS_PALETTE_BGR[0], "unmask": CLASS_PALETTE_BGR[1]}   # the default classes' colours
 TEXT_COLOR_BGR = (255, 255, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 ANNOTATED_PREFIX = "out_"   # annotated copy of <name>: out_<name> (inference.py writes it beside the samples)
@@ -14,6 +19,46 @@ def _text_scale(image_shape):
     shortest_side = min(image_shape[:2])
     scale = float(np.clip(shortest_side / 700.0, 0.4, 1.5))
     return scale, max(1, int(round(shortest_side / 350.0)))
+
+
+def class_color_bgr(class_id):
+    """Colour (B, G, R) of class id ``class_id`` (1 = the first class after background) from the palette."""
+    return CLASS_PALETTE_BGR[(int(class_id) - 1) % len(CLASS_PALETTE_BGR)]
+
+
+def class_color_rgb(class_id):
+    """The same colour as (r, g, b) floats in [0, 1], for matplotlib."""
+    blue, green, red = class_color_bgr(class_id)
+    return red / 255.0, green / 255.0, blue / 255.0
+
+
+def _overlaps(rect, others):
+    return any(rect[0] < o[2] and o[0] < rect[2] and rect[1] < o[3] and o[1] < rect[3] for o in others)
+
+
+def label_rectangles(boxes, texts, image_shape, scale=None, thickness=None):
+    """Where the label of each box goes: [(left, top, right, bottom)] in pixels, none overlapping another.
+
+    Each label is tried above its box, just inside its top edge, below it, then moved down a line at a time
+    until it is clear of the labels placed before it (boxes in the order given); labels stay inside the image.
+    """
+    if scale is None:
+        scale, thickness = _text_scale(image_shape)
+    height, width = image_shape[:2]
+    placed = []
+    for box, text in zip(np.asarray(boxes, np.float32).reshape(-1, 4), texts):
+        (text_w, text_h), baseline = cv2.getTextSize(text, FONT, scale, thickness)
+        label_w, label_h = text_w + 2, text_h + baseline + 2
+        left = int(min(max(round(box[0]), 0), max(width - label_w, 0)))
+        top, bottom = int(round(box[1])), int(round(box[3]))
+        candidates = [top - label_h, top, bottom] + [bottom + step * label_h for step in range(1, 40)]
+        for candidate in candidates:
+            candidate = int(min(max(candidate, 0), max(height - label_h, 0)))
+            rect = (left, candidate, left + label_w, candidate + label_h)
+            if not _overlaps(rect, placed):
+                break
+        placed.append(rect)
+    return placed
 
 
 def _put_label(image, text, left, top, color, scale, thickness, below=False):
@@ -38,17 +83,25 @@ def draw_detections(image_bgr, detections, fps=None):
             ``scores`` [K] and ``labels()`` -> K class names, e.g. ``components.detector.Detections``.
         fps: frames per second to print in the top-left corner, or None for no overlay.
     Returns:
-        uint8 [H, W, 3] BGR image: a box per detection (green for mask, red for unmask, orange for any
-        other class) with ``<class> <score>`` above it.
+        uint8 [H, W, 3] BGR image: a box per detection in its class's colour (``class_color_bgr`` of its
+        class id: green for the first class, red for the second, ...) with ``<class> <score>`` above it, the
+        labels placed so that none covers another (``label_rectangles``).
     """
     canvas = image_bgr.copy()
     scale, thickness = _text_scale(canvas.shape)
-    for box, score, label in zip(np.asarray(detections.boxes), np.asarray(detections.scores), detections.labels()):
-        color = CLASS_COLORS_BGR.get(label, OTHER_CLASS_COLOR_BGR)
+    boxes, scores, labels = np.asarray(detections.boxes), np.asarray(detections.scores), detections.labels()
+    class_ids = getattr(detections, "classes", None)
+    if class_ids is None:   # only names: their index in the class list (the default one if none is given)
+        names = list(getattr(detections, "class_names", None) or default_cfg["labels_list"])
+        extra = sorted(set(labels) - set(names))
+        class_ids = [names.index(label) if label in names else len(names) + extra.index(label) for label in labels]
+    texts = [f"{label} {score:.2f}" for label, score in zip(labels, scores)]
+    colors = [class_color_bgr(class_id) for class_id in class_ids]
+    for box, color in zip(boxes, colors):
         left, top, right, bottom = (int(round(value)) for value in box)
         cv2.rectangle(canvas, (left, top), (right, bottom), color, thickness + 1)
-        # above the box, or just inside its top edge when the box touches the top of the image
-        _put_label(canvas, f"{label} {score:.2f}", left, top, color, scale, thickness)
+    for text, color, rect in zip(texts, colors, label_rectangles(boxes, texts, canvas.shape, scale, thickness)):
+        _put_label(canvas, text, rect[0], rect[3], color, scale, thickness)
     if fps is not None:
         _put_label(canvas, f"FPS {fps:.1f}", 4, 4, (40, 40, 40), scale, thickness, below=True)
     return canvas

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from components.atomic_io import save_figure_atomically
 from components.box_utils import iou_matrix
 from components.prior_box import priors_per_cell
+from dataset.label_counts import report_split_labels
 from dataset.voc import VOCError, clip_boxes, load_item, read_image_bgr, read_split
 
 
@@ -221,29 +222,37 @@ class AnchorStudy:
     held_out: tuple | None = None   # (boxes, mean IoU k-means, mean IoU config) on the eval split
 
 
-def study_anchors(dataset_path, split, cfg, k=None, eval_split=None, skipped=None, progress=False):
-    """k-means anchors of the boxes of ``split`` (``k`` default: the config's anchors per cell summed), scored
-    with the configured ones on that split and, with ``eval_split``, on boxes k-means did not see.
+def box_sizes_of_sources(sources, cfg, skipped=None, progress=False, skip_unknown=False, fix_file=None, log=print):
+    """Box sizes [N, 2] of all ``sources`` ([(VOC folder, split)]), each after the label check
+    (``dataset.label_counts.report_split_labels``: the table is logged; VOCError on unknown labels unless
+    ``skip_unknown``). Raises VOCError when a source has no usable boxes."""
+    sizes = []
+    for dataset_path, split in sources:
+        report_split_labels(dataset_path, split, cfg["label_aliases"], skip_unknown, fix_file, log)
+        sizes.append(load_box_sizes(dataset_path, split, cfg["input_size"], cfg["label_aliases"], skipped, progress))
+        if len(sizes[-1]) == 0:
+            raise VOCError(f"{dataset_path}: split {split!r} has no usable boxes (no object with a known label "
+                           "and a non-empty box; see the table above)")
+    return np.concatenate(sizes, axis=0)
 
-    Raises VOCError when a split has no usable boxes.
+
+def study_anchors(sources, cfg, k=None, eval_sources=(), skipped=None, progress=False, **label_check):
+    """k-means anchors of the boxes of ``sources`` ([(VOC folder, split)]; ``k`` default: the config's anchors
+    per cell summed), scored with the configured ones on them and, with ``eval_sources``, on boxes k-means did
+    not see. ``label_check``: ``skip_unknown``, ``fix_file``, ``log`` of :func:`box_sizes_of_sources`.
+
+    Raises VOCError when a split has no usable boxes or holds unknown labels.
     """
     counts = priors_per_cell(cfg["min_sizes"])
     k = sum(counts) if k is None else k
-
-    def boxes_of(name):
-        sizes = load_box_sizes(dataset_path, name, cfg["input_size"], cfg["label_aliases"], skipped, progress)
-        if len(sizes) == 0:
-            raise VOCError(f"{dataset_path}: split {name!r} has no usable boxes")
-        return sizes
-
-    boxes_wh = boxes_of(split)
+    boxes_wh = box_sizes_of_sources(sources, cfg, skipped, progress, **label_check)
     anchors = kmeans_anchors(boxes_wh, k, seed=cfg["seed"])
     default_anchors = default_anchor_wh(cfg["min_sizes"])
     groups = assign_to_heads(anchors, cfg["steps"], counts) if k == sum(counts) else None
     study = AnchorStudy(boxes_wh, anchors, default_anchors, groups, mean_iou(boxes_wh, anchors),
                         mean_iou(boxes_wh, default_anchors))
-    if eval_split:
-        eval_wh = boxes_of(eval_split)
+    if eval_sources:
+        eval_wh = box_sizes_of_sources(eval_sources, cfg, skipped, progress, **label_check)
         study.held_out = (len(eval_wh), mean_iou(eval_wh, anchors), mean_iou(eval_wh, default_anchors))
     return study
 

@@ -1,13 +1,14 @@
 """Draw a grid of augmented training samples with their boxes decoded back from the SSD targets.
 
-    python dataset/check_dataset.py [--tfrecord dataset/train_mask.tfrecord] [--num_images 16]
-                                    [--output assets/check_dataset.png]
+    python dataset/check_dataset.py [--data data/ilc2021.yaml | --tfrecord dataset/train_mask.tfrecord]
+                                    [--num_images 16] [--output runs/check_dataset.png]
     python dataset/check_dataset.py --matching_stats [--tfrecord ...] [--min_positives 0]
 
 ``--matching_stats`` instead prints how many positive priors the matching gives a face, by face size
 (un-augmented images, letterboxed to the input size as at inference).
 
-Works headless: the grid is written as a PNG. Boxes are drawn from the encoded targets (positive priors
+Works headless: the grid is written as a PNG (default runs/check_dataset.png), boxes coloured by class as
+inference draws them, with a legend from the class list. Boxes are drawn from the encoded targets (positive priors
 decoded with the priors), so the picture checks augmentation, matching and box coding at once. A missing,
 empty or unreadable TFRecord is a one-line error (exit status 2); a file with fewer records than
 ``--num_images`` shows the records it has.
@@ -18,9 +19,8 @@ import sys
 import numpy as np
 
 from components.atomic_io import save_figure_atomically
+from components.drawing import class_color_rgb
 from components.errors import ProjectError
-
-COLOURS = {1: "lime", 2: "red"}
 
 
 def decoded_positive_boxes(targets, priors, variances):
@@ -92,6 +92,13 @@ class DatasetError(ProjectError):
     """A TFRecord that cannot be shown; the message names the file and the problem."""
 
 
+def legend_handles(labels_list):
+    """Matplotlib legend entries, one per class of ``labels_list`` (background left out), in its box colour."""
+    from matplotlib.patches import Patch
+    return [Patch(facecolor="none", edgecolor=class_color_rgb(class_id), label=name)
+            for class_id, name in enumerate(labels_list) if class_id > 0]
+
+
 def draw_grid(tfrecord, cfg, num_images, output, training=True, seed=0):
     """Write a PNG grid of up to ``num_images`` (augmented when ``training``) samples; returns the output path.
 
@@ -129,12 +136,14 @@ def draw_grid(tfrecord, cfg, num_images, output, training=True, seed=0):
         boxes, classes = decoded_positive_boxes(target, priors, cfg["variances"])
         for box, label in zip(boxes * [width, height, width, height], classes):
             axis.add_patch(plt.Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False,
-                                         edgecolor=COLOURS.get(label, "yellow"), linewidth=0.8))
+                                         edgecolor=class_color_rgb(label), linewidth=0.8))
         axis.set_title(f"{int((target[:, 4] > 0).sum())} positive priors", fontsize=8)
     for axis in np.ravel(axes):
         axis.axis("off")
-    figure.suptitle("green: mask, red: unmask (boxes decoded from the encoded targets)", fontsize=9)
-    figure.tight_layout()
+    figure.suptitle("boxes decoded from the encoded targets", fontsize=9)
+    figure.legend(handles=legend_handles(cfg["labels_list"]), loc="lower center", ncol=len(cfg["labels_list"]) - 1,
+                  fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     try:
         save_figure_atomically(figure, output, format="png", dpi=90)

@@ -21,6 +21,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from components.atomic_io import atomic_path
+from components.class_list import write_tfrecord_classes
 from components.errors import ProjectError
 from dataset.voc import VOCError, class_id, clip_boxes, decode_image_file, load_item, read_split
 
@@ -47,6 +48,7 @@ class ConversionReport:
     """What a conversion wrote and what it skipped (one reason per skipped item)."""
     written: int = 0
     boxes: int = 0
+    class_boxes: dict = field(default_factory=dict)   # class name -> boxes written
     skipped_images: list = field(default_factory=list)
     skipped_objects: list = field(default_factory=list)
 
@@ -117,7 +119,9 @@ def make_example(name, jpeg, height, width, annotation, labels_list):
 def convert_split(dataset_path, split, output_file, cfg, progress=True, max_image_side=MAX_IMAGE_SIDE):
     """Write ``output_file`` from the VOC ``split`` of ``dataset_path``; returns a ConversionReport.
 
-    Raises VOCError when the split itself cannot be read or ``output_file`` is a folder. The file is
+    The class list (``cfg['labels_list']``) and the boxes per class are written beside the file
+    (components/class_list.py). Raises VOCError when the split itself cannot be read or ``output_file`` is
+    a folder. The file is
     written under a temporary name and renamed when complete: on any error or interruption an existing
     ``output_file`` is left as it was and the temporary file is removed.
     """
@@ -130,6 +134,7 @@ def convert_split(dataset_path, split, output_file, cfg, progress=True, max_imag
         _write_records(dataset_path, split, names, output_file, cfg, progress, max_image_side, report)
     except tf.errors.OpError as error:   # TFRecordWriter cannot create or write the file
         raise ProjectError(f"{output_file}: cannot write ({error.message.splitlines()[0]})") from None
+    write_tfrecord_classes(output_file, cfg["labels_list"], report.class_boxes)
     return report
 
 
@@ -152,6 +157,8 @@ def _write_records(dataset_path, split, names, output_file, cfg, progress, max_i
                                       cfg["labels_list"]).SerializeToString())
             report.written += 1
             report.boxes += len(annotation.labels)
+            for label in annotation.labels:
+                report.class_boxes[label] = report.class_boxes.get(label, 0) + 1
 
 
 if __name__ == "__main__":   # python dataset/voc_to_tfrecord.py: the command line lives in cli/voc_to_tfrecord.py

@@ -24,7 +24,6 @@ from components.config import IGNORE_LABEL
 from dataset.voc import VOCError, load_item
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints")
 DEFAULT_OUTPUT_DIR = os.path.join(REPO_ROOT, "mAP")
 DETECTION_DIR_NAME = "detection-results"
 GROUND_TRUTH_DIR_NAME = "ground-truth"

@@ -11,6 +11,7 @@ import os
 import tensorflow as tf
 from tqdm import tqdm
 
+from components.class_list import check_tfrecord_classes
 from components.errors import ProjectError
 from components.prior_box import priors_from_config
 from dataset.tf_dataset_preprocess import encode_example_targets, parse_example, prepare_for_evaluation
@@ -59,10 +60,13 @@ def evaluate(detector, tfrecord_path, score_threshold=DEFAULT_SCORE_THRESHOLD, b
     ``limit``: evaluate on the first ``limit`` batches only. ``on_batch(predictions, targets)``, when given, is
     called with each batch's raw predictions and training targets (training computes its validation loss so).
     Returns a ``mAP.compute_mAP.Evaluation`` (``mean_ap`` in [0, 1]), or None when not ``compute_map``.
-    Raises ProjectError naming the file when it is missing or holds no records.
+    Raises ProjectError naming the file when it is missing or holds no records, ClassListError when the
+    class list stored beside it is not the detector's.
     """
     if not os.path.isfile(tfrecord_path):
         raise ProjectError(f"{tfrecord_path}: TFRecord not found")
+    check_tfrecord_classes(tfrecord_path, detector.cfg["labels_list"],
+                           getattr(detector, "model_path", None) or "the model")
     names = list(detector.cfg["labels_list"])
     ground_truth, detections = {}, {}
     batches = evaluation_batches(tfrecord_path, detector.cfg, batch_size, with_targets=on_batch is not None)

@@ -190,3 +190,44 @@ def transfer_weights(source, target):
         else:
             fresh.append(layer.name)
     return copied, fresh
+
+
+def transfer_class_rows(source, target, source_labels, target_labels, prefix="conf_head"):
+    """Fine-tuning to another class list: in each class head (``prefix``*) of ``target`` that
+    :func:`transfer_weights` could not copy, take the depthwise weights and, per anchor, the output rows of
+    every class ``source_labels`` and ``target_labels`` share by name (background included) from
+    ``source``; the rows of new classes start from a tenth of their fresh initialisation and the lowest class
+    bias of ``source`` (so they are rare at first and do not drown the known classes).
+
+    Heads are [..., anchors * classes] channels, class fastest (see ``detection_head``). Returns the names of
+    the layers so filled.
+    """
+    shared = [(source_labels.index(name), index) for index, name in enumerate(target_labels) if name in source_labels]
+    by_name = {layer.name: layer for layer in source.layers}
+    filled = []
+    for layer in target.layers:
+        match = by_name.get(layer.name)
+        if not layer.name.startswith(prefix) or match is None or not layer.get_weights():
+            continue
+        weights, source_weights = layer.get_weights(), match.get_weights()
+        if [w.shape for w in weights] == [w.shape for w in source_weights] or len(weights) != len(source_weights):
+            continue
+        if weights[0].shape != source_weights[0].shape:     # the depthwise part must fit
+            continue
+        anchors = weights[-1].shape[0] // len(target_labels)
+        if source_weights[-1].shape[0] != anchors * len(source_labels):
+            continue
+        new = [source_weights[0]] + [w.copy() for w in weights[1:]]
+        lowest_bias = source_weights[-1].reshape(anchors, len(source_labels))[:, 1:].min()
+        for position in range(1, len(new)):   # pointwise kernel [1, 1, cin, A*C] and bias [A*C]
+            if position == len(new) - 1:       # new classes start unlikely: the least likely shared class's bias
+                new[position][:] = lowest_bias
+            else:                              # and small weights
+                new[position] *= 0.1
+            for anchor in range(anchors):
+                for old_class, new_class in shared:
+                    new[position][..., anchor * len(target_labels) + new_class] = \
+                        source_weights[position][..., anchor * len(source_labels) + old_class]
+        layer.set_weights(new)
+        filled.append(layer.name)
+    return filled

@@ -14,10 +14,12 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from components.atomic_io import remove_stale_temporaries
+from components.class_list import ClassListError, check_tfrecord_classes
 from components.config import tfrecord_paths
 from components.detector import Detector
 from components.lr_scheduler import schedule_from_config
-from components.model_files import publish_model
+from components.model_files import load_model_config, publish_model
+from components.run_config import save_run_config
 from dataset.tf_dataset_preprocess import load_dataset
 from mAP.evaluation import evaluate, map_or_zero
 from network.distribution import distributed_config, is_chief, make_strategy
@@ -54,7 +56,8 @@ def count_records(tfrecord_path):
             raise TrainingError("--train_tfrecord: no training TFRecord given")
         return sum(count_records(path) for path in tfrecord_path)
     if not os.path.isfile(tfrecord_path):
-        raise TrainingError(f"{tfrecord_path}: TFRecord not found (create it with dataset/voc_to_tfrecord.py)")
+        raise TrainingError(f"{tfrecord_path}: TFRecord not found (create it with python dataset/voc_to_tfrecord.py, "
+                            "--data FILE for a data file's TFRecords)")
     try:
         count = int(tf.data.TFRecordDataset(tfrecord_path).reduce(np.int64(0), lambda total, _: total + 1))
     except tf.errors.OpError as error:
@@ -63,6 +66,44 @@ def count_records(tfrecord_path):
     if count == 0:
         raise TrainingError(f"{tfrecord_path}: holds no records")
     return count
+
+
+def largest_class_id(tfrecord_path):
+    """The largest class id of any box in a TFRecord (-1 when it holds no boxes)."""
+    feature = {"image/object/class/label": tf.io.VarLenFeature(tf.int64)}
+
+    def record_max(serialized):
+        labels = tf.io.parse_single_example(serialized, feature)["image/object/class/label"].values
+        return tf.reduce_max(tf.concat([labels, tf.constant([-1], tf.int64)], axis=0))
+
+    return int(tf.data.TFRecordDataset(tfrecord_path).map(record_max).reduce(
+        tf.constant(-1, tf.int64), tf.maximum))
+
+
+def check_record_classes(tfrecord_path, labels_list):
+    """Raise TrainingError when a TFRecord was written for other classes than ``labels_list``: its stored
+    class list differs, or (TFRecords without one) it holds class ids beyond the list."""
+    try:
+        stored = check_tfrecord_classes(tfrecord_path, labels_list, "this run")
+    except ClassListError as error:
+        raise TrainingError(str(error)) from None
+    if stored is None:
+        largest = largest_class_id(tfrecord_path)
+        if largest >= len(labels_list):
+            raise TrainingError(f"{tfrecord_path}: holds class id {largest} but --labels_list {list(labels_list)} "
+                                f"has ids 0-{len(labels_list) - 1}: train with the classes it was written with "
+                                "(--data FILE or --labels_list), or rewrite it with dataset/voc_to_tfrecord.py")
+
+
+def fit_warmup(cfg, log):
+    """``cfg`` with a warm-up no longer than a fifth of the run when ``warmup_epoch`` would take all of it
+    (a logged note says so)."""
+    if cfg["warmup_epoch"] < cfg["epoch"]:
+        return cfg
+    shortened = round(cfg["epoch"] / 5, 2)
+    log(f"note: warmup_epoch {cfg['warmup_epoch']} is not shorter than the run ({cfg['epoch']} epochs): "
+        f"warm-up shortened to {shortened:g} epochs")
+    return {**cfg, "warmup_epoch": shortened}
 
 
 def build_optimizer(cfg, steps_per_epoch):
@@ -205,8 +246,10 @@ def export_model(model, cfg, folder, name=EXPORT_NAME):
     return publish_model(inference_model.save, os.path.join(folder, name), cfg)
 
 
-def warm_start(model, weights_path, log):
-    """Initialise ``model`` from the ``.keras`` file ``weights_path``: every layer whose name and shapes fit."""
+def warm_start(model, weights_path, log, labels_list=None):
+    """Initialise ``model`` from the ``.keras`` file ``weights_path``: every layer whose name and shapes fit;
+    with ``labels_list`` (this run's classes) and a model of another class count, the class heads keep the
+    rows of the classes both share (``network.network.transfer_class_rows``)."""
     from components.runtimes import ModelLoadError, load_keras_model
     from network.network import transfer_weights
     try:
@@ -216,8 +259,25 @@ def warm_start(model, weights_path, log):
     copied, fresh = transfer_weights(source, model)
     if not copied:
         raise TrainingError(f"--weights: {weights_path}: no layer fits this network ({model.name})")
-    log(f"weights from {weights_path}: {len(copied)} layers copied, {len(fresh)} start fresh"
+    if labels_list is not None:
+        log_class_transfer(source, model, weights_path, list(labels_list), log)
+    log(f"weights from {weights_path}: {len(copied)} layers copied, {len(fresh)} do not fit"
         + (f" ({', '.join(fresh[:6])}{', ...' if len(fresh) > 6 else ''})" if fresh else ""))
+
+
+def log_class_transfer(source, model, weights_path, labels_list, log):
+    """Fine-tuning to another class list: fill the new class heads from the shared classes' rows, and say so."""
+    source_labels = list(load_model_config(weights_path)["labels_list"])
+    if len(source_labels) != len(labels_list):
+        from network.network import transfer_class_rows
+        filled = transfer_class_rows(source, model, source_labels, labels_list)
+        new = [name for name in labels_list if name not in source_labels]
+        log(f"fine-tuning: {weights_path} has {len(source_labels) - 1} classes {source_labels[1:]}, this run "
+            f"{len(labels_list) - 1} {labels_list[1:]}: new class heads ({len(filled)} start from the "
+            f"rows of the shared classes; {', '.join(new) or 'no class'} from scratch)")
+    elif source_labels != labels_list:
+        log(f"note: {weights_path} has classes {source_labels[1:]}, this run {labels_list[1:]}: "
+            "its class heads are copied by position")
 
 
 class EpochProgress:
@@ -243,6 +303,10 @@ class Trainer:
                  strategy="default", on_step=None, weights=None):
         self.log = log or (lambda message: None)
         self.progress, self.on_step, self.val_steps = progress, on_step, val_steps
+        cfg = fit_warmup(cfg, self.log)
+        # saved as run_config.json with the first checkpoint (before any scaling for replicas)
+        self.run_settings = dict(cfg)
+        self.requested_steps, self.weights, self.settings_saved = steps_per_epoch, weights, False
         tf.keras.utils.set_random_seed(cfg["seed"])
         self.strategy = make_strategy(strategy)
         replicas = self.strategy.num_replicas_in_sync
@@ -252,6 +316,8 @@ class Trainer:
         num_train = count_records(cfg["train_tfrecord"])
         self.steps_per_epoch = steps_per_epoch or max(num_train // self.global_batch, 1)
         self.val_paths = self._validation_sources() if self.chief else []
+        for path in tfrecord_paths(cfg["train_tfrecord"]) + self.val_paths:
+            check_record_classes(path, cfg["labels_list"])
         self.folder = cfg["checkpoint_dir"] if self.chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
         os.makedirs(self.folder, exist_ok=True)
         if self.chief:
@@ -306,7 +372,7 @@ class Trainer:
             self.log(f"resumed from {self.manager.latest_checkpoint} (epoch {self.epochs_done}, "
                      f"step {self.steps_done})")
         elif weights:
-            warm_start(self.model, weights, self.log)
+            warm_start(self.model, weights, self.log, self.cfg["labels_list"])
 
     def _training_iterator(self, num_train):
         # a resumed run continues with fresh (but still repeatable) shuffling and augmentation
@@ -379,7 +445,8 @@ class Trainer:
         return validate_all(self.detector, self.val_paths, cfg, with_map, self.val_steps)
 
     def save_checkpoint(self):
-        """Checkpoint the current state unless it is saved already; never saves non-finite weights."""
+        """Checkpoint the current state unless it is saved already; never saves non-finite weights. The run's
+        settings go beside its first checkpoint (a run that stops before one leaves the folder as it was)."""
         if self.saved == (self.steps_done, self.epochs_done):
             return
         bad = [variable.name for variable in self.model.variables if not np.all(np.isfinite(variable.numpy()))]
@@ -389,6 +456,10 @@ class Trainer:
                                 f"{self.manager.latest_checkpoint}")
         self.manager.save()
         self.saved = (self.steps_done, self.epochs_done)
+        if self.chief and not self.settings_saved:
+            save_run_config(self.folder, self.run_settings,
+                            {"steps_per_epoch": self.requested_steps, "weights": self.weights})
+            self.settings_saved = True
 
     def finish_epoch(self, record):
         """Record the epoch, checkpoint it and export the model; not interrupted half-way by Ctrl-C."""
@@ -436,7 +507,8 @@ def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True
     given, is called after every optimizer step as ``on_step(epoch, step, losses)``: epoch counted from 1,
     step the optimizer's iteration count, losses a dict with loss, loc and cls. ``weights``: a ``.keras``
     model to start from (layers whose name and shapes fit; ignored when resuming from a checkpoint).
-    Returns a one-line summary.
+    The settings (``cfg``, with a warm-up longer than the run shortened) are saved as ``run_config.json`` in
+    the checkpoint folder with the run's first checkpoint. Returns a one-line summary.
 
     Raises TrainingError when training cannot start, or stops on a non-finite loss or weights (nothing is
     saved then: the last good checkpoint is kept). On KeyboardInterrupt a checkpoint of the current step is

@@ -8,8 +8,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LAYERS = {   # module -> layer (ARCHITECTURE.md, "Layers")
     0: ["components.config", "components.errors", "components.atomic_io", "components.box_utils",
-        "components.prior_box", "components.lr_scheduler", "components.drawing"],
-    1: ["dataset.voc", "dataset.tf_dataset_preprocess", "network.network", "network.losses"],
+        "components.prior_box", "components.lr_scheduler", "components.drawing", "components.data_file",
+        "components.class_list", "components.run_config"],
+    1: ["dataset.voc", "dataset.label_counts", "dataset.tf_dataset_preprocess", "network.network", "network.losses"],
     2: ["components.preprocessing", "components.postprocessing", "components.runtimes", "components.model_files",
         "components.detector", "components.media", "components.batch_inference", "components.video_source",
         "components.end_to_end_models"],

@@ -356,7 +356,7 @@ def converted(bad_voc, tmp_path_factory):
     output = str(tmp_path_factory.mktemp("converted") / "all.tfrecord")
     start = time.perf_counter()
     run = subprocess.run([sys.executable, CONVERTER, "--dataset_path", bad_voc, "--split", "all",
-                          "--output_file", output], capture_output=True, text=True, env=ENV, cwd=REPO_ROOT,
+                          "--output_file", output, "--skip_unknown_labels"], capture_output=True, text=True, env=ENV, cwd=REPO_ROOT,
                          timeout=300)
     return run, output, time.perf_counter() - start
 
@@ -477,7 +477,7 @@ def test_interrupted_conversion_keeps_the_old_output(bad_voc, tmp_path, monkeypa
     monkeypatch.setattr(voc_to_tfrecord, "encode_image", interrupted_encode)
     from cli.voc_to_tfrecord import main
     status, _, err = run_main(main, ["--dataset_path", bad_voc, "--split", "bad",
-                                                     "--output_file", output], capsys)
+                                     "--output_file", output, "--skip_unknown_labels"], capsys)
     assert_one_line_error(status, err, "interrupted", output, expected_status=130)
     assert len(calls) == 4
     assert output.read_bytes() == b"an earlier, complete conversion"
@@ -491,7 +491,7 @@ def test_kmeans_skips_unreadable_annotations_with_one_reason_each(bad_voc, tmp_p
     from cli.kmeans import main
     plot = tmp_path / "anchors.png"
     status, out, err = run_main(main, ["--dataset_path", bad_voc, "--split", "all", "--k", "3",
-                                       "--output", plot], capsys)
+                                       "--output", plot, "--skip_unknown_labels"], capsys)
     assert status == 0, err
     assert "Traceback" not in err and not lines_starting(err, "error:")
     expected = [SKIPPED_ITEMS[name] for name in ("malformed_xml", "nan_coordinate", "no_xml")]
@@ -508,7 +508,7 @@ def test_kmeans_errors_name_the_path(bad_voc, tmp_path, capsys):
     cases = [
         (["--dataset_path", bad_voc, "--split", "empty"], ["empty.txt", "lists no images"]),
         (["--dataset_path", tmp_path / "nowhere"], [tmp_path / "nowhere", "split file not found"]),
-        (["--dataset_path", bad_voc, "--split", "bad", "--k", "0"], ["k must be at least 1"]),
+        (["--dataset_path", bad_voc, "--split", "bad", "--k", "0", "--skip_unknown_labels"], ["k must be at least 1"]),
         (["--dataset_path", bad_voc, "--split", "bad", "--input_size", "(240, "], ["--input_size"]),
     ]
     for argv, fragments in cases:

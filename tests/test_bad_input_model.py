@@ -179,7 +179,7 @@ def test_detect_skips_each_bad_item_with_one_reason_and_counts_them(tiny_model, 
     from cli.compute_map import main as compute_map_main
     from cli.detect import main
     output_dir = tmp_path / "out"
-    status, out, err = run_main(main, ["--model_path", tiny_model, "--dataset_path", bad_voc, "--split", "bad",
+    status, out, err = run_main(main, ["--model_path", tiny_model, "--dataset_path", bad_voc, "--split", "bad", "--skip_unknown_labels",
                                        "--output_dir", output_dir, "--images_per_batch", "4"], capsys)
     assert status == 0, err
     assert "Traceback" not in err and not lines_starting(err, "error:")
@@ -218,11 +218,11 @@ def test_detect_errors_name_the_path(tiny_model, bad_voc, tmp_path, capsys):
         (["--model_path", tiny_model, "--dataset_path", tmp_path / "nowhere"], [tmp_path / "nowhere", "not found"]),
         (["--model_path", tiny_model, "--dataset_path", bad_voc, "--split", "nosuch"], ["nosuch.txt", "not found"]),
         (["--model_path", tiny_model, "--dataset_path", bad_voc, "--split", "empty"], ["empty.txt", "no images"]),
-        (["--model_path", notes, "--dataset_path", bad_voc, "--split", "bad"], [notes, "not a loadable"]),
-        (["--model_path", SOURCE_JPEG, "--dataset_path", bad_voc, "--split", "bad"], [SOURCE_JPEG]),
-        (["--model_path", tmp_path / "missing.keras", "--dataset_path", bad_voc, "--split", "bad"],
+        (["--model_path", notes, "--dataset_path", bad_voc, "--split", "bad", "--skip_unknown_labels"], [notes, "not a loadable"]),
+        (["--model_path", SOURCE_JPEG, "--dataset_path", bad_voc, "--split", "bad", "--skip_unknown_labels"], [SOURCE_JPEG]),
+        (["--model_path", tmp_path / "missing.keras", "--dataset_path", bad_voc, "--split", "bad", "--skip_unknown_labels"],
          [tmp_path / "missing.keras", "not found"]),
-        (["--model_path", tiny_model, "--dataset_path", bad_voc, "--split", "bad", "--output_dir", tmp_path / "a_file"],
+        (["--model_path", tiny_model, "--dataset_path", bad_voc, "--split", "bad", "--skip_unknown_labels", "--output_dir", tmp_path / "a_file"],
          [tmp_path / "a_file"]),
     ]
     for argv, fragments in cases:
@@ -251,7 +251,7 @@ def interrupted_detect(tiny_model, bad_voc, tmp_path, monkeypatch, capsys):
         return real_detect_batch(self, *args, **kwargs)
 
     monkeypatch.setattr(Detector, "detect_batch", interrupted_detect_batch)
-    status, _, err = run_main(main, ["--model_path", tiny_model, "--dataset_path", bad_voc, "--split", "bad",
+    status, _, err = run_main(main, ["--model_path", tiny_model, "--dataset_path", bad_voc, "--split", "bad", "--skip_unknown_labels",
                                      "--output_dir", output_dir, "--images_per_batch", "8"], capsys)
     return status, err, output_dir
 

@@ -102,8 +102,8 @@ def test_batch_mode_writes_detections_and_summary_and_skips_unreadable_files(tin
     assert [row["image"] for row in rows] == ["a.jpg", "b.jpg", "c.png.jpg"]
     for row, record in zip(rows, document["images"]):
         assert int(row["faces"]) == len(record["classes"])
-        assert int(row["masked"]) == record["classes"].count("mask")
-        assert int(row["unmasked"]) == record["classes"].count("unmask")
+        assert int(row["mask"]) == record["classes"].count("mask")       # one column per class of the model
+        assert int(row["unmask"]) == record["classes"].count("unmask")
     assert document["images"][1]["boxes"] == document["images"][2]["boxes"]           # same picture, same result
     assert not (output / inference.PART_FILE).exists()                               # finished: no part file
     assert not [name for name in os.listdir(output) if ".tmp-" in name]

@@ -31,7 +31,7 @@ def served():
     from components.config import cfg
     from serving.app import ServeSettings, create_app
     from serving.server import BackgroundServer, load_detector
-    detector = load_detector(os.path.join(REPO_ROOT, "checkpoints"), cfg)
+    detector = load_detector(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"), cfg)
     settings = ServeSettings(max_request_bytes=MAX_REQUEST_BYTES, max_image_pixels=20_000_000)
     with BackgroundServer(create_app(detector, settings)) as server:
         yield server, detector

@@ -95,7 +95,7 @@ def served():
     from components.config import cfg
     from serving.app import create_app
     from serving.server import BackgroundServer, load_detector
-    detector = load_detector(os.path.join(REPO_ROOT, "checkpoints"), cfg)
+    detector = load_detector(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"), cfg)
     with BackgroundServer(create_app(detector)) as server:
         yield server
 

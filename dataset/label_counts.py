@@ -1,0 +1,64 @@
+"""Counting the labels of a VOC split before using it, so that labels the config does not know fail loudly:
+a table of boxes per VOC label and the class each maps to, then one error naming the unknown ones."""
+import os
+from collections import Counter
+
+from lxml import etree
+
+from dataset.voc import VOCError, read_split
+
+UNKNOWN = "UNKNOWN"
+SKIP_FLAG = "--skip_unknown_labels"
+
+
+def count_labels(dataset_path, names):
+    """Counter of the raw ``<object><name>`` labels in the xml files of ``names`` (unreadable files are left
+    to the caller's reader, which reports them)."""
+    counts = Counter()
+    for name in names:
+        path = os.path.join(dataset_path, "Annotations", f"{name}.xml")
+        try:
+            root = etree.parse(path).getroot()
+        except (OSError, etree.XMLSyntaxError):
+            continue
+        counts.update((obj.findtext("name") or "").strip() for obj in root.iter("object"))
+    return counts
+
+
+def format_label_table(counts, label_aliases, title=""):
+    """The table: one row per VOC label (most boxes first) with its class (or UNKNOWN) and box count."""
+    rows = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    width = max([len(label) for label, _ in rows] + [9])
+    lines = [title] if title else []
+    lines.append(f"  {'VOC label':<{width}}  {'class':<12} {'boxes':>6}")
+    lines += [f"  {label or '(empty)':<{width}}  {label_aliases.get(label, UNKNOWN):<12} {count:6d}"
+              for label, count in rows]
+    return "\n".join(lines)
+
+
+def unknown_labels(counts, label_aliases):
+    """{label: boxes} of the labels ``label_aliases`` does not map."""
+    return {label: count for label, count in counts.items() if label not in label_aliases}
+
+
+def check_known_labels(counts, label_aliases, where, fix_file=None):
+    """Raise VOCError naming the unknown labels of ``counts`` and what to change (the data file's aliases:
+    or --label_aliases, or the skip flag)."""
+    unknown = unknown_labels(counts, label_aliases)
+    if not unknown:
+        return
+    listed = ", ".join(f"{label!r} ({count} boxes)" for label, count in
+                       sorted(unknown.items(), key=lambda item: -item[1]))
+    fix = f"aliases: in {fix_file}" if fix_file else "--label_aliases (or aliases: in a --data file)"
+    raise VOCError(f"{where}: unknown labels {listed}: map them to a class or 'ignore' under {fix}, "
+                   f"or pass {SKIP_FLAG} to leave them out")
+
+
+def report_split_labels(dataset_path, split, label_aliases, skip_unknown=False, fix_file=None, log=print):
+    """Count the labels of a VOC split, ``log`` their table, and raise VOCError on unknown labels unless
+    ``skip_unknown``; returns the Counter. The one label check of the converter, kmeans and detect."""
+    counts = count_labels(dataset_path, read_split(dataset_path, split))
+    log(format_label_table(counts, label_aliases, title=f"{dataset_path} ({split}):"))
+    if not skip_unknown:
+        check_known_labels(counts, label_aliases, f"{dataset_path} ({split})", fix_file)
+    return counts
