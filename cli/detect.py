@@ -77,7 +77,8 @@ def body(args, cfg):
         check_classes(cfg["labels_list"], detector.cfg["labels_list"], args.data or "--labels_list",
                       args.model_path, "evaluate the model on data of its classes (another --data file or "
                       "--model_path)")
-    counts = report_split_labels(dataset_path, split, cfg["label_aliases"], args.skip_unknown_labels, args.data)
+    counts = report_split_labels(dataset_path, split, cfg["label_aliases"], args.skip_unknown_labels, args.data,
+                                 print)
     check_aliases({label: cfg["label_aliases"][label] for label in counts if label in cfg["label_aliases"]},
                   detector.cfg["labels_list"])
     report = write_split_results(detector, dataset_path, names, args.output_dir, args.score_threshold,

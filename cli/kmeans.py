@@ -84,7 +84,7 @@ def body(args, cfg):
     skipped = []
     train_sources, eval_sources = box_sources(args, [args.split, args.eval_split])
     study = study_anchors(train_sources, cfg, args.k, eval_sources, skipped, progress=True,
-                          skip_unknown=args.skip_unknown_labels, fix_file=args.data)
+                          skip_unknown=args.skip_unknown_labels, fix_file=args.data, log=print)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     plot_anchors(study.boxes_wh, study.anchors, study.default_anchors, args.output,
                  title=f"{args.split}: {len(study.boxes_wh)} boxes, mean IoU k-means {study.kmeans_iou:.3f} "

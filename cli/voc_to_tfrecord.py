@@ -61,7 +61,7 @@ def body(args, cfg):
         raise ValueError(f"--max_image_side: must be 0 (no limit) or positive, got {args.max_image_side}")
     jobs = conversion_jobs(args)
     for dataset_path, split, _ in jobs:
-        report_split_labels(dataset_path, split, cfg["label_aliases"], args.skip_unknown_labels, args.data)
+        report_split_labels(dataset_path, split, cfg["label_aliases"], args.skip_unknown_labels, args.data, print)
     for dataset_path, split, output_file in jobs:
         try:
             report = convert_split(dataset_path, split, output_file, cfg, max_image_side=args.max_image_side)

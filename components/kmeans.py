@@ -222,7 +222,7 @@ class AnchorStudy:
     held_out: tuple | None = None   # (boxes, mean IoU k-means, mean IoU config) on the eval split
 
 
-def box_sizes_of_sources(sources, cfg, skipped=None, progress=False, skip_unknown=False, fix_file=None, log=print):
+def box_sizes_of_sources(sources, cfg, skipped=None, progress=False, skip_unknown=False, fix_file=None, log=None):
     """Box sizes [N, 2] of all ``sources`` ([(VOC folder, split)]), each after the label check
     (``dataset.label_counts.report_split_labels``: the table is logged; VOCError on unknown labels unless
     ``skip_unknown``). Raises VOCError when a source has no usable boxes."""

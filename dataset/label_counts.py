@@ -54,11 +54,11 @@ def check_known_labels(counts, label_aliases, where, fix_file=None):
                    f"or pass {SKIP_FLAG} to leave them out")
 
 
-def report_split_labels(dataset_path, split, label_aliases, skip_unknown=False, fix_file=None, log=print):
-    """Count the labels of a VOC split, ``log`` their table, and raise VOCError on unknown labels unless
-    ``skip_unknown``; returns the Counter. The one label check of the converter, kmeans and detect."""
+def report_split_labels(dataset_path, split, label_aliases, skip_unknown=False, fix_file=None, log=None):
+    """Count the labels of a VOC split, ``log`` their table (e.g. ``print``), and raise VOCError on unknown
+    labels unless ``skip_unknown``; returns the Counter. The one label check of the converter, kmeans and detect."""
     counts = count_labels(dataset_path, read_split(dataset_path, split))
-    log(format_label_table(counts, label_aliases, title=f"{dataset_path} ({split}):"))
+    (log or (lambda text: None))(format_label_table(counts, label_aliases, title=f"{dataset_path} ({split}):"))
     if not skip_unknown:
         check_known_labels(counts, label_aliases, f"{dataset_path} ({split})", fix_file)
     return counts
