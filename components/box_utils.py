@@ -74,8 +74,8 @@ def decode_boxes(offsets, priors, variances):
     return center_to_corner(tf.concat([centre_xy, size_wh], axis=-1))
 
 
-def encode_targets(gt_boxes, gt_labels, priors, match_thresh, variances, min_positives=0, min_positive_iou=0.2):
-    """Match ground truth to priors and encode the training targets of one image.
+def match_priors(gt_boxes, priors, match_thresh, min_positives=0, min_positive_iou=0.2):
+    """Match the ground-truth boxes of one image to priors (SSD matching with S3FD's scale compensation).
 
     Every prior takes the ground-truth box it overlaps most if that IoU is at least ``match_thresh``.
     Small faces overlap few priors that well, so (scale-compensated matching, as in S3FD) a face with fewer
@@ -85,19 +85,18 @@ def encode_targets(gt_boxes, gt_labels, priors, match_thresh, variances, min_pos
     is left unmatched.
 
     Args:
-        gt_boxes: [G, 4] corner form, normalised (G may be 0).  gt_labels: [G] int, 1.. num_classes-1.
-        priors: [P, 4] centre form, normalised.
+        gt_boxes: [G, 4] corner form, normalised (G may be 0).  priors: [P, 4] centre form, normalised.
         min_positives: 0 turns the compensation off (plain SSD matching).
     Returns:
-        [P, 5] float32: the 4 regression offsets and the class id (0 = background).
+        (matched [P] int32: the index into ``gt_boxes`` of each prior's face (0 where G is 0),
+        positive [P] bool: whether the prior is matched to that face, i.e. not background).
     """
     gt_boxes = tf.convert_to_tensor(gt_boxes, tf.float32)
-    gt_labels = tf.cast(gt_labels, tf.int32)
     priors = tf.convert_to_tensor(priors, tf.float32)
     num_priors = tf.shape(priors)[0]
 
     def no_objects():
-        return tf.zeros([num_priors, 5], tf.float32)
+        return tf.zeros([num_priors], tf.int32), tf.zeros([num_priors], tf.bool)
 
     def with_objects():
         overlaps = iou_matrix(gt_boxes, center_to_corner(priors))          # [G, P]
@@ -111,16 +110,39 @@ def encode_targets(gt_boxes, gt_labels, priors, match_thresh, variances, min_pos
         num_gt = tf.shape(gt_boxes)[0]
         best_gt = tf.tensor_scatter_nd_update(best_gt, best_prior[:, None], tf.range(num_gt))
         best_gt_iou = tf.tensor_scatter_nd_update(best_gt_iou, best_prior[:, None], tf.fill([num_gt], 2.0))
-        matched_boxes = tf.gather(gt_boxes, best_gt)
-        labels = tf.where(best_gt_iou >= match_thresh, tf.gather(gt_labels, best_gt), 0)
-        offsets = encode_boxes(matched_boxes, priors, variances)
+        return best_gt, best_gt_iou >= match_thresh
+
+    return tf.cond(tf.shape(gt_boxes)[0] > 0, with_objects, no_objects)
+
+
+def encode_targets(gt_boxes, gt_labels, priors, match_thresh, variances, min_positives=0, min_positive_iou=0.2):
+    """Training targets of one image: :func:`match_priors`, then each prior's face encoded against it.
+
+    Args:
+        gt_boxes: [G, 4] corner form, normalised (G may be 0).  gt_labels: [G] int, 1.. num_classes-1.
+        priors: [P, 4] centre form, normalised.
+    Returns:
+        [P, 5] float32: the 4 regression offsets and the class id (0 = background).
+    """
+    gt_boxes = tf.convert_to_tensor(gt_boxes, tf.float32)
+    gt_labels = tf.cast(gt_labels, tf.int32)
+    priors = tf.convert_to_tensor(priors, tf.float32)
+    num_priors = tf.shape(priors)[0]
+
+    def no_objects():
+        return tf.zeros([num_priors, 5], tf.float32)
+
+    def with_objects():
+        matched, positive = match_priors(gt_boxes, priors, match_thresh, min_positives, min_positive_iou)
+        labels = tf.where(positive, tf.gather(gt_labels, matched), 0)
+        offsets = encode_boxes(tf.gather(gt_boxes, matched), priors, variances)
         return tf.concat([offsets, tf.cast(labels, tf.float32)[:, None]], axis=-1)
 
     return tf.cond(tf.shape(gt_boxes)[0] > 0, with_objects, no_objects)
 
 
 def _compensate_small_faces(overlaps, best_gt, best_gt_iou, match_thresh, min_positives, min_positive_iou):
-    """Second step of scale-compensated matching (see :func:`encode_targets`).
+    """Second step of scale-compensated matching (see :func:`match_priors`).
 
     overlaps: [G, P] IoU; best_gt [P] / best_gt_iou [P]: each prior's best face and IoU. Returns the two
     updated: a prior claimed here gets its claiming face and an IoU of ``match_thresh`` (a positive)."""

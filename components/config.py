@@ -45,7 +45,7 @@ cfg = {
     "clip": False,
 
     # network
-    "network": "rfb",         # "slim", "rfb" or "rfb_pan" (rfb with a top-down + bottom-up neck)
+    "network": "rfb_pan",     # "slim", "rfb" or "rfb_pan" (rfb with a top-down + bottom-up neck)
     "base_channel": 16,
 
     # training

@@ -33,7 +33,7 @@ def test_overrides_of_each_type():
     assert config["variances"] == [0.1, 0.2] and isinstance(config["variances"], list)
     assert config["network"] == "slim"
     assert config["lr_decay_epoch"] == [3]
-    assert cfg["batch_size"] == 32 and cfg["network"] == "rfb"     # the defaults are untouched
+    assert cfg["batch_size"] == 32 and cfg["network"] == "rfb_pan"     # the defaults are untouched
 
 
 def test_tuple_written_as_tuple_and_dict_override():

@@ -72,7 +72,7 @@ def test_first_run_writes_checkpoint_model_history_and_plot(first_run, folders):
     assert 0.0 <= record["val_map"] <= 1.0
     with open(os.path.join(folders["checkpoint_dir"], "last.json")) as handle:
         sidecar = json.load(handle)
-    assert tuple(sidecar["input_size"]) == (120, 160) and sidecar["network"] == "rfb"
+    assert tuple(sidecar["input_size"]) == (120, 160) and sidecar["network"] == "rfb_pan"
     assert zipfile.is_zipfile(os.path.join(folders["checkpoint_dir"], "last.keras"))
     assert os.listdir(folders["log_dir"]), "no TensorBoard events written"
     assert "trained to epoch 1" in result.stdout
