@@ -13,10 +13,11 @@ layers = tf.keras.layers
 BN_MOMENTUM = 0.9  # moving statistics follow the weights closely enough for per-epoch validation
 
 
-def batch_norm(name):
+def batch_norm(name, gamma_initializer="ones"):
     """Batch normalisation; statistics are synchronised across replicas inside a multi-replica strategy."""
     synchronized = tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
-    return layers.BatchNormalization(momentum=BN_MOMENTUM, synchronized=synchronized, name=name)
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, synchronized=synchronized,
+                                     gamma_initializer=gamma_initializer, name=name)
 
 
 def conv_bn(x, filters, kernel_size=3, strides=1, dilation=1, relu=True, name=None):
@@ -77,7 +78,7 @@ def zero_init_projection(x, filters, name):
     """1x1 conv + BN whose scale starts at zero: a neck branch that adds nothing until training grows it, so
     a model with the neck starts as the model without it (warm start from plain ``rfb`` weights)."""
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_conv")(x)
-    return layers.BatchNormalization(momentum=BN_MOMENTUM, gamma_initializer="zeros", name=f"{name}_bn")(x)
+    return batch_norm(f"{name}_bn", gamma_initializer="zeros")(x)
 
 
 def pan_neck(features, name="neck"):
