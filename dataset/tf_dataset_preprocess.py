@@ -216,8 +216,9 @@ def augment(image, boxes, labels, cfg, seed=None):
     aspect = width / height
     # a share expand_prob of the images is zoomed out; of the rest, crop_prob is cropped (zoomed in) and the
     # others stay whole, at the scale inference sees them
-    expand = tf.random.stateless_uniform([], seeds[6]) < cfg["expand_prob"]
+    expand = tf.constant(False)   # zoom-out off (expand_prob 0 or expand_max_ratio 1): every image may be cropped
     if cfg["expand_prob"] > 0 and cfg["expand_max_ratio"] > 1:
+        expand = tf.random.stateless_uniform([], seeds[6]) < cfg["expand_prob"]
         image, boxes = tf.cond(expand, lambda: random_expand(image, boxes, cfg["expand_max_ratio"], seed=seeds[7]),
                                lambda: (image, boxes))
     if cfg["using_crop"]:

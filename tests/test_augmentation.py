@@ -60,6 +60,17 @@ def test_augment_without_switches_only_resizes(examples, tiny_cfg):
     assert np.abs(out_image.numpy() - expected).mean() < 0.05
 
 
+def test_zoom_out_switched_off_by_its_ratio_leaves_every_image_to_the_crop(examples, tiny_cfg):
+    # expand_max_ratio 1 turns zoom-out off: expand_prob must then not keep a share of the images from the crop
+    image, boxes, labels = examples[CROWDED]
+    cfg = dict(tiny_cfg, using_crop=True, crop_prob=1.0, expand_prob=1.0, expand_max_ratio=1.0,
+               using_bin=False, using_flip=False, using_distort=False)
+    whole = augment(image, boxes, labels, dict(cfg, using_crop=False))[1].numpy()
+    cropped = [augment(image, boxes, labels, cfg, seed=tf.constant([seed, 1], tf.int64))[1].numpy()
+               for seed in range(6)]
+    assert any(out.shape != whole.shape or not np.allclose(out, whole, atol=1e-4) for out in cropped)
+
+
 def crop_origin(image, crop):
     """(left, top) of ``crop`` inside ``image``: where the crop matches the image exactly."""
     scores = cv2.matchTemplate(image.astype(np.float32), crop.astype(np.float32), cv2.TM_SQDIFF)
