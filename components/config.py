@@ -59,6 +59,7 @@ cfg = {
     "weights_decay": 5e-4,
     "momentum": 0.9,
     "neg_pos_ratio": 3,
+    "ema_decay": 0.0,         # weight EMA for validation and export (0 = off; 0.998 ~ 500 steps)
     "save_freq": 1,           # epochs between checkpoints
     "val_map_freq": 1,        # epochs between validation mAP evaluations (0 = never)
     "mixed_precision": False, # bfloat16 compute where the CPU supports it
@@ -162,6 +163,7 @@ CONFIG_HELP = {
     "weights_decay": "decoupled weight decay",
     "momentum": "SGD (Nesterov) momentum",
     "neg_pos_ratio": "hard negatives per positive prior in the loss",
+    "ema_decay": "decay of the weights' moving average that validation and export use (0: none)",
     "save_freq": "epochs between checkpoints",
     "val_map_freq": "epochs between validation mAP evaluations (0: never)",
     "mixed_precision": "bfloat16 compute where the CPU supports it",
@@ -249,6 +251,8 @@ def validate_config(config):
             raise ValueError(f"--{key}: must be >= 0, got {config[key]!r}")
     if not config["stream_timeout"] > 0:
         raise ValueError(f"--stream_timeout: must be > 0, got {config['stream_timeout']!r}")
+    if not 0.0 <= config["ema_decay"] < 1.0:
+        raise ValueError(f"--ema_decay: must be >= 0 and < 1 (0: no average), got {config['ema_decay']!r}")
     if config["expand_max_ratio"] < 1.0:
         raise ValueError(f"--expand_max_ratio: must be >= 1, got {config['expand_max_ratio']!r}")
     for key in ("train_tfrecord", "val_tfrecord"):

@@ -39,6 +39,9 @@ def plot_history(records, png_path):
     for key in sorted({k for r in with_map for k in r if k.startswith("val_map:")}):
         map_axis.plot([r["epoch"] for r in with_map], [r.get(key, np.nan) for r in with_map], "o-",
                       label=f"mAP {key[8:]}", markersize=3)
+    for key in sorted({k for r in with_map for k in r if k.startswith("raw_val_map")}):   # without the EMA
+        map_axis.plot([r["epoch"] for r in with_map], [r.get(key, np.nan) for r in with_map], "x:",
+                      label=f"mAP {key[12:] or 'mean'}, no EMA", markersize=3)
     for key in sorted({k for r in with_map for k in r if k.startswith("val_ap_")}):
         map_axis.plot([r["epoch"] for r in with_map], [r.get(key, np.nan) for r in with_map], ".--",
                       label=f"AP {key[7:]}")

@@ -27,6 +27,7 @@ from network.errors import TrainingError, TrainingInterrupted
 from network.history import PLOT_FILE, plot_history, read_history, write_history
 from network.losses import count_positives, multibox_loss
 from network.network import build_model
+from network.weight_average import WeightAverage
 
 EXPORT_NAME = "last.keras"
 VAL_SCORE_THRESHOLD = 0.01
@@ -115,8 +116,9 @@ def build_optimizer(cfg, steps_per_epoch):
     return optimizer
 
 
-def make_train_step(model, optimizer, cfg, strategy=None):
-    """A compiled step: (images, targets) -> (total, localisation, classification) loss, weights updated.
+def make_train_step(model, optimizer, cfg, strategy=None, average=None):
+    """A compiled step: (images, targets) -> (total, localisation, classification) loss, weights updated
+    (and ``average``, a WeightAverage, moved towards them).
 
     Under a multi-replica ``strategy`` each replica normalises its summed loss by the number of positive
     priors over *all* replicas, and the optimizer sums the replicas' gradients, so one step equals the
@@ -140,6 +142,8 @@ def make_train_step(model, optimizer, cfg, strategy=None):
     @tf.function
     def train_step(images, targets):
         per_replica = strategy.run(replica_step, args=(images, targets))
+        if average is not None:   # cross-replica context: the replicas' weights are equal after the step
+            average.update(optimizer.iterations)
         return tuple(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in per_replica)
 
     return train_step
@@ -326,14 +330,16 @@ class Trainer:
             self.model = build_training_model(cfg)
             self.optimizer = build_optimizer(cfg, self.steps_per_epoch)
             self.optimizer.build(self.model.trainable_variables)
+            self.average = WeightAverage(self.model, cfg["ema_decay"]) if cfg["ema_decay"] > 0 else None
         # a plain host-side counter, outside the strategy (a mirrored variable cannot be read with int())
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch,
+                                              **({"average": self.average} if self.average else {}))
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.folder, max_to_keep=2)
         self._start(resume, weights, replicas)
         self.history = [r for r in read_history(self.folder) if r["epoch"] <= self.epochs_done]
         self.train_iterator = self._training_iterator(num_train)
-        self.train_step = make_train_step(self.model, self.optimizer, cfg, self.strategy)
+        self.train_step = make_train_step(self.model, self.optimizer, cfg, self.strategy, self.average)
         self.detector = Detector(ModelRuntime(self.model), dict(cfg, flip_test=False))
         self.writer = tf.summary.create_file_writer(cfg["log_dir"] if self.chief
                                                     else os.path.join(self.folder, "logs"))
@@ -368,11 +374,26 @@ class Trainer:
             self.log(f"{type(self.strategy).__name__}: {replicas} replicas, global batch {self.global_batch}, "
                      f"init_lr {self.cfg['init_lr']:g}")
         if resume and self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            self._restore(self.manager.latest_checkpoint)
             self.log(f"resumed from {self.manager.latest_checkpoint} (epoch {self.epochs_done}, "
                      f"step {self.steps_done})")
         elif weights:
             warm_start(self.model, weights, self.log, self.cfg["labels_list"])
+
+    def _restore(self, path):
+        """Restore the checkpoint ``path``; one saved without a weight average starts the average here."""
+        saved_average = any(name.startswith("average/") for name, _ in tf.train.list_variables(path))
+        if self.average is None or saved_average:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+            return
+        tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch).restore(
+            path).assert_existing_objects_matched()
+        self.average.reset()
+        self.log(f"note: {path} holds no weight average (ema_decay); it starts from the restored weights")
+
+    def averaged(self):
+        """Context in which the model holds the weights validation and export use (the EMA, when on)."""
+        return self.average.applied() if self.average else contextlib.nullcontext()
 
     def _training_iterator(self, num_train):
         # a resumed run continues with fresh (but still repeatable) shuffling and augmentation
@@ -442,7 +463,12 @@ class Trainer:
         """Validation loss of ``epoch`` on every source, and its mAP every ``val_map_freq`` epochs."""
         cfg = self.cfg
         with_map = cfg["val_map_freq"] > 0 and (epoch % cfg["val_map_freq"] == 0 or epoch == cfg["epoch"])
-        return validate_all(self.detector, self.val_paths, cfg, with_map, self.val_steps)
+        with self.averaged():
+            result = validate_all(self.detector, self.val_paths, cfg, with_map, self.val_steps)
+        if self.average and with_map:   # the optimizer's own weights, for comparison: raw_val_map...
+            raw = validate_all(self.detector, self.val_paths, cfg, with_map, self.val_steps)
+            result.update({f"raw_{key}": value for key, value in raw.items() if key.startswith(("val_map", "val_ap"))})
+        return result
 
     def save_checkpoint(self):
         """Checkpoint the current state unless it is saved already; never saves non-finite weights. The run's
@@ -471,7 +497,8 @@ class Trainer:
             if record["epoch"] % self.cfg["save_freq"] == 0 or record["epoch"] == self.cfg["epoch"]:
                 self.save_checkpoint()
                 if self.chief:
-                    export_model(self.model, self.cfg, self.folder)
+                    with self.averaged():
+                        export_model(self.model, self.cfg, self.folder)
             with self.writer.as_default(step=record["epoch"]):
                 for key, value in record.items():
                     if key != "epoch":

@@ -165,6 +165,16 @@ def test_train_py_mirrored_on_two_logical_cpus(tmp_path, voc_mini_tfrecords, tin
     assert load_keras_model(os.path.join(folder, "last.keras")).output_shape[-1] == 4 + 3
 
 
+def test_train_py_mirrored_with_weight_average(tmp_path, voc_mini_tfrecords):
+    # the EMA is updated in cross-replica context, after the replicas' step
+    result = run_python(small_run(tmp_path, voc_mini_tfrecords) + ["--strategy", "mirrored", "--ema_decay", "0.9"],
+                        env=two_cpu_env(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "ckpt")))
+    averages = [name for name in reader.get_variable_to_shape_map() if name.startswith("average/averages/")]
+    assert averages and all(np.all(np.isfinite(reader.get_tensor(name))) for name in averages)
+
+
 def test_train_py_multi_worker_single_localhost_worker(tmp_path, voc_mini_tfrecords):
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
