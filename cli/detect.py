@@ -92,7 +92,8 @@ def body(args, cfg):
     print(f"wrote {report.images} detection files ({report.detections} detections) and {report.images} "
           f"ground-truth files ({report.ground_truth_boxes} boxes) under {args.output_dir}; "
           f"skipped {len(report.skipped_images)} images, {len(report.skipped_objects)} objects "
-          f"(unknown label or empty box); flip test {'on' if detector.flip_test else 'off'}")
+          f"(unknown label or empty box); flip test {'on' if detector.flip_test else 'off'}, "
+          f"scales {getattr(detector, 'test_scales', [1])}")
     print(f"next: {next_command(args.output_dir)}")
 
 

@@ -103,7 +103,8 @@ def run_image_mode(args, cfg):
     detections, milliseconds = run_image(detector, image_bgr, output_path, args.show)
     for line in detection_lines(detections):
         print(line)
-    print(summary_line(detections, detector.cfg["labels_list"][1:], milliseconds, detector.flip_test))
+    print(summary_line(detections, detector.cfg["labels_list"][1:], milliseconds, detector.flip_test,
+                       detector.test_scales))
     print(f"annotated image written to {output_path}")
 
 

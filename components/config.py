@@ -72,6 +72,8 @@ cfg = {
     "keep_aspect": True,      # pad images at the bottom / right to the input aspect ratio instead of stretching
     "flip_test": True,        # also run each image mirrored and average the two predictions (2x the compute;
                               # only where every step divides the input width, else a single pass)
+    "test_scales": [1, 2],    # multi-scale test (.keras models): also run each image at these multiples of
+    "test_small_face": 24,    # input_size, keeping from them the faces smaller than this (pixels at input_size)
     "score_threshold": 0.5,
     "nms_threshold": 0.4,
     "max_number_keep": 200,
@@ -173,6 +175,8 @@ CONFIG_HELP = {
     "seed": "random seed",
     "keep_aspect": "pad images to the input aspect ratio instead of stretching",
     "flip_test": "also run each image mirrored and average (2x compute)",
+    "test_scales": "multi-scale test: input_size multiples each image also runs at ([1]: one scale; .keras only)",
+    "test_small_face": "a pass at a larger scale keeps faces smaller than this (pixels at input_size)",
     "score_threshold": "lowest score of a detection kept",
     "nms_threshold": "IoU above which NMS drops the weaker of two boxes",
     "max_number_keep": "most detections per image",
@@ -192,7 +196,8 @@ ANCHOR_KEYS = ("input_size", "min_sizes", "steps", "match_thresh", "min_positive
                "variances", "clip")
 AUGMENTATION_KEYS = ("using_crop", "crop_prob", "expand_prob", "expand_max_ratio", "using_bin", "using_flip",
                      "using_distort")
-DETECTION_KEYS = ("input_size", "keep_aspect", "flip_test", "score_threshold", "nms_threshold", "max_number_keep")
+DETECTION_KEYS = ("input_size", "keep_aspect", "flip_test", "test_scales", "test_small_face", "score_threshold",
+                  "nms_threshold", "max_number_keep")
 STREAM_KEYS = ("stream_reconnect_attempts", "stream_reconnect_delay", "stream_timeout")
 SERVE_KEYS = ("serve_workers", "serve_max_pending", "serve_max_request_mb", "serve_max_image_pixels")
 
@@ -253,6 +258,13 @@ def validate_config(config):
         raise ValueError(f"--stream_timeout: must be > 0, got {config['stream_timeout']!r}")
     if not 0.0 <= config["ema_decay"] < 1.0:
         raise ValueError(f"--ema_decay: must be >= 0 and < 1 (0: no average), got {config['ema_decay']!r}")
+    scales = config["test_scales"]
+    if not (isinstance(scales, (list, tuple)) and scales and scales[0] == 1
+            and all(isinstance(scale, int) and scale >= 1 for scale in scales)):
+        raise ValueError(f"--test_scales: must be a list of whole multiples of input_size starting with 1 "
+                         f"(e.g. [1, 2]), got {scales!r}")
+    if not config["test_small_face"] > 0:
+        raise ValueError(f"--test_small_face: must be > 0, got {config['test_small_face']!r}")
     if config["expand_max_ratio"] < 1.0:
         raise ValueError(f"--expand_max_ratio: must be >= 1, got {config['expand_max_ratio']!r}")
     for key in ("train_tfrecord", "val_tfrecord"):

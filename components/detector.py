@@ -8,7 +8,13 @@ import numpy as np
 import tensorflow as tf
 
 from components.model_files import load_model_config, resolve_model_path
-from components.postprocessing import merge_mirrored_predictions, postprocess, unbatch_detections
+from components.postprocessing import (
+    merge_detections,
+    merge_mirrored_predictions,
+    postprocess,
+    small_detections,
+    unbatch_detections,
+)
 from components.preprocessing import boxes_to_pixels, preprocess_images
 from components.prior_box import mirror_index, priors_from_config
 from components.runtimes import KerasRuntime, ModelLoadError, load_runtime
@@ -35,6 +41,16 @@ class Detector:
             except ValueError:
                 pass
         self.flip_test = self.mirror is not None
+        # the multi-scale test: a Detector per larger scale, on the same Keras model (exports run one size)
+        self.upscaled = [self._at_scale(scale) for scale in cfg.get("test_scales", [1])[1:]
+                         if isinstance(self.runtime, KerasRuntime)]
+        self.test_scales = [1] + [scale for scale, _ in self.upscaled]
+
+    def _at_scale(self, scale):
+        """(scale, Detector of the same Keras model at ``scale`` times this input size, one scale)."""
+        size = (self.input_size[0] * scale, self.input_size[1] * scale)
+        runtime = KerasRuntime(self.runtime.model, size, self.runtime.path)
+        return scale, Detector(runtime, dict(self.cfg, input_size=size, test_scales=[1]))
 
     @property
     def format(self):
@@ -95,7 +111,7 @@ class Detector:
 
     def detect_inputs(self, inputs, score_threshold=None):
         """Detections of preprocessed network inputs [B, h, w, 3] (letterboxed, in [-1, 1]); boxes normalised
-        to the input. What ``mAP.evaluation.evaluate`` runs."""
+        to the input; one scale (the inputs have this input size). What ``mAP.evaluation.evaluate`` runs."""
         return self.detections(self.predict_raw(inputs), None, score_threshold)
 
     def detect(self, image_rgb, score_threshold=None):
@@ -103,6 +119,21 @@ class Detector:
         return self.detect_batch([image_rgb], score_threshold)[0]
 
     def detect_batch(self, images_rgb, score_threshold=None):
-        """Detect faces in a list of uint8 RGB images of any sizes; one Detections per image."""
-        predictions = self.predict_raw(self.preprocess(images_rgb))
-        return self.detections(predictions, [np.shape(image) for image in images_rgb], score_threshold)
+        """Detect faces in a list of uint8 RGB images of any sizes; one Detections per image. With the
+        multi-scale test (``test_scales``), the faces smaller than ``test_small_face`` pixels at this input size
+        found at each larger scale join those of this one (class-wise NMS)."""
+        shapes = [np.shape(image) for image in images_rgb]
+        found = self.detections(self.predict_raw(self.preprocess(images_rgb)), shapes, score_threshold)
+        for _, detector in self.upscaled:
+            larger = detector.detect_batch(images_rgb, score_threshold)
+            found = [merge_detections([mine, small_detections(theirs, self.small_face_pixels(shape))],
+                                      self.cfg["nms_threshold"], self.cfg["max_number_keep"])
+                     for mine, theirs, shape in zip(found, larger, shapes)]
+        return found
+
+    def small_face_pixels(self, image_shape):
+        """``test_small_face`` (pixels at this input size) in pixels of an image of ``image_shape``."""
+        height, width = image_shape[:2]
+        scale = min(self.input_size[0] / height, self.input_size[1] / width) if self.keep_aspect else \
+            np.sqrt(self.input_size[0] * self.input_size[1] / (height * width))
+        return self.cfg["test_small_face"] / scale

@@ -56,12 +56,14 @@ def detection_lines(detections):
             for label, score, box in zip(detections.labels(), detections.scores, detections.boxes)]
 
 
-def summary_line(detections, class_names, milliseconds, flip_test=False):
-    """``N faces: M mask, K unmask; model X ms`` (``+ flip test`` when the mirrored image was run too)."""
+def summary_line(detections, class_names, milliseconds, flip_test=False, test_scales=(1,)):
+    """``N faces: M mask, K unmask; model X ms`` (``+ flip test`` when the mirrored image was run too,
+    ``+ 2x scale`` for each larger scale of the multi-scale test)."""
     labels = detections.labels()
     counts = ", ".join(f"{labels.count(name)} {name}" for name in class_names)
     return (f"{len(labels)} face{'' if len(labels) == 1 else 's'}: {counts}; model {milliseconds:.1f} ms"
-            + (" (+ flip test)" if flip_test else ""))
+            + "".join(f" (+ {name})" for name in ["flip test"] * bool(flip_test)
+                      + [f"{scale}x scale" for scale in test_scales[1:]]))
 
 
 def run_image(detector, image_bgr, output_path, show):

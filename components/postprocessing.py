@@ -10,6 +10,8 @@ import tensorflow as tf
 
 from components.box_utils import batched_nms, decode_boxes
 
+TINY_SCORE = float(np.finfo(np.float32).tiny)   # merge_detections: scores above it are detections
+
 
 @dataclass
 class Detections:
@@ -107,3 +109,31 @@ def unbatch_detections(outputs, class_names, to_pixels=None):
         results.append(Detections(to_pixels(kept, index) if to_pixels else kept, scores[index, :count],
                                   classes[index, :count], list(class_names)))
     return results
+
+
+def small_detections(detections, max_side):
+    """The detections of ``detections`` whose side (square root of the box area, in its units) is below
+    ``max_side``."""
+    boxes = np.asarray(detections.boxes, np.float32).reshape(-1, 4)
+    side = np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None))
+    keep = side < max_side
+    return Detections(boxes[keep], np.asarray(detections.scores)[keep], np.asarray(detections.classes)[keep],
+                      list(detections.class_names))
+
+
+def merge_detections(parts, iou_threshold, max_detections):
+    """Class-wise NMS over the union of several :class:`Detections` of one image (same units, same classes):
+    the multi-scale test's merge. Returns one Detections sorted by score, at most ``max_detections``."""
+    boxes = np.concatenate([np.asarray(part.boxes, np.float32).reshape(-1, 4) for part in parts])
+    scores = np.concatenate([np.asarray(part.scores, np.float32) for part in parts])
+    classes = np.concatenate([np.asarray(part.classes, np.int64) for part in parts])
+    class_names = list(parts[0].class_names)
+    if not len(scores):
+        return Detections(boxes, scores, classes.astype(np.int32), class_names)
+    per_class = np.zeros((len(scores), len(class_names) - 1), np.float32)   # column c: class c + 1
+    per_class[np.arange(len(scores)), classes - 1] = scores
+    kept_boxes, kept_scores, kept_classes, valid = batched_nms(boxes[None], per_class[None], TINY_SCORE, iou_threshold,
+                                                               max_detections)
+    count = int(valid[0])
+    return Detections(kept_boxes[0, :count].numpy(), kept_scores[0, :count].numpy(),
+                      kept_classes[0, :count].numpy() + 1, class_names)

@@ -187,7 +187,7 @@ def load_variants(paths):
             variants.append(Variant(fmt, fmt))
             if fmt.startswith("tflite"):
                 variants.append(Variant(fmt, f"{fmt} (XNNPACK off)", {"xnnpack": False}))
-    single_cfg = dict(default_cfg, flip_test=False)
+    single_cfg = dict(default_cfg, flip_test=False, test_scales=[1])
     loaded = {v.label: Detector.from_path(paths[v.format], single_cfg, **v.options) for v in variants}
     for variant in variants:
         if not variant.options:

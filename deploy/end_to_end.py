@@ -402,6 +402,7 @@ def export_end_to_end_file(model_path, export_format, output=None, calibration_t
     model_file, cfg, model = load_export_source(model_path, export_format, input_size)
     if flip_test is not None:
         cfg["flip_test"] = bool(flip_test)
+    cfg["test_scales"] = [1]   # an export runs one input size: compare it with the Keras model at that size
     reference = Detector(KerasRuntime(model, tuple(cfg["input_size"]), model_file), cfg)
     cfg["flip_test"] = reference.flip_test    # off where the prior grid has no mirror symmetry
     output = os.path.normpath(output or end_to_end_output(model_file, export_format))

@@ -250,6 +250,7 @@ def export_model_file(model_path, export_format, output=None, calibration_tfreco
     from components.runtimes import KerasRuntime, load_runtime
 
     model_file, cfg, model = load_export_source(model_path, export_format, input_size)
+    cfg["test_scales"] = [1]   # an export runs one input size: compare it with the Keras model at that size
     reference = Detector(KerasRuntime(model, tuple(cfg["input_size"]), model_file), cfg)
     output = os.path.normpath(output or default_output(model_file, export_format))
     if export_format == "tflite_int8" and calibration is None:

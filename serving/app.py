@@ -254,6 +254,7 @@ def create_app(detector, settings=None):
                 "format": getattr(detector, "format", None),
                 "input_size": list(detector.cfg["input_size"]), "labels": list(detector.cfg["labels_list"][1:]),
                 "score_threshold": detector.cfg["score_threshold"], "flip_test": getattr(detector, "flip_test", None),
+                "test_scales": getattr(detector, "test_scales", [1]),
                 "workers": settings.workers, "pending": admission.pending, "max_pending": settings.max_pending,
                 "max_request_bytes": settings.max_request_bytes}
 

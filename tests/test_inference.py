@@ -21,7 +21,7 @@ SCRIPT = os.path.join(REPO_ROOT, "inference.py")
 SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
 TINY_INPUT_SIZE = (120, 160)
 DETECTION_LINE = re.compile(r"^(mask|unmask) (\d\.\d{3}) (-?\d+) (-?\d+) (-?\d+) (-?\d+)$")
-SUMMARY_LINE = re.compile(r"^(\d+) faces?: (\d+) mask, (\d+) unmask; model \d+\.\d ms$")
+SUMMARY_LINE = re.compile(r"^(\d+) faces?: (\d+) mask, (\d+) unmask; model \d+\.\d ms( \(\+ [^)]+\))*$")
 
 
 def run_script(*args, cwd):
@@ -73,6 +73,8 @@ def test_detection_and_summary_lines_are_in_the_documented_format():
     detections = FakeDetections([[10.4, 20.6, 50.0, 80.49]], [0.9349], ["mask"])
     assert media.detection_lines(detections) == ["mask 0.935 10 21 50 80"]
     assert media.summary_line(detections, ["mask", "unmask"], 12.34) == "1 face: 1 mask, 0 unmask; model 12.3 ms"
+    assert media.summary_line(detections, ["mask", "unmask"], 12.34, True, [1, 2]) == \
+        "1 face: 1 mask, 0 unmask; model 12.3 ms (+ flip test) (+ 2x scale)"
 
 
 def test_unsupported_output_extension_is_a_usage_error(tmp_path):

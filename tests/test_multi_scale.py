@@ -1,0 +1,84 @@
+"""The multi-scale test (``test_scales``, ``test_small_face``): the merge of detections, the small-face filter,
+which runtimes use it, and what it adds on a real photo of small faces with the shipped model."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from components.config import cfg as default_cfg
+from components.config import validate_config
+from components.postprocessing import Detections, merge_detections, small_detections
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED_MODEL = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
+CROWDED = os.path.join(REPO_ROOT, "tests", "fixtures", "voc_mini", "JPEGImages", "1_Handshaking_Handshaking_1_420.jpg")
+NAMES = ["background", "mask", "unmask"]
+
+
+def detections(boxes, scores, classes):
+    return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32),
+                      np.array(classes, np.int32), NAMES)
+
+
+def test_merge_suppresses_within_a_class_only_and_sorts_by_score():
+    first = detections([[0, 0, 10, 10], [50, 50, 60, 60]], [0.6, 0.9], [1, 2])
+    second = detections([[1, 1, 10, 10], [0, 0, 10, 10], [100, 100, 104, 104]], [0.8, 0.7, 0.55], [1, 2, 1])
+    merged = merge_detections([first, second], iou_threshold=0.4, max_detections=10)
+    # [0, 0, 10, 10] mask (0.6) loses to [1, 1, 10, 10] mask (0.8); the unmask box on the same face stays
+    assert merged.scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.55])
+    assert merged.classes.tolist() == [2, 1, 2, 1]
+    np.testing.assert_allclose(merged.boxes[1], [1, 1, 10, 10])
+    assert len(merge_detections([first, second], 0.4, max_detections=2)) == 2
+    assert len(merge_detections([detections([], [], []), detections([], [], [])], 0.4, 10)) == 0
+
+
+def test_small_detections_keeps_boxes_below_the_side():
+    found = detections([[0, 0, 10, 10], [0, 0, 30, 30], [0, 0, 5, 80]], [0.9, 0.8, 0.7], [1, 1, 2])
+    small = small_detections(found, 20)           # sides 10, 30, 20
+    assert small.scores.tolist() == pytest.approx([0.9])
+    assert len(small_detections(found, 20.01)) == 2
+
+
+@pytest.mark.parametrize("scales", [[2], [1, 1.5], [], "2"])
+def test_test_scales_must_be_whole_multiples_from_one(scales):
+    with pytest.raises(ValueError, match="--test_scales"):
+        validate_config(dict(default_cfg, test_scales=scales))
+
+
+@pytest.fixture(scope="module")
+def crowded_rgb():
+    return cv2.cvtColor(cv2.imread(CROWDED), cv2.COLOR_BGR2RGB)   # 640 x 184, 14 faces of 10-30 px
+
+
+def test_upscaled_pass_adds_only_small_faces_to_the_single_scale_result(crowded_rgb):
+    from components.detector import Detector
+    single = Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1]))
+    multi = Detector(single.runtime, dict(single.cfg, test_scales=[1, 2]))
+    assert single.test_scales == [1] and multi.test_scales == [1, 2]
+    base = single.detect(crowded_rgb, score_threshold=0.3)
+    larger = multi.upscaled[0][1].detect(crowded_rgb, score_threshold=0.3)
+    merged = multi.detect(crowded_rgb, score_threshold=0.3)
+    limit = multi.small_face_pixels(crowded_rgb.shape)   # 24 px at 240x320 -> 48 px of this 640 px wide photo
+    assert limit == pytest.approx(24 * 640 / 320)
+    # every merged box comes from the single pass or is a small face of the 2x pass
+    for box in merged.boxes:
+        from_base = any(np.allclose(box, other, atol=1e-3) for other in base.boxes)
+        side = np.sqrt((box[2] - box[0]) * (box[3] - box[1]))
+        from_larger = side < limit and any(np.allclose(box, other, atol=1e-3) for other in larger.boxes)
+        assert from_base or from_larger
+    # on this photo of small faces the 2x pass finds faces the single pass misses
+    assert len(merged) > len(base)
+    # with no face small enough, the multi-scale result is the single pass
+    only_base = Detector(single.runtime, dict(single.cfg, test_scales=[1, 2], test_small_face=1e-3))
+    again = only_base.detect(crowded_rgb, score_threshold=0.3)
+    np.testing.assert_allclose(np.sort(again.scores), np.sort(base.scores), atol=1e-6)
+
+
+def test_exports_run_one_scale(tiny_model, tmp_path):
+    from components.detector import Detector
+    from deploy.export import export_model_file
+    output = str(tmp_path / "tiny.tflite")
+    export_model_file(tiny_model, "tflite", output, log=lambda message: None)
+    detector = Detector.from_path(output, dict(default_cfg, test_scales=[1, 2]))
+    assert detector.test_scales == [1] and not detector.upscaled
