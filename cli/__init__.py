@@ -107,6 +107,14 @@ def image_size(text):
     return height, width
 
 
+def path_list(text):
+    """argparse type of a flag taking one or several paths, comma-separated: ``a/,b/`` -> ``["a/", "b/"]``."""
+    paths = [part.strip() for part in text.split(",") if part.strip()]
+    if not paths:
+        raise argparse.ArgumentTypeError(f"expected one or more paths, comma-separated, got {text!r}")
+    return paths
+
+
 def given(args, key):
     """Whether the config flag ``--<key>`` was given on the command line (not left to the defaults)."""
     return getattr(args, f"cfg_{key}", None) is not None

@@ -2,30 +2,58 @@
 
     python mAP/compute_mAP.py [--gt_dir mAP/ground-truth] [--det_dir mAP/detection-results] [--iou 0.5]
                               [--output_dir mAP/map-results] [--no_plot]
+    python mAP/compute_mAP.py --set_dirs runs/map_val/Maskdata,runs/map_val/ILC2021 [--output_dir R]
 
 See ``mAP/compute_mAP.py`` for the file formats. Prints a per-class table and the mAP, and writes
 ``results.txt`` and one precision/recall plot per class (``<class>_pr.png``) under ``--output_dir``.
+With ``--set_dirs`` (folders holding ``ground-truth/`` and ``detection-results/`` each, as ``mAP/detect.py``
+writes them for several sets) each set is scored, its table printed and written to ``<output_dir>/<set name>/``,
+then a summary table (a row per set: AP per class and mAP, and their mean) printed and written to
+``<output_dir>/summary.txt``.
 """
 import sys
 
 import cli
-from mAP.compute_mAP import evaluate_folders, write_results
+from mAP.compute_mAP import evaluate_folders, evaluate_set_dirs, write_results, write_set_results
+from mAP.sets import SUMMARY_FILE_NAME
+
+DEFAULT_GT_DIR = cli.repo_path("mAP", "ground-truth")
+DEFAULT_DET_DIR = cli.repo_path("mAP", "detection-results")
 
 
 def build_parser():
     parser = cli.parser(__doc__, config=False)
-    parser.add_argument("--gt_dir", default=cli.repo_path("mAP", "ground-truth"),
+    parser.add_argument("--gt_dir", default=DEFAULT_GT_DIR,
                         help="ground-truth .txt folder (default: mAP/ground-truth of the repository)")
-    parser.add_argument("--det_dir", default=cli.repo_path("mAP", "detection-results"),
+    parser.add_argument("--det_dir", default=DEFAULT_DET_DIR,
                         help="detection .txt folder (default: mAP/detection-results of the repository)")
+    parser.add_argument("--set_dirs", type=cli.path_list, default=None,
+                        help="several sets instead of --gt_dir/--det_dir: comma-separated folders, each holding "
+                             "ground-truth/ and detection-results/ (the next: line of mAP/detect.py names them)")
     parser.add_argument("--iou", type=float, default=0.5, help="IoU needed for a true positive")
     parser.add_argument("--output_dir", default=cli.repo_path("mAP", "map-results"),
-                        help="where results.txt and the plots go (default: mAP/map-results of the repository)")
+                        help="where results.txt and the plots go, with --set_dirs one folder per set and "
+                             f"{SUMMARY_FILE_NAME} (default: mAP/map-results of the repository)")
     parser.add_argument("--no_plot", action="store_true", help="do not write precision/recall plots")
     return parser
 
 
+def score_sets(args):
+    """--set_dirs: each set's table, then the summary table."""
+    if args.gt_dir != DEFAULT_GT_DIR or args.det_dir != DEFAULT_DET_DIR:
+        raise ValueError("--set_dirs: not with --gt_dir / --det_dir (each set folder holds its own)")
+    tables, summary = write_set_results(evaluate_set_dirs(args.set_dirs, args.iou), args.output_dir,
+                                        plots=not args.no_plot)
+    for name, lines in tables.items():
+        print(f"{name}:")
+        print("\n".join(lines) + "\n")
+    print("\n".join(summary))
+    print(f"results written to {args.output_dir} (a folder per set, {SUMMARY_FILE_NAME})")
+
+
 def body(args, cfg):
+    if args.set_dirs:
+        return score_sets(args)
     lines = write_results(evaluate_folders(args.gt_dir, args.det_dir, args.iou), args.output_dir,
                           plots=not args.no_plot)
     print("\n".join(lines))

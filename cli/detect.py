@@ -3,9 +3,13 @@
     python mAP/detect.py [--model_path checkpoints/mask_detector.keras] --dataset_path VOC_DIR [--split val]
                          [--output_dir mAP] [--score_threshold 0.01]
     python mAP/detect.py --model_path checkpoints/mask_detector_3class.keras --data data/ilc2021.yaml [--root DIR]
+    python mAP/detect.py --dataset_path Maskdata/,ILC2021/ --split val --output_dir runs/map_val
 
 With ``--data`` the images are those of the data file's val: sources (``--split`` names another of its lists,
 e.g. train), its aliases map the labels, and its class names must be the model's (else a one-line error).
+Several sets (folders of ``--dataset_path``, comma-separated, or the data file's sources) are run through one
+loaded model, each into ``<output_dir>/<set name>/`` (the folder's name, made unique, or the source's
+``name``); the ``next:`` line then scores them all with ``compute_mAP.py --set_dirs``.
 Labels that map to no class stop the run (exit 2) after a table of boxes per label, unless
 ``--skip_unknown_labels`` is given. ``--input_size`` runs a .keras model at another input size.
 
@@ -27,6 +31,7 @@ from mAP.detect import (
     next_command,
     write_split_results,
 )
+from mAP.sets import set_output_dirs, sets_from_folders, sets_from_sources
 
 
 def build_parser():
@@ -34,13 +39,15 @@ def build_parser():
     parser.add_argument("--model_path", default=cli.DEFAULT_MODEL_PATH,
                         help="a .keras, .tflite or .onnx model, a SavedModel folder, or a folder holding a .keras "
                              f"model ({cli.DEFAULT_MODEL_HELP})")
-    parser.add_argument("--dataset_path", default=None,
-                        help="VOC folder (Annotations/, JPEGImages/, ImageSets/); or --data")
+    parser.add_argument("--dataset_path", type=cli.path_list, default=None,
+                        help="VOC folder (Annotations/, JPEGImages/, ImageSets/), or several, comma-separated "
+                             "(each gets <output_dir>/<folder name>/); or --data")
     parser.add_argument("--split", default="val", help="name of a file in ImageSets/Main, without .txt")
     parser.add_argument(SKIP_FLAG, action="store_true",
                         help="leave out boxes whose label maps to no class instead of stopping")
     parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR,
-                        help="gets detection-results/ and ground-truth/ (default: mAP/ of the repository)")
+                        help="gets detection-results/ and ground-truth/, or one folder holding them per set when "
+                             "there are several (default: mAP/ of the repository)")
     parser.add_argument("--score_threshold", type=float, default=DEFAULT_SCORE_THRESHOLD,
                         help="lowest score kept (low, so the precision/recall curve is complete)")
     parser.add_argument("--images_per_batch", type=int, default=DEFAULT_IMAGES_PER_BATCH,
@@ -48,28 +55,55 @@ def build_parser():
     return parser
 
 
-def voc_split(args):
-    """(VOC folder, split) to evaluate: ``--dataset_path`` and ``--split``, or the data file's source for
-    ``--split`` (its val: list by default; one source)."""
-    if args.dataset_path or not args.data:     # with --data too: its classes and aliases on another folder
+def evaluation_sets(args):
+    """The sets to evaluate (``mAP.sets.EvaluationSet``): each folder of ``--dataset_path`` (comma-separated)
+    with ``--split``, or each source of the data file's list ``--split`` (its val: list by default)."""
+    if args.dataset_path or not args.data:     # with --data too: its classes and aliases on other folders
         if not args.dataset_path:
             raise ValueError("--dataset_path or --data is required")
-        cli.check_exists(args.dataset_path, "dataset folder", "folder")
-        return args.dataset_path, args.split
+        for path in args.dataset_path:
+            cli.check_exists(path, "dataset folder", "folder")
+        return sets_from_folders(args.dataset_path, args.split)
     from components.data_file import load_data_file
     spec = load_data_file(args.data, args.root)
     sources = spec.sources.get(args.split) or []
-    if len(sources) != 1:
-        raise ValueError(f"--data: {args.data} {args.split}: lists {len(sources)} sources; evaluate one at a time "
-                         "with --dataset_path DIR --split NAME (and --data for the classes)")
+    if not sources:
+        raise ValueError(f"--data: {args.data} lists no {args.split}: sources (--split names the list)")
     spec.check_root()
-    return sources[0].voc_path, sources[0].split
+    return sets_from_sources(sources)
+
+
+def check_labels(sets, args, cfg, detector):
+    """Print each set's boxes per label; raise on labels that map to no class (unless skipped) or to a class
+    the model does not have."""
+    for item in sets:
+        counts = report_split_labels(item.dataset_path, item.split, cfg["label_aliases"], args.skip_unknown_labels,
+                                     args.data, print)
+        check_aliases({label: cfg["label_aliases"][label] for label in counts if label in cfg["label_aliases"]},
+                      detector.cfg["labels_list"])
+
+
+def print_skipped(report):
+    """The images and objects a set's run skipped, one line each on stderr."""
+    for reason in report.skipped_images:
+        print(f"skipped image: {reason}", file=sys.stderr)
+    for reason in report.skipped_objects:
+        print(f"skipped object: {reason}", file=sys.stderr)
+
+
+def written_line(report, output_dir, detector):
+    """The counts of a set's run, written under ``output_dir``."""
+    return (f"wrote {report.images} detection files ({report.detections} detections) and {report.images} "
+            f"ground-truth files ({report.ground_truth_boxes} boxes) under {output_dir}; "
+            f"skipped {len(report.skipped_images)} images, {len(report.skipped_objects)} objects "
+            f"(unknown label or empty box); flip test {'on' if detector.flip_test else 'off'}, "
+            f"scales {getattr(detector, 'test_scales', [1])}")
 
 
 def body(args, cfg):
     cli.check_at_least("--images_per_batch", args.images_per_batch, 1)
-    dataset_path, split = voc_split(args)
-    names = read_split(dataset_path, split)
+    sets = evaluation_sets(args)
+    image_names = {item.name: read_split(item.dataset_path, item.split) for item in sets}
     cli.check_exists(args.model_path, "model")
     from components.detector import Detector  # imports TensorFlow: only once the cheap checks passed
     detector = Detector.from_path(args.model_path, cfg, cli.inference_size(args, cfg))
@@ -77,24 +111,31 @@ def body(args, cfg):
         check_classes(cfg["labels_list"], detector.cfg["labels_list"], args.data or "--labels_list",
                       args.model_path, "evaluate the model on data of its classes (another --data file or "
                       "--model_path)")
-    counts = report_split_labels(dataset_path, split, cfg["label_aliases"], args.skip_unknown_labels, args.data,
-                                 print)
-    check_aliases({label: cfg["label_aliases"][label] for label in counts if label in cfg["label_aliases"]},
-                  detector.cfg["labels_list"])
-    report = write_split_results(detector, dataset_path, names, args.output_dir, args.score_threshold,
-                                 args.images_per_batch)
-    for reason in report.skipped_images:
-        print(f"skipped image: {reason}", file=sys.stderr)
-    for reason in report.skipped_objects:
-        print(f"skipped object: {reason}", file=sys.stderr)
-    if report.images == 0:
-        raise VOCError(f"{dataset_path}: none of the {len(names)} images of split {split!r} could be read")
-    print(f"wrote {report.images} detection files ({report.detections} detections) and {report.images} "
-          f"ground-truth files ({report.ground_truth_boxes} boxes) under {args.output_dir}; "
-          f"skipped {len(report.skipped_images)} images, {len(report.skipped_objects)} objects "
-          f"(unknown label or empty box); flip test {'on' if detector.flip_test else 'off'}, "
-          f"scales {getattr(detector, 'test_scales', [1])}")
-    print(f"next: {next_command(args.output_dir)}")
+    check_labels(sets, args, cfg, detector)
+    output_dirs = detect_sets(detector, sets, image_names, args)
+    print(f"next: {next_command(args.output_dir, list(output_dirs.values()))}")
+
+
+def detect_sets(detector, sets, image_names, args):
+    """Write each set's files (``mAP.detect.write_split_results``) into its folder of ``mAP.sets.set_output_dirs``
+    and print its counts; returns {set name: folder}. Raises VOCError, once every set ran, naming the sets of
+    which no image could be read."""
+    output_dirs = set_output_dirs(args.output_dir, [item.name for item in sets])
+    unreadable = []
+    for item in sets:
+        names = image_names[item.name]
+        report = write_split_results(detector, item.dataset_path, names, output_dirs[item.name],
+                                     args.score_threshold, args.images_per_batch,
+                                     description="detect" if len(sets) == 1 else f"detect {item.name}")
+        print_skipped(report)
+        if report.images:
+            print(written_line(report, output_dirs[item.name], detector))
+        else:
+            unreadable.append(f"{item.dataset_path}: none of the {len(names)} images of split {item.split!r} "
+                              "could be read")
+    if unreadable:
+        raise VOCError("; ".join(unreadable))
+    return output_dirs
 
 
 def main(argv=None):

@@ -2,13 +2,16 @@
 
     python mAP/compute_mAP.py [--gt_dir mAP/ground-truth] [--det_dir mAP/detection-results] [--iou 0.5]
                               [--output_dir mAP/map-results] [--no_plot]
+    python mAP/compute_mAP.py --set_dirs OUT/Maskdata,OUT/ILC2021 [--output_dir OUT/map-results]
 
 ``<gt_dir>/NAME.txt`` holds one ground-truth box per line, ``<class> <left> <top> <right> <bottom>``,
 optionally followed by ``difficult``. ``<det_dir>/NAME.txt`` holds one detection per line,
 ``<class> <score> <left> <top> <right> <bottom>``; a missing or empty file means the image has no
 detections. Coordinates are pixels and continuous: a box's width is ``right - left`` (no VOC "+1").
 Class names are single words. Prints a per-class table and the mAP, and writes ``results.txt`` and one
-precision/recall plot per class (``<class>_pr.png``) under ``--output_dir``.
+precision/recall plot per class (``<class>_pr.png``) under ``--output_dir``. ``--set_dirs`` scores several sets
+(each folder holding ``ground-truth/`` and ``detection-results/``, see ``mAP/sets.py``) into
+``<output_dir>/<set name>/`` and adds a summary table of them all, with their mean (``summary.txt``).
 """
 import math
 import os
@@ -20,6 +23,14 @@ import numpy as np
 
 from components.atomic_io import save_figure_atomically, write_text_atomically
 from components.box_utils import iou_matrix
+from mAP.sets import (
+    DETECTION_DIR_NAME,
+    GROUND_TRUTH_DIR_NAME,
+    MEAN_ROW_NAME,
+    SUMMARY_FILE_NAME,
+    folder_name,
+    unique_names,
+)
 
 NO_GROUND_TRUTH = "no ground truth"
 ONLY_DIFFICULT = "only difficult ground truth"
@@ -352,6 +363,77 @@ def evaluate_folders(gt_dir, det_dir, iou_threshold=0.5):
     if evaluation.mean_ap is None:
         raise ValueError(f"{gt_dir}: no non-difficult ground-truth box in any file")
     return evaluation
+
+
+def evaluate_set_dirs(set_dirs, iou_threshold=0.5):
+    """{set name: Evaluation} of several sets, each a folder holding ``ground-truth/`` and
+    ``detection-results/`` (as mAP/detect.py writes them), named by the folder (made unique), in order.
+
+    Every set is scored before any result is written; raises ValueError naming the first folder that cannot be
+    used (missing set folder, or a set without ground truth: see :func:`evaluate_folders`)."""
+    for set_dir in set_dirs:
+        if not os.path.isdir(set_dir):
+            raise ValueError(f"{set_dir}: set folder not found (expected {GROUND_TRUTH_DIR_NAME}/ and "
+                             f"{DETECTION_DIR_NAME}/ in it)")
+    names = unique_names([folder_name(set_dir) for set_dir in set_dirs])
+    return {name: evaluate_folders(os.path.join(set_dir, GROUND_TRUTH_DIR_NAME),
+                                   os.path.join(set_dir, DETECTION_DIR_NAME), iou_threshold)
+            for name, set_dir in zip(names, set_dirs)}
+
+
+def _mean_or_none(values):
+    values = [value for value in values if value is not None]
+    return float(np.mean(values)) if values else None
+
+
+def summary_rows(evaluations):
+    """The summary of several sets' evaluations ({set name: Evaluation}): (class names, rows).
+
+    The classes are those with an AP in at least one set, sorted. Each row is (name, {class: AP in [0, 1] or
+    None where the set has no ground truth of it}, mAP); one per set, then the ``mean`` row: per class the mean
+    AP over the sets that have one, and the mean of the sets' mAPs (not of the per-class means)."""
+    classes = sorted({name for evaluation in evaluations.values()
+                      for name, result in evaluation.classes.items() if result.ap is not None})
+    rows = []
+    for set_name, evaluation in evaluations.items():
+        aps = {name: evaluation.classes[name].ap if name in evaluation.classes else None for name in classes}
+        rows.append((set_name, aps, evaluation.mean_ap))
+    mean_aps = {name: _mean_or_none([aps[name] for _, aps, _ in rows]) for name in classes}
+    rows.append((MEAN_ROW_NAME, mean_aps, _mean_or_none([mean_ap for _, _, mean_ap in rows])))
+    return classes, rows
+
+
+def _percent(value):
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def format_summary(evaluations):
+    """The summary table of :func:`summary_rows` as text lines: a row per set and the mean row, AP per class
+    and mAP in percent (``-``: the set has no ground truth of the class)."""
+    classes, rows = summary_rows(evaluations)
+    header = ["set"] + classes + ["mAP"]
+    cells = [[name] + [_percent(aps[class_name]) for class_name in classes] + [_percent(mean_ap)]
+             for name, aps, mean_ap in rows]
+    widths = [max(len(row[column]) for row in [header] + cells) for column in range(len(header))]
+    iou_threshold = next(iter(evaluations.values())).iou_threshold
+    count = len(evaluations)
+    lines = [f"summary of {count} set{'' if count == 1 else 's'} (VOC AP, IoU >= {iou_threshold:g}); "
+             f"{MEAN_ROW_NAME}: per class over the sets with ground truth of it, mAP over the sets' mAPs"]
+    for row in [header] + cells:
+        lines.append("  ".join([f"{row[0]:<{widths[0]}}"] + [f"{cell:>{width}}" for cell, width in
+                                                             zip(row[1:], widths[1:])]))
+    return lines
+
+
+def write_set_results(evaluations, output_dir, plots=True):
+    """Each set's results (:func:`write_results`) under ``<output_dir>/<set name>/``, then the table of
+    :func:`format_summary` as ``<output_dir>/summary.txt``, atomically. Returns ({set name: table lines},
+    summary lines)."""
+    tables = {name: write_results(evaluation, os.path.join(output_dir, name), plots)
+              for name, evaluation in evaluations.items()}
+    summary = format_summary(evaluations)
+    write_text_atomically(os.path.join(output_dir, SUMMARY_FILE_NAME), "\n".join(summary) + "\n")
+    return tables, summary
 
 
 def plot_file_name(class_name):

@@ -1,7 +1,7 @@
 """Write detection and ground-truth text files of a VOC split for mAP/compute_mAP.py.
 
-    python mAP/detect.py [--model_path checkpoints/] --dataset_path VOC_DIR [--split val] [--output_dir mAP]
-                         [--score_threshold 0.01]
+    python mAP/detect.py [--model_path checkpoints/] --dataset_path VOC_DIR[,VOC_DIR2...] [--split val]
+                         [--output_dir mAP] [--score_threshold 0.01]
 
 For every image of ``ImageSets/Main/<split>.txt`` writes ``<output_dir>/detection-results/NAME.txt``
 (``<class> <score> <left> <top> <right> <bottom>``) and ``<output_dir>/ground-truth/NAME.txt``
@@ -9,6 +9,7 @@ For every image of ``ImageSets/Main/<split>.txt`` writes ``<output_dir>/detectio
 original image with the canonical class names (VOC labels are mapped through ``label_aliases``). The files are
 written to a staging folder first; the earlier ``.txt`` files of those two folders are replaced only once every
 image was processed, so a failed or interrupted run keeps them. Images that cannot be read are skipped with a reason.
+Several sets (VOC folders) get those two folders each, in ``<output_dir>/<set name>/`` (``mAP/sets.py``).
 ``--model_path`` takes any format ``inference.py`` takes: ``.keras``, a SavedModel folder, ``.tflite`` or ``.onnx``
 (the runtime is picked by the file type; see ``export.py``), or a folder whose newest ``.keras`` file is used.
 """
@@ -22,11 +23,10 @@ from tqdm import tqdm
 from components.atomic_io import staging_folder, write_text_atomically
 from components.config import IGNORE_LABEL
 from dataset.voc import VOCError, load_item
+from mAP.sets import DETECTION_DIR_NAME, GROUND_TRUTH_DIR_NAME, RESULTS_DIR_NAME
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT_DIR = os.path.join(REPO_ROOT, "mAP")
-DETECTION_DIR_NAME = "detection-results"
-GROUND_TRUTH_DIR_NAME = "ground-truth"
 DEFAULT_SCORE_THRESHOLD = 0.01
 DEFAULT_IMAGES_PER_BATCH = 16
 
@@ -92,10 +92,10 @@ def move_files(source, destination):
 
 
 def detect_into(detector, dataset_path, names, detection_dir, ground_truth_dir, score_threshold,
-                images_per_batch, progress):
+                images_per_batch, progress, description="detect"):
     """Detect in every image of ``names`` and write its files to the two folders; returns a DetectReport."""
     report = DetectReport()
-    with tqdm(total=len(names), desc="detect", unit="img", disable=not progress) as bar:
+    with tqdm(total=len(names), desc=description, unit="img", disable=not progress) as bar:
         for start in range(0, len(names), images_per_batch):
             batch_names, batch_images, batch_annotations = [], [], []
             for name in names[start:start + images_per_batch]:
@@ -122,13 +122,14 @@ def detect_into(detector, dataset_path, names, detection_dir, ground_truth_dir, 
 
 
 def write_split_results(detector, dataset_path, names, output_dir, score_threshold,
-                        images_per_batch=DEFAULT_IMAGES_PER_BATCH, progress=True):
+                        images_per_batch=DEFAULT_IMAGES_PER_BATCH, progress=True, description="detect"):
     """Detect in every image of ``names`` and write its detection and ground-truth files.
 
     The files are written to a staging folder inside ``output_dir`` first; only once every image was processed
     are the ``*.txt`` files of ``<output_dir>/detection-results`` and ``<output_dir>/ground-truth`` replaced
     by them, so an error or Ctrl-C leaves the earlier results as they were.
-    Returns a DetectReport; unreadable images or annotations are skipped and listed in it.
+    Returns a DetectReport; unreadable images or annotations are skipped and listed in it. ``description``
+    labels the progress bar.
     """
     detection_dir = os.path.join(output_dir, DETECTION_DIR_NAME)
     ground_truth_dir = os.path.join(output_dir, GROUND_TRUTH_DIR_NAME)
@@ -140,7 +141,7 @@ def write_split_results(detector, dataset_path, names, output_dir, score_thresho
         os.mkdir(staged_detection_dir)
         os.mkdir(staged_ground_truth_dir)
         report = detect_into(detector, dataset_path, names, staged_detection_dir, staged_ground_truth_dir,
-                             score_threshold, images_per_batch, progress)
+                             score_threshold, images_per_batch, progress, description)
         # ground truth is removed first and moved in last: a run stopped during the swap leaves detection files
         # without their ground truth, which compute_mAP.py refuses, never ground truth silently scored as missed
         remove_text_files(ground_truth_dir)
@@ -150,14 +151,18 @@ def write_split_results(detector, dataset_path, names, output_dir, score_thresho
     return report
 
 
-def next_command(output_dir):
-    """The compute_mAP.py command that reads what was written to ``output_dir``."""
+def next_command(output_dir, set_dirs=None):
+    """The compute_mAP.py command that reads what was written to ``output_dir``: its detection-results/ and
+    ground-truth/, or with ``set_dirs`` (several sets, each a folder holding those two) all of them at once,
+    their results going to ``<output_dir>/map-results``."""
     script = os.path.relpath(os.path.join(REPO_ROOT, "mAP", "compute_mAP.py"))
+    results_dir = os.path.join(output_dir, RESULTS_DIR_NAME)
+    if set_dirs and len(set_dirs) > 1:
+        return f"python {script} --set_dirs {','.join(set_dirs)} --output_dir {results_dir}"
     if os.path.abspath(output_dir) == os.path.abspath(DEFAULT_OUTPUT_DIR):
         return f"python {script}"
     return (f"python {script} --gt_dir {os.path.join(output_dir, GROUND_TRUTH_DIR_NAME)} "
-            f"--det_dir {os.path.join(output_dir, DETECTION_DIR_NAME)} "
-            f"--output_dir {os.path.join(output_dir, 'map-results')}")
+            f"--det_dir {os.path.join(output_dir, DETECTION_DIR_NAME)} --output_dir {results_dir}")
 
 
 if __name__ == "__main__":   # python mAP/detect.py: the command line lives in cli/detect.py

@@ -238,3 +238,108 @@ def test_main_no_plot_and_malformed_file(tmp_path, capsys):
 def test_main_rejects_bad_iou(tmp_path, capsys):
     assert compute_map_cli.main(make_folders(tmp_path) + ["--iou", "1.5"]) == 2
     assert capsys.readouterr().err.startswith("error: --iou")
+
+
+# --- several sets (--set_dirs) --------------------------------------------------------------------------
+
+def make_set(folder, ground_truth, detections):
+    write_files(folder / "ground-truth", ground_truth)
+    write_files(folder / "detection-results", detections)
+    return str(folder)
+
+
+def make_two_sets(root):
+    """Set ``a``: mask 83.33%, unmask 100% (mAP 91.67%); set ``b``: mask 100%, unmask 0%, incorrect 100%
+    (mAP 66.67%). Only ``b`` has ``incorrect`` ground truth."""
+    set_a = make_set(root / "sets" / "a",
+                     {"img1": "mask 0 0 10 10\nmask 20 20 30 30\n", "img2": "unmask 0 0 50 50\n"},
+                     {"img1": "mask 0.9 0 0 10 10\nmask 0.8 100 100 110 110\nmask 0.7 20 20 30 30\n",
+                      "img2": "unmask 0.95 1 1 50 50\n"})
+    set_b = make_set(root / "sets" / "b",
+                     {"img1": "mask 0 0 10 10\n", "img2": "unmask 0 0 50 50\nincorrect 60 60 80 80\n"},
+                     {"img1": "mask 0.9 0 0 10 10\n", "img2": "unmask 0.9 100 100 150 150\nincorrect 0.8 60 60 80 80\n"})
+    return set_a, set_b
+
+
+def summary_table(lines):
+    """{row name: [cells]} of a summary table's text lines (the title line and the header left out)."""
+    return {line.split()[0]: line.split()[1:] for line in lines[2:]}
+
+
+def test_summary_rows_mean_is_of_set_maps_and_per_class_over_sets_with_ground_truth(tmp_path):
+    evaluations = cm.evaluate_set_dirs(list(make_two_sets(tmp_path)))
+    classes, rows = cm.summary_rows(evaluations)
+    assert classes == ["incorrect", "mask", "unmask"]
+    assert [row[0] for row in rows] == ["a", "b", "mean"]
+    for name, aps, mean_ap in rows[:2]:
+        assert mean_ap == evaluations[name].mean_ap
+        assert aps == {cls: (evaluations[name].classes[cls].ap if cls in evaluations[name].classes else None)
+                       for cls in classes}
+    _, mean_aps, mean_map = rows[2]
+    assert mean_map == pytest.approx((11 / 12 + 2 / 3) / 2)            # mean of the sets' mAPs, by hand
+    assert mean_aps == pytest.approx({"incorrect": 1.0, "mask": (5 / 6 + 1) / 2, "unmask": 0.5})
+    assert rows[0][1]["incorrect"] is None
+
+
+def test_cli_set_dirs_writes_each_set_and_the_summary(tmp_path):
+    set_a, set_b = make_two_sets(tmp_path)
+    output = tmp_path / "results"
+    run = subprocess.run([sys.executable, SCRIPT, "--set_dirs", f"{set_a},{set_b}", "--output_dir", str(output)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert sorted(os.listdir(output)) == ["a", "b", "summary.txt"]
+    assert sorted(os.listdir(output / "a")) == ["mask_pr.png", "results.txt", "unmask_pr.png"]
+    assert sorted(os.listdir(output / "b")) == ["incorrect_pr.png", "mask_pr.png", "results.txt", "unmask_pr.png"]
+    for name, folder in (("a", set_a), ("b", set_b)):       # each set's results as a one-set run writes them
+        single = cm.format_results(cm.evaluate_folders(os.path.join(folder, "ground-truth"),
+                                                       os.path.join(folder, "detection-results")))
+        assert (output / name / "results.txt").read_text().splitlines() == single
+        assert "\n".join(single) in run.stdout
+    summary = (output / "summary.txt").read_text().splitlines()
+    assert "\n".join(summary) in run.stdout
+    assert summary[1].split() == ["set", "incorrect", "mask", "unmask", "mAP"]
+    table = summary_table(summary)
+    assert table == {"a": ["-", "83.33%", "100.00%", "91.67%"], "b": ["100.00%", "100.00%", "0.00%", "66.67%"],
+                     "mean": ["100.00%", "91.67%", "50.00%", "79.17%"]}
+    # the mean row's mAP is the mean of the mAP lines of the sets' results.txt
+    set_maps = [float((output / name / "results.txt").read_text().split("mAP = ")[1].split("%")[0])
+                for name in ("a", "b")]
+    assert float(table["mean"][-1].rstrip("%")) == pytest.approx(np.mean(set_maps), abs=0.01)
+
+
+def test_set_dirs_of_the_same_folder_name_get_unique_names(tmp_path, capsys):
+    first = make_set(tmp_path / "x" / "val", {"img": "mask 0 0 10 10\n"}, {"img": "mask 0.9 0 0 10 10\n"})
+    second = make_set(tmp_path / "y" / "val", {"img": "mask 0 0 10 10\n"}, {"img": "mask 0.9 50 50 60 60\n"})
+    output = tmp_path / "out"
+    assert compute_map_cli.main(["--set_dirs", f"{first},{second}", "--output_dir", str(output), "--no_plot"]) == 0
+    assert sorted(os.listdir(output)) == ["summary.txt", "val", "val_2"]
+    table = summary_table((output / "summary.txt").read_text().splitlines())
+    assert table == {"val": ["100.00%", "100.00%"], "val_2": ["0.00%", "0.00%"], "mean": ["50.00%", "50.00%"]}
+
+
+@pytest.mark.parametrize("case", ["missing set", "no ground truth", "no detections"])
+def test_set_dirs_bad_input_is_one_line_error_naming_the_folder(tmp_path, capsys, case):
+    good = make_set(tmp_path / "good", {"img": "mask 0 0 10 10\n"}, {"img": "mask 0.9 0 0 10 10\n"})
+    bad = tmp_path / "bad"
+    if case == "no ground truth":
+        write_files(bad / "detection-results", {"img": "mask 0.9 0 0 10 10\n"})
+    elif case == "no detections":
+        write_files(bad / "ground-truth", {"img": "mask 0 0 10 10\n"})
+    named = {"missing set": bad, "no ground truth": bad / "ground-truth", "no detections": bad / "detection-results"}
+    output = tmp_path / "out"
+    assert compute_map_cli.main(["--set_dirs", f"{good},{bad}", "--output_dir", str(output)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith(f"error: {named[case]}: "), captured.err
+    assert captured.out == ""
+    assert not output.exists()                       # every set is scored before anything is written
+
+
+def test_set_dirs_with_gt_dir_is_an_error(tmp_path, capsys):
+    set_a, set_b = make_two_sets(tmp_path)
+    assert compute_map_cli.main(["--set_dirs", f"{set_a},{set_b}", "--gt_dir", set_a]) == 2
+    assert capsys.readouterr().err.startswith("error: --set_dirs: ")
+
+
+def test_unique_names():
+    from mAP.sets import unique_names
+    assert unique_names(["val", "val", "ilc", "val", "val_2"]) == ["val", "val_2", "ilc", "val_3", "val_2_2"]

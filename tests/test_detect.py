@@ -211,3 +211,135 @@ def test_a_sidecar_sets_only_model_keys(tiny_model, tmp_path):
     assert config["keep_aspect"] is False and config["score_threshold"] == 0.2
     assert tuple(config["input_size"]) == tuple(saved["input_size"]) and config["network"] == "slim"
     assert Detector.from_path(str(model), dict(cfg, keep_aspect=False)).keep_aspect is False
+
+
+# --- several validation sets ------------------------------------------------------------------------------
+
+VOC_MINI = os.path.join(REPO_ROOT, "tests", "fixtures", "voc_mini")
+VOC_MINI_VAL = ["test_00002655", "test_00003316"]
+
+
+def run_detect_main(argv, capsys):
+    from cli.detect import main
+    status = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def next_argv(stdout):
+    """The arguments of the compute_mAP.py command of detect.py's ``next:`` line."""
+    import shlex
+    words = shlex.split([line for line in stdout.splitlines() if line.startswith("next: ")][-1][len("next: "):])
+    assert words[:2] == ["python", os.path.relpath(COMPUTE_MAP_SCRIPT)]
+    return words[2:]
+
+
+@pytest.fixture
+def counted_detectors(monkeypatch):
+    """Counts the models loaded (``Detector.from_path`` calls)."""
+    from components.detector import Detector
+    loads = []
+    original = Detector.from_path.__func__
+
+    def from_path(cls, *args, **kwargs):
+        loads.append(args[0])
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Detector, "from_path", classmethod(from_path))
+    return loads
+
+
+@pytest.mark.slow
+def test_two_folders_through_one_model_then_one_summary(tiny_model, tmp_path, capsys, counted_detectors):
+    (tmp_path / "copy").mkdir()
+    link = tmp_path / "copy" / "voc_mini"                   # the same folder under the same name: made unique
+    os.symlink(VOC_MINI, link)
+    output_dir = tmp_path / "out"
+    status, out, err = run_detect_main(["--model_path", tiny_model, "--dataset_path", f"{VOC_MINI},{link}",
+                                        "--output_dir", output_dir, "--images_per_batch", "2"], capsys)
+    assert status == 0, err
+    assert len(counted_detectors) == 1
+    assert sorted(os.listdir(output_dir)) == ["voc_mini", "voc_mini_2"]
+    for name in ("voc_mini", "voc_mini_2"):
+        assert sorted(os.listdir(output_dir / name)) == ["detection-results", "ground-truth"]
+        assert out.count(f"under {output_dir / name};") == 1
+    sets = [{folder: read_text_files(output_dir / name / folder) for folder in ("ground-truth", "detection-results")}
+            for name in ("voc_mini", "voc_mini_2")]
+    assert sorted(sets[0]["ground-truth"]) == sorted(sets[0]["detection-results"]) == VOC_MINI_VAL
+    assert sets[0] == sets[1]                           # the same images through the same model
+
+    # one set: today's layout, the same files
+    single_dir = tmp_path / "single"
+    status, single_out, err = run_detect_main(["--model_path", tiny_model, "--dataset_path", VOC_MINI,
+                                               "--output_dir", single_dir, "--images_per_batch", "2"], capsys)
+    assert status == 0, err
+    assert sorted(os.listdir(single_dir)) == ["detection-results", "ground-truth"]
+    assert {folder: read_text_files(single_dir / folder) for folder in ("ground-truth", "detection-results")} \
+        == sets[0]
+    assert "--gt_dir" in single_out and "--set_dirs" not in single_out
+
+    # the next: lines score the two sets with a summary, and the one set as before
+    import cli.compute_map as compute_map_cli
+    argv = next_argv(out)
+    assert argv[:2] == ["--set_dirs", f"{output_dir / 'voc_mini'},{output_dir / 'voc_mini_2'}"]
+    assert compute_map_cli.main(argv + ["--no_plot"]) == 0
+    assert compute_map_cli.main(next_argv(single_out) + ["--no_plot"]) == 0
+    capsys.readouterr()
+    single_map = (single_dir / "map-results" / "results.txt").read_text().split("mAP = ")[1].split()[0]
+    summary = (output_dir / "map-results" / "summary.txt").read_text().splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in summary[2:]}
+    assert sorted(rows) == ["mean", "voc_mini", "voc_mini_2"]
+    assert rows["voc_mini"][-1] == rows["voc_mini_2"][-1] == rows["mean"][-1] == single_map
+    assert rows["mean"] == rows["voc_mini"]
+
+
+def write_two_source_data_file(folder):
+    path = folder / "two.yaml"
+    path.write_text(f"name: two\nroot: {VOC_MINI}\nnames: [mask, unmask]\naliases: {{face_mask: mask, face: unmask}}\n"
+                    "val:\n  - {path: ., split: val, name: first}\n  - {path: ., split: train, name: second}\n")
+    return path
+
+
+@pytest.mark.slow
+def test_data_file_with_two_val_sources_writes_a_folder_per_source(tiny_model, tmp_path, capsys,
+                                                                     counted_detectors):
+    output_dir = tmp_path / "out"
+    status, out, err = run_detect_main(["--model_path", tiny_model, "--data", write_two_source_data_file(tmp_path),
+                                        "--output_dir", output_dir], capsys)
+    assert status == 0, err
+    assert len(counted_detectors) == 1
+    assert sorted(os.listdir(output_dir)) == ["first", "second"]
+    assert sorted(read_text_files(output_dir / "first" / "ground-truth")) == VOC_MINI_VAL
+    train_names = open(os.path.join(VOC_MINI, "ImageSets", "Main", "train.txt")).read().split()
+    assert sorted(read_text_files(output_dir / "second" / "detection-results")) == sorted(train_names)
+    assert next_argv(out)[:2] == ["--set_dirs", f"{output_dir / 'first'},{output_dir / 'second'}"]
+
+
+def test_a_missing_folder_among_several_is_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "no_such_voc"
+    status, out, err = run_detect_main(["--model_path", tmp_path, "--dataset_path", f"{VOC_MINI},{missing}",
+                                        "--output_dir", tmp_path / "out"], capsys)
+    assert status == 2 and err.count("\n") == 1 and err.startswith(f"error: {missing}: dataset folder not found")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_without_the_split_among_several_is_one_line_error(tmp_path, capsys):
+    other = tmp_path / "other"
+    (other / "ImageSets" / "Main").mkdir(parents=True)
+    status, out, err = run_detect_main(["--model_path", tmp_path / "no_model.keras",
+                                        "--dataset_path", f"{VOC_MINI},{other}"], capsys)
+    split = other / "ImageSets" / "Main" / "val.txt"
+    assert status == 2 and err.count("\n") == 1 and err.startswith(f"error: {split}"), err
+
+
+def test_data_file_without_sources_of_the_split_is_one_line_error(tmp_path, capsys):
+    status, out, err = run_detect_main(["--model_path", tmp_path, "--data", write_two_source_data_file(tmp_path),
+                                        "--split", "train"], capsys)
+    assert status == 2 and err.count("\n") == 1 and "two.yaml lists no train: sources" in err, err
+
+
+def test_next_command_of_several_sets_names_each_folder(tmp_path):
+    from mAP.detect import next_command
+    command = next_command(str(tmp_path), [str(tmp_path / "a"), str(tmp_path / "b")])
+    assert command.endswith(f"--set_dirs {tmp_path / 'a'},{tmp_path / 'b'} --output_dir {tmp_path / 'map-results'}")
+    assert "--gt_dir" in next_command(str(tmp_path), [str(tmp_path)])

@@ -1,0 +1,60 @@
+"""The folders of a mAP run over one or several validation sets: mAP/detect.py writes them, compute_mAP.py reads them.
+
+One set: ``<output_dir>/detection-results`` and ``<output_dir>/ground-truth``. Several: those two folders in
+``<output_dir>/<set name>/`` for each set, a set being named by its VOC folder (made unique) or by its data-file
+source. Standard library only, so that detect.py stays light until its model is loaded.
+"""
+import os
+from dataclasses import dataclass
+
+DETECTION_DIR_NAME = "detection-results"
+GROUND_TRUTH_DIR_NAME = "ground-truth"
+RESULTS_DIR_NAME = "map-results"
+SUMMARY_FILE_NAME = "summary.txt"
+MEAN_ROW_NAME = "mean"
+
+
+@dataclass
+class EvaluationSet:
+    """One validation set: its name (an output folder name), VOC folder and split (ImageSets/Main/<split>.txt)."""
+    name: str
+    dataset_path: str
+    split: str
+
+
+def folder_name(path):
+    """The last component of ``path`` (``Maskdata/`` -> ``Maskdata``)."""
+    return os.path.basename(os.path.normpath(os.path.abspath(path)))
+
+
+def unique_names(names):
+    """``names`` with repeats told apart by a suffix: ``[val, val, ilc]`` -> ``[val, val_2, ilc]``."""
+    result, taken = [], set()
+    for name in names:
+        candidate, number = name, 1
+        while candidate in taken:
+            number += 1
+            candidate = f"{name}_{number}"
+        taken.add(candidate)
+        result.append(candidate)
+    return result
+
+
+def sets_from_folders(dataset_paths, split):
+    """One EvaluationSet per VOC folder, all of the same ``split``, named by their folders (made unique)."""
+    names = unique_names([folder_name(path) for path in dataset_paths])
+    return [EvaluationSet(name, path, split) for name, path in zip(names, dataset_paths)]
+
+
+def sets_from_sources(sources):
+    """One EvaluationSet per data-file source (``components.data_file.Source``: name, voc_path, split)."""
+    names = unique_names([source.name for source in sources])
+    return [EvaluationSet(name, source.voc_path, source.split) for name, source in zip(names, sources)]
+
+
+def set_output_dirs(output_dir, names):
+    """{set name: folder its detection-results/ and ground-truth/ go to}: ``output_dir`` itself for one set
+    (the layout of a single-set run), ``<output_dir>/<name>`` for each of several."""
+    if len(names) == 1:
+        return {names[0]: output_dir}
+    return {name: os.path.join(output_dir, name) for name in names}
