@@ -19,9 +19,14 @@ class WeightAverage(tf.Module):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must be between 0 and 1, got {decay!r}")
         self.decay = float(decay)
-        self._weights = list(model.weights)
+        # held through a function, so that the checkpoint tracks the averages here and the weights in the model
+        self._model_weights = lambda: list(model.weights)
         self.averages = [tf.Variable(tf.convert_to_tensor(weight), trainable=False, name=f"average_{index}")
                          for index, weight in enumerate(self._weights)]
+
+    @property
+    def _weights(self):
+        return self._model_weights()
 
     def update(self, step):
         """Move the averages towards the weights; ``step`` the optimizer's iteration count (a tensor)."""
