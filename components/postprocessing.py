@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from components.box_utils import batched_nms, decode_boxes
+from components.box_utils import batched_nms, box_area, decode_boxes
 
 TINY_SCORE = float(np.finfo(np.float32).tiny)   # merge_detections: scores above it are detections
 
@@ -115,8 +115,7 @@ def small_detections(detections, max_side):
     """The detections of ``detections`` whose side (square root of the box area, in its units) is below
     ``max_side``."""
     boxes = np.asarray(detections.boxes, np.float32).reshape(-1, 4)
-    side = np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None))
-    keep = side < max_side
+    keep = np.sqrt(box_area(boxes).numpy()) < max_side
     return Detections(boxes[keep], np.asarray(detections.scores)[keep], np.asarray(detections.classes)[keep],
                       list(detections.class_names))
 
