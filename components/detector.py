@@ -15,7 +15,7 @@ from components.postprocessing import (
     small_detections,
     unbatch_detections,
 )
-from components.preprocessing import boxes_to_pixels, preprocess_images
+from components.preprocessing import boxes_to_pixels, image_pixels_per_input_pixel, preprocess_images
 from components.prior_box import mirror_index, priors_from_config
 from components.runtimes import KerasRuntime, ModelLoadError, load_runtime
 
@@ -133,7 +133,5 @@ class Detector:
 
     def small_face_pixels(self, image_shape):
         """``test_small_face`` (pixels at this input size) in pixels of an image of ``image_shape``."""
-        height, width = image_shape[:2]
-        scale = min(self.input_size[0] / height, self.input_size[1] / width) if self.keep_aspect else \
-            np.sqrt(self.input_size[0] * self.input_size[1] / (height * width))
-        return self.cfg["test_small_face"] / scale
+        return self.cfg["test_small_face"] * image_pixels_per_input_pixel(image_shape, self.input_size,
+                                                                           self.keep_aspect)

@@ -19,6 +19,16 @@ def letterbox_shape(height, width, input_size):
     return max(height, math.ceil(new_width / aspect)), new_width
 
 
+def image_pixels_per_input_pixel(image_shape, input_size, keep_aspect=True):
+    """How many pixels of an image of ``image_shape`` (H, W, ...) one pixel of the network input (h, w) spans: the
+    letterbox frame's height over h with ``keep_aspect`` (as ``preprocess_images`` pads it), else the geometric
+    mean of the two stretch factors."""
+    height, width = image_shape[:2]
+    if keep_aspect:
+        return letterbox_shape(height, width, input_size)[0] / input_size[0]
+    return math.sqrt(height * width / (input_size[0] * input_size[1]))
+
+
 def preprocess_images(images_rgb, input_size, keep_aspect=True):
     """uint8 RGB images [H, W, 3] of any sizes -> network input float32 [B, h, w, 3] in [-1, 1].
 

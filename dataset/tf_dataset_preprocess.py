@@ -117,7 +117,7 @@ def _random_offsets(extra_width, extra_height, seed):
 
 def pad_to_aspect(image, boxes, target_aspect, fill_value=127, seed=None, random_placement=True):
     """Pad with ``fill_value`` so that width / height == ``target_aspect`` (each side rounded up to a pixel,
-    as ``components.detector.letterbox_shape``); boxes (normalised corner form) stay on their faces.
+    as ``components.preprocessing.letterbox_shape``); boxes (normalised corner form) stay on their faces.
 
     The image is placed at a random offset, or at the top-left corner when ``random_placement`` is False
     (the letterbox of inference).

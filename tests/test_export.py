@@ -265,6 +265,18 @@ def test_letterboxed_boxes_map_back_to_the_image(shape):
                                                keep_aspect=False), face_px, atol=1e-3)
 
 
+@pytest.mark.parametrize("shape", [(480, 640), (640, 427), (300, 900), (241, 321)])
+def test_image_pixels_per_input_pixel_is_the_letterbox_frame_over_the_input(shape):
+    """A face of s input pixels spans s times this many pixels of the image, with and without the letterbox."""
+    from components.preprocessing import boxes_to_pixels, image_pixels_per_input_pixel
+    side = 24 / INPUT_SIZE[0]   # a box 24 px high at the input, normalised
+    box_px = boxes_to_pixels(np.array([[0, 0, side, side]], np.float32), shape, INPUT_SIZE)[0]
+    if box_px[3] < shape[0]:    # not clipped by the image
+        assert box_px[3] == pytest.approx(24 * image_pixels_per_input_pixel(shape, INPUT_SIZE), rel=1e-4)
+    stretched = image_pixels_per_input_pixel(shape, INPUT_SIZE, keep_aspect=False)
+    assert stretched == pytest.approx(np.sqrt(shape[0] / INPUT_SIZE[0] * shape[1] / INPUT_SIZE[1]))
+
+
 # --- command lines ------------------------------------------------------------------------------------
 
 @pytest.mark.slow
