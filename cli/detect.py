@@ -112,20 +112,22 @@ def body(args, cfg):
                       args.model_path, "evaluate the model on data of its classes (another --data file or "
                       "--model_path)")
     check_labels(sets, args, cfg, detector)
-    output_dirs = detect_sets(detector, sets, image_names, args)
+    output_dirs = detect_sets(detector, sets, image_names, args.output_dir, args.score_threshold,
+                              args.images_per_batch)
     print(f"next: {next_command(args.output_dir, list(output_dirs.values()))}")
 
 
-def detect_sets(detector, sets, image_names, args):
+def detect_sets(detector, sets, image_names, output_dir, score_threshold,
+                images_per_batch=DEFAULT_IMAGES_PER_BATCH):
     """Write each set's files (``mAP.detect.write_split_results``) into its folder of ``mAP.sets.set_output_dirs``
-    and print its counts; returns {set name: folder}. Raises VOCError, once every set ran, naming the sets of
-    which no image could be read."""
-    output_dirs = set_output_dirs(args.output_dir, [item.name for item in sets])
+    under ``output_dir`` and print its counts; returns {set name: folder}. Raises VOCError, once every set ran,
+    naming the sets of which no image could be read. ``detector``: ours or the reference's adapter."""
+    output_dirs = set_output_dirs(output_dir, [item.name for item in sets])
     unreadable = []
     for item in sets:
         names = image_names[item.name]
         report = write_split_results(detector, item.dataset_path, names, output_dirs[item.name],
-                                     args.score_threshold, args.images_per_batch,
+                                     score_threshold, images_per_batch,
                                      description="detect" if len(sets) == 1 else f"detect {item.name}")
         print_skipped(report)
         if report.images:

@@ -4,34 +4,42 @@ does for ours, so that mAP/compute_mAP.py scores both the same way (benchmark on
     python -m cli.detect_reference --dataset_path VOC_DIR [--split val] --output_dir /tmp/ref [--reference FILE]
     python mAP/compute_mAP.py --gt_dir /tmp/ref/ground-truth --det_dir /tmp/ref/detection-results \
         --output_dir /tmp/ref/map-results
+    python -m cli.detect_reference --dataset_path Maskdata/,ILC2021/ --output_dir runs/ref_val
+
+Several folders (comma-separated) each go to ``<output_dir>/<folder name>/`` as with mAP/detect.py; the
+``next:`` line scores them all with ``compute_mAP.py --set_dirs``.
 """
 import sys
 
 import cli
+from cli.detect import detect_sets
 from dataset.voc import read_split
 from deploy.reference import DEFAULT_REFERENCE
-from mAP.detect import DEFAULT_SCORE_THRESHOLD, next_command, write_split_results
+from mAP.detect import DEFAULT_SCORE_THRESHOLD, next_command
+from mAP.sets import sets_from_folders
 
 
 def build_parser():
     parser = cli.parser(__doc__, config=False)
     parser.add_argument("--reference", default=DEFAULT_REFERENCE,
                         help="the reference .tflite file (default: ../shared/reference/ beside the repository)")
-    parser.add_argument("--dataset_path", required=True, help="VOC folder (Annotations/, JPEGImages/, ImageSets/)")
+    parser.add_argument("--dataset_path", type=cli.path_list, required=True,
+                        help="VOC folder (Annotations/, JPEGImages/, ImageSets/), or several, comma-separated")
     parser.add_argument("--split", default="val", help="name of a file in ImageSets/Main, without .txt")
     parser.add_argument("--output_dir", required=True, help="gets detection-results/ and ground-truth/")
     return parser
 
 
 def body(args, cfg):
-    cli.check_exists(args.dataset_path, "dataset folder", "folder")
-    names = read_split(args.dataset_path, args.split)
+    for path in args.dataset_path:
+        cli.check_exists(path, "dataset folder", "folder")
+    sets = sets_from_folders(args.dataset_path, args.split)
+    image_names = {item.name: read_split(item.dataset_path, item.split) for item in sets}
     cli.check_exists(args.reference, "reference model", "file", "see ../shared/reference/README.md")
     from deploy.reference import AizooReference  # imports TensorFlow: only once the cheap checks passed
-    report = write_split_results(AizooReference(args.reference), args.dataset_path, names, args.output_dir,
-                                 DEFAULT_SCORE_THRESHOLD)
-    print(f"wrote {report.images} detection files ({report.detections} detections) under {args.output_dir}")
-    print(f"next: {next_command(args.output_dir)}")
+    output_dirs = detect_sets(AizooReference(args.reference), sets, image_names, args.output_dir,
+                              DEFAULT_SCORE_THRESHOLD)
+    print(f"next: {next_command(args.output_dir, list(output_dirs.values()))}")
 
 
 def main(argv=None):

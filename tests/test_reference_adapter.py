@@ -39,3 +39,24 @@ def test_reference_adapter_finds_faces_on_a_sample_image():
     assert len(detections) >= 1
     assert set(detections.labels()) <= {"mask", "unmask"}
     assert np.all(detections.boxes[:, 2:] <= [image.shape[1], image.shape[0]])
+
+
+VOC_MINI = os.path.join(os.path.dirname(__file__), "fixtures", "voc_mini")
+
+
+def test_detect_reference_writes_one_folder_per_set(tmp_path, capsys):
+    if not os.path.isfile(DEFAULT_REFERENCE):
+        pytest.skip(f"{DEFAULT_REFERENCE}: reference model not present (benchmark-only)")
+    from cli import detect_reference
+    assert detect_reference.main(["--dataset_path", f"{VOC_MINI},{VOC_MINI}", "--output_dir", str(tmp_path)]) == 0
+    for name in ("voc_mini", "voc_mini_2"):
+        for kind in ("detection-results", "ground-truth"):
+            assert len(os.listdir(tmp_path / name / kind)) == 2   # the two images of val.txt
+    assert "--set_dirs" in capsys.readouterr().out
+
+
+def test_detect_reference_names_a_missing_dataset_folder(tmp_path, capsys):
+    from cli import detect_reference
+    assert detect_reference.main(["--dataset_path", f"{VOC_MINI},{tmp_path / 'nowhere'}",
+                                  "--output_dir", str(tmp_path)]) == 2
+    assert "nowhere" in capsys.readouterr().err
