@@ -1,0 +1,83 @@
+"""Detection errors by face size: recall, its ceiling, wrong-class and localisation misses, box size ratios.
+
+    python mAP/analyse_errors.py [--gt_dir mAP/ground-truth] [--det_dir mAP/detection-results] [--score 0.3]
+                                 [--size_bins 16,32,64,128] [--output_dir mAP/map-results] [--no_plot]
+    python mAP/analyse_errors.py --set_dirs runs/map_val/Maskdata,runs/map_val/ILC2021 [--output_dir R]
+
+Reads the folders compute_mAP.py reads (see ``mAP/compute_mAP.py`` for the file formats; difficult boxes are
+left out) and bins faces by their side sqrt(w*h) in image pixels. Prints a table per set (see
+``mAP/analyse_errors.py`` for the columns) and writes them to ``<output_dir>/errors.txt``, with a plot of the
+recall per size bin of each class and set, ``<output_dir>/recall_by_size.png``.
+"""
+import argparse
+import os
+import sys
+
+import cli
+from mAP.analyse_errors import (
+    DEFAULT_SCORE,
+    DEFAULT_SIZE_BINS,
+    ERRORS_FILE_NAME,
+    PLOT_FILE_NAME,
+    analyse_folders,
+    analyse_set_dirs,
+    check_size_bins,
+    write_errors,
+)
+from mAP.sets import folder_name
+
+DEFAULT_GT_DIR = cli.repo_path("mAP", "ground-truth")
+DEFAULT_DET_DIR = cli.repo_path("mAP", "detection-results")
+
+
+def size_bins(text):
+    """argparse type of ``--size_bins``: ``16,32,64`` (pixels, increasing) -> (16.0, 32.0, 64.0)."""
+    try:
+        return check_size_bins(part for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected positive increasing pixel sizes, comma-separated, "
+                                         f"e.g. 16,32,64,128, got {text!r}") from None
+
+
+def build_parser():
+    parser = cli.parser(__doc__, config=False)
+    parser.add_argument("--gt_dir", default=DEFAULT_GT_DIR,
+                        help="ground-truth .txt folder (default: mAP/ground-truth of the repository)")
+    parser.add_argument("--det_dir", default=DEFAULT_DET_DIR,
+                        help="detection .txt folder (default: mAP/detection-results of the repository)")
+    parser.add_argument("--set_dirs", type=cli.path_list, default=None,
+                        help="several sets instead of --gt_dir/--det_dir: comma-separated folders, each holding "
+                             "ground-truth/ and detection-results/ (as mAP/detect.py writes them)")
+    parser.add_argument("--score", type=float, default=DEFAULT_SCORE,
+                        help=f"score a detection needs to count (default {DEFAULT_SCORE:g}; the ceiling "
+                             "column takes every score in the files)")
+    parser.add_argument("--size_bins", type=size_bins, default=DEFAULT_SIZE_BINS,
+                        help="edges of the face-size bins, side sqrt(w*h) in pixels (default 16,32,64,128: "
+                             "<16, 16-32, 32-64, 64-128, >=128)")
+    parser.add_argument("--output_dir", default=cli.repo_path("mAP", "map-results"),
+                        help=f"where {ERRORS_FILE_NAME} and {PLOT_FILE_NAME} go "
+                             "(default: mAP/map-results of the repository)")
+    parser.add_argument("--no_plot", action="store_true", help=f"do not write {PLOT_FILE_NAME}")
+    return parser
+
+
+def body(args, cfg):
+    if args.set_dirs:
+        if args.gt_dir != DEFAULT_GT_DIR or args.det_dir != DEFAULT_DET_DIR:
+            raise ValueError("--set_dirs: not with --gt_dir / --det_dir (each set folder holds its own)")
+        analyses = analyse_set_dirs(args.set_dirs, args.score, args.size_bins)
+    else:   # one set, named by the folder holding its detection-results/
+        name = folder_name(os.path.dirname(os.path.abspath(args.det_dir)))
+        analyses = {name: analyse_folders(args.gt_dir, args.det_dir, args.score, args.size_bins)}
+    tables = write_errors(analyses, args.output_dir, plots=not args.no_plot)
+    print("\n\n".join("\n".join(lines) for lines in tables.values()))
+    print(f"results written to {os.path.join(args.output_dir, ERRORS_FILE_NAME)}"
+          + ("" if args.no_plot else f" and {PLOT_FILE_NAME}"))
+
+
+def main(argv=None):
+    return cli.run(build_parser(), body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
