@@ -30,7 +30,7 @@ import numpy as np
 from components.atomic_io import save_figure_atomically, write_text_atomically
 from components.box_utils import iou_matrix
 from mAP.compute_mAP import read_detection_dir, read_ground_truth_dir
-from mAP.sets import DETECTION_DIR_NAME, GROUND_TRUTH_DIR_NAME, folder_name, unique_names
+from mAP.sets import DETECTION_DIR_NAME, GROUND_TRUTH_DIR_NAME, named_set_dirs
 
 DEFAULT_SIZE_BINS = (16, 32, 64, 128)   # bin edges, pixels of face side
 DEFAULT_SCORE = 0.3
@@ -192,14 +192,9 @@ def analyse_set_dirs(set_dirs, score_threshold=DEFAULT_SCORE, size_bins=DEFAULT_
     """{set name: ErrorAnalysis} of several sets, each a folder holding ``ground-truth/`` and
     ``detection-results/``, named by the folder (made unique), in order. Every set is analysed before
     anything is written; raises ValueError naming the first folder or file that cannot be used."""
-    for set_dir in set_dirs:
-        if not os.path.isdir(set_dir):
-            raise ValueError(f"{set_dir}: set folder not found (expected {GROUND_TRUTH_DIR_NAME}/ and "
-                             f"{DETECTION_DIR_NAME}/ in it)")
-    names = unique_names([folder_name(set_dir) for set_dir in set_dirs])
     return {name: analyse_folders(os.path.join(set_dir, GROUND_TRUTH_DIR_NAME),
                                   os.path.join(set_dir, DETECTION_DIR_NAME), score_threshold, size_bins)
-            for name, set_dir in zip(names, set_dirs)}
+            for name, set_dir in named_set_dirs(set_dirs).items()}
 
 
 def _percent(value):

@@ -28,8 +28,7 @@ from mAP.sets import (
     GROUND_TRUTH_DIR_NAME,
     MEAN_ROW_NAME,
     SUMMARY_FILE_NAME,
-    folder_name,
-    unique_names,
+    named_set_dirs,
 )
 
 NO_GROUND_TRUTH = "no ground truth"
@@ -371,14 +370,9 @@ def evaluate_set_dirs(set_dirs, iou_threshold=0.5):
 
     Every set is scored before any result is written; raises ValueError naming the first folder that cannot be
     used (missing set folder, or a set without ground truth: see :func:`evaluate_folders`)."""
-    for set_dir in set_dirs:
-        if not os.path.isdir(set_dir):
-            raise ValueError(f"{set_dir}: set folder not found (expected {GROUND_TRUTH_DIR_NAME}/ and "
-                             f"{DETECTION_DIR_NAME}/ in it)")
-    names = unique_names([folder_name(set_dir) for set_dir in set_dirs])
     return {name: evaluate_folders(os.path.join(set_dir, GROUND_TRUTH_DIR_NAME),
                                    os.path.join(set_dir, DETECTION_DIR_NAME), iou_threshold)
-            for name, set_dir in zip(names, set_dirs)}
+            for name, set_dir in named_set_dirs(set_dirs).items()}
 
 
 def _mean_or_none(values):

@@ -58,3 +58,13 @@ def set_output_dirs(output_dir, names):
     if len(names) == 1:
         return {names[0]: output_dir}
     return {name: os.path.join(output_dir, name) for name in names}
+
+
+def named_set_dirs(set_dirs):
+    """{set name: folder} of folders each holding ``ground-truth/`` and ``detection-results/``, named by the
+    folder (made unique), in order; raises ValueError naming the first folder that does not exist."""
+    for set_dir in set_dirs:
+        if not os.path.isdir(set_dir):
+            raise ValueError(f"{set_dir}: set folder not found (expected {GROUND_TRUTH_DIR_NAME}/ and "
+                             f"{DETECTION_DIR_NAME}/ in it)")
+    return dict(zip(unique_names([folder_name(set_dir) for set_dir in set_dirs]), set_dirs))
