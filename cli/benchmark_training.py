@@ -1,8 +1,7 @@
-"""Training throughput on this machine, in one Markdown table: is the input pipeline fast enough, and does
-bfloat16 mixed precision pay?
+"""Training throughput on this machine, in one Markdown table: does the input pipeline keep up, does bfloat16 pay?
 
     python benchmark_training.py [--train_tfrecord dataset/train_mask.tfrecord] [--batch_size 32] [--steps 15]
-                                 [--output benchmark_training.md]
+                                 [--input_size "(240, 320)"] [--network rfb_pan] [--output benchmark_training.md]
 
 Rows: the augmenting tf.data pipeline alone (images/s it can deliver), the compiled train step alone on batches
 already in memory (float32, and "mixed_bfloat16" when the CPU has bfloat16 instructions), and both together
@@ -17,11 +16,13 @@ from components.atomic_io import write_text_atomically
 from components.config import cfg as default_cfg
 from components.config import tfrecord_paths, validate_config
 
+BENCHMARK_KEYS = ("batch_size", "input_size", "network", "base_channel")   # the settings a throughput depends on
+
 
 def build_parser():
-    parser = cli.parser(__doc__, config=False)
-    parser.add_argument("--train_tfrecord", default=cli.repo_path(tfrecord_paths(default_cfg["train_tfrecord"])[0]))
-    parser.add_argument("--batch_size", type=int, default=default_cfg["batch_size"])
+    parser = cli.parser(__doc__, keys=BENCHMARK_KEYS)
+    parser.add_argument("--train_tfrecord", default=cli.repo_path(tfrecord_paths(default_cfg["train_tfrecord"])[0]),
+                        help="training TFRecord to read (default: the first of the config's train_tfrecord)")
     parser.add_argument("--steps", type=int, default=15, help="timed steps per row (after warm-up)")
     parser.add_argument("--output", default=None, help="also write the table to this Markdown file")
     return parser
@@ -31,7 +32,7 @@ def body(args, cfg):
     cli.check_exists(args.train_tfrecord, "TFRecord", "file", "make it with dataset/voc_to_tfrecord.py")
     cli.check_at_least("--steps", args.steps, 1)
     from network.throughput import format_table, run  # imports TensorFlow
-    cfg = validate_config(dict(default_cfg, train_tfrecord=args.train_tfrecord, batch_size=args.batch_size))
+    cfg = validate_config(dict(cfg, train_tfrecord=args.train_tfrecord))
     load_before = os.getloadavg()[0]
     rows = run(cfg, args.steps)
     table = format_table(rows, cfg, load_before, os.getloadavg()[0])

@@ -16,9 +16,8 @@ def cpu_has_bfloat16():
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def time_pipeline(dataset, steps, batch_size):
-    """Images/s the dataset delivers (after warm-up batches)."""
-    iterator = iter(dataset)
+def time_pipeline(iterator, steps, batch_size):
+    """Images/s a dataset's ``iterator`` delivers (after warm-up batches)."""
     for _ in range(WARMUP_STEPS):
         next(iterator)
     start = time.perf_counter()
@@ -27,50 +26,61 @@ def time_pipeline(dataset, steps, batch_size):
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def time_train_steps(cfg, batches, steps, from_pipeline=None):
-    """Images/s of the compiled train step, on ``batches`` held in memory or drawn from ``from_pipeline``."""
+def compiled_train_step(cfg):
+    """The compiled train step (``network.trainer.make_train_step``) of a fresh model at ``cfg``'s precision."""
     import tensorflow as tf
 
     from network.trainer import build_optimizer, build_training_model, make_train_step
     tf.keras.utils.set_random_seed(0)
     model = build_training_model(cfg)
-    optimizer = build_optimizer(cfg, steps_per_epoch=100)
-    train_step = make_train_step(model, optimizer, cfg)
-    source = iter(from_pipeline) if from_pipeline is not None else None
+    return make_train_step(model, build_optimizer(cfg, steps_per_epoch=100), cfg)
 
-    def next_batch(index):
-        return next(source) if source is not None else batches[index % len(batches)]
 
+def time_train_steps(train_step, batch_size, steps, next_batch):
+    """Images/s of ``train_step`` on the batches ``next_batch(index)`` returns (after warm-up steps, the first
+    of which traces the step unless it ran before)."""
     for index in range(WARMUP_STEPS):
         float(train_step(*next_batch(index))[0])
     start = time.perf_counter()
     for index in range(steps):
         losses = train_step(*next_batch(index))
     float(losses[0])
-    return steps * cfg["batch_size"] / (time.perf_counter() - start)
+    return steps * batch_size / (time.perf_counter() - start)
 
 
 def run(cfg, steps):
-    """[(row, images/s)] for the pipeline, each precision's train step, and pipeline + float32 step."""
+    """[(row, images/s)] for the pipeline, each precision's train step, and pipeline + float32 step (the float32
+    step is compiled once, for both of its rows)."""
     from dataset.tf_dataset_preprocess import load_dataset
     batch_size = cfg["batch_size"]
 
     def pipeline():
-        return load_dataset(cfg["train_tfrecord"], cfg, training=True, batch_size=batch_size, repeat=True, seed=0)
+        return iter(load_dataset(cfg["train_tfrecord"], cfg, training=True, batch_size=batch_size, repeat=True,
+                                 seed=0))
 
-    rows = [("tf.data pipeline alone (decode, augment, encode targets)", time_pipeline(pipeline(), steps, batch_size))]
-    batches = list(pipeline().take(4))
-    precisions = [("float32", False)] + ([("mixed_bfloat16", True)] if cpu_has_bfloat16() else [])
-    for label, mixed in precisions:
-        rows.append((f"train step alone, {label}", time_train_steps(dict(cfg, mixed_precision=mixed), batches, steps)))
+    iterator = pipeline()
+    rows = [("tf.data pipeline alone (decode, augment, encode targets)", time_pipeline(iterator, steps, batch_size))]
+    batches = [next(iterator) for _ in range(4)]
+    del iterator   # its prefetching stops: nothing else runs while the steps are timed
+
+    def in_memory(index):
+        return batches[index % len(batches)]
+
+    float32_step = compiled_train_step(dict(cfg, mixed_precision=False))
+    rows.append(("train step alone, float32", time_train_steps(float32_step, batch_size, steps, in_memory)))
+    if cpu_has_bfloat16():
+        mixed_step = compiled_train_step(dict(cfg, mixed_precision=True))
+        rows.append(("train step alone, mixed_bfloat16", time_train_steps(mixed_step, batch_size, steps, in_memory)))
+    source = pipeline()   # a fresh one: batches prefetched while the steps above ran would flatter this row
     rows.append(("pipeline + train step, float32 (as train.py)",
-                 time_train_steps(dict(cfg, mixed_precision=False), None, steps, from_pipeline=pipeline())))
+                 time_train_steps(float32_step, batch_size, steps, lambda index: next(source))))
     return rows
 
 
 def format_table(rows, cfg, load_before, load_after):
     lines = [f"Training throughput, batch {cfg['batch_size']}, input {cfg['input_size'][0]}x{cfg['input_size'][1]}, "
-             f"{os.cpu_count()} CPU threads; bfloat16 instructions: {'yes' if cpu_has_bfloat16() else 'no'}; "
+             f"network {cfg['network']} (base_channel {cfg['base_channel']}), {os.cpu_count()} CPU threads; "
+             f"bfloat16 instructions: {'yes' if cpu_has_bfloat16() else 'no'}; "
              f"load average {load_before:.2f} before, {load_after:.2f} after",
              "", "| what | images/s |", "| --- | ---: |"]
     lines += [f"| {row} | {rate:.1f} |" for row, rate in rows]

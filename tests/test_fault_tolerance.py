@@ -1,8 +1,9 @@
 """Fault tolerance of train.py: SIGKILL then --resume, Ctrl-C, a non-finite loss, and --seed repeatability.
 
-The signal tests watch train.py's progress bar on stderr to send the signal while epoch 2 is running, then
-check the checkpoints on disk. One killed run (module fixture) is the starting point of the resume, NaN and
-Ctrl-C tests; each of those works on its own copy.
+The signal tests run train.py through a wrapper that holds it after its first step of epoch 2 and says so on
+stderr; the signal is sent then, so it always lands mid-epoch however fast or slow the machine is. The tests
+then check the checkpoints on disk. One killed run (module fixture) is the starting point of the resume, NaN
+and Ctrl-C tests; each of those works on its own copy.
 """
 import hashlib
 import os
@@ -11,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -21,21 +23,43 @@ import tensorflow as tf
 from components.atomic_io import STAGING_PREFIX
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 12        # per epoch: a step takes 0.03-0.1 s here, so epoch 2 lasts long enough to be hit mid-way
-# the signals are sent on the bar's first sight of epoch 2 (min_step 1): the bar's step count lags the run's by
-# a few steps (tqdm refreshes at most every 0.1 s), so waiting for a later step can miss the epoch on a fast machine
+STEPS = 6         # per epoch
+# checkpoints and resuming do not depend on the network: the smallest one keeps each run short
 SMALL_RUN = ["--steps_per_epoch", str(STEPS), "--batch_size", "2", "--input_size", "(120, 160)",
-             "--cache_dataset", "false"]
+             "--network", "slim", "--base_channel", "4", "--cache_dataset", "false"]
+SMALL_NETWORK = {"network": "slim", "base_channel": 4}   # the same, for the runs in this process
 TIMEOUT = 300
+HELD = "test: held after the first step of epoch"
+# train.py (as ``python train.py ARGS``) with an ``on_step`` that, after the first step of epoch argv[1],
+# prints HELD on stderr and sleeps until a signal ends or interrupts it (a Ctrl-C there is a Ctrl-C mid-epoch)
+HOLD_SCRIPT = textwrap.dedent("""\
+    import runpy, sys, time
+    import cli   # the environment first, as train.py sets it
+    import network.trainer as trainer
+
+    hold_epoch, train = int(sys.argv.pop(1)), trainer.train
+
+    def train_held(*args, **kwargs):
+        def on_step(epoch, step, losses):
+            if epoch == hold_epoch:
+                print(f"%s {epoch}", file=sys.stderr, flush=True)
+                time.sleep(%d)
+        return train(*args, **kwargs, on_step=on_step)
+
+    trainer.train = train_held
+    sys.argv[0] = "train.py"
+    runpy.run_path("train.py", run_name="__main__")
+""") % (HELD, TIMEOUT)
 
 
 class Trainer:
-    """train.py running in a subprocess; stdout and stderr (progress bars included) are collected as it runs."""
+    """train.py running in a subprocess, held after its first step of ``hold_epoch`` (see HOLD_SCRIPT); stdout
+    and stderr (progress bars included) are collected as it runs."""
 
-    def __init__(self, args):
+    def __init__(self, args, hold_epoch):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO_ROOT, env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, str(hold_epoch), *args], cwd=REPO_ROOT,
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.chunks = {"stdout": [], "stderr": []}
         self.readers = [threading.Thread(target=self._read, args=(getattr(self.process, name), name), daemon=True)
                         for name in self.chunks]
@@ -65,14 +89,9 @@ class Trainer:
         self.finish()
         pytest.fail(f"timed out waiting for {what}:\n{self.text('stderr')[-3000:]}")
 
-    def wait_for_step(self, epoch, epochs, min_step):
-        """Wait until the progress bar of ``epoch`` shows at least ``min_step`` steps; returns that step."""
-        pattern = re.compile(rf"epoch {epoch}/{epochs}: *\d+%\|[^|]*\| *(\d+)/{STEPS}")
-
-        def step_shown():
-            steps = [int(match) for match in pattern.findall(self.text("stderr"))]
-            return steps[-1] if steps and steps[-1] >= min_step else None
-        return self.wait_for(step_shown, f"step {min_step} of epoch {epoch}")
+    def wait_until_held(self, epoch):
+        """Wait until train.py is held after its first step of ``epoch``."""
+        self.wait_for(lambda: f"{HELD} {epoch}\n" in self.text("stderr"), f"the first step of epoch {epoch}")
 
     def finish(self, timeout=TIMEOUT):
         """Wait for the end; (status, stdout, stderr with the progress bars' carriage returns as newlines)."""
@@ -131,14 +150,13 @@ def last_line(text):
 def killed_run(tmp_path_factory, voc_mini_tfrecords):
     """train.py --epoch 3 from scratch, SIGKILLed once epoch 1 is checkpointed and epoch 2 is running.
 
-    Returns a dict: status, the step of epoch 2 the bar showed, the (untouched) folder, its history, and
-    ``copy(name)`` -> a fresh copy of the folder to continue from.
+    Returns a dict: status, the (untouched) folder, its history, and ``copy(name)`` -> a fresh copy of the
+    folder to continue from.
     """
     root = tmp_path_factory.mktemp("killed")
     folder = root / "ckpt"
-    run = Trainer(train_args(folder, root / "logs", voc_mini_tfrecords, "--epoch", "3"))
-    run.wait_for(lambda: os.path.isfile(folder / "checkpoint"), "the first checkpoint")
-    step = run.wait_for_step(2, 3, min_step=1)
+    run = Trainer(train_args(folder, root / "logs", voc_mini_tfrecords, "--epoch", "3"), hold_epoch=2)
+    run.wait_until_held(2)
     run.process.send_signal(signal.SIGKILL)
     status, _, _ = run.finish()
     pristine = root / "pristine"
@@ -148,7 +166,7 @@ def killed_run(tmp_path_factory, voc_mini_tfrecords):
         target = root / name
         shutil.copytree(pristine, target)
         return target
-    return {"status": status, "step": step, "folder": folder, "copy": copy, "root": root,
+    return {"status": status, "folder": folder, "copy": copy, "root": root,
             "history": read_history(folder)}
 
 
@@ -162,7 +180,7 @@ def test_sigkill_mid_epoch_leaves_readable_checkpoints_and_resume_completes(kill
     for prefix in listed:
         checkpoint_values(prefix)      # every listed checkpoint is whole
     # the kill landed inside epoch 2: the newest checkpoint is the end of epoch 1
-    assert checkpoint_values(latest) == (1, STEPS), killed_run["step"]
+    assert checkpoint_values(latest) == (1, STEPS)
     assert [record["epoch"] for record in killed_run["history"]] == [1]
     model = load_keras_model(str(folder / "last.keras"))
     assert model.output_shape[-1] == 4 + 3
@@ -202,8 +220,8 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_checkpoint(kille
 def test_ctrl_c_saves_mid_epoch_and_resume_finishes_that_epoch(killed_run, voc_mini_tfrecords, run_script):
     folder = killed_run["copy"]("interrupted")
     run = Trainer(train_args(folder, killed_run["root"] / "logs-interrupted", voc_mini_tfrecords,
-                             "--epoch", "2", "--resume"))
-    run.wait_for_step(2, 2, min_step=1)
+                             "--epoch", "2", "--resume"), hold_epoch=2)
+    run.wait_until_held(2)
     run.process.send_signal(signal.SIGINT)
     status, _, stderr = run.finish()
     assert status == 130, stderr[-3000:]
@@ -214,7 +232,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_finishes_that_epoch(killed_run, voc_m
                      lines[0])
     assert match, lines[0]
     done, saved = int(match.group(1)), match.group(2)
-    assert 1 <= done < STEPS
+    assert done == 1     # interrupted in the hold after the epoch's first step
     latest, listed = listed_checkpoints(folder)
     assert latest == saved and os.path.basename(latest) == "ckpt-2"
     assert [checkpoint_values(prefix) for prefix in listed] == [(1, STEPS), (1, STEPS + done)]
@@ -241,7 +259,7 @@ def step_losses(cfg, seed, folder, steps=3):
 
 
 def test_same_seed_repeats_the_step_losses_and_another_seed_does_not(tiny_cfg, voc_mini_tfrecords, tmp_path):
-    cfg = dict(tiny_cfg, train_tfrecord=voc_mini_tfrecords["train"], val_tfrecord="", epoch=1)
+    cfg = dict(tiny_cfg, **SMALL_NETWORK, train_tfrecord=voc_mini_tfrecords["train"], val_tfrecord="", epoch=1)
     first = step_losses(cfg, 3, tmp_path / "first")
     again = step_losses(cfg, 3, tmp_path / "again")
     other = step_losses(cfg, 4, tmp_path / "other")
@@ -255,7 +273,8 @@ def test_ctrl_c_between_steps_and_checkpoint_records_the_epoch(tiny_cfg, voc_min
     and checkpoints its end, so that --resume starts the next epoch."""
     import network.trainer as trainer
     folder = tmp_path / "ckpt"
-    cfg = dict(tiny_cfg, train_tfrecord=voc_mini_tfrecords["train"], val_tfrecord=voc_mini_tfrecords["val"],
+    cfg = dict(tiny_cfg, **SMALL_NETWORK, train_tfrecord=voc_mini_tfrecords["train"],
+               val_tfrecord=voc_mini_tfrecords["val"],
                epoch=3, checkpoint_dir=str(folder), log_dir=str(tmp_path / "logs"))
 
     def interrupted_validation(*args, **kwargs):
