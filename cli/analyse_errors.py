@@ -14,6 +14,7 @@ import os
 import sys
 
 import cli
+from cli.compute_map import DEFAULT_DET_DIR, DEFAULT_GT_DIR, add_folder_arguments
 from mAP.analyse_errors import (
     DEFAULT_SCORE,
     DEFAULT_SIZE_BINS,
@@ -25,9 +26,6 @@ from mAP.analyse_errors import (
     write_errors,
 )
 from mAP.sets import folder_name
-
-DEFAULT_GT_DIR = cli.repo_path("mAP", "ground-truth")
-DEFAULT_DET_DIR = cli.repo_path("mAP", "detection-results")
 
 
 def size_bins(text):
@@ -41,13 +39,7 @@ def size_bins(text):
 
 def build_parser():
     parser = cli.parser(__doc__, config=False)
-    parser.add_argument("--gt_dir", default=DEFAULT_GT_DIR,
-                        help="ground-truth .txt folder (default: mAP/ground-truth of the repository)")
-    parser.add_argument("--det_dir", default=DEFAULT_DET_DIR,
-                        help="detection .txt folder (default: mAP/detection-results of the repository)")
-    parser.add_argument("--set_dirs", type=cli.path_list, default=None,
-                        help="several sets instead of --gt_dir/--det_dir: comma-separated folders, each holding "
-                             "ground-truth/ and detection-results/ (as mAP/detect.py writes them)")
+    add_folder_arguments(parser)
     parser.add_argument("--score", type=float, default=DEFAULT_SCORE,
                         help=f"score a detection needs to count (default {DEFAULT_SCORE:g}; the ceiling "
                              "column takes every score in the files)")

@@ -21,8 +21,8 @@ DEFAULT_GT_DIR = cli.repo_path("mAP", "ground-truth")
 DEFAULT_DET_DIR = cli.repo_path("mAP", "detection-results")
 
 
-def build_parser():
-    parser = cli.parser(__doc__, config=False)
+def add_folder_arguments(parser):
+    """--gt_dir, --det_dir and --set_dirs: the result folders of mAP/detect.py a scoring script reads."""
     parser.add_argument("--gt_dir", default=DEFAULT_GT_DIR,
                         help="ground-truth .txt folder (default: mAP/ground-truth of the repository)")
     parser.add_argument("--det_dir", default=DEFAULT_DET_DIR,
@@ -30,6 +30,11 @@ def build_parser():
     parser.add_argument("--set_dirs", type=cli.path_list, default=None,
                         help="several sets instead of --gt_dir/--det_dir: comma-separated folders, each holding "
                              "ground-truth/ and detection-results/ (the next: line of mAP/detect.py names them)")
+
+
+def build_parser():
+    parser = cli.parser(__doc__, config=False)
+    add_folder_arguments(parser)
     parser.add_argument("--iou", type=float, default=0.5, help="IoU needed for a true positive")
     parser.add_argument("--output_dir", default=cli.repo_path("mAP", "map-results"),
                         help="where results.txt and the plots go, with --set_dirs one folder per set and "
