@@ -14,7 +14,7 @@ import os
 import sys
 
 import cli
-from cli.compute_map import DEFAULT_DET_DIR, DEFAULT_GT_DIR, add_folder_arguments
+from cli.compute_map import add_folder_arguments, set_dirs_given
 from mAP.analyse_errors import (
     DEFAULT_SCORE,
     DEFAULT_SIZE_BINS,
@@ -54,15 +54,12 @@ def build_parser():
 
 
 def body(args, cfg):
-    if args.set_dirs:
-        if args.gt_dir != DEFAULT_GT_DIR or args.det_dir != DEFAULT_DET_DIR:
-            raise ValueError("--set_dirs: not with --gt_dir / --det_dir (each set folder holds its own)")
+    if set_dirs_given(args):
         analyses = analyse_set_dirs(args.set_dirs, args.score, args.size_bins)
     else:   # one set, named by the folder holding its detection-results/
         name = folder_name(os.path.dirname(os.path.abspath(args.det_dir)))
         analyses = {name: analyse_folders(args.gt_dir, args.det_dir, args.score, args.size_bins)}
-    tables = write_errors(analyses, args.output_dir, plots=not args.no_plot)
-    print("\n\n".join("\n".join(lines) for lines in tables.values()))
+    print(write_errors(analyses, args.output_dir, plots=not args.no_plot))
     print(f"results written to {os.path.join(args.output_dir, ERRORS_FILE_NAME)}"
           + ("" if args.no_plot else f" and {PLOT_FILE_NAME}"))
 

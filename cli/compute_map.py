@@ -43,10 +43,16 @@ def build_parser():
     return parser
 
 
+def set_dirs_given(args):
+    """Whether the flags of :func:`add_folder_arguments` name several sets (``--set_dirs``); raises ValueError
+    when --gt_dir / --det_dir are given beside it."""
+    if args.set_dirs and (args.gt_dir != DEFAULT_GT_DIR or args.det_dir != DEFAULT_DET_DIR):
+        raise ValueError("--set_dirs: not with --gt_dir / --det_dir (each set folder holds its own)")
+    return bool(args.set_dirs)
+
+
 def score_sets(args):
     """--set_dirs: each set's table, then the summary table."""
-    if args.gt_dir != DEFAULT_GT_DIR or args.det_dir != DEFAULT_DET_DIR:
-        raise ValueError("--set_dirs: not with --gt_dir / --det_dir (each set folder holds its own)")
     tables, summary = write_set_results(evaluate_set_dirs(args.set_dirs, args.iou), args.output_dir,
                                         plots=not args.no_plot)
     for name, lines in tables.items():
@@ -57,7 +63,7 @@ def score_sets(args):
 
 
 def body(args, cfg):
-    if args.set_dirs:
+    if set_dirs_given(args):
         return score_sets(args)
     lines = write_results(evaluate_folders(args.gt_dir, args.det_dir, args.iou), args.output_dir,
                           plots=not args.no_plot)

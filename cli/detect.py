@@ -61,9 +61,7 @@ def evaluation_sets(args):
     if args.dataset_path or not args.data:     # with --data too: its classes and aliases on other folders
         if not args.dataset_path:
             raise ValueError("--dataset_path or --data is required")
-        for path in args.dataset_path:
-            cli.check_exists(path, "dataset folder", "folder")
-        return sets_from_folders(args.dataset_path, args.split)
+        return folder_sets(args.dataset_path, args.split)
     from components.data_file import load_data_file
     spec = load_data_file(args.data, args.root)
     sources = spec.sources.get(args.split) or []
@@ -71,6 +69,14 @@ def evaluation_sets(args):
         raise ValueError(f"--data: {args.data} lists no {args.split}: sources (--split names the list)")
     spec.check_root()
     return sets_from_sources(sources)
+
+
+def folder_sets(dataset_paths, split):
+    """The sets of the VOC folders of ``--dataset_path`` (``mAP.sets.sets_from_folders``), each checked to
+    exist."""
+    for path in dataset_paths:
+        cli.check_exists(path, "dataset folder", "folder")
+    return sets_from_folders(dataset_paths, split)
 
 
 def check_labels(sets, args, cfg, detector):

@@ -12,11 +12,10 @@ Several folders (comma-separated) each go to ``<output_dir>/<folder name>/`` as 
 import sys
 
 import cli
-from cli.detect import detect_sets
+from cli.detect import detect_sets, folder_sets
 from dataset.voc import read_split
 from deploy.reference import DEFAULT_REFERENCE
 from mAP.detect import DEFAULT_SCORE_THRESHOLD, next_command
-from mAP.sets import sets_from_folders
 
 
 def build_parser():
@@ -26,14 +25,14 @@ def build_parser():
     parser.add_argument("--dataset_path", type=cli.path_list, required=True,
                         help="VOC folder (Annotations/, JPEGImages/, ImageSets/), or several, comma-separated")
     parser.add_argument("--split", default="val", help="name of a file in ImageSets/Main, without .txt")
-    parser.add_argument("--output_dir", required=True, help="gets detection-results/ and ground-truth/")
+    parser.add_argument("--output_dir", required=True,
+                        help="gets detection-results/ and ground-truth/, or one folder holding them per set when "
+                             "there are several")
     return parser
 
 
 def body(args, cfg):
-    for path in args.dataset_path:
-        cli.check_exists(path, "dataset folder", "folder")
-    sets = sets_from_folders(args.dataset_path, args.split)
+    sets = folder_sets(args.dataset_path, args.split)
     image_names = {item.name: read_split(item.dataset_path, item.split) for item in sets}
     cli.check_exists(args.reference, "reference model", "file", "see ../shared/reference/README.md")
     from deploy.reference import AizooReference  # imports TensorFlow: only once the cheap checks passed

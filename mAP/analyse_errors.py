@@ -29,7 +29,7 @@ import numpy as np
 
 from components.atomic_io import save_figure_atomically, write_text_atomically
 from components.box_utils import iou_matrix
-from mAP.compute_mAP import read_detection_dir, read_ground_truth_dir
+from mAP.compute_mAP import align_table, percent_cell, read_detection_dir, read_ground_truth_dir
 from mAP.sets import DETECTION_DIR_NAME, GROUND_TRUTH_DIR_NAME, named_set_dirs
 
 DEFAULT_SIZE_BINS = (16, 32, 64, 128)   # bin edges, pixels of face side
@@ -197,10 +197,6 @@ def analyse_set_dirs(set_dirs, score_threshold=DEFAULT_SCORE, size_bins=DEFAULT_
             for name, set_dir in named_set_dirs(set_dirs).items()}
 
 
-def _percent(value):
-    return "-" if value is None else f"{100 * value:.2f}%"
-
-
 def _ratio(value):
     return "-" if value is None else f"{value:.2f}"
 
@@ -209,17 +205,13 @@ def format_errors(name, analysis):
     """The table of one set's ErrorAnalysis as text lines: a title line naming the set, the header, a row
     per class and size bin (shares in percent, ``-``: no face)."""
     header = ["class", "size", "faces", "recall", "ceiling", "wrong class", "loc. miss", "h ratio", "w ratio"]
-    cells = [[row.class_name, row.size_bin, str(row.faces), _percent(row.recall), _percent(row.recall_ceiling),
-              _percent(row.wrong_class), _percent(row.localisation), _ratio(row.height_ratio),
-              _ratio(row.width_ratio)] for row in analysis.rows]
-    widths = [max(len(row[column]) for row in [header] + cells) for column in range(len(header))]
+    cells = [[row.class_name, row.size_bin, str(row.faces), percent_cell(row.recall),
+              percent_cell(row.recall_ceiling), percent_cell(row.wrong_class), percent_cell(row.localisation),
+              _ratio(row.height_ratio), _ratio(row.width_ratio)] for row in analysis.rows]
     lines = [f"{name}: errors by face side sqrt(w*h) in px (IoU >= {MATCH_IOU:g}, score >= "
              f"{analysis.score_threshold:g}; ceiling: any score; loc. miss: IoU in [{LOCALISATION_IOU:g}, "
              f"{MATCH_IOU:g}); ratios: median detected / true height and width at IoU >= {LOCALISATION_IOU:g})"]
-    for row in [header] + cells:
-        lines.append("  ".join([f"{cell:<{width}}" for cell, width in zip(row[:2], widths[:2])]
-                               + [f"{cell:>{width}}" for cell, width in zip(row[2:], widths[2:])]))
-    return lines
+    return lines + align_table([header] + cells, left_columns=2)
 
 
 def plot_recall_by_size(analyses, path):
@@ -255,14 +247,13 @@ def plot_recall_by_size(analyses, path):
 
 def write_errors(analyses, output_dir, plots=True):
     """Write the tables of ``analyses`` ({set name: ErrorAnalysis}) to ``<output_dir>/errors.txt`` (a blank
-    line between sets) and, with ``plots``, ``<output_dir>/recall_by_size.png``; returns {set name: lines}."""
-    tables = {name: format_errors(name, analysis) for name, analysis in analyses.items()}
+    line between sets) and, with ``plots``, ``<output_dir>/recall_by_size.png``; returns the text written."""
+    text = "\n\n".join("\n".join(format_errors(name, analysis)) for name, analysis in analyses.items())
     os.makedirs(output_dir, exist_ok=True)
-    write_text_atomically(os.path.join(output_dir, ERRORS_FILE_NAME),
-                          "\n\n".join("\n".join(lines) for lines in tables.values()) + "\n")
+    write_text_atomically(os.path.join(output_dir, ERRORS_FILE_NAME), text + "\n")
     if plots:
         plot_recall_by_size(analyses, os.path.join(output_dir, PLOT_FILE_NAME))
-    return tables
+    return text
 
 
 if __name__ == "__main__":   # python mAP/analyse_errors.py: the command line lives in cli/analyse_errors.py

@@ -397,8 +397,17 @@ def summary_rows(evaluations):
     return classes, rows
 
 
-def _percent(value):
+def percent_cell(value):
+    """A share in [0, 1] as a table cell in percent (``-``: None)."""
     return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def align_table(rows, left_columns=1):
+    """Text lines of ``rows`` (lists of cell strings, the header first): each column as wide as its widest cell,
+    the first ``left_columns`` left-aligned, the others right-aligned, two spaces between columns."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return ["  ".join(f"{cell:<{width}}" if column < left_columns else f"{cell:>{width}}"
+                      for column, (cell, width) in enumerate(zip(row, widths))) for row in rows]
 
 
 def format_summary(evaluations):
@@ -406,17 +415,13 @@ def format_summary(evaluations):
     and mAP in percent (``-``: the set has no ground truth of the class)."""
     classes, rows = summary_rows(evaluations)
     header = ["set"] + classes + ["mAP"]
-    cells = [[name] + [_percent(aps[class_name]) for class_name in classes] + [_percent(mean_ap)]
+    cells = [[name] + [percent_cell(aps[class_name]) for class_name in classes] + [percent_cell(mean_ap)]
              for name, aps, mean_ap in rows]
-    widths = [max(len(row[column]) for row in [header] + cells) for column in range(len(header))]
     iou_threshold = next(iter(evaluations.values())).iou_threshold
     count = len(evaluations)
     lines = [f"summary of {count} set{'' if count == 1 else 's'} (VOC AP, IoU >= {iou_threshold:g}); "
              f"{MEAN_ROW_NAME}: per class over the sets with ground truth of it, mAP over the sets' mAPs"]
-    for row in [header] + cells:
-        lines.append("  ".join([f"{row[0]:<{widths[0]}}"] + [f"{cell:>{width}}" for cell, width in
-                                                             zip(row[1:], widths[1:])]))
-    return lines
+    return lines + align_table([header] + cells)
 
 
 def write_set_results(evaluations, output_dir, plots=True):
