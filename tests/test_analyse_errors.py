@@ -1,8 +1,6 @@
 """Tests of mAP/analyse_errors.py: recall by face size, its ceiling, wrong-class and localisation misses, size
 ratios, difficult boxes, bin edges, and the command line."""
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -133,11 +131,10 @@ def table_rows(lines):
     return {tuple(line.split()[:2]): line.split()[2:] for line in lines[2:]}
 
 
-def test_cli_set_dirs_prints_and_writes_the_tables_and_the_plot(tmp_path):
+def test_cli_set_dirs_prints_and_writes_the_tables_and_the_plot(tmp_path, run_script):
     set_a, set_b = make_two_sets(tmp_path)
     output = tmp_path / "out"
-    run = subprocess.run([sys.executable, SCRIPT, "--set_dirs", f"{set_a},{set_b}", "--output_dir", str(output)],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    run = run_script([SCRIPT, "--set_dirs", f"{set_a},{set_b}", "--output_dir", str(output)], cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert sorted(os.listdir(output)) == [ae.ERRORS_FILE_NAME, ae.PLOT_FILE_NAME]     # no temporary files
     assert (output / ae.PLOT_FILE_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -165,11 +162,10 @@ def test_main_one_set_no_plot(tmp_path, capsys):
     assert "\n".join(lines) in capsys.readouterr().out
 
 
-def test_cli_missing_folder_is_one_line_exit_2(tmp_path):
+def test_cli_missing_folder_is_one_line_exit_2(tmp_path, run_script):
     missing = tmp_path / "nowhere"
-    run = subprocess.run([sys.executable, SCRIPT, "--gt_dir", str(missing), "--det_dir", str(tmp_path),
-                          "--output_dir", str(tmp_path / "out")],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    run = run_script([SCRIPT, "--gt_dir", str(missing), "--det_dir", str(tmp_path), "--output_dir",
+                      str(tmp_path / "out")], cwd=tmp_path)
     assert run.returncode == 2
     assert "Traceback" not in run.stderr
     assert run.stderr.rstrip().splitlines()[-1] == f"error: {missing}: ground-truth folder not found"

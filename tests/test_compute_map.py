@@ -1,7 +1,5 @@
 """Tests of mAP/compute_mAP.py: AP arithmetic, matching rules, file parsing and the command line."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -196,9 +194,9 @@ def make_folders(root):
     return ["--gt_dir", str(root / "gt"), "--det_dir", str(root / "det"), "--output_dir", str(root / "out")]
 
 
-def test_cli_end_to_end(tmp_path):
+def test_cli_end_to_end(tmp_path, run_script):
     args = make_folders(tmp_path)
-    run = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    run = run_script([SCRIPT, *args], cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert any(line.split()[:4] == ["mask", "2", "3", "2"] and line.endswith("83.33%") for line in lines)
@@ -211,10 +209,9 @@ def test_cli_end_to_end(tmp_path):
     assert sorted(os.listdir(output)) == ["mask_pr.png", "results.txt", "unmask_pr.png"]   # no temp files
 
 
-def test_cli_missing_ground_truth_folder(tmp_path):
+def test_cli_missing_ground_truth_folder(tmp_path, run_script):
     missing = tmp_path / "nowhere"
-    run = subprocess.run([sys.executable, SCRIPT, "--gt_dir", str(missing), "--det_dir", str(tmp_path)],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    run = run_script([SCRIPT, "--gt_dir", str(missing), "--det_dir", str(tmp_path)], cwd=tmp_path)
     assert run.returncode == 2
     assert "Traceback" not in run.stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
@@ -281,11 +278,10 @@ def test_summary_rows_mean_is_of_set_maps_and_per_class_over_sets_with_ground_tr
     assert rows[0][1]["incorrect"] is None
 
 
-def test_cli_set_dirs_writes_each_set_and_the_summary(tmp_path):
+def test_cli_set_dirs_writes_each_set_and_the_summary(tmp_path, run_script):
     set_a, set_b = make_two_sets(tmp_path)
     output = tmp_path / "results"
-    run = subprocess.run([sys.executable, SCRIPT, "--set_dirs", f"{set_a},{set_b}", "--output_dir", str(output)],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    run = run_script([SCRIPT, "--set_dirs", f"{set_a},{set_b}", "--output_dir", str(output)], cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert sorted(os.listdir(output)) == ["a", "b", "summary.txt"]
     assert sorted(os.listdir(output / "a")) == ["mask_pr.png", "results.txt", "unmask_pr.png"]
