@@ -18,6 +18,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, os.environ.g
 
 VOC_MINI = os.path.join(REPO_ROOT, "tests", "fixtures", "voc_mini")
 TINY_INPUT_SIZE = (120, 160)   # the network is fully convolutional; priors follow ceil(size / step)
+# the smallest network, for tests of what does not depend on the network (checkpoints, strategies, the EMA)
+SMALL_NETWORK = {"network": "slim", "base_channel": 4}
+SMALL_NETWORK_FLAGS = [item for key, value in SMALL_NETWORK.items() for item in (f"--{key}", str(value))]
 
 
 def make_tiny_cfg():

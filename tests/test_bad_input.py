@@ -35,6 +35,8 @@ import pytest  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from conftest import SMALL_NETWORK, SMALL_NETWORK_FLAGS, TINY_INPUT_SIZE  # noqa: E402
+
 from components.config import cfg as default_cfg  # noqa: E402
 from dataset.voc import VOCError, read_image_bgr  # noqa: E402
 
@@ -44,7 +46,6 @@ SOURCE_W, SOURCE_H = 143, 178
 FACE = (20, 30, 120, 150)                                                   # a box inside the source image
 HUGE_SIDE = 10000
 HUGE_BGR = (40, 120, 200)
-TINY_INPUT_SIZE = (120, 160)
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 
 # image files that cannot be used, and the reason every entry point must give
@@ -246,7 +247,7 @@ def leftovers(folder):
 
 def tiny_config():
     config = copy.deepcopy(default_cfg)
-    config.update(network="slim", base_channel=4, input_size=TINY_INPUT_SIZE, batch_size=2, cache_dataset=False)
+    config.update(**SMALL_NETWORK, input_size=TINY_INPUT_SIZE, batch_size=2, cache_dataset=False)
     return config
 
 
@@ -555,7 +556,7 @@ def test_check_dataset_shows_fewer_records_than_asked(converted, tmp_path, capsy
 def train_argv(tmp_path, tfrecord, *extra):
     return ["--train_tfrecord", tfrecord, "--val_tfrecord", tmp_path / "no_val.tfrecord", "--epoch", "1",
             "--checkpoint_dir", tmp_path / "ckpt", "--log_dir", tmp_path / "logs", "--no_progress",
-            "--network", "slim", "--base_channel", "4", "--input_size", str(TINY_INPUT_SIZE), *extra]
+            *SMALL_NETWORK_FLAGS, "--input_size", str(TINY_INPUT_SIZE), *extra]
 
 
 def test_train_missing_tfrecord_and_unparsable_override_are_one_line_errors(tmp_path, capsys):

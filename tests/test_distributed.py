@@ -15,6 +15,7 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import SMALL_NETWORK, SMALL_NETWORK_FLAGS
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300
@@ -89,15 +90,11 @@ def two_cpu_env(tmp_path):
     return {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
 
 
-SMALL_NETWORK = {"network": "slim", "base_channel": 4}   # the strategies do not depend on the network
-
-
 def small_run(folder, tfrecords):
     return ["train.py", "--checkpoint_dir", str(folder / "ckpt"), "--log_dir", str(folder / "logs"),
             "--train_tfrecord", tfrecords["train"], "--val_tfrecord", tfrecords["val"], "--epoch", "1",
             "--steps_per_epoch", "2", "--batch_size", "2", "--input_size", "(120, 160)", "--val_steps", "1",
-            "--cache_dataset", "false", "--no_progress",
-            *[item for key, value in SMALL_NETWORK.items() for item in (f"--{key}", str(value))]]
+            "--cache_dataset", "false", "--no_progress", *SMALL_NETWORK_FLAGS]
 
 
 def layout(prefix):

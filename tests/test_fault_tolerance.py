@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import SMALL_NETWORK, SMALL_NETWORK_FLAGS
 
 from components.atomic_io import STAGING_PREFIX
 
@@ -26,8 +27,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6         # per epoch
 # checkpoints and resuming do not depend on the network: the smallest one keeps each run short
 SMALL_RUN = ["--steps_per_epoch", str(STEPS), "--batch_size", "2", "--input_size", "(120, 160)",
-             "--network", "slim", "--base_channel", "4", "--cache_dataset", "false"]
-SMALL_NETWORK = {"network": "slim", "base_channel": 4}   # the same, for the runs in this process
+             *SMALL_NETWORK_FLAGS, "--cache_dataset", "false"]
 TIMEOUT = 300
 HELD = "test: held after the first step of epoch"
 # train.py (as ``python train.py ARGS``) with an ``on_step`` that, after the first step of epoch argv[1],

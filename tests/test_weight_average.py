@@ -3,6 +3,7 @@ checkpointed, and that a checkpoint saved without one resumes with an average st
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import SMALL_NETWORK
 
 from network.weight_average import WeightAverage
 
@@ -46,7 +47,7 @@ def test_applied_swaps_the_average_in_and_puts_the_weights_back():
 @pytest.fixture
 def ema_cfg(tiny_cfg, voc_mini_tfrecords, tmp_path):
     # the smallest network: the average does not depend on it
-    return dict(tiny_cfg, network="slim", base_channel=4, train_tfrecord=voc_mini_tfrecords["train"],
+    return dict(tiny_cfg, **SMALL_NETWORK, train_tfrecord=voc_mini_tfrecords["train"],
                 val_tfrecord=voc_mini_tfrecords["val"], epoch=1, ema_decay=0.9, init_lr=0.05, warmup_epoch=0.5,
                 checkpoint_dir=str(tmp_path / "ckpt"), log_dir=str(tmp_path / "logs"))
 
