@@ -26,20 +26,20 @@ def box_area(boxes):
 
 
 def iou_matrix(boxes_a, boxes_b):
-    """Intersection over union of every pair.
+    """Intersection over union of every pair (of each batch item, with leading batch dimensions).
 
     Args:
-        boxes_a: [N, 4] corner form.  boxes_b: [M, 4] corner form, same units as ``boxes_a``.
+        boxes_a: [..., N, 4] corner form.  boxes_b: [..., M, 4] corner form, same units as ``boxes_a``.
     Returns:
-        [N, M] float32 IoU (0 where the union is empty).
+        [..., N, M] float32 IoU (0 where the union is empty).
     """
     boxes_a = tf.convert_to_tensor(boxes_a, tf.float32)
     boxes_b = tf.convert_to_tensor(boxes_b, tf.float32)
-    top_left = tf.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
-    bottom_right = tf.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
+    top_left = tf.maximum(boxes_a[..., :, None, :2], boxes_b[..., None, :, :2])
+    bottom_right = tf.minimum(boxes_a[..., :, None, 2:], boxes_b[..., None, :, 2:])
     inter_wh = tf.maximum(bottom_right - top_left, 0.0)
     inter = inter_wh[..., 0] * inter_wh[..., 1]
-    union = box_area(boxes_a)[:, None] + box_area(boxes_b)[None, :] - inter
+    union = box_area(boxes_a)[..., :, None] + box_area(boxes_b)[..., None, :] - inter
     return tf.math.divide_no_nan(inter, union)
 
 
@@ -175,6 +175,27 @@ def batched_nms(boxes, scores, score_threshold, iou_threshold, max_detections):
         max_output_size_per_class=max_detections, max_total_size=max_detections,
         iou_threshold=iou_threshold, score_threshold=score_threshold, clip_boxes=False)
     return nmsed_boxes, nmsed_scores, tf.cast(nmsed_classes, tf.int32), valid
+
+
+def vote_boxes(kept_boxes, kept_classes, boxes, scores, iou_threshold):
+    """Box voting: each box NMS kept becomes the mean of the candidate boxes that overlap it by at least
+    ``iou_threshold``, each weighted by its score for the kept box's class (the kept box is one of them).
+
+    Args:
+        kept_boxes: [B, K, 4] corner form, as ``batched_nms`` returns them.  kept_classes: [B, K] int32 in
+            0..C-1.  boxes: [B, N, 4] the candidates NMS chose from, same units.  scores: [B, N, C] their
+            per-class scores without the background column.
+    Returns:
+        [B, K, 4] corner form; rows no candidate overlaps (the padding after ``valid``) stay as they were.
+    """
+    kept_boxes = tf.convert_to_tensor(kept_boxes, tf.float32)
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    class_scores = tf.gather(tf.convert_to_tensor(scores, tf.float32), kept_classes, axis=2, batch_dims=1)
+    overlaps = iou_matrix(kept_boxes, boxes)                                        # [B, K, N]
+    weights = tf.where(overlaps >= iou_threshold, tf.transpose(class_scores, [0, 2, 1]), 0.0)
+    total = tf.reduce_sum(weights, axis=-1, keepdims=True)
+    voted = tf.math.divide_no_nan(tf.matmul(weights, boxes), total)
+    return tf.where(total > 0, voted, kept_boxes)
 
 
 def class_agnostic_nms(boxes, scores, score_threshold, iou_threshold, max_detections):

@@ -76,6 +76,8 @@ cfg = {
     "test_small_face": 24,    # input_size, keeping from them the faces smaller than this (pixels at input_size)
     "score_threshold": 0.5,
     "nms_threshold": 0.4,
+    "box_voting": 0.0,        # box voting after NMS: each kept box becomes the score-weighted mean of the
+                              # candidates overlapping it by at least this IoU (0 = off)
     "max_number_keep": 200,
 
     # serving (serve.py: web demo and REST API; its flags --workers, --max_pending, --max_request_mb and
@@ -180,6 +182,7 @@ CONFIG_HELP = {
     "score_threshold": "lowest score of a detection kept",
     "nms_threshold": "IoU above which NMS drops the weaker of two boxes",
     "max_number_keep": "most detections per image",
+    "box_voting": "box voting after NMS: IoU of the candidates averaged into each kept box (0 = off)",
     "serve_workers": "inference threads of the server",
     "serve_max_pending": "requests admitted at once, running or waiting (503 beyond)",
     "serve_max_request_mb": "largest request body in MiB (413 beyond)",
@@ -197,7 +200,7 @@ ANCHOR_KEYS = ("input_size", "min_sizes", "steps", "match_thresh", "min_positive
 AUGMENTATION_KEYS = ("using_crop", "crop_prob", "expand_prob", "expand_max_ratio", "using_bin", "using_flip",
                      "using_distort")
 DETECTION_KEYS = ("input_size", "keep_aspect", "flip_test", "test_scales", "test_small_face", "score_threshold",
-                  "nms_threshold", "max_number_keep")
+                  "nms_threshold", "max_number_keep", "box_voting")
 STREAM_KEYS = ("stream_reconnect_attempts", "stream_reconnect_delay", "stream_timeout")
 SERVE_KEYS = ("serve_workers", "serve_max_pending", "serve_max_request_mb", "serve_max_image_pixels")
 
@@ -238,7 +241,7 @@ def check_aliases(label_aliases, labels_list):
 POSITIVE_KEYS = ("batch_size", "epoch", "save_freq", "init_lr", "base_channel", "max_number_keep", "serve_workers",
                  "serve_max_pending", "serve_max_request_mb", "serve_max_image_pixels")
 UNIT_INTERVAL_KEYS = ("match_thresh", "min_positive_iou", "nms_threshold", "score_threshold", "crop_prob",
-                      "expand_prob", "export_score_threshold")
+                      "expand_prob", "export_score_threshold", "box_voting")
 
 
 def validate_config(config):

@@ -127,7 +127,8 @@ class Detector:
         for _, detector in self.upscaled:
             larger = detector.detect_batch(images_rgb, score_threshold)
             found = [merge_detections([mine, small_detections(theirs, self.small_face_pixels(shape))],
-                                      self.cfg["nms_threshold"], self.cfg["max_number_keep"])
+                                      self.cfg["nms_threshold"], self.cfg["max_number_keep"],
+                                      self.cfg.get("box_voting", 0.0))
                      for mine, theirs, shape in zip(found, larger, shapes)]
         return found
 

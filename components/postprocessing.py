@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from components.box_utils import batched_nms, box_area, decode_boxes
+from components.box_utils import batched_nms, box_area, decode_boxes, vote_boxes
 
 TINY_SCORE = float(np.finfo(np.float32).tiny)   # merge_detections: scores above it are detections
 
@@ -31,8 +31,9 @@ class Detections:
 
 @tf.function(reduce_retracing=True)
 def _postprocess_graph(predictions, priors, variances, score_threshold, iou_threshold, max_detections,
-                       probabilities):
-    """Compiled body of :func:`postprocess` (thresholds and sizes are tensors, so one trace serves all)."""
+                       probabilities, voting_iou):
+    """Compiled body of :func:`postprocess` (thresholds and sizes are tensors, so one trace serves all;
+    ``voting_iou`` is a Python float, one trace per value)."""
     classes = predictions[..., 4:]
     scores = tf.cond(probabilities, lambda: classes, lambda: tf.nn.softmax(classes, axis=-1))[..., 1:]  # [B, P, C-1]
     # Only priors whose best class score reaches the threshold can be kept by NMS: take the
@@ -44,8 +45,18 @@ def _postprocess_graph(predictions, priors, variances, score_threshold, iou_thre
     candidates = tf.sort(tf.math.top_k(best, k=k, sorted=False).indices, axis=-1)  # [B, k]
     offsets = tf.gather(predictions[..., :4], candidates, batch_dims=1)
     boxes = decode_boxes(offsets, tf.gather(priors, candidates), variances)
-    return batched_nms(boxes, tf.gather(scores, candidates, batch_dims=1), score_threshold, iou_threshold,
-                       max_detections)
+    candidate_scores = tf.gather(scores, candidates, batch_dims=1)
+    return _suppress(boxes, candidate_scores, score_threshold, iou_threshold, max_detections, voting_iou)
+
+
+def _suppress(boxes, scores, score_threshold, iou_threshold, max_detections, voting_iou):
+    """``batched_nms``, then box voting among the candidates (``vote_boxes``) where ``voting_iou`` (a Python
+    float, so that a graph without voting holds no trace of it) is > 0."""
+    kept_boxes, kept_scores, kept_classes, valid = batched_nms(boxes, scores, score_threshold, iou_threshold,
+                                                               max_detections)
+    if voting_iou > 0:
+        kept_boxes = vote_boxes(kept_boxes, kept_classes, boxes, scores, voting_iou)
+    return kept_boxes, kept_scores, kept_classes, valid
 
 
 def postprocess(predictions, priors, cfg, score_threshold, nms_threshold=None, max_detections=None,
@@ -71,7 +82,7 @@ def postprocess(predictions, priors, cfg, score_threshold, nms_threshold=None, m
         tf.constant(cfg["variances"], tf.float32), tf.constant(score_threshold, tf.float32),
         tf.constant(cfg["nms_threshold"] if nms_threshold is None else nms_threshold, tf.float32),
         tf.constant(cfg["max_number_keep"] if max_detections is None else max_detections, tf.int32),
-        tf.constant(bool(probabilities)))
+        tf.constant(bool(probabilities)), float(cfg.get("box_voting", 0.0)))
     return boxes, scores, classes + 1, valid
 
 
@@ -120,9 +131,10 @@ def small_detections(detections, max_side):
                       list(detections.class_names))
 
 
-def merge_detections(parts, iou_threshold, max_detections):
+def merge_detections(parts, iou_threshold, max_detections, voting_iou=0.0):
     """Class-wise NMS over the union of several :class:`Detections` of one image (same units, same classes):
-    the multi-scale test's merge. Returns one Detections sorted by score, at most ``max_detections``."""
+    the multi-scale test's merge, with box voting among them where ``voting_iou`` > 0 (``vote_boxes``).
+    Returns one Detections sorted by score, at most ``max_detections``."""
     boxes = np.concatenate([np.asarray(part.boxes, np.float32).reshape(-1, 4) for part in parts])
     scores = np.concatenate([np.asarray(part.scores, np.float32) for part in parts])
     classes = np.concatenate([np.asarray(part.classes, np.int64) for part in parts])
@@ -131,8 +143,9 @@ def merge_detections(parts, iou_threshold, max_detections):
         return Detections(boxes, scores, classes.astype(np.int32), class_names)
     per_class = np.zeros((len(scores), len(class_names) - 1), np.float32)   # column c: class c + 1
     per_class[np.arange(len(scores)), classes - 1] = scores
-    kept_boxes, kept_scores, kept_classes, valid = batched_nms(boxes[None], per_class[None], TINY_SCORE, iou_threshold,
-                                                               max_detections)
+    kept_boxes, kept_scores, kept_classes, valid = _suppress(
+        tf.constant(boxes[None]), tf.constant(per_class[None]), TINY_SCORE, iou_threshold, max_detections,
+        float(voting_iou))
     count = int(valid[0])
     return Detections(kept_boxes[0, :count].numpy(), kept_scores[0, :count].numpy(),
                       kept_classes[0, :count].numpy() + 1, class_names)

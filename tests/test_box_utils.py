@@ -11,6 +11,7 @@ from components.box_utils import (
     encode_boxes,
     encode_targets,
     iou_matrix,
+    vote_boxes,
 )
 from components.config import cfg
 from components.prior_box import priors_from_config
@@ -250,3 +251,63 @@ def test_batched_nms_matches_greedy_reference(max_detections):
         np.testing.assert_allclose(out_boxes[b, :count], boxes[b][[e[2] for e in expected]], atol=1e-6)
         assert np.all(np.diff(out_scores[b, :count]) <= 0)
         assert np.all(out_scores[b, count:] == 0)
+
+
+def clustered_boxes(rng, batch, num_boxes, num_classes):
+    """Boxes [B, N, 4] jittered around six centres per image (so that NMS suppresses) and scores [B, N, C]."""
+    centres = rng.uniform(0.2, 0.8, (batch, 6, 2))
+    pick = rng.integers(0, 6, (batch, num_boxes))
+    centre = np.take_along_axis(centres, pick[..., None], axis=1) + rng.normal(0, 0.02, (batch, num_boxes, 2))
+    size = rng.uniform(0.05, 0.2, (batch, num_boxes, 2))
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=-1).astype(np.float32)
+    return boxes, rng.uniform(0, 1, (batch, num_boxes, num_classes)).astype(np.float32)
+
+
+def test_iou_matrix_takes_batches():
+    rng = np.random.default_rng(5)
+    a = np.stack([random_corner_boxes(rng, 4) for _ in range(3)])
+    b = np.stack([random_corner_boxes(rng, 6) for _ in range(3)])
+    batched = iou_matrix(a, b).numpy()
+    assert batched.shape == (3, 4, 6)
+    for index in range(3):
+        np.testing.assert_allclose(batched[index], iou_matrix(a[index], b[index]).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("voting_iou", [0.5, 0.7])
+def test_vote_boxes_matches_a_weighted_mean_reference(voting_iou):
+    rng = np.random.default_rng(4)
+    boxes, scores = clustered_boxes(rng, batch=2, num_boxes=50, num_classes=2)
+    kept, _, kept_classes, valid = batched_nms(boxes, scores, 0.3, 0.4, 20)
+    voted = vote_boxes(kept, kept_classes, boxes, scores, voting_iou).numpy()
+    kept, kept_classes = kept.numpy(), kept_classes.numpy()
+    moved = 0
+    for b in range(2):
+        for k in range(int(valid[b])):
+            overlapping = [i for i in range(50) if brute_force_iou(kept[b, k], boxes[b, i]) >= voting_iou]
+            weights = scores[b, overlapping, kept_classes[b, k]]
+            expected = (weights[:, None] * boxes[b, overlapping]).sum(0) / weights.sum()
+            np.testing.assert_allclose(voted[b, k], expected, atol=1e-5)
+            moved += len(overlapping) > 1
+        np.testing.assert_array_equal(voted[b, int(valid[b]):], kept[b, int(valid[b]):])   # padding as it was
+    assert moved > 0
+
+
+def test_box_voting_moves_boxes_but_keeps_scores_and_classes():
+    from components.config import cfg as default_cfg
+    from components.postprocessing import postprocess
+    priors = priors_from_config(default_cfg)
+    rng = np.random.default_rng(6)
+    predictions = rng.normal(0, 1, (2, len(priors), 3)).astype(np.float32)
+    predictions = np.concatenate([predictions[..., :1] * 0.5, predictions[..., :1] * 0.5,
+                                  predictions[..., 1:2] * 0.3, predictions[..., 2:] * 0.3,
+                                  rng.normal(0, 2, (2, len(priors), 3)).astype(np.float32)], axis=-1)
+    plain = [t.numpy() for t in postprocess(predictions, priors, dict(default_cfg, box_voting=0.0), 0.3)]
+    voted = [t.numpy() for t in postprocess(predictions, priors, dict(default_cfg, box_voting=0.5), 0.3)]
+    for plain_part, voted_part in zip(plain[1:], voted[1:]):
+        np.testing.assert_array_equal(plain_part, voted_part)
+    count = int(plain[3][0])
+    assert count > 10
+    shift = np.abs(plain[0][0, :count] - voted[0][0, :count]).max(axis=-1)
+    assert (shift > 1e-4).any()
+    overlaps = np.diag(iou_matrix(plain[0][0, :count], voted[0][0, :count]).numpy())
+    assert overlaps.min() > 0.5      # a mean of boxes that each overlap the kept one by >= 0.5

@@ -33,6 +33,17 @@ def test_merge_suppresses_within_a_class_only_and_sorts_by_score():
     assert len(merge_detections([detections([], [], []), detections([], [], [])], 0.4, 10)) == 0
 
 
+def test_merge_with_box_voting_averages_the_boxes_of_a_class_by_score():
+    first = detections([[0, 0, 10, 10], [50, 50, 60, 60]], [0.6, 0.9], [1, 2])
+    second = detections([[1, 1, 10, 10], [0, 0, 10, 10]], [0.8, 0.7], [1, 2])
+    merged = merge_detections([first, second], iou_threshold=0.4, max_detections=10, voting_iou=0.5)
+    assert merged.scores.tolist() == pytest.approx([0.9, 0.8, 0.7])     # NMS keeps what it kept without voting
+    mean = (0.6 * np.array([0, 0, 10, 10]) + 0.8 * np.array([1, 1, 10, 10])) / 1.4   # the two mask boxes
+    np.testing.assert_allclose(merged.boxes[1], mean, atol=1e-5)
+    np.testing.assert_allclose(merged.boxes[2], [0, 0, 10, 10])        # unmask: alone in its class
+    np.testing.assert_allclose(merged.boxes[0], [50, 50, 60, 60])
+
+
 def test_small_detections_keeps_boxes_below_the_side():
     found = detections([[0, 0, 10, 10], [0, 0, 30, 30], [0, 0, 5, 80]], [0.9, 0.8, 0.7], [1, 1, 2])
     small = small_detections(found, 20)           # sides 10, 30, 20
