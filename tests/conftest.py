@@ -31,7 +31,7 @@ def make_tiny_cfg():
     return config
 
 
-def _run_script(args, cwd=REPO_ROOT, timeout=300):
+def run_python_script(args, cwd=REPO_ROOT, timeout=300):
     """Run a Python script of the repository in a subprocess with TensorFlow's startup logging silenced."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
@@ -48,7 +48,7 @@ def _last_line(text):
 def run_script():
     """``run_script(args, cwd=REPO_ROOT, timeout=300)`` -> CompletedProcess of ``python *args`` (text output),
     with TF_CPP_MIN_LOG_LEVEL=3 in its environment."""
-    return _run_script
+    return run_python_script
 
 
 @pytest.fixture(scope="session")

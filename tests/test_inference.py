@@ -3,14 +3,14 @@ import argparse
 import copy
 import os
 import re
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from conftest import TINY_INPUT_SIZE, run_python_script  # noqa: E402
 
 import cli.inference as inference  # noqa: E402
 from components import media  # noqa: E402
@@ -19,15 +19,13 @@ from components.drawing import CLASS_COLORS_BGR, draw_detections  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "inference.py")
 SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
-TINY_INPUT_SIZE = (120, 160)
 DETECTION_LINE = re.compile(r"^(mask|unmask) (\d\.\d{3}) (-?\d+) (-?\d+) (-?\d+) (-?\d+)$")
 SUMMARY_LINE = re.compile(r"^(\d+) faces?: (\d+) mask, (\d+) unmask; model \d+\.\d ms( \(\+ [^)]+\))*$")
 
 
 def run_script(*args, cwd):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=300)
+    """inference.py with ``args`` in ``cwd`` (conftest's subprocess runner)."""
+    return run_python_script([SCRIPT, *map(str, args)], cwd=cwd)
 
 
 def assert_one_line_error(run, path):
