@@ -11,6 +11,7 @@ from components.model_files import load_model_config, resolve_model_path
 from components.postprocessing import (
     merge_detections,
     merge_mirrored_predictions,
+    nonempty_detections,
     postprocess,
     small_detections,
     unbatch_detections,
@@ -103,11 +104,15 @@ class Detector:
         return tuple(value.numpy() for value in outputs)
 
     def detections(self, predictions, image_shapes=None, score_threshold=None):
-        """One ``Detections`` per row of ``predictions``: boxes in pixels of each image of ``image_shapes``, or
-        without them normalised to the network input (corner form)."""
-        to_pixels = None if image_shapes is None else (
-            lambda boxes, index: self.to_pixels(boxes, image_shapes[index]))
-        return unbatch_detections(self.postprocess(predictions, score_threshold), self.cfg["labels_list"], to_pixels)
+        """One ``Detections`` per row of ``predictions``: boxes in pixels of each image of ``image_shapes``
+        (those wholly in the letterbox padding dropped), or without them normalised to the network input
+        (corner form)."""
+        outputs = self.postprocess(predictions, score_threshold)
+        if image_shapes is None:
+            return unbatch_detections(outputs, self.cfg["labels_list"])
+        found = unbatch_detections(outputs, self.cfg["labels_list"],
+                                   lambda boxes, index: self.to_pixels(boxes, image_shapes[index]))
+        return [nonempty_detections(detections) for detections in found]
 
     def detect_inputs(self, inputs, score_threshold=None):
         """Detections of preprocessed network inputs [B, h, w, 3] (letterboxed, in [-1, 1]); boxes normalised

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from components.postprocessing import Detections
+from components.postprocessing import Detections, nonempty_detections
 from components.preprocessing import boxes_to_pixels, preprocess_images
 from components.runtimes import DEFAULT_NUM_THREADS, ModelLoadError, first_line, onnx_session, tflite_interpreter
 
@@ -55,11 +55,11 @@ class EndToEndModel:
 
     def kept(self, boxes, scores, classes, score_threshold):
         """Detections of those scoring at least ``score_threshold`` (default ``cfg['score_threshold']``; the
-        file itself keeps nothing below its export threshold)."""
+        file itself keeps nothing below its export threshold) whose clipped box is not empty, as ``Detector``'s."""
         threshold = self.cfg["score_threshold"] if score_threshold is None else score_threshold
         keep = np.asarray(scores) >= threshold
-        return Detections(np.asarray(boxes, np.float32)[keep], np.asarray(scores, np.float32)[keep],
-                          np.asarray(classes).astype(np.int64)[keep], self.class_names)
+        return nonempty_detections(Detections(np.asarray(boxes, np.float32)[keep], np.asarray(scores, np.float32)[keep],
+                                              np.asarray(classes).astype(np.int64)[keep], self.class_names))
 
     def detect(self, image_rgb, score_threshold=None):
         """Detections (pixels) of one uint8 RGB image of any size."""

@@ -122,6 +122,15 @@ def unbatch_detections(outputs, class_names, to_pixels=None):
     return results
 
 
+def nonempty_detections(detections):
+    """The detections of ``detections`` whose box has a positive width and height. Boxes are clipped to the
+    image when they become pixels, so one that lay wholly outside it (in the letterbox padding) has none."""
+    boxes = np.asarray(detections.boxes, np.float32).reshape(-1, 4)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return Detections(boxes[keep], np.asarray(detections.scores)[keep], np.asarray(detections.classes)[keep],
+                      list(detections.class_names))
+
+
 def small_detections(detections, max_side):
     """The detections of ``detections`` whose side (square root of the box area, in its units) is below
     ``max_side``."""

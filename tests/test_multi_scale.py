@@ -8,11 +8,12 @@ import pytest
 
 from components.config import cfg as default_cfg
 from components.config import validate_config
-from components.postprocessing import Detections, merge_detections, small_detections
+from components.postprocessing import Detections, merge_detections, nonempty_detections, small_detections
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_MODEL = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
 CROWDED = os.path.join(REPO_ROOT, "tests", "fixtures", "voc_mini", "JPEGImages", "1_Handshaking_Handshaking_1_420.jpg")
+PORTRAIT = os.path.join(REPO_ROOT, "tests", "fixtures", "voc_mini", "JPEGImages", "web_31vsIjDJ-XL__SY445_.jpg")
 NAMES = ["background", "mask", "unmask"]
 
 
@@ -42,6 +43,34 @@ def test_merge_with_box_voting_averages_the_boxes_of_a_class_by_score():
     np.testing.assert_allclose(merged.boxes[1], mean, atol=1e-5)
     np.testing.assert_allclose(merged.boxes[2], [0, 0, 10, 10])        # unmask: alone in its class
     np.testing.assert_allclose(merged.boxes[0], [50, 50, 60, 60])
+
+
+def test_nonempty_detections_drops_boxes_without_width_or_height():
+    found = detections([[0, 0, 10, 10], [320, 5, 320, 40], [3, 240, 9, 240], [5, 5, 4, 9]], [0.9, 0.8, 0.7, 0.6],
+                       [1, 2, 1, 2])
+    kept = nonempty_detections(found)
+    assert kept.scores.tolist() == pytest.approx([0.9])
+    np.testing.assert_allclose(kept.boxes, [[0, 0, 10, 10]])
+
+
+def test_no_detection_lies_wholly_in_the_letterbox_padding():
+    """A portrait (445 x 297) is padded on the right to 4:3; at 2x the shipped model scores boxes there (up to
+    0.44 on this photo), which clip to the image edge with no width: Detector drops them, at every scale."""
+    from components.detector import Detector
+    from components.postprocessing import unbatch_detections
+    portrait = cv2.cvtColor(cv2.imread(PORTRAIT), cv2.COLOR_BGR2RGB)
+    detector = Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1, 2]))
+    at_2x = detector.upscaled[0][1]
+    predictions = at_2x.predict_raw(at_2x.preprocess([portrait]))
+    raw = unbatch_detections(at_2x.postprocess(predictions, 0.01), at_2x.cfg["labels_list"],
+                             lambda boxes, index: at_2x.to_pixels(boxes, portrait.shape))[0]
+    empty = (raw.boxes[:, 2] <= raw.boxes[:, 0]) | (raw.boxes[:, 3] <= raw.boxes[:, 1])
+    assert raw.scores[empty].max() > 0.3                          # what the padding gives before the filter
+    np.testing.assert_allclose(at_2x.detections(predictions, [portrait.shape], 0.01)[0].scores,
+                               raw.scores[~empty], atol=1e-6)     # exactly the others
+    found = detector.detect(portrait, score_threshold=0.01)       # both scales, merged
+    assert len(found) > 0
+    assert np.all(found.boxes[:, 2] > found.boxes[:, 0]) and np.all(found.boxes[:, 3] > found.boxes[:, 1])
 
 
 def test_small_detections_keeps_boxes_below_the_side():
