@@ -57,9 +57,9 @@ class EndToEndModel:
         """Detections of those scoring at least ``score_threshold`` (default ``cfg['score_threshold']``; the
         file itself keeps nothing below its export threshold) whose clipped box is not empty, as ``Detector``'s."""
         threshold = self.cfg["score_threshold"] if score_threshold is None else score_threshold
-        keep = np.asarray(scores) >= threshold
-        return nonempty_detections(Detections(np.asarray(boxes, np.float32)[keep], np.asarray(scores, np.float32)[keep],
-                                              np.asarray(classes).astype(np.int64)[keep], self.class_names))
+        found = Detections(np.asarray(boxes, np.float32), np.asarray(scores, np.float32),
+                           np.asarray(classes).astype(np.int64), self.class_names)
+        return nonempty_detections(found.select(found.scores >= threshold))
 
     def detect(self, image_rgb, score_threshold=None):
         """Detections (pixels) of one uint8 RGB image of any size."""

@@ -28,6 +28,11 @@ class Detections:
         """Class name of each detection."""
         return [self.class_names[c] for c in self.classes]
 
+    def select(self, keep):
+        """The detections where ``keep`` ([K] bool) is true, in their order (boxes as float32 [k, 4])."""
+        return Detections(np.asarray(self.boxes, np.float32).reshape(-1, 4)[keep], np.asarray(self.scores)[keep],
+                          np.asarray(self.classes)[keep], list(self.class_names))
+
 
 @tf.function(reduce_retracing=True)
 def _postprocess_graph(predictions, priors, variances, score_threshold, iou_threshold, max_detections,
@@ -82,7 +87,7 @@ def postprocess(predictions, priors, cfg, score_threshold, nms_threshold=None, m
         tf.constant(cfg["variances"], tf.float32), tf.constant(score_threshold, tf.float32),
         tf.constant(cfg["nms_threshold"] if nms_threshold is None else nms_threshold, tf.float32),
         tf.constant(cfg["max_number_keep"] if max_detections is None else max_detections, tf.int32),
-        tf.constant(bool(probabilities)), float(cfg.get("box_voting", 0.0)))
+        tf.constant(bool(probabilities)), float(cfg["box_voting"]))
     return boxes, scores, classes + 1, valid
 
 
@@ -126,18 +131,14 @@ def nonempty_detections(detections):
     """The detections of ``detections`` whose box has a positive width and height. Boxes are clipped to the
     image when they become pixels, so one that lay wholly outside it (in the letterbox padding) has none."""
     boxes = np.asarray(detections.boxes, np.float32).reshape(-1, 4)
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return Detections(boxes[keep], np.asarray(detections.scores)[keep], np.asarray(detections.classes)[keep],
-                      list(detections.class_names))
+    return detections.select((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
 
 
 def small_detections(detections, max_side):
     """The detections of ``detections`` whose side (square root of the box area, in its units) is below
     ``max_side``."""
     boxes = np.asarray(detections.boxes, np.float32).reshape(-1, 4)
-    keep = np.sqrt(box_area(boxes).numpy()) < max_side
-    return Detections(boxes[keep], np.asarray(detections.scores)[keep], np.asarray(detections.classes)[keep],
-                      list(detections.class_names))
+    return detections.select(np.sqrt(box_area(boxes).numpy()) < max_side)
 
 
 def merge_detections(parts, iou_threshold, max_detections, voting_iou=0.0):

@@ -34,6 +34,16 @@ def brute_force_iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
+def clustered_boxes(rng, batch, num_boxes, num_classes):
+    """Boxes [B, N, 4] jittered around six centres per image (so that NMS suppresses) and scores [B, N, C]."""
+    centres = rng.uniform(0.2, 0.8, (batch, 6, 2))
+    pick = rng.integers(0, 6, (batch, num_boxes))
+    centre = np.take_along_axis(centres, pick[..., None], axis=1) + rng.normal(0, 0.02, (batch, num_boxes, 2))
+    size = rng.uniform(0.05, 0.2, (batch, num_boxes, 2))
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=-1).astype(np.float32)
+    return boxes, rng.uniform(0, 1, (batch, num_boxes, num_classes)).astype(np.float32)
+
+
 def test_center_corner_round_trip():
     rng = np.random.default_rng(0)
     centre = np.concatenate([rng.uniform(0, 1, (50, 2)), rng.uniform(0.01, 1, (50, 2))], axis=1)
@@ -230,13 +240,7 @@ def greedy_nms_reference(boxes, scores, score_threshold, iou_threshold, max_dete
 def test_batched_nms_matches_greedy_reference(max_detections):
     rng = np.random.default_rng(3)
     batch, num_boxes, num_classes = 3, 60, 2
-    # clustered boxes so that suppression actually happens
-    centres = rng.uniform(0.2, 0.8, (batch, 6, 2))
-    pick = rng.integers(0, 6, (batch, num_boxes))
-    centre = np.take_along_axis(centres, pick[..., None], axis=1) + rng.normal(0, 0.02, (batch, num_boxes, 2))
-    size = rng.uniform(0.05, 0.2, (batch, num_boxes, 2))
-    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=-1).astype(np.float32)
-    scores = rng.uniform(0, 1, (batch, num_boxes, num_classes)).astype(np.float32)
+    boxes, scores = clustered_boxes(rng, batch, num_boxes, num_classes)   # so that suppression actually happens
     out_boxes, out_scores, out_classes, valid = [t.numpy() for t in
                                                  batched_nms(boxes, scores, 0.3, 0.4, max_detections)]
     assert out_boxes.shape == (batch, max_detections, 4)
@@ -251,16 +255,6 @@ def test_batched_nms_matches_greedy_reference(max_detections):
         np.testing.assert_allclose(out_boxes[b, :count], boxes[b][[e[2] for e in expected]], atol=1e-6)
         assert np.all(np.diff(out_scores[b, :count]) <= 0)
         assert np.all(out_scores[b, count:] == 0)
-
-
-def clustered_boxes(rng, batch, num_boxes, num_classes):
-    """Boxes [B, N, 4] jittered around six centres per image (so that NMS suppresses) and scores [B, N, C]."""
-    centres = rng.uniform(0.2, 0.8, (batch, 6, 2))
-    pick = rng.integers(0, 6, (batch, num_boxes))
-    centre = np.take_along_axis(centres, pick[..., None], axis=1) + rng.normal(0, 0.02, (batch, num_boxes, 2))
-    size = rng.uniform(0.05, 0.2, (batch, num_boxes, 2))
-    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=-1).astype(np.float32)
-    return boxes, rng.uniform(0, 1, (batch, num_boxes, num_classes)).astype(np.float32)
 
 
 def test_iou_matrix_takes_batches():
@@ -293,16 +287,13 @@ def test_vote_boxes_matches_a_weighted_mean_reference(voting_iou):
 
 
 def test_box_voting_moves_boxes_but_keeps_scores_and_classes():
-    from components.config import cfg as default_cfg
     from components.postprocessing import postprocess
-    priors = priors_from_config(default_cfg)
+    priors = priors_from_config(cfg)
     rng = np.random.default_rng(6)
-    predictions = rng.normal(0, 1, (2, len(priors), 3)).astype(np.float32)
-    predictions = np.concatenate([predictions[..., :1] * 0.5, predictions[..., :1] * 0.5,
-                                  predictions[..., 1:2] * 0.3, predictions[..., 2:] * 0.3,
-                                  rng.normal(0, 2, (2, len(priors), 3)).astype(np.float32)], axis=-1)
-    plain = [t.numpy() for t in postprocess(predictions, priors, dict(default_cfg, box_voting=0.0), 0.3)]
-    voted = [t.numpy() for t in postprocess(predictions, priors, dict(default_cfg, box_voting=0.5), 0.3)]
+    offsets = rng.normal(0, 0.5, (2, len(priors), 4)) * np.array([1.0, 1.0, 0.6, 0.6])   # (dcx, dcy, dw, dh)
+    predictions = np.concatenate([offsets, rng.normal(0, 2, (2, len(priors), 3))], axis=-1).astype(np.float32)
+    plain = [t.numpy() for t in postprocess(predictions, priors, dict(cfg, box_voting=0.0), 0.3)]
+    voted = [t.numpy() for t in postprocess(predictions, priors, dict(cfg, box_voting=0.5), 0.3)]
     for plain_part, voted_part in zip(plain[1:], voted[1:]):
         np.testing.assert_array_equal(plain_part, voted_part)
     count = int(plain[3][0])
