@@ -31,9 +31,12 @@ SMALL_RUN = ["--steps_per_epoch", str(STEPS), "--batch_size", "2", "--input_size
 TIMEOUT = 300
 HELD = "test: held after the first step of epoch"
 # train.py (as ``python train.py ARGS``) with an ``on_step`` that, after the first step of epoch argv[1],
-# prints HELD on stderr and sleeps until a signal ends or interrupts it (a Ctrl-C there is a Ctrl-C mid-epoch)
+# prints HELD on stderr and sleeps until a signal ends or interrupts it (a Ctrl-C there is a Ctrl-C mid-epoch).
+# Ctrl-C gets Python's own handler first: a suite started in the background by a non-interactive shell (nohup
+# ... &) hands its children SIGINT ignored, and the Ctrl-C test would then sleep out its timeout.
 HOLD_SCRIPT = textwrap.dedent("""\
-    import runpy, sys, time
+    import runpy, signal, sys, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import cli   # the environment first, as train.py sets it
     import network.trainer as trainer
 
