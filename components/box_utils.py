@@ -177,6 +177,43 @@ def batched_nms(boxes, scores, score_threshold, iou_threshold, max_detections):
     return nmsed_boxes, nmsed_scores, tf.cast(nmsed_classes, tf.int32), valid
 
 
+def soft_nms(boxes, scores, score_threshold, sigma, max_detections):
+    """Class-wise Gaussian soft-NMS (Bodla et al. 2017) for a batch: instead of dropping a box that overlaps
+    a kept one of its class, its score is multiplied by ``exp(-IoU**2 / sigma)``; boxes whose score falls
+    below ``score_threshold`` go.
+
+    Args and returns as :func:`batched_nms` (``sigma`` > 0 a Python float; the returned scores are the
+    decayed ones).
+    """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    scores = tf.convert_to_tensor(scores, tf.float32)
+    max_detections = tf.convert_to_tensor(max_detections, tf.int32)
+    num_classes = scores.shape[-1]
+
+    def one_image(inputs):
+        image_boxes, image_scores = inputs
+        kept_boxes, kept_scores, kept_classes = [], [], []
+        for class_index in range(num_classes):
+            # TensorFlow weighs by exp(-IoU**2 / (2 * soft_nms_sigma)): half of Bodla's sigma
+            keep, decayed = tf.image.non_max_suppression_with_scores(
+                image_boxes, image_scores[:, class_index], max_detections, iou_threshold=1.0,
+                score_threshold=score_threshold, soft_nms_sigma=sigma / 2.0)
+            kept_boxes.append(tf.gather(image_boxes, keep))
+            kept_scores.append(decayed)
+            kept_classes.append(tf.fill(tf.shape(keep), class_index))
+        all_scores = tf.concat(kept_scores, axis=0)
+        count = tf.minimum(tf.shape(all_scores)[0], max_detections)
+        order = tf.math.top_k(all_scores, k=count).indices
+        pad = max_detections - count
+        return (tf.pad(tf.gather(tf.concat(kept_boxes, axis=0), order), [[0, pad], [0, 0]]),
+                tf.pad(tf.gather(all_scores, order), [[0, pad]]),
+                tf.pad(tf.gather(tf.concat(kept_classes, axis=0), order), [[0, pad]]), count)
+
+    return tf.map_fn(one_image, (boxes, scores), fn_output_signature=(
+        tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.float32),
+        tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)))
+
+
 def vote_boxes(kept_boxes, kept_classes, boxes, scores, iou_threshold):
     """Box voting: each box NMS kept becomes the mean of the candidate boxes that overlap it by at least
     ``iou_threshold``, each weighted by its score for the kept box's class (the kept box is one of them).

@@ -78,6 +78,8 @@ cfg = {
     "nms_threshold": 0.4,
     "box_voting": 0.0,        # box voting after NMS: each kept box becomes the score-weighted mean of the
                               # candidates overlapping it by at least this IoU (0 = off)
+    "soft_nms_sigma": 0.0,    # Gaussian soft-NMS (Bodla et al. 2017): an overlapping box's score is multiplied by
+                              # exp(-IoU^2 / sigma) instead of the box being dropped; 0 = NMS at nms_threshold
     "max_number_keep": 200,
 
     # serving (serve.py: web demo and REST API; its flags --workers, --max_pending, --max_request_mb and
@@ -183,6 +185,7 @@ CONFIG_HELP = {
     "nms_threshold": "IoU above which NMS drops the weaker of two boxes",
     "max_number_keep": "most detections per image",
     "box_voting": "box voting after NMS: IoU of the candidates averaged into each kept box (0 = off)",
+    "soft_nms_sigma": "Gaussian soft-NMS: sigma of the score decay exp(-IoU^2 / sigma) (0 = NMS at nms_threshold)",
     "serve_workers": "inference threads of the server",
     "serve_max_pending": "requests admitted at once, running or waiting (503 beyond)",
     "serve_max_request_mb": "largest request body in MiB (413 beyond)",
@@ -200,7 +203,7 @@ ANCHOR_KEYS = ("input_size", "min_sizes", "steps", "match_thresh", "min_positive
 AUGMENTATION_KEYS = ("using_crop", "crop_prob", "expand_prob", "expand_max_ratio", "using_bin", "using_flip",
                      "using_distort")
 DETECTION_KEYS = ("input_size", "keep_aspect", "flip_test", "test_scales", "test_small_face", "score_threshold",
-                  "nms_threshold", "max_number_keep", "box_voting")
+                  "nms_threshold", "max_number_keep", "box_voting", "soft_nms_sigma")
 STREAM_KEYS = ("stream_reconnect_attempts", "stream_reconnect_delay", "stream_timeout")
 SERVE_KEYS = ("serve_workers", "serve_max_pending", "serve_max_request_mb", "serve_max_image_pixels")
 
@@ -266,6 +269,8 @@ def validate_config(config):
             and all(isinstance(scale, int) and scale >= 1 for scale in scales)):
         raise ValueError(f"--test_scales: must be a list of whole multiples of input_size starting with 1 "
                          f"(e.g. [1, 2]), got {scales!r}")
+    if not config["soft_nms_sigma"] >= 0:
+        raise ValueError(f"--soft_nms_sigma: must be >= 0 (0: NMS), got {config['soft_nms_sigma']!r}")
     if not config["test_small_face"] > 0:
         raise ValueError(f"--test_small_face: must be > 0, got {config['test_small_face']!r}")
     if config["expand_max_ratio"] < 1.0:

@@ -133,7 +133,7 @@ class Detector:
             larger = detector.detect_batch(images_rgb, score_threshold)
             found = [merge_detections([mine, small_detections(theirs, self.small_face_pixels(shape))],
                                       self.cfg["nms_threshold"], self.cfg["max_number_keep"],
-                                      self.cfg["box_voting"])
+                                      self.cfg["box_voting"], self.cfg["soft_nms_sigma"])
                      for mine, theirs, shape in zip(found, larger, shapes)]
         return found
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from components.box_utils import batched_nms, box_area, decode_boxes, vote_boxes
+from components.box_utils import batched_nms, box_area, decode_boxes, soft_nms, vote_boxes
 
 TINY_SCORE = float(np.finfo(np.float32).tiny)   # merge_detections: scores above it are detections
 
@@ -36,9 +36,9 @@ class Detections:
 
 @tf.function(reduce_retracing=True)
 def _postprocess_graph(predictions, priors, variances, score_threshold, iou_threshold, max_detections,
-                       probabilities, voting_iou):
+                       probabilities, voting_iou, soft_sigma):
     """Compiled body of :func:`postprocess` (thresholds and sizes are tensors, so one trace serves all;
-    ``voting_iou`` is a Python float, one trace per value)."""
+    ``voting_iou`` and ``soft_sigma`` are Python floats, one trace per value)."""
     classes = predictions[..., 4:]
     scores = tf.cond(probabilities, lambda: classes, lambda: tf.nn.softmax(classes, axis=-1))[..., 1:]  # [B, P, C-1]
     # Only priors whose best class score reaches the threshold can be kept by NMS: take the
@@ -51,14 +51,20 @@ def _postprocess_graph(predictions, priors, variances, score_threshold, iou_thre
     offsets = tf.gather(predictions[..., :4], candidates, batch_dims=1)
     boxes = decode_boxes(offsets, tf.gather(priors, candidates), variances)
     candidate_scores = tf.gather(scores, candidates, batch_dims=1)
-    return _suppress(boxes, candidate_scores, score_threshold, iou_threshold, max_detections, voting_iou)
+    return _suppress(boxes, candidate_scores, score_threshold, iou_threshold, max_detections, voting_iou,
+                     soft_sigma)
 
 
-def _suppress(boxes, scores, score_threshold, iou_threshold, max_detections, voting_iou):
-    """``batched_nms``, then box voting among the candidates (``vote_boxes``) where ``voting_iou`` (a Python
-    float, so that a graph without voting holds no trace of it) is > 0."""
-    kept_boxes, kept_scores, kept_classes, valid = batched_nms(boxes, scores, score_threshold, iou_threshold,
-                                                               max_detections)
+def _suppress(boxes, scores, score_threshold, iou_threshold, max_detections, voting_iou, soft_sigma=0.0):
+    """``batched_nms`` (or ``soft_nms`` where ``soft_sigma`` > 0, which leaves ``iou_threshold`` unused), then
+    box voting among the candidates (``vote_boxes``) where ``voting_iou`` is > 0 (both Python floats, so that
+    a graph without them holds no trace of them)."""
+    if soft_sigma > 0:
+        kept_boxes, kept_scores, kept_classes, valid = soft_nms(boxes, scores, score_threshold, soft_sigma,
+                                                                max_detections)
+    else:
+        kept_boxes, kept_scores, kept_classes, valid = batched_nms(boxes, scores, score_threshold,
+                                                                   iou_threshold, max_detections)
     if voting_iou > 0:
         kept_boxes = vote_boxes(kept_boxes, kept_classes, boxes, scores, voting_iou)
     return kept_boxes, kept_scores, kept_classes, valid
@@ -68,9 +74,9 @@ def postprocess(predictions, priors, cfg, score_threshold, nms_threshold=None, m
                 probabilities=False):
     """Decode a batch of raw predictions into detections.
 
-    Class-wise NMS (``tf.image.combined_non_max_suppression``) runs only on the priors whose best class
-    score reaches ``score_threshold``; the others could never be kept, so the detections are those of NMS
-    over all priors.
+    Class-wise NMS (``tf.image.combined_non_max_suppression``; Gaussian soft-NMS where ``cfg["soft_nms_sigma"]``
+    > 0) runs only on the priors whose best class score reaches ``score_threshold``; the others could never be
+    kept, so the detections are those of NMS over all priors.
 
     Args:
         predictions: [B, P, 4 + C] network output (offsets, class logits incl. background), tensor or numpy;
@@ -87,7 +93,7 @@ def postprocess(predictions, priors, cfg, score_threshold, nms_threshold=None, m
         tf.constant(cfg["variances"], tf.float32), tf.constant(score_threshold, tf.float32),
         tf.constant(cfg["nms_threshold"] if nms_threshold is None else nms_threshold, tf.float32),
         tf.constant(cfg["max_number_keep"] if max_detections is None else max_detections, tf.int32),
-        tf.constant(bool(probabilities)), float(cfg["box_voting"]))
+        tf.constant(bool(probabilities)), float(cfg["box_voting"]), float(cfg.get("soft_nms_sigma", 0.0)))
     return boxes, scores, classes + 1, valid
 
 
@@ -141,9 +147,10 @@ def small_detections(detections, max_side):
     return detections.select(np.sqrt(box_area(boxes).numpy()) < max_side)
 
 
-def merge_detections(parts, iou_threshold, max_detections, voting_iou=0.0):
+def merge_detections(parts, iou_threshold, max_detections, voting_iou=0.0, soft_sigma=0.0):
     """Class-wise NMS over the union of several :class:`Detections` of one image (same units, same classes):
-    the multi-scale test's merge, with box voting among them where ``voting_iou`` > 0 (``vote_boxes``).
+    the multi-scale test's merge, with box voting among them where ``voting_iou`` > 0 (``vote_boxes``) and
+    Gaussian soft-NMS instead of NMS where ``soft_sigma`` > 0 (``soft_nms``).
     Returns one Detections sorted by score, at most ``max_detections``."""
     boxes = np.concatenate([np.asarray(part.boxes, np.float32).reshape(-1, 4) for part in parts])
     scores = np.concatenate([np.asarray(part.scores, np.float32) for part in parts])
@@ -155,7 +162,7 @@ def merge_detections(parts, iou_threshold, max_detections, voting_iou=0.0):
     per_class[np.arange(len(scores)), classes - 1] = scores
     kept_boxes, kept_scores, kept_classes, valid = _suppress(
         tf.constant(boxes[None]), tf.constant(per_class[None]), TINY_SCORE, iou_threshold, max_detections,
-        float(voting_iou))
+        float(voting_iou), float(soft_sigma))
     count = int(valid[0])
     return Detections(kept_boxes[0, :count].numpy(), kept_scores[0, :count].numpy(),
                       kept_classes[0, :count].numpy() + 1, class_names)

@@ -11,6 +11,7 @@ from components.box_utils import (
     encode_boxes,
     encode_targets,
     iou_matrix,
+    soft_nms,
     vote_boxes,
 )
 from components.config import cfg
@@ -302,3 +303,57 @@ def test_box_voting_moves_boxes_but_keeps_scores_and_classes():
     assert (shift > 1e-4).any()
     overlaps = np.diag(iou_matrix(plain[0][0, :count], voted[0][0, :count]).numpy())
     assert overlaps.min() > 0.5      # a mean of boxes that each overlap the kept one by >= 0.5
+
+
+def brute_force_soft_nms(boxes, scores, score_threshold, sigma):
+    """Gaussian soft-NMS of one class, as in Bodla et al. 2017: [(box, decayed score)] in the order kept."""
+    remaining = {i: float(scores[i]) for i in range(len(scores)) if scores[i] >= score_threshold}
+    kept = []
+    while remaining:
+        best = max(remaining, key=remaining.get)
+        kept.append((boxes[best], remaining.pop(best)))
+        for i in list(remaining):
+            remaining[i] *= np.exp(-brute_force_iou(boxes[best], boxes[i]) ** 2 / sigma)
+            if remaining[i] < score_threshold:
+                del remaining[i]
+    return kept
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.5])
+def test_soft_nms_matches_a_brute_force_reference_per_class(sigma):
+    rng = np.random.default_rng(11)
+    centres = random_corner_boxes(rng, 6, 0.1, 0.3)
+    boxes = np.concatenate([centres + rng.normal(0, 0.02, centres.shape) for _ in range(5)]).astype(np.float32)
+    scores = rng.uniform(0, 1, (2, len(boxes), 2)).astype(np.float32)
+    batch = np.stack([boxes, boxes[::-1]])
+    kept_boxes, kept_scores, kept_classes, valid = (t.numpy() for t in soft_nms(batch, scores, 0.05, sigma, 100))
+    for b in range(2):
+        expected = []
+        for c in range(2):
+            expected += [(box, score, c) for box, score in brute_force_soft_nms(batch[b], scores[b, :, c], 0.05, sigma)]
+        expected.sort(key=lambda item: -item[1])
+        assert int(valid[b]) == len(expected)
+        np.testing.assert_allclose(kept_scores[b, :valid[b]], [item[1] for item in expected], atol=1e-5)
+        np.testing.assert_array_equal(kept_classes[b, :valid[b]], [item[2] for item in expected])
+        np.testing.assert_allclose(kept_boxes[b, :valid[b]], [item[0] for item in expected], atol=1e-6)
+        assert (kept_scores[b, valid[b]:] == 0).all()
+    hard_valid = batched_nms(batch, scores, 0.05, 0.4, 100)[3].numpy()
+    assert (valid > hard_valid).all()          # overlapping boxes are decayed, not dropped
+
+
+def test_soft_nms_keeps_the_top_box_and_decays_the_others_in_postprocess():
+    from components.postprocessing import postprocess
+    priors = priors_from_config(cfg)[:600]     # the stride-8 priors of the top rows: many overlapping boxes
+    rng = np.random.default_rng(6)
+    offsets = rng.normal(0, 0.5, (2, len(priors), 4)) * np.array([1.0, 1.0, 0.6, 0.6])
+    predictions = np.concatenate([offsets, rng.normal(0, 2, (2, len(priors), 3))], axis=-1).astype(np.float32)
+    settings = dict(cfg, max_number_keep=1000)
+    hard = [t.numpy() for t in postprocess(predictions, priors, dict(settings, soft_nms_sigma=0.0), 0.3)]
+    soft = [t.numpy() for t in postprocess(predictions, priors, dict(settings, soft_nms_sigma=0.5), 0.3)]
+    np.testing.assert_allclose(soft[1][:, 0], hard[1][:, 0])   # the best box of each image is untouched
+    assert (hard[3] < 1000).all() and (soft[3] < 1000).all()
+    for b in range(2):     # some kept boxes carry a decayed score, which no hard-NMS box has
+        assert not np.isin(soft[1][b, :soft[3][b]], hard[1][b, :hard[3][b]]).all()
+    for b in range(2):
+        assert (np.diff(soft[1][b, :soft[3][b]]) <= 0).all()   # sorted by decayed score
+        assert soft[1][b, :soft[3][b]].min() >= 0.3
