@@ -7,7 +7,9 @@
 Reads the folders compute_mAP.py reads (see ``mAP/compute_mAP.py`` for the file formats; difficult boxes are
 left out) and bins faces by their side sqrt(w*h) in image pixels. Prints a table per set (see
 ``mAP/analyse_errors.py`` for the columns) and writes them to ``<output_dir>/errors.txt``, with a plot of the
-recall per size bin of each class and set, ``<output_dir>/recall_by_size.png``.
+recall per size bin of each class and set, ``<output_dir>/recall_by_size.png``, and the faces found with a
+score of at least ``--review_score`` only as another class, a list of labels to check, to
+``<output_dir>/confusions.txt``.
 """
 import argparse
 import os
@@ -16,6 +18,8 @@ import sys
 import cli
 from cli.compute_map import add_folder_arguments, set_dirs_given
 from mAP.analyse_errors import (
+    CONFUSIONS_FILE_NAME,
+    DEFAULT_REVIEW_SCORE,
     DEFAULT_SCORE,
     DEFAULT_SIZE_BINS,
     ERRORS_FILE_NAME,
@@ -46,8 +50,11 @@ def build_parser():
     parser.add_argument("--size_bins", type=size_bins, default=DEFAULT_SIZE_BINS,
                         help="edges of the face-size bins, side sqrt(w*h) in pixels (default 16,32,64,128: "
                              "<16, 16-32, 32-64, 64-128, >=128)")
+    parser.add_argument("--review_score", type=float, default=DEFAULT_REVIEW_SCORE,
+                        help=f"score of another class's detection that lists a face in {CONFUSIONS_FILE_NAME} "
+                             f"(default {DEFAULT_REVIEW_SCORE:g})")
     parser.add_argument("--output_dir", default=cli.repo_path("mAP", "map-results"),
-                        help=f"where {ERRORS_FILE_NAME} and {PLOT_FILE_NAME} go "
+                        help=f"where {ERRORS_FILE_NAME}, {CONFUSIONS_FILE_NAME} and {PLOT_FILE_NAME} go "
                              "(default: mAP/map-results of the repository)")
     parser.add_argument("--no_plot", action="store_true", help=f"do not write {PLOT_FILE_NAME}")
     return parser
@@ -55,12 +62,16 @@ def build_parser():
 
 def body(args, cfg):
     if set_dirs_given(args):
-        analyses = analyse_set_dirs(args.set_dirs, args.score, args.size_bins)
+        analyses = analyse_set_dirs(args.set_dirs, args.score, args.size_bins, args.review_score)
     else:   # one set, named by the folder holding its detection-results/
         name = folder_name(os.path.dirname(os.path.abspath(args.det_dir)))
-        analyses = {name: analyse_folders(args.gt_dir, args.det_dir, args.score, args.size_bins)}
+        analyses = {name: analyse_folders(args.gt_dir, args.det_dir, args.score, args.size_bins,
+                                          args.review_score)}
     print(write_errors(analyses, args.output_dir, plots=not args.no_plot))
-    print(f"results written to {os.path.join(args.output_dir, ERRORS_FILE_NAME)}"
+    for name, analysis in analyses.items():
+        print(f"{name}: {len(analysis.confusions)} faces found with a score >= {args.review_score:g} only as "
+              f"another class (listed in {CONFUSIONS_FILE_NAME})")
+    print(f"results written to {os.path.join(args.output_dir, ERRORS_FILE_NAME)}, {CONFUSIONS_FILE_NAME}"
           + ("" if args.no_plot else f" and {PLOT_FILE_NAME}"))
 
 

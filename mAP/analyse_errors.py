@@ -19,7 +19,10 @@ share a detection). Per set, class and size bin (and ``all`` sizes):
   IoU >= 0.3, the median of detected height / ground-truth height, and of the widths (None: no such face).
 
 Writes the tables to ``<output_dir>/errors.txt`` and, unless ``plots`` is off, the recall per size bin of each
-class and set to ``<output_dir>/recall_by_size.png``; both atomically.
+class and set to ``<output_dir>/recall_by_size.png``; both atomically. ``<output_dir>/confusions.txt`` lists the
+faces that a detection of another class finds with a high score (``review_score``, default 0.9) and none of
+their own class at IoU >= 0.5 and score >= 0.5: a short list of images to look at, where the label or the model
+is wrong.
 """
 import os
 import sys
@@ -39,6 +42,21 @@ LOCALISATION_IOU = 0.3                   # IoU from which a same-class detection
 ALL_SIZES = "all"
 ERRORS_FILE_NAME = "errors.txt"
 PLOT_FILE_NAME = "recall_by_size.png"
+CONFUSIONS_FILE_NAME = "confusions.txt"
+DEFAULT_REVIEW_SCORE = 0.9               # score of another class's detection that puts a face on the review list
+OWN_CLASS_SCORE = 0.5                    # ... unless a detection of its own class reaches this score
+
+
+@dataclass
+class Confusion:
+    """A face found with ``score`` only as ``detected`` (another class than its label ``labelled``); box in
+    image pixels, corner form; ``own_score``: the best score of a same-class detection at IoU >= 0.5 (0: none)."""
+    image: str
+    box: tuple
+    labelled: str
+    detected: str
+    score: float
+    own_score: float
 
 
 @dataclass
@@ -74,10 +92,13 @@ class ErrorRow:
 
 @dataclass
 class ErrorAnalysis:
-    """The rows of one set (per class: each size bin, then ``all``), the score threshold and the bin edges."""
+    """The rows of one set (per class: each size bin, then ``all``), the score threshold, the bin edges, and the
+    faces confidently found only as another class (``confusions``, at ``review_score``)."""
     rows: list
     score_threshold: float
     size_bins: tuple
+    confusions: list
+    review_score: float
 
 
 def check_size_bins(edges):
@@ -139,6 +160,38 @@ def match_faces(ground_truth, detections, score_threshold=DEFAULT_SCORE):
     return FaceMatches(**{key: np.concatenate(values) if values else np.zeros(0) for key, values in parts.items()})
 
 
+def find_confusions(ground_truth, detections, review_score=DEFAULT_REVIEW_SCORE):
+    """[Confusion] of ``detections`` against ``ground_truth`` (non-difficult faces), highest score first."""
+    if not 0.0 <= review_score <= 1.0:
+        raise ValueError(f"--review_score: must be in [0, 1], got {review_score}")
+    found_confusions = []
+    for image, truth in ground_truth.items():
+        found = detections[image]
+        if not len(found.labels) or not len(truth.labels):
+            continue
+        labels, det_labels = np.array(truth.labels, dtype=object), np.array(found.labels, dtype=object)
+        overlapping = iou_matrix(found.boxes, truth.boxes).numpy() >= MATCH_IOU        # [D, G]
+        same = det_labels[:, None] == labels[None, :]
+        scores = found.scores[:, None]
+        own = np.where(overlapping & same, scores, 0.0).max(axis=0)                    # [G]
+        other = np.where(overlapping & ~same, scores, 0.0)
+        for face in np.flatnonzero((other.max(axis=0) >= review_score) & (own < OWN_CLASS_SCORE) & ~truth.difficult):
+            row = int(np.argmax(other[:, face]))
+            found_confusions.append(Confusion(image, tuple(float(v) for v in truth.boxes[face]), labels[face],
+                                              det_labels[row], float(found.scores[row]), float(own[face])))
+    return sorted(found_confusions, key=lambda item: -item.score)
+
+
+def format_confusions(name, confusions, review_score):
+    """Text lines of one set's confusions: a title naming the set, then one line per face."""
+    lines = [f"{name}: {len(confusions)} faces found with a score >= {review_score:g} only as another class "
+             f"(none of their own class at IoU >= {MATCH_IOU:g} and score >= {OWN_CLASS_SCORE:g}): check the label"]
+    lines += [f"{item.image} labelled {item.labelled} found as {item.detected} {item.score:.3f} "
+              f"(own class {item.own_score:.3f}) box " + " ".join(f"{value:g}" for value in item.box)
+              for item in confusions]
+    return lines
+
+
 def _share(flags):
     return float(np.mean(flags)) if flags.size else None
 
@@ -158,7 +211,8 @@ def error_row(class_name, size_bin, matches, selected):
                     _median(matches.height_ratio[selected][matched]), _median(matches.width_ratio[selected][matched]))
 
 
-def analyse_errors(ground_truth, detections, score_threshold=DEFAULT_SCORE, size_bins=DEFAULT_SIZE_BINS):
+def analyse_errors(ground_truth, detections, score_threshold=DEFAULT_SCORE, size_bins=DEFAULT_SIZE_BINS,
+                   review_score=DEFAULT_REVIEW_SCORE):
     """ErrorAnalysis of ``detections`` against ``ground_truth`` (see the module docstring): per class of the
     non-difficult ground truth (sorted), a row per size bin of ``size_bins`` (edges, pixels) and one for all."""
     if not 0.0 <= score_threshold <= 1.0:
@@ -172,28 +226,32 @@ def analyse_errors(ground_truth, detections, score_threshold=DEFAULT_SCORE, size
         for index, name in enumerate(size_bin_names(size_bins)):
             rows.append(error_row(class_name, name, matches, of_class & (bins == index)))
         rows.append(error_row(class_name, ALL_SIZES, matches, of_class))
-    return ErrorAnalysis(rows, score_threshold, size_bins)
+    return ErrorAnalysis(rows, score_threshold, size_bins, find_confusions(ground_truth, detections, review_score),
+                         review_score)
 
 
-def analyse_folders(gt_dir, det_dir, score_threshold=DEFAULT_SCORE, size_bins=DEFAULT_SIZE_BINS):
+def analyse_folders(gt_dir, det_dir, score_threshold=DEFAULT_SCORE, size_bins=DEFAULT_SIZE_BINS,
+                    review_score=DEFAULT_REVIEW_SCORE):
     """ErrorAnalysis of the detection files of ``det_dir`` against the ground truth of ``gt_dir``.
 
     Raises ValueError naming the folder or file that cannot be used, or when no file holds a non-difficult box.
     """
     ground_truth = read_ground_truth_dir(gt_dir)
     analysis = analyse_errors(ground_truth, read_detection_dir(det_dir, list(ground_truth)), score_threshold,
-                              size_bins)
+                              size_bins, review_score)
     if not analysis.rows:
         raise ValueError(f"{gt_dir}: no non-difficult ground-truth box in any file")
     return analysis
 
 
-def analyse_set_dirs(set_dirs, score_threshold=DEFAULT_SCORE, size_bins=DEFAULT_SIZE_BINS):
+def analyse_set_dirs(set_dirs, score_threshold=DEFAULT_SCORE, size_bins=DEFAULT_SIZE_BINS,
+                     review_score=DEFAULT_REVIEW_SCORE):
     """{set name: ErrorAnalysis} of several sets, each a folder holding ``ground-truth/`` and
     ``detection-results/``, named by the folder (made unique), in order. Every set is analysed before
     anything is written; raises ValueError naming the first folder or file that cannot be used."""
     return {name: analyse_folders(os.path.join(set_dir, GROUND_TRUTH_DIR_NAME),
-                                  os.path.join(set_dir, DETECTION_DIR_NAME), score_threshold, size_bins)
+                                  os.path.join(set_dir, DETECTION_DIR_NAME), score_threshold, size_bins,
+                                  review_score)
             for name, set_dir in named_set_dirs(set_dirs).items()}
 
 
@@ -247,10 +305,14 @@ def plot_recall_by_size(analyses, path):
 
 def write_errors(analyses, output_dir, plots=True):
     """Write the tables of ``analyses`` ({set name: ErrorAnalysis}) to ``<output_dir>/errors.txt`` (a blank
-    line between sets) and, with ``plots``, ``<output_dir>/recall_by_size.png``; returns the text written."""
+    line between sets), their confusions to ``<output_dir>/confusions.txt`` and, with ``plots``,
+    ``<output_dir>/recall_by_size.png``; returns the text of errors.txt."""
     text = "\n\n".join("\n".join(format_errors(name, analysis)) for name, analysis in analyses.items())
+    confusions = "\n\n".join("\n".join(format_confusions(name, analysis.confusions, analysis.review_score))
+                              for name, analysis in analyses.items())
     os.makedirs(output_dir, exist_ok=True)
     write_text_atomically(os.path.join(output_dir, ERRORS_FILE_NAME), text + "\n")
+    write_text_atomically(os.path.join(output_dir, CONFUSIONS_FILE_NAME), confusions + "\n")
     if plots:
         plot_recall_by_size(analyses, os.path.join(output_dir, PLOT_FILE_NAME))
     return text

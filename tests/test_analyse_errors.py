@@ -103,6 +103,29 @@ def test_wrong_class(tmp_path):
     assert row.recall == pytest.approx(1 / 3) and row.wrong_class == pytest.approx(1 / 3)
 
 
+def test_confusions_list_faces_found_confidently_only_as_another_class(tmp_path):
+    ground_truth = {"a": "mask 0 0 10 10\nmask 20 20 30 30\nunmask 40 40 50 50\nmask 60 60 70 70 difficult\n",
+                    "b": "unmask 0 0 100 100\n"}
+    detections = {"a": "unmask 0.95 0 0 10 10\n"                       # listed: no mask detection on it
+                       "unmask 0.97 20 20 30 30\nmask 0.6 20 20 30 30\n"  # its own class reaches 0.5: not listed
+                       "mask 0.8 40 40 50 50\n"                          # below the review score: not listed
+                       "unmask 0.99 60 60 70 70\n",                      # difficult: not listed
+                  "b": "mask 0.91 1 1 100 100\nunmask 0.3 0 0 100 100\n"}   # listed, own class 0.3
+    make_set(tmp_path, ground_truth, detections)
+    analysis = ae.analyse_folders(str(tmp_path / "ground-truth"), str(tmp_path / "detection-results"))
+    assert [(c.image, c.labelled, c.detected) for c in analysis.confusions] == [("a", "mask", "unmask"),
+                                                                              ("b", "unmask", "mask")]
+    assert analysis.confusions[0].score == pytest.approx(0.95) and analysis.confusions[1].own_score == pytest.approx(0.3)
+    assert analysis.confusions[1].box == (0.0, 0.0, 100.0, 100.0)
+    lower = ae.analyse_folders(str(tmp_path / "ground-truth"), str(tmp_path / "detection-results"), review_score=0.8)
+    assert len(lower.confusions) == 3
+    ae.write_errors({"s": analysis}, str(tmp_path / "out"), plots=False)
+    lines = (tmp_path / "out" / ae.CONFUSIONS_FILE_NAME).read_text().splitlines()
+    assert lines[0].startswith("s: 2 faces") and lines[1].startswith("a labelled mask found as unmask 0.950")
+    with pytest.raises(ValueError, match="--review_score"):
+        ae.analyse_folders(str(tmp_path / "ground-truth"), str(tmp_path / "detection-results"), review_score=2.0)
+
+
 def test_difficult_boxes_are_left_out(tmp_path):
     rows = analyse(tmp_path, {"a": "mask 0 0 10 10 difficult\nmask 20 20 30 30\n",
                               "b": "unmask 0 0 50 50 difficult\n"},
@@ -136,7 +159,8 @@ def test_cli_set_dirs_prints_and_writes_the_tables_and_the_plot(tmp_path, run_sc
     output = tmp_path / "out"
     run = run_script([SCRIPT, "--set_dirs", f"{set_a},{set_b}", "--output_dir", str(output)], cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert sorted(os.listdir(output)) == [ae.ERRORS_FILE_NAME, ae.PLOT_FILE_NAME]     # no temporary files
+    assert sorted(os.listdir(output)) == sorted([ae.CONFUSIONS_FILE_NAME, ae.ERRORS_FILE_NAME,
+                                                 ae.PLOT_FILE_NAME])                  # no temporary files
     assert (output / ae.PLOT_FILE_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (output / ae.ERRORS_FILE_NAME).read_text()
     assert text.rstrip("\n") in run.stdout
@@ -155,7 +179,7 @@ def test_main_one_set_no_plot(tmp_path, capsys):
     assert analyse_errors_cli.main(["--gt_dir", str(tmp_path / "run" / "ground-truth"), "--det_dir",
                                     str(tmp_path / "run" / "detection-results"), "--output_dir", str(output),
                                     "--no_plot", "--size_bins", "8,64"]) == 0
-    assert os.listdir(output) == [ae.ERRORS_FILE_NAME]
+    assert sorted(os.listdir(output)) == [ae.CONFUSIONS_FILE_NAME, ae.ERRORS_FILE_NAME]
     lines = (output / ae.ERRORS_FILE_NAME).read_text().splitlines()
     assert lines[0].startswith("run: ")                        # named by the folder of detection-results/
     assert table_rows(lines)[("mask", "8-64")][:2] == ["1", "100.00%"]
