@@ -55,7 +55,7 @@ def _postprocess_graph(predictions, priors, variances, score_threshold, iou_thre
                      soft_sigma)
 
 
-def _suppress(boxes, scores, score_threshold, iou_threshold, max_detections, voting_iou, soft_sigma=0.0):
+def _suppress(boxes, scores, score_threshold, iou_threshold, max_detections, voting_iou, soft_sigma):
     """``batched_nms`` (or ``soft_nms`` where ``soft_sigma`` > 0, which leaves ``iou_threshold`` unused), then
     box voting among the candidates (``vote_boxes``) where ``voting_iou`` is > 0 (both Python floats, so that
     a graph without them holds no trace of them)."""
@@ -93,7 +93,7 @@ def postprocess(predictions, priors, cfg, score_threshold, nms_threshold=None, m
         tf.constant(cfg["variances"], tf.float32), tf.constant(score_threshold, tf.float32),
         tf.constant(cfg["nms_threshold"] if nms_threshold is None else nms_threshold, tf.float32),
         tf.constant(cfg["max_number_keep"] if max_detections is None else max_detections, tf.int32),
-        tf.constant(bool(probabilities)), float(cfg["box_voting"]), float(cfg.get("soft_nms_sigma", 0.0)))
+        tf.constant(bool(probabilities)), float(cfg["box_voting"]), float(cfg["soft_nms_sigma"]))
     return boxes, scores, classes + 1, valid
 
 
