@@ -130,19 +130,25 @@ def _best(overlaps, mask):
     return np.maximum(best, 0.0), np.where(best >= 0.0, rows, -1)
 
 
+def _face_overlaps(truth, found):
+    """One image's non-difficult faces against its detections: (face boxes [G, 4], face labels [G], detection
+    labels [D], IoU [D, G], same [D, G]: the detection is of the face's class)."""
+    keep = ~truth.difficult
+    boxes = truth.boxes[keep]
+    labels = np.array(truth.labels, dtype=object)[keep] if len(truth.labels) else np.zeros(0, object)
+    det_labels = np.array(found.labels, dtype=object)
+    overlaps = iou_matrix(found.boxes, boxes).numpy() if len(boxes) and len(det_labels) else \
+        np.zeros((len(det_labels), len(boxes)))
+    return boxes, labels, det_labels, overlaps, det_labels[:, None] == labels[None, :]
+
+
 def match_faces(ground_truth, detections, score_threshold=DEFAULT_SCORE):
     """FaceMatches of every non-difficult box of ``ground_truth`` ({image: GroundTruth}) against
     ``detections`` ({image: ScoredBoxes}, as compute_mAP reads them), in image then file order."""
     parts = {key: [] for key in FaceMatches.__dataclass_fields__}
     for image, truth in ground_truth.items():
-        keep = ~truth.difficult
-        boxes = truth.boxes[keep]
-        labels = np.array(truth.labels, dtype=object)[keep] if len(truth.labels) else np.zeros(0, object)
         found = detections[image]
-        det_labels = np.array(found.labels, dtype=object)
-        overlaps = iou_matrix(found.boxes, boxes).numpy() if len(boxes) and len(det_labels) else \
-            np.zeros((len(det_labels), len(boxes)))
-        same = det_labels[:, None] == labels[None, :]
+        boxes, labels, det_labels, overlaps, same = _face_overlaps(truth, found)
         confident = (found.scores >= score_threshold)[:, None]
         same_iou, rows = _best(overlaps, same & confident)
         widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -167,17 +173,15 @@ def find_confusions(ground_truth, detections, review_score=DEFAULT_REVIEW_SCORE)
     found_confusions = []
     for image, truth in ground_truth.items():
         found = detections[image]
-        if not len(found.labels) or not len(truth.labels):
+        boxes, labels, det_labels, overlaps, same = _face_overlaps(truth, found)
+        if not overlaps.size:
             continue
-        labels, det_labels = np.array(truth.labels, dtype=object), np.array(found.labels, dtype=object)
-        overlapping = iou_matrix(found.boxes, truth.boxes).numpy() >= MATCH_IOU        # [D, G]
-        same = det_labels[:, None] == labels[None, :]
         scores = found.scores[:, None]
-        own = np.where(overlapping & same, scores, 0.0).max(axis=0)                    # [G]
-        other = np.where(overlapping & ~same, scores, 0.0)
-        for face in np.flatnonzero((other.max(axis=0) >= review_score) & (own < OWN_CLASS_SCORE) & ~truth.difficult):
+        own = np.where((overlaps >= MATCH_IOU) & same, scores, 0.0).max(axis=0)   # [G]
+        other = np.where((overlaps >= MATCH_IOU) & ~same, scores, 0.0)
+        for face in np.flatnonzero((other.max(axis=0) >= review_score) & (own < OWN_CLASS_SCORE)):
             row = int(np.argmax(other[:, face]))
-            found_confusions.append(Confusion(image, tuple(float(v) for v in truth.boxes[face]), labels[face],
+            found_confusions.append(Confusion(image, tuple(float(v) for v in boxes[face]), labels[face],
                                               det_labels[row], float(found.scores[row]), float(own[face])))
     return sorted(found_confusions, key=lambda item: -item.score)
 
