@@ -59,6 +59,8 @@ cfg = {
     "weights_decay": 5e-4,
     "momentum": 0.9,
     "neg_pos_ratio": 3,
+    "diou_loss_weight": 0.0,  # adds this times (1 - DIoU) of each positive prior's decoded box to the smooth L1
+                              # localisation loss (Zheng et al. 2020; 0 = smooth L1 alone)
     "ema_decay": 0.0,         # weight EMA for validation and export (0 = off; 0.998 ~ 500 steps)
     "save_freq": 1,           # epochs between checkpoints
     "val_map_freq": 1,        # epochs between validation mAP evaluations (0 = never)
@@ -169,6 +171,7 @@ CONFIG_HELP = {
     "weights_decay": "decoupled weight decay",
     "momentum": "SGD (Nesterov) momentum",
     "neg_pos_ratio": "hard negatives per positive prior in the loss",
+    "diou_loss_weight": "weight of a 1 - DIoU term on positive priors' decoded boxes, added to smooth L1 (0 = off)",
     "ema_decay": "decay of the weights' moving average that validation and export use (0: none)",
     "save_freq": "epochs between checkpoints",
     "val_map_freq": "epochs between validation mAP evaluations (0: never)",
@@ -269,6 +272,8 @@ def validate_config(config):
             and all(isinstance(scale, int) and scale >= 1 for scale in scales)):
         raise ValueError(f"--test_scales: must be a list of whole multiples of input_size starting with 1 "
                          f"(e.g. [1, 2]), got {scales!r}")
+    if not config["diou_loss_weight"] >= 0:
+        raise ValueError(f"--diou_loss_weight: must be >= 0 (0: smooth L1 alone), got {config['diou_loss_weight']!r}")
     if not config["soft_nms_sigma"] >= 0:
         raise ValueError(f"--soft_nms_sigma: must be >= 0 (0: NMS), got {config['soft_nms_sigma']!r}")
     if not config["test_small_face"] > 0:

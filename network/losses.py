@@ -1,5 +1,8 @@
-"""MultiBox loss: smooth L1 on positive priors, softmax cross-entropy with hard negative mining."""
+"""MultiBox loss: smooth L1 on positive priors (plus, optionally, a distance-IoU term on their decoded
+boxes), softmax cross-entropy with hard negative mining."""
 import tensorflow as tf
+
+from components.box_utils import decode_boxes, paired_diou
 
 
 def smooth_l1(diff):
@@ -32,7 +35,18 @@ def count_positives(targets):
     return tf.reduce_sum(tf.cast(targets[..., 4] > 0, tf.float32))
 
 
-def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3, num_positives=None):
+def diou_loss(loc_targets, loc_pred, priors, variances):
+    """Per-prior ``1 - DIoU`` of the boxes decoded from predicted and target offsets.
+
+    Args:
+        loc_targets, loc_pred: [B, P, 4] offsets.  priors: [P, 4] centre form, normalised.
+    Returns:
+        [B, P] float32 in [0, 2].
+    """
+    return 1.0 - paired_diou(decode_boxes(loc_pred, priors, variances), decode_boxes(loc_targets, priors, variances))
+
+
+def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3, num_positives=None, diou=None):
     """SSD loss of a batch.
 
     Args:
@@ -41,6 +55,8 @@ def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3, num_positi
         predictions: [B, P, 4 + num_classes] network output (offsets, class logits).
         num_positives: the normaliser; defaults to :func:`count_positives` of ``targets``. Distributed
             training passes the count over all replicas so that the replicas' losses add up to the global one.
+        diou: None, or (weight, priors [P, 4], variances): adds ``weight * (1 - DIoU)`` of every positive
+            prior's decoded box to the localisation loss (``diou_loss_weight`` in the config).
     Returns:
         (localisation loss, classification loss): scalars, each summed over the selected priors and divided
         by the number of positive priors (at least 1, so a batch without faces is safe).
@@ -54,6 +70,10 @@ def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3, num_positi
     negatives = hard_negative_mask(tf.stop_gradient(class_loss), positives, neg_pos_ratio, ignored)
     selected = tf.cast(tf.logical_or(positives, negatives), tf.float32)
 
-    loc_loss = tf.reduce_sum(smooth_l1(loc_pred - loc_targets) * tf.cast(positives, tf.float32)[..., None])
+    per_prior = tf.reduce_sum(smooth_l1(loc_pred - loc_targets), axis=-1)
+    if diou is not None:
+        weight, priors, variances = diou
+        per_prior += weight * diou_loss(loc_targets, loc_pred, priors, variances)
+    loc_loss = tf.reduce_sum(per_prior * tf.cast(positives, tf.float32))
     num_positives = tf.maximum(count_positives(targets) if num_positives is None else num_positives, 1.0)
     return loc_loss / num_positives, tf.reduce_sum(class_loss * selected) / num_positives

@@ -2,6 +2,7 @@
 run (epoch, step, history) and has one short method per part of an epoch; :func:`train` runs it."""
 import contextlib
 import functools
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from components.config import tfrecord_paths
 from components.detector import Detector
 from components.lr_scheduler import schedule_from_config
 from components.model_files import load_model_config, publish_model
+from components.prior_box import priors_from_config
 from components.run_config import save_run_config
 from dataset.tf_dataset_preprocess import load_dataset
 from mAP.evaluation import evaluate, map_or_zero
@@ -116,6 +118,19 @@ def build_optimizer(cfg, steps_per_epoch):
     return optimizer
 
 
+# the settings the loss depends on (the classes, hard negative mining, the DIoU term and the priors it decodes)
+LOSS_KEYS = ("labels_list", "neg_pos_ratio", "diou_loss_weight", "input_size", "min_sizes", "steps", "clip",
+             "variances")
+
+
+def loss_options(cfg):
+    """Keyword arguments of ``multibox_loss`` for ``cfg``: num_classes, neg_pos_ratio and diou (None when
+    ``diou_loss_weight`` is 0, else (weight, the priors at cfg's input_size, variances))."""
+    weight = float(cfg["diou_loss_weight"])
+    diou = (weight, tf.constant(priors_from_config(cfg), tf.float32), tuple(cfg["variances"])) if weight > 0 else None
+    return {"num_classes": len(cfg["labels_list"]), "neg_pos_ratio": cfg["neg_pos_ratio"], "diou": diou}
+
+
 def make_train_step(model, optimizer, cfg, strategy=None, average=None):
     """A compiled step: (images, targets) -> (total, localisation, classification) loss, weights updated
     (and ``average``, a WeightAverage, moved towards them).
@@ -125,15 +140,14 @@ def make_train_step(model, optimizer, cfg, strategy=None, average=None):
     single-device step on the global batch. The returned losses are summed over replicas (the global loss).
     """
     strategy = strategy or tf.distribute.get_strategy()
-    num_classes = len(cfg["labels_list"])
+    options = loss_options(cfg)
 
     def replica_step(images, targets):
         context = tf.distribute.get_replica_context()
         global_positives = context.all_reduce(tf.distribute.ReduceOp.SUM, count_positives(targets))
         with tf.GradientTape() as tape:
             predictions = model(images, training=True)
-            loc_loss, class_loss = multibox_loss(targets, predictions, num_classes, cfg["neg_pos_ratio"],
-                                                 num_positives=global_positives)
+            loc_loss, class_loss = multibox_loss(targets, predictions, num_positives=global_positives, **options)
             loss = loc_loss + class_loss
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
@@ -165,14 +179,20 @@ class ModelRuntime:
         return self._predict(tf.convert_to_tensor(images, tf.float32)).numpy()
 
 
+def make_loss_step(cfg):
+    """A compiled step: (targets, predictions) -> (localisation, classification) loss of ``cfg`` (one per
+    setting of LOSS_KEYS, so that validation traces it once per run)."""
+    return _cached_loss_step(json.dumps([list(cfg[key]) if isinstance(cfg[key], tuple) else cfg[key]
+                                         for key in LOSS_KEYS]))
+
+
 @functools.lru_cache(maxsize=4)
-def make_loss_step(num_classes, neg_pos_ratio):
-    """A compiled step: (targets, predictions) -> (localisation, classification) loss (one per setting, so
-    that validation traces it once per run)."""
+def _cached_loss_step(settings_json):
+    options = loss_options(dict(zip(LOSS_KEYS, json.loads(settings_json))))
 
     @tf.function(reduce_retracing=True)
     def loss_step(targets, predictions):
-        return multibox_loss(targets, predictions, num_classes, neg_pos_ratio)
+        return multibox_loss(targets, predictions, **options)
 
     return loss_step
 
@@ -183,7 +203,7 @@ def validate(detector, tfrecord_path, cfg, with_map, max_batches=None, progress=
 
     Returns a dict: val_loss, val_loc, val_cls and, with mAP, val_map and val_ap_<class>.
     """
-    loss_step = make_loss_step(len(cfg["labels_list"]), cfg["neg_pos_ratio"])
+    loss_step = make_loss_step(cfg)
     totals = []
 
     def add_loss(predictions, targets):
