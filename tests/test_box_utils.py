@@ -11,6 +11,7 @@ from components.box_utils import (
     encode_boxes,
     encode_targets,
     iou_matrix,
+    paired_diou,
     soft_nms,
     vote_boxes,
 )
@@ -83,6 +84,37 @@ def test_iou_matrix_matches_brute_force():
     assert result[0, 3] == 0.0 and result[0, 2] == 0.0                  # touching
     assert np.isfinite(iou_matrix(special[5:6], special[5:6]).numpy()).all()   # zero-area pair: 0, not NaN
     assert iou_matrix(special[5:6], special[5:6]).numpy()[0, 0] == 0.0
+
+
+def brute_force_diou(a, b):
+    """Distance-IoU written out: IoU - (centre distance)^2 / (enclosing box diagonal)^2."""
+    centre_a, centre_b = ((a[0] + a[2]) / 2, (a[1] + a[3]) / 2), ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
+    width, height = max(a[2], b[2]) - min(a[0], b[0]), max(a[3], b[3]) - min(a[1], b[1])
+    distance = (centre_a[0] - centre_b[0]) ** 2 + (centre_a[1] - centre_b[1]) ** 2
+    return brute_force_iou(a, b) - distance / (width ** 2 + height ** 2)
+
+
+def test_paired_diou_matches_brute_force_on_random_pairs():
+    rng = np.random.default_rng(12)
+    boxes_a, boxes_b = random_corner_boxes(rng, 300), random_corner_boxes(rng, 300)
+    expected = [brute_force_diou(a, b) for a, b in zip(boxes_a, boxes_b)]
+    np.testing.assert_allclose(paired_diou(boxes_a, boxes_b).numpy(), expected, atol=1e-6)
+    # leading batch dimensions, as the loss passes [B, P, 4]
+    assert paired_diou(np.stack([boxes_a, boxes_a]), np.stack([boxes_b, boxes_b])).shape == (2, 300)
+
+
+def test_paired_diou_special_cases():
+    box = np.array([0.2, 0.2, 0.4, 0.5], np.float32)
+    assert paired_diou(box, box).numpy() == pytest.approx(1.0)
+    # disjoint: IoU 0, so DIoU is minus the distance term, and lower the further apart
+    near, far = np.array([0.5, 0.2, 0.7, 0.5], np.float32), np.array([0.8, 0.2, 1.0, 0.5], np.float32)
+    assert -1.0 < paired_diou(box, far).numpy() < paired_diou(box, near).numpy() < 0.0
+    # same centre, one inside the other: plain IoU (0.06 / 0.24)
+    outer = np.array([0.1, 0.05, 0.5, 0.65], np.float32)
+    assert paired_diou(box, outer).numpy() == pytest.approx(0.25, abs=1e-6)
+    # two zero-area boxes at one point: finite
+    point = np.array([0.3, 0.3, 0.3, 0.3], np.float32)
+    assert np.isfinite(paired_diou(point, point).numpy())
 
 
 def test_iou_matrix_with_empty_inputs():

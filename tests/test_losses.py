@@ -3,6 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components.box_utils import decode_boxes
+from components.config import cfg
+from components.prior_box import priors_from_config
 from network.losses import hard_negative_mask, multibox_loss, smooth_l1
 
 NUM_CLASSES = 3
@@ -73,6 +76,54 @@ def test_one_image_without_faces_in_a_batch():
     loc, cls = [float(v) for v in multibox_loss(targets, predictions, NUM_CLASSES, 3)]
     expected_loc, expected_cls = reference_loss(targets, predictions)
     assert loc == pytest.approx(expected_loc, rel=1e-5) and cls == pytest.approx(expected_cls, rel=1e-5)
+
+
+def reference_diou_term(targets, predictions, priors, variances):
+    """Sum over positive priors of 1 - DIoU of the decoded boxes, written out with numpy."""
+    positive = targets[..., 4] > 0
+    total = 0.0
+    for a, b in zip(decode_boxes(predictions[..., :4], priors, variances).numpy()[positive],
+                    decode_boxes(targets[..., :4], priors, variances).numpy()[positive]):
+        inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0)
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+        enclosing = (max(a[2], b[2]) - min(a[0], b[0])) ** 2 + (max(a[3], b[3]) - min(a[1], b[1])) ** 2
+        distance = ((a[0] + a[2] - b[0] - b[2]) / 2) ** 2 + ((a[1] + a[3] - b[1] - b[3]) / 2) ** 2
+        total += 1.0 - (inter / union - distance / enclosing)
+    return total
+
+
+def test_diou_term_adds_to_the_localisation_loss_only():
+    rng = np.random.default_rng(5)
+    priors = priors_from_config(cfg, (60, 80))
+    targets, predictions = random_batch(rng, priors=len(priors))
+    targets[..., :4] *= 0.5                      # offsets of a plausible size, so the boxes stay sane
+    predictions[..., :4] = targets[..., :4] + rng.normal(0, 0.3, targets[..., :4].shape)
+    plain_loc, plain_cls = [float(v) for v in multibox_loss(targets, predictions, NUM_CLASSES, 3)]
+    loc, cls = [float(v) for v in multibox_loss(targets, predictions, NUM_CLASSES, 3,
+                                                diou=(2.0, priors, cfg["variances"]))]
+    num_positives = float((targets[..., 4] > 0).sum())
+    extra = 2.0 * reference_diou_term(targets, predictions, priors, cfg["variances"]) / num_positives
+    assert extra > 0
+    assert loc == pytest.approx(plain_loc + extra, rel=1e-4)
+    assert cls == plain_cls
+    # perfect boxes: no DIoU loss either
+    perfect = np.concatenate([targets[..., :4], predictions[..., 4:]], axis=-1)
+    assert float(multibox_loss(targets, perfect, NUM_CLASSES, 3, diou=(2.0, priors, cfg["variances"]))[0]) \
+        == pytest.approx(0.0, abs=1e-5)
+
+
+def test_validation_loss_step_follows_the_diou_setting():
+    from network.trainer import loss_options, make_loss_step
+
+    rng = np.random.default_rng(6)
+    small = dict(cfg, input_size=(60, 80), diou_loss_weight=1.0)
+    targets, predictions = random_batch(rng, priors=len(priors_from_config(small)))
+    targets[..., :4] *= 0.5
+    with_diou = [float(v) for v in make_loss_step(small)(targets, predictions)]
+    without = [float(v) for v in make_loss_step(dict(small, diou_loss_weight=0.0))(targets, predictions)]
+    expected = [float(v) for v in multibox_loss(targets, predictions, **loss_options(small))]
+    assert with_diou == pytest.approx(expected, rel=1e-5)
+    assert with_diou[0] > without[0] and with_diou[1] == pytest.approx(without[1], rel=1e-6)
 
 
 def test_hard_negatives_are_three_per_positive_and_the_hardest():
