@@ -47,6 +47,8 @@ cfg = {
     # network
     "network": "rfb_pan",     # "slim", "rfb" or "rfb_pan" (rfb with a top-down + bottom-up neck)
     "base_channel": 16,
+    "head_context": False,    # a residual dilated depthwise-separable block on the stride-8 and stride-16
+                              # features before their heads (identity at the start; +23,744 parameters)
 
     # training
     "batch_size": 32,
@@ -161,6 +163,7 @@ CONFIG_HELP = {
     "clip": "clip priors to the image",
     "network": "backbone: slim, rfb or rfb_pan",
     "base_channel": "width of the network (channels of its first layer)",
+    "head_context": "residual dilated context block before the stride-8 and stride-16 heads",
     "batch_size": "images per optimizer step",
     "epoch": "epochs to train in all",
     "init_lr": "learning rate after the warm-up",

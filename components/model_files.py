@@ -15,7 +15,7 @@ from components.errors import ProjectError, os_error
 from components.runtimes import ModelLoadError, is_saved_model_dir
 
 MODEL_CONFIG_KEYS = ("input_size", "labels_list", "min_sizes", "steps", "variances", "clip", "network",
-                     "base_channel")
+                     "base_channel", "head_context")
 SIDECAR_SUFFIX = ".json"
 INNER_CONFIG_NAME = "model_config.json"   # the copy of the config kept inside a SavedModel folder
 MODEL_EXTENSIONS = (".keras",)            # what a folder passed as a model path is searched for

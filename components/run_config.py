@@ -11,7 +11,7 @@ RUN_CONFIG_NAME = "run_config.json"
 # settings a resumed run cannot change: the model's shape and coding, and the steps per epoch of the
 # saved optimizer state
 FIXED_KEYS = ("labels_list", "input_size", "min_sizes", "steps", "variances", "clip", "network", "base_channel",
-              "batch_size")
+              "head_context", "batch_size")
 
 
 class ResumeError(ProjectError):

@@ -106,6 +106,16 @@ def pan_neck(features, name="neck"):
     return [p8, n16, n32, f64]
 
 
+def context_block(x, name):
+    """Residual context for a head (as the context module of SSH / RetinaFace, lighter): depthwise 3x3 at
+    dilation 2 (a 5x5 field), BN, ReLU and a zero-initialised 1x1 projection added to ``x``, so the block
+    starts as the identity and a model warm-started from weights without it starts unchanged."""
+    y = layers.DepthwiseConv2D(3, dilation_rate=2, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    y = batch_norm(f"{name}_dw_bn")(y)
+    y = layers.ReLU(name=f"{name}_dw_relu")(y)
+    return layers.Add(name=f"{name}_add")([x, zero_init_projection(y, x.shape[-1], name)])
+
+
 NETWORKS = ("slim", "rfb", "rfb_pan")
 
 
@@ -160,6 +170,8 @@ def build_model(cfg, input_size=None, name=None):
     features = [feature_8, feature_16, feature_32, feature_64]
     if cfg["network"] == "rfb_pan":
         features = pan_neck(features)
+    if cfg["head_context"]:
+        features = [context_block(features[0], "context8"), context_block(features[1], "context16"), *features[2:]]
 
     locations, logits = [], []
     for index, feature in enumerate(features):
