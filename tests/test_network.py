@@ -19,6 +19,7 @@ def plain_and_context_models():
     """A model without the blocks holding the shipped model's trained weights, and one with the blocks
     warm-started from it."""
     import tensorflow as tf
+
     import network.network  # noqa: F401  (registers the custom layers the saved model uses)
     from network.network import build_model, transfer_weights
     shipped = tf.keras.models.load_model(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"), compile=False)
@@ -53,6 +54,7 @@ def test_a_warm_start_without_the_blocks_starts_unchanged_and_the_blocks_are_wir
 
 def test_the_sidecar_keeps_head_context_and_older_sidecars_read_as_off(tmp_path):
     import json
+
     from components.model_files import load_model_config, model_config_path, save_model_config
     model_file = str(tmp_path / "m.keras")
     save_model_config(model_file, dict(cfg, head_context=True))
