@@ -126,7 +126,8 @@ def detection_head(x, num_anchors, num_outputs, name):
 
 
 def build_model(cfg, input_size=None, name=None):
-    """Build the detector described by ``cfg`` (``network``: "slim", "rfb" or "rfb_pan", ``base_channel``).
+    """Build the detector described by ``cfg`` (``network``: "slim", "rfb" or "rfb_pan", ``base_channel``,
+    ``head_context``: context blocks before the stride-8 and stride-16 heads).
 
     Args:
         input_size: (h, w) of the Keras input; None (default) builds a model for any size.

@@ -18,11 +18,9 @@ def _context_block_parameters(channels):
 def plain_and_context_models():
     """A model without the blocks holding the shipped model's trained weights, and one with the blocks
     warm-started from it."""
-    import tensorflow as tf
-
-    import network.network  # noqa: F401  (registers the custom layers the saved model uses)
+    from components.runtimes import load_keras_model
     from network.network import build_model, transfer_weights
-    shipped = tf.keras.models.load_model(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"), compile=False)
+    shipped = load_keras_model(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"))
     plain = build_model(dict(cfg))
     transfer_weights(shipped, plain)
     with_context = build_model(dict(cfg, head_context=True))
