@@ -9,7 +9,9 @@ left out) and bins faces by their side sqrt(w*h) in image pixels. Prints a table
 ``mAP/analyse_errors.py`` for the columns) and writes them to ``<output_dir>/errors.txt``, with a plot of the
 recall per size bin of each class and set, ``<output_dir>/recall_by_size.png``, and the faces found with a
 score of at least ``--review_score`` only as another class, a list of labels to check, to
-``<output_dir>/confusions.txt``.
+``<output_dir>/confusions.txt``. Below each set's table, the AP each kind of false positive costs per class
+(background, localisation, wrong class, duplicate; see ``mAP/false_positives.py``), plotted in
+``<output_dir>/ap_by_false_positive.png``.
 """
 import argparse
 import os
@@ -23,6 +25,7 @@ from mAP.analyse_errors import (
     DEFAULT_SCORE,
     DEFAULT_SIZE_BINS,
     ERRORS_FILE_NAME,
+    FALSE_POSITIVE_PLOT_FILE_NAME,
     PLOT_FILE_NAME,
     analyse_folders,
     analyse_set_dirs,
@@ -54,9 +57,11 @@ def build_parser():
                         help=f"score of another class's detection that lists a face in {CONFUSIONS_FILE_NAME} "
                              f"(default {DEFAULT_REVIEW_SCORE:g})")
     parser.add_argument("--output_dir", default=cli.repo_path("mAP", "map-results"),
-                        help=f"where {ERRORS_FILE_NAME}, {CONFUSIONS_FILE_NAME} and {PLOT_FILE_NAME} go "
+                        help=f"where {ERRORS_FILE_NAME}, {CONFUSIONS_FILE_NAME}, {PLOT_FILE_NAME} and "
+                             f"{FALSE_POSITIVE_PLOT_FILE_NAME} go "
                              "(default: mAP/map-results of the repository)")
-    parser.add_argument("--no_plot", action="store_true", help=f"do not write {PLOT_FILE_NAME}")
+    parser.add_argument("--no_plot", action="store_true",
+                        help=f"do not write {PLOT_FILE_NAME} and {FALSE_POSITIVE_PLOT_FILE_NAME}")
     return parser
 
 
@@ -72,7 +77,7 @@ def body(args, cfg):
         print(f"{name}: {len(analysis.confusions)} faces found with a score >= {args.review_score:g} only as "
               f"another class (listed in {CONFUSIONS_FILE_NAME})")
     print(f"results written to {os.path.join(args.output_dir, ERRORS_FILE_NAME)}, {CONFUSIONS_FILE_NAME}"
-          + ("" if args.no_plot else f" and {PLOT_FILE_NAME}"))
+          + ("" if args.no_plot else f", {PLOT_FILE_NAME} and {FALSE_POSITIVE_PLOT_FILE_NAME}"))
 
 
 def main(argv=None):

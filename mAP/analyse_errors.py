@@ -22,7 +22,9 @@ Writes the tables to ``<output_dir>/errors.txt`` and, unless ``plots`` is off, t
 class and set to ``<output_dir>/recall_by_size.png``; both atomically. ``<output_dir>/confusions.txt`` lists the
 faces that a detection of another class finds with a high score (``review_score``, default 0.9) and none of
 their own class at IoU >= 0.5 and score >= 0.5: a short list of images to look at, where the label or the model
-is wrong.
+is wrong. Below each set's table, a second one (``mAP/false_positives.py``) gives per class what each kind of
+false positive (background, localisation, wrong class, duplicate) costs in AP, with a bar plot of it in
+``<output_dir>/ap_by_false_positive.png``.
 """
 import os
 import sys
@@ -33,6 +35,7 @@ import numpy as np
 from components.atomic_io import save_figure_atomically, write_text_atomically
 from components.box_utils import iou_matrix
 from mAP.compute_mAP import align_table, percent_cell, read_detection_dir, read_ground_truth_dir
+from mAP.false_positives import false_positive_rows, format_false_positives, plot_false_positives
 from mAP.sets import DETECTION_DIR_NAME, GROUND_TRUTH_DIR_NAME, named_set_dirs
 
 DEFAULT_SIZE_BINS = (16, 32, 64, 128)   # bin edges, pixels of face side
@@ -42,6 +45,7 @@ LOCALISATION_IOU = 0.3                   # IoU from which a same-class detection
 ALL_SIZES = "all"
 ERRORS_FILE_NAME = "errors.txt"
 PLOT_FILE_NAME = "recall_by_size.png"
+FALSE_POSITIVE_PLOT_FILE_NAME = "ap_by_false_positive.png"
 CONFUSIONS_FILE_NAME = "confusions.txt"
 DEFAULT_REVIEW_SCORE = 0.9               # score of another class's detection that puts a face on the review list
 OWN_CLASS_SCORE = 0.5                    # ... unless a detection of its own class reaches this score
@@ -92,13 +96,15 @@ class ErrorRow:
 
 @dataclass
 class ErrorAnalysis:
-    """The rows of one set (per class: each size bin, then ``all``), the score threshold, the bin edges, and the
-    faces confidently found only as another class (``confusions``, at ``review_score``)."""
+    """The rows of one set (per class: each size bin, then ``all``), the score threshold, the bin edges, the
+    faces confidently found only as another class (``confusions``, at ``review_score``), and what each kind of
+    false positive costs per class (``false_positives``: [mAP.false_positives.FalsePositiveRow])."""
     rows: list
     score_threshold: float
     size_bins: tuple
     confusions: list
     review_score: float
+    false_positives: list
 
 
 def check_size_bins(edges):
@@ -231,7 +237,7 @@ def analyse_errors(ground_truth, detections, score_threshold=DEFAULT_SCORE, size
             rows.append(error_row(class_name, name, matches, of_class & (bins == index)))
         rows.append(error_row(class_name, ALL_SIZES, matches, of_class))
     return ErrorAnalysis(rows, score_threshold, size_bins, find_confusions(ground_truth, detections, review_score),
-                         review_score)
+                         review_score, false_positive_rows(ground_truth, detections, score_threshold))
 
 
 def analyse_folders(gt_dir, det_dir, score_threshold=DEFAULT_SCORE, size_bins=DEFAULT_SIZE_BINS,
@@ -308,10 +314,13 @@ def plot_recall_by_size(analyses, path):
 
 
 def write_errors(analyses, output_dir, plots=True):
-    """Write the tables of ``analyses`` ({set name: ErrorAnalysis}) to ``<output_dir>/errors.txt`` (a blank
-    line between sets), their confusions to ``<output_dir>/confusions.txt`` and, with ``plots``,
-    ``<output_dir>/recall_by_size.png``; returns the text of errors.txt."""
-    text = "\n\n".join("\n".join(format_errors(name, analysis)) for name, analysis in analyses.items())
+    """Write the tables of ``analyses`` ({set name: ErrorAnalysis}) to ``<output_dir>/errors.txt`` (per set,
+    errors by size, then false positives by kind; a blank line between tables), their confusions to
+    ``<output_dir>/confusions.txt`` and, with ``plots``, ``<output_dir>/recall_by_size.png`` and
+    ``<output_dir>/ap_by_false_positive.png``; returns the text of errors.txt."""
+    text = "\n\n".join("\n".join(format_errors(name, analysis)) + "\n\n" + "\n".join(
+        format_false_positives(name, analysis.false_positives, analysis.score_threshold))
+        for name, analysis in analyses.items())
     confusions = "\n\n".join("\n".join(format_confusions(name, analysis.confusions, analysis.review_score))
                               for name, analysis in analyses.items())
     os.makedirs(output_dir, exist_ok=True)
@@ -319,6 +328,8 @@ def write_errors(analyses, output_dir, plots=True):
     write_text_atomically(os.path.join(output_dir, CONFUSIONS_FILE_NAME), confusions + "\n")
     if plots:
         plot_recall_by_size(analyses, os.path.join(output_dir, PLOT_FILE_NAME))
+        plot_false_positives({name: analysis.false_positives for name, analysis in analyses.items()},
+                             os.path.join(output_dir, FALSE_POSITIVE_PLOT_FILE_NAME))
     return text
 
 

@@ -73,7 +73,9 @@ class ClassResult:
 
     ``precision`` and ``recall`` [T] follow the detections in descending score order, leaving out those
     that matched a difficult box. ``ap`` is None when the class is excluded from the mAP (``status`` says
-    why: no ground truth, or only difficult ground truth).
+    why: no ground truth, or only difficult ground truth). ``images``, ``scores``, ``boxes`` and
+    ``true_positive`` [T] are those same detections, each with its outcome (what ``mAP/analyse_errors.py``
+    sorts the false positives by).
     """
     name: str
     num_ground_truth: int           # non-difficult boxes (the positives)
@@ -86,6 +88,10 @@ class ClassResult:
     recall: np.ndarray
     ap: float | None
     status: str = "ok"
+    images: list = field(default_factory=list)   # [T] image of each detection counted, in evaluation order
+    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))   # [T] their scores
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # [T, 4] pixels, corners
+    true_positive: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))  # [T] TP (else FP)
 
 
 @dataclass
@@ -238,7 +244,7 @@ def evaluate_class(class_name, ground_truth, detections, iou_threshold=0.5):
     num_difficult = int(sum(flags.sum() for flags in gt_difficult.values()))
     num_positives = int(sum((~flags).sum() for flags in gt_difficult.values()))
 
-    det_images, det_scores, det_rows = [], [], []
+    det_images, det_scores, det_rows, det_boxes = [], [], [], []
     overlaps = {}                                          # image -> [D_i, G_i] IoU
     for image, found in detections.items():
         mask = np.array([label == class_name for label in found.labels], bool)
@@ -248,6 +254,7 @@ def evaluate_class(class_name, ground_truth, detections, iou_threshold=0.5):
         det_images.extend([image] * len(boxes))
         det_scores.append(found.scores[mask])
         det_rows.append(np.arange(len(boxes)))
+        det_boxes.append(boxes)
         if image in gt_boxes:
             overlaps[image] = iou_matrix(boxes, gt_boxes[image]).numpy()
     num_detections = len(det_images)
@@ -255,10 +262,12 @@ def evaluate_class(class_name, ground_truth, detections, iou_threshold=0.5):
     rows = np.concatenate(det_rows) if det_rows else np.zeros((0,), int)
     order = np.argsort(-scores, kind="stable")
 
+    all_boxes = np.concatenate(det_boxes).astype(np.float32) if det_boxes else np.zeros((0, 4), np.float32)
     matched = {image: np.zeros(len(boxes), bool) for image, boxes in gt_boxes.items()}
-    outcome = []                                           # +1 TP, 0 FP, ignored ones left out
+    outcome, counted = [], []                              # +1 TP, 0 FP, ignored ones left out
     for index in order:
         image, row = det_images[index], rows[index]
+        counted.append(index)
         if image not in overlaps:
             outcome.append(0)
             continue
@@ -267,6 +276,7 @@ def evaluate_class(class_name, ground_truth, detections, iou_threshold=0.5):
         if candidate_iou[best] < iou_threshold:
             outcome.append(0)
         elif gt_difficult[image][best]:
+            counted.pop()
             continue
         else:
             matched[image][best] = True
@@ -283,7 +293,9 @@ def evaluate_class(class_name, ground_truth, detections, iou_threshold=0.5):
         ap, status = None, (ONLY_DIFFICULT if num_difficult else NO_GROUND_TRUTH)
     return ClassResult(class_name, num_positives, num_difficult, num_detections,
                        int(outcome.sum()), int(len(outcome) - outcome.sum()), num_detections - len(outcome),
-                       precision.astype(np.float64), recall.astype(np.float64), ap, status)
+                       precision.astype(np.float64), recall.astype(np.float64), ap, status,
+                       [det_images[index] for index in counted], scores[counted], all_boxes[counted],
+                       outcome.astype(bool))
 
 
 def evaluate_detections(ground_truth, detections, iou_threshold=0.5):

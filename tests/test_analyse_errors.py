@@ -159,13 +159,14 @@ def test_cli_set_dirs_prints_and_writes_the_tables_and_the_plot(tmp_path, run_sc
     output = tmp_path / "out"
     run = run_script([SCRIPT, "--set_dirs", f"{set_a},{set_b}", "--output_dir", str(output)], cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert sorted(os.listdir(output)) == sorted([ae.CONFUSIONS_FILE_NAME, ae.ERRORS_FILE_NAME,
-                                                 ae.PLOT_FILE_NAME])                  # no temporary files
+    assert sorted(os.listdir(output)) == sorted([ae.CONFUSIONS_FILE_NAME, ae.ERRORS_FILE_NAME, ae.PLOT_FILE_NAME,
+                                                 ae.FALSE_POSITIVE_PLOT_FILE_NAME])   # no temporary files
     assert (output / ae.PLOT_FILE_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (output / ae.ERRORS_FILE_NAME).read_text()
     assert text.rstrip("\n") in run.stdout
-    table_a, table_b = (block.splitlines() for block in text.rstrip("\n").split("\n\n"))
+    table_a, kinds_a, table_b, kinds_b = (block.splitlines() for block in text.rstrip("\n").split("\n\n"))
     assert table_a[0].startswith("a: ") and table_b[0].startswith("b: ")
+    assert kinds_a[0].startswith("a: AP gained without each kind of false positive") and kinds_b[0].startswith("b: ")
     assert table_a[1].split()[:5] == ["class", "size", "faces", "recall", "ceiling"]
     assert table_rows(table_a)[("mask", "<16")] == ["2", "50.00%", "50.00%", "0.00%", "0.00%", "1.00", "1.00"]
     assert table_rows(table_a)[("unmask", "32-64")][:3] == ["1", "100.00%", "100.00%"]
