@@ -15,7 +15,7 @@ LAYERS = {   # module -> layer (ARCHITECTURE.md, "Layers")
     2: ["components.preprocessing", "components.postprocessing", "components.runtimes", "components.model_files",
         "components.detector", "components.media", "components.batch_inference", "components.video_source",
         "components.end_to_end_models"],
-    3: ["mAP.compute_mAP", "mAP.evaluation", "mAP.detect", "mAP.sets", "mAP.analyse_errors"],
+    3: ["mAP.compute_mAP", "mAP.evaluation", "mAP.detect", "mAP.sets", "mAP.analyse_errors", "mAP.false_positives"],
     4: ["network.trainer", "network.history", "network.distribution", "network.errors", "network.throughput",
         "dataset.voc_to_tfrecord", "dataset.check_dataset", "components.kmeans"],
     5: ["deploy.export", "deploy.end_to_end", "deploy.benchmark", "deploy.benchmark_report", "deploy.reference",
