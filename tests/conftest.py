@@ -10,6 +10,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # before anything imports TensorFlow
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,3 +93,17 @@ def tiny_model(tmp_path_factory):
     config = make_tiny_cfg()
     config.update(network="slim", base_channel=4)
     return export_model(build_model(config), config, str(tmp_path_factory.mktemp("model")), name="tiny.keras")
+
+
+def truth(*objects):
+    """mAP GroundTruth from (label, box) or (label, box, difficult) tuples (boxes in pixels, corner form)."""
+    from mAP.compute_mAP import GroundTruth
+    return GroundTruth([o[0] for o in objects], np.array([o[1] for o in objects], np.float32).reshape(-1, 4),
+                       np.array([len(o) > 2 and o[2] for o in objects], bool))
+
+
+def found(*detections):
+    """mAP ScoredBoxes from (label, score, box) tuples (boxes in pixels, corner form)."""
+    from mAP.compute_mAP import ScoredBoxes
+    return ScoredBoxes([d[0] for d in detections], np.array([d[1] for d in detections], np.float32),
+                       np.array([d[2] for d in detections], np.float32).reshape(-1, 4))

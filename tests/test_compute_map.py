@@ -6,22 +6,12 @@ import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from conftest import found, truth  # noqa: E402
+
 import cli.compute_map as compute_map_cli  # noqa: E402
 from mAP import compute_mAP as cm  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "mAP", "compute_mAP.py")
-
-
-def truth(*objects):
-    """GroundTruth from (label, box) or (label, box, difficult) tuples."""
-    return cm.GroundTruth([o[0] for o in objects], np.array([o[1] for o in objects], np.float32).reshape(-1, 4),
-                          np.array([len(o) > 2 and o[2] for o in objects], bool))
-
-
-def found(*detections):
-    """Detections from (label, score, box) tuples."""
-    return cm.ScoredBoxes([d[0] for d in detections], np.array([d[1] for d in detections], np.float32),
-                         np.array([d[2] for d in detections], np.float32).reshape(-1, 4))
 
 
 def write_files(folder, files):

@@ -2,23 +2,11 @@
 that mAP/analyse_errors.py writes, and compute_mAP's per-detection outcomes they rest on."""
 import numpy as np
 import pytest
+from conftest import found, truth
 
 from mAP import analyse_errors as ae
 from mAP import compute_mAP as cm
 from mAP import false_positives as fp
-
-
-def truth(*objects):
-    """GroundTruth from (label, box) or (label, box, difficult) tuples."""
-    return cm.GroundTruth([o[0] for o in objects], np.array([o[1] for o in objects], np.float32).reshape(-1, 4),
-                          np.array([len(o) > 2 and o[2] for o in objects], bool))
-
-
-def found(*detections):
-    """ScoredBoxes from (label, score, box) tuples."""
-    return cm.ScoredBoxes([d[0] for d in detections], np.array([d[1] for d in detections], np.float32),
-                          np.array([d[2] for d in detections], np.float32).reshape(-1, 4))
-
 
 FACE, OTHER = [0, 0, 100, 100], [200, 0, 300, 100]
 GROUND_TRUTH = {"a": truth(("mask", FACE), ("unmask", OTHER)), "b": truth(("mask", [0, 0, 50, 50], True))}
