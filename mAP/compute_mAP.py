@@ -219,6 +219,15 @@ def average_precision(recall, precision):
     return float(np.sum((recall[steps] - recall[steps - 1]) * envelope[steps]))
 
 
+def precision_recall(outcome, num_positives):
+    """Precision and recall [T] (float64) after each of ``outcome`` [T] (1: true positive, 0: false positive, in
+    descending score order) against ``num_positives`` faces (recall 0 without any)."""
+    true_positives = np.cumsum(np.asarray(outcome, np.int64))
+    precision = true_positives / np.arange(1, len(true_positives) + 1)
+    recall = true_positives / num_positives if num_positives else np.zeros(len(true_positives))
+    return precision.astype(np.float64), np.asarray(recall, np.float64)
+
+
 def evaluate_class(class_name, ground_truth, detections, iou_threshold=0.5):
     """Match one class's detections to its ground truth and compute precision, recall and AP.
 
@@ -260,32 +269,26 @@ def evaluate_class(class_name, ground_truth, detections, iou_threshold=0.5):
     num_detections = len(det_images)
     scores = np.concatenate(det_scores) if det_scores else np.zeros((0,), np.float32)
     rows = np.concatenate(det_rows) if det_rows else np.zeros((0,), int)
+    all_boxes = np.concatenate(det_boxes).astype(np.float32) if det_boxes else np.zeros((0, 4), np.float32)
     order = np.argsort(-scores, kind="stable")
 
-    all_boxes = np.concatenate(det_boxes).astype(np.float32) if det_boxes else np.zeros((0, 4), np.float32)
     matched = {image: np.zeros(len(boxes), bool) for image, boxes in gt_boxes.items()}
-    outcome, counted = [], []                              # +1 TP, 0 FP, ignored ones left out
+    outcome, counted = [], []        # +1 TP / 0 FP, and the index of each such detection (ignored ones left out)
     for index in order:
         image, row = det_images[index], rows[index]
+        is_true = 0
+        if image in overlaps:
+            candidate_iou = np.where(matched[image], -1.0, overlaps[image][row])
+            best = int(np.argmax(candidate_iou))
+            if candidate_iou[best] >= iou_threshold:
+                if gt_difficult[image][best]:
+                    continue
+                matched[image][best] = True
+                is_true = 1
+        outcome.append(is_true)
         counted.append(index)
-        if image not in overlaps:
-            outcome.append(0)
-            continue
-        candidate_iou = np.where(matched[image], -1.0, overlaps[image][row])
-        best = int(np.argmax(candidate_iou))
-        if candidate_iou[best] < iou_threshold:
-            outcome.append(0)
-        elif gt_difficult[image][best]:
-            counted.pop()
-            continue
-        else:
-            matched[image][best] = True
-            outcome.append(1)
     outcome = np.array(outcome, np.int64)
-    true_positives = np.cumsum(outcome)
-    false_positives = np.cumsum(1 - outcome)
-    precision = true_positives / np.maximum(true_positives + false_positives, 1)  # >= 1 detection each
-    recall = true_positives / num_positives if num_positives else np.zeros(len(outcome))
+    precision, recall = precision_recall(outcome, num_positives)
 
     if num_positives:
         ap, status = average_precision(recall, precision), "ok"
@@ -293,7 +296,7 @@ def evaluate_class(class_name, ground_truth, detections, iou_threshold=0.5):
         ap, status = None, (ONLY_DIFFICULT if num_difficult else NO_GROUND_TRUTH)
     return ClassResult(class_name, num_positives, num_difficult, num_detections,
                        int(outcome.sum()), int(len(outcome) - outcome.sum()), num_detections - len(outcome),
-                       precision.astype(np.float64), recall.astype(np.float64), ap, status,
+                       precision, recall, ap, status,
                        [det_images[index] for index in counted], scores[counted], all_boxes[counted],
                        outcome.astype(bool))
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from components.box_utils import iou_matrix
-from mAP.compute_mAP import align_table, average_precision, evaluate_class
+from mAP.compute_mAP import align_table, average_precision, evaluate_class, precision_recall
 
 FALSE_POSITIVE_KINDS = ("background", "localisation", "wrong class", "duplicate")
 MATCH_IOU = 0.5          # a face found (compute_mAP's threshold)
@@ -65,10 +65,8 @@ def false_positive_kinds(result, ground_truth):
 
 def ap_without(result, drop):
     """VOC AP of ``result`` (a ClassResult with ground truth) with its detections where ``drop`` [T] left out."""
-    true_positive = result.true_positive[~np.asarray(drop, bool)]
-    found = np.cumsum(true_positive)
-    precision = found / np.arange(1, len(found) + 1)
-    return average_precision(found / result.num_ground_truth, precision)
+    return average_precision(*precision_recall(result.true_positive[~np.asarray(drop, bool)],
+                                               result.num_ground_truth)[::-1])
 
 
 def false_positive_rows(ground_truth, detections, score_threshold):
