@@ -19,7 +19,8 @@ from components.config import cfg as DEFAULTS
 from components.run_config import load_run_config, resumed_config, run_config_path
 
 TRAIN_KEYS = tuple(key for key in DEFAULTS if key not in ("flip_test", "test_scales", "test_small_face",
-                                                           "score_threshold", "seed", "export_score_threshold")
+                                                           "test_large_face", "score_threshold", "seed",
+                                                           "export_score_threshold")
                    + SERVE_KEYS + STREAM_KEYS)
 DATA_FILE_KEYS = ("labels_list", "label_aliases", "train_tfrecord", "val_tfrecord")   # what a --data file sets
 STRATEGIES = ("default", "mirrored", "multi_worker")   # network.distribution.STRATEGIES, without TensorFlow

@@ -76,8 +76,9 @@ cfg = {
     "keep_aspect": True,      # pad images at the bottom / right to the input aspect ratio instead of stretching
     "flip_test": True,        # also run each image mirrored and average the two predictions (2x the compute;
                               # only where every step divides the input width, else a single pass)
-    "test_scales": [1, 2],    # multi-scale test (.keras models): also run each image at these multiples of
-    "test_small_face": 24,    # input_size, keeping from them the faces smaller than this (pixels at input_size)
+    "test_scales": [1, 2, 0.5],  # multi-scale test (.keras models): also run each image at these multiples of
+    "test_small_face": 24,    # input_size, keeping from a larger scale the faces smaller than this and from a
+    "test_large_face": 96,    # smaller scale those of at least this (pixels at input_size)
     "score_threshold": 0.5,
     "nms_threshold": 0.4,
     "box_voting": 0.0,        # box voting after NMS: each kept box becomes the score-weighted mean of the
@@ -185,8 +186,10 @@ CONFIG_HELP = {
     "seed": "random seed",
     "keep_aspect": "pad images to the input aspect ratio instead of stretching",
     "flip_test": "also run each image mirrored and average (2x compute)",
-    "test_scales": "multi-scale test: input_size multiples each image also runs at ([1]: one scale; .keras only)",
+    "test_scales": "multi-scale test: input_size multiples each image also runs at, whole ones above 1 or "
+                   "fractions below ([1]: one scale; .keras only)",
     "test_small_face": "a pass at a larger scale keeps faces smaller than this (pixels at input_size)",
+    "test_large_face": "a pass at a smaller scale keeps faces of at least this (pixels at input_size)",
     "score_threshold": "lowest score of a detection kept",
     "nms_threshold": "IoU above which NMS drops the weaker of two boxes",
     "max_number_keep": "most detections per image",
@@ -208,7 +211,8 @@ ANCHOR_KEYS = ("input_size", "min_sizes", "steps", "match_thresh", "min_positive
                "variances", "clip")
 AUGMENTATION_KEYS = ("using_crop", "crop_prob", "expand_prob", "expand_max_ratio", "using_bin", "using_flip",
                      "using_distort")
-DETECTION_KEYS = ("input_size", "keep_aspect", "flip_test", "test_scales", "test_small_face", "score_threshold",
+DETECTION_KEYS = ("input_size", "keep_aspect", "flip_test", "test_scales", "test_small_face", "test_large_face",
+                  "score_threshold",
                   "nms_threshold", "max_number_keep", "box_voting", "soft_nms_sigma")
 STREAM_KEYS = ("stream_reconnect_attempts", "stream_reconnect_delay", "stream_timeout")
 SERVE_KEYS = ("serve_workers", "serve_max_pending", "serve_max_request_mb", "serve_max_image_pixels")
@@ -272,15 +276,17 @@ def validate_config(config):
         raise ValueError(f"--ema_decay: must be >= 0 and < 1 (0: no average), got {config['ema_decay']!r}")
     scales = config["test_scales"]
     if not (isinstance(scales, (list, tuple)) and scales and scales[0] == 1
-            and all(isinstance(scale, int) and scale >= 1 for scale in scales)):
-        raise ValueError(f"--test_scales: must be a list of whole multiples of input_size starting with 1 "
-                         f"(e.g. [1, 2]), got {scales!r}")
+            and all(isinstance(scale, int) and scale >= 1 or isinstance(scale, float) and 0 < scale < 1
+                    for scale in scales)):
+        raise ValueError(f"--test_scales: must be a list of input_size multiples starting with 1, whole above 1 "
+                         f"or fractions below (e.g. [1, 2, 0.5]), got {scales!r}")
     if not config["diou_loss_weight"] >= 0:
         raise ValueError(f"--diou_loss_weight: must be >= 0 (0: smooth L1 alone), got {config['diou_loss_weight']!r}")
     if not config["soft_nms_sigma"] >= 0:
         raise ValueError(f"--soft_nms_sigma: must be >= 0 (0: NMS), got {config['soft_nms_sigma']!r}")
-    if not config["test_small_face"] > 0:
-        raise ValueError(f"--test_small_face: must be > 0, got {config['test_small_face']!r}")
+    for key in ("test_small_face", "test_large_face"):
+        if not config[key] > 0:
+            raise ValueError(f"--{key}: must be > 0, got {config[key]!r}")
     if config["expand_max_ratio"] < 1.0:
         raise ValueError(f"--expand_max_ratio: must be >= 1, got {config['expand_max_ratio']!r}")
     for key in ("train_tfrecord", "val_tfrecord"):

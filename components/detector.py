@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from components.model_files import load_model_config, resolve_model_path
 from components.postprocessing import (
+    large_detections,
     merge_detections,
     merge_mirrored_predictions,
     nonempty_detections,
@@ -42,14 +43,14 @@ class Detector:
             except ValueError:
                 pass
         self.flip_test = self.mirror is not None
-        # the multi-scale test: a Detector per larger scale, on the same Keras model (exports run one size)
-        self.upscaled = [self._at_scale(scale) for scale in cfg.get("test_scales", [1])[1:]
+        # the multi-scale test: a Detector per other scale, on the same Keras model (exports run one size)
+        self.rescaled = [self._at_scale(scale) for scale in cfg.get("test_scales", [1])[1:]
                          if isinstance(self.runtime, KerasRuntime)]
-        self.test_scales = [1] + [scale for scale, _ in self.upscaled]
+        self.test_scales = [1] + [scale for scale, _ in self.rescaled]
 
     def _at_scale(self, scale):
         """(scale, Detector of the same Keras model at ``scale`` times this input size, one scale)."""
-        size = (self.input_size[0] * scale, self.input_size[1] * scale)
+        size = (round(self.input_size[0] * scale), round(self.input_size[1] * scale))
         runtime = KerasRuntime(self.runtime.model, size, self.runtime.path)
         return scale, Detector(runtime, dict(self.cfg, input_size=size, test_scales=[1]))
 
@@ -126,18 +127,30 @@ class Detector:
     def detect_batch(self, images_rgb, score_threshold=None):
         """Detect faces in a list of uint8 RGB images of any sizes; one Detections per image. With the
         multi-scale test (``test_scales``), the faces smaller than ``test_small_face`` pixels at this input size
-        found at each larger scale join those of this one (class-wise NMS)."""
+        found at each larger scale, and those of at least ``test_large_face`` pixels found at each smaller scale,
+        join those of this one (class-wise NMS)."""
         shapes = [np.shape(image) for image in images_rgb]
         found = self.detections(self.predict_raw(self.preprocess(images_rgb)), shapes, score_threshold)
-        for _, detector in self.upscaled:
-            larger = detector.detect_batch(images_rgb, score_threshold)
-            found = [merge_detections([mine, small_detections(theirs, self.small_face_pixels(shape))],
+        for scale, detector in self.rescaled:
+            other = detector.detect_batch(images_rgb, score_threshold)
+            found = [merge_detections([mine, self._faces_for_scale(theirs, scale, shape)],
                                       self.cfg["nms_threshold"], self.cfg["max_number_keep"],
                                       self.cfg["box_voting"], self.cfg["soft_nms_sigma"])
-                     for mine, theirs, shape in zip(found, larger, shapes)]
+                     for mine, theirs, shape in zip(found, other, shapes)]
         return found
+
+    def _faces_for_scale(self, detections, scale, image_shape):
+        """What a pass at ``scale`` adds: small faces from a larger scale, large faces from a smaller one."""
+        if scale > 1:
+            return small_detections(detections, self.small_face_pixels(image_shape))
+        return large_detections(detections, self.large_face_pixels(image_shape))
 
     def small_face_pixels(self, image_shape):
         """``test_small_face`` (pixels at this input size) in pixels of an image of ``image_shape``."""
         return self.cfg["test_small_face"] * image_pixels_per_input_pixel(image_shape, self.input_size,
+                                                                           self.keep_aspect)
+
+    def large_face_pixels(self, image_shape):
+        """``test_large_face`` (pixels at this input size) in pixels of an image of ``image_shape``."""
+        return self.cfg["test_large_face"] * image_pixels_per_input_pixel(image_shape, self.input_size,
                                                                            self.keep_aspect)

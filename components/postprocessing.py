@@ -143,8 +143,19 @@ def nonempty_detections(detections):
 def small_detections(detections, max_side):
     """The detections of ``detections`` whose side (square root of the box area, in its units) is below
     ``max_side``."""
+    return detections.select(detection_sides(detections) < max_side)
+
+
+def large_detections(detections, min_side):
+    """The detections of ``detections`` whose side (square root of the box area, in its units) is at least
+    ``min_side``."""
+    return detections.select(detection_sides(detections) >= min_side)
+
+
+def detection_sides(detections):
+    """The side of each box of ``detections`` (square root of its area, in the boxes' units), [K]."""
     boxes = np.asarray(detections.boxes, np.float32).reshape(-1, 4)
-    return detections.select(np.sqrt(box_area(boxes).numpy()) < max_side)
+    return np.sqrt(box_area(boxes).numpy())
 
 
 def merge_detections(parts, iou_threshold, max_detections, voting_iou=0.0, soft_sigma=0.0):

@@ -1,5 +1,6 @@
-"""The multi-scale test (``test_scales``, ``test_small_face``): the merge of detections, the small-face filter,
-which runtimes use it, and what it adds on a real photo of small faces with the shipped model."""
+"""The multi-scale test (``test_scales``, ``test_small_face``, ``test_large_face``): the merge of detections, the
+small- and large-face filters, which runtimes use it, and what each pass adds on real photos with the shipped
+model."""
 import os
 
 import cv2
@@ -8,7 +9,13 @@ import pytest
 
 from components.config import cfg as default_cfg
 from components.config import validate_config
-from components.postprocessing import Detections, merge_detections, nonempty_detections, small_detections
+from components.postprocessing import (
+    Detections,
+    large_detections,
+    merge_detections,
+    nonempty_detections,
+    small_detections,
+)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_MODEL = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
@@ -60,7 +67,7 @@ def test_no_detection_lies_wholly_in_the_letterbox_padding():
     from components.postprocessing import unbatch_detections
     portrait = cv2.cvtColor(cv2.imread(PORTRAIT), cv2.COLOR_BGR2RGB)
     detector = Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1, 2]))
-    at_2x = detector.upscaled[0][1]
+    at_2x = detector.rescaled[0][1]
     predictions = at_2x.predict_raw(at_2x.preprocess([portrait]))
     raw = unbatch_detections(at_2x.postprocess(predictions, 0.01), at_2x.cfg["labels_list"],
                              lambda boxes, index: at_2x.to_pixels(boxes, portrait.shape))[0]
@@ -80,8 +87,19 @@ def test_small_detections_keeps_boxes_below_the_side():
     assert len(small_detections(found, 20.01)) == 2
 
 
-@pytest.mark.parametrize("scales", [[2], [1, 1.5], [], "2"])
-def test_test_scales_must_be_whole_multiples_from_one(scales):
+def test_large_detections_keeps_boxes_of_at_least_the_side():
+    found = detections([[0, 0, 10, 10], [0, 0, 30, 30], [0, 0, 5, 80]], [0.9, 0.8, 0.7], [1, 1, 2])
+    assert large_detections(found, 20).scores.tolist() == pytest.approx([0.8, 0.7])   # sides 10, 30, 20
+    assert large_detections(found, 20.01).scores.tolist() == pytest.approx([0.8])
+
+
+@pytest.mark.parametrize("scales", [[1, 2, 0.5], [1, 0.75], [1], [1, 3]])
+def test_test_scales_takes_whole_multiples_and_fractions(scales):
+    assert validate_config(dict(default_cfg, test_scales=scales))["test_scales"] == scales
+
+
+@pytest.mark.parametrize("scales", [[2], [1, 1.5], [1, 0.0], [1, 1.0], [1, -0.5], [], "2"])
+def test_test_scales_must_be_whole_multiples_or_fractions_from_one(scales):
     with pytest.raises(ValueError, match="--test_scales"):
         validate_config(dict(default_cfg, test_scales=scales))
 
@@ -97,7 +115,7 @@ def test_upscaled_pass_adds_only_small_faces_to_the_single_scale_result(crowded_
     multi = Detector(single.runtime, dict(single.cfg, test_scales=[1, 2]))
     assert single.test_scales == [1] and multi.test_scales == [1, 2]
     base = single.detect(crowded_rgb, score_threshold=0.3)
-    larger = multi.upscaled[0][1].detect(crowded_rgb, score_threshold=0.3)
+    larger = multi.rescaled[0][1].detect(crowded_rgb, score_threshold=0.3)
     merged = multi.detect(crowded_rgb, score_threshold=0.3)
     limit = multi.small_face_pixels(crowded_rgb.shape)   # 24 px at 240x320 -> 48 px of this 640 px wide photo
     assert limit == pytest.approx(24 * 640 / 320)
@@ -115,10 +133,34 @@ def test_upscaled_pass_adds_only_small_faces_to_the_single_scale_result(crowded_
     np.testing.assert_allclose(np.sort(again.scores), np.sort(base.scores), atol=1e-6)
 
 
+def test_downscaled_pass_adds_only_large_faces_to_the_single_scale_result():
+    from components.detector import Detector
+    portrait = cv2.cvtColor(cv2.imread(PORTRAIT), cv2.COLOR_BGR2RGB)        # 297 x 445, one large face
+    single = Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1]))
+    multi = Detector(single.runtime, dict(single.cfg, test_scales=[1, 0.5], test_large_face=8))
+    assert multi.test_scales == [1, 0.5] and multi.rescaled[0][1].input_size == (120, 160)
+    base = single.detect(portrait, score_threshold=0.05)
+    smaller = multi.rescaled[0][1].detect(portrait, score_threshold=0.05)
+    merged = multi.detect(portrait, score_threshold=0.05)
+    limit = multi.large_face_pixels(portrait.shape)     # 8 px at 240x320 -> about 8 * 445 / 240 px of this photo
+    assert limit == pytest.approx(8 * 445 / 240, rel=0.01)
+    assert limit == pytest.approx(multi.small_face_pixels(portrait.shape) * 8 / 24)
+    assert len(smaller) > 0
+    for box in merged.boxes:       # every merged box comes from the single pass or is a large face at 0.5x
+        from_base = any(np.allclose(box, other, atol=1e-3) for other in base.boxes)
+        side = np.sqrt((box[2] - box[0]) * (box[3] - box[1]))
+        from_smaller = side >= limit and any(np.allclose(box, other, atol=1e-3) for other in smaller.boxes)
+        assert from_base or from_smaller
+    # with no face large enough, the multi-scale result is the single pass
+    only_base = Detector(single.runtime, dict(single.cfg, test_scales=[1, 0.5], test_large_face=1e4))
+    np.testing.assert_allclose(np.sort(only_base.detect(portrait, score_threshold=0.05).scores),
+                               np.sort(base.scores), atol=1e-6)
+
+
 def test_exports_run_one_scale(tiny_model, tmp_path):
     from components.detector import Detector
     from deploy.export import export_model_file
     output = str(tmp_path / "tiny.tflite")
     export_model_file(tiny_model, "tflite", output, log=lambda message: None)
     detector = Detector.from_path(output, dict(default_cfg, test_scales=[1, 2]))
-    assert detector.test_scales == [1] and not detector.upscaled
+    assert detector.test_scales == [1] and not detector.rescaled
