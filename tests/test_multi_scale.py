@@ -164,3 +164,40 @@ def test_exports_run_one_scale(tiny_model, tmp_path):
     export_model_file(tiny_model, "tflite", output, log=lambda message: None)
     detector = Detector.from_path(output, dict(default_cfg, test_scales=[1, 2]))
     assert detector.test_scales == [1] and not detector.rescaled
+
+
+def test_test_scales_benchmark_times_each_setting_in_one_table(tiny_model, capsys):
+    from cli.benchmark_test_scales import main
+    assert main(["--model_path", tiny_model, "--settings", "[1]; [1, 2]; [1, 2, 0.5]", "--runs", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| [")]
+    assert [row.split(" | ")[0] for row in rows] == ["| [1]", "| [1, 2]", "| [1, 2, 0.5]"]
+    medians = [float(row.split(" | ")[2]) for row in rows]
+    assert all(median > 0 for median in medians)
+    assert medians[1] > medians[0]          # a second pass at twice the size cannot be free
+    assert rows[0].rstrip(" |").endswith("1.00")
+
+
+def test_test_scales_benchmark_measures_real_detect_calls(tiny_model):
+    from deploy.test_scales import measure_test_scales
+    photo = cv2.cvtColor(cv2.imread(PORTRAIT), cv2.COLOR_BGR2RGB)
+    results = measure_test_scales(tiny_model, [[1], [1, 2]], dict(default_cfg, flip_test=False), runs=2,
+                                  warmup=0, images_rgb=[photo])
+    assert [result.test_scales for result in results] == [[1], [1, 2]]
+    assert all(not result.flip_test and 0 < result.median_ms <= result.p90_ms for result in results)
+
+
+@pytest.mark.parametrize("settings, problem", [("[1, 1.5]", "--settings"), ("[2]", "--settings"),
+                                               ("[1, 2", "--settings"), (";", "--settings")])
+def test_test_scales_benchmark_refuses_bad_settings(settings, problem, capsys):
+    from cli.benchmark_test_scales import main
+    assert main(["--settings", settings]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and len(err.strip().splitlines()) == 1
+
+
+def test_test_scales_benchmark_refuses_an_export(tmp_path, capsys):
+    from cli.benchmark_test_scales import main
+    model = tmp_path / "model.tflite"
+    model.write_bytes(b"not read")
+    assert main(["--model_path", str(model)]) == 2
+    assert ".keras models only" in capsys.readouterr().err

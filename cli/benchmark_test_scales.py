@@ -1,0 +1,70 @@
+"""Time per image of each multi-scale test setting (``--test_scales``) of one .keras model, in one table.
+
+    python benchmark_test_scales.py [--model_path checkpoints/mask_detector.keras]
+                                    [--settings "[1];[1, 2];[1, 2, 0.5]"] [--runs 20]
+
+Each setting runs ``Detector.detect`` on the sample photos of assets/ (preprocessing, every pass with its flip
+test, post-processing and the merge: what ``inference.py`` and ``mAP/detect.py`` pay per image), one image at a
+time, 2 threads; the settings are timed in turn, round by round. Other inference flags (``--flip_test``,
+``--input_size``, ...) apply to every row. Their accuracy: ``mAP/detect.py --test_scales ...`` (README, Results).
+"""
+import ast
+import sys
+
+import cli
+from components.config import DETECTION_KEYS
+
+DEFAULT_SETTINGS = "[1];[1, 2];[1, 2, 0.5]"
+
+
+def parse_settings(text):
+    """``--settings``: ``test_scales`` lists separated by ``;`` -> [[1], [1, 2], ...], each checked as the
+    config checks ``--test_scales``."""
+    from components.config import cfg as default_cfg
+    from components.config import validate_config
+    settings = []
+    for part in (part.strip() for part in text.split(";")):
+        if not part:
+            continue
+        try:
+            scales = ast.literal_eval(part)
+        except (ValueError, SyntaxError):
+            raise ValueError(f"--settings: {part!r} is not a list such as [1, 2]") from None
+        try:
+            validate_config(dict(default_cfg, test_scales=scales))
+        except ValueError as error:
+            raise ValueError(f"--settings: {part!r}: {str(error).split(': ', 1)[-1]}") from None
+        settings.append(list(scales))
+    if not settings:
+        raise ValueError(f"--settings: expected test_scales lists separated by ';', got {text!r}")
+    return settings
+
+
+def build_parser():
+    parser = cli.parser(__doc__, keys=tuple(key for key in DETECTION_KEYS if key != "test_scales"))
+    parser.add_argument("--model_path", default=cli.DEFAULT_MODEL_PATH,
+                        help=f"a .keras model or a folder holding one ({cli.DEFAULT_MODEL_HELP})")
+    parser.add_argument("--settings", default=DEFAULT_SETTINGS,
+                        help=f"test_scales lists to time, separated by ';' (default: {DEFAULT_SETTINGS!r})")
+    parser.add_argument("--runs", type=int, default=20, help="timed rounds over the sample photos per setting")
+    return parser
+
+
+def body(args, cfg):
+    settings = parse_settings(args.settings)
+    cli.check_at_least("--runs", args.runs, 1)
+    cli.check_exists(args.model_path, "model")
+    from components.model_files import resolve_model_path
+    model_file = resolve_model_path(args.model_path)
+    if not model_file.endswith(".keras"):
+        raise ValueError(f"--model_path: {model_file}: the multi-scale test runs .keras models only")
+    from deploy.test_scales import measure_test_scales, render_test_scales
+    print(render_test_scales(measure_test_scales(model_file, settings, cfg, args.runs)))
+
+
+def main(argv=None):
+    return cli.run(build_parser(), body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
