@@ -109,6 +109,28 @@ def crowded_rgb():
     return cv2.cvtColor(cv2.imread(CROWDED), cv2.COLOR_BGR2RGB)   # 640 x 184, 14 faces of 10-30 px
 
 
+@pytest.mark.parametrize("key", ["test_small_face", "test_large_face"])
+@pytest.mark.parametrize("value", [0, -24])
+def test_face_size_limits_must_be_positive(key, value):
+    with pytest.raises(ValueError, match=f"--{key}: must be > 0"):
+        validate_config(dict(default_cfg, **{key: value}))
+
+
+def test_a_bad_face_size_limit_is_one_line_and_exit_2(capsys):
+    from cli.inference import main
+    assert main(["--img_path", PORTRAIT, "--test_large_face", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--test_large_face" in err
+
+
+def test_default_test_runs_the_shipped_model_at_three_scales():
+    from components.detector import Detector
+    detector = Detector.from_path(SHIPPED_MODEL, default_cfg)
+    assert detector.test_scales == [1, 2, 0.5]
+    assert [other.input_size for _, other in detector.rescaled] == [(480, 640), (120, 160)]
+    assert detector.rescaled[0][1].flip_test and not detector.rescaled[1][1].flip_test   # 64 does not divide 160
+
+
 def test_upscaled_pass_adds_only_small_faces_to_the_single_scale_result(crowded_rgb):
     from components.detector import Detector
     single = Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1]))
