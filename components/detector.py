@@ -147,10 +147,12 @@ class Detector:
 
     def small_face_pixels(self, image_shape):
         """``test_small_face`` (pixels at this input size) in pixels of an image of ``image_shape``."""
-        return self.cfg["test_small_face"] * image_pixels_per_input_pixel(image_shape, self.input_size,
-                                                                           self.keep_aspect)
+        return self._in_image_pixels("test_small_face", image_shape)
 
     def large_face_pixels(self, image_shape):
         """``test_large_face`` (pixels at this input size) in pixels of an image of ``image_shape``."""
-        return self.cfg["test_large_face"] * image_pixels_per_input_pixel(image_shape, self.input_size,
-                                                                           self.keep_aspect)
+        return self._in_image_pixels("test_large_face", image_shape)
+
+    def _in_image_pixels(self, key, image_shape):
+        """The setting ``key`` (a length in pixels at this input size) in pixels of an image of ``image_shape``."""
+        return self.cfg[key] * image_pixels_per_input_pixel(image_shape, self.input_size, self.keep_aspect)
