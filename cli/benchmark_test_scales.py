@@ -55,8 +55,9 @@ def body(args, cfg):
     cli.check_at_least("--runs", args.runs, 1)
     cli.check_exists(args.model_path, "model")
     from components.model_files import resolve_model_path
+    from components.runtimes import model_format
     model_file = resolve_model_path(args.model_path)
-    if not model_file.endswith(".keras"):
+    if model_format(model_file) != "keras":
         raise ValueError(f"--model_path: {model_file}: the multi-scale test runs .keras models only")
     from deploy.test_scales import measure_test_scales, render_test_scales
     print(render_test_scales(measure_test_scales(model_file, settings, cfg, args.runs)))

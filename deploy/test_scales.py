@@ -19,34 +19,32 @@ class ScalesResult:
     p90_ms: float
 
 
-def time_detect(detector, images_rgb, runs, warmup):
-    """Seconds of each of ``runs`` rounds of ``detector.detect`` on every image of ``images_rgb`` (one call per
-    image), after ``warmup`` untimed rounds; [runs * len(images_rgb)]."""
-    for _ in range(warmup):
-        for image in images_rgb:
-            detector.detect(image)
+def time_detect(detector, images_rgb):
+    """Seconds of one ``detector.detect`` call on each image of ``images_rgb``; [len(images_rgb)]."""
     seconds = []
-    for _ in range(runs):
-        for image in images_rgb:
-            start = time.perf_counter()
-            detector.detect(image)
-            seconds.append(time.perf_counter() - start)
-    return np.array(seconds)
+    for image in images_rgb:
+        start = time.perf_counter()
+        detector.detect(image)
+        seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 def measure_test_scales(model_file, scale_settings, cfg, runs=20, warmup=2, images_rgb=None):
     """[ScalesResult] of the .keras model ``model_file`` under ``cfg`` with each ``test_scales`` of
-    ``scale_settings`` (lists starting with 1), on ``images_rgb`` (default: the sample photos). The settings are
-    timed in turn, round by round, so that a change of load hits them all alike."""
+    ``scale_settings`` (lists starting with 1), on ``images_rgb`` (default: the sample photos), after ``warmup``
+    untimed rounds. The settings are timed in turn, round by round, so that a change of load hits them all
+    alike."""
     from components.detector import Detector
     images_rgb = sample_images() if images_rgb is None else images_rgb
     base = Detector.from_path(model_file, dict(cfg, test_scales=[1]))
     detectors = [Detector(base.runtime, dict(base.cfg, test_scales=list(scales))) for scales in scale_settings]
+    for _ in range(warmup):
+        for detector in detectors:
+            time_detect(detector, images_rgb)
     seconds = [[] for _ in detectors]
     for _ in range(runs):
-        for index, detector in enumerate(detectors):
-            seconds[index].extend(time_detect(detector, images_rgb, 1, warmup))
-        warmup = 0
+        for times, detector in zip(seconds, detectors):
+            times.extend(time_detect(detector, images_rgb))
     return [ScalesResult(detector.test_scales, detector.flip_test, 1000 * float(np.median(times)),
                          1000 * float(np.percentile(times, 90)))
             for detector, times in zip(detectors, seconds)]
