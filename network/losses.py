@@ -1,5 +1,6 @@
 """MultiBox loss: smooth L1 on positive priors (plus, optionally, a distance-IoU term on their decoded
-boxes), softmax cross-entropy with hard negative mining."""
+boxes), softmax cross-entropy with hard negative mining (or, optionally, the softmax focal loss on every
+prior)."""
 import tensorflow as tf
 
 from components.box_utils import decode_boxes, paired_diou
@@ -30,6 +31,19 @@ def hard_negative_mask(class_loss, positives, neg_pos_ratio, ignored=None):
     return tf.logical_and(rank < num_negatives, tf.logical_not(excluded))
 
 
+def focal_class_loss(labels, logits, gamma):
+    """Per-prior softmax focal loss (Lin et al. 2017): the cross-entropy times ``(1 - p)^gamma``, ``p`` the
+    softmax probability of the true class, so that well-classified priors weigh little.
+
+    Args:
+        labels: [B, P] int class ids (0 = background).  logits: [B, P, C].
+    Returns:
+        [B, P] float32 (the cross-entropy itself where ``gamma`` is 0).
+    """
+    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    return tf.pow(1.0 - tf.exp(-cross_entropy), gamma) * cross_entropy
+
+
 def count_positives(targets):
     """Number of positive (face) priors in a batch of targets [B, P, 5], as float32."""
     return tf.reduce_sum(tf.cast(targets[..., 4] > 0, tf.float32))
@@ -46,7 +60,8 @@ def diou_loss(loc_targets, loc_pred, priors, variances):
     return 1.0 - paired_diou(decode_boxes(loc_pred, priors, variances), decode_boxes(loc_targets, priors, variances))
 
 
-def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3, num_positives=None, diou=None):
+def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3, num_positives=None, diou=None,
+                  focal_gamma=0.0):
     """SSD loss of a batch.
 
     Args:
@@ -57,6 +72,9 @@ def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3, num_positi
             training passes the count over all replicas so that the replicas' losses add up to the global one.
         diou: None, or (weight, priors [P, 4], variances): adds ``weight * (1 - DIoU)`` of every positive
             prior's decoded box to the localisation loss (``diou_loss_weight`` in the config).
+        focal_gamma: where > 0, the classification loss is :func:`focal_class_loss` summed over every prior
+            that is not ignored, instead of the cross-entropy of the positives and the hard negatives
+            (``neg_pos_ratio`` is then unused).
     Returns:
         (localisation loss, classification loss): scalars, each summed over the selected priors and divided
         by the number of positive priors (at least 1, so a batch without faces is safe).
@@ -66,9 +84,13 @@ def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3, num_positi
     loc_pred, logits = predictions[..., :4], predictions[..., 4:4 + num_classes]
     positives, ignored = labels > 0, labels < 0
 
-    class_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(labels, 0), logits=logits)
-    negatives = hard_negative_mask(tf.stop_gradient(class_loss), positives, neg_pos_ratio, ignored)
-    selected = tf.cast(tf.logical_or(positives, negatives), tf.float32)
+    if focal_gamma > 0:
+        class_loss = focal_class_loss(tf.maximum(labels, 0), logits, focal_gamma)
+        selected = tf.cast(tf.logical_not(ignored), tf.float32)
+    else:
+        class_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(labels, 0), logits=logits)
+        negatives = hard_negative_mask(tf.stop_gradient(class_loss), positives, neg_pos_ratio, ignored)
+        selected = tf.cast(tf.logical_or(positives, negatives), tf.float32)
 
     per_prior = tf.reduce_sum(smooth_l1(loc_pred - loc_targets), axis=-1)
     if diou is not None:

@@ -61,7 +61,7 @@ def test_skipped_keys_have_no_flag():
                                         ("init_lr", "0.0"), ("input_size", "(0, 320)"),
                                         ("nms_threshold", "1.5"), ("min_sizes", "[[10]]"), ("min_positives", "-1"),
                                         ("min_positive_iou", "1.2"), ("soft_nms_sigma", "-0.5"),
-                                        ("diou_loss_weight", "-1")])
+                                        ("diou_loss_weight", "-1"), ("focal_gamma", "-2")])
 def test_out_of_range_value_raises_naming_the_key(key, value):
     with pytest.raises(ValueError, match=f"--{key}"):
         parse(f"--{key}", value)

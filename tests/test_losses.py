@@ -6,7 +6,7 @@ import tensorflow as tf
 from components.box_utils import decode_boxes
 from components.config import cfg
 from components.prior_box import priors_from_config
-from network.losses import hard_negative_mask, multibox_loss, smooth_l1
+from network.losses import focal_class_loss, hard_negative_mask, multibox_loss, smooth_l1
 
 NUM_CLASSES = 3
 
@@ -110,6 +110,50 @@ def test_diou_term_adds_to_the_localisation_loss_only():
     perfect = np.concatenate([targets[..., :4], predictions[..., 4:]], axis=-1)
     assert float(multibox_loss(targets, perfect, NUM_CLASSES, 3, diou=(2.0, priors, cfg["variances"]))[0]) \
         == pytest.approx(0.0, abs=1e-5)
+
+
+def reference_focal_loss(targets, predictions, gamma):
+    """Sum of the softmax focal loss over the priors that are not ignored, per positive, with numpy."""
+    labels = targets[..., 4].astype(int)
+    logits = predictions[..., 4:]
+    probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    p_true = np.take_along_axis(probabilities, np.maximum(labels, 0)[..., None], -1)[..., 0]
+    per_prior = -((1 - p_true) ** gamma) * np.log(p_true)
+    return per_prior[labels >= 0].sum() / max((labels > 0).sum(), 1)
+
+
+def test_focal_loss_replaces_hard_negative_mining_in_the_class_loss_only():
+    rng = np.random.default_rng(7)
+    targets, predictions = random_batch(rng)
+    targets[0, :3, 4] = -1                                 # ignored priors: in neither loss
+    plain_loc, plain_cls = [float(v) for v in multibox_loss(targets, predictions, NUM_CLASSES, 3)]
+    loc, cls = [float(v) for v in multibox_loss(targets, predictions, NUM_CLASSES, 3, focal_gamma=2.0)]
+    assert loc == plain_loc
+    assert cls == pytest.approx(reference_focal_loss(targets, predictions, 2.0), rel=1e-5)
+    assert cls != pytest.approx(plain_cls, rel=1e-2)
+    # gamma 0 would be the cross-entropy of every prior; the focal term weighs confident priors down
+    assert focal_class_loss(tf.constant([1, 0]), tf.constant([[0.0, 6.0], [6.0, 0.0]]), 2.0).numpy() \
+        == pytest.approx(np.full(2, (1 / (1 + np.e ** 6)) ** 2 * np.log(1 + np.e ** -6)), rel=1e-4)
+
+
+def test_focal_loss_gradient_is_finite_on_confident_predictions():
+    logits = tf.Variable([[[30.0, -30.0, 0.0], [-30.0, 30.0, 0.0]]])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(focal_class_loss(tf.constant([[0, 1]]), logits, 2.0))
+    assert np.isfinite(tape.gradient(loss, logits).numpy()).all() and np.isfinite(float(loss))
+
+
+def test_validation_loss_step_follows_the_focal_setting():
+    from network.trainer import make_loss_step
+
+    rng = np.random.default_rng(8)
+    small = dict(cfg, input_size=(60, 80), focal_gamma=2.0)
+    targets, predictions = random_batch(rng, priors=len(priors_from_config(small)))
+    focal = [float(v) for v in make_loss_step(small)(targets, predictions)]
+    mined = [float(v) for v in make_loss_step(dict(small, focal_gamma=0.0))(targets, predictions)]
+    assert focal[1] == pytest.approx(reference_focal_loss(targets, predictions, 2.0), rel=1e-5)
+    assert mined[1] == pytest.approx(reference_loss(targets, predictions)[1], rel=1e-5)
+    assert focal[0] == pytest.approx(mined[0], rel=1e-6)
 
 
 def test_validation_loss_step_follows_the_diou_setting():
