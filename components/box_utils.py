@@ -43,6 +43,22 @@ def iou_matrix(boxes_a, boxes_b):
     return tf.math.divide_no_nan(inter, union)
 
 
+def paired_iou(boxes_a, boxes_b):
+    """IoU of aligned pairs of boxes.
+
+    Args:
+        boxes_a, boxes_b: [..., 4] corner form, same shape and units.
+    Returns:
+        [...] float32 in [0, 1].
+    """
+    boxes_a = tf.convert_to_tensor(boxes_a, tf.float32)
+    boxes_b = tf.convert_to_tensor(boxes_b, tf.float32)
+    top_left = tf.maximum(boxes_a[..., :2], boxes_b[..., :2])
+    inter_wh = tf.maximum(tf.minimum(boxes_a[..., 2:], boxes_b[..., 2:]) - top_left, 0.0)
+    inter = inter_wh[..., 0] * inter_wh[..., 1]
+    return tf.math.divide_no_nan(inter, box_area(boxes_a) + box_area(boxes_b) - inter)
+
+
 def paired_diou(boxes_a, boxes_b):
     """Distance-IoU (Zheng et al. 2020) of aligned pairs: IoU minus the squared distance of the two centres
     over the squared diagonal of the smallest box enclosing both.
@@ -54,10 +70,7 @@ def paired_diou(boxes_a, boxes_b):
     """
     boxes_a = tf.convert_to_tensor(boxes_a, tf.float32)
     boxes_b = tf.convert_to_tensor(boxes_b, tf.float32)
-    top_left = tf.maximum(boxes_a[..., :2], boxes_b[..., :2])
-    inter_wh = tf.maximum(tf.minimum(boxes_a[..., 2:], boxes_b[..., 2:]) - top_left, 0.0)
-    inter = inter_wh[..., 0] * inter_wh[..., 1]
-    iou = tf.math.divide_no_nan(inter, box_area(boxes_a) + box_area(boxes_b) - inter)
+    iou = paired_iou(boxes_a, boxes_b)
     enclosing_wh = tf.maximum(boxes_a[..., 2:], boxes_b[..., 2:]) - tf.minimum(boxes_a[..., :2], boxes_b[..., :2])
     centre_gap = (boxes_a[..., :2] + boxes_a[..., 2:] - boxes_b[..., :2] - boxes_b[..., 2:]) / 2
     diagonal = tf.reduce_sum(tf.square(enclosing_wh), axis=-1)

@@ -63,6 +63,8 @@ cfg = {
     "neg_pos_ratio": 3,
     "focal_gamma": 0.0,       # softmax focal loss on every prior (Lin et al. 2017) instead of hard negative mining
                               # at neg_pos_ratio (0 = cross-entropy with mining)
+    "quality_targets": False, # a positive prior's class target is the IoU of its decoded box with its face (the
+                              # rest on background) instead of 1: IoU-aware scores (with hard negative mining)
     "diou_loss_weight": 0.0,  # adds this times (1 - DIoU) of each positive prior's decoded box to the smooth L1
                               # localisation loss (Zheng et al. 2020; 0 = smooth L1 alone)
     "ema_decay": 0.0,         # weight EMA for validation and export (0 = off; 0.998 ~ 500 steps)
@@ -178,6 +180,7 @@ CONFIG_HELP = {
     "momentum": "SGD (Nesterov) momentum",
     "neg_pos_ratio": "hard negatives per positive prior in the loss",
     "focal_gamma": "softmax focal loss on every prior with this gamma instead of hard negative mining (0 = off)",
+    "quality_targets": "a positive prior's class target is its decoded box's IoU with its face instead of 1",
     "diou_loss_weight": "weight of a 1 - DIoU term on positive priors' decoded boxes, added to smooth L1 (0 = off)",
     "ema_decay": "decay of the weights' moving average that validation and export use (0: none)",
     "save_freq": "epochs between checkpoints",
@@ -285,6 +288,8 @@ def validate_config(config):
                          f"or fractions below (e.g. [1, 2, 0.5]), got {scales!r}")
     if not config["focal_gamma"] >= 0:
         raise ValueError(f"--focal_gamma: must be >= 0 (0: hard negative mining), got {config['focal_gamma']!r}")
+    if config["quality_targets"] and config["focal_gamma"] > 0:
+        raise ValueError("--quality_targets: works with hard negative mining, not with --focal_gamma > 0")
     if not config["diou_loss_weight"] >= 0:
         raise ValueError(f"--diou_loss_weight: must be >= 0 (0: smooth L1 alone), got {config['diou_loss_weight']!r}")
     if not config["soft_nms_sigma"] >= 0:

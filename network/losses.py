@@ -1,9 +1,9 @@
 """MultiBox loss: smooth L1 on positive priors (plus, optionally, a distance-IoU term on their decoded
 boxes), softmax cross-entropy with hard negative mining (or, optionally, the softmax focal loss on every
-prior)."""
+prior; optionally with IoU-aware targets for the positives)."""
 import tensorflow as tf
 
-from components.box_utils import decode_boxes, paired_diou
+from components.box_utils import decode_boxes, paired_diou, paired_iou
 
 
 def smooth_l1(diff):
@@ -44,6 +44,22 @@ def focal_class_loss(labels, logits, gamma):
     return tf.pow(1.0 - tf.exp(-cross_entropy), gamma) * cross_entropy
 
 
+def quality_class_loss(labels, logits, quality):
+    """Per-prior softmax cross-entropy against soft targets: ``quality`` on the true class and ``1 - quality``
+    on the background (IoU-aware classification: a positive prior's score learns how well its box fits).
+
+    Args:
+        labels: [B, P] int class ids (0 = background).  logits: [B, P, C].
+        quality: [B, P] float32 in [0, 1], used where ``labels`` > 0 (the background's target stays 1).
+    Returns:
+        [B, P] float32.
+    """
+    log_probabilities = tf.nn.log_softmax(logits, axis=-1)
+    true_class = tf.gather(log_probabilities, labels, axis=-1, batch_dims=2)
+    quality = tf.where(labels > 0, quality, 1.0)
+    return -(quality * true_class + (1.0 - quality) * log_probabilities[..., 0])
+
+
 def count_positives(targets):
     """Number of positive (face) priors in a batch of targets [B, P, 5], as float32."""
     return tf.reduce_sum(tf.cast(targets[..., 4] > 0, tf.float32))
@@ -60,8 +76,14 @@ def diou_loss(loc_targets, loc_pred, priors, variances):
     return 1.0 - paired_diou(decode_boxes(loc_pred, priors, variances), decode_boxes(loc_targets, priors, variances))
 
 
+def box_quality(loc_targets, loc_pred, priors, variances):
+    """IoU of each prior's decoded box with its target box, without gradient. [B, P] float32 in [0, 1]."""
+    return tf.stop_gradient(paired_iou(decode_boxes(loc_pred, priors, variances),
+                                       decode_boxes(loc_targets, priors, variances)))
+
+
 def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3, num_positives=None, diou=None,
-                  focal_gamma=0.0):
+                  focal_gamma=0.0, quality=None):
     """SSD loss of a batch.
 
     Args:
@@ -75,6 +97,8 @@ def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3, num_positi
         focal_gamma: where > 0, the classification loss is :func:`focal_class_loss` summed over every prior
             that is not ignored, instead of the cross-entropy of the positives and the hard negatives
             (``neg_pos_ratio`` is then unused).
+        quality: None, or (priors [P, 4], variances): each positive prior's class target is the IoU of its
+            decoded box with its face (:func:`quality_class_loss`) instead of 1 (``quality_targets``).
     Returns:
         (localisation loss, classification loss): scalars, each summed over the selected priors and divided
         by the number of positive priors (at least 1, so a batch without faces is safe).
@@ -91,6 +115,9 @@ def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3, num_positi
         class_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(labels, 0), logits=logits)
         negatives = hard_negative_mask(tf.stop_gradient(class_loss), positives, neg_pos_ratio, ignored)
         selected = tf.cast(tf.logical_or(positives, negatives), tf.float32)
+        if quality is not None:
+            class_loss = quality_class_loss(tf.maximum(labels, 0), logits, box_quality(loc_targets, loc_pred,
+                                                                                       *quality))
 
     per_prior = tf.reduce_sum(smooth_l1(loc_pred - loc_targets), axis=-1)
     if diou is not None:

@@ -120,17 +120,19 @@ def build_optimizer(cfg, steps_per_epoch):
 
 # the settings the loss depends on (the classes, hard negative mining or the focal loss, the DIoU term and the
 # priors it decodes)
-LOSS_KEYS = ("labels_list", "neg_pos_ratio", "focal_gamma", "diou_loss_weight", "input_size", "min_sizes", "steps",
-             "clip", "variances")
+LOSS_KEYS = ("labels_list", "neg_pos_ratio", "focal_gamma", "quality_targets", "diou_loss_weight", "input_size",
+             "min_sizes", "steps", "clip", "variances")
 
 
 def loss_options(cfg):
-    """Keyword arguments of ``multibox_loss`` for ``cfg``: num_classes, neg_pos_ratio, focal_gamma and diou
-    (None when ``diou_loss_weight`` is 0, else (weight, the priors at cfg's input_size, variances))."""
+    """Keyword arguments of ``multibox_loss`` for ``cfg``: num_classes, neg_pos_ratio, focal_gamma, diou (None
+    when ``diou_loss_weight`` is 0, else (weight, the priors at cfg's input_size, variances)) and quality (None
+    unless ``quality_targets``, else (priors, variances))."""
     weight = float(cfg["diou_loss_weight"])
-    diou = (weight, tf.constant(priors_from_config(cfg), tf.float32), tuple(cfg["variances"])) if weight > 0 else None
+    boxes = (tf.constant(priors_from_config(cfg), tf.float32), tuple(cfg["variances"]))
     return {"num_classes": len(cfg["labels_list"]), "neg_pos_ratio": cfg["neg_pos_ratio"],
-            "focal_gamma": float(cfg["focal_gamma"]), "diou": diou}
+            "focal_gamma": float(cfg["focal_gamma"]), "diou": (weight, *boxes) if weight > 0 else None,
+            "quality": boxes if cfg["quality_targets"] else None}
 
 
 def make_train_step(model, optimizer, cfg, strategy=None, average=None):

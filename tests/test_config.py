@@ -57,6 +57,11 @@ def test_skipped_keys_have_no_flag():
         parser.parse_args(["--seed", "3"])
 
 
+def test_quality_targets_refused_with_the_focal_loss():
+    with pytest.raises(ValueError, match="--quality_targets"):
+        parse("--quality_targets", "true", "--focal_gamma", "2")
+
+
 @pytest.mark.parametrize("key, value", [("batch_size", "0"), ("batch_size", "-4"), ("epoch", "0"),
                                         ("init_lr", "0.0"), ("input_size", "(0, 320)"),
                                         ("nms_threshold", "1.5"), ("min_sizes", "[[10]]"), ("min_positives", "-1"),

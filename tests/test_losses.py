@@ -6,7 +6,7 @@ import tensorflow as tf
 from components.box_utils import decode_boxes
 from components.config import cfg
 from components.prior_box import priors_from_config
-from network.losses import focal_class_loss, hard_negative_mask, multibox_loss, smooth_l1
+from network.losses import focal_class_loss, hard_negative_mask, multibox_loss, quality_class_loss, smooth_l1
 
 NUM_CLASSES = 3
 
@@ -154,6 +154,51 @@ def test_validation_loss_step_follows_the_focal_setting():
     assert focal[1] == pytest.approx(reference_focal_loss(targets, predictions, 2.0), rel=1e-5)
     assert mined[1] == pytest.approx(reference_loss(targets, predictions)[1], rel=1e-5)
     assert focal[0] == pytest.approx(mined[0], rel=1e-6)
+
+
+def reference_quality_loss(targets, predictions, priors, variances, neg_pos_ratio=3):
+    """The classification loss with IoU-aware targets for the positives, with numpy (mining as reference_loss)."""
+    labels = targets[..., 4].astype(int)
+    logits = predictions[..., 4:]
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    predicted = decode_boxes(predictions[..., :4], priors, variances).numpy()
+    true = decode_boxes(targets[..., :4], priors, variances).numpy()
+    total = 0.0
+    for b in range(len(targets)):
+        positive = labels[b] > 0
+        for i in np.flatnonzero(positive):
+            a, t = predicted[b, i], true[b, i]
+            inter = max(min(a[2], t[2]) - max(a[0], t[0]), 0) * max(min(a[3], t[3]) - max(a[1], t[1]), 0)
+            iou = inter / ((a[2] - a[0]) * (a[3] - a[1]) + (t[2] - t[0]) * (t[3] - t[1]) - inter)
+            total -= iou * log_softmax[b, i, labels[b, i]] + (1 - iou) * log_softmax[b, i, 0]
+        count = min(neg_pos_ratio * positive.sum(), (~positive).sum())
+        total += np.sort(-log_softmax[b, ~positive, 0])[::-1][:count].sum()
+    return total / max((labels > 0).sum(), 1)
+
+
+def test_quality_targets_change_the_positives_class_loss_only():
+    rng = np.random.default_rng(9)
+    priors = priors_from_config(cfg, (60, 80))
+    targets, predictions = random_batch(rng, priors=len(priors))
+    targets[..., :4] *= 0.5
+    predictions[..., :4] = targets[..., :4] + rng.normal(0, 0.3, targets[..., :4].shape)
+    quality = (priors, cfg["variances"])
+    plain_loc, plain_cls = [float(v) for v in multibox_loss(targets, predictions, NUM_CLASSES, 3)]
+    loc, cls = [float(v) for v in multibox_loss(targets, predictions, NUM_CLASSES, 3, quality=quality)]
+    assert loc == plain_loc
+    assert cls == pytest.approx(reference_quality_loss(targets, predictions, priors, cfg["variances"]), rel=1e-4)
+    assert cls != pytest.approx(plain_cls, rel=1e-3)
+    # boxes that fit exactly: the targets are 1, the plain cross-entropy
+    perfect = np.concatenate([targets[..., :4], predictions[..., 4:]], axis=-1)
+    assert float(multibox_loss(targets, perfect, NUM_CLASSES, 3, quality=quality)[1]) \
+        == pytest.approx(plain_cls, rel=1e-4)
+
+
+def test_quality_class_loss_is_lowest_where_the_score_matches_the_iou():
+    labels = tf.constant([[1]])
+    losses = [float(quality_class_loss(labels, tf.constant([[[0.0, np.log(p / (1 - p)), -50.0]]]),
+                                       tf.constant([[0.7]]))[0, 0]) for p in (0.5, 0.7, 0.9)]
+    assert losses[1] < losses[0] and losses[1] < losses[2]
 
 
 def test_validation_loss_step_follows_the_diou_setting():
