@@ -241,15 +241,15 @@ def test_perfect_predictions_give_near_zero_loss():
     assert cls == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("diou_loss_weight", [0.0, 1.0])
-def test_train_step_lowers_the_loss_on_a_real_batch(tiny_cfg, voc_mini_tfrecords, diou_loss_weight):
+@pytest.mark.parametrize("loss_settings", [{}, {"diou_loss_weight": 1.0}, {"focal_gamma": 2.0},
+                                           {"quality_targets": True}])
+def test_train_step_lowers_the_loss_on_a_real_batch(tiny_cfg, voc_mini_tfrecords, loss_settings):
     from dataset.tf_dataset_preprocess import load_dataset
     from network.network import build_model
     from network.trainer import build_optimizer, make_train_step
 
     tf.keras.utils.set_random_seed(0)
-    cfg = dict(tiny_cfg, network="slim", batch_size=4, init_lr=1e-2, warmup_epoch=0,
-               diou_loss_weight=diou_loss_weight)
+    cfg = dict(tiny_cfg, network="slim", batch_size=4, init_lr=1e-2, warmup_epoch=0, **loss_settings)
     images, targets = next(iter(load_dataset(voc_mini_tfrecords["train"], cfg, training=False, shuffle=False)))
     assert images.shape[0] == 4 and float(tf.reduce_sum(tf.cast(targets[..., 4] > 0, tf.float32))) > 0
     model = build_model(cfg)
