@@ -112,12 +112,13 @@ def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3, num_positi
         class_loss = focal_class_loss(tf.maximum(labels, 0), logits, focal_gamma)
         selected = tf.cast(tf.logical_not(ignored), tf.float32)
     else:
-        class_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(labels, 0), logits=logits)
+        if quality is None:
+            class_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(labels, 0), logits=logits)
+        else:   # the same cross-entropy on every prior but the positives, which mining leaves out anyway
+            class_loss = quality_class_loss(tf.maximum(labels, 0), logits,
+                                            box_quality(loc_targets, loc_pred, *quality))
         negatives = hard_negative_mask(tf.stop_gradient(class_loss), positives, neg_pos_ratio, ignored)
         selected = tf.cast(tf.logical_or(positives, negatives), tf.float32)
-        if quality is not None:
-            class_loss = quality_class_loss(tf.maximum(labels, 0), logits, box_quality(loc_targets, loc_pred,
-                                                                                       *quality))
 
     per_prior = tf.reduce_sum(smooth_l1(loc_pred - loc_targets), axis=-1)
     if diou is not None:

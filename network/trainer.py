@@ -129,7 +129,8 @@ def loss_options(cfg):
     when ``diou_loss_weight`` is 0, else (weight, the priors at cfg's input_size, variances)) and quality (None
     unless ``quality_targets``, else (priors, variances))."""
     weight = float(cfg["diou_loss_weight"])
-    boxes = (tf.constant(priors_from_config(cfg), tf.float32), tuple(cfg["variances"]))
+    boxes = ((tf.constant(priors_from_config(cfg), tf.float32), tuple(cfg["variances"]))
+             if weight > 0 or cfg["quality_targets"] else None)
     return {"num_classes": len(cfg["labels_list"]), "neg_pos_ratio": cfg["neg_pos_ratio"],
             "focal_gamma": float(cfg["focal_gamma"]), "diou": (weight, *boxes) if weight > 0 else None,
             "quality": boxes if cfg["quality_targets"] else None}
