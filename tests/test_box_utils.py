@@ -12,6 +12,7 @@ from components.box_utils import (
     encode_targets,
     iou_matrix,
     paired_diou,
+    paired_iou,
     soft_nms,
     vote_boxes,
 )
@@ -101,6 +102,14 @@ def test_paired_diou_matches_brute_force_on_random_pairs():
     np.testing.assert_allclose(paired_diou(boxes_a, boxes_b).numpy(), expected, atol=1e-6)
     # leading batch dimensions, as the loss passes [B, P, 4]
     assert paired_diou(np.stack([boxes_a, boxes_a]), np.stack([boxes_b, boxes_b])).shape == (2, 300)
+
+
+def test_paired_iou_is_the_diagonal_of_the_iou_matrix():
+    rng = np.random.default_rng(11)
+    boxes_a, boxes_b = random_corner_boxes(rng, 200), random_corner_boxes(rng, 200)
+    expected = np.diag(iou_matrix(boxes_a, boxes_b).numpy())
+    np.testing.assert_allclose(paired_iou(boxes_a, boxes_b).numpy(), expected, atol=1e-6)
+    assert 0 < expected.max() and expected.min() == 0      # both overlapping and disjoint pairs
 
 
 def test_paired_diou_special_cases():
