@@ -50,8 +50,6 @@ def read_sets(set_dirs, iou):
 def body(args, cfg):
     if args.samples < 2:
         raise ValueError(f"--samples: expected at least 2 draws, got {args.samples}")
-    if not 0.0 < args.iou <= 1.0:
-        raise ValueError(f"--iou: must be in (0, 1], got {args.iou}")
     if args.baseline_dirs is not None and len(args.baseline_dirs) != len(args.set_dirs):
         raise ValueError(f"--baseline_dirs: {len(args.baseline_dirs)} folders for "
                          f"{len(args.set_dirs)} in --set_dirs (one per set, in the same order)")

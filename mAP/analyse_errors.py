@@ -34,9 +34,9 @@ import numpy as np
 
 from components.atomic_io import save_figure_atomically, write_text_atomically
 from components.box_utils import iou_matrix
-from mAP.compute_mAP import align_table, percent_cell, read_detection_dir, read_ground_truth_dir
+from mAP.compute_mAP import align_table, percent_cell, read_folders
 from mAP.false_positives import false_positive_rows, format_false_positives, plot_false_positives
-from mAP.sets import DETECTION_DIR_NAME, GROUND_TRUTH_DIR_NAME, named_set_dirs
+from mAP.sets import named_set_dirs, result_dirs
 
 DEFAULT_SIZE_BINS = (16, 32, 64, 128)   # bin edges, pixels of face side
 DEFAULT_SCORE = 0.3
@@ -246,9 +246,7 @@ def analyse_folders(gt_dir, det_dir, score_threshold=DEFAULT_SCORE, size_bins=DE
 
     Raises ValueError naming the folder or file that cannot be used, or when no file holds a non-difficult box.
     """
-    ground_truth = read_ground_truth_dir(gt_dir)
-    analysis = analyse_errors(ground_truth, read_detection_dir(det_dir, list(ground_truth)), score_threshold,
-                              size_bins, review_score)
+    analysis = analyse_errors(*read_folders(gt_dir, det_dir), score_threshold, size_bins, review_score)
     if not analysis.rows:
         raise ValueError(f"{gt_dir}: no non-difficult ground-truth box in any file")
     return analysis
@@ -259,9 +257,7 @@ def analyse_set_dirs(set_dirs, score_threshold=DEFAULT_SCORE, size_bins=DEFAULT_
     """{set name: ErrorAnalysis} of several sets, each a folder holding ``ground-truth/`` and
     ``detection-results/``, named by the folder (made unique), in order. Every set is analysed before
     anything is written; raises ValueError naming the first folder or file that cannot be used."""
-    return {name: analyse_folders(os.path.join(set_dir, GROUND_TRUTH_DIR_NAME),
-                                  os.path.join(set_dir, DETECTION_DIR_NAME), score_threshold, size_bins,
-                                  review_score)
+    return {name: analyse_folders(*result_dirs(set_dir), score_threshold, size_bins, review_score)
             for name, set_dir in named_set_dirs(set_dirs).items()}
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from components.atomic_io import save_figure_atomically, write_text_atomically
-from mAP.compute_mAP import align_table, evaluate_detections, read_detection_dir, read_ground_truth_dir
-from mAP.sets import DETECTION_DIR_NAME, GROUND_TRUTH_DIR_NAME, MEAN_ROW_NAME
+from mAP.compute_mAP import align_table, check_iou_threshold, evaluate_detections, read_folders
+from mAP.sets import MEAN_ROW_NAME, result_dirs
 
 DEFAULT_SAMPLES = 1000
 DEFAULT_SEED = 0
@@ -67,9 +67,9 @@ def set_outcomes(ground_truth, detections, iou_threshold=0.5):
 
 def read_set_outcomes(set_dir, iou_threshold=0.5):
     """SetOutcomes of a set folder holding ``ground-truth/`` and ``detection-results/`` (as mAP/detect.py
-    writes them); raises ValueError naming the folder or file that cannot be used."""
-    ground_truth = read_ground_truth_dir(os.path.join(set_dir, GROUND_TRUTH_DIR_NAME))
-    detections = read_detection_dir(os.path.join(set_dir, DETECTION_DIR_NAME), list(ground_truth))
+    writes them); raises ValueError naming the folder or file that cannot be used, or --iou outside (0, 1]."""
+    check_iou_threshold(iou_threshold)
+    ground_truth, detections = read_folders(*result_dirs(set_dir))
     try:
         return set_outcomes(ground_truth, detections, iou_threshold)
     except ValueError as error:

@@ -23,13 +23,7 @@ import numpy as np
 
 from components.atomic_io import save_figure_atomically, write_text_atomically
 from components.box_utils import iou_matrix
-from mAP.sets import (
-    DETECTION_DIR_NAME,
-    GROUND_TRUTH_DIR_NAME,
-    MEAN_ROW_NAME,
-    SUMMARY_FILE_NAME,
-    named_set_dirs,
-)
+from mAP.sets import MEAN_ROW_NAME, SUMMARY_FILE_NAME, named_set_dirs, result_dirs
 
 NO_GROUND_TRUTH = "no ground truth"
 ONLY_DIFFICULT = "only difficult ground truth"
@@ -365,15 +359,26 @@ def write_results(evaluation, output_dir, plots=True):
     return lines
 
 
+def check_iou_threshold(iou_threshold):
+    """Raise ValueError (naming --iou) unless ``iou_threshold`` is in (0, 1]."""
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"--iou: must be in (0, 1], got {iou_threshold}")
+
+
+def read_folders(gt_dir, det_dir):
+    """(ground truth {image: GroundTruth} of ``gt_dir``, detections {image: ScoredBoxes} of ``det_dir`` for the
+    same images); raises ValueError naming the folder or file that cannot be used."""
+    ground_truth = read_ground_truth_dir(gt_dir)
+    return ground_truth, read_detection_dir(det_dir, list(ground_truth))
+
+
 def evaluate_folders(gt_dir, det_dir, iou_threshold=0.5):
     """Evaluation of the detection files of ``det_dir`` against the ground truth of ``gt_dir``.
 
     Raises ValueError naming the folder or file that cannot be used, or when no file holds a non-difficult box.
     """
-    if not 0.0 < iou_threshold <= 1.0:
-        raise ValueError(f"--iou: must be in (0, 1], got {iou_threshold}")
-    ground_truth = read_ground_truth_dir(gt_dir)
-    evaluation = evaluate_detections(ground_truth, read_detection_dir(det_dir, list(ground_truth)), iou_threshold)
+    check_iou_threshold(iou_threshold)
+    evaluation = evaluate_detections(*read_folders(gt_dir, det_dir), iou_threshold)
     if evaluation.mean_ap is None:
         raise ValueError(f"{gt_dir}: no non-difficult ground-truth box in any file")
     return evaluation
@@ -385,8 +390,7 @@ def evaluate_set_dirs(set_dirs, iou_threshold=0.5):
 
     Every set is scored before any result is written; raises ValueError naming the first folder that cannot be
     used (missing set folder, or a set without ground truth: see :func:`evaluate_folders`)."""
-    return {name: evaluate_folders(os.path.join(set_dir, GROUND_TRUTH_DIR_NAME),
-                                   os.path.join(set_dir, DETECTION_DIR_NAME), iou_threshold)
+    return {name: evaluate_folders(*result_dirs(set_dir), iou_threshold)
             for name, set_dir in named_set_dirs(set_dirs).items()}
 
 

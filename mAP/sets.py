@@ -60,6 +60,11 @@ def set_output_dirs(output_dir, names):
     return {name: os.path.join(output_dir, name) for name in names}
 
 
+def result_dirs(set_dir):
+    """(ground-truth folder, detection folder) of a set folder as mAP/detect.py writes it."""
+    return os.path.join(set_dir, GROUND_TRUTH_DIR_NAME), os.path.join(set_dir, DETECTION_DIR_NAME)
+
+
 def named_set_dirs(set_dirs):
     """{set name: folder} of folders each holding ``ground-truth/`` and ``detection-results/``, named by the
     folder (made unique), in order; raises ValueError naming the first folder that does not exist."""

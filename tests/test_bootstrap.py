@@ -106,6 +106,7 @@ def test_command_line_writes_the_table_and_plot(tmp_path, capsys):
     (["--samples", "1"], "--samples: expected at least 2 draws"),
     (["--baseline_dirs", "x,y"], "--baseline_dirs: 2 folders for 1 in --set_dirs"),
     (["--set_dirs", "missing_folder"], "missing_folder: set folder not found"),
+    (["--iou", "0"], "--iou: must be in (0, 1], got 0.0"),
 ])
 def test_command_line_errors_are_one_line(tmp_path, capsys, flags, message):
     from cli.bootstrap_map import main
