@@ -5,16 +5,19 @@
 
 With ``--data`` every source of the data file's train: and val: lists (or of ``--split`` only) becomes
 ``dataset/<source>_<split>.tfrecord``. Each TFRecord gets its class list beside it (``<name>.classes.json``),
-which training, validation and check_dataset.py compare with theirs. Before anything is written the labels
-of each split are counted and shown per class; labels that map to no class stop the conversion (exit 2)
-unless ``--skip_unknown_labels`` is given. See ``dataset/voc_to_tfrecord.py`` for what a record holds and
-which items are skipped; each output is written to a temporary name and renamed when complete.
+which training, validation and check_dataset.py compare with theirs. ``--extra_ignore FILE`` adds the boxes
+of that file (``mAP/unlabelled_faces.py``: faces the annotation leaves out) as ``ignore`` boxes. Before
+anything is written the labels of each split are counted and shown per class; labels that map to no class
+stop the conversion (exit 2) unless ``--skip_unknown_labels`` is given. See ``dataset/voc_to_tfrecord.py``
+for what a record holds and which items are skipped; each output is written to a temporary name and renamed
+when complete.
 """
 import os
 import sys
 
 import cli
 from components.config import DATA_KEYS
+from dataset.extra_ignore import read_extra_ignore
 from dataset.label_counts import SKIP_FLAG, report_split_labels
 from dataset.voc import VOCError
 from dataset.voc_to_tfrecord import MAX_IMAGE_SIDE, convert_split
@@ -28,6 +31,9 @@ def build_parser():
     parser.add_argument("--output_file", default=None, help="default: dataset/<split>_mask.tfrecord of the repository")
     parser.add_argument("--max_image_side", type=int, default=MAX_IMAGE_SIDE,
                         help=f"downscale larger images to this longer side (default {MAX_IMAGE_SIDE}; 0: never)")
+    parser.add_argument("--extra_ignore", default=None,
+                        help="JSON file of boxes to add as ignore boxes, per image (faces the annotation leaves "
+                             "out; written by mAP/unlabelled_faces.py); with --dataset_path only")
     parser.add_argument(SKIP_FLAG, action="store_true",
                         help="leave out boxes whose label maps to no class instead of stopping")
     return parser
@@ -60,11 +66,15 @@ def body(args, cfg):
     if args.max_image_side < 0:
         raise ValueError(f"--max_image_side: must be 0 (no limit) or positive, got {args.max_image_side}")
     jobs = conversion_jobs(args)
+    if args.extra_ignore and args.data:
+        raise ValueError("--extra_ignore: give it with --dataset_path (one VOC folder), not with --data")
+    extra_ignore = read_extra_ignore(args.extra_ignore) if args.extra_ignore else None
     for dataset_path, split, _ in jobs:
         report_split_labels(dataset_path, split, cfg["label_aliases"], args.skip_unknown_labels, args.data, print)
     for dataset_path, split, output_file in jobs:
         try:
-            report = convert_split(dataset_path, split, output_file, cfg, max_image_side=args.max_image_side)
+            report = convert_split(dataset_path, split, output_file, cfg, max_image_side=args.max_image_side,
+                                   extra_ignore=extra_ignore)
         except KeyboardInterrupt:
             raise cli.Interrupted(f"{output_file} was not changed") from None
         for reason in report.skipped_images:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from components.atomic_io import atomic_path
 from components.class_list import write_tfrecord_classes
 from components.errors import ProjectError
+from dataset.extra_ignore import add_ignore_boxes
 from dataset.voc import VOCError, class_id, clip_boxes, decode_image_file, load_item, read_split
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -51,9 +52,11 @@ class ConversionReport:
     class_boxes: dict = field(default_factory=dict)   # class name -> boxes written
     skipped_images: list = field(default_factory=list)
     skipped_objects: list = field(default_factory=list)
+    extra_ignored: int = 0                            # boxes added from an extra-ignore file (among ``boxes``)
 
     def summary(self):
-        return (f"wrote {self.written} images with {self.boxes} boxes; skipped {len(self.skipped_images)} "
+        extra = f" ({self.extra_ignored} of them extra ignore boxes)" if self.extra_ignored else ""
+        return (f"wrote {self.written} images with {self.boxes} boxes{extra}; skipped {len(self.skipped_images)} "
                 f"images and {len(self.skipped_objects)} objects")
 
 
@@ -116,13 +119,15 @@ def make_example(name, jpeg, height, width, annotation, labels_list):
     }))
 
 
-def convert_split(dataset_path, split, output_file, cfg, progress=True, max_image_side=MAX_IMAGE_SIDE):
+def convert_split(dataset_path, split, output_file, cfg, progress=True, max_image_side=MAX_IMAGE_SIDE,
+                  extra_ignore=None):
     """Write ``output_file`` from the VOC ``split`` of ``dataset_path``; returns a ConversionReport.
 
-    The class list (``cfg['labels_list']``) and the boxes per class are written beside the file
-    (components/class_list.py). Raises VOCError when the split itself cannot be read or ``output_file`` is
-    a folder. The file is
-    written under a temporary name and renamed when complete: on any error or interruption an existing
+    ``extra_ignore`` ({image name: boxes [K, 4] pixels, corner form}, see ``dataset/extra_ignore.py``) adds
+    those boxes to the images' own as ``ignore`` boxes (faces the annotation leaves out). The class list
+    (``cfg['labels_list']``) and the boxes per class are written beside the file (components/class_list.py).
+    Raises VOCError when the split itself cannot be read or ``output_file`` is a folder. The file is written
+    under a temporary name and renamed when complete: on any error or interruption an existing
     ``output_file`` is left as it was and the temporary file is removed.
     """
     if os.path.isdir(output_file):
@@ -131,14 +136,15 @@ def convert_split(dataset_path, split, output_file, cfg, progress=True, max_imag
     report = ConversionReport()
     os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
     try:
-        _write_records(dataset_path, split, names, output_file, cfg, progress, max_image_side, report)
+        _write_records(dataset_path, split, names, output_file, cfg, progress, max_image_side, report,
+                       extra_ignore or {})
     except tf.errors.OpError as error:   # TFRecordWriter cannot create or write the file
         raise ProjectError(f"{output_file}: cannot write ({error.message.splitlines()[0]})") from None
     write_tfrecord_classes(output_file, cfg["labels_list"], report.class_boxes)
     return report
 
 
-def _write_records(dataset_path, split, names, output_file, cfg, progress, max_image_side, report):
+def _write_records(dataset_path, split, names, output_file, cfg, progress, max_image_side, report, extra_ignore):
     """The body of :func:`convert_split`: every readable item of ``names`` into ``output_file``."""
     with atomic_path(output_file) as temporary, tf.io.TFRecordWriter(temporary) as writer:
         for name in tqdm(names, desc=f"{split} -> tfrecord", unit="img", disable=not progress):
@@ -147,6 +153,7 @@ def _write_records(dataset_path, split, names, output_file, cfg, progress, max_i
                 annotation = item.annotation
                 encoded = encode_image(item.image_path, max_image_side)
                 clip_boxes(annotation, encoded.source_width, encoded.source_height)
+                report.extra_ignored += add_ignore_boxes(annotation, extra_ignore.get(name, ()))
                 if (encoded.width, encoded.height) != (encoded.source_width, encoded.source_height):
                     clip_boxes(annotation, encoded.width, encoded.height)     # scaled to the stored size
             except VOCError as error:
