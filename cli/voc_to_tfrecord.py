@@ -65,9 +65,9 @@ def conversion_jobs(args):
 def body(args, cfg):
     if args.max_image_side < 0:
         raise ValueError(f"--max_image_side: must be 0 (no limit) or positive, got {args.max_image_side}")
-    jobs = conversion_jobs(args)
     if args.extra_ignore and args.data:
         raise ValueError("--extra_ignore: give it with --dataset_path (one VOC folder), not with --data")
+    jobs = conversion_jobs(args)
     extra_ignore = read_extra_ignore(args.extra_ignore) if args.extra_ignore else None
     for dataset_path, split, _ in jobs:
         report_split_labels(dataset_path, split, cfg["label_aliases"], args.skip_unknown_labels, args.data, print)
