@@ -16,7 +16,7 @@ import numpy as np
 
 from components.atomic_io import write_text_atomically
 from components.config import IGNORE_LABEL
-from dataset.voc import VOCError
+from dataset.voc import VOCError, clip_to_image
 
 IMAGES_KEY = "images"
 
@@ -66,9 +66,8 @@ def add_ignore_boxes(annotation, boxes):
     """Append ``boxes`` [K, 4] (pixels of the annotation's image, corner form) to ``annotation`` as ``ignore``
     boxes, clipped to its ``width`` x ``height``; those left with no area are dropped. Returns how many were
     added."""
-    boxes = np.clip(np.asarray(boxes, np.float32).reshape(-1, 4), 0,
-                    [annotation.width, annotation.height, annotation.width, annotation.height])
-    boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
+    boxes, keep = clip_to_image(boxes, annotation.width, annotation.height)
+    boxes = boxes[keep]
     annotation.boxes = np.concatenate([annotation.boxes, boxes]).astype(np.float32)
     annotation.labels = list(annotation.labels) + [IGNORE_LABEL] * len(boxes)
     annotation.difficult = np.concatenate([annotation.difficult, np.zeros(len(boxes), bool)])

@@ -116,6 +116,13 @@ def parse_annotation(path, label_aliases, keep_difficult=True):
     return annotation
 
 
+def clip_to_image(boxes, width, height):
+    """(``boxes`` [N, 4] pixels, corner form, clipped to a ``width`` x ``height`` image, as float32; [N] bool:
+    which still have an area)."""
+    boxes = np.clip(np.asarray(boxes, np.float32).reshape(-1, 4), 0, [width, height, width, height])
+    return boxes.astype(np.float32), (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+
+
 def clip_boxes(annotation, width, height):
     """Clip boxes (pixels) to a ``width`` x ``height`` image, rescaling first if the xml size differs.
 
@@ -124,8 +131,7 @@ def clip_boxes(annotation, width, height):
     boxes = annotation.boxes.copy()
     if annotation.width and annotation.height and (annotation.width, annotation.height) != (width, height):
         boxes *= np.array([width / annotation.width, height / annotation.height] * 2, np.float32)
-    boxes = np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    boxes, keep = clip_to_image(boxes, width, height)
     for index in np.flatnonzero(~keep):
         annotation.skipped.append(f"box {annotation.boxes[index].tolist()} has zero area inside the image")
     annotation.boxes = boxes[keep]
