@@ -17,8 +17,8 @@ from components.postprocessing import (
     small_detections,
     unbatch_detections,
 )
-from components.preprocessing import boxes_to_pixels, image_pixels_per_input_pixel, preprocess_images
-from components.prior_box import mirror_index, priors_from_config
+from components.preprocessing import boxes_to_pixels, image_pixels_per_input_pixel, pad_to_size, preprocess_images
+from components.prior_box import aligned_input_size, mirror_index, priors_from_config
 from components.runtimes import KerasRuntime, ModelLoadError, load_runtime
 
 
@@ -26,15 +26,25 @@ class Detector:
     """A trained model (any runtime of ``components/runtimes.py``) with its config: image in, detections in
     pixels out."""
 
-    def __init__(self, model, cfg):
-        """``model``: a runtime adapter (anything with ``predict_raw``) or a Keras model."""
+    def __init__(self, model, cfg, trained_size=None):
+        """``model``: a runtime adapter (anything with ``predict_raw``) or a Keras model. ``trained_size``: the
+        (h, w) the model was trained at (default ``cfg['input_size']``). A Keras model runs on a canvas of
+        ``network_size`` (``aligned_input_size``: the image letterboxed to ``input_size`` at its top left) so
+        that its maps sit on the image as in training; an export runs at the size it was exported at."""
         self.cfg = cfg
         self.input_size = tuple(cfg["input_size"])
+        self.trained_size = tuple(trained_size or self.input_size)
         self.keep_aspect = bool(cfg["keep_aspect"])
-        self.runtime = model if hasattr(model, "predict_raw") else KerasRuntime(model, self.input_size)
+        runtime = model if hasattr(model, "predict_raw") else KerasRuntime(model, self.input_size)
+        self.network_size = self.input_size
+        if isinstance(runtime, KerasRuntime):
+            self.network_size = aligned_input_size(self.input_size, self.trained_size, cfg["steps"])
+            if runtime.input_size != self.network_size:
+                runtime = KerasRuntime(runtime.model, self.network_size, runtime.path)
+        self.runtime = runtime
         self.model_path = getattr(self.runtime, "path", None)   # the model file or folder, when loaded from one
-        self.priors = tf.constant(priors_from_config(cfg, self.input_size))
-        # the flip test needs every prior's mirror image to be a prior too (each step divides the input
+        self.priors = tf.constant(priors_from_config(cfg, self.network_size))
+        # the flip test needs every prior's mirror image to be a prior too (each step divides the network
         # width, as at 240x320); on other grids it is off: ``flip_test`` says what detection does
         self.mirror = None
         if cfg.get("flip_test", False):
@@ -51,8 +61,9 @@ class Detector:
     def _at_scale(self, scale):
         """(scale, Detector of the same Keras model at ``scale`` times this input size, one scale)."""
         size = (round(self.input_size[0] * scale), round(self.input_size[1] * scale))
-        runtime = KerasRuntime(self.runtime.model, size, self.runtime.path)
-        return scale, Detector(runtime, dict(self.cfg, input_size=size, test_scales=[1]))
+        runtime = KerasRuntime(self.runtime.model, aligned_input_size(size, self.trained_size, self.cfg["steps"]),
+                               self.runtime.path)
+        return scale, Detector(runtime, dict(self.cfg, input_size=size, test_scales=[1]), self.trained_size)
 
     @property
     def format(self):
@@ -67,33 +78,38 @@ class Detector:
         ``num_threads``, ``xnnpack`` (see ``load_runtime``)."""
         model_file = resolve_model_path(model_path)
         cfg = load_model_config(model_file, base_cfg)
+        trained_size = tuple(cfg["input_size"])
         if input_size is not None:
             cfg["input_size"] = tuple(input_size)
-        runtime = load_runtime(model_file, tuple(cfg["input_size"]), **runtime_options)
+        network_size = aligned_input_size(cfg["input_size"], trained_size, cfg["steps"])
+        runtime = load_runtime(model_file, network_size, **runtime_options)
         runtime_size = getattr(runtime, "input_size", None)
-        if runtime_size is not None and tuple(runtime_size) != tuple(cfg["input_size"]):
+        if (not isinstance(runtime, KerasRuntime) and runtime_size is not None
+                and tuple(runtime_size) != tuple(cfg["input_size"])):
             wanted = "--input_size" if input_size is not None else "its config says input_size"
             raise ModelLoadError(f"{model_file}: the model takes {runtime_size[0]}x{runtime_size[1]} images but "
                                  f"{wanted} {tuple(cfg['input_size'])} (export the model at that size: "
                                  "export.py --input_size, or run the .keras model)")
-        return cls(runtime, cfg)
+        return cls(runtime, cfg, trained_size)
 
     def preprocess(self, images_rgb):
-        """uint8 RGB images of any sizes -> network input [B, h, w, 3] float32."""
-        return preprocess_images(images_rgb, self.input_size, self.keep_aspect)
+        """uint8 RGB images of any sizes -> network input [B, H, W, 3] float32 (``network_size``; the image in
+        its top-left ``input_size``)."""
+        return pad_to_size(preprocess_images(images_rgb, self.input_size, self.keep_aspect), self.network_size)
 
     def to_pixels(self, boxes, image_shape):
         """Boxes [K, 4] normalised to the network input -> pixels of an image of ``image_shape``."""
         return boxes_to_pixels(boxes, image_shape, self.input_size, self.keep_aspect)
 
     def predict_raw(self, images):
-        """Predictions [B, P, 4 + C] (numpy float32) for preprocessed images [B, h, w, 3]: offsets, then class
-        logits; with ``flip_test`` the images and their mirror images go through the model as one batch and
-        the predictions are averaged, the class columns then being probabilities
-        (``merge_mirrored_predictions``; :meth:`postprocess` knows which)."""
+        """Predictions [B, P, 4 + C] (numpy float32) for preprocessed images [B, h, w, 3] (``input_size``, then
+        padded to ``network_size``, or already that size): offsets, then class logits; with ``flip_test`` the
+        images and their mirror images go through the model as one batch and the predictions are averaged, the
+        class columns then being probabilities (``merge_mirrored_predictions``; :meth:`postprocess` knows
+        which)."""
+        images = pad_to_size(images, self.network_size)
         if not self.flip_test:
             return self.runtime.predict_raw(images)
-        images = np.asarray(images, np.float32)
         both = self.runtime.predict_raw(np.concatenate([images, images[:, :, ::-1]]))
         return merge_mirrored_predictions(both[:len(images)], both[len(images):], self.mirror)
 
@@ -101,8 +117,15 @@ class Detector:
         """``components.postprocessing.postprocess`` of :meth:`predict_raw`'s output with this model's priors
         and settings, as numpy: (boxes [B, K, 4] normalised to the input, scores, class ids, valid [B])."""
         threshold = self.cfg["score_threshold"] if score_threshold is None else score_threshold
-        outputs = postprocess(predictions, self.priors, self.cfg, threshold, probabilities=self.flip_test)
-        return tuple(value.numpy() for value in outputs)
+        boxes, *rest = (value.numpy() for value in
+                        postprocess(predictions, self.priors, self.cfg, threshold, probabilities=self.flip_test))
+        return (boxes * self._network_per_input, *rest)
+
+    @property
+    def _network_per_input(self):
+        """(x, y, x, y) factors from boxes normalised to ``network_size`` to boxes normalised to ``input_size``."""
+        (net_h, net_w), (in_h, in_w) = self.network_size, self.input_size
+        return np.array([net_w / in_w, net_h / in_h, net_w / in_w, net_h / in_h], np.float32)
 
     def detections(self, predictions, image_shapes=None, score_threshold=None):
         """One ``Detections`` per row of ``predictions``: boxes in pixels of each image of ``image_shapes``
@@ -116,8 +139,8 @@ class Detector:
         return [nonempty_detections(detections) for detections in found]
 
     def detect_inputs(self, inputs, score_threshold=None):
-        """Detections of preprocessed network inputs [B, h, w, 3] (letterboxed, in [-1, 1]); boxes normalised
-        to the input; one scale (the inputs have this input size). What ``mAP.evaluation.evaluate`` runs."""
+        """Detections of preprocessed network inputs [B, h, w, 3] (letterboxed to ``input_size``, in [-1, 1]);
+        boxes normalised to the input; one scale. What ``mAP.evaluation.evaluate`` runs."""
         return self.detections(self.predict_raw(inputs), None, score_threshold)
 
     def detect(self, image_rgb, score_threshold=None):

@@ -54,6 +54,17 @@ def preprocess_images(images_rgb, input_size, keep_aspect=True):
     return batch
 
 
+def pad_to_size(batch, size):
+    """Network inputs [B, h, w, 3] (in [-1, 1]) padded at the bottom / right with the letterbox grey to ``size``
+    = (H, W) >= (h, w): the canvas of ``components.prior_box.aligned_input_size``."""
+    batch = np.asarray(batch, np.float32)
+    if tuple(batch.shape[1:3]) == tuple(size):
+        return batch
+    canvas = np.full((len(batch), size[0], size[1], batch.shape[3]), PAD_VALUE / 127.5 - 1.0, np.float32)
+    canvas[:, :batch.shape[1], :batch.shape[2]] = batch
+    return canvas
+
+
 def boxes_to_pixels(boxes, image_shape, input_size, keep_aspect=True):
     """Boxes [K, 4] normalised to the network input (corner form) -> pixels of the original image
     (``image_shape`` = (H, W, ...)), clipped to it; undoes the letterbox of ``preprocess_images``."""

@@ -13,6 +13,30 @@ def feature_map_sizes(input_size, steps):
     return [(math.ceil(height / step), math.ceil(width / step)) for step in steps]
 
 
+def padding_pattern(side, steps):
+    """Which stride-2 layers see an odd ``side`` (pixels of the input along one axis): a tuple of booleans, one
+    per halving up to the largest step. A 'same'-padded stride-2 layer pads an odd input on both sides but an
+    even one only at the end, so this pattern fixes where each map's cells sit on the image."""
+    return tuple(math.ceil(side / 2 ** level) % 2 == 1 for level in range(round(math.log2(max(steps)))))
+
+
+def aligned_input_size(input_size, trained_size, steps):
+    """The smallest (h, w) of at least ``input_size`` whose maps are padded as at ``trained_size`` (see
+    ``padding_pattern``).
+
+    The heads learn where each cell sits on the image at the size they were trained at. At a size whose
+    pattern differs (360x480 for a model trained at 240x320) the deeper maps are shifted by up to half a
+    cell against the priors, and boxes land off the faces; on a canvas of the aligned size (the image at
+    ``input_size``, the rest padding) they do not.
+    """
+    def side(wanted, trained):
+        pattern = padding_pattern(trained, steps)
+        while padding_pattern(wanted, steps) != pattern:
+            wanted += 1
+        return wanted
+    return tuple(side(wanted, trained) for wanted, trained in zip(input_size, trained_size))
+
+
 def priors_per_cell(min_sizes):
     """Number of priors at each cell of each head, e.g. [3, 2, 2, 3]."""
     return [len(sizes) for sizes in min_sizes]

@@ -215,8 +215,11 @@ def compare_outputs(reference, exported, priors, cfg):
 def load_export_source(model_path, export_format, input_size=None):
     """(model file, its config, the Keras model) of the ``.keras`` model at ``model_path`` (or the newest in a
     folder) to export as ``export_format``, the config's input size replaced by ``input_size`` (h, w) when
-    given; raises ExportError for an unknown format or another kind of model."""
+    given, rounded up to the nearest size whose maps sit on the image as at the trained size
+    (``components.prior_box.aligned_input_size``); raises ExportError for an unknown format or another kind
+    of model."""
     from components.model_files import load_model_config, resolve_model_path
+    from components.prior_box import aligned_input_size
     from components.runtimes import is_saved_model_dir, load_keras_model
     if export_format not in EXPORT_FORMATS:
         raise ExportError(f"unknown format {export_format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
@@ -225,7 +228,7 @@ def load_export_source(model_path, export_format, input_size=None):
         raise ExportError(f"{model_file}: export starts from a .keras model")
     cfg = load_model_config(model_file)
     if input_size is not None:
-        cfg["input_size"] = tuple(input_size)
+        cfg["input_size"] = aligned_input_size(input_size, cfg["input_size"], cfg["steps"])
     return model_file, cfg, load_keras_model(model_file)
 
 
@@ -250,6 +253,9 @@ def export_model_file(model_path, export_format, output=None, calibration_tfreco
     from components.runtimes import KerasRuntime, load_runtime
 
     model_file, cfg, model = load_export_source(model_path, export_format, input_size)
+    if input_size is not None and tuple(input_size) != cfg["input_size"]:
+        log(f"exporting at {cfg['input_size'][0]}x{cfg['input_size'][1]}: {input_size[0]}x{input_size[1]} rounded up "
+            "to a size whose feature maps sit on the image as at the trained size")
     cfg["test_scales"] = [1]   # an export runs one input size: compare it with the Keras model at that size
     reference = Detector(KerasRuntime(model, tuple(cfg["input_size"]), model_file), cfg)
     output = os.path.normpath(output or default_output(model_file, export_format))

@@ -13,9 +13,11 @@ from deploy.benchmark import SAMPLE_IMAGE, time_predict
 
 @dataclass
 class SizeResult:
-    """One input size: mAP per validation set name, median ms per runtime, whether the flip test ran."""
+    """One input size: mAP per validation set name, median ms per runtime, whether the flip test ran, the size the
+    network ran at (``Detector.network_size``: the input size rounded up to align its maps with training)."""
     input_size: tuple
     flip_test: bool
+    network_size: tuple = None
     maps: dict = field(default_factory=dict)
     median_ms: dict = field(default_factory=dict)
 
@@ -37,7 +39,7 @@ def measure_size(model_file, input_size, val_tfrecords, runs, export_dir, log):
     from mAP.evaluation import evaluate, map_or_zero
     detectors = detectors_at(model_file, input_size, export_dir, log)
     keras = detectors["keras"]
-    result = SizeResult(tuple(input_size), keras.flip_test)
+    result = SizeResult(tuple(input_size), keras.flip_test, tuple(keras.network_size))
     for path in val_tfrecords:
         name = os.path.splitext(os.path.basename(path))[0]
         log(f"val mAP at {input_size[0]}x{input_size[1]} on {name}")
@@ -57,11 +59,12 @@ def measure_sizes(model_file, sizes, val_tfrecords, runs=50, log=print):
 def render_sizes(results):
     """Markdown table of :func:`measure_sizes`' results."""
     names = list(results[0].maps)
-    header = ["input", "flip test"] + [f"mAP {name}" for name in names] + ["mean mAP", "Keras ms", "TFLite ms"]
+    header = ["input", "network input", "flip test"] + [f"mAP {name}" for name in names] + ["mean mAP", "Keras ms", "TFLite ms"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in results:
         maps = [result.maps[name] for name in names]
-        cells = [f"{result.input_size[0]}x{result.input_size[1]}", "on" if result.flip_test else "off (grid)"]
+        cells = [f"{result.input_size[0]}x{result.input_size[1]}",
+                 "{}x{}".format(*(result.network_size or result.input_size)), "on" if result.flip_test else "off (grid)"]
         cells += [f"{100 * value:.2f}" for value in maps] + [f"{100 * float(np.mean(maps)):.2f}"]
         cells += [f"{result.median_ms['keras']:.1f}", f"{result.median_ms['tflite']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")

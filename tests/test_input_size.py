@@ -17,7 +17,9 @@ def test_keras_model_runs_at_the_requested_size_and_still_finds_the_faces():
     trained = Detector.from_path(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"))
     larger = Detector.from_path(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"), input_size=(480, 640))
     assert larger.input_size == (480, 640) and trained.input_size != larger.input_size
-    assert larger.preprocess([image]).shape == (1, 480, 640, 3)
+    # the image letterboxed to 480x640 at the top left of a 496x640 canvas, whose maps pad as at 240x320
+    assert larger.network_size == (496, 640) and trained.network_size == trained.input_size
+    assert larger.preprocess([image]).shape == (1, 496, 640, 3)
     assert len(larger.priors) > 3 * len(trained.priors)
     found, reference = larger.detect(image), trained.detect(image)
     assert len(found) >= 1
@@ -37,11 +39,11 @@ def test_an_export_refuses_a_size_it_was_not_exported_at(tiny_model, tmp_path):
 
 def test_export_at_another_size_runs_there(tiny_model, tmp_path):
     from deploy.export import export_model_file
-    output = str(tmp_path / "tiny_96x128.tflite")
-    export_model_file(tiny_model, "tflite", output, log=lambda message: None, input_size=(96, 128))
+    output = str(tmp_path / "tiny_248x352.tflite")   # twice the tiny model's 120x160, rounded up to align
+    export_model_file(tiny_model, "tflite", output, log=lambda message: None, input_size=(248, 352))
     detector = Detector.from_path(output)
-    assert detector.input_size == (96, 128)
-    assert detector.predict_raw(np.zeros((1, 96, 128, 3), np.float32)).shape[1] == len(detector.priors)
+    assert detector.input_size == detector.network_size == (248, 352)
+    assert detector.predict_raw(np.zeros((1, 248, 352, 3), np.float32)).shape[1] == len(detector.priors)
 
 
 def test_input_size_benchmark_prints_a_row_per_size(tiny_model, voc_mini_tfrecords, capsys):
@@ -56,3 +58,76 @@ def test_input_size_benchmark_refuses_a_bad_size(capsys):
     from cli.benchmark_input_size import main
     assert main(["--sizes", "480by640"]) == 2
     assert "--sizes" in capsys.readouterr().err
+
+
+def sample_faces(detector, image, min_score=0.5):
+    found = detector.detect(image)
+    return found.select(found.scores >= min_score)
+
+
+@pytest.mark.parametrize("name", ["test_00002330.jpg", "1_Handshaking_Handshaking_1_71.jpg"])
+def test_a_size_the_model_was_not_trained_at_runs_on_an_aligned_canvas(name):
+    """At 360x480 the maps of a model trained at 240x320 pad otherwise (45 and 23 rows are odd, 30 and 15 at
+    240x320 are not both), so run as is its boxes shift off the faces; on the 368x512 canvas they land where
+    the trained size puts them."""
+    import cv2
+    from components.box_utils import iou_matrix
+    from components.runtimes import KerasRuntime
+    image = cv2.cvtColor(cv2.imread(os.path.join(REPO_ROOT, "assets", name)), cv2.COLOR_BGR2RGB)
+    model_file = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
+    trained = Detector.from_path(model_file)
+    single = dict(trained.cfg, test_scales=[1])
+    reference = sample_faces(Detector(trained.runtime, single), image)
+    aligned = Detector.from_path(model_file, dict(single), input_size=(360, 480))
+    assert aligned.network_size == (368, 512)
+    # the control: the same model at 360x480 as if it had been trained there (no canvas)
+    unaligned = Detector(KerasRuntime(trained.runtime.model, (360, 480)), dict(single, input_size=(360, 480)),
+                         trained_size=(360, 480))
+    assert unaligned.network_size == (360, 480)
+    assert len(reference) >= 4
+
+    def best_overlaps(detector):
+        found = detector.detect(image)
+        return iou_matrix(reference.boxes, found.boxes).numpy().max(axis=1)
+
+    on_canvas, as_is = best_overlaps(aligned), best_overlaps(unaligned)
+    assert on_canvas.min() >= 0.7 and on_canvas.mean() >= 0.8
+    assert on_canvas.mean() >= as_is.mean() + 0.05
+
+
+def test_detect_inputs_takes_inputs_of_the_input_size_and_boxes_come_back_normalised_to_it():
+    import cv2
+    from components.preprocessing import boxes_to_pixels, preprocess_images
+    image = cv2.cvtColor(cv2.imread(SAMPLE), cv2.COLOR_BGR2RGB)
+    model_file = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
+    detector = Detector.from_path(model_file, input_size=(360, 480))
+    detector.cfg["test_scales"] = [1]
+    inputs = preprocess_images([image], (360, 480))
+    normalised = detector.detect_inputs(inputs)[0]
+    in_pixels = detector.detect_batch([image])[0]
+    assert len(normalised) == len(in_pixels) >= 1
+    # normalised to the 360x480 letterbox, not to the 368x512 canvas the network ran on
+    np.testing.assert_allclose(boxes_to_pixels(normalised.boxes, image.shape, (360, 480)), in_pixels.boxes, atol=0.5)
+
+
+def test_export_at_an_unaligned_size_exports_at_the_aligned_one(tiny_model, tmp_path):
+    from components.prior_box import aligned_input_size
+    from deploy.export import export_model_file
+    output = str(tmp_path / "tiny_100x128.tflite")
+    messages = []
+    export_model_file(tiny_model, "tflite", output, log=messages.append, input_size=(100, 128))
+    expected = aligned_input_size((100, 128), (120, 160), [8, 16, 32, 64])
+    assert expected != (100, 128)
+    assert Detector.from_path(output).input_size == expected
+    assert any(f"exporting at {expected[0]}x{expected[1]}" in message for message in messages)
+
+
+def test_pad_to_size_keeps_the_input_at_the_top_left_and_pads_with_the_letterbox_grey():
+    from components.preprocessing import PAD_VALUE, pad_to_size
+    batch = np.random.default_rng(0).uniform(-1, 1, (2, 6, 8, 3)).astype(np.float32)
+    padded = pad_to_size(batch, (9, 16))
+    assert padded.shape == (2, 9, 16, 3)
+    np.testing.assert_array_equal(padded[:, :6, :8], batch)
+    np.testing.assert_allclose(padded[:, 6:], PAD_VALUE / 127.5 - 1.0)
+    np.testing.assert_allclose(padded[:, :, 8:], PAD_VALUE / 127.5 - 1.0)
+    assert pad_to_size(batch, (6, 8)) is batch or np.array_equal(pad_to_size(batch, (6, 8)), batch)

@@ -128,7 +128,10 @@ def test_default_test_runs_the_shipped_model_at_three_scales():
     detector = Detector.from_path(SHIPPED_MODEL, default_cfg)
     assert detector.test_scales == [1, 2, 0.5]
     assert [other.input_size for _, other in detector.rescaled] == [(480, 640), (120, 160)]
-    assert detector.rescaled[0][1].flip_test and not detector.rescaled[1][1].flip_test   # 64 does not divide 160
+    # each pass runs on a canvas whose maps pad as at 240x320 (480 -> 496 rows; 120x160 -> 176x192), where
+    # every step divides the width, so each has its flip test
+    assert [other.network_size for _, other in detector.rescaled] == [(496, 640), (176, 192)]
+    assert detector.rescaled[0][1].flip_test and detector.rescaled[1][1].flip_test
 
 
 def test_upscaled_pass_adds_only_small_faces_to_the_single_scale_result(crowded_rgb):

@@ -92,3 +92,23 @@ def test_clip_keeps_priors_inside():
     assert priors.min() >= 0.0 and priors.max() <= 1.0
     unclipped = prior_box((240, 320), cfg["min_sizes"], cfg["steps"])
     assert unclipped.max() > 1.0      # the 256 px anchors are wider than 240 px
+
+
+@pytest.mark.parametrize("size, aligned", [((240, 320), (240, 320)), ((480, 640), (496, 640)),
+                                           ((360, 480), (368, 512)), ((120, 160), (176, 192))])
+def test_aligned_input_size_pads_every_map_as_at_the_trained_size(size, aligned):
+    from components.prior_box import aligned_input_size, padding_pattern
+    steps = cfg["steps"]
+    assert aligned_input_size(size, (240, 320), steps) == aligned
+    assert all(a >= s for a, s in zip(aligned, size))
+    assert padding_pattern(aligned[0], steps) == padding_pattern(240, steps)
+    assert padding_pattern(aligned[1], steps) == padding_pattern(320, steps)
+    assert aligned_input_size(aligned, (240, 320), steps) == aligned   # an aligned size stays as it is
+
+
+def test_padding_pattern_marks_the_layers_that_see_an_odd_side():
+    from components.prior_box import padding_pattern
+    # 240 -> 120 -> 60 -> 30 -> 15 -> 8: only the layer from stride 16 to 32 sees an odd side (15)
+    assert padding_pattern(240, [8, 16, 32, 64]) == (False, False, False, False, True, False)
+    assert padding_pattern(360, [8, 16, 32, 64]) == (False, False, False, True, True, False)   # 45, 23
+    assert len(padding_pattern(320, [8, 16, 32])) == 5
