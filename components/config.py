@@ -81,7 +81,7 @@ cfg = {
     "flip_test": True,        # also run each image mirrored and average the two predictions (2x the compute;
                               # only where every step divides the input width, else a single pass)
     "test_scales": [1, 2, 0.5],  # multi-scale test (.keras models): also run each image at these multiples of
-    "test_small_face": 24,    # input_size, keeping from a larger scale the faces smaller than this and from a
+    "test_small_face": 64,    # input_size, keeping from a larger scale the faces smaller than this and from a
     "test_large_face": 96,    # smaller scale those of at least this (pixels at input_size)
     "score_threshold": 0.5,
     "nms_threshold": 0.4,

@@ -59,12 +59,14 @@ def measure_sizes(model_file, sizes, val_tfrecords, runs=50, log=print):
 def render_sizes(results):
     """Markdown table of :func:`measure_sizes`' results."""
     names = list(results[0].maps)
-    header = ["input", "network input", "flip test"] + [f"mAP {name}" for name in names] + ["mean mAP", "Keras ms", "TFLite ms"]
+    header = (["input", "network input", "flip test"] + [f"mAP {name}" for name in names]
+              + ["mean mAP", "Keras ms", "TFLite ms"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in results:
         maps = [result.maps[name] for name in names]
-        cells = [f"{result.input_size[0]}x{result.input_size[1]}",
-                 "{}x{}".format(*(result.network_size or result.input_size)), "on" if result.flip_test else "off (grid)"]
+        network_size = result.network_size or result.input_size
+        cells = [f"{result.input_size[0]}x{result.input_size[1]}", f"{network_size[0]}x{network_size[1]}",
+                 "on" if result.flip_test else "off (grid)"]
         cells += [f"{100 * value:.2f}" for value in maps] + [f"{100 * float(np.mean(maps)):.2f}"]
         cells += [f"{result.median_ms['keras']:.1f}", f"{result.median_ms['tflite']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")

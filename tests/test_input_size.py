@@ -71,6 +71,7 @@ def test_a_size_the_model_was_not_trained_at_runs_on_an_aligned_canvas(name):
     240x320 are not both), so run as is its boxes shift off the faces; on the 368x512 canvas they land where
     the trained size puts them."""
     import cv2
+
     from components.box_utils import iou_matrix
     from components.runtimes import KerasRuntime
     image = cv2.cvtColor(cv2.imread(os.path.join(REPO_ROOT, "assets", name)), cv2.COLOR_BGR2RGB)
@@ -97,6 +98,7 @@ def test_a_size_the_model_was_not_trained_at_runs_on_an_aligned_canvas(name):
 
 def test_detect_inputs_takes_inputs_of_the_input_size_and_boxes_come_back_normalised_to_it():
     import cv2
+
     from components.preprocessing import boxes_to_pixels, preprocess_images
     image = cv2.cvtColor(cv2.imread(SAMPLE), cv2.COLOR_BGR2RGB)
     model_file = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
