@@ -169,7 +169,7 @@ def test_downscaled_pass_adds_only_large_faces_to_the_single_scale_result():
     merged = multi.detect(portrait, score_threshold=0.05)
     limit = multi.large_face_pixels(portrait.shape)     # 8 px at 240x320 -> about 8 * 445 / 240 px of this photo
     assert limit == pytest.approx(8 * 445 / 240, rel=0.01)
-    assert limit == pytest.approx(multi.small_face_pixels(portrait.shape) * 8 / 24)
+    assert limit == pytest.approx(multi.small_face_pixels(portrait.shape) * 8 / multi.cfg["test_small_face"])
     assert len(smaller) > 0
     for box in merged.boxes:       # every merged box comes from the single pass or is a large face at 0.5x
         from_base = any(np.allclose(box, other, atol=1e-3) for other in base.boxes)
