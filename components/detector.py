@@ -98,7 +98,7 @@ class Detector:
         return pad_to_size(preprocess_images(images_rgb, self.input_size, self.keep_aspect), self.network_size)
 
     def to_pixels(self, boxes, image_shape):
-        """Boxes [K, 4] normalised to the network input -> pixels of an image of ``image_shape``."""
+        """Boxes [K, 4] normalised to ``input_size`` -> pixels of an image of ``image_shape``."""
         return boxes_to_pixels(boxes, image_shape, self.input_size, self.keep_aspect)
 
     def predict_raw(self, images):

@@ -191,7 +191,8 @@ def load_variants(paths):
     loaded = {v.label: Detector.from_path(paths[v.format], single_cfg, **v.options) for v in variants}
     for variant in variants:
         if not variant.options:
-            flip = Detector(loaded[variant.label].runtime, dict(loaded[variant.label].cfg, flip_test=True))
+            flip = Detector(loaded[variant.label].runtime, dict(loaded[variant.label].cfg, flip_test=True),
+                            loaded[variant.label].trained_size)
             if flip.flip_test:
                 loaded[variant.label + FLIP_SUFFIX] = flip
     return variants, loaded

@@ -37,7 +37,8 @@ def measure_test_scales(model_file, scale_settings, cfg, runs=20, warmup=2, imag
     from components.detector import Detector
     images_rgb = sample_images() if images_rgb is None else images_rgb
     base = Detector.from_path(model_file, dict(cfg, test_scales=[1]))
-    detectors = [Detector(base.runtime, dict(base.cfg, test_scales=list(scales))) for scales in scale_settings]
+    detectors = [Detector(base.runtime, dict(base.cfg, test_scales=list(scales)), base.trained_size)
+                 for scales in scale_settings]
     for _ in range(warmup):
         for detector in detectors:
             time_detect(detector, images_rgb)
