@@ -35,13 +35,14 @@ class Detector:
         self.input_size = tuple(cfg["input_size"])
         self.trained_size = tuple(trained_size or self.input_size)
         self.keep_aspect = bool(cfg["keep_aspect"])
-        runtime = model if hasattr(model, "predict_raw") else KerasRuntime(model, self.input_size)
-        self.network_size = self.input_size
-        if isinstance(runtime, KerasRuntime):
-            self.network_size = aligned_input_size(self.input_size, self.trained_size, cfg["steps"])
-            if runtime.input_size != self.network_size:
-                runtime = KerasRuntime(runtime.model, self.network_size, runtime.path)
-        self.runtime = runtime
+        is_keras = isinstance(model, KerasRuntime) or not hasattr(model, "predict_raw")
+        self.network_size = (aligned_input_size(self.input_size, self.trained_size, cfg["steps"]) if is_keras
+                             else self.input_size)
+        if not hasattr(model, "predict_raw"):
+            model = KerasRuntime(model, self.network_size)
+        elif is_keras and model.input_size != self.network_size:
+            model = KerasRuntime(model.model, self.network_size, model.path)
+        self.runtime = model
         self.model_path = getattr(self.runtime, "path", None)   # the model file or folder, when loaded from one
         self.priors = tf.constant(priors_from_config(cfg, self.network_size))
         # the flip test needs every prior's mirror image to be a prior too (each step divides the network
@@ -61,9 +62,7 @@ class Detector:
     def _at_scale(self, scale):
         """(scale, Detector of the same Keras model at ``scale`` times this input size, one scale)."""
         size = (round(self.input_size[0] * scale), round(self.input_size[1] * scale))
-        runtime = KerasRuntime(self.runtime.model, aligned_input_size(size, self.trained_size, self.cfg["steps"]),
-                               self.runtime.path)
-        return scale, Detector(runtime, dict(self.cfg, input_size=size, test_scales=[1]), self.trained_size)
+        return scale, Detector(self.runtime, dict(self.cfg, input_size=size, test_scales=[1]), self.trained_size)
 
     @property
     def format(self):

@@ -17,7 +17,7 @@ class SizeResult:
     network ran at (``Detector.network_size``: the input size rounded up to align its maps with training)."""
     input_size: tuple
     flip_test: bool
-    network_size: tuple = None
+    network_size: tuple
     maps: dict = field(default_factory=dict)
     median_ms: dict = field(default_factory=dict)
 
@@ -64,8 +64,8 @@ def render_sizes(results):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in results:
         maps = [result.maps[name] for name in names]
-        network_size = result.network_size or result.input_size
-        cells = [f"{result.input_size[0]}x{result.input_size[1]}", f"{network_size[0]}x{network_size[1]}",
+        cells = [f"{result.input_size[0]}x{result.input_size[1]}",
+                 f"{result.network_size[0]}x{result.network_size[1]}",
                  "on" if result.flip_test else "off (grid)"]
         cells += [f"{100 * value:.2f}" for value in maps] + [f"{100 * float(np.mean(maps)):.2f}"]
         cells += [f"{result.median_ms['keras']:.1f}", f"{result.median_ms['tflite']:.1f}"]
