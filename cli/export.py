@@ -2,7 +2,7 @@
 
     python export.py --model_path checkpoints/train/last.keras --format {saved_model,tflite,tflite_int8,onnx}
                      [--output PATH] [--calibration_tfrecord dataset/train_mask.tfrecord] [--num_calibration 300]
-                     [--val_tfrecord dataset/val_mask.tfrecord[,...]] [--end_to_end [--no_flip_test]]
+                     [--val_tfrecord dataset/val_mask.tfrecord[,...]] [--end_to_end [--flip_test]]
 
 What each format is and how an export is checked before it is published: ``deploy/export.py``. A float
 export that does not reproduce the Keras model is not written and the exit status is 1. With ``--end_to_end``
@@ -42,8 +42,11 @@ def build_parser():
     parser.add_argument("--end_to_end", action="store_true",
                         help="export the whole detector (letterbox for saved_model / onnx, network, box decoding, "
                              "NMS) instead of the raw network; default output <stem>_e2e<suffix>")
+    parser.add_argument("--flip_test", action="store_true",
+                        help="with --end_to_end: put the flip test into the graph (test-time augmentation, twice "
+                             "the compute; default: one pass)")
     parser.add_argument("--no_flip_test", action="store_true",
-                        help="with --end_to_end: leave the flip test out of the graph (half the compute)")
+                        help="with --end_to_end: one pass, no flip test (the default; kept for older commands)")
     parser.add_argument("--input_size", type=cli.image_size, default=None,
                         help="export at this HEIGHTxWIDTH, e.g. 480x640 (default: the size the model was trained at)")
     return parser
@@ -54,7 +57,7 @@ def end_to_end_body(args, val_tfrecords):
     from deploy.end_to_end import describe_end_to_end, export_end_to_end_file
     report = export_end_to_end_file(args.model_path, args.export_format, args.output, args.calibration_tfrecord,
                                     args.num_calibration, val_tfrecords,
-                                    flip_test=False if args.no_flip_test else None, input_size=args.input_size)
+                                    flip_test=bool(args.flip_test), input_size=args.input_size)
     print("\n".join(describe_end_to_end(report)))
 
 
@@ -64,8 +67,11 @@ def body(args, cfg):
     val_tfrecords = [path.strip() for path in (args.val_tfrecord or "").split(",") if path.strip()]
     for path in val_tfrecords:
         cli.check_exists(path, "validation TFRecord", "file")
-    if args.no_flip_test and not args.end_to_end:
-        raise ProjectError("--no_flip_test: only with --end_to_end (raw exports have no flip test inside)")
+    for flag in ("flip_test", "no_flip_test"):
+        if getattr(args, flag) and not args.end_to_end:
+            raise ProjectError(f"--{flag}: only with --end_to_end (raw exports have no flip test inside)")
+    if args.flip_test and args.no_flip_test:
+        raise ProjectError("--flip_test: not with --no_flip_test")
     if len(val_tfrecords) > 1 and not args.end_to_end:
         raise ProjectError("--val_tfrecord: one TFRecord without --end_to_end")
     try:

@@ -78,9 +78,12 @@ cfg = {
 
     # inference
     "keep_aspect": True,      # pad images at the bottom / right to the input aspect ratio instead of stretching
-    "flip_test": True,        # also run each image mirrored and average the two predictions (2x the compute;
+    # the default is one network pass per image (what every export and app runs); tta turns on test-time
+    # augmentation: the flip test and test_scales TTA_SCALES (about 5 passes), unless those two are given
+    "tta": False,
+    "flip_test": False,       # also run each image mirrored and average the two predictions (2x the compute;
                               # only where every step divides the input width, else a single pass)
-    "test_scales": [1, 2, 0.5],  # multi-scale test (.keras models): also run each image at these multiples of
+    "test_scales": [1],       # multi-scale test (.keras models): also run each image at these multiples of
     "test_small_face": 64,    # input_size, keeping from a larger scale the faces smaller than this and from a
     "test_large_face": 96,    # smaller scale those of at least this (pixels at input_size)
     "score_threshold": 0.5,
@@ -191,6 +194,8 @@ CONFIG_HELP = {
     "log_dir": "TensorBoard log folder",
     "seed": "random seed",
     "keep_aspect": "pad images to the input aspect ratio instead of stretching",
+    "tta": "test-time augmentation: the flip test and test_scales [1, 2, 0.5], about 5 network passes per image "
+           "(default: one pass)",
     "flip_test": "also run each image mirrored and average (2x compute)",
     "test_scales": "multi-scale test: input_size multiples each image also runs at, whole ones above 1 or "
                    "fractions below ([1]: one scale; .keras only)",
@@ -217,7 +222,8 @@ ANCHOR_KEYS = ("input_size", "min_sizes", "steps", "match_thresh", "min_positive
                "variances", "clip")
 AUGMENTATION_KEYS = ("using_crop", "crop_prob", "expand_prob", "expand_max_ratio", "using_bin", "using_flip",
                      "using_distort")
-DETECTION_KEYS = ("input_size", "keep_aspect", "flip_test", "test_scales", "test_small_face", "test_large_face",
+TTA_SCALES = [1, 2, 0.5]   # the scales --tta runs (with the flip test)
+DETECTION_KEYS = ("input_size", "keep_aspect", "tta", "flip_test", "test_scales", "test_small_face", "test_large_face",
                   "score_threshold",
                   "nms_threshold", "max_number_keep", "box_voting", "soft_nms_sigma")
 STREAM_KEYS = ("stream_reconnect_attempts", "stream_reconnect_delay", "stream_timeout")
@@ -238,7 +244,9 @@ def add_config_arguments(parser, skip=(), keys=None, data=False):
     for key, default in cfg.items():
         if key in skip or (keys is not None and key not in keys):
             continue
-        group.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="VALUE", default=None,
+        # a boolean flag alone means true (--tta); with a value it takes it (--flip_test False)
+        extra = {"nargs": "?", "const": "true"} if isinstance(default, bool) else {}
+        group.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="VALUE", default=None, **extra,
                            help=f"{CONFIG_HELP.get(key, key)} (default: {default!r})")
     return parser
 
@@ -340,5 +348,17 @@ def config_from_args(args):
         config.update(load_data_file(data_path, getattr(args, "root", None)).settings())
     elif getattr(args, "root", None):
         raise ValueError("--root: only used with --data FILE")
-    config.update(given_settings(args))
-    return validate_config(config)
+    settings = given_settings(args)
+    config.update(settings)
+    return validate_config(apply_tta(config, settings))
+
+
+def apply_tta(config, given=()):
+    """``config`` with test-time augmentation switched on where ``config['tta']``: the flip test and
+    ``TTA_SCALES``, each unless its own key is in ``given`` (an explicit flag wins)."""
+    if config.get("tta"):
+        if "flip_test" not in given:
+            config["flip_test"] = True
+        if "test_scales" not in given:
+            config["test_scales"] = list(TTA_SCALES)
+    return config

@@ -37,7 +37,7 @@ def exports(tmp_path_factory, voc_mini_tfrecords):
     folder = tmp_path_factory.mktemp("e2e") / "checkpoints"
     return {fmt: end_to_end.export_end_to_end_file(SHIPPED_MODEL, fmt, str(folder / end_to_end_name(fmt)),
                                                calibration_tfrecord=voc_mini_tfrecords["train"], num_calibration=6,
-                                               log=lambda message: None)
+                                               flip_test=True, log=lambda message: None)   # TTA graph, opt-in
             for fmt in FORMATS}
 
 
@@ -45,7 +45,7 @@ def exports(tmp_path_factory, voc_mini_tfrecords):
 def reference():
     from components.config import cfg as default_cfg
     from components.detector import Detector
-    return Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1]))   # exports run one scale
+    return Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1], flip_test=True))   # as `exports`
 
 
 def sample_rgb():
@@ -215,9 +215,17 @@ def test_failed_check_writes_nothing(tiny_model, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-def test_no_flip_test_without_end_to_end_is_a_usage_error(tiny_model, capsys):
-    assert export_cli.main(["--model_path", tiny_model, "--format", "onnx", "--no_flip_test"]) == 2
-    assert capsys.readouterr().err.strip().startswith("error: --no_flip_test: only with --end_to_end")
+@pytest.mark.parametrize("flag", ["--flip_test", "--no_flip_test"])
+def test_flip_test_flags_without_end_to_end_are_a_usage_error(tiny_model, capsys, flag):
+    assert export_cli.main(["--model_path", tiny_model, "--format", "onnx", flag]) == 2
+    assert capsys.readouterr().err.strip().startswith(f"error: {flag}: only with --end_to_end")
+
+
+def test_end_to_end_export_is_one_pass_unless_the_flip_test_is_asked_for(tiny_model, tmp_path):
+    """The default export is what apps run: one network pass; ``flip_test=True`` puts the flip test in."""
+    single = end_to_end.export_end_to_end_file(tiny_model, "saved_model", str(tmp_path / "single"),
+                                               log=lambda message: None)
+    assert not single.flip_test
 
 
 # --- README snippets -----------------------------------------------------------------------------------

@@ -94,6 +94,7 @@ def test_detector_with_flip_test_is_mirror_equivariant():
 
 
 def test_detector_turns_the_flip_test_off_where_priors_are_not_symmetric(tiny_model):
+    from components.config import cfg as default_cfg
     from components.detector import Detector
-    detector = Detector.from_path(tiny_model)        # 120x160: the 64 px step does not divide 160
+    detector = Detector.from_path(tiny_model, dict(default_cfg, flip_test=True))   # 120x160: 64 px step, 160 wide
     assert detector.cfg["flip_test"] and not detector.flip_test and detector.mirror is None

@@ -123,10 +123,13 @@ def test_a_bad_face_size_limit_is_one_line_and_exit_2(capsys):
     assert err.count("\n") == 0 and "--test_large_face" in err
 
 
-def test_default_test_runs_the_shipped_model_at_three_scales():
+def test_default_test_is_one_pass_and_tta_runs_the_shipped_model_at_three_scales():
+    from components.config import apply_tta
     from components.detector import Detector
-    detector = Detector.from_path(SHIPPED_MODEL, default_cfg)
-    assert detector.test_scales == [1, 2, 0.5]
+    single = Detector.from_path(SHIPPED_MODEL, default_cfg)
+    assert single.test_scales == [1] and not single.flip_test and not single.rescaled
+    detector = Detector(single.runtime, apply_tta(dict(single.cfg, tta=True)), single.trained_size)
+    assert detector.test_scales == [1, 2, 0.5] and detector.flip_test
     assert [other.input_size for _, other in detector.rescaled] == [(480, 640), (120, 160)]
     # each pass runs on a canvas whose maps pad as at 240x320 (480 -> 496 rows; 120x160 -> 176x192), where
     # every step divides the width, so each has its flip test
