@@ -11,6 +11,11 @@ The file layout (what an app sees, README "End-to-end models"):
 * ``.tflite`` file: the network input [1, h, w, 3] float32 in [-1, 1] (the letterbox is the app's), the four
   outputs of the ``TFLite_Detection_PostProcess`` op: boxes [1, N, 4] (ymin, xmin, ymax, xmax) normalised to
   the network input, classes [1, N] (0..C-2: background is not a class), scores [1, N], count [1].
+* decoded ``.onnx`` file (``export.py --format onnx_decoded``, for OpenCV DNN and the browser): the network
+  input :data:`DECODED_INPUT` [1, 3, h, w] float32 NCHW in [-1, 1] (the letterbox is the app's), outputs
+  :data:`DECODED_OUTPUTS`: ``boxes`` [1, P, 4] (x1, y1, x2, y2) normalised to the network input, ``scores``
+  [1, P, C-1] class probabilities without background, one row per prior; NMS is the app's
+  (:class:`DecodedOnnx`: ``cv2.dnn.NMSBoxesBatched``).
 
 The adapters return ``components.postprocessing.Detections``: in pixels from ``detect_batch`` (original
 images), normalised to the network input and clipped to it from ``detect_inputs`` (what
@@ -31,6 +36,8 @@ IMAGE_SIGNATURE = "serving_default"          # uint8 images [B, H, W, 3]
 ENCODED_SIGNATURE = "serving_encoded_images"  # JPEG / PNG bytes [B]
 IMAGE_INPUT = "input_tensor"
 ENCODED_INPUT = "encoded_images"
+DECODED_INPUT = "input"                  # the decoded ONNX: network input [1, 3, h, w]
+DECODED_OUTPUTS = ("boxes", "scores")
 YX_ORDER = [1, 0, 3, 2]   # (x, y, x, y) <-> (y, x, y, x): our box coding vs the TF OD API / TFLite op order
 
 
@@ -162,6 +169,56 @@ class EndToEndTFLite(EndToEndModel):
         return boxes_to_pixels(boxes, np.shape(image_rgb), self.input_size), scores, classes
 
 
+class DecodedOnnx(EndToEndModel):
+    """A decoded ``.onnx`` file (see the module docstring) run by OpenCV DNN (``cv2.dnn.readNet``), then
+    class-wise NMS by ``cv2.dnn.NMSBoxesBatched`` at ``cfg['nms_threshold']`` over every (prior, class)
+    scoring at least ``cfg['export_score_threshold']``, at most ``cfg['max_number_keep']`` detections: the
+    detections of ``components.postprocessing.postprocess``, with NMS done as an app does it."""
+
+    format = "onnx_decoded"
+
+    def __init__(self, path, cfg):
+        super().__init__(path, cfg)
+        import cv2
+        try:
+            self.net = cv2.dnn.readNet(path)
+        except cv2.error as error:
+            raise ModelLoadError(f"{path}: OpenCV DNN cannot load it ({first_line(error)})") from None
+        names = tuple(self.net.getUnconnectedOutLayersNames())
+        if names != DECODED_OUTPUTS:
+            raise ModelLoadError(f"{path}: not a decoded ONNX model (outputs {list(names)}, expected "
+                                 f"{list(DECODED_OUTPUTS)})")
+
+    def outputs(self, network_input):
+        """Network input [h, w, 3] in [-1, 1] -> (boxes [P, 4] normalised corner form, scores [P, C-1])."""
+        blob = np.ascontiguousarray(np.asarray(network_input, np.float32).transpose(2, 0, 1)[None])
+        self.net.setInput(blob, DECODED_INPUT)
+        boxes, scores = self.net.forward(list(DECODED_OUTPUTS))
+        return boxes[0], scores[0]
+
+    def input_detections(self, network_input):
+        import cv2
+        boxes, scores = self.outputs(network_input)
+        height, width = self.input_size
+        pixels = boxes * np.array([width, height, width, height], np.float32)   # NMS in input pixels
+        prior, column = np.nonzero(scores >= float(self.cfg["export_score_threshold"]))
+        candidate_scores = scores[prior, column]
+        rects = np.concatenate([pixels[prior, :2], pixels[prior, 2:] - pixels[prior, :2]], axis=1)
+        keep = np.ravel(cv2.dnn.NMSBoxesBatched(rects.astype(np.float64), candidate_scores, column.astype(np.int32),
+                                                0.0, float(self.cfg["nms_threshold"]))).astype(np.int64)
+        keep = keep[np.argsort(-candidate_scores[keep], kind="stable")][:int(self.cfg["max_number_keep"])]
+        return boxes[prior[keep]], candidate_scores[keep], column[keep].astype(np.int64) + 1
+
+    def image_detections(self, image_rgb):
+        boxes, scores, classes = self.input_detections(preprocess_images([image_rgb], self.input_size)[0])
+        return boxes_to_pixels(boxes, np.shape(image_rgb), self.input_size), scores, classes
+
+
+def is_decoded_onnx(path):
+    """Whether the ``.onnx`` file at ``path`` is a decoded export (outputs :data:`DECODED_OUTPUTS`)."""
+    return tuple(output.name for output in onnx_session(path).get_outputs()) == DECODED_OUTPUTS
+
+
 def load_end_to_end(path, cfg):
     """The adapter for an end-to-end export (by file type) with its model config ``cfg``; raises
     ModelLoadError naming the path."""
@@ -172,5 +229,5 @@ def load_end_to_end(path, cfg):
     if path.endswith(".tflite"):
         return EndToEndTFLite(path, cfg)
     if path.endswith(".onnx"):
-        return EndToEndOnnx(path, cfg)
+        return DecodedOnnx(path, cfg) if is_decoded_onnx(path) else EndToEndOnnx(path, cfg)
     raise ModelLoadError(f"{path}: not an end-to-end model (SavedModel folder, .tflite or .onnx)")

@@ -285,8 +285,13 @@ class OnnxRuntime:
         self.path = path or "<onnx model>"
         self.session = onnx_session(path, model_content, num_threads)
         inputs = self.session.get_inputs()
-        if "detection_boxes" in [output.name for output in self.session.get_outputs()]:
+        outputs = [output.name for output in self.session.get_outputs()]
+        if "detection_boxes" in outputs:
             raise ModelLoadError(f"{self.path}: {END_TO_END_HINT}")
+        if outputs == ["boxes", "scores"]:
+            raise ModelLoadError(f"{self.path}: a decoded ONNX export (boxes and class probabilities out, not raw "
+                                 "predictions): run it with OpenCV DNN or onnxruntime and NMS as in the README "
+                                 "section 'Use the model from another runtime'")
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise ModelLoadError(f"{self.path}: expected one image input [B, h, w, 3]")
         self._input_name = inputs[0].name

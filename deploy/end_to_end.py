@@ -399,6 +399,8 @@ def export_end_to_end_file(model_path, export_format, output=None, calibration_t
     ``E2E_MAP_TARGET_POINTS``, else ExportCheckError). ``flip_test``: None follows the model config. Writes
     ``<stem>_labels.txt`` beside TFLite files. Returns EndToEndReport.
     """
+    if export_format == "onnx_decoded":
+        raise ExportError("--format onnx_decoded: no --end_to_end (the decoded ONNX holds no NMS: it is the app's)")
     model_file, cfg, model = load_export_source(model_path, export_format, input_size)
     if flip_test is not None:
         cfg["flip_test"] = bool(flip_test)

@@ -17,6 +17,9 @@ temporary folder beside the output, checked, then renamed into place) together w
   input and output stay float32 (a quantize op in, a dequantize op out), which measured as fast as int8
   input/output once the quantisation that int8 I/O needs in Python is counted.
 * ``onnx``: ONNX model converted by tf2onnx (default ``<stem>.onnx``), batch 1, for onnxruntime.
+* ``onnx_decoded``: ONNX model for OpenCV DNN (4.x and 5.x) and the browser (default ``<stem>_decoded.onnx``):
+  NCHW input, decoded boxes and class probabilities out, NMS left to the app (``deploy/decoded_onnx.py``,
+  checked with OpenCV DNN and onnxruntime against the Keras model and ``Detector``).
 
 Before it is published, the export is loaded with its runtime and run on the sample images
 (``assets/*.jpg``); the largest absolute difference to the Keras model is printed for the raw outputs and for
@@ -38,8 +41,9 @@ from components.errors import ProjectError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-EXPORT_FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx")
-OUTPUT_SUFFIX = {"saved_model": "_saved_model", "tflite": ".tflite", "tflite_int8": "_int8.tflite", "onnx": ".onnx"}
+EXPORT_FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx", "onnx_decoded")
+OUTPUT_SUFFIX = {"saved_model": "_saved_model", "tflite": ".tflite", "tflite_int8": "_int8.tflite", "onnx": ".onnx",
+                 "onnx_decoded": "_decoded.onnx"}
 DEFAULT_CALIBRATION_TFRECORD = os.path.join(REPO_ROOT, "dataset", "train_mask.tfrecord")
 DEFAULT_NUM_CALIBRATION = 300
 SAMPLE_IMAGES = os.path.join(REPO_ROOT, "assets", "*.jpg")
@@ -252,6 +256,9 @@ def export_model_file(model_path, export_format, output=None, calibration_tfreco
     from components.model_files import model_config_path, publish_model
     from components.runtimes import KerasRuntime, load_runtime
 
+    if export_format == "onnx_decoded":
+        from deploy.decoded_onnx import export_decoded_onnx_file
+        return export_decoded_onnx_file(model_path, output, check_images, log, input_size)
     model_file, cfg, model = load_export_source(model_path, export_format, input_size)
     if input_size is not None and tuple(input_size) != cfg["input_size"]:
         log(f"exporting at {cfg['input_size'][0]}x{cfg['input_size'][1]}: {input_size[0]}x{input_size[1]} rounded up "
@@ -315,7 +322,8 @@ def describe(report):
                    f"within tolerance {FLOAT_RAW_TOLERANCE:g} / {FLOAT_BOX_TOLERANCE_PX:g} px")
         lines.append(f"check against the Keras model on {report.check_images} sample images: raw outputs max |diff| "
                      f"{report.raw_max_diff:.3g}, decoded boxes max |diff| {report.box_max_diff_px:.3g} px "
-                     f"(network input pixels), correlation {report.correlation:.5f}: {verdict}")
+                     "(network input pixels)" + ("" if report.correlation is None else
+                                                 f", correlation {report.correlation:.5f}") + f": {verdict}")
     if report.map_reference is not None and report.map_exported is not None:
         delta = 100 * (report.map_exported - report.map_reference)
         status = "within" if abs(delta) <= INT8_MAP_TARGET_POINTS else "NOT within"

@@ -20,7 +20,7 @@ LAYERS = {   # module -> layer (ARCHITECTURE.md, "Layers")
         "mAP.bootstrap", "mAP.unlabelled_faces"],
     4: ["network.trainer", "network.history", "network.distribution", "network.errors", "network.throughput",
         "dataset.voc_to_tfrecord", "dataset.check_dataset", "components.kmeans"],
-    5: ["deploy.export", "deploy.end_to_end", "deploy.benchmark", "deploy.benchmark_report", "deploy.reference",
+    5: ["deploy.export", "deploy.end_to_end", "deploy.decoded_onnx", "deploy.benchmark", "deploy.benchmark_report", "deploy.reference",
         "deploy.input_size", "deploy.test_scales", "serving.app", "serving.server", "serving.load", "serving.benchmark"],
 }
 LAYER = {module: layer for layer, modules in LAYERS.items() for module in modules}
