@@ -70,3 +70,16 @@ def test_quality_targets_refused_with_the_focal_loss():
 def test_out_of_range_value_raises_naming_the_key(key, value):
     with pytest.raises(ValueError, match=f"--{key}"):
         parse(f"--{key}", value)
+
+
+def test_default_is_one_pass_and_tta_turns_on_the_flip_test_and_three_scales():
+    single = parse()
+    assert single["flip_test"] is False and single["test_scales"] == [1] and single["tta"] is False
+    tta = parse("--tta")     # a boolean flag alone means true
+    assert tta["flip_test"] is True and tta["test_scales"] == [1, 2, 0.5]
+    assert parse("--tta", "false")["flip_test"] is False
+
+
+def test_an_explicit_flag_wins_over_tta():
+    config = parse("--tta", "--flip_test", "False", "--test_scales", "[1, 2]")
+    assert config["flip_test"] is False and config["test_scales"] == [1, 2]
