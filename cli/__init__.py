@@ -4,17 +4,21 @@ Each script module in this package has ``build_parser()`` and ``main(argv=None)`
 ``cli.run(build_parser(), body, argv)``: ``body(args, cfg)`` calls library functions and prints what they
 return. The skeleton maps a :class:`components.errors.ProjectError` (and a ValueError or OSError) to one line
 ``error: <message>`` and exit status 2, Ctrl-C to status 130, and an unknown flag to one line naming the
-closest valid flag. Importing this package sets the environment (quiet TensorFlow and OpenCV logs) before any
-library module imports them, so a script imports ``cli`` first.
+closest valid flag. Importing this package sets the environment (quiet TensorFlow and OpenCV logs) and, in a
+script, filters the start-up lines native libraries write to stderr (``cli/stderr_filter.py``; ``--verbose``
+shows them) before any library module imports them, so a script imports ``cli`` first.
 """
 import argparse
 import difflib
 import os
 import sys
 
+from cli import stderr_filter
 from components.errors import Interrupted, ProjectError, describe_os_error
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("cli", "components", "dataset", "deploy", "mAP", "network", "serving")
+ENTRY_POINT_PREFIX = "facemask-"
 
 
 def repo_path(*parts):
@@ -30,10 +34,31 @@ QUIET_ENVIRONMENT = {
 }
 
 
+def launched_as_script(main_module=None):
+    """Whether this process runs one of our scripts: a top-level wrapper (``python inference.py``), a module of
+    the packages (``python mAP/detect.py``, ``python -m cli.train``) or an entry point (``facemask-train``);
+    not a test runner or an interactive session that imports the library."""
+    main_module = sys.modules.get("__main__") if main_module is None else main_module
+    path = getattr(main_module, "__file__", None)
+    if not path:
+        return False
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    if os.path.basename(path).startswith(ENTRY_POINT_PREFIX):
+        return True
+    return folder == REPO_ROOT or (os.path.dirname(folder) == REPO_ROOT and os.path.basename(folder) in PACKAGES)
+
+
 def setup_environment():
-    """Quiet TensorFlow's and OpenCV's logs, unless the caller's environment says otherwise."""
-    for key, value in QUIET_ENVIRONMENT.items():
-        os.environ.setdefault(key, value)
+    """Quiet TensorFlow's and OpenCV's logs, unless the caller's environment says otherwise; in a script, keep
+    the native libraries' start-up lines off stderr unless ``--verbose`` is given."""
+    script = launched_as_script()
+    verbose = script and not stderr_filter.wanted()
+    if not verbose:
+        for key, value in QUIET_ENVIRONMENT.items():
+            os.environ.setdefault(key, value)
+    if script and not verbose:
+        stderr_filter.install()
 
 
 setup_environment()
@@ -53,6 +78,8 @@ class ArgumentParser(argparse.ArgumentParser):
     def __init__(self, doc=None, **kwargs):
         kwargs.setdefault("description", (doc or "").strip().split("\n")[0] or None)
         super().__init__(**kwargs)
+        self.add_argument(stderr_filter.VERBOSE_FLAG, action="store_true",
+                          help="show the start-up and log lines of TensorFlow and the other native libraries")
 
     def error(self, message):
         prefix = "unrecognized arguments: "

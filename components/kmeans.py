@@ -9,6 +9,8 @@ anchors grouped per head in the format of ``min_sizes`` in components/config.py 
 components/prior_box.py accepts), the mean best IoU of those anchors and of the config's default anchors,
 and writes a scatter plot of the box sizes.
 """
+if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
+    import cli  # noqa: F401
 import sys
 from dataclasses import dataclass
 

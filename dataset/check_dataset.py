@@ -13,6 +13,8 @@ decoded with the priors), so the picture checks augmentation, matching and box c
 empty or unreadable TFRecord is a one-line error (exit status 2); a file with fewer records than
 ``--num_images`` shows the records it has.
 """
+if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
+    import cli  # noqa: F401
 import os
 import sys
 

@@ -11,6 +11,8 @@ are skipped with a one-line reason each, as are objects with an unknown label or
 clipped to the image. The output is written to a temporary name and renamed when complete, so an
 interrupted or failed run leaves an earlier output file as it was.
 """
+if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
+    import cli  # noqa: F401
 import os
 import sys
 from dataclasses import dataclass, field

@@ -26,6 +26,8 @@ is wrong. Below each set's table, a second one (``mAP/false_positives.py``) give
 false positive (background, localisation, wrong class, duplicate) costs in AP, with a bar plot of it in
 ``<output_dir>/ap_by_false_positive.png``.
 """
+if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
+    import cli  # noqa: F401
 import os
 import sys
 from dataclasses import dataclass

@@ -10,6 +10,8 @@ and of its detections, with the same outcome (true or false positive) as in the 
 (``mAP.compute_mAP.evaluate_class``): the AP of a draw is the AP of weighted detections, computed for many
 draws at once. With every count at 1 it is the full evaluation's AP.
 """
+if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
+    import cli  # noqa: F401
 import os
 import sys
 from dataclasses import dataclass

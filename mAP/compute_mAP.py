@@ -13,6 +13,8 @@ precision/recall plot per class (``<class>_pr.png``) under ``--output_dir``. ``-
 (each folder holding ``ground-truth/`` and ``detection-results/``, see ``mAP/sets.py``) into
 ``<output_dir>/<set name>/`` and adds a summary table of them all, with their mean (``summary.txt``).
 """
+if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
+    import cli  # noqa: F401
 import math
 import os
 import re

@@ -13,6 +13,8 @@ Several sets (VOC folders) get those two folders each, in ``<output_dir>/<set na
 ``--model_path`` takes any format ``inference.py`` takes: ``.keras``, a SavedModel folder, ``.tflite`` or ``.onnx``
 (the runtime is picked by the file type; see ``export.py``), or a folder whose newest ``.keras`` file is used.
 """
+if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
+    import cli  # noqa: F401
 import os
 import sys
 from dataclasses import dataclass, field

@@ -11,6 +11,8 @@ ignored ones too) is below ``max_iou`` are kept: faces the annotators skipped, o
 positives; a contact sheet of the highest-scoring ones shows which (look before you train on them). The list is
 written in ``dataset/extra_ignore.py``'s format, for ``dataset/voc_to_tfrecord.py --extra_ignore``.
 """
+if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
+    import cli  # noqa: F401
 import sys
 
 import cv2
