@@ -1,14 +1,22 @@
 """Serve the web demo and the REST API of a face-mask detector on this machine.
 
     python serve.py [--model_path checkpoints/mask_detector.keras] [--host 127.0.0.1] [--port 8000]
+                    [--browser_model PATH|none]
+    python serve.py --static runs/web [--model_path ...]     # then: python -m http.server -d runs/web
 
-Open http://127.0.0.1:8000/ for the demo page (webcam or dropped images), or call the API:
+Open http://127.0.0.1:8000/ for the demo page (webcam or dropped images, run on the server or, switched to "here,
+in this browser", by the page itself with onnxruntime-web: no image leaves the browser), or call the API:
 ``POST /detect`` with the bytes of an image (raw, or a multipart file upload) answers the faces as JSON, boxes
 in pixels; ``GET /health`` says the server is up and which model it runs. ``--model_path`` takes every
 format ``inference.py`` takes; ``--<config key> VALUE`` overrides a setting (e.g. ``--score_threshold 0.6``).
 The model is loaded once; ``--workers`` threads run it and at most ``--max_pending`` requests are admitted at
 once (503 beyond), each body at most ``--max_request_mb`` MiB (413 beyond); their defaults are the ``serve_*``
 keys of ``components/config.py``. See ``serving/app.py``.
+
+The in-browser mode runs the decoded ONNX export of the ``.keras`` model (made once at start, cached in
+``runs/web_model/``), or the one ``--browser_model`` names; it needs onnxruntime-web (``npm ci`` in the repository).
+``--static DIR`` writes the page, the runtime and the model as plain files to DIR (no server needed to open it:
+any static web server, e.g. ``python -m http.server -d DIR``) and exits. See ``serving/web_model.py``.
 """
 import argparse
 import sys
@@ -71,6 +79,13 @@ def build_parser():
         kind = positive_number if isinstance(default_cfg[key], float) else at_least_one
         parser.add_argument(f"--{flag}", type=kind, default=None,
                             help=f"{helps[flag]} (default {default_cfg[key]}, config key {key})")
+    parser.add_argument("--browser_model", default=None, metavar="PATH|none",
+                        help="decoded ONNX model (export.py --format onnx_decoded) for the page's in-browser mode "
+                             "(default: the .keras model's, exported once and cached in runs/web_model/; none: no "
+                             "in-browser mode)")
+    parser.add_argument("--static", default=None, metavar="DIR",
+                        help="write the page, onnxruntime-web and the browser model to DIR as static files "
+                             "(in-browser mode only) and exit, instead of serving")
     return parser
 
 
@@ -80,22 +95,57 @@ def apply_serve_flags(args, cfg):
     return cfg
 
 
+def page_model(args, model_file, cfg, server=True):
+    """The BrowserModel of the page (``serving.web_model.browser_model``), or None with ``--browser_model none``
+    or, when serving, with a notice where the served model has none."""
+    from serving.web_model import WebModelError, browser_model
+    if args.browser_model is not None and args.browser_model.lower() == "none":
+        if not server:
+            raise ProjectError("--static needs a browser model: drop --browser_model none")
+        return None
+    try:
+        return browser_model(model_file, cfg, args.browser_model, server=server)
+    except WebModelError as error:
+        if not server:
+            raise
+        print(f"note: the page's in-browser mode is off: {error}", file=sys.stderr, flush=True)
+        return None
+
+
+def write_static(args, cfg):
+    """serve.py --static DIR: the page and the model as plain files."""
+    from components.model_files import load_model_config, resolve_model_path
+    from serving.web_model import write_static_site
+    model_file = resolve_model_path(args.model_path)
+    size = cli.inference_size(args, cfg)
+    model_cfg = load_model_config(model_file, cfg)
+    if size is not None:
+        model_cfg["input_size"] = size
+    files = write_static_site(args.static, page_model(args, model_file, model_cfg, server=False))
+    print(f"wrote the page, onnxruntime-web and the model ({len(files)} files) to {args.static}; open it with: "
+          f"python -m http.server -d {args.static}", flush=True)
+
+
 def body(args, cfg):
     from serving.app import ServeSettings, create_app
     from serving.server import bind_socket, load_detector, serve_forever
     cfg = apply_serve_flags(args, cfg)
     cli.check_exists(args.model_path, "model")
+    if args.static:
+        write_static(args, cfg)
+        return
     try:
         listening_socket = bind_socket(args.host, args.port)
     except OSError as error:
         raise ProjectError(f"--host/--port: {error}") from None
     with listening_socket:
         detector = load_detector(args.model_path, cfg, cli.inference_size(args, cfg))
+        browser = page_model(args, detector.model_path, detector.cfg)
         host, port = listening_socket.getsockname()[:2]
         shown_host = f"[{host}]" if ":" in host else host
         print(f"serving {detector.model_path} ({detector.format}) on http://{shown_host}:{port}/ (Ctrl-C to stop)",
               flush=True)
-        serve_forever(create_app(detector, ServeSettings.from_config(cfg)), listening_socket)
+        serve_forever(create_app(detector, ServeSettings.from_config(cfg), browser), listening_socket)
 
 
 def main(argv=None):

@@ -1,8 +1,11 @@
 """The web demo and REST API of one Detector, as a FastAPI app (:func:`create_app`).
 
-    GET  /          the demo page (``serving/static/index.html``): webcam or dropped images, boxes drawn on it
+    GET  /          the demo page (``serving/static/index.html``): webcam or dropped images, boxes drawn on it,
+                    detected by the server or, in its in-browser mode, by the page itself
     GET  /health    {"status": "ok", "model", "format", "input_size", "labels", "workers", "pending", ...}
     POST /detect    image bytes -> detections in pixels of that image (see :func:`detections_to_json`)
+    GET  /model/model.json, /model/model.onnx   the in-browser mode's model spec and decoded ONNX model
+                    (``serving/web_model.py``; 404 when the server has none), /ort/<file> onnxruntime-web's files
 
 A body for ``/detect`` is the raw bytes of an image file (Content-Type ``image/*``, ``application/octet-stream``
 or none) or a ``multipart/form-data`` upload whose file part is the image; ``?score_threshold=0.6`` overrides
@@ -35,6 +38,7 @@ from starlette.requests import ClientDisconnect
 
 from components.config import cfg as default_cfg
 from dataset.voc import VOCError, decode_image_bytes
+from serving.web_model import MODEL_FILE, ORT_DIST_DIR, ORT_FILES, SPEC_FILE
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 RAW_IMAGE_TYPES = ("application/octet-stream",)   # besides image/*
@@ -227,9 +231,10 @@ def parse_score_threshold(text):
     return value
 
 
-def create_app(detector, settings=None):
+def create_app(detector, settings=None, browser_model=None):
     """The FastAPI app serving ``detector`` (anything with ``detect(image_rgb, score_threshold)`` returning
-    Detections and a ``cfg`` with ``labels_list``), bounded by ``settings`` (a :class:`ServeSettings`)."""
+    Detections and a ``cfg`` with ``labels_list``), bounded by ``settings`` (a :class:`ServeSettings`);
+    ``browser_model`` (a ``serving.web_model.BrowserModel``, or None: no in-browser mode) for the page."""
     settings = settings or ServeSettings()
     executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="detect")
     admission = Admission(settings.max_pending)
@@ -256,7 +261,29 @@ def create_app(detector, settings=None):
                 "score_threshold": detector.cfg["score_threshold"], "flip_test": getattr(detector, "flip_test", None),
                 "test_scales": getattr(detector, "test_scales", [1]),
                 "workers": settings.workers, "pending": admission.pending, "max_pending": settings.max_pending,
-                "max_request_bytes": settings.max_request_bytes}
+                "max_request_bytes": settings.max_request_bytes, "browser_model": browser_model is not None}
+
+    def no_browser_model():
+        return error_response(404, "this server has no model for the page's in-browser mode (serve.py "
+                                   "--browser_model; a .keras model gets one by default)")
+
+    @app.get(f"/model/{SPEC_FILE}")
+    async def model_spec():
+        return browser_model.spec if browser_model else no_browser_model()
+
+    @app.get(f"/model/{MODEL_FILE}")
+    async def model_file():
+        if not browser_model:
+            return no_browser_model()
+        return FileResponse(browser_model.onnx_path, media_type="application/octet-stream")
+
+    @app.get("/ort/{name}", include_in_schema=False)
+    async def runtime_file(name: str):
+        path = os.path.join(ORT_DIST_DIR, name)
+        if name not in ORT_FILES or not os.path.isfile(path):
+            return error_response(404, f"/ort/{name}: not a file of the page's runtime (run `npm ci` for "
+                                       "onnxruntime-web)")
+        return FileResponse(path)
 
     @app.post("/detect")
     async def detect(request: Request):

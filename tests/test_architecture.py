@@ -21,7 +21,7 @@ LAYERS = {   # module -> layer (ARCHITECTURE.md, "Layers")
     4: ["network.trainer", "network.history", "network.distribution", "network.errors", "network.throughput",
         "dataset.voc_to_tfrecord", "dataset.check_dataset", "components.kmeans"],
     5: ["deploy.export", "deploy.end_to_end", "deploy.decoded_onnx", "deploy.benchmark", "deploy.benchmark_report", "deploy.reference",
-        "deploy.input_size", "deploy.test_scales", "serving.app", "serving.server", "serving.load", "serving.benchmark"],
+        "deploy.input_size", "deploy.test_scales", "serving.app", "serving.server", "serving.web_model", "serving.load", "serving.benchmark"],
 }
 LAYER = {module: layer for layer, modules in LAYERS.items() for module in modules}
 PACKAGES = ("cli", "components", "dataset", "deploy", "mAP", "network", "serving")
