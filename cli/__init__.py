@@ -2,8 +2,9 @@
 
 Each script module in this package has ``build_parser()`` and ``main(argv=None)``, and ``main`` is
 ``cli.run(build_parser(), body, argv)``: ``body(args, cfg)`` calls library functions and prints what they
-return. The skeleton maps a :class:`components.errors.ProjectError` (and a ValueError or OSError) to one line
-``error: <message>`` and exit status 2, Ctrl-C to status 130, and an unknown flag to one line naming the
+return. The skeleton maps a :class:`components.errors.ProjectError` (and an OSError: disk full, permission
+denied, ...) to one line ``error: <message>`` and exit status 2; any other exception is a bug and keeps its
+traceback (exit status 1). Ctrl-C maps to status 130, and an unknown flag to one line naming the
 closest valid flag. Importing this package sets the environment (quiet TensorFlow and OpenCV logs) and, in a
 script, filters the start-up lines native libraries write to stderr (``cli/stderr_filter.py``; ``--verbose``
 shows them) before any library module imports them, so a script imports ``cli`` first.
@@ -179,7 +180,8 @@ def error_line(error):
 
 def run(arg_parser, body, argv=None):
     """Parse ``argv``, build the config (when the parser has config flags) and return ``body(args, cfg)``'s
-    exit status (None counts as 0); errors and Ctrl-C become one line on stderr and status 2 / 130."""
+    exit status (None counts as 0); project errors (ProjectError, OSError) and Ctrl-C become one line on stderr
+    and status 2 / 130; any other exception (a bug) propagates with its traceback."""
     args = arg_parser.parse_args(argv)
     try:
         cfg = None
@@ -190,7 +192,7 @@ def run(arg_parser, body, argv=None):
     except ProjectError as error:
         print(error_line(error), file=sys.stderr)
         return error.exit_code
-    except (ValueError, OSError) as error:
+    except OSError as error:   # the environment: disk full, permission denied, read-only file system, ...
         print(error_line(error), file=sys.stderr)
         return 2
     except Interrupted as interrupted:

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 import cli
+from components.errors import ProjectError
 
 
 def build_parser():
@@ -30,7 +31,7 @@ def body(args, cfg):
     try:
         sizes = [cli.image_size(text) for text in args.sizes.split(",") if text.strip()]
     except argparse.ArgumentTypeError as error:
-        raise ValueError(f"--sizes: {error}") from None
+        raise ProjectError(f"--sizes: {error}") from None
     tfrecords = [path for path in args.val_tfrecord.split(",") if path.strip()]
     cli.check_at_least("--runs", args.runs, 1)
     for path in tfrecords:

@@ -13,6 +13,7 @@ import sys
 
 import cli
 from components.config import DETECTION_KEYS
+from components.errors import ProjectError
 
 DEFAULT_SETTINGS = "[1];[1, 2];[1, 2, 0.5]"
 
@@ -29,14 +30,14 @@ def parse_settings(text):
         try:
             scales = ast.literal_eval(part)
         except (ValueError, SyntaxError):
-            raise ValueError(f"--settings: {part!r} is not a list such as [1, 2]") from None
+            raise ProjectError(f"--settings: {part!r} is not a list such as [1, 2]") from None
         try:
             validate_config(dict(default_cfg, test_scales=scales))
         except ValueError as error:
-            raise ValueError(f"--settings: {part!r}: {str(error).split(': ', 1)[-1]}") from None
+            raise ProjectError(f"--settings: {part!r}: {str(error).split(': ', 1)[-1]}") from None
         settings.append(list(scales))
     if not settings:
-        raise ValueError(f"--settings: expected test_scales lists separated by ';', got {text!r}")
+        raise ProjectError(f"--settings: expected test_scales lists separated by ';', got {text!r}")
     return settings
 
 
@@ -58,7 +59,7 @@ def body(args, cfg):
     from components.runtimes import model_format
     model_file = resolve_model_path(args.model_path)
     if model_format(model_file) != "keras":
-        raise ValueError(f"--model_path: {model_file}: the multi-scale test runs .keras models only")
+        raise ProjectError(f"--model_path: {model_file}: the multi-scale test runs .keras models only")
     from deploy.test_scales import measure_test_scales, render_test_scales
     print(render_test_scales(measure_test_scales(model_file, settings, cfg, args.runs)))
 

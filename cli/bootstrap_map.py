@@ -13,6 +13,7 @@ table to ``<output_dir>/bootstrap.txt`` and histograms of the draws to ``<output
 import sys
 
 import cli
+from components.errors import ProjectError
 from mAP.bootstrap import (
     DEFAULT_SAMPLES,
     DEFAULT_SEED,
@@ -49,10 +50,10 @@ def read_sets(set_dirs, iou):
 
 def body(args, cfg):
     if args.samples < 2:
-        raise ValueError(f"--samples: expected at least 2 draws, got {args.samples}")
+        raise ProjectError(f"--samples: expected at least 2 draws, got {args.samples}")
     if args.baseline_dirs is not None and len(args.baseline_dirs) != len(args.set_dirs):
-        raise ValueError(f"--baseline_dirs: {len(args.baseline_dirs)} folders for "
-                         f"{len(args.set_dirs)} in --set_dirs (one per set, in the same order)")
+        raise ProjectError(f"--baseline_dirs: {len(args.baseline_dirs)} folders for "
+                           f"{len(args.set_dirs)} in --set_dirs (one per set, in the same order)")
     runs = read_sets(args.set_dirs, args.iou)
     baselines = read_sets(args.baseline_dirs, args.iou) if args.baseline_dirs else None
     if baselines is not None:

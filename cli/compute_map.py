@@ -14,6 +14,7 @@ then a summary table (a row per set: AP per class and mAP, and their mean) print
 import sys
 
 import cli
+from components.errors import ProjectError
 from mAP.compute_mAP import evaluate_folders, evaluate_set_dirs, write_results, write_set_results
 from mAP.sets import SUMMARY_FILE_NAME
 
@@ -44,10 +45,10 @@ def build_parser():
 
 
 def set_dirs_given(args):
-    """Whether the flags of :func:`add_folder_arguments` name several sets (``--set_dirs``); raises ValueError
+    """Whether the flags of :func:`add_folder_arguments` name several sets (``--set_dirs``); raises ProjectError
     when --gt_dir / --det_dir are given beside it."""
     if args.set_dirs and (args.gt_dir != DEFAULT_GT_DIR or args.det_dir != DEFAULT_DET_DIR):
-        raise ValueError("--set_dirs: not with --gt_dir / --det_dir (each set folder holds its own)")
+        raise ProjectError("--set_dirs: not with --gt_dir / --det_dir (each set folder holds its own)")
     return bool(args.set_dirs)
 
 

@@ -22,6 +22,7 @@ import sys
 import cli
 from components.class_list import check_classes
 from components.config import DATA_KEYS, DETECTION_KEYS, check_aliases
+from components.errors import ProjectError
 from dataset.label_counts import SKIP_FLAG, report_split_labels
 from dataset.voc import VOCError, read_split
 from mAP.detect import (
@@ -60,13 +61,13 @@ def evaluation_sets(args):
     with ``--split``, or each source of the data file's list ``--split`` (its val: list by default)."""
     if args.dataset_path or not args.data:     # with --data too: its classes and aliases on other folders
         if not args.dataset_path:
-            raise ValueError("--dataset_path or --data is required")
+            raise ProjectError("--dataset_path or --data is required")
         return folder_sets(args.dataset_path, args.split)
     from components.data_file import load_data_file
     spec = load_data_file(args.data, args.root)
     sources = spec.sources.get(args.split) or []
     if not sources:
-        raise ValueError(f"--data: {args.data} lists no {args.split}: sources (--split names the list)")
+        raise ProjectError(f"--data: {args.data} lists no {args.split}: sources (--split names the list)")
     spec.check_root()
     return sets_from_sources(sources)
 

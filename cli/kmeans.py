@@ -16,6 +16,7 @@ import os
 import sys
 
 import cli
+from components.errors import ProjectError
 from components.kmeans import format_min_sizes, plot_anchors, study_anchors
 from dataset.label_counts import SKIP_FLAG
 
@@ -47,7 +48,7 @@ def box_sources(args, splits):
         spec = load_data_file(args.data, args.root)
         spec.check_root()
     elif not args.dataset_path:
-        raise ValueError("--dataset_path or --data is required")
+        raise ProjectError("--dataset_path or --data is required")
     result = []
     for split in splits:
         if split is None:

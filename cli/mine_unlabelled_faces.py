@@ -18,6 +18,7 @@ import cv2
 
 import cli
 from components.atomic_io import atomic_path
+from components.errors import ProjectError
 from dataset.extra_ignore import write_extra_ignore
 from dataset.voc import VOCError, find_image, read_image_bgr
 from mAP.unlabelled_faces import DEFAULT_MAX_IOU, DEFAULT_MIN_SCORE, contact_sheet, face_tile, mine_set_dir, ranked
@@ -41,15 +42,15 @@ def build_parser():
 
 
 def check_args(args):
-    """Raise ValueError naming the flag when a value is out of range or --sheet lacks --dataset_path."""
+    """Raise ProjectError naming the flag when a value is out of range or --sheet lacks --dataset_path."""
     if not 0.0 <= args.min_score <= 1.0:
-        raise ValueError(f"--min_score: expected a score in [0, 1], got {args.min_score}")
+        raise ProjectError(f"--min_score: expected a score in [0, 1], got {args.min_score}")
     if not 0.0 < args.max_iou <= 1.0:
-        raise ValueError(f"--max_iou: expected an IoU in (0, 1], got {args.max_iou}")
+        raise ProjectError(f"--max_iou: expected an IoU in (0, 1], got {args.max_iou}")
     if args.sheet and not args.dataset_path:
-        raise ValueError("--sheet: needs --dataset_path, the VOC folder the images are in")
+        raise ProjectError("--sheet: needs --dataset_path, the VOC folder the images are in")
     if args.sheet_count < 1:
-        raise ValueError(f"--sheet_count: expected at least 1, got {args.sheet_count}")
+        raise ProjectError(f"--sheet_count: expected at least 1, got {args.sheet_count}")
     if args.dataset_path:
         cli.check_exists(args.dataset_path, "dataset folder", "folder")
 
@@ -65,7 +66,7 @@ def write_sheet(rows, dataset_path, path):
         tiles.append(face_tile(read_image_bgr(image_path), box, score))
     with atomic_path(path, ".png") as temporary:
         if not cv2.imwrite(temporary, contact_sheet(tiles)):
-            raise ValueError(f"{path}: could not write the PNG sheet")
+            raise ProjectError(f"{path}: could not write the PNG sheet")
 
 
 def body(args, cfg):

@@ -16,6 +16,7 @@ import sys
 import cli
 from components.config import SERVE_KEYS, STREAM_KEYS, given_settings, validate_config
 from components.config import cfg as DEFAULTS
+from components.errors import ProjectError
 from components.run_config import load_run_config, resumed_config, run_config_path
 
 TRAIN_KEYS = tuple(key for key in DEFAULTS if key not in ("flip_test", "test_scales", "test_small_face",
@@ -44,7 +45,7 @@ def build_parser():
 def settings_for_resume(args, cfg, log=print):
     """The settings of a resumed run: those saved in the checkpoint folder, changed by the flags (and --data
     file) given now, which are listed; without saved settings (older runs) the flags and defaults, with a
-    note. Returns (settings, steps_per_epoch); raises ResumeError / ValueError on a change the run cannot take."""
+    note. Returns (settings, steps_per_epoch); raises ResumeError / ProjectError on a change the run cannot take."""
     loaded = load_run_config(cfg["checkpoint_dir"])
     if loaded is None:
         log(f"note: {run_config_path(cfg['checkpoint_dir'])} not found (a run started before settings were "
@@ -59,7 +60,7 @@ def settings_for_resume(args, cfg, log=print):
     settings, changes = resumed_config(saved, given, DEFAULTS)
     steps = extra.get("steps_per_epoch")
     if args.steps_per_epoch is not None and steps is not None and args.steps_per_epoch != steps:
-        raise ValueError(f"--steps_per_epoch: the saved run takes {steps} steps per epoch; drop the flag")
+        raise ProjectError(f"--steps_per_epoch: the saved run takes {steps} steps per epoch; drop the flag")
     log(f"resume: settings from {run_config_path(cfg['checkpoint_dir'])}"
         + (f"; changed by flags: {'; '.join(changes)}" if changes else " (no flag changes them)"))
     return validate_config(settings), args.steps_per_epoch or steps

@@ -17,6 +17,7 @@ import sys
 
 import cli
 from components.config import DATA_KEYS
+from components.errors import ProjectError
 from dataset.extra_ignore import read_extra_ignore
 from dataset.label_counts import SKIP_FLAG, report_split_labels
 from dataset.voc import VOCError
@@ -43,17 +44,17 @@ def conversion_jobs(args):
     """[(VOC folder, split, output file)] to convert: the data file's sources, or the one split of the flags."""
     if args.data:
         if args.dataset_path or args.output_file:
-            raise ValueError("--data: names the VOC folders and outputs itself; drop --dataset_path / --output_file")
+            raise ProjectError("--data: names the VOC folders and outputs itself; drop --dataset_path / --output_file")
         from components.data_file import load_data_file
         spec = load_data_file(args.data, args.root)
         jobs = [(source.voc_path, source.split, source.tfrecord) for split, sources in spec.sources.items()
                 for source in sources if args.split in (None, split)]
         if not jobs:
-            raise ValueError(f"--split: {args.data} has no {args.split}: sources")
+            raise ProjectError(f"--split: {args.data} has no {args.split}: sources")
         spec.check_root()
         return jobs
     if not args.dataset_path:
-        raise ValueError("--dataset_path or --data is required")
+        raise ProjectError("--dataset_path or --data is required")
     cli.check_exists(args.dataset_path, "dataset folder", "folder")
     split = args.split or "train"
     output_file = args.output_file or cli.repo_path("dataset", f"{split}_mask.tfrecord")
@@ -64,9 +65,9 @@ def conversion_jobs(args):
 
 def body(args, cfg):
     if args.max_image_side < 0:
-        raise ValueError(f"--max_image_side: must be 0 (no limit) or positive, got {args.max_image_side}")
+        raise ProjectError(f"--max_image_side: must be 0 (no limit) or positive, got {args.max_image_side}")
     if args.extra_ignore and args.data:
-        raise ValueError("--extra_ignore: give it with --dataset_path (one VOC folder), not with --data")
+        raise ProjectError("--extra_ignore: give it with --dataset_path (one VOC folder), not with --data")
     jobs = conversion_jobs(args)
     extra_ignore = read_extra_ignore(args.extra_ignore) if args.extra_ignore else None
     for dataset_path, split, _ in jobs:

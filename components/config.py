@@ -8,6 +8,8 @@ given (lists and tuples are written as Python literals, e.g. ``--steps "[8, 16, 
 import ast
 import copy
 
+from components.errors import ProjectError
+
 cfg = {
     # data
     "input_size": (240, 320),  # (height, width) the network is trained at
@@ -130,7 +132,7 @@ def _parse_value(text, default):
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"expected a boolean, got {text!r}")
+        raise ProjectError(f"expected a boolean, got {text!r}")
     if isinstance(default, str):
         return text
     if isinstance(default, list) and all(isinstance(item, str) for item in default) \
@@ -144,7 +146,7 @@ def _parse_value(text, default):
     if isinstance(default, list) and isinstance(value, tuple):
         value = list(value)
     if default is not None and type(value) is not type(default):
-        raise ValueError(f"expected {type(default).__name__}, got {type(value).__name__} {value!r}")
+        raise ProjectError(f"expected {type(default).__name__}, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -252,17 +254,17 @@ def add_config_arguments(parser, skip=(), keys=None, data=False):
 
 
 def check_aliases(label_aliases, labels_list):
-    """Raise ValueError when ``labels_list`` does not start with background or an alias maps to a class
+    """Raise ProjectError when ``labels_list`` does not start with background or an alias maps to a class
     that is not in it (nor 'ignore')."""
     if not labels_list or labels_list[0] != "background" or len(labels_list) < 2:
-        raise ValueError(f"--labels_list: must be 'background' followed by the class names, got {labels_list!r}")
+        raise ProjectError(f"--labels_list: must be 'background' followed by the class names, got {labels_list!r}")
     missing = sorted({target for target in label_aliases.values()
                       if target != IGNORE_LABEL and target not in labels_list})
     if missing:
         sources = ", ".join(sorted(label for label, target in label_aliases.items() if target in missing))
-        raise ValueError(f"--label_aliases: {sources} map to {', '.join(map(repr, missing))}, which "
-                         f"--labels_list {list(labels_list)} lacks: add the class there (names: in a data file) "
-                         f"or map the label to 'ignore'")
+        raise ProjectError(f"--label_aliases: {sources} map to {', '.join(map(repr, missing))}, which "
+                           f"--labels_list {list(labels_list)} lacks: add the class there (names: in a data file) "
+                           f"or map the label to 'ignore'")
 
 
 POSITIVE_KEYS = ("batch_size", "epoch", "save_freq", "init_lr", "base_channel", "max_number_keep", "serve_workers",
@@ -272,57 +274,57 @@ UNIT_INTERVAL_KEYS = ("match_thresh", "min_positive_iou", "nms_threshold", "scor
 
 
 def validate_config(config):
-    """Raise ValueError naming the key when a setting is out of range."""
+    """Raise ProjectError naming the key when a setting is out of range."""
     for key in POSITIVE_KEYS:
         if not config[key] > 0:
-            raise ValueError(f"--{key}: must be > 0, got {config[key]!r}")
+            raise ProjectError(f"--{key}: must be > 0, got {config[key]!r}")
     for key in UNIT_INTERVAL_KEYS:
         if not 0.0 <= config[key] <= 1.0:
-            raise ValueError(f"--{key}: must be between 0 and 1, got {config[key]!r}")
+            raise ProjectError(f"--{key}: must be between 0 and 1, got {config[key]!r}")
     if config["min_positives"] < 0:
-        raise ValueError(f"--min_positives: must be >= 0, got {config['min_positives']!r}")
+        raise ProjectError(f"--min_positives: must be >= 0, got {config['min_positives']!r}")
     for key in ("stream_reconnect_attempts", "stream_reconnect_delay"):
         if not config[key] >= 0:
-            raise ValueError(f"--{key}: must be >= 0, got {config[key]!r}")
+            raise ProjectError(f"--{key}: must be >= 0, got {config[key]!r}")
     if not config["stream_timeout"] > 0:
-        raise ValueError(f"--stream_timeout: must be > 0, got {config['stream_timeout']!r}")
+        raise ProjectError(f"--stream_timeout: must be > 0, got {config['stream_timeout']!r}")
     if not 0.0 <= config["ema_decay"] < 1.0:
-        raise ValueError(f"--ema_decay: must be >= 0 and < 1 (0: no average), got {config['ema_decay']!r}")
+        raise ProjectError(f"--ema_decay: must be >= 0 and < 1 (0: no average), got {config['ema_decay']!r}")
     scales = config["test_scales"]
     if not (isinstance(scales, (list, tuple)) and scales and scales[0] == 1
             and all(isinstance(scale, int) and scale >= 1 or isinstance(scale, float) and 0 < scale < 1
                     for scale in scales)):
-        raise ValueError(f"--test_scales: must be a list of input_size multiples starting with 1, whole above 1 "
-                         f"or fractions below (e.g. [1, 2, 0.5]), got {scales!r}")
+        raise ProjectError(f"--test_scales: must be a list of input_size multiples starting with 1, whole above 1 "
+                           f"or fractions below (e.g. [1, 2, 0.5]), got {scales!r}")
     if not config["focal_gamma"] >= 0:
-        raise ValueError(f"--focal_gamma: must be >= 0 (0: hard negative mining), got {config['focal_gamma']!r}")
+        raise ProjectError(f"--focal_gamma: must be >= 0 (0: hard negative mining), got {config['focal_gamma']!r}")
     if config["quality_targets"] and config["focal_gamma"] > 0:
-        raise ValueError("--quality_targets: works with hard negative mining, not with --focal_gamma > 0")
+        raise ProjectError("--quality_targets: works with hard negative mining, not with --focal_gamma > 0")
     if not config["diou_loss_weight"] >= 0:
-        raise ValueError(f"--diou_loss_weight: must be >= 0 (0: smooth L1 alone), got {config['diou_loss_weight']!r}")
+        raise ProjectError(f"--diou_loss_weight: must be >= 0 (0: smooth L1 alone), got {config['diou_loss_weight']!r}")
     if not config["soft_nms_sigma"] >= 0:
-        raise ValueError(f"--soft_nms_sigma: must be >= 0 (0: NMS), got {config['soft_nms_sigma']!r}")
+        raise ProjectError(f"--soft_nms_sigma: must be >= 0 (0: NMS), got {config['soft_nms_sigma']!r}")
     for key in ("test_small_face", "test_large_face"):
         if not config[key] > 0:
-            raise ValueError(f"--{key}: must be > 0, got {config[key]!r}")
+            raise ProjectError(f"--{key}: must be > 0, got {config[key]!r}")
     if config["expand_max_ratio"] < 1.0:
-        raise ValueError(f"--expand_max_ratio: must be >= 1, got {config['expand_max_ratio']!r}")
+        raise ProjectError(f"--expand_max_ratio: must be >= 1, got {config['expand_max_ratio']!r}")
     for key in ("train_tfrecord", "val_tfrecord"):
         config[key] = tfrecord_paths(config[key])
     check_aliases(config["label_aliases"], config["labels_list"])
     size = config["input_size"]
     if len(size) != 2 or not all(isinstance(side, int) and side > 0 for side in size):
-        raise ValueError(f"--input_size: must be (height, width) in pixels, got {size!r}")
+        raise ProjectError(f"--input_size: must be (height, width) in pixels, got {size!r}")
     if len(config["min_sizes"]) != len(config["steps"]):
-        raise ValueError(f"--min_sizes: needs one group per step ({len(config['steps'])}), "
-                         f"got {len(config['min_sizes'])}")
+        raise ProjectError(f"--min_sizes: needs one group per step ({len(config['steps'])}), "
+                           f"got {len(config['min_sizes'])}")
     return config
 
 
 def given_settings(args):
     """{key: parsed value} of the ``--<key>`` flags given on the command line (none of the defaults).
 
-    Raises ValueError naming the key when a value cannot be parsed."""
+    Raises ProjectError naming the key when a value cannot be parsed."""
     given = {}
     for key, default in cfg.items():
         text = getattr(args, f"cfg_{key}", None)
@@ -331,7 +333,7 @@ def given_settings(args):
         try:
             given[key] = _parse_value(text, default)
         except (ValueError, SyntaxError) as error:
-            raise ValueError(f"--{key}: cannot parse {text!r} ({error})") from None
+            raise ProjectError(f"--{key}: cannot parse {text!r} ({error})") from None
     return given
 
 
@@ -339,7 +341,7 @@ def config_from_args(args):
     """Return a copy of ``cfg`` with the ``--data`` file (when the parser has one and it was given) and then
     every ``--<key>`` given on the command line applied.
 
-    Raises ValueError naming the key (or the data file) when a value cannot be parsed.
+    Raises ProjectError naming the key (or the data file) when a value cannot be parsed.
     """
     config = copy.deepcopy(cfg)
     data_path = getattr(args, "data", None)
@@ -347,7 +349,7 @@ def config_from_args(args):
         from components.data_file import load_data_file
         config.update(load_data_file(data_path, getattr(args, "root", None)).settings())
     elif getattr(args, "root", None):
-        raise ValueError("--root: only used with --data FILE")
+        raise ProjectError("--root: only used with --data FILE")
     settings = given_settings(args)
     config.update(settings)
     return validate_config(apply_tta(config, settings))

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from components.atomic_io import save_figure_atomically
 from components.box_utils import iou_matrix
+from components.errors import ProjectError
 from components.prior_box import priors_per_cell
 from dataset.label_counts import report_split_labels
 from dataset.voc import VOCError, clip_boxes, load_item, read_image_bgr, read_split
@@ -45,14 +46,14 @@ def wh_iou(boxes_wh, clusters):
 def _check_boxes(boxes_wh, k):
     boxes_wh = np.asarray(boxes_wh, np.float64)
     if boxes_wh.ndim != 2 or boxes_wh.shape[1] != 2:
-        raise ValueError(f"boxes_wh must have shape [N, 2], got {boxes_wh.shape}")
+        raise ProjectError(f"boxes_wh must have shape [N, 2], got {boxes_wh.shape}")
     if not np.all(np.isfinite(boxes_wh)) or np.any(boxes_wh <= 0):
-        raise ValueError("boxes_wh must hold positive, finite widths and heights")
+        raise ProjectError("boxes_wh must hold positive, finite widths and heights")
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+        raise ProjectError(f"k must be at least 1, got {k}")
     distinct = len(np.unique(boxes_wh, axis=0))
     if distinct < k:
-        raise ValueError(f"k-means needs at least k={k} distinct box sizes, got {distinct}")
+        raise ProjectError(f"k-means needs at least k={k} distinct box sizes, got {distinct}")
     return boxes_wh
 
 
@@ -67,7 +68,7 @@ def _kmeans_once(boxes_wh, k, rng, max_iter):
         nearest_distance = 1.0 - wh_iou(boxes_wh, np.array(clusters)).max(axis=1)
         weights = nearest_distance ** 2
         if weights.sum() <= 0:
-            raise ValueError(f"box sizes too similar to seed k={k} different clusters")
+            raise ProjectError(f"box sizes too similar to seed k={k} different clusters")
         clusters.append(boxes_wh[rng.choice(len(boxes_wh), p=weights / weights.sum())])
     clusters = np.array(clusters)
 
@@ -103,7 +104,7 @@ def kmeans_anchors(boxes_wh, k, seed=0, max_iter=300, restarts=5):
     Returns:
         [k, 2] float64 cluster (w, h), sorted by area (smallest first).
     Raises:
-        ValueError when the boxes are not [N, 2] positive sizes or fewer than ``k`` sizes are distinct.
+        ValueError when the boxes are not [N, 2] positive sizes; ProjectError when fewer than ``k`` sizes are distinct.
     """
     boxes_wh = _check_boxes(boxes_wh, k)
     rng = np.random.default_rng(seed)
@@ -165,11 +166,11 @@ def assign_to_heads(anchors, steps=(8, 16, 32, 64), counts=(3, 2, 2, 3)):
     """
     anchors = _sorted_by_area(np.asarray(anchors, np.float64).reshape(-1, 2))
     if len(steps) != len(counts):
-        raise ValueError(f"{len(steps)} steps but {len(counts)} anchor counts")
+        raise ProjectError(f"{len(steps)} steps but {len(counts)} anchor counts")
     if list(steps) != sorted(steps):
-        raise ValueError(f"steps must be ascending, got {list(steps)}")
+        raise ProjectError(f"steps must be ascending, got {list(steps)}")
     if sum(counts) != len(anchors):
-        raise ValueError(f"counts {list(counts)} need {sum(counts)} anchors, got {len(anchors)}")
+        raise ProjectError(f"counts {list(counts)} need {sum(counts)} anchors, got {len(anchors)}")
     bounds = np.cumsum([0] + list(counts))
     return [[(float(w), float(h)) for w, h in anchors[start:end]] for start, end in zip(bounds[:-1], bounds[1:])]
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from components.atomic_io import save_figure_atomically, write_text_atomically
 from components.box_utils import iou_matrix
+from components.errors import ProjectError
 from mAP.compute_mAP import align_table, percent_cell, read_folders
 from mAP.false_positives import false_positive_rows, format_false_positives, plot_false_positives
 from mAP.sets import named_set_dirs, result_dirs
@@ -110,10 +111,10 @@ class ErrorAnalysis:
 
 
 def check_size_bins(edges):
-    """``edges`` as a tuple of floats; raises ValueError unless they are positive and increasing."""
+    """``edges`` as a tuple of floats; raises ProjectError unless they are positive and increasing."""
     edges = tuple(float(edge) for edge in edges)
     if not edges or edges[0] <= 0 or any(later <= earlier for earlier, later in zip(edges, edges[1:])):
-        raise ValueError(f"--size_bins: expected positive increasing pixel sizes, got {','.join(map(str, edges))}")
+        raise ProjectError(f"--size_bins: expected positive increasing pixel sizes, got {','.join(map(str, edges))}")
     return edges
 
 
@@ -177,7 +178,7 @@ def match_faces(ground_truth, detections, score_threshold=DEFAULT_SCORE):
 def find_confusions(ground_truth, detections, review_score=DEFAULT_REVIEW_SCORE):
     """[Confusion] of ``detections`` against ``ground_truth`` (non-difficult faces), highest score first."""
     if not 0.0 <= review_score <= 1.0:
-        raise ValueError(f"--review_score: must be in [0, 1], got {review_score}")
+        raise ProjectError(f"--review_score: must be in [0, 1], got {review_score}")
     found_confusions = []
     for image, truth in ground_truth.items():
         found = detections[image]
@@ -228,7 +229,7 @@ def analyse_errors(ground_truth, detections, score_threshold=DEFAULT_SCORE, size
     """ErrorAnalysis of ``detections`` against ``ground_truth`` (see the module docstring): per class of the
     non-difficult ground truth (sorted), a row per size bin of ``size_bins`` (edges, pixels) and one for all."""
     if not 0.0 <= score_threshold <= 1.0:
-        raise ValueError(f"--score: must be in [0, 1], got {score_threshold}")
+        raise ProjectError(f"--score: must be in [0, 1], got {score_threshold}")
     size_bins = check_size_bins(size_bins)
     matches = match_faces(ground_truth, detections, score_threshold)
     bins = size_bin_index(matches.sides, size_bins)
@@ -246,11 +247,11 @@ def analyse_folders(gt_dir, det_dir, score_threshold=DEFAULT_SCORE, size_bins=DE
                     review_score=DEFAULT_REVIEW_SCORE):
     """ErrorAnalysis of the detection files of ``det_dir`` against the ground truth of ``gt_dir``.
 
-    Raises ValueError naming the folder or file that cannot be used, or when no file holds a non-difficult box.
+    Raises ProjectError naming the folder or file that cannot be used, or when no file holds a non-difficult box.
     """
     analysis = analyse_errors(*read_folders(gt_dir, det_dir), score_threshold, size_bins, review_score)
     if not analysis.rows:
-        raise ValueError(f"{gt_dir}: no non-difficult ground-truth box in any file")
+        raise ProjectError(f"{gt_dir}: no non-difficult ground-truth box in any file")
     return analysis
 
 
@@ -258,7 +259,7 @@ def analyse_set_dirs(set_dirs, score_threshold=DEFAULT_SCORE, size_bins=DEFAULT_
                      review_score=DEFAULT_REVIEW_SCORE):
     """{set name: ErrorAnalysis} of several sets, each a folder holding ``ground-truth/`` and
     ``detection-results/``, named by the folder (made unique), in order. Every set is analysed before
-    anything is written; raises ValueError naming the first folder or file that cannot be used."""
+    anything is written; raises ProjectError naming the first folder or file that cannot be used."""
     return {name: analyse_folders(*result_dirs(set_dir), score_threshold, size_bins, review_score)
             for name, set_dir in named_set_dirs(set_dirs).items()}
 

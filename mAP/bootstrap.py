@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from components.atomic_io import save_figure_atomically, write_text_atomically
+from components.errors import ProjectError
 from mAP.compute_mAP import align_table, check_iou_threshold, evaluate_detections, read_folders
 from mAP.sets import MEAN_ROW_NAME, result_dirs
 
@@ -52,7 +53,7 @@ def set_outcomes(ground_truth, detections, iou_threshold=0.5):
     """SetOutcomes of ``detections`` ({image: ScoredBoxes}) against ``ground_truth`` ({image: GroundTruth})."""
     evaluation = evaluate_detections(ground_truth, detections, iou_threshold)
     if evaluation.mean_ap is None:
-        raise ValueError("no non-difficult ground-truth box in any image")
+        raise ProjectError("no non-difficult ground-truth box in any image")
     images = list(ground_truth)
     index = {name: position for position, name in enumerate(images)}
     classes = {}
@@ -69,13 +70,13 @@ def set_outcomes(ground_truth, detections, iou_threshold=0.5):
 
 def read_set_outcomes(set_dir, iou_threshold=0.5):
     """SetOutcomes of a set folder holding ``ground-truth/`` and ``detection-results/`` (as mAP/detect.py
-    writes them); raises ValueError naming the folder or file that cannot be used, or --iou outside (0, 1]."""
+    writes them); raises ProjectError naming the folder or file that cannot be used, or --iou outside (0, 1]."""
     check_iou_threshold(iou_threshold)
     ground_truth, detections = read_folders(*result_dirs(set_dir))
     try:
         return set_outcomes(ground_truth, detections, iou_threshold)
     except ValueError as error:
-        raise ValueError(f"{set_dir}: {error}") from None
+        raise ProjectError(f"{set_dir}: {error}") from None
 
 
 def image_draws(num_images, num_samples, seed=DEFAULT_SEED):
@@ -145,11 +146,11 @@ class Comparison:
 
 
 def check_same_images(run, baseline, name):
-    """Raise ValueError unless the two SetOutcomes score the same images (a paired draw needs them)."""
+    """Raise ProjectError unless the two SetOutcomes score the same images (a paired draw needs them)."""
     if run.images != baseline.images:
         missing = sorted(set(run.images) ^ set(baseline.images))
-        raise ValueError(f"{name}: the run and the baseline score different images"
-                         + (f" (e.g. {missing[0]})" if missing else " (in another order)"))
+        raise ProjectError(f"{name}: the run and the baseline score different images"
+                           + (f" (e.g. {missing[0]})" if missing else " (in another order)"))
 
 
 def compare_sets(runs, baselines=None, num_samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
@@ -164,7 +165,7 @@ def compare_sets(runs, baselines=None, num_samples=DEFAULT_SAMPLES, seed=DEFAULT
         are several sets.
     """
     if baselines is not None and list(baselines) != list(runs):
-        raise ValueError(f"the baseline's sets {list(baselines)} are not the run's {list(runs)}")
+        raise ProjectError(f"the baseline's sets {list(baselines)} are not the run's {list(runs)}")
     rows = []
     for position, (name, run) in enumerate(runs.items()):
         draws = image_draws(len(run.images), num_samples, seed + position)

@@ -25,6 +25,7 @@ import numpy as np
 
 from components.atomic_io import save_figure_atomically, write_text_atomically
 from components.box_utils import iou_matrix
+from components.errors import ProjectError
 from mAP.sets import MEAN_ROW_NAME, SUMMARY_FILE_NAME, named_set_dirs, result_dirs
 
 NO_GROUND_TRUTH = "no ground truth"
@@ -99,27 +100,27 @@ class Evaluation:
 
 
 def _read_lines(path):
-    """The lines of a UTF-8 text file; raises ValueError naming the file when it is not text."""
+    """The lines of a UTF-8 text file; raises ProjectError naming the file when it is not text."""
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read().splitlines()
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a UTF-8 text file") from None
+        raise ProjectError(f"{path}: not a UTF-8 text file") from None
 
 
 def _parse_numbers(tokens, path, line_number):
     try:
         values = [float(token) for token in tokens]
     except ValueError:
-        raise ValueError(f"{path}: line {line_number}: expected numbers, got {' '.join(tokens)!r}") from None
+        raise ProjectError(f"{path}: line {line_number}: expected numbers, got {' '.join(tokens)!r}") from None
     if not all(math.isfinite(value) for value in values):
-        raise ValueError(f"{path}: line {line_number}: non-finite number in {' '.join(tokens)!r}")
+        raise ProjectError(f"{path}: line {line_number}: non-finite number in {' '.join(tokens)!r}")
     return values
 
 
 def _check_box(box, path, line_number):
     if box[2] < box[0] or box[3] < box[1]:
-        raise ValueError(f"{path}: line {line_number}: right < left or bottom < top in {box}")
+        raise ProjectError(f"{path}: line {line_number}: right < left or bottom < top in {box}")
 
 
 def _records(path):
@@ -130,13 +131,13 @@ def _records(path):
 
 
 def read_ground_truth_file(path):
-    """Parse one ground-truth file into a GroundTruth; raises ValueError naming the file and line."""
+    """Parse one ground-truth file into a GroundTruth; raises ProjectError naming the file and line."""
     labels, boxes, difficult = [], [], []
     for line_number, tokens, line in _records(path):
         is_difficult = len(tokens) == 6 and tokens[5].lower() == "difficult"
         if len(tokens) != 5 and not is_difficult:
-            raise ValueError(f"{path}: line {line_number}: expected '<class> <left> <top> <right> "
-                             f"<bottom> [difficult]', got {line.strip()!r}")
+            raise ProjectError(f"{path}: line {line_number}: expected '<class> <left> <top> <right> "
+                               f"<bottom> [difficult]', got {line.strip()!r}")
         box = _parse_numbers(tokens[1:5], path, line_number)
         _check_box(box, path, line_number)
         labels.append(tokens[0])
@@ -146,12 +147,12 @@ def read_ground_truth_file(path):
 
 
 def read_detection_file(path):
-    """Parse one detection file into ScoredBoxes; raises ValueError naming the file and line."""
+    """Parse one detection file into ScoredBoxes; raises ProjectError naming the file and line."""
     labels, scores, boxes = [], [], []
     for line_number, tokens, line in _records(path):
         if len(tokens) != 6:
-            raise ValueError(f"{path}: line {line_number}: expected '<class> <score> <left> <top> "
-                             f"<right> <bottom>', got {line.strip()!r}")
+            raise ProjectError(f"{path}: line {line_number}: expected '<class> <score> <left> <top> "
+                               f"<right> <bottom>', got {line.strip()!r}")
         values = _parse_numbers(tokens[1:], path, line_number)
         _check_box(values[1:], path, line_number)
         labels.append(tokens[0])
@@ -167,28 +168,28 @@ def _text_files(folder):
 def read_ground_truth_dir(gt_dir):
     """{image name: GroundTruth} for every ``*.txt`` in ``gt_dir``.
 
-    Raises ValueError when the folder is missing, holds no ``.txt`` file, or a file is malformed.
+    Raises ProjectError when the folder is missing, holds no ``.txt`` file, or a file is malformed.
     """
     if not os.path.isdir(gt_dir):
-        raise ValueError(f"{gt_dir}: ground-truth folder not found")
+        raise ProjectError(f"{gt_dir}: ground-truth folder not found")
     names = _text_files(gt_dir)
     if not names:
-        raise ValueError(f"{gt_dir}: no ground-truth .txt files")
+        raise ProjectError(f"{gt_dir}: no ground-truth .txt files")
     return {name: read_ground_truth_file(os.path.join(gt_dir, f"{name}.txt")) for name in names}
 
 
 def read_detection_dir(det_dir, image_names):
     """{image name: ScoredBoxes} for each of ``image_names``; a missing file gives no detections.
 
-    Raises ValueError when the folder is missing, a file is malformed, or a detection file has no
+    Raises ProjectError when the folder is missing, a file is malformed, or a detection file has no
     ground-truth counterpart among ``image_names`` (its detections could not be scored).
     """
     if not os.path.isdir(det_dir):
-        raise ValueError(f"{det_dir}: detection folder not found")
+        raise ProjectError(f"{det_dir}: detection folder not found")
     known = set(image_names)
     for name in _text_files(det_dir):
         if name not in known:
-            raise ValueError(f"{os.path.join(det_dir, name)}.txt: no ground-truth file for this image")
+            raise ProjectError(f"{os.path.join(det_dir, name)}.txt: no ground-truth file for this image")
     detections = {}
     for name in image_names:
         path = os.path.join(det_dir, f"{name}.txt")
@@ -362,14 +363,14 @@ def write_results(evaluation, output_dir, plots=True):
 
 
 def check_iou_threshold(iou_threshold):
-    """Raise ValueError (naming --iou) unless ``iou_threshold`` is in (0, 1]."""
+    """Raise ProjectError (naming --iou) unless ``iou_threshold`` is in (0, 1]."""
     if not 0.0 < iou_threshold <= 1.0:
-        raise ValueError(f"--iou: must be in (0, 1], got {iou_threshold}")
+        raise ProjectError(f"--iou: must be in (0, 1], got {iou_threshold}")
 
 
 def read_folders(gt_dir, det_dir):
     """(ground truth {image: GroundTruth} of ``gt_dir``, detections {image: ScoredBoxes} of ``det_dir`` for the
-    same images); raises ValueError naming the folder or file that cannot be used."""
+    same images); raises ProjectError naming the folder or file that cannot be used."""
     ground_truth = read_ground_truth_dir(gt_dir)
     return ground_truth, read_detection_dir(det_dir, list(ground_truth))
 
@@ -377,12 +378,12 @@ def read_folders(gt_dir, det_dir):
 def evaluate_folders(gt_dir, det_dir, iou_threshold=0.5):
     """Evaluation of the detection files of ``det_dir`` against the ground truth of ``gt_dir``.
 
-    Raises ValueError naming the folder or file that cannot be used, or when no file holds a non-difficult box.
+    Raises ProjectError naming the folder or file that cannot be used, or when no file holds a non-difficult box.
     """
     check_iou_threshold(iou_threshold)
     evaluation = evaluate_detections(*read_folders(gt_dir, det_dir), iou_threshold)
     if evaluation.mean_ap is None:
-        raise ValueError(f"{gt_dir}: no non-difficult ground-truth box in any file")
+        raise ProjectError(f"{gt_dir}: no non-difficult ground-truth box in any file")
     return evaluation
 
 
@@ -390,7 +391,7 @@ def evaluate_set_dirs(set_dirs, iou_threshold=0.5):
     """{set name: Evaluation} of several sets, each a folder holding ``ground-truth/`` and
     ``detection-results/`` (as mAP/detect.py writes them), named by the folder (made unique), in order.
 
-    Every set is scored before any result is written; raises ValueError naming the first folder that cannot be
+    Every set is scored before any result is written; raises ProjectError naming the first folder that cannot be
     used (missing set folder, or a set without ground truth: see :func:`evaluate_folders`)."""
     return {name: evaluate_folders(*result_dirs(set_dir), iou_threshold)
             for name, set_dir in named_set_dirs(set_dirs).items()}

@@ -7,6 +7,8 @@ source. Standard library only, so that detect.py stays light until its model is 
 import os
 from dataclasses import dataclass
 
+from components.errors import ProjectError
+
 DETECTION_DIR_NAME = "detection-results"
 GROUND_TRUTH_DIR_NAME = "ground-truth"
 RESULTS_DIR_NAME = "map-results"
@@ -67,9 +69,9 @@ def result_dirs(set_dir):
 
 def named_set_dirs(set_dirs):
     """{set name: folder} of folders each holding ``ground-truth/`` and ``detection-results/``, named by the
-    folder (made unique), in order; raises ValueError naming the first folder that does not exist."""
+    folder (made unique), in order; raises ProjectError naming the first folder that does not exist."""
     for set_dir in set_dirs:
         if not os.path.isdir(set_dir):
-            raise ValueError(f"{set_dir}: set folder not found (expected {GROUND_TRUTH_DIR_NAME}/ and "
-                             f"{DETECTION_DIR_NAME}/ in it)")
+            raise ProjectError(f"{set_dir}: set folder not found (expected {GROUND_TRUTH_DIR_NAME}/ and "
+                               f"{DETECTION_DIR_NAME}/ in it)")
     return dict(zip(unique_names([folder_name(set_dir) for set_dir in set_dirs]), set_dirs))

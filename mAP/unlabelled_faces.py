@@ -47,7 +47,7 @@ def unlabelled_faces(truth, found, min_score=DEFAULT_MIN_SCORE, max_iou=DEFAULT_
 
 def mine_set_dir(set_dir, min_score=DEFAULT_MIN_SCORE, max_iou=DEFAULT_MAX_IOU):
     """{image name: (boxes [K, 4], scores [K])} of :func:`unlabelled_faces` over a set folder (``ground-truth/``
-    and ``detection-results/``), every image of its ground truth (K may be 0). Raises ValueError as
+    and ``detection-results/``), every image of its ground truth (K may be 0). Raises ProjectError as
     ``mAP.compute_mAP.read_folders`` does."""
     ground_truth, detections = read_folders(*result_dirs(set_dir))
     return {name: unlabelled_faces(truth, detections[name], min_score, max_iou)

@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from components.atomic_io import save_figure_atomically, write_text_atomically
+from components.errors import ProjectError
 
 HISTORY_FILE = "history.jsonl"
 PLOT_FILE = "training.png"
@@ -15,8 +16,11 @@ def read_history(folder):
     path = os.path.join(folder, HISTORY_FILE)
     if not os.path.isfile(path):
         return []
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ProjectError(f"{path}: damaged training history ({error}); remove the bad line or the file") from None
 
 
 def write_history(folder, records):

@@ -7,6 +7,8 @@
 """
 import tensorflow as tf
 
+from components.errors import ProjectError
+
 layers = tf.keras.layers
 
 
@@ -135,13 +137,13 @@ def build_model(cfg, input_size=None, name=None):
         tf.keras.Model: images [B, H, W, 3] float32 -> predictions [B, P, 4 + num_classes] float32.
     """
     if cfg["network"] not in NETWORKS:
-        raise ValueError(f"unknown network {cfg['network']!r}: expected one of {', '.join(NETWORKS)}")
+        raise ProjectError(f"unknown network {cfg['network']!r}: expected one of {', '.join(NETWORKS)}")
     c = cfg["base_channel"]
     num_classes = len(cfg["labels_list"])
     anchors = [len(sizes) for sizes in cfg["min_sizes"]]
     if len(anchors) != 4 or list(cfg["steps"]) != [8, 16, 32, 64]:
-        raise ValueError("the network has four heads at strides 8, 16, 32, 64; "
-                         f"got steps {cfg['steps']} and {len(anchors)} anchor groups")
+        raise ProjectError("the network has four heads at strides 8, 16, 32, 64; "
+                           f"got steps {cfg['steps']} and {len(anchors)} anchor groups")
     height, width = input_size if input_size else (None, None)
     images = layers.Input(shape=(height, width, 3), name="images")
 

@@ -117,3 +117,42 @@ def test_publish_model_leaves_the_old_model_when_writing_fails(tmp_path, tiny_cf
     publish_model(lambda path: open(path, "wb").write(b"new model"), str(output), tiny_cfg)
     assert output.read_bytes() == b"new model" and os.path.isfile(model_config_path(str(output)))
     assert sorted(os.listdir(tmp_path)) == ["m.json", "m.keras"]
+
+
+def run_body(error):
+    """cli.run on a parser without flags whose body raises ``error``."""
+    import cli
+
+    def body(args, cfg):
+        raise error
+    return cli.run(cli.parser("test", config=False), body, [])
+
+
+def test_only_project_errors_become_one_line_and_exit_2(capsys):
+    assert run_body(ProjectError("x.jpg: file not found")) == 2
+    assert capsys.readouterr().err == "error: x.jpg: file not found\n"
+    assert run_body(PermissionError(errno.EACCES, "Permission denied", "/out/b.jpg")) == 2
+    assert capsys.readouterr().err == "error: /out/b.jpg: permission denied\n"
+    for bug in (ValueError("a bug"), KeyError("k"), ZeroDivisionError()):   # a bug keeps its traceback
+        with pytest.raises(type(bug)):
+            run_body(bug)
+
+
+def test_a_bug_in_a_script_prints_its_traceback_and_exit_1():
+    code = ("import sys, cli\n"
+            "def body(args, cfg):\n    raise ValueError('a bug')\n"
+            "sys.exit(cli.run(cli.parser('t', config=False), body, []))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert "Traceback (most recent call last)" in run.stderr and run.stderr.rstrip().endswith("ValueError: a bug")
+
+
+def test_user_mistakes_of_the_library_are_project_errors():
+    from components.config import cfg, validate_config
+    from components.kmeans import kmeans_anchors
+    from mAP.compute_mAP import check_iou_threshold
+    from mAP.sets import named_set_dirs
+    for call in (lambda: validate_config(dict(cfg, score_threshold=1.5)), lambda: check_iou_threshold(0),
+                 lambda: named_set_dirs(["/nonexistent/set"]), lambda: kmeans_anchors(np.ones((3, 2)), 2)):
+        with pytest.raises(ProjectError):
+            call()
