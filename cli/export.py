@@ -1,21 +1,22 @@
 """Export a trained .keras model for deployment: SavedModel, float TFLite, full-integer TFLite or ONNX.
 
     python export.py --model_path checkpoints/train/last.keras --format {saved_model,tflite,tflite_int8,onnx}
-                     [--output PATH] [--calibration_tfrecord dataset/train_mask.tfrecord] [--num_calibration 300]
+                     [--output PATH] [--calibration_images DIR | --calibration_tfrecord FILE] [--num_calibration 300]
                      [--val_tfrecord dataset/val_mask.tfrecord[,...]] [--end_to_end [--flip_test]]
 
 What each format is and how an export is checked before it is published: ``deploy/export.py``. A float
 export that does not reproduce the Keras model is not written and the exit status is 1. With ``--end_to_end``
 the export is the whole detector, box decoding and NMS inside (``deploy/end_to_end.py``; default output
-``<stem>_e2e<suffix>``), checked with its runtime against the Python path on the sample images and, with
-``--val_tfrecord`` (comma-separated), in val mAP.
+``runs/export/<stem>_e2e<suffix>``), checked with its runtime against the Python path on the sample images and,
+with ``--val_tfrecord`` (comma-separated), in val mAP; a validation TFRecord that does not exist (a fresh clone)
+is skipped with a note. Exports go to ``runs/export/`` unless ``--output`` says otherwise.
 """
+import os
 import sys
 
 import cli
 from components.errors import ProjectError
 from deploy.export import (
-    DEFAULT_CALIBRATION_TFRECORD,
     DEFAULT_NUM_CALIBRATION,
     EXPORT_FORMATS,
     OUTPUT_SUFFIX,
@@ -29,10 +30,14 @@ def build_parser():
     parser.add_argument("--model_path", required=True, help="a .keras model, or a folder (its newest .keras file)")
     parser.add_argument("--format", required=True, choices=EXPORT_FORMATS, dest="export_format")
     parser.add_argument("--output", default=None,
-                        help="output file (folder for saved_model); default beside the model: "
+                        help="output file (folder for saved_model); default runs/export/ of the repository: "
                              + ", ".join(f"<stem>{suffix}" for suffix in OUTPUT_SUFFIX.values()))
-    parser.add_argument("--calibration_tfrecord", default=DEFAULT_CALIBRATION_TFRECORD,
-                        help="training TFRecord whose images calibrate tflite_int8")
+    parser.add_argument("--calibration_images", default=None, metavar="DIR",
+                        help="folder of images (.jpg, .png) that calibrate tflite_int8, e.g. some of your training "
+                             "images (default: dataset/train_mask.tfrecord where it exists, else the small set "
+                             "in assets/calibration/)")
+    parser.add_argument("--calibration_tfrecord", default=None, metavar="FILE",
+                        help="training TFRecord whose images calibrate tflite_int8 (instead of --calibration_images)")
     parser.add_argument("--num_calibration", type=int, default=DEFAULT_NUM_CALIBRATION,
                         help="calibration images for tflite_int8")
     parser.add_argument("--val_tfrecord", default=None,
@@ -57,16 +62,29 @@ def end_to_end_body(args, val_tfrecords):
     from deploy.end_to_end import describe_end_to_end, export_end_to_end_file
     report = export_end_to_end_file(args.model_path, args.export_format, args.output, args.calibration_tfrecord,
                                     args.num_calibration, val_tfrecords,
-                                    flip_test=bool(args.flip_test), input_size=args.input_size)
+                                    flip_test=bool(args.flip_test), input_size=args.input_size,
+                                    calibration_images_dir=args.calibration_images)
     print("\n".join(describe_end_to_end(report)))
 
 
 def body(args, cfg):
     cli.check_at_least("--num_calibration", args.num_calibration, 1)
     cli.check_exists(args.model_path, "model")
-    val_tfrecords = [path.strip() for path in (args.val_tfrecord or "").split(",") if path.strip()]
-    for path in val_tfrecords:
-        cli.check_exists(path, "validation TFRecord", "file")
+    val_tfrecords = []
+    for path in (path.strip() for path in (args.val_tfrecord or "").split(",") if path.strip()):
+        if os.path.isfile(path):
+            val_tfrecords.append(path)
+        elif os.path.exists(path):
+            raise ProjectError(f"{path}: is a folder, not a validation TFRecord (--val_tfrecord)")
+        else:
+            print(f"note: --val_tfrecord {path}: not found, its val mAP check skipped (make it with "
+                  "dataset/voc_to_tfrecord.py)", file=sys.stderr)
+    if args.calibration_images and args.calibration_tfrecord:
+        raise ProjectError("--calibration_images: not with --calibration_tfrecord (one calibration source)")
+    if args.calibration_images:
+        cli.check_exists(args.calibration_images, "calibration image folder", "folder")
+    if args.calibration_tfrecord:
+        cli.check_exists(args.calibration_tfrecord, "calibration TFRecord", "file")
     for flag in ("flip_test", "no_flip_test"):
         if getattr(args, flag) and not args.end_to_end:
             raise ProjectError(f"--{flag}: only with --end_to_end (raw exports have no flip test inside)")
@@ -79,7 +97,7 @@ def body(args, cfg):
             return end_to_end_body(args, val_tfrecords)
         report = export_model_file(args.model_path, args.export_format, args.output, args.calibration_tfrecord,
                                    args.num_calibration, val_tfrecords[0] if val_tfrecords else None,
-                                   input_size=args.input_size)
+                                   input_size=args.input_size, calibration_images_dir=args.calibration_images)
     except KeyboardInterrupt:
         raise cli.Interrupted("nothing written") from None
     print("\n".join(describe(report)))

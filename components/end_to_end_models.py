@@ -219,11 +219,14 @@ def is_decoded_onnx(path):
     return tuple(output.name for output in onnx_session(path).get_outputs()) == DECODED_OUTPUTS
 
 
-def load_end_to_end(path, cfg):
-    """The adapter for an end-to-end export (by file type) with its model config ``cfg``; raises
-    ModelLoadError naming the path."""
+def load_end_to_end(path, cfg=None):
+    """The adapter for an end-to-end export (by file type) with its model config ``cfg`` (default: the spec
+    the file carries, ``components.model_files.load_model_config``); raises ModelLoadError naming the path."""
     if not os.path.exists(path):
         raise ModelLoadError(f"{path}: model not found")
+    if cfg is None:
+        from components.model_files import load_model_config
+        cfg = load_model_config(path)
     if os.path.isdir(path):
         return EndToEndSavedModel(path, cfg)
     if path.endswith(".tflite"):

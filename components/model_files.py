@@ -1,51 +1,186 @@
-"""Model files: the config sidecar beside each model, finding the model a path means, and the one writer
-that publishes a model file (or SavedModel folder) with its sidecar atomically.
+"""Model files: the description (spec) every model file carries inside, finding the model a path means, and
+the one writer that publishes a model file (or SavedModel folder) atomically with its spec embedded.
 
-A model ``name.keras`` (or ``name.tflite``, ``name.onnx``, a SavedModel folder ``name/``) keeps the settings
-it needs (input size, labels, anchors: ``MODEL_CONFIG_KEYS``) in ``name.json`` beside it; a SavedModel folder
-also holds a copy inside (``model_config.json``), so the folder alone loads.
+The spec (:func:`model_spec`) is what a runtime needs to use the file: classes, input size, anchors
+(``min_sizes``, ``steps``), box coding (``variances``, ``clip``), the network that rebuilds the model
+(``network``, ``base_channel``, ``head_context``), the input normalisation and the training data. It travels
+inside each format (:func:`embed_spec`, read back by :func:`read_model_spec`):
+
+==============  ============================================================================================
+``.keras``      a JSON entry ``facemask_spec.json`` in the zip archive (``keras.models.load_model`` ignores it)
+``.tflite``     a ``metadata`` buffer ``facemask_spec`` (JSON); end-to-end detectors also get the TFLite Model
+                Metadata of MediaPipe / the Task Library (``components/tflite_metadata.py``)
+``.onnx``       ``metadata_props`` key ``facemask_spec`` (JSON; ``labels``: the class names, JSON)
+SavedModel      ``assets/facemask_spec.json`` inside the folder
+==============  ============================================================================================
+
+Older files kept their settings (``MODEL_CONFIG_KEYS``) in a ``name.json`` sidecar beside the file (or
+``model_config.json`` inside a SavedModel folder): :func:`load_model_config` still reads it, with a one-line
+notice; a model file with neither is refused (its classes and anchors would be guesses).
 """
 import json
 import os
 import shutil
+import sys
+import zipfile
 
 from components.atomic_io import staging_folder, write_text_atomically
 from components.config import cfg as default_cfg
 from components.errors import ProjectError, os_error
-from components.runtimes import ModelLoadError, is_saved_model_dir
+from components.runtimes import ModelLoadError, first_line, is_saved_model_dir
 
 MODEL_CONFIG_KEYS = ("input_size", "labels_list", "min_sizes", "steps", "variances", "clip", "network",
                      "base_channel", "head_context")
 SIDECAR_SUFFIX = ".json"
-INNER_CONFIG_NAME = "model_config.json"   # the copy of the config kept inside a SavedModel folder
+INNER_CONFIG_NAME = "model_config.json"   # older SavedModel folders: the config kept inside
 MODEL_EXTENSIONS = (".keras",)            # what a folder passed as a model path is searched for
+SPEC_KEY = "facemask_spec"                # TFLite metadata name, ONNX metadata_props key
+SPEC_FILE = SPEC_KEY + ".json"            # entry of a .keras archive, file in a SavedModel's assets/
+SPEC_VERSION = 1
+INPUT_DESCRIPTION = {
+    "layout": "NHWC", "color": "RGB", "dtype": "float32", "mean": 127.5, "std": 127.5,
+    "normalisation": "(pixel - 127.5) / 127.5, pixels 0..255 -> [-1, 1]",
+    "resize": "letterbox: pad the bottom / right with 127 to the input's aspect ratio, then bilinear resize",
+}
+BOX_CODING = ("SSD offsets per prior (cx, cy, w, h normalised to the input; min_sizes per feature-map step): "
+              "centre = prior centre + offset * variances[0] * prior size, size = prior size * "
+              "exp(offset * variances[1]); then class-wise NMS")
+_noticed = set()   # model files whose sidecar notice was given (one line per file and process)
 
 
 def model_config_path(model_file):
-    """Path of the JSON file that records the config a model was trained with: beside the file or folder."""
+    """Path of the older JSON sidecar of a model: beside the file or folder, ``<stem>.json``."""
     return os.path.splitext(os.path.normpath(model_file))[0] + SIDECAR_SUFFIX
 
 
-def save_model_config(model_file, cfg):
-    """Write the settings needed to use ``model_file`` (input size, labels, anchors) beside it, atomically.
-
-    For a SavedModel folder a copy also goes inside it (``model_config.json``), so the folder alone loads.
-    """
-    text = json.dumps({key: cfg[key] for key in MODEL_CONFIG_KEYS}, indent=2)
-    write_text_atomically(model_config_path(model_file), text)
-    if os.path.isdir(model_file):
-        write_text_atomically(os.path.join(model_file, INNER_CONFIG_NAME), text)
+def _plain(value):
+    """JSON-ready copy of a config value (tuples -> lists)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
-def load_model_config(model_file, base_cfg=None):
-    """``base_cfg`` (default: components/config.py) updated with the JSON saved beside ``model_file`` (or, for
-    a SavedModel folder without one, inside it), if any."""
+def training_data_names(cfg):
+    """The file names (no folders) of the training TFRecords a config names, each once, in order."""
+    value = cfg.get("train_tfrecord") or []
+    paths = [value] if isinstance(value, str) else list(value)
+    names = []
+    for path in paths:
+        name = os.path.basename(str(path))
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def model_spec(cfg, training_data=None):
+    """The description a model file carries (JSON-ready dict): ``MODEL_CONFIG_KEYS`` of ``cfg`` (what rebuilds
+    and runs the model), the input normalisation, the box coding and the training data (``training_data``,
+    default ``cfg['training_data']`` of a config read from a model file, else the names of
+    ``cfg['train_tfrecord']``)."""
+    spec = {"spec_version": SPEC_VERSION}
+    spec.update({key: _plain(cfg[key]) for key in MODEL_CONFIG_KEYS if key in cfg})
+    spec["classes"] = list(cfg["labels_list"][1:])   # the detected classes (labels_list without background)
+    spec["input"] = dict(INPUT_DESCRIPTION)
+    spec["box_coding"] = BOX_CODING
+    if training_data is None:   # a model loaded from a file repeats its own; a trained one names its TFRecords
+        training_data = cfg["training_data"] if "training_data" in cfg else training_data_names(cfg)
+    spec["training_data"] = list(training_data)
+    return spec
+
+
+def _parse_spec(text, where):
+    try:
+        spec = json.loads(text)
+        if not isinstance(spec, dict) or "labels_list" not in spec:
+            raise ValueError("expected a JSON object with labels_list")
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ModelLoadError(f"{where}: damaged model spec ({error})") from None
+    return spec
+
+
+def _keras_archive(model_file):
+    """The zip archive of a ``.keras`` file; ModelLoadError when the file is not one (damaged / foreign)."""
+    try:
+        return zipfile.ZipFile(model_file)
+    except zipfile.BadZipFile:
+        raise ModelLoadError(f"{model_file}: not a loadable Keras model (damaged or not a .keras file: not a zip "
+                             "archive)") from None
+    except OSError as error:
+        raise ModelLoadError(f"{model_file}: cannot read ({error.strerror or error})") from None
+
+
+def _onnx_metadata(model_file):
+    """metadata_props of an ``.onnx`` file ({key: value}); ModelLoadError for a file that is not ONNX."""
+    try:
+        import onnx
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        try:
+            model = onnx.load(model_file, load_external_data=False)
+        except Exception as error:  # noqa: BLE001  (protobuf raises DecodeError and others)
+            raise ModelLoadError(f"{model_file}: not a loadable ONNX model (damaged or not an ONNX file: "
+                                 f"{first_line(error)})") from None
+        if not model.graph.node and not model.graph.output:
+            raise ModelLoadError(f"{model_file}: not a loadable ONNX model (damaged or not an ONNX file: no graph)")
+        return {prop.key: prop.value for prop in model.metadata_props}
+    from components.runtimes import onnx_session
+    return dict(onnx_session(model_file).get_modelmeta().custom_metadata_map)
+
+
+def read_model_spec(model_file):
+    """The spec embedded in a model file or SavedModel folder (dict), or None when it carries none (an older
+    file). Raises ModelLoadError naming the file when it is damaged or not a model of its type."""
+    if is_saved_model_dir(model_file):
+        for path in (os.path.join(model_file, "assets", SPEC_FILE), os.path.join(model_file, INNER_CONFIG_NAME)):
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as handle:
+                    return _parse_spec(handle.read(), path)
+        return None
+    if os.path.isdir(model_file) or not os.path.isfile(model_file):
+        return None
+    extension = os.path.splitext(model_file)[1].lower()
+    if extension == ".keras":
+        with _keras_archive(model_file) as archive:
+            names = archive.namelist()
+            if "config.json" not in names:
+                raise ModelLoadError(f"{model_file}: not a loadable Keras model (a zip archive without the Keras "
+                                     "config.json: damaged or not a .keras file)")
+            if SPEC_FILE not in names:
+                return None
+            return _parse_spec(archive.read(SPEC_FILE), model_file)
+    if extension == ".tflite":
+        from components.tflite_metadata import MetadataError, read_metadata
+        try:
+            with open(model_file, "rb") as handle:
+                entries = read_metadata(handle.read())
+        except MetadataError as error:
+            raise ModelLoadError(f"{model_file}: {error}") from None
+        return _parse_spec(entries[SPEC_KEY], model_file) if SPEC_KEY in entries else None
+    if extension == ".onnx":
+        props = _onnx_metadata(model_file)
+        return _parse_spec(props[SPEC_KEY], model_file) if SPEC_KEY in props else None
+    return None
+
+
+def _notice(message):
+    print(message, file=sys.stderr)
+
+
+def load_model_config(model_file, base_cfg=None, notice=_notice):
+    """``base_cfg`` (default: components/config.py) updated with the model's own settings
+    (``MODEL_CONFIG_KEYS``): from the spec embedded in the file, else from an older file's sidecar (then
+    ``notice`` gets one line, once per file). Raises ModelLoadError naming the file when it is damaged, or
+    carries no spec and has no sidecar (its classes, input size and anchors are unknown)."""
     config = dict(base_cfg or default_cfg)
-    path = model_config_path(model_file)
-    inner = os.path.join(model_file, INNER_CONFIG_NAME)
-    if not os.path.isfile(path) and os.path.isdir(model_file) and os.path.isfile(inner):
-        path = inner
-    if os.path.isfile(path):
+    saved = read_model_spec(model_file)
+    if saved is None:
+        path = model_config_path(model_file)
+        if not os.path.isfile(path):
+            raise ModelLoadError(
+                f"{model_file}: the model file does not describe itself (no embedded spec) and has no sidecar "
+                f"{os.path.basename(path)}: its classes, input size and anchors are unknown (write them in "
+                f"{path}: {', '.join(MODEL_CONFIG_KEYS[:4])}, ...)")
         try:
             with open(path, encoding="utf-8") as handle:
                 saved = json.load(handle)
@@ -53,10 +188,98 @@ def load_model_config(model_file, base_cfg=None):
                 raise ValueError("expected a JSON object")
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"{path}: unreadable model config ({error})") from None
-        # only the model's own keys: inference settings (thresholds, keep_aspect) stay the caller's
-        config.update({key: tuple(value) if key == "input_size" else value for key, value in saved.items()
-                       if key in MODEL_CONFIG_KEYS})
+        key = os.path.abspath(model_file)
+        if notice is not None and key not in _noticed:
+            _noticed.add(key)
+            notice(f"note: {model_file}: an older model file without its spec inside; settings read from "
+                   f"{os.path.basename(path)} beside it")
+    # only the model's own keys: inference settings (thresholds, keep_aspect) stay the caller's
+    config.update({key: tuple(value) if key == "input_size" else value for key, value in saved.items()
+                   if key in MODEL_CONFIG_KEYS})
+    config["training_data"] = list(saved.get("training_data") or [])   # what an export's spec repeats
     return config
+
+
+def _embed_keras(path, text):
+    if not zipfile.is_zipfile(path):
+        raise ProjectError(f"{path}: not a .keras archive (a zip file): cannot embed the model spec")
+    with zipfile.ZipFile(path, "a") as archive:
+        if SPEC_FILE in archive.namelist():
+            raise ProjectError(f"{path}: already holds {SPEC_FILE}")
+        archive.writestr(SPEC_FILE, text)
+
+
+def _embed_tflite(path, spec, text):
+    from components.tflite_metadata import with_metadata
+    with open(path, "rb") as handle:
+        data = handle.read()
+    entries, files = {SPEC_KEY: text.encode("utf-8")}, None
+    detector = detector_tflite_metadata(data, spec)
+    if detector is not None:
+        entries.update(detector[0])
+        files = detector[1]
+    with open(path, "wb") as handle:
+        handle.write(with_metadata(data, entries, files))
+
+
+def detector_tflite_metadata(model_bytes, spec):
+    """({metadata name: bytes}, {associated file: bytes}) of the TFLite Model Metadata for an end-to-end
+    TFLite detector (one image input, the 4 outputs of ``TFLite_Detection_PostProcess``), or None for another
+    model (a raw network)."""
+    from components.tflite_metadata import (
+        LABELS_FILE,
+        METADATA_NAME,
+        labels_text,
+        object_detector_metadata,
+        output_count,
+    )
+    if output_count(model_bytes) != 4:
+        return None
+    classes = list(spec["labels_list"][1:])
+    metadata = object_detector_metadata(
+        "Face mask detector", f"SSD face detector ({spec.get('network')}): classes {', '.join(classes)}; boxes "
+        "normalised to the input image (ymin, xmin, ymax, xmax).", f"spec {SPEC_VERSION}", classes,
+        spec["input_size"], spec["input"]["mean"], spec["input"]["std"])
+    return {METADATA_NAME: metadata}, {LABELS_FILE: labels_text(classes)}
+
+
+def _embed_onnx(path, spec, text):
+    import onnx
+    model = onnx.load(path, load_external_data=False)
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    props.update({SPEC_KEY: text, "labels": json.dumps(list(spec["labels_list"][1:]))})
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, path)
+
+
+def embed_spec(model_file, spec):
+    """Write ``spec`` (see :func:`model_spec`) inside the model file or SavedModel folder ``model_file``, in
+    place (the caller stages the file: :func:`publish_model`). Raises ProjectError for a path of no known
+    model type."""
+    text = json.dumps(spec, indent=2)
+    if os.path.isdir(model_file):
+        os.makedirs(os.path.join(model_file, "assets"), exist_ok=True)
+        write_text_atomically(os.path.join(model_file, "assets", SPEC_FILE), text)
+        return
+    extension = os.path.splitext(model_file)[1].lower()
+    if extension == ".keras":
+        _embed_keras(model_file, text)
+    elif extension == ".tflite":
+        _embed_tflite(model_file, spec, text)
+    elif extension == ".onnx":
+        _embed_onnx(model_file, spec, text)
+    else:
+        raise ProjectError(f"{model_file}: cannot embed a model spec (not .keras, .tflite, .onnx or a folder)")
+
+
+def save_model_config(model_file, cfg):
+    """Write an older-style sidecar (``MODEL_CONFIG_KEYS`` of ``cfg``) beside ``model_file``, atomically: what
+    files from before the embedded spec have (new files carry their spec: :func:`embed_spec`)."""
+    text = json.dumps({key: _plain(cfg[key]) for key in MODEL_CONFIG_KEYS}, indent=2)
+    write_text_atomically(model_config_path(model_file), text)
 
 
 def resolve_model_path(model_path):
@@ -90,23 +313,24 @@ def _replace(staged, output):
     shutil.rmtree(old, ignore_errors=True) if os.path.isdir(old) else os.remove(old)
 
 
-def publish_model(write, output, cfg, check=None):
-    """Write a model with its config sidecar to ``output``, atomically: nothing of it appears until both are
-    complete, and an error or Ctrl-C leaves what was there.
+def publish_model(write, output, cfg, check=None, spec=None):
+    """Write a model to ``output`` with its spec inside (``spec``, default :func:`model_spec` of ``cfg``),
+    atomically: nothing of it appears until it is complete and checked, and an error or Ctrl-C leaves what
+    was there. No sidecar is written (a sidecar of another model beside it is left alone).
 
     ``write(path)`` writes the model (file or folder) at ``path`` inside a staging folder beside ``output``;
-    ``check(path)``, when given, runs on the staged model before it is published (and may raise). Returns
-    ``output``. Raises ProjectError naming ``output`` when the folder cannot be written (disk full, permission).
+    :func:`embed_spec` then adds the spec; ``check(path)``, when given, runs on the staged model before it is
+    published (and may raise). Returns ``output``. Raises ProjectError naming ``output`` when the folder
+    cannot be written (disk full, permission).
     """
     folder = os.path.dirname(os.path.abspath(output))
     try:
         with staging_folder(folder) as staging:
             staged = os.path.join(staging, os.path.basename(output))
             write(staged)
-            save_model_config(staged, cfg)
+            embed_spec(staged, spec if spec is not None else model_spec(cfg))
             if check is not None:
                 check(staged)
-            os.replace(model_config_path(staged), model_config_path(output))
             _replace(staged, output)
     except OSError as error:
         raise os_error(error, output) from None

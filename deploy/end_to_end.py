@@ -34,18 +34,18 @@ from components.end_to_end_models import (
     YX_ORDER,
     load_end_to_end,
 )
-from components.model_files import model_config_path, publish_model
+from components.model_files import model_spec, publish_model
 from components.postprocessing import merge_mirrored_predictions, postprocess
 from components.preprocessing import PAD_VALUE
 from components.prior_box import mirror_index, priors_from_config
 from components.runtimes import KerasRuntime, frozen_function
 from deploy.export import (
-    DEFAULT_CALIBRATION_TFRECORD,
+    DEFAULT_EXPORT_DIR,
     DEFAULT_NUM_CALIBRATION,
     OUTPUT_SUFFIX,
     ExportCheckError,
     ExportError,
-    calibration_images,
+    load_calibration,
     load_export_source,
     onnx_function_bytes,
     path_size,
@@ -345,7 +345,7 @@ class EndToEndReport:
     """What :func:`export_end_to_end_file` wrote and how the export compares with the Python path."""
     format: str
     path: str
-    config_path: str
+    config_path: str | None   # older exports' sidecar; None now (the spec is inside the file)
     flip_test: bool
     size_bytes: int = 0
     check_images: int = 0
@@ -355,8 +355,27 @@ class EndToEndReport:
 
 
 def end_to_end_output(model_file, export_format):
-    """Default output of an end-to-end export: beside the model, ``<stem>_e2e<suffix>``."""
-    return os.path.splitext(os.path.normpath(model_file))[0] + END_TO_END_INFIX + OUTPUT_SUFFIX[export_format]
+    """Default output of an end-to-end export: ``runs/export/<stem>_e2e<suffix>`` of the repository."""
+    stem = os.path.splitext(os.path.basename(os.path.normpath(model_file)))[0]
+    return os.path.join(DEFAULT_EXPORT_DIR, stem + END_TO_END_INFIX + OUTPUT_SUFFIX[export_format])
+
+
+def end_to_end_spec(cfg, export_format):
+    """The model spec of an end-to-end export: the model's (``components.model_files.model_spec``) and what the
+    file's graph does (``end_to_end``: inputs, outputs, thresholds, flip test)."""
+    spec = model_spec(cfg)
+    tflite = export_format in ("tflite", "tflite_int8")
+    spec["end_to_end"] = {
+        "input": ("the network input [1, h, w, 3] float32 (letterbox and normalisation are the app's)" if tflite else
+                  "uint8 RGB images [B, H, W, 3] of any size (letterboxed inside)"),
+        "outputs": ("TFLite_Detection_PostProcess: boxes [1, N, 4] (ymin, xmin, ymax, xmax) normalised to the input, "
+                    "classes [1, N] (0: the first of 'classes'), scores [1, N], count [1]" if tflite else
+                    "detection_boxes (ymin, xmin, ymax, xmax) normalised to the image, detection_scores, "
+                    "detection_classes (1: the first of 'classes'), num_detections"),
+        "score_threshold": float(cfg["export_score_threshold"]), "nms_threshold": float(cfg["nms_threshold"]),
+        "max_detections": int(cfg["max_number_keep"]), "flip_test": bool(cfg["flip_test"]),
+    }
+    return spec
 
 
 def labels_path(output):
@@ -385,9 +404,9 @@ def check_staged_export(reference, staged, cfg, images, val_tfrecords, report, l
                                    f"by {delta:+.2f} points (tolerance {E2E_MAP_TARGET_POINTS:g}); nothing written")
 
 
-def export_end_to_end_file(model_path, export_format, output=None, calibration_tfrecord=DEFAULT_CALIBRATION_TFRECORD,
+def export_end_to_end_file(model_path, export_format, output=None, calibration_tfrecord=None,
                            num_calibration=DEFAULT_NUM_CALIBRATION, val_tfrecords=(), check_images=None,
-                           calibration=None, flip_test=None, log=print, input_size=None):
+                           calibration=None, flip_test=None, log=print, input_size=None, calibration_images_dir=None):
     """Export the ``.keras`` model at ``model_path`` as an end-to-end ``export_format`` model, then check it
     with its runtime against the Python path (``components.detector.Detector`` with the same config) before
     publishing it (``components.model_files.publish_model``).
@@ -396,8 +415,10 @@ def export_end_to_end_file(model_path, export_format, output=None, calibration_t
     ``cfg['score_threshold']``) has its counterpart and no other appears; float formats within
     ``E2E_BOX_TOLERANCE_PX`` pixels and ``E2E_SCORE_TOLERANCE``, else ExportCheckError and nothing is written;
     with ``val_tfrecords``, the val mAP of both on each (``mAP.evaluation.evaluate``; float formats within
-    ``E2E_MAP_TARGET_POINTS``, else ExportCheckError). ``flip_test``: None follows the model config. Writes
-    ``<stem>_labels.txt`` beside TFLite files. Returns EndToEndReport.
+    ``E2E_MAP_TARGET_POINTS``, else ExportCheckError). ``flip_test``: None follows the model config. The spec
+    goes inside the file (:func:`end_to_end_spec`; a TFLite file also gets the TFLite Model Metadata that
+    MediaPipe's ObjectDetector reads); ``<stem>_labels.txt`` is also written beside TFLite files. int8
+    calibration: ``calibration``, else ``deploy.export.load_calibration``. Returns EndToEndReport.
     """
     if export_format == "onnx_decoded":
         raise ExportError("--format onnx_decoded: no --end_to_end (the decoded ONNX holds no NMS: it is the app's)")
@@ -410,12 +431,13 @@ def export_end_to_end_file(model_path, export_format, output=None, calibration_t
     output = os.path.normpath(output or end_to_end_output(model_file, export_format))
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     if export_format == "tflite_int8" and calibration is None:
-        log(f"calibrating on {num_calibration} images of {calibration_tfrecord}")
-        calibration = calibration_images(calibration_tfrecord, tuple(cfg["input_size"]), num_calibration)
-    report = EndToEndReport(export_format, output, model_config_path(output), reference.flip_test)
+        calibration = load_calibration(tuple(cfg["input_size"]), num_calibration, calibration_images_dir,
+                                       calibration_tfrecord, log)
+    report = EndToEndReport(export_format, output, None, reference.flip_test)
     images = sample_images() if check_images is None else list(check_images)
     publish_model(lambda staged: write_end_to_end(model, cfg, export_format, staged, calibration), output, cfg,
-                  lambda staged: check_staged_export(reference, staged, cfg, images, val_tfrecords, report, log))
+                  lambda staged: check_staged_export(reference, staged, cfg, images, val_tfrecords, report, log),
+                  spec=end_to_end_spec(cfg, export_format))
     if export_format in ("tflite", "tflite_int8"):
         report.labels_path = labels_path(output)
         write_text_atomically(report.labels_path, "".join(f"{name}\n" for name in cfg["labels_list"][1:]))
@@ -432,7 +454,7 @@ def describe_end_to_end(report):
     """Human-readable lines about an EndToEndReport."""
     size = report.size_bytes / 2 ** 20
     lines = [f"exported end-to-end {report.format} to {report.path} ({size:.2f} MiB, flip test "
-             f"{'on' if report.flip_test else 'off'}), config in {report.config_path}"
+             f"{'on' if report.flip_test else 'off'}), model spec inside"
              + (f", labels in {report.labels_path}" if report.labels_path else "")]
     if report.detections is not None:
         verdict = ("information only (int8)" if report.format == "tflite_int8" else

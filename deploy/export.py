@@ -1,19 +1,22 @@
 """Export a trained .keras model for deployment: SavedModel, float TFLite, full-integer TFLite or ONNX.
 
     python export.py --model_path checkpoints/train/last.keras --format {saved_model,tflite,tflite_int8,onnx}
-                     [--output PATH] [--calibration_tfrecord dataset/train_mask.tfrecord] [--num_calibration 300]
+                     [--output PATH] [--calibration_images DIR | --calibration_tfrecord FILE] [--num_calibration 300]
                      [--val_tfrecord dataset/val_mask.tfrecord]
 
-Every export takes the model's fixed input size (240x320 by default) and is written atomically (staged in a
-temporary folder beside the output, checked, then renamed into place) together with the model config sidecar
-(``<output stem>.json``, and for a SavedModel folder also ``model_config.json`` inside it), so that
-``inference.py --model_path <output>`` and ``mAP/detect.py`` load it with no other setting.
+Every export takes the model's fixed input size (240x320 by default), goes to ``runs/export/<stem><suffix>``
+unless ``--output`` says otherwise, and is written atomically (staged in a temporary folder beside the output,
+checked, then renamed into place) with the model spec inside it (``components.model_files.embed_spec``:
+classes, input size, anchors, normalisation), so that ``inference.py --model_path <output>`` and
+``mAP/detect.py`` load it with no other setting.
 
 * ``saved_model``: TensorFlow SavedModel folder (default ``<stem>_saved_model``), any batch size, weights frozen
   into the graph (faster to run; fine-tune from the .keras file).
 * ``tflite``: float32 TFLite model (default ``<stem>.tflite``), batch 1.
 * ``tflite_int8``: full-integer TFLite model (default ``<stem>_int8.tflite``), batch 1: int8 weights and
-  activations calibrated on ``--num_calibration`` training images preprocessed exactly as at inference; the
+  activations calibrated on up to ``--num_calibration`` images preprocessed exactly as at inference (from
+  ``--calibration_images DIR``, else ``--calibration_tfrecord``, else ``dataset/train_mask.tfrecord`` where it
+  exists, else the small set the repository ships in ``assets/calibration/``: :func:`load_calibration`); the
   input and output stay float32 (a quantize op in, a dequantize op out), which measured as fast as int8
   input/output once the quantisation that int8 I/O needs in Python is counted.
 * ``onnx``: ONNX model converted by tf2onnx (default ``<stem>.onnx``), batch 1, for onnxruntime.
@@ -44,7 +47,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORT_FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx", "onnx_decoded")
 OUTPUT_SUFFIX = {"saved_model": "_saved_model", "tflite": ".tflite", "tflite_int8": "_int8.tflite", "onnx": ".onnx",
                  "onnx_decoded": "_decoded.onnx"}
-DEFAULT_CALIBRATION_TFRECORD = os.path.join(REPO_ROOT, "dataset", "train_mask.tfrecord")
+DEFAULT_CALIBRATION_TFRECORD = os.path.join(REPO_ROOT, "dataset", "train_mask.tfrecord")   # used where it exists
+SHIPPED_CALIBRATION_DIR = os.path.join(REPO_ROOT, "assets", "calibration")   # else these (both training sets)
+CALIBRATION_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+DEFAULT_EXPORT_DIR = os.path.join(REPO_ROOT, "runs", "export")
 DEFAULT_NUM_CALIBRATION = 300
 SAMPLE_IMAGES = os.path.join(REPO_ROOT, "assets", "*.jpg")
 FLOAT_RAW_TOLERANCE = 1e-3       # max |exported - keras| of the raw outputs (offsets and logits)
@@ -69,7 +75,7 @@ class ExportReport:
     """What :func:`export_model_file` wrote and how the export compares with the Keras model."""
     format: str
     path: str
-    config_path: str
+    config_path: str | None   # older exports' sidecar; None now (the spec is inside the file)
     size_bytes: int
     check_images: int = 0
     raw_max_diff: float | None = None
@@ -81,8 +87,10 @@ class ExportReport:
 
 
 def default_output(model_file, export_format):
-    """Default output path: beside the model, ``<stem><suffix>`` (e.g. ``last_int8.tflite``)."""
-    return os.path.splitext(os.path.normpath(model_file))[0] + OUTPUT_SUFFIX[export_format]
+    """Default output path: ``runs/export/<stem><suffix>`` of the repository (e.g. ``last_int8.tflite``), never
+    beside the model (which may be a tracked file)."""
+    stem = os.path.splitext(os.path.basename(os.path.normpath(model_file)))[0]
+    return os.path.join(DEFAULT_EXPORT_DIR, stem + OUTPUT_SUFFIX[export_format])
 
 
 def path_size(path):
@@ -133,6 +141,56 @@ def calibration_images(tfrecord_path, input_size, count, seed=0):
     images = [preprocess_images([image], input_size) for image in dataset.as_numpy_iterator()]
     if not images:
         raise ExportError(f"{tfrecord_path}: no records to calibrate with")
+    return images
+
+
+def calibration_folder_images(folder, input_size, count, seed=0):
+    """Up to ``count`` images of ``folder`` (``CALIBRATION_EXTENSIONS``; a seeded draw when it holds more)
+    as network inputs [1, h, w, 3] float32, preprocessed exactly as at inference. Raises ExportError naming
+    the folder when it is missing or holds no readable image."""
+    import cv2
+
+    from components.preprocessing import preprocess_images
+    if not os.path.isdir(folder):
+        raise ExportError(f"{folder}: calibration image folder not found")
+    names = sorted(name for name in os.listdir(folder) if name.lower().endswith(CALIBRATION_EXTENSIONS))
+    if len(names) > count:
+        names = sorted(np.random.default_rng(seed).choice(names, count, replace=False))
+    images = []
+    for name in names:
+        image = cv2.imread(os.path.join(folder, name), cv2.IMREAD_COLOR)
+        if image is not None:
+            images.append(preprocess_images([cv2.cvtColor(image, cv2.COLOR_BGR2RGB)], input_size))
+    if not images:
+        raise ExportError(f"{folder}: no readable image ({', '.join(CALIBRATION_EXTENSIONS)}) to calibrate with")
+    return images
+
+
+def calibration_source(images_dir=None, tfrecord=None):
+    """(kind 'images' or 'tfrecord', path) that int8 calibration reads: ``images_dir``, else ``tfrecord``, else
+    ``DEFAULT_CALIBRATION_TFRECORD`` where it exists, else the set the repository ships
+    (``SHIPPED_CALIBRATION_DIR``)."""
+    if images_dir:
+        return "images", images_dir
+    if tfrecord:
+        return "tfrecord", tfrecord
+    if os.path.isfile(DEFAULT_CALIBRATION_TFRECORD):
+        return "tfrecord", DEFAULT_CALIBRATION_TFRECORD
+    return "images", SHIPPED_CALIBRATION_DIR
+
+
+def load_calibration(input_size, count, images_dir=None, tfrecord=None, log=print, seed=0):
+    """The int8 calibration inputs (list of [1, h, w, 3] float32) from :func:`calibration_source`, with one
+    line through ``log`` saying how many images were read and from where."""
+    kind, path = calibration_source(images_dir, tfrecord)
+    if kind == "images":
+        images = calibration_folder_images(path, input_size, count, seed)
+    else:
+        images = calibration_images(path, input_size, count, seed)
+    shipped = " (the set the repository ships; --calibration_images DIR for your own)" \
+        if os.path.abspath(path) == os.path.abspath(SHIPPED_CALIBRATION_DIR) else ""
+    fewer = f", all it holds (--num_calibration {count})" if len(images) < count else ""
+    log(f"calibrating on {len(images)} images of {path}{shipped}{fewer}")
     return images
 
 
@@ -236,24 +294,25 @@ def load_export_source(model_path, export_format, input_size=None):
     return model_file, cfg, load_keras_model(model_file)
 
 
-def export_model_file(model_path, export_format, output=None, calibration_tfrecord=DEFAULT_CALIBRATION_TFRECORD,
+def export_model_file(model_path, export_format, output=None, calibration_tfrecord=None,
                       num_calibration=DEFAULT_NUM_CALIBRATION, val_tfrecord=None, check_images=None,
-                      calibration=None, log=print, input_size=None):
+                      calibration=None, log=print, input_size=None, calibration_images_dir=None):
     """Export the ``.keras`` model at ``model_path`` (or the newest in a folder) as ``export_format``.
 
     Args:
         output: file (or folder for saved_model); default :func:`default_output`.
-        calibration: ready calibration inputs for tflite_int8 (else read from ``calibration_tfrecord``).
+        calibration: ready calibration inputs for tflite_int8 (else :func:`load_calibration` from
+            ``calibration_images_dir`` or ``calibration_tfrecord``).
         check_images: uint8 RGB images to compare with the Keras model on (default: assets/*.jpg).
         val_tfrecord: with tflite_int8, also compare the validation mAP of both models.
-        input_size: (h, w) to export at instead of the size the model was trained at (the export's sidecar
+        input_size: (h, w) to export at instead of the size the model was trained at (the export's spec
             records it; the fully convolutional network runs at any size).
     Returns:
         ExportReport. Raises ExportError (ExportCheckError when a float export does not match; nothing is
         written then) or components.runtimes.ModelLoadError for a model that cannot be loaded.
     """
     from components.detector import Detector
-    from components.model_files import model_config_path, publish_model
+    from components.model_files import publish_model
     from components.runtimes import KerasRuntime, load_runtime
 
     if export_format == "onnx_decoded":
@@ -267,9 +326,9 @@ def export_model_file(model_path, export_format, output=None, calibration_tfreco
     reference = Detector(KerasRuntime(model, tuple(cfg["input_size"]), model_file), cfg)
     output = os.path.normpath(output or default_output(model_file, export_format))
     if export_format == "tflite_int8" and calibration is None:
-        log(f"calibrating on {num_calibration} images of {calibration_tfrecord}")
-        calibration = calibration_images(calibration_tfrecord, tuple(cfg["input_size"]), num_calibration)
-    report = ExportReport(export_format, output, model_config_path(output), 0)
+        calibration = load_calibration(tuple(cfg["input_size"]), num_calibration, calibration_images_dir,
+                                       calibration_tfrecord, log)
+    report = ExportReport(export_format, output, None, 0)
     images = sample_images() if check_images is None else list(check_images)
 
     def check(staged):
@@ -316,7 +375,7 @@ def check_outputs(model, reference, exported, images, cfg, export_format, report
 def describe(report):
     """Human-readable lines about an ExportReport."""
     size = report.size_bytes / 2 ** 20
-    lines = [f"exported {report.format} to {report.path} ({size:.2f} MiB), config in {report.config_path}"]
+    lines = [f"exported {report.format} to {report.path} ({size:.2f} MiB), model spec inside"]
     if report.raw_max_diff is not None:
         verdict = ("information only (int8)" if report.format == "tflite_int8" else
                    f"within tolerance {FLOAT_RAW_TOLERANCE:g} / {FLOAT_BOX_TOLERANCE_PX:g} px")

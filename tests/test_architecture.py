@@ -15,7 +15,7 @@ LAYERS = {   # module -> layer (ARCHITECTURE.md, "Layers")
         "network.weight_average"],
     2: ["components.preprocessing", "components.postprocessing", "components.runtimes", "components.model_files",
         "components.detector", "components.media", "components.batch_inference", "components.video_source",
-        "components.end_to_end_models"],
+        "components.end_to_end_models", "components.tflite_metadata"],
     3: ["mAP.compute_mAP", "mAP.evaluation", "mAP.detect", "mAP.sets", "mAP.analyse_errors", "mAP.false_positives",
         "mAP.bootstrap", "mAP.unlabelled_faces"],
     4: ["network.trainer", "network.history", "network.distribution", "network.errors", "network.throughput",

@@ -102,7 +102,9 @@ def test_a_lock_left_by_a_killed_batch_run_is_taken_over_and_released(tmp_path):
 
 
 def test_publish_model_leaves_the_old_model_when_writing_fails(tmp_path, tiny_cfg):
-    from components.model_files import model_config_path, publish_model
+    import zipfile
+
+    from components.model_files import model_config_path, publish_model, read_model_spec
     output = tmp_path / "m.keras"
     output.write_bytes(b"old model")
 
@@ -114,9 +116,13 @@ def test_publish_model_leaves_the_old_model_when_writing_fails(tmp_path, tiny_cf
         publish_model(failing_write, str(output), tiny_cfg)
     assert output.read_bytes() == b"old model" and not os.path.exists(model_config_path(str(output)))
     assert os.listdir(tmp_path) == ["m.keras"]
-    publish_model(lambda path: open(path, "wb").write(b"new model"), str(output), tiny_cfg)
-    assert output.read_bytes() == b"new model" and os.path.isfile(model_config_path(str(output)))
-    assert sorted(os.listdir(tmp_path)) == ["m.json", "m.keras"]
+
+    def write_archive(path):   # a stand-in .keras archive
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("config.json", "{}")
+    publish_model(write_archive, str(output), tiny_cfg)
+    assert read_model_spec(str(output))["input_size"] == list(tiny_cfg["input_size"])   # the spec inside
+    assert os.listdir(tmp_path) == ["m.keras"]   # and no sidecar
 
 
 def run_body(error):

@@ -199,12 +199,14 @@ def test_a_sidecar_sets_only_model_keys(tiny_model, tmp_path):
     """Inference settings written into a model's JSON (as older exports did) do not override the caller's."""
     import json
 
+    from test_model_files import copy_without_spec
+
     from components.config import cfg
     from components.detector import Detector
-    from components.model_files import load_model_config
+    from components.model_files import MODEL_CONFIG_KEYS, load_model_config, read_model_spec
     model = tmp_path / "model.keras"
-    shutil.copy(tiny_model, model)
-    saved = json.load(open(tiny_model[:-len(".keras")] + ".json"))
+    copy_without_spec(tiny_model, str(model))   # an older file: its settings in the sidecar
+    saved = {key: value for key, value in read_model_spec(tiny_model).items() if key in MODEL_CONFIG_KEYS}
     saved.update(keep_aspect=True, score_threshold=0.9)
     (tmp_path / "model.json").write_text(json.dumps(saved))
     config = load_model_config(str(model), dict(cfg, keep_aspect=False, score_threshold=0.2))

@@ -1,7 +1,6 @@
 """Tests of export.py, components/runtimes.py and the shared post-processing, with a tiny random model at the
 real 240x320 input: every format is exported, loaded by file type and compared with the Keras model."""
 import copy
-import json
 import os
 import shutil
 
@@ -88,15 +87,16 @@ def int8_export(tiny_model, voc_mini_tfrecords, tmp_path_factory):
 @pytest.mark.parametrize("fmt", FLOAT_FORMATS)
 def test_float_export_matches_keras_and_loads_by_file_type(fmt, exports, tiny_model, keras_model, sample_batch):
     from components.detector import Detector
-    from components.model_files import load_model_config, model_config_path
+    from components.model_files import MODEL_CONFIG_KEYS, load_model_config, model_config_path, read_model_spec
     report = exports[fmt]
     assert report.check_images >= 2
     assert report.raw_max_diff <= export.FLOAT_RAW_TOLERANCE
     assert report.box_max_diff_px <= export.FLOAT_BOX_TOLERANCE_PX
-    # the sidecar makes the export load with no other setting
-    assert os.path.isfile(model_config_path(report.path)) and report.config_path == model_config_path(report.path)
-    with open(model_config_path(tiny_model)) as handle:
-        assert json.load(handle) == json.load(open(report.config_path))
+    # the spec inside the export makes it load with no other setting, and no sidecar is written
+    assert not os.path.exists(model_config_path(report.path))
+    source, exported = read_model_spec(tiny_model), read_model_spec(report.path)
+    assert {key: exported[key] for key in MODEL_CONFIG_KEYS} == {key: source[key] for key in MODEL_CONFIG_KEYS}
+    assert exported["input"]["mean"] == exported["input"]["std"] == 127.5
     assert load_model_config(report.path)["base_channel"] == 4
     # nothing staged is left behind
     assert not [name for name in os.listdir(os.path.dirname(report.path)) if name.startswith(STAGING_PREFIX)]
@@ -307,13 +307,14 @@ def test_non_model_file_is_one_line_error(name, run_script, tmp_path):
 
 
 @pytest.mark.slow
-def test_export_command_writes_model_and_sidecar_and_prints_the_check(tiny_model, run_script, tmp_path):
+def test_export_command_writes_the_model_with_its_spec_and_prints_the_check(tiny_model, run_script, tmp_path):
+    from components.model_files import read_model_spec
     output = tmp_path / "cli.onnx"
     run = run_script([EXPORT, "--model_path", tiny_model, "--format", "onnx", "--output", str(output)])
     assert run.returncode == 0, run.stderr
-    assert output.is_file() and (tmp_path / "cli.json").is_file()
+    assert read_model_spec(str(output))["network"] == "rfb"   # the spec in metadata_props, no sidecar
     assert "raw outputs max |diff|" in run.stdout and "decoded boxes max |diff|" in run.stdout
-    assert sorted(os.listdir(tmp_path)) == ["cli.json", "cli.onnx"]
+    assert sorted(os.listdir(tmp_path)) == ["cli.onnx"]
 
 
 def test_export_command_rejects_a_non_keras_model(run_script, tmp_path):

@@ -228,8 +228,8 @@ def test_fine_tuning_starts_new_heads_and_says_so(fine_tuned):
     assert statuses[0] == 0, first
     assert "new class heads" in first and "incorrect from scratch" in first
     assert "warm-up shortened" in first
-    with open(os.path.join(folder, "last.json")) as handle:
-        assert json.load(handle)["labels_list"] == THREE_CLASSES
+    from components.model_files import read_model_spec
+    assert read_model_spec(os.path.join(folder, "last.keras"))["labels_list"] == THREE_CLASSES
 
 
 @pytest.mark.slow
@@ -428,9 +428,8 @@ SHIPPED_3CLASS = os.path.join(REPO_ROOT, "checkpoints", "mask_detector_3class.ke
 
 
 def test_shipped_3class_model_has_the_classes_of_the_ilc2021_data_file():
-    with open(os.path.splitext(SHIPPED_3CLASS)[0] + ".json") as handle:
-        sidecar = json.load(handle)
-    assert sidecar["labels_list"] == load_data_file(os.path.join(REPO_ROOT, "data", "ilc2021.yaml")).labels_list
+    from components.model_files import read_model_spec
+    assert read_model_spec(SHIPPED_3CLASS)["labels_list"] == load_data_file(os.path.join(REPO_ROOT, "data", "ilc2021.yaml")).labels_list
     assert load_data_file(os.path.join(REPO_ROOT, "data", "maskdata.yaml")).labels_list == cfg["labels_list"]
 
 

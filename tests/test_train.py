@@ -61,7 +61,7 @@ def test_first_run_writes_checkpoint_model_history_and_plot(first_run, folders):
     result, snapshot = first_run
     assert result.returncode == 0, result.stderr[-3000:]
     files = snapshot["files"]
-    for name in ("checkpoint", "ckpt-1.index", "last.keras", "last.json", "history.jsonl", "training.png"):
+    for name in ("checkpoint", "ckpt-1.index", "last.keras", "history.jsonl", "training.png"):
         assert name in files, files
     assert not [name for name in files if "tmp" in name or name.startswith(".export")], files
     assert snapshot["checkpoint"] == (1, 2)
@@ -70,9 +70,9 @@ def test_first_run_writes_checkpoint_model_history_and_plot(first_run, folders):
     for key in ("loss", "loc", "cls", "lr", "val_loss", "val_map"):
         assert key in record and record[key] == record[key], key     # present and not NaN
     assert 0.0 <= record["val_map"] <= 1.0
-    with open(os.path.join(folders["checkpoint_dir"], "last.json")) as handle:
-        sidecar = json.load(handle)
-    assert tuple(sidecar["input_size"]) == (120, 160) and sidecar["network"] == "rfb_pan"
+    from components.model_files import read_model_spec
+    spec = read_model_spec(os.path.join(folders["checkpoint_dir"], "last.keras"))   # the spec inside the file
+    assert tuple(spec["input_size"]) == (120, 160) and spec["network"] == "rfb_pan"
     assert zipfile.is_zipfile(os.path.join(folders["checkpoint_dir"], "last.keras"))
     assert os.listdir(folders["log_dir"]), "no TensorBoard events written"
     assert "trained to epoch 1" in result.stdout
