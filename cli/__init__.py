@@ -28,6 +28,12 @@ def repo_path(*parts):
     return os.path.join(REPO_ROOT, *parts)
 
 
+def runs_path(*parts):
+    """A default output path of the scripts: inside ``runs/`` of the repository (git-ignored), so that no
+    command changes a tracked file unless told to."""
+    return repo_path("runs", *parts)
+
+
 QUIET_ENVIRONMENT = {
     "TF_CPP_MIN_LOG_LEVEL": "2",        # TensorFlow: warnings and errors only
     "OPENCV_LOG_LEVEL": "ERROR",        # no WARN lines when a camera index does not exist

@@ -10,7 +10,7 @@
 file (TensorFlow), a SavedModel folder (TensorFlow), a ``.tflite`` file (LiteRT, float or int8) or an
 ``.onnx`` file (onnxruntime); any other folder means its newest ``.keras`` file. The JSON saved beside the
 model fixes its input size, anchors and labels, and ``--<config key> VALUE`` overrides the rest (e.g.
-``--score_threshold 0.6``). Image mode writes the annotated image (default ``assets/out_<name>``) and prints
+``--score_threshold 0.6``). Image mode writes the annotated image (default ``runs/out_<name>``) and prints
 one line per face, ``<class> <score> <left> <top> <right> <bottom>`` in pixels of the original image.
 Video and camera modes draw a smoothed FPS counter, write ``--output`` (mp4) when given and show a window
 with ``--show`` (the camera shows one unless ``--output`` is given); press q or Ctrl-C to stop. Both take a
@@ -19,7 +19,7 @@ drops is reopened up to ``--stream_reconnect_attempts`` times with a growing wai
 before the run ends with exit status 1 (the frames so far are written); a file that ends is just the end.
 
 Batch mode annotates every file of ``--img_dir`` (not its subfolders) into ``--output_dir`` (default
-``<DIR>_detections``) under the same name, with a progress bar, and writes ``detections.json`` (per image:
+``runs/<DIR name>_detections``) under the same name, with a progress bar, and writes ``detections.json`` (per image:
 ``boxes`` in pixels, ``classes``, ``scores``) and ``summary.csv`` (image, faces, then one column per class of
 the model, e.g. mask, unmask). Files that
 are not readable images are skipped with a one-line reason each and counted. Each finished image is appended
@@ -86,9 +86,11 @@ def build_parser():
     mode.add_argument("--camera", nargs="?", const=0, type=camera_source, metavar="INDEX|URL",
                       help="camera index or stream URL (default 0; 'True' also means 0)")
     parser.add_argument("--output", default=None,
-                        help="annotated output: image (default assets/out_<name>) or .mp4 for video/camera")
+                        help="annotated output: image (default runs/out_<name> of the repository) or .mp4 for "
+                             "video/camera")
     parser.add_argument("--output_dir", default=None,
-                        help="batch mode: annotated images, detections.json and summary.csv (default <DIR>_detections)")
+                        help="batch mode: annotated images, detections.json and summary.csv "
+                             "(default runs/<DIR name>_detections of the repository)")
     parser.add_argument("--show", action="store_true", help="show the result in a window")
     return parser
 
@@ -96,7 +98,7 @@ def build_parser():
 def run_image_mode(args, cfg):
     """``--img_path``: detect, draw, write and print one image's detections."""
     image_bgr = read_image_bgr(args.img_path)
-    output_path = args.output or cli.repo_path("assets", ANNOTATED_PREFIX + os.path.basename(args.img_path))
+    output_path = args.output or cli.runs_path(ANNOTATED_PREFIX + os.path.basename(args.img_path))
     if args.show:
         open_window()
     detector = load_detector(args.model_path, cfg, cli.inference_size(args, cfg))
@@ -135,7 +137,7 @@ def run_batch_mode(args, cfg):
         raise UsageError(f"{args.img_dir}: image folder holds no files")
     if args.show:
         raise UsageError("--show: not available with --img_dir")
-    output_dir = args.output_dir or os.path.normpath(args.img_dir) + "_detections"
+    output_dir = args.output_dir or cli.runs_path(os.path.basename(os.path.abspath(args.img_dir)) + "_detections")
     if os.path.realpath(output_dir) == os.path.realpath(args.img_dir):
         raise UsageError(f"{output_dir}: --output_dir must differ from --img_dir (the images would be overwritten)")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
