@@ -27,6 +27,7 @@ import sys
 
 import cli
 from components.atomic_io import write_text_atomically
+from components.errors import ProjectError
 from deploy.benchmark import DEFAULT_VAL_TFRECORDS, FORMATS, measure
 from deploy.benchmark_report import render
 from deploy.export import DEFAULT_CALIBRATION_TFRECORD, DEFAULT_NUM_CALIBRATION
@@ -63,13 +64,13 @@ def body(args, cfg):
     formats = {name.strip() for name in args.formats.split(",") if name.strip()} | {"keras"}
     unknown = formats - set(FORMATS)
     if unknown:
-        raise ValueError(f"--formats: unknown {', '.join(sorted(unknown))}; expected {', '.join(FORMATS)}")
+        raise ProjectError(f"--formats: unknown {', '.join(sorted(unknown))}; expected {', '.join(FORMATS)}")
     if args.runs < 1 or args.warmup < 0 or args.video_frames < 2:
-        raise ValueError("--runs must be >= 1, --warmup >= 0 and --video_frames >= 2")
+        raise ProjectError("--runs must be >= 1, --warmup >= 0 and --video_frames >= 2")
     cli.check_exists(args.model_path, "model")
     val_tfrecords = [] if args.skip_map else args.val_tfrecord
     if val_tfrecords and not any(os.path.isfile(path) for path in val_tfrecords):
-        raise ValueError(f"--val_tfrecord: none of {', '.join(val_tfrecords)} exists (or pass --skip_map)")
+        raise ProjectError(f"--val_tfrecord: none of {', '.join(val_tfrecords)} exists (or pass --skip_map)")
     reference = None if args.reference.lower() == "none" else args.reference
     if reference is not None and not os.path.isfile(reference):
         print(f"note: {reference}: reference model not found; not timed", file=sys.stderr)

@@ -1,6 +1,8 @@
-"""Measuring for ``benchmark.py``: exports every format of one model, times model-only latency (single pass
-and flip test), the shared post-processing and end-to-end video, and scores val mAP; returns the numbers
-(``deploy/benchmark_report.py`` renders them).
+"""Measuring for ``benchmark.py``: exports every format of one model and measures, for each, one pass (the
+default) and test-time augmentation (``--tta``) side by side -- model-only latency, ms per image of
+``detect``, VOC mAP on one or several validation TFRecords -- with the AIZOOTech reference in the same timing
+rounds, the shared post-processing, and the end-to-end video throughput of the default and ``--tta``. Returns
+the numbers; ``deploy/benchmark_report.py`` renders them.
 """
 import datetime
 import os
@@ -8,6 +10,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import cv2
 import numpy as np
@@ -16,30 +19,70 @@ from deploy import export
 from deploy.export import sample_image_paths
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_VAL_TFRECORD = os.path.join(REPO_ROOT, "dataset", "val_mask.tfrecord")
+DEFAULT_VAL_TFRECORDS = [os.path.join(REPO_ROOT, "dataset", name) for name in ("val_mask.tfrecord", "val_ilc.tfrecord")]
 FORMATS = ("keras", "saved_model", "tflite", "tflite_int8", "onnx")
-TIMING_ROUNDS = 4          # the formats are timed in turn, round by round, so a change of load hits them all
+TIMING_ROUNDS = 4          # every timed call is taken in turn, round by round, so a change of load hits them all
+VIDEO_ROUNDS = 2           # the video paths likewise, the whole clip each round
 RUNTIME_NAMES = {"keras": "TensorFlow (frozen graph, fixed signature)",
                  "saved_model": "TensorFlow (SavedModel, frozen)", "tflite": "LiteRT", "tflite_int8": "LiteRT",
                  "onnx": "onnxruntime (ORT_ENABLE_ALL)", "reference": "LiteRT + XNNPACK (260x260 input)"}
 REFERENCE_LABEL = "AIZOO reference"
-VIDEO_SIZE = (320, 240)   # width, height
+VIDEO_SIZE = (640, 480)   # width, height
 VIDEO_FPS = 30.0
 SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
-FLIP_SUFFIX = " + flip test"
+SAMPLE_PATTERN = os.path.join(REPO_ROOT, "assets", "*.jpg")
+MODEL, ONE_PASS, TTA = "model", "one pass", "TTA"   # what is timed: the runtime call alone, detect, detect with TTA
+EVALUATION_BATCH = 8       # images per detect_batch call while scoring
+EVALUATION_SCORE_THRESHOLD = 0.01   # as mAP/detect.py
 
 
 @dataclass
-class Variant:
-    """One timed way to run the model: its format, its row label and runtime options (XNNPACK off)."""
-    format: str
+class Entry:
+    """One row of the table: a way to run the model. ``one_pass`` and ``tta`` are detectors (anything with
+    ``cfg``, ``preprocess``, ``predict_raw``, ``detect`` and ``detect_batch``); ``tta`` None where TTA is not
+    offered (``tta_note`` says why); ``scored`` False for rows whose mAP is that of another row (same model)."""
     label: str
+    format: str
+    path: str
+    one_pass: object
+    tta: object = None
+    tta_note: str = ""
     options: dict = field(default_factory=dict)
+    scored: bool = True
+
+
+@dataclass
+class Row:
+    """What was measured for one Entry: ``ms`` {MODEL / ONE_PASS / TTA: (median, p90) ms}, ``maps``
+    {(ONE_PASS or TTA, set name): mAP in [0, 1]}; ``tta`` says what TTA ran (or why none), ``tta_passes`` the
+    network passes per image it takes."""
+    label: str
+    format: str
+    runtime: str
+    model_file: str
+    size_mib: float
+    tta: str
+    tta_passes: int = 0
+    ms: dict = field(default_factory=dict)
+    maps: dict = field(default_factory=dict)
+    scored: bool = True
+
+
+@dataclass
+class VideoRow:
+    """End-to-end video of one path: the row label, its setting (ONE_PASS / TTA), the inference.py flags that
+    give it, network passes per frame, frames per second over ``frames`` frames (every round together)."""
+    label: str
+    setting: str
+    flags: str
+    passes: int
+    fps: float
+    frames: int
 
 
 @dataclass
 class BenchmarkResults:
-    """What :func:`measure` found; ``rows`` are the table rows (dicts of cell text)."""
+    """What :func:`measure` found (times in ms, mAPs in [0, 1]); ``notes`` are lines for the report."""
     model_file: str
     started: str
     load_before: str
@@ -48,16 +91,18 @@ class BenchmarkResults:
     score_threshold: float = 0.5
     runs: int = 0
     warmup: int = 0
-    rows: list = field(default_factory=list)
-    maps: dict = field(default_factory=dict)
+    val_sets: list = field(default_factory=list)      # names of the scored sets (file names without .tfrecord)
+    notes: list = field(default_factory=list)
+    rows: list = field(default_factory=list)          # [Row]
     post_default_ms: float = 0.0
     post_low_ms: float = 0.0
     fastest: str = "keras"
-    video_rows: list = field(default_factory=list)   # (label, fps, {stage: ms}, frames)
-    medians: dict = field(default_factory=dict)      # label -> median seconds of the model-only call
+    video_size: tuple = VIDEO_SIZE
+    video_rows: list = field(default_factory=list)    # [VideoRow]
 
-
-SAMPLE_PATTERN = os.path.join(REPO_ROOT, "assets", "*.jpg")
+    def row(self, label):
+        """The Row of ``label`` (None when absent)."""
+        return next((row for row in self.rows if row.label == label), None)
 
 
 def make_video(path, frames=300, size=VIDEO_SIZE, pattern=SAMPLE_PATTERN):
@@ -88,63 +133,53 @@ def make_video(path, frames=300, size=VIDEO_SIZE, pattern=SAMPLE_PATTERN):
 
 def time_predict(detector, batch, runs, warmup):
     """Seconds of each of ``runs`` calls of ``detector.predict_raw(batch)`` after ``warmup`` untimed calls."""
+    return time_call(partial(detector.predict_raw, batch), runs, warmup)
+
+
+def time_call(call, runs, warmup):
+    """Seconds of each of ``runs`` calls of ``call()`` after ``warmup`` untimed calls; [runs]."""
     for _ in range(warmup):
-        detector.predict_raw(batch)
+        call()
     seconds = []
     for _ in range(runs):
         start = time.perf_counter()
-        detector.predict_raw(batch)
+        call()
         seconds.append(time.perf_counter() - start)
     return np.array(seconds)
 
 
 def time_postprocess(detector, predictions, score_threshold, runs):
     """Median milliseconds of the shared ``postprocess`` (results fetched as numpy) on ``predictions``."""
-    def call():
-        return detector.postprocess(predictions, score_threshold)
-    for _ in range(10):
-        call()
-    seconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - start)
-    return 1000 * float(np.median(seconds))
+    return 1000 * float(np.median(time_call(partial(detector.postprocess, predictions, score_threshold), runs, 10)))
 
 
-def video_throughput(detector, video_path):
-    """End-to-end FPS over a whole clip and the median milliseconds per frame of each stage.
+def time_in_rounds(calls, runs, warmup, log):
+    """{key: seconds of each timed run} of each no-argument call of ``calls`` ({key: call}): ``warmup`` untimed
+    runs each, then ``runs`` (rounded up to whole rounds) taken in turn for ``TIMING_ROUNDS`` rounds."""
+    for call in calls.values():
+        time_call(call, 0, warmup)
+    seconds = {key: [] for key in calls}
+    per_round = -(-runs // TIMING_ROUNDS)
+    for round_index in range(TIMING_ROUNDS):
+        log(f"timing round {round_index + 1}/{TIMING_ROUNDS}: {per_round} runs of each of {len(calls)} calls")
+        for key, call in calls.items():
+            seconds[key].extend(time_call(call, per_round, 1))
+    return seconds
 
-    The per-frame work is that of ``inference.py --video``: decode, BGR->RGB, preprocess, infer, NMS, draw.
-    """
-    from components.drawing import draw_detections
-    capture = cv2.VideoCapture(video_path)
-    ok, frame = capture.read()
-    if not ok:
-        raise OSError(f"{video_path}: cannot read the benchmark video")
-    detector.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))   # warm-up
-    stages = {name: [] for name in ("decode", "preprocess", "infer", "postprocess", "draw")}
-    threshold = detector.cfg["score_threshold"]
-    frames = 0
-    start = time.perf_counter()
-    while ok:
-        t0 = time.perf_counter()
-        batch = detector.preprocess([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)])
-        t1 = time.perf_counter()
-        predictions = detector.predict_raw(batch)
-        t2 = time.perf_counter()
-        detections = detector.detections(predictions, [frame.shape], threshold)[0]
-        t3 = time.perf_counter()
-        draw_detections(frame, detections, fps=0.0)
-        t4 = time.perf_counter()
-        frames += 1
-        ok, frame = capture.read()
-        t5 = time.perf_counter()
-        for name, seconds in zip(stages, (t5 - t4, t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-            stages[name].append(seconds)
-    elapsed = time.perf_counter() - start
-    capture.release()
-    return frames / elapsed, {name: 1000 * float(np.median(values)) for name, values in stages.items()}, frames
+
+def network_passes(detector):
+    """Network passes per image of ``detector``: 2 with the flip test, plus those of each other scale."""
+    own = 2 if getattr(detector, "flip_test", False) else 1
+    return own + sum(network_passes(other) for _, other in getattr(detector, "rescaled", []))
+
+
+def tta_description(detector):
+    """What a TTA detector runs: 'flip test + scales 1, 2, 0.5', 'flip test', ... ('' when nothing more than
+    one pass)."""
+    parts = ["flip test"] if detector.flip_test else []
+    if len(detector.test_scales) > 1:
+        parts.append("scales " + ", ".join(f"{scale:g}" for scale in detector.test_scales))
+    return " + ".join(parts)
 
 
 def load_average():
@@ -176,139 +211,203 @@ def export_formats(model_file, formats, export_dir, calibration_tfrecord, num_ca
     return paths
 
 
-def load_variants(paths):
-    """(variants, {label: Detector}): each format single pass (TFLite also without XNNPACK), and with the flip
-    test where the priors are mirror-symmetric (elsewhere it would be the single pass again)."""
+def load_entries(paths):
+    """[Entry] of each format of ``paths`` ({format: model path}): one pass, and TTA as ``--tta`` sets it
+    (``components.config.apply_tta``: the flip test and scales [1, 2, 0.5]; an export runs one input size, so
+    its TTA is the flip test alone, and none where the priors are not mirror-symmetric). TFLite also without
+    XNNPACK (timed only: its mAP is that of the same model)."""
+    from components.config import apply_tta
     from components.config import cfg as default_cfg
     from components.detector import Detector
-    variants = []
+    one_pass_cfg = dict(default_cfg, tta=False, flip_test=False, test_scales=[1])
+    entries = []
     for fmt in FORMATS:
-        if fmt in paths:
-            variants.append(Variant(fmt, fmt))
-            if fmt.startswith("tflite"):
-                variants.append(Variant(fmt, f"{fmt} (XNNPACK off)", {"xnnpack": False}))
-    single_cfg = dict(default_cfg, flip_test=False, test_scales=[1])
-    loaded = {v.label: Detector.from_path(paths[v.format], single_cfg, **v.options) for v in variants}
-    for variant in variants:
-        if not variant.options:
-            flip = Detector(loaded[variant.label].runtime, dict(loaded[variant.label].cfg, flip_test=True),
-                            loaded[variant.label].trained_size)
-            if flip.flip_test:
-                loaded[variant.label + FLIP_SUFFIX] = flip
-    return variants, loaded
+        if fmt not in paths:
+            continue
+        variants = [(fmt, {})] + ([(f"{fmt} (XNNPACK off)", {"xnnpack": False})] if fmt.startswith("tflite") else [])
+        for label, options in variants:
+            one_pass = Detector.from_path(paths[fmt], one_pass_cfg, **options)
+            tta = Detector(one_pass.runtime, apply_tta(dict(one_pass.cfg, tta=True)), one_pass.trained_size)
+            note = "" if tta_description(tta) else "n/a (priors not mirror-symmetric)"
+            entries.append(Entry(label, fmt, paths[fmt], one_pass, None if note else tta, note, options,
+                                 scored=not options))
+    return entries
 
 
-def time_all(loaded, sample, runs, warmup, log):
-    """{label: seconds of each timed run} of each detector on the uint8 RGB image ``sample`` preprocessed its
-    own way, the detectors taken in turn for ``TIMING_ROUNDS`` rounds."""
-    batches = {label: detector.preprocess([sample]) for label, detector in loaded.items()}
-    seconds = {label: [] for label in loaded}
-    for label, detector in loaded.items():
-        time_predict(detector, batches[label], 0, warmup)
-    per_round = -(-runs // TIMING_ROUNDS)
-    for round_index in range(TIMING_ROUNDS):
-        log(f"timing round {round_index + 1}/{TIMING_ROUNDS}: {per_round} runs of each of {', '.join(loaded)}")
-        for label, detector in loaded.items():
-            seconds[label].extend(time_predict(detector, batches[label], per_round, 2))
-    return seconds
+def reference_entry(path):
+    """The Entry of the AIZOOTech reference (one pass as published: no TTA)."""
+    from deploy.reference import AizooReference
+    return Entry(REFERENCE_LABEL, "reference", path, AizooReference(path), None, "n/a (published one pass)")
 
 
-def reference_row(path, seconds):
-    """The table row of the AIZOOTech reference (timed beside ours; its mAP comes from mAP/detect.py's path)."""
-    row = speed_row(Variant("reference", REFERENCE_LABEL), path, seconds)
-    row["val mAP"] = row["flip test val mAP"] = "see README (cli.detect_reference)"
-    row["flip test median ms"] = "n/a"
-    return row
+def timing_calls(entries, sample):
+    """{(label, MODEL / ONE_PASS / TTA): call} on the uint8 RGB image ``sample``: the runtime call alone on the
+    preprocessed image (one pass), ``detect`` one pass, ``detect`` with TTA."""
+    calls = {}
+    for entry in entries:
+        calls[(entry.label, MODEL)] = partial(entry.one_pass.predict_raw, entry.one_pass.preprocess([sample]))
+        calls[(entry.label, ONE_PASS)] = partial(entry.one_pass.detect, sample)
+        if entry.tta is not None:
+            calls[(entry.label, TTA)] = partial(entry.tta.detect, sample)
+    return calls
 
 
-def speed_row(variant, path, seconds):
-    """The table cells of ``variant`` that do not need the mAP: runtime, file, size and latency."""
-    median = 1000 * float(np.median(seconds))
-    xnnpack = " + XNNPACK" if variant.format.startswith("tflite") and not variant.options else ""
-    return {"format": variant.label, "runtime": RUNTIME_NAMES[variant.format] + xnnpack,
-            "model file": os.path.basename(path) + ("/" if os.path.isdir(path) else ""),
-            "size (MiB)": f"{export.path_size(path) / 2 ** 20:.2f}",
-            "median ms": f"{median:.2f}", "p90 ms": f"{1000 * float(np.percentile(seconds, 90)):.2f}",
-            "images/s": f"{1000 / median:.0f}"}
+def val_set_name(tfrecord_path):
+    """The column name of a validation TFRecord: its file name without ``.tfrecord``."""
+    name = os.path.basename(tfrecord_path)
+    return name[:-len(".tfrecord")] if name.endswith(".tfrecord") else name
 
 
-def score_row(row, label, loaded, seconds, val_tfrecord, maps, log):
-    """Fill ``row``'s flip-test and val mAP cells (``val_tfrecord`` None: skipped); mAPs go into ``maps``."""
-    from mAP.evaluation import evaluate, map_or_zero
-    flip = loaded.get(label + FLIP_SUFFIX)
-    if flip is None:
-        row["flip test median ms"] = row["flip test val mAP"] = "n/a (priors not symmetric)"
-    else:
-        row["flip test median ms"] = f"{1000 * float(np.median(seconds[label + FLIP_SUFFIX])):.2f}"
-    if val_tfrecord is None:
-        row["val mAP"] = row["flip test val mAP"] = "skipped"
-        return
-    log(f"val mAP of {label} on {val_tfrecord}, single pass and flip test")
-    maps[label] = map_or_zero(evaluate(loaded[label], val_tfrecord))
-    row["val mAP"] = f"{100 * maps[label]:.2f}%"
-    if flip is not None:
-        maps[label + FLIP_SUFFIX] = map_or_zero(evaluate(flip, val_tfrecord))
-        row["flip test val mAP"] = f"{100 * maps[label + FLIP_SUFFIX]:.2f}%"
+def evaluate_images(detectors, tfrecord_path, score_threshold=EVALUATION_SCORE_THRESHOLD,
+                    batch_size=EVALUATION_BATCH, limit=None):
+    """{key: VOC AP@0.5 in [0, 1]} of each detector of ``detectors`` ({key: anything with ``cfg`` and
+    ``detect_batch``: a ``Detector`` with any test-time augmentation, the reference}) on the images of
+    ``tfrecord_path``, each record decoded once and given to every detector whole, as ``mAP/detect.py`` does
+    with the VOC images: boxes in the image's pixels, scored by ``mAP.compute_mAP.evaluate_detections``.
+    ``limit``: the first records only. Raises ProjectError / ClassListError naming the file."""
+    from components.class_list import check_tfrecord_classes
+    from components.errors import ProjectError
+    from mAP.compute_mAP import GroundTruth, ScoredBoxes, evaluate_detections
+    from mAP.evaluation import map_or_zero, read_validation_records
+    if not os.path.isfile(tfrecord_path):
+        raise ProjectError(f"{tfrecord_path}: TFRecord not found")
+    for key, detector in detectors.items():
+        check_tfrecord_classes(tfrecord_path, detector.cfg["labels_list"], getattr(detector, "model_path", None)
+                               or str(key))
+    names = list(next(iter(detectors.values())).cfg["labels_list"])
+    truth, found = {}, {key: {} for key in detectors}
+    images = []
+
+    def run_batch():
+        for key, detector in detectors.items():
+            for index, detections in zip(range(len(truth) - len(images), len(truth)),
+                                         detector.detect_batch(images, score_threshold)):
+                found[key][str(index)] = ScoredBoxes(detections.labels(), detections.scores, detections.boxes)
+        images.clear()
+
+    for image, boxes, labels, difficult in read_validation_records(tfrecord_path, limit):
+        height, width = image.shape[:2]
+        truth[str(len(truth))] = GroundTruth.from_class_ids(labels, boxes * [width, height, width, height],
+                                                            difficult, names)
+        images.append(image)
+        if len(images) == batch_size:
+            run_batch()
+    if images:
+        run_batch()
+    if not truth:
+        raise ProjectError(f"{tfrecord_path}: no records")
+    return {key: map_or_zero(evaluate_detections(truth, found[key], iou_threshold=0.5)) for key in detectors}
 
 
-def measure_video(detectors, fastest, video_frames, log):
-    """End-to-end video rows for the Keras path and the fastest single pass, each also with the flip test."""
-    rows = []
+def measure_row(entry, seconds):
+    """The Row of ``entry`` from its timings ({(label, kind): seconds}); mAPs are added later."""
+    ms = {kind: (1000 * float(np.median(seconds[(entry.label, kind)])),
+                 1000 * float(np.percentile(seconds[(entry.label, kind)], 90)))
+          for kind in (MODEL, ONE_PASS, TTA) if (entry.label, kind) in seconds}
+    runtime = RUNTIME_NAMES[entry.format] + (" + XNNPACK" if entry.format.startswith("tflite") and not entry.options
+                                             else "")
+    tta = entry.tta_note if entry.tta is None else tta_description(entry.tta)
+    return Row(entry.label, entry.format, runtime,
+               os.path.basename(entry.path) + ("/" if os.path.isdir(entry.path) else ""),
+               export.path_size(entry.path) / 2 ** 20, tta, network_passes(entry.tta) if entry.tta else 0, ms,
+               scored=entry.scored)
+
+
+def score_rows(entries, rows, val_tfrecords, log, limit=None):
+    """Fill each scored row's ``maps`` on every TFRecord of ``val_tfrecords``: one pass, and TTA where offered."""
+    by_label = {row.label: row for row in rows}
+    for path in val_tfrecords:
+        detectors = {}
+        for entry in entries:
+            if entry.scored:
+                detectors[(entry.label, ONE_PASS)] = entry.one_pass
+                if entry.tta is not None:
+                    detectors[(entry.label, TTA)] = entry.tta
+        log(f"val mAP on {path}: {len(detectors)} detectors (one pass and TTA of each format)")
+        start = time.perf_counter()
+        for (label, setting), value in evaluate_images(detectors, path, limit=limit).items():
+            by_label[label].maps[(setting, val_set_name(path))] = value
+        log(f"  scored in {time.perf_counter() - start:.0f} s")
+
+
+def video_fps(detector, video_path):
+    """(frames, seconds) of ``components.media.run_stream`` -- what ``inference.py --video`` runs per frame:
+    decode, ``detect`` (preprocess, every pass, NMS), draw -- over the whole clip, no output file."""
+    from components.media import run_stream
+    capture = cv2.VideoCapture(video_path)
+    ok, frame = capture.read()
+    if not ok:
+        capture.release()
+        raise OSError(f"{video_path}: cannot read the benchmark video")
+    frames, fps, _ = run_stream(detector, capture, frame, None, False, progress=False)
+    return frames, frames / fps
+
+
+def measure_video(entries, fastest, video_frames, log, size=VIDEO_SIZE):
+    """[VideoRow]: the Keras model's default (one pass) and ``--tta``, and the fastest format's one pass, on a
+    clip of ``video_frames`` frames of ``size`` (w, h), the paths taken in turn for ``VIDEO_ROUNDS`` rounds."""
+    by_label = {entry.label: entry for entry in entries}
+    paths = [("keras", ONE_PASS, "(default)", by_label["keras"].one_pass)]
+    if by_label["keras"].tta is not None:
+        paths.append(("keras", TTA, "--tta (the old default)", by_label["keras"].tta))
+    if fastest != "keras":
+        paths.append((fastest, ONE_PASS, f"--model_path {os.path.basename(by_label[fastest].path)}",
+                      by_label[fastest].one_pass))
+    totals = [[0, 0.0] for _ in paths]
     with tempfile.TemporaryDirectory(prefix="benchmark-video-") as folder:
-        video = make_video(os.path.join(folder, "pan.mp4"), video_frames)
-        for fmt in dict.fromkeys(["keras", fastest]):
-            for label in (fmt, fmt + FLIP_SUFFIX):
-                if label in detectors:
-                    log(f"video end to end with {label}")
-                    fps, stages, frames = video_throughput(detectors[label], video)
-                    rows.append((label, fps, stages, frames))
-    return rows
+        video = make_video(os.path.join(folder, "pan.mp4"), video_frames, size)
+        for round_index in range(VIDEO_ROUNDS):
+            for total, (label, setting, _, detector) in zip(totals, paths):
+                log(f"video round {round_index + 1}/{VIDEO_ROUNDS}: {label} {setting}")
+                frames, seconds = video_fps(detector, video)
+                total[0] += frames
+                total[1] += seconds
+    return [VideoRow(label, setting, flags, network_passes(detector), frames / seconds, frames)
+            for (label, setting, flags, detector), (frames, seconds) in zip(paths, totals)]
 
 
-def measure(model_path, formats=FORMATS, val_tfrecord=DEFAULT_VAL_TFRECORD, export_dir=None, runs=200, warmup=20,
-            video_frames=300, calibration_tfrecord=export.DEFAULT_CALIBRATION_TFRECORD,
-            num_calibration=export.DEFAULT_NUM_CALIBRATION, log=print, reference=None):
-    """Export, time and evaluate the model of ``model_path``; ``val_tfrecord`` None skips the mAP.
+def measure(model_path, formats=FORMATS, val_tfrecords=tuple(DEFAULT_VAL_TFRECORDS), export_dir=None, runs=200,
+            warmup=20, video_frames=300, calibration_tfrecord=export.DEFAULT_CALIBRATION_TFRECORD,
+            num_calibration=export.DEFAULT_NUM_CALIBRATION, log=print, reference=None, video_size=VIDEO_SIZE,
+            eval_limit=None):
+    """Export, time and evaluate the model of ``model_path``, one pass and TTA.
 
+    ``val_tfrecords``: the TFRecords to score (empty: no mAP); a missing one is skipped with a note.
     ``export_dir`` None exports to a temporary folder, removed afterwards. ``reference``: the AIZOOTech
-    reference .tflite, timed in the same rounds (None: not timed). Returns BenchmarkResults.
+    reference .tflite, timed in the same rounds and scored the same way (None: left out). ``eval_limit``: score
+    the first records of each set only (tests). Returns BenchmarkResults.
     """
     from components.model_files import resolve_model_path
     model_file = resolve_model_path(model_path)
     results = BenchmarkResults(model_file, datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), load_average(),
-                               runs=runs, warmup=warmup)
+                               runs=runs, warmup=warmup, video_size=tuple(video_size))
+    present = []
+    for path in val_tfrecords:
+        if os.path.isfile(path):
+            present.append(path)
+        else:
+            results.notes.append(f"{path}: validation TFRecord not found; its mAP columns are left out.")
+            log(f"note: {results.notes[-1]}")
+    results.val_sets = [val_set_name(path) for path in present]
     folder = tempfile.mkdtemp(prefix="benchmark-exports-") if export_dir is None else export_dir
     os.makedirs(folder, exist_ok=True)
     try:
         paths = export_formats(model_file, formats, folder, calibration_tfrecord, num_calibration, log)
         sample = cv2.cvtColor(cv2.imread(SAMPLE_IMAGE), cv2.COLOR_BGR2RGB)
-        variants, loaded = load_variants(paths)
+        entries = load_entries(paths)
         if reference is not None:
-            from deploy.reference import AizooReference
-            loaded[REFERENCE_LABEL] = AizooReference(reference)
-        seconds = time_all(loaded, sample, runs, warmup, log)
-        results.medians = {label: float(np.median(values)) for label, values in seconds.items()}
-        detectors, medians = {}, {}
-        for variant in variants:
-            row = speed_row(variant, paths[variant.format], seconds[variant.label])
-            if variant.options:
-                row["val mAP"] = row["flip test val mAP"] = "(same model)"
-            else:
-                score_row(row, variant.label, loaded, seconds, val_tfrecord, results.maps, log)
-                detectors[variant.label] = loaded[variant.label]
-                medians[variant.label] = float(np.median(seconds[variant.label]))
-                if variant.label + FLIP_SUFFIX in loaded:
-                    detectors[variant.label + FLIP_SUFFIX] = loaded[variant.label + FLIP_SUFFIX]
-            results.rows.append(row)
-        if reference is not None:
-            results.rows.append(reference_row(reference, seconds[REFERENCE_LABEL]))
-        keras = detectors["keras"]
+            entries.append(reference_entry(reference))
+        seconds = time_in_rounds(timing_calls(entries, sample), runs, warmup, log)
+        results.rows = [measure_row(entry, seconds) for entry in entries]
+        score_rows(entries, results.rows, present, log, eval_limit)
+        keras = entries[0].one_pass
         results.input_size, results.score_threshold = keras.input_size, keras.cfg["score_threshold"]
         predictions = keras.predict_raw(keras.preprocess([sample]))
         results.post_default_ms = time_postprocess(keras, predictions, keras.cfg["score_threshold"], runs)
         results.post_low_ms = time_postprocess(keras, predictions, 0.01, runs)
-        results.fastest = min(medians, key=medians.get)
-        results.video_rows = measure_video(detectors, results.fastest, video_frames, log)
+        ours = [row for row in results.rows if row.scored and row.format != "reference"]
+        results.fastest = min(ours, key=lambda row: row.ms[ONE_PASS][0]).label
+        results.video_rows = measure_video(entries, results.fastest, video_frames, log, video_size)
     finally:
         if export_dir is None:
             shutil.rmtree(folder, ignore_errors=True)

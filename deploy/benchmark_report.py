@@ -2,11 +2,19 @@
 import os
 import platform
 
-from deploy.benchmark import FLIP_SUFFIX, REFERENCE_LABEL, TIMING_ROUNDS, VIDEO_SIZE
+from deploy.benchmark import (
+    EVALUATION_SCORE_THRESHOLD,
+    MODEL,
+    ONE_PASS,
+    REFERENCE_LABEL,
+    TIMING_ROUNDS,
+    TTA,
+    VIDEO_ROUNDS,
+)
 
-HEADER = ["format", "runtime", "model file", "size (MiB)", "median ms", "p90 ms", "images/s", "val mAP",
-          "flip test median ms", "flip test val mAP"]
-STAGES = ("decode", "preprocess", "infer", "postprocess", "draw")
+SPEED_HEADER = ["format", "runtime", "model file", "size (MiB)", "model ms", "model p90 ms", "one pass ms/image",
+                "TTA", "TTA ms/image"]
+VIDEO_HEADER = ["path", "inference.py flags", "passes / frame", "FPS", "ms / frame"]
 
 
 def versions():
@@ -21,43 +29,90 @@ def versions():
     return ", ".join(parts)
 
 
-def format_table(rows):
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join(["---"] * len(HEADER)) + "|"]
+def map_column(setting, val_set):
+    """The header of the mAP column of ``setting`` (ONE_PASS / TTA) on ``val_set``."""
+    return f"{setting} mAP {val_set}"
+
+
+def table_header(val_sets):
+    """The main table's columns: speed, then one pass and TTA mAP of each validation set."""
+    return SPEED_HEADER + [map_column(setting, name) for name in val_sets for setting in (ONE_PASS, TTA)]
+
+
+def format_table(header, rows):
+    """Markdown table lines of ``rows`` (dicts of cell text by column name)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(str(row.get(key, "")) for key in HEADER) + " |")
+        lines.append("| " + " | ".join(str(row.get(key, "")) for key in header) + " |")
     return lines
 
 
-def comparison_lines(maps):
-    """int8 against float and flip test against single pass, in points of val mAP, where both were scored."""
+def row_cells(row, val_sets):
+    """{column: text} of one ``deploy.benchmark.Row``."""
+    def ms(kind, index=0):
+        return f"{row.ms[kind][index]:.2f}" if kind in row.ms else "-"
+
+    cells = {"format": row.label, "runtime": row.runtime, "model file": row.model_file,
+             "size (MiB)": f"{row.size_mib:.2f}", "model ms": ms(MODEL), "model p90 ms": ms(MODEL, 1),
+             "one pass ms/image": ms(ONE_PASS), "TTA ms/image": ms(TTA),
+             "TTA": f"{row.tta} ({row.tta_passes} passes)" if row.tta_passes else row.tta}
+    for name in val_sets:
+        for setting in (ONE_PASS, TTA):
+            value = row.maps.get((setting, name))
+            cells[map_column(setting, name)] = (f"{value:.4f}" if value is not None else "(same model)"
+                                                if not row.scored else "n/a" if setting == TTA else "-")
+    return cells
+
+
+def comparison_lines(results):
+    """int8 against float, TTA against one pass (Keras), and our latency against the reference's."""
+    keras, int8 = results.row("keras"), results.row("tflite_int8")
     lines = []
-    if "keras" in maps and "tflite_int8" in maps:
-        lines.append(f"tflite_int8 val mAP vs keras: {100 * (maps['tflite_int8'] - maps['keras']):+.2f} points "
+
+    def differences(first, first_setting, second, second_setting):
+        """'<set> +0.12, ...': points of mAP of ``first`` over ``second`` on each set where both were scored."""
+        pairs = [(name, first.maps.get((first_setting, name)), second.maps.get((second_setting, name)))
+                 for name in results.val_sets]
+        return ", ".join(f"{name} {100 * (a - b):+.2f}" for name, a, b in pairs if a is not None and b is not None)
+
+    if keras and int8 and results.val_sets:
+        lines.append(f"tflite_int8 vs keras, one pass, points of mAP: {differences(int8, ONE_PASS, keras, ONE_PASS)} "
                      "(target: within 1 point).")
-    if "keras" + FLIP_SUFFIX in maps:
-        lines.append(f"Flip test vs single pass (keras): {100 * (maps['keras' + FLIP_SUFFIX] - maps['keras']):+.2f} "
-                     "points of val mAP.")
+    if keras and TTA in keras.ms:
+        gains = differences(keras, TTA, keras, ONE_PASS) if results.val_sets else ""
+        lines.append(f"TTA vs one pass (keras: {keras.tta}, {keras.tta_passes} passes): "
+                     f"{keras.ms[TTA][0] / keras.ms[ONE_PASS][0]:.1f}x the ms per image"
+                     + (f", points of mAP: {gains}." if gains else "."))
+    reference = results.row(REFERENCE_LABEL)
+    if reference is not None:
+        ours = [row for row in results.rows if row.scored and row.format != "reference"]
+        for kind, what in ((MODEL, "Model-only latency"), (ONE_PASS, "Time per image (one pass, `detect`)")):
+            shares = ", ".join(f"{row.label} {row.ms[kind][0] / reference.ms[kind][0]:.2f}" for row in ours)
+            lines.append(f"{what} as a share of the {REFERENCE_LABEL}'s ({reference.ms[kind][0]:.2f} ms, "
+                         f"same rounds, batch 1, 2 threads): {shares}"
+                         + (" (target for tflite_int8: at most 0.50)." if kind == MODEL else "."))
     return lines
-
-
-def reference_lines(medians):
-    """Our formats' model-only latency as a share of the reference's, where the reference was timed."""
-    if REFERENCE_LABEL not in medians:
-        return []
-    base = medians[REFERENCE_LABEL]
-    shares = ", ".join(f"{label} {medians[label] / base:.2f}" for label in ("tflite_int8", "tflite", "onnx", "keras")
-                       if label in medians)
-    return [f"Latency as a share of the {REFERENCE_LABEL}'s ({1000 * base:.2f} ms, same rounds, batch 1, 2 threads): "
-            f"{shares} (target for tflite_int8: at most 0.50)."]
 
 
 def video_lines(results):
-    lines = [f"End-to-end video ({results.video_rows[0][3]} frames of {VIDEO_SIZE[0]}x{VIDEO_SIZE[1]}, mp4v, decode + "
-             "preprocess + infer + NMS + draw; stage times are medians in ms per frame):", "",
-             "| path | FPS | decode | preprocess | infer | postprocess | draw |", "|---|---|---|---|---|---|---|"]
-    for label, fps, stages, _ in results.video_rows:
-        name = label + (" (fastest single pass)" if label == results.fastest else "")
-        lines.append(f"| {name} | {fps:.1f} | " + " | ".join(f"{stages[stage]:.2f}" for stage in STAGES) + " |")
+    """The end-to-end video table and the default's speed-up over ``--tta``."""
+    if not results.video_rows:
+        return []
+    width, height = results.video_size
+    lines = [f"End-to-end video ({results.video_rows[0].frames // VIDEO_ROUNDS} frames of {width}x{height}, mp4v, "
+             f"each path over the whole clip in {VIDEO_ROUNDS} rounds, in turn): what `inference.py --video CLIP` "
+             "runs per frame (`components.media.run_stream`: decode, preprocess, every pass, NMS, draw; no output "
+             "file).", ""]
+    rows = [{"path": f"{row.label} {row.setting}" + (" (fastest one pass)" if row.label == results.fastest
+                                                     and row.setting == ONE_PASS else ""),
+             "inference.py flags": row.flags, "passes / frame": row.passes, "FPS": f"{row.fps:.1f}",
+             "ms / frame": f"{1000 / row.fps:.1f}"} for row in results.video_rows]
+    lines += format_table(VIDEO_HEADER, rows)
+    by_setting = {row.setting: row for row in results.video_rows if row.label == "keras"}
+    if ONE_PASS in by_setting and TTA in by_setting:
+        lines += ["", f"Video speed-up of the default (one pass) over `--tta` (the old default): "
+                      f"{by_setting[ONE_PASS].fps / by_setting[TTA].fps:.2f}x the frames per second (target: at "
+                      "least 3x)."]
     return lines
 
 
@@ -68,14 +123,24 @@ def render(results):
     lines = [f"# Benchmark of {results.model_file}", "",
              f"{results.started}; {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
              f"{versions()}.",
-             f"Batch 1, {height}x{width} input, model only (`predict_raw`), {timed} timed runs after {results.warmup} "
-             f"warm-up runs (in {TIMING_ROUNDS} rounds, the formats in turn); every runtime on 2 threads. "
-             f"Load average (1/5/15 min) before: {results.load_before}, after: {results.load_after}.", ""]
-    lines += format_table(results.rows)
-    lines += ["", "Shared post-processing (decode + class-wise NMS, batch 1, `components.postprocessing.postprocess`): "
-                  f"{results.post_default_ms:.2f} ms at score threshold {results.score_threshold:g} (inference), "
-                  f"{results.post_low_ms:.2f} ms at 0.01 (mAP)."]
-    lines += comparison_lines(results.maps)
-    lines += reference_lines(results.medians)
+             f"Batch 1, {height}x{width} input, every runtime on 2 threads; {timed} timed runs of each call after "
+             f"{results.warmup} warm-up runs, in {TIMING_ROUNDS} rounds taking every row and setting in turn. "
+             f"Load average (1/5/15 min) before: {results.load_before}, after: {results.load_after}.", "",
+             "One pass is the default; TTA is `--tta` (`components.config.apply_tta`): the flip test and scales "
+             "1, 2, 0.5 for the .keras model; an export runs one input size, so its TTA is the flip test alone. "
+             "*model ms*: the runtime call alone on a preprocessed image, one pass (median; p90 beside it); "
+             "*ms/image*: `detect` on one photo (preprocess, every pass, NMS, merge), median. "
+             f"mAP: VOC AP@0.5 on the images of each validation TFRecord, through each row's `detect_batch` "
+             f"(score threshold {EVALUATION_SCORE_THRESHOLD:g}, boxes in the image's pixels, "
+             "`mAP.compute_mAP.evaluate_detections`), as `mAP/detect.py` + `mAP/compute_mAP.py` score VOC folders.",
+             ""]
+    lines += format_table(table_header(results.val_sets), [row_cells(row, results.val_sets) for row in results.rows])
+    lines += [""] + [f"Note: {note}" for note in results.notes]
+    if not results.val_sets:
+        lines.append("mAP not computed (`--skip_map`, or no validation TFRecord found).")
+    lines += ["Shared post-processing (decode + class-wise NMS, batch 1, `components.postprocessing.postprocess`): "
+              f"{results.post_default_ms:.2f} ms at score threshold {results.score_threshold:g} (inference), "
+              f"{results.post_low_ms:.2f} ms at 0.01 (mAP)."]
+    lines += comparison_lines(results)
     lines += [""] + video_lines(results)
     return "\n".join(lines) + "\n"
