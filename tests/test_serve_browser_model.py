@@ -254,11 +254,17 @@ def test_letterbox_in_javascript_matches_preprocess_images(served, browser):
 
 @pytest.mark.slow
 @needs_chromium
-def test_in_browser_boxes_match_the_servers_and_no_image_is_sent(served, browser):
+def test_in_browser_boxes_match_the_servers_and_no_image_is_sent(served, browser, tmp_path):
+    from PIL import Image
+    rotated = str(tmp_path / "exif_rotated.jpg")   # Exif orientation 6: the server takes the pixels as stored
+    with Image.open(SAMPLES[1]) as image:
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        image.save(rotated, exif=exif, quality=92)
     page = open_in_browser_mode(browser, served.url + "/?mode=browser")
     browser.requests.clear()   # from here on: what the page asks for while it detects
     updates = int(page_state(page)["counts"]["updates"])
-    for sample in SAMPLES:
+    for sample in [*SAMPLES, rotated]:
         page.set_input_files("#file-input", sample)
         state = wait_for_update(page, "image", updates)
         updates = int(state["counts"]["updates"])

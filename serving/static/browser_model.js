@@ -60,6 +60,37 @@ export function letterboxInput(rgba, width, height, inputSize) {
   return { data, frame: [frameH, frameW] };
 }
 
+// A copy of JPEG file bytes (Uint8Array) whose Exif orientation tag says 1 (as stored), or the bytes themselves
+// when there is none to change. Browsers rotate a JPEG by its Exif orientation when they decode it (for <img>,
+// canvas and createImageBitmap alike); the server (OpenCV) takes the pixels as stored, so the page undoes it.
+export function withStoredOrientation(bytes) {
+  if (bytes.length < 4 || bytes[0] !== 0xff || bytes[1] !== 0xd8) return bytes;   // not a JPEG
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let offset = 2;
+  while (offset + 4 <= bytes.length && bytes[offset] === 0xff) {
+    const marker = bytes[offset + 1], length = view.getUint16(offset + 2);
+    if (marker === 0xda || marker === 0xd9) break;   // start of scan / end of image: no more metadata
+    const exif = offset + 4;
+    if (marker === 0xe1 && length >= 16 && view.getUint32(exif) === 0x45786966 && view.getUint16(exif + 4) === 0) {
+      const tiff = exif + 6, little = view.getUint16(tiff) === 0x4949;
+      const ifd = tiff + view.getUint32(tiff + 4, little);
+      if (ifd + 2 > offset + 2 + length) return bytes;
+      const entries = view.getUint16(ifd, little);
+      for (let entry = ifd + 2; entry < ifd + 2 + entries * 12 && entry + 12 <= offset + 2 + length; entry += 12) {
+        if (view.getUint16(entry, little) === 0x0112) {   // Orientation, one SHORT in the value field
+          if (view.getUint16(entry + 8, little) === 1) return bytes;
+          const copy = bytes.slice();
+          new DataView(copy.buffer).setUint16(entry + 8, 1, little);
+          return copy;
+        }
+      }
+      return bytes;
+    }
+    offset += 2 + length;
+  }
+  return bytes;
+}
+
 function iou(boxes, a, b) {
   const width = Math.min(boxes[a + 2], boxes[b + 2]) - Math.max(boxes[a], boxes[b]);
   const height = Math.min(boxes[a + 3], boxes[b + 3]) - Math.max(boxes[a + 1], boxes[b + 1]);

@@ -4,7 +4,7 @@
 //
 // model/model.json (the browser model's spec) says whether a server is there ("server": false in a static export
 // of the page, serve.py --static); without it, only the server mode is offered. ?mode=browser picks the mode.
-import { detectPixels, loadBrowserModel } from "./browser_model.js";
+import { detectPixels, loadBrowserModel, withStoredOrientation } from "./browser_model.js";
 
 const COLORS = { mask: "#00c853", unmask: "#ff1744" };
 const OTHER_COLOR = "#ffab00";
@@ -203,8 +203,11 @@ async function detectFile(file) {
   if (!file) return;
   stopCamera();
   currentFile = file;
-  const url = URL.createObjectURL(file);
-  picture.src = url;
+  // shown (and read in in-browser mode) as stored, as the server reads it: no Exif rotation
+  const stored = withStoredOrientation(new Uint8Array(await file.arrayBuffer()));
+  if (file !== currentFile) return;
+  if (picture.src.startsWith("blob:")) URL.revokeObjectURL(picture.src);
+  picture.src = URL.createObjectURL(new Blob([stored], { type: file.type }));
   let shown = true;
   try {
     await picture.decode();
