@@ -97,7 +97,8 @@ def apply_serve_flags(args, cfg):
 
 def page_model(args, model_file, cfg, server=True):
     """The BrowserModel of the page (``serving.web_model.browser_model``), or None with ``--browser_model none``
-    or, when serving, with a notice where the served model has none."""
+    or, when serving the default one, with a notice where it cannot be made (no npm ci, no [export] extra, not a
+    .keras model). A ``--browser_model`` file that cannot be used is an error."""
     from serving.web_model import WebModelError, browser_model
     if args.browser_model is not None and args.browser_model.lower() == "none":
         if not server:
@@ -106,7 +107,7 @@ def page_model(args, model_file, cfg, server=True):
     try:
         return browser_model(model_file, cfg, args.browser_model, server=server)
     except WebModelError as error:
-        if not server:
+        if not server or args.browser_model is not None:
             raise
         print(f"note: the page's in-browser mode is off: {error}", file=sys.stderr, flush=True)
         return None

@@ -15,7 +15,6 @@ import shutil
 from dataclasses import dataclass
 
 from components.atomic_io import staging_folder, temporary_path
-from components.end_to_end_models import DECODED_INPUT, DECODED_OUTPUTS
 from components.errors import ProjectError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,6 +27,7 @@ MODEL_FILE = "model.onnx"       # under model/ on the server and in an export
 SPEC_FILE = "model.json"
 DEFAULT_CACHE_DIR = os.path.join(REPO_ROOT, "runs", "web_model")   # decoded exports of served .keras models
 DECODED_FORMAT = "onnx_decoded"   # deploy/decoded_onnx.py
+EXPORT_EXTRA_HINT = "pip install -e \".[export]\""
 CACHE_VERSION = 1               # bump when the decoded export changes, so that cached files are made again
 
 
@@ -54,7 +54,12 @@ def ort_dir():
 def onnx_input_size(onnx_path):
     """(h, w) of a decoded ONNX model's input [1, 3, h, w]; WebModelError unless it has the page's input and
     outputs (``input``; ``boxes``, ``scores``)."""
-    import onnx
+    from components.end_to_end_models import DECODED_INPUT, DECODED_OUTPUTS
+    try:
+        import onnx
+    except ImportError:
+        raise WebModelError(f"{onnx_path}: reading the browser model needs the onnx package ({EXPORT_EXTRA_HINT})"
+                            ) from None
     try:
         graph = onnx.load(onnx_path, load_external_data=False).graph
     except Exception as error:  # noqa: BLE001  (protobuf raises DecodeError and others)
@@ -81,6 +86,7 @@ def page_spec(cfg, model_name, server):
     "nms_threshold", "max_number_keep", "pad_value", "normalisation": {"mean", "std"}, "server": whether a
     serve.py serves the page (POST /detect, GET /health) or it is a static export}.
     """
+    from components.end_to_end_models import DECODED_INPUT, DECODED_OUTPUTS
     return {"model": f"model/{MODEL_FILE}", "model_name": model_name, "input_name": DECODED_INPUT,
             "output_names": dict(zip(("boxes", "scores"), DECODED_OUTPUTS)),
             "input_size": [int(side) for side in cfg["input_size"]],
@@ -112,7 +118,13 @@ def decoded_onnx_for(model_file, cfg, cache_dir=DEFAULT_CACHE_DIR, log=print):
         return path
     log(f"exporting {model_file} for the page's in-browser mode (once; cached in {path})")
     os.makedirs(cache_dir, exist_ok=True)
-    export_model_file(model_file, DECODED_FORMAT, output=path, log=log, input_size=tuple(cfg["input_size"]))
+    try:
+        export_model_file(model_file, DECODED_FORMAT, output=path, log=log, input_size=tuple(cfg["input_size"]))
+    except ImportError as error:   # tf2onnx / onnx / onnxruntime: the [export] extra
+        raise WebModelError(f"{model_file}: the decoded ONNX export needs {error.name or error} "
+                            f"({EXPORT_EXTRA_HINT})") from None
+    except ProjectError as error:
+        raise WebModelError(str(error)) from None
     return path
 
 
