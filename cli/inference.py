@@ -114,7 +114,7 @@ def run_stream_mode(args, cfg):
     """``--video`` / ``--camera``: annotate every frame, show and / or write them."""
     show = args.show or (args.camera is not None and not args.output)
     if show:
-        open_window()
+        open_window("--show" if args.show else "--camera")
     source = parse_source(args.video) if args.video is not None else args.camera
     capture, first_frame = open_video_source(source, cfg, log=lambda message: tqdm.write(message, file=sys.stderr))
     try:

@@ -61,6 +61,29 @@ def label_rectangles(boxes, texts, image_shape, scale=None, thickness=None):
     return placed
 
 
+def _overlap_area(rect, other):
+    """Pixels shared by two (left, top, right, bottom) rectangles."""
+    width = min(rect[2], other[2]) - max(rect[0], other[0])
+    height = min(rect[3], other[3]) - max(rect[1], other[1])
+    return max(0, width) * max(0, height)
+
+
+def corner_rectangle(text, image_shape, avoid, scale=None, thickness=None, margin=4):
+    """Where a corner label (the FPS counter) goes: (left, top, right, bottom) in pixels, in the first corner of
+    top-left, top-right, bottom-left, bottom-right that covers none of the rectangles ``avoid`` (boxes and their
+    labels), else in the corner that covers the least of them."""
+    if scale is None:
+        scale, thickness = _text_scale(image_shape)
+    (text_w, text_h), baseline = cv2.getTextSize(text, FONT, scale, thickness)
+    label_w, label_h = text_w + 2, text_h + baseline + 2
+    height, width = image_shape[:2]
+    right_x, bottom_y = max(width - label_w - margin, 0), max(height - label_h - margin, 0)
+    corners = [(margin, margin), (right_x, margin), (margin, bottom_y), (right_x, bottom_y)]
+    rects = [(left, top, left + label_w, top + label_h) for left, top in corners]
+    covered = [sum(_overlap_area(rect, other) for other in avoid) for rect in rects]
+    return rects[covered.index(min(covered))]
+
+
 def _put_label(image, text, left, top, color, scale, thickness, below=False):
     """Write ``text`` on a filled ``color`` background with its bottom-left corner at (left, top)
     (or, when ``below``, its top-left corner at (left, top))."""
@@ -81,7 +104,8 @@ def draw_detections(image_bgr, detections, fps=None):
         image_bgr: uint8 [H, W, 3] BGR image (left unchanged).
         detections: anything with ``boxes`` [K, 4] (left, top, right, bottom, pixels of this image),
             ``scores`` [K] and ``labels()`` -> K class names, e.g. ``components.detector.Detections``.
-        fps: frames per second to print in the top-left corner, or None for no overlay.
+        fps: frames per second to print in a corner clear of the boxes and labels (``corner_rectangle``), or
+            None for no overlay.
     Returns:
         uint8 [H, W, 3] BGR image: a box per detection in its class's colour (``class_color_bgr`` of its
         class id: green for the first class, red for the second, ...) with ``<class> <score>`` above it, the
@@ -100,8 +124,12 @@ def draw_detections(image_bgr, detections, fps=None):
     for box, color in zip(boxes, colors):
         left, top, right, bottom = (int(round(value)) for value in box)
         cv2.rectangle(canvas, (left, top), (right, bottom), color, thickness + 1)
-    for text, color, rect in zip(texts, colors, label_rectangles(boxes, texts, canvas.shape, scale, thickness)):
+    labels_placed = label_rectangles(boxes, texts, canvas.shape, scale, thickness)
+    for text, color, rect in zip(texts, colors, labels_placed):
         _put_label(canvas, text, rect[0], rect[3], color, scale, thickness)
-    if fps is not None:
-        _put_label(canvas, f"FPS {fps:.1f}", 4, 4, (40, 40, 40), scale, thickness, below=True)
+    if fps is not None:   # in a corner clear of every box and label
+        text = f"FPS {fps:.1f}"
+        avoid = labels_placed + [tuple(int(round(value)) for value in box) for box in boxes]
+        rect = corner_rectangle(text, canvas.shape, avoid, scale, thickness)
+        _put_label(canvas, text, rect[0], rect[3], (40, 40, 40), scale, thickness)
     return canvas

@@ -1,6 +1,7 @@
 """Showing and writing what the detector found: annotated images, video files, camera and network streams
 (``components/video_source.py``), the detection lines printed for an image."""
 import os
+import socket
 import sys
 import time
 
@@ -39,15 +40,47 @@ def write_image_atomically(path, image_bgr):
         raise os_error(error, path) from None
 
 
-def open_window():
-    """Create the display window; raises UsageError when there is no display or OpenCV has no GUI."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise UsageError("--show: no display (DISPLAY is not set); use --output instead")
+NO_WINDOW_HINT = "record with --output OUT.mp4 instead, or run serve.py and open its page in a browser"
+
+
+def x_display_reachable(display):
+    """Whether the X server of ``display`` (``:0``, ``unix:1.0``, ``host:10.0``) accepts a connection: OpenCV's
+    Qt windows abort the whole process when it does not."""
+    host, _, number = display.rpartition(":")
+    number = number.split(".")[0]
+    if not number.isdigit():
+        return False
+    if host not in ("", "unix"):
+        try:
+            socket.create_connection((host, 6000 + int(number)), timeout=2).close()
+            return True
+        except OSError:
+            return False
+    for address in (f"\0/tmp/.X11-unix/X{number}", f"/tmp/.X11-unix/X{number}"):   # abstract socket, then file
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.settimeout(2)
+            try:
+                connection.connect(address)
+                return True
+            except OSError:
+                continue
+    return False
+
+
+def open_window(flag="--show"):
+    """Create the display window; raises UsageError naming ``flag`` (``--show`` or ``--camera``) and what to do
+    when there is no display or OpenCV has no GUI (the headless build)."""
+    if sys.platform.startswith("linux") and not os.environ.get("WAYLAND_DISPLAY"):
+        display = os.environ.get("DISPLAY")
+        if not display:
+            raise UsageError(f"{flag}: no display to show a window on (DISPLAY is not set); {NO_WINDOW_HINT}")
+        if not x_display_reachable(display):
+            raise UsageError(f"{flag}: cannot reach the display {display} (DISPLAY); {NO_WINDOW_HINT}")
     try:
         cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
     except cv2.error:
-        raise UsageError("--show: cannot open a window (this OpenCV build has no GUI support, e.g. "
-                         "opencv-python-headless); use --output instead") from None
+        raise UsageError(f"{flag}: this OpenCV has no window support (opencv-python-headless): pip uninstall -y "
+                         f"opencv-python-headless && pip install opencv-python; or {NO_WINDOW_HINT}") from None
 
 
 def detection_lines(detections):

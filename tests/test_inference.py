@@ -59,6 +59,23 @@ def test_draw_detections_colours_boxes_by_class_and_keeps_the_input():
     assert (plain == image).all()
 
 
+def test_the_fps_counter_covers_no_face_label():
+    """A face at the top-left corner (where the counter used to go): the counter moves to a free corner."""
+    from components.drawing import corner_rectangle, label_rectangles
+    image = np.full((240, 320, 3), 128, np.uint8)
+    detections = FakeDetections([[2, 2, 60, 70], [250, 10, 318, 90]], [0.9, 0.8], ["unmask", "mask"])
+    texts = ["unmask 0.90", "mask 0.80"]
+    labels = label_rectangles(detections.boxes, texts, image.shape)
+    avoid = labels + [tuple(int(v) for v in box) for box in detections.boxes]
+    rect = corner_rectangle("FPS 12.3", image.shape, avoid)
+    assert rect[1] > 120 and rect[0] < 160                       # bottom-left: the top corners hold faces
+    assert not any(rect[0] < o[2] and o[0] < rect[2] and rect[1] < o[3] and o[1] < rect[3] for o in avoid)
+    annotated = draw_detections(image, detections, fps=12.3)
+    without = draw_detections(image, detections)
+    changed = np.argwhere((annotated != without).any(axis=2))
+    assert len(changed) and changed[:, 0].min() >= rect[1] and changed[:, 1].max() <= rect[2]
+
+
 def test_camera_flag_accepts_an_index_or_a_literal_true():
     assert inference.camera_source("True") == 0
     assert inference.camera_source("2") == 2
