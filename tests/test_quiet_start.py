@@ -151,3 +151,10 @@ def test_a_detection_run_prints_no_library_line_unless_verbose(tmp_path):
     verbose = run_script(["inference.py", "--img_path", SAMPLE, "--output", output, "--verbose"])
     faces = [line for line in run.stdout.splitlines() if not line.split()[-1].endswith(("ms", output))]
     assert verbose.returncode == 0 and faces and all(line in verbose.stdout for line in faces)
+
+
+def test_what_was_written_arrives_even_when_the_process_aborts():
+    code = ("import os, sys\nfrom cli import stderr_filter\nstderr_filter.install()\n"
+            "os.write(2, b'I0000 00:00:1700000000.000000   1 port.cc:153] noise\\nlast words\\n')\nos.abort()\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and run.stderr == "last words\n"
