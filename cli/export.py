@@ -27,7 +27,8 @@ from deploy.export import (
 
 def build_parser():
     parser = cli.parser(__doc__, config=False)
-    parser.add_argument("--model_path", required=True, help="a .keras model, or a folder (its newest .keras file)")
+    parser.add_argument("--model_path", required=True,
+                        help="a .keras model, or a folder (its mask_detector.keras, or its only model)")
     parser.add_argument("--format", required=True, choices=EXPORT_FORMATS, dest="export_format")
     parser.add_argument("--output", default=None,
                         help="output file (folder for saved_model); default runs/export/ of the repository: "

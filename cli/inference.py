@@ -8,8 +8,8 @@
 
 ``--model_path`` is a model in any format ``export.py`` writes, the runtime picked by its type: a ``.keras``
 file (TensorFlow), a SavedModel folder (TensorFlow), a ``.tflite`` file (LiteRT, float or int8) or an
-``.onnx`` file (onnxruntime); any other folder means its newest ``.keras`` file. The JSON saved beside the
-model fixes its input size, anchors and labels, and ``--<config key> VALUE`` overrides the rest (e.g.
+``.onnx`` file (onnxruntime); any other folder means its ``mask_detector.keras`` (or its only model). The spec
+inside the model fixes its input size, anchors and labels, and ``--<config key> VALUE`` overrides the rest (e.g.
 ``--score_threshold 0.6``). Image mode writes the annotated image (default ``runs/out_<name>``) and prints
 one line per face, ``<class> <score> <left> <top> <right> <bottom>`` in pixels of the original image.
 Video and camera modes draw a smoothed FPS counter, write ``--output`` (mp4) when given and show a window

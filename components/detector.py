@@ -71,8 +71,8 @@ class Detector:
 
     @classmethod
     def from_path(cls, model_path, base_cfg=None, input_size=None, **runtime_options):
-        """Load a model file (runtime picked by its type), or the newest ``.keras`` file in a folder, with its
-        saved config. ``input_size`` (h, w) runs the model at another size than it was trained at (a Keras
+        """Load a model file (runtime picked by its type), or a folder's default model (``resolve_model_path``),
+        with its saved config. ``input_size`` (h, w) runs the model at another size than it was trained at (a Keras
         model runs at any size; an export only at the size it was exported at). ``runtime_options``:
         ``num_threads``, ``xnnpack`` (see ``load_runtime``)."""
         model_file = resolve_model_path(model_path)

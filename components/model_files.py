@@ -34,6 +34,7 @@ MODEL_CONFIG_KEYS = ("input_size", "labels_list", "min_sizes", "steps", "varianc
 SIDECAR_SUFFIX = ".json"
 INNER_CONFIG_NAME = "model_config.json"   # older SavedModel folders: the config kept inside
 MODEL_EXTENSIONS = (".keras",)            # what a folder passed as a model path is searched for
+DEFAULT_MODEL_NAME = "mask_detector.keras"   # the model a folder means when it holds several (the shipped one)
 SPEC_KEY = "facemask_spec"                # TFLite metadata name, ONNX metadata_props key
 SPEC_FILE = SPEC_KEY + ".json"            # entry of a .keras archive, file in a SavedModel's assets/
 SPEC_VERSION = 1
@@ -283,15 +284,23 @@ def save_model_config(model_file, cfg):
 
 
 def resolve_model_path(model_path):
-    """The model for ``model_path``: the file itself, a SavedModel folder itself, or for any other folder
-    the newest ``.keras`` file in it."""
+    """The model for ``model_path``: the file itself, a SavedModel folder itself, or for any other folder its
+    default model ``mask_detector.keras`` (``DEFAULT_MODEL_NAME``), else its only ``.keras`` file, whatever the
+    file times. Raises ModelLoadError for a folder without a model, or with several and no default (listing
+    them)."""
     if os.path.isdir(model_path) and not is_saved_model_dir(model_path):
-        candidates = [os.path.join(model_path, name) for name in os.listdir(model_path)
-                      if name.endswith(MODEL_EXTENSIONS)]
-        if not candidates:
+        default = os.path.join(model_path, DEFAULT_MODEL_NAME)
+        if os.path.isfile(default):
+            return default
+        names = sorted(name for name in os.listdir(model_path) if name.endswith(MODEL_EXTENSIONS)
+                       and os.path.isfile(os.path.join(model_path, name)))
+        if not names:
             raise ModelLoadError(f"{model_path}: folder holds no model file ({', '.join(MODEL_EXTENSIONS)}) "
                                  "and is not a SavedModel folder")
-        return max(candidates, key=os.path.getmtime)
+        if len(names) > 1:
+            raise ModelLoadError(f"{model_path}: {len(names)} models and no {DEFAULT_MODEL_NAME}; name one: "
+                                 + ", ".join(os.path.join(model_path, name) for name in names))
+        return os.path.join(model_path, names[0])
     if not os.path.exists(model_path):
         raise ModelLoadError(f"{model_path}: model not found")
     return model_path

@@ -11,7 +11,7 @@ written to a staging folder first; the earlier ``.txt`` files of those two folde
 image was processed, so a failed or interrupted run keeps them. Images that cannot be read are skipped with a reason.
 Several sets (VOC folders) get those two folders each, in ``<output_dir>/<set name>/`` (``mAP/sets.py``).
 ``--model_path`` takes any format ``inference.py`` takes: ``.keras``, a SavedModel folder, ``.tflite`` or ``.onnx``
-(the runtime is picked by the file type; see ``export.py``), or a folder whose newest ``.keras`` file is used.
+(the runtime is picked by the file type; see ``export.py``), or a folder: its ``mask_detector.keras`` or only model.
 """
 if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
     import cli  # noqa: F401

@@ -189,14 +189,32 @@ def test_runtime_is_chosen_by_file_type(tmp_path):
         model_format(str(tmp_path / "m.pt"))
 
 
-def test_a_folder_means_its_newest_keras_file(tmp_path):
+def test_a_folder_means_its_default_model_whatever_the_file_times(tmp_path):
     from components.model_files import resolve_model_path
-    older, newer = tmp_path / "a.keras", tmp_path / "b.keras"
-    older.write_bytes(b"x")
+    default, newer = tmp_path / "mask_detector.keras", tmp_path / "mask_detector_3class.keras"
+    default.write_bytes(b"x")
     newer.write_bytes(b"x")
     (tmp_path / "c.tflite").write_bytes(b"x")
-    os.utime(older, (1, 1))
-    assert resolve_model_path(str(tmp_path)) == str(newer)
+    os.utime(default, (1, 1))                                    # the other model is newer: still the default
+    assert resolve_model_path(str(tmp_path)) == str(default)
+    assert resolve_model_path(str(tmp_path) + "/") == os.path.join(str(tmp_path) + "/", "mask_detector.keras")
+
+
+def test_a_folder_with_one_model_means_it_and_with_several_is_an_error_listing_them(tmp_path):
+    from components.model_files import resolve_model_path
+    (tmp_path / "last.keras").write_bytes(b"x")
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path / "last.keras")
+    (tmp_path / "best.keras").write_bytes(b"x")
+    with pytest.raises(ModelLoadError) as error:
+        resolve_model_path(str(tmp_path))
+    assert str(error.value) == (f"{tmp_path}: 2 models and no mask_detector.keras; name one: "
+                                f"{tmp_path / 'best.keras'}, {tmp_path / 'last.keras'}")
+
+
+def test_the_checkpoints_folder_means_the_shipped_two_class_model():
+    from components.model_files import resolve_model_path
+    folder = os.path.join(REPO_ROOT, "checkpoints")
+    assert resolve_model_path(folder + os.sep) == os.path.join(folder + os.sep, "mask_detector.keras")
 
 
 def test_garbage_tflite_is_a_model_load_error(tmp_path):
