@@ -23,7 +23,7 @@ import cli
 from components.class_list import check_classes
 from components.config import DATA_KEYS, DETECTION_KEYS, check_aliases
 from components.errors import ProjectError
-from dataset.label_counts import SKIP_FLAG, report_split_labels
+from dataset.label_counts import SKIP_FLAG, report_splits_labels
 from dataset.voc import VOCError, read_split
 from mAP.detect import (
     DEFAULT_IMAGES_PER_BATCH,
@@ -83,9 +83,9 @@ def folder_sets(dataset_paths, split):
 def check_labels(sets, args, cfg, detector):
     """Print each set's boxes per label; raise on labels that map to no class (unless skipped) or to a class
     the model does not have."""
-    for item in sets:
-        counts = report_split_labels(item.dataset_path, item.split, cfg["label_aliases"], args.skip_unknown_labels,
-                                     args.data, print)
+    every_count = report_splits_labels([(item.dataset_path, item.split) for item in sets], cfg["label_aliases"],
+                                       args.skip_unknown_labels, args.data, print)
+    for counts in every_count:
         check_aliases({label: cfg["label_aliases"][label] for label in counts if label in cfg["label_aliases"]},
                       detector.cfg["labels_list"])
 

@@ -19,7 +19,7 @@ import cli
 from components.config import DATA_KEYS
 from components.errors import ProjectError
 from dataset.extra_ignore import read_extra_ignore
-from dataset.label_counts import SKIP_FLAG, report_split_labels
+from dataset.label_counts import SKIP_FLAG, report_splits_labels
 from dataset.voc import VOCError
 from dataset.voc_to_tfrecord import MAX_IMAGE_SIDE, convert_split
 
@@ -70,8 +70,8 @@ def body(args, cfg):
         raise ProjectError("--extra_ignore: give it with --dataset_path (one VOC folder), not with --data")
     jobs = conversion_jobs(args)
     extra_ignore = read_extra_ignore(args.extra_ignore) if args.extra_ignore else None
-    for dataset_path, split, _ in jobs:
-        report_split_labels(dataset_path, split, cfg["label_aliases"], args.skip_unknown_labels, args.data, print)
+    report_splits_labels([(dataset_path, split) for dataset_path, split, _ in jobs], cfg["label_aliases"],
+                         args.skip_unknown_labels, args.data, print)
     for dataset_path, split, output_file in jobs:
         try:
             report = convert_split(dataset_path, split, output_file, cfg, max_image_side=args.max_image_side,

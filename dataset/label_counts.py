@@ -62,3 +62,22 @@ def report_split_labels(dataset_path, split, label_aliases, skip_unknown=False, 
     if not skip_unknown:
         check_known_labels(counts, label_aliases, f"{dataset_path} ({split})", fix_file)
     return counts
+
+
+def report_splits_labels(splits, label_aliases, skip_unknown=False, fix_file=None, log=None):
+    """:func:`report_split_labels` over several ``(dataset_path, split)``: every table first, then one VOCError
+    naming the unknown labels of every split at once (not the first split's only). Returns the Counters."""
+    counts = [report_split_labels(path, split, label_aliases, True, fix_file, log) for path, split in splits]
+    if skip_unknown:
+        return counts
+    found = [(f"{path} ({split})", unknown_labels(counted, label_aliases))
+             for (path, split), counted in zip(splits, counts)]
+    found = [(where, unknown) for where, unknown in found if unknown]
+    if found:
+        listed = "; ".join(where + ": " + ", ".join(f"{label!r} ({count} boxes)" for label, count in
+                                                    sorted(unknown.items(), key=lambda item: -item[1]))
+                           for where, unknown in found)
+        fix = f"aliases: in {fix_file}" if fix_file else "--label_aliases (or aliases: in a --data file)"
+        raise VOCError(f"unknown labels in {len(found)} split(s): {listed}: map them to a class or 'ignore' "
+                       f"under {fix}, or pass {SKIP_FLAG} to leave them out")
+    return counts

@@ -171,6 +171,17 @@ def test_unknown_labels_stop_the_converter_after_a_table(tmp_path, capsys):
     assert status == 0 and os.path.isfile(tmp_path / "mini_train.tfrecord")
 
 
+def test_unknown_labels_of_every_split_are_reported_at_once(tmp_path, capsys):
+    from cli.voc_to_tfrecord import main
+    data = write_data_file(str(tmp_path), names="[mask, unmask]", aliases="{face_mask: mask}")
+    status, out, err = run_main(main, ["--data", data], capsys)
+    assert status == 2 and len(error_lines(err)) == 1
+    line = error_lines(err)[0]
+    assert line.startswith("error: unknown labels in 2 split(s): ")
+    assert f"{VOC_MINI} (train): 'face'" in line and f"{VOC_MINI} (val): 'face'" in line
+    assert out.count("UNKNOWN") == 2                              # both tables printed before the stop
+
+
 def test_unknown_labels_stop_kmeans_too(tmp_path, capsys):
     from cli.kmeans import main
     status, _, err = run_main(main, ["--dataset_path", VOC_MINI, "--label_aliases", "{'face_mask': 'mask'}",
