@@ -2,7 +2,9 @@
 ``<stem>_decoded.onnx``): the network with box decoding and class probabilities inside, and nothing that
 OpenCV 4.x or 5.x DNN cannot import (no NMS, no flip test, fixed input shape); NMS is the app's
 (``cv2.dnn.NMSBoxesBatched``, a few lines of JavaScript). The file layout: ``components/end_to_end_models.py``
-(``DecodedOnnx``), and the model spec in the ONNX ``metadata_props`` (:func:`decoded_metadata`).
+(``DecodedOnnx``); the ONNX ``metadata_props`` hold what an app needs to feed and read it
+(:func:`decoded_metadata`) and the model spec (``components.model_files``, key ``facemask_spec``, with a
+``decoded`` entry: :func:`decoded_spec`).
 
 Before it is published the staged file is run by OpenCV DNN and by onnxruntime on the sample images: the boxes
 and probabilities against the Keras model's (``components.box_utils.decode_boxes`` and softmax of its raw
@@ -17,7 +19,7 @@ import tensorflow as tf
 from components.box_utils import decode_boxes
 from components.detector import Detector
 from components.end_to_end_models import DECODED_INPUT, DECODED_OUTPUTS, DecodedOnnx
-from components.model_files import MODEL_CONFIG_KEYS, model_config_path, publish_model
+from components.model_files import model_spec, publish_model
 from components.preprocessing import PAD_VALUE
 from components.prior_box import priors_from_config
 from components.runtimes import KerasRuntime, frozen_function, onnx_session
@@ -63,8 +65,8 @@ def decoded_function(predict, cfg, priors):
 
 
 def decoded_metadata(cfg):
-    """The ONNX ``metadata_props`` (str -> str) of a decoded export: what an app needs to feed it and read it,
-    and the model config (the keys the sidecar holds)."""
+    """The ONNX ``metadata_props`` (str -> str) of a decoded export: what an app needs to feed it and read it
+    (``components.model_files.publish_model`` adds the model spec)."""
     height, width = (int(side) for side in cfg["input_size"])
     return {
         "labels": json.dumps(list(cfg["labels_list"][1:])),
@@ -76,7 +78,6 @@ def decoded_metadata(cfg):
                     "the classes in 'labels' (background left out); NMS is the app's"),
         "nms_threshold": json.dumps(float(cfg["nms_threshold"])),
         "score_threshold": json.dumps(float(cfg["score_threshold"])),
-        "model_config": json.dumps({key: cfg[key] for key in MODEL_CONFIG_KEYS if key in cfg}),
     }
 
 
@@ -92,6 +93,13 @@ def replace_deprecated_resize(proto):
                 and "nearest_mode" in attributes and attributes["nearest_mode"].s == b"floor"):
             attributes["coordinate_transformation_mode"].s = b"half_pixel"
             attributes["nearest_mode"].s = b"round_prefer_ceil"
+
+
+def decoded_spec(cfg):
+    """The model spec of a decoded export (``components.model_files.model_spec``) with what the graph does."""
+    spec = model_spec(cfg)
+    spec["decoded"] = {key: value for key, value in decoded_metadata(cfg).items() if key in ("input", "outputs")}
+    return spec
 
 
 def decoded_onnx_bytes(model, cfg, opset=DECODED_OPSET):
@@ -173,12 +181,13 @@ def export_decoded_onnx_file(model_path, output=None, check_images=None, log=pri
     cfg.update(box_voting=0.0, soft_nms_sigma=0.0)     # the app's NMS is plain NMS
     reference = Detector(KerasRuntime(model, tuple(cfg["input_size"]), model_file), cfg)
     output = output or default_output(model_file, FORMAT)
-    report = ExportReport(FORMAT, output, model_config_path(output), 0)
+    report = ExportReport(FORMAT, output, None, 0)
     images = sample_images() if check_images is None else list(check_images)
 
     def write(staged):
         with open(staged, "wb") as handle:
             handle.write(decoded_onnx_bytes(model, cfg))
 
-    publish_model(write, output, cfg, lambda staged: check_decoded(model, reference, staged, cfg, images, report))
+    publish_model(write, output, cfg, lambda staged: check_decoded(model, reference, staged, cfg, images, report),
+                  spec=decoded_spec(cfg))
     return report
