@@ -70,6 +70,9 @@ def body(args, cfg):
     if args.seed is not None:
         cfg["seed"] = args.seed
     steps_per_epoch = args.steps_per_epoch
+    if args.resume and args.weights:
+        raise ProjectError("--weights: not with --resume (a resumed run continues from its own checkpoint); to "
+                           "start from other weights, use a new --checkpoint_dir")
     if args.resume:
         cfg, steps_per_epoch = settings_for_resume(args, cfg)
     from network.trainer import train  # imports TensorFlow: only once the flags parsed

@@ -32,6 +32,7 @@ from network.network import build_model
 from network.weight_average import WeightAverage
 
 EXPORT_NAME = "last.keras"
+BEST_NAME = "best.keras"   # the model of the best validation mAP so far
 VAL_SCORE_THRESHOLD = 0.01
 
 
@@ -96,6 +97,40 @@ def check_record_classes(tfrecord_path, labels_list):
             raise TrainingError(f"{tfrecord_path}: holds class id {largest} but --labels_list {list(labels_list)} "
                                 f"has ids 0-{len(labels_list) - 1}: train with the classes it was written with "
                                 "(--data FILE or --labels_list), or rewrite it with dataset/voc_to_tfrecord.py")
+
+
+def uneven_epoch_note(num_train, global_batch):
+    """The note for a training set that batches do not divide (None when they do): an epoch is the whole
+    batches, and the records stream on across epochs, so the rest open the next epoch."""
+    rest = num_train % global_batch
+    if num_train <= global_batch or rest == 0:
+        return None
+    steps = num_train // global_batch
+    return (f"note: {num_train} training images in batches of {global_batch}: an epoch is {steps} steps "
+            f"({steps * global_batch} images); the other {rest} open the next epoch (the records stream on); "
+            f"--steps_per_epoch {steps + 1} covers them all each epoch")
+
+
+def new_best_map(history, record):
+    """Whether ``record`` (an epoch with ``val_map``) beats every earlier ``val_map`` of ``history``."""
+    if "val_map" not in record:
+        return False
+    earlier = [r["val_map"] for r in history if "val_map" in r and r["epoch"] < record["epoch"]]
+    return not earlier or record["val_map"] > max(earlier)
+
+
+def peak_note(history):
+    """A note when the last validation mAP of ``history`` is below its peak (None otherwise)."""
+    scored = [r for r in history if "val_map" in r]
+    if not scored:
+        return None
+    best = max(scored, key=lambda r: r["val_map"])
+    last = scored[-1]
+    if last["val_map"] >= best["val_map"]:
+        return None
+    return (f"note: validation mAP peaked at {best['val_map']:.4f} (epoch {best['epoch']}) and ended at "
+            f"{last['val_map']:.4f} (epoch {last['epoch']}): {BEST_NAME} holds epoch {best['epoch']}, "
+            f"{EXPORT_NAME} the last")
 
 
 def fit_warmup(cfg, log):
@@ -344,6 +379,9 @@ class Trainer:
         self.chief = is_chief(self.strategy)
         num_train = count_records(cfg["train_tfrecord"])
         self.steps_per_epoch = steps_per_epoch or max(num_train // self.global_batch, 1)
+        note = None if steps_per_epoch else uneven_epoch_note(num_train, self.global_batch)
+        if note and self.chief:
+            self.log(note)
         self.val_paths = self._validation_sources() if self.chief else []
         for path in tfrecord_paths(cfg["train_tfrecord"]) + self.val_paths:
             check_record_classes(path, cfg["labels_list"])
@@ -432,6 +470,9 @@ class Trainer:
 
     def run(self):
         """Train to ``cfg['epoch']``; returns a one-line summary (see :func:`train` for what is raised)."""
+        if self.epochs_done >= self.cfg["epoch"]:
+            self.log(f"note: this run is finished (epoch {self.epochs_done} of --epoch {self.cfg['epoch']}); to "
+                     f"train it further, resume with a higher --epoch (e.g. --epoch {self.epochs_done + 10})")
         try:
             while self.epochs_done < self.cfg["epoch"]:
                 self.pending = self.run_epoch()
@@ -444,6 +485,9 @@ class Trainer:
         finally:
             if not self.chief:
                 shutil.rmtree(self.folder, ignore_errors=True)
+        note = peak_note(self.history)
+        if note and self.chief:
+            self.log(note)
         return f"trained to epoch {self.epochs_done}; checkpoints in {self.folder}"
 
     def _first_step(self, epoch):
@@ -513,7 +557,8 @@ class Trainer:
             self.settings_saved = True
 
     def finish_epoch(self, record):
-        """Record the epoch, checkpoint it and export the model; not interrupted half-way by Ctrl-C."""
+        """Record the epoch, checkpoint it, export the model (last.keras; best.keras on a new best validation
+        mAP); not interrupted half-way by Ctrl-C."""
         with sigint_deferred():
             self.epoch.assign(record["epoch"])
             self.history.append(record)
@@ -524,6 +569,10 @@ class Trainer:
                 if self.chief:
                     with self.averaged():
                         export_model(self.model, self.cfg, self.folder)
+            if self.chief and new_best_map(self.history, record):   # beside last.keras, whatever save_freq
+                with self.averaged():
+                    export_model(self.model, self.cfg, self.folder, BEST_NAME)
+                self.log(f"{BEST_NAME}: epoch {record['epoch']}, validation mAP {record['val_map']:.4f}")
             with self.writer.as_default(step=record["epoch"]):
                 for key, value in record.items():
                     if key != "epoch":

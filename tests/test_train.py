@@ -105,3 +105,45 @@ def test_missing_tfrecord_is_a_one_line_error(tmp_path, run_script, last_line):
     assert result.returncode == 2
     assert last_line(result.stderr).startswith("error: ") and "missing.tfrecord" in last_line(result.stderr)
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def finished_run(resumed_run, folders, run_script):
+    """The finished 2-epoch run resumed again with the same --epoch."""
+    return run_script([*folders["args"], "--epoch", "2", "--resume"])
+
+
+def test_best_model_kept_beside_the_last(first_run, resumed_run, folders):
+    assert "best.keras" in first_run[1]["files"]                 # epoch 1 is the best so far
+    history = read_history(folders["checkpoint_dir"])
+    best = max(history, key=lambda record: record["val_map"])
+    assert os.path.isfile(os.path.join(folders["checkpoint_dir"], "best.keras"))
+    assert f"best.keras: epoch {best['epoch']}" in (first_run[0].stdout + resumed_run.stdout)
+
+
+@pytest.mark.slow
+def test_a_finished_run_resumed_says_how_to_train_further(resumed_run, finished_run):
+    assert finished_run.returncode == 0, finished_run.stderr[-3000:]
+    assert "this run is finished (epoch 2 of --epoch 2)" in finished_run.stdout
+    assert "resume with a higher --epoch" in finished_run.stdout
+
+
+def test_weights_with_resume_is_refused_in_one_line(tmp_path, capsys):
+    import train
+    status = train.main(["--checkpoint_dir", str(tmp_path), "--resume", "--weights", "m.keras"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("error: --weights: not with --resume") and err.count("\n") == 1
+
+
+def test_notes_of_uneven_epochs_and_a_peak_passed():
+    from network.trainer import new_best_map, peak_note, uneven_epoch_note
+    assert uneven_epoch_note(100, 32) == ("note: 100 training images in batches of 32: an epoch is 3 steps (96 "
+                                          "images); the other 4 open the next epoch (the records stream on); "
+                                          "--steps_per_epoch 4 covers them all each epoch")
+    assert uneven_epoch_note(96, 32) is None and uneven_epoch_note(6, 32) is None
+    history = [{"epoch": 5, "val_map": 0.40}, {"epoch": 10, "val_map": 0.525}, {"epoch": 12},
+               {"epoch": 15, "val_map": 0.436}]
+    assert [new_best_map(history, record) for record in history] == [True, True, False, False]
+    assert peak_note(history) == ("note: validation mAP peaked at 0.5250 (epoch 10) and ended at 0.4360 "
+                                  "(epoch 15): best.keras holds epoch 10, last.keras the last")
+    assert peak_note(history[:2]) is None and peak_note([{"epoch": 1}]) is None
