@@ -81,20 +81,6 @@ def decoded_metadata(cfg):
     }
 
 
-def replace_deprecated_resize(proto):
-    """Rewrite tf2onnx's nearest-neighbour ``Resize`` nodes (TensorFlow's half-pixel centres:
-    ``tf_half_pixel_for_nn`` with ``floor``, deprecated since opset 13, onnxruntime warns on every load) to the
-    same sampling in current terms: floor((x + 0.5) / s) = round_prefer_ceil((x + 0.5) / s - 0.5), i.e.
-    ``half_pixel`` with ``round_prefer_ceil``. Edits ``proto`` (an onnx ModelProto) in place."""
-    for node in proto.graph.node:
-        attributes = {attribute.name: attribute for attribute in node.attribute}
-        if (node.op_type == "Resize" and "coordinate_transformation_mode" in attributes
-                and attributes["coordinate_transformation_mode"].s == b"tf_half_pixel_for_nn"
-                and "nearest_mode" in attributes and attributes["nearest_mode"].s == b"floor"):
-            attributes["coordinate_transformation_mode"].s = b"half_pixel"
-            attributes["nearest_mode"].s = b"round_prefer_ceil"
-
-
 def decoded_spec(cfg):
     """The model spec of a decoded export (``components.model_files.model_spec``) with what the graph does."""
     spec = model_spec(cfg)
@@ -109,7 +95,6 @@ def decoded_onnx_bytes(model, cfg, opset=DECODED_OPSET):
     priors = np.asarray(priors_from_config(cfg), np.float32)
     function = decoded_function(frozen_function(model, tuple(cfg["input_size"]), batch=1), cfg, priors)
     proto = onnx.load_from_string(onnx_function_bytes(function, function.input_signature, opset))
-    replace_deprecated_resize(proto)
     proto.doc_string = "Face mask detector: decoded boxes and class probabilities per prior; NMS is the app's."
     del proto.metadata_props[:]
     for key, value in decoded_metadata(cfg).items():

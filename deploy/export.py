@@ -212,14 +212,30 @@ def tflite_bytes(model, input_size, calibration=None, int8_io=False):
         return converter.convert()
 
 
+def replace_deprecated_resize(proto):
+    """Rewrite tf2onnx's nearest-neighbour ``Resize`` nodes (TensorFlow's half-pixel centres:
+    ``tf_half_pixel_for_nn`` with ``floor``, deprecated since opset 13, onnxruntime warns on every load) to the
+    same sampling in current terms: floor((x + 0.5) / s) = round_prefer_ceil((x + 0.5) / s - 0.5), i.e.
+    ``half_pixel`` with ``round_prefer_ceil``. Edits ``proto`` (an onnx ModelProto) in place."""
+    for node in proto.graph.node:
+        attributes = {attribute.name: attribute for attribute in node.attribute}
+        if (node.op_type == "Resize" and "coordinate_transformation_mode" in attributes
+                and attributes["coordinate_transformation_mode"].s == b"tf_half_pixel_for_nn"
+                and "nearest_mode" in attributes and attributes["nearest_mode"].s == b"floor"):
+            attributes["coordinate_transformation_mode"].s = b"half_pixel"
+            attributes["nearest_mode"].s = b"round_prefer_ceil"
+
+
 def onnx_function_bytes(function, input_signature, opset=ONNX_OPSET):
-    """The ONNX model (tf2onnx) of a tf.function with ``input_signature``, serialised."""
+    """The ONNX model (tf2onnx) of a tf.function with ``input_signature``, serialised (nearest-neighbour
+    resizes in current terms: :func:`replace_deprecated_resize`)."""
     try:
         import tf2onnx
     except ImportError:
         raise ExportError("onnx export needs tf2onnx (pip install tf2onnx onnx)") from None
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     model_proto, _ = tf2onnx.convert.from_function(function, input_signature=input_signature, opset=opset)
+    replace_deprecated_resize(model_proto)
     return model_proto.SerializeToString()
 
 
