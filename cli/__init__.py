@@ -177,6 +177,12 @@ def repo_relative_defaults(cfg, args):
     return cfg
 
 
+def print_notes(detector):
+    """Print, one line each on stderr, the settings ``detector`` could not honour (``Detector.notes``)."""
+    for note in getattr(detector, "notes", ()):
+        print(note, file=sys.stderr)
+
+
 def error_line(error):
     """The one ``error: ...`` line for an exception a script reports."""
     if isinstance(error, OSError):

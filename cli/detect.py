@@ -114,6 +114,7 @@ def body(args, cfg):
     cli.check_exists(args.model_path, "model")
     from components.detector import Detector  # imports TensorFlow: only once the cheap checks passed
     detector = Detector.from_path(args.model_path, cfg, cli.inference_size(args, cfg))
+    cli.print_notes(detector)
     if args.data or cli.given(args, "labels_list"):
         check_classes(cfg["labels_list"], detector.cfg["labels_list"], args.data or "--labels_list",
                       args.model_path, "evaluate the model on data of its classes (another --data file or "

@@ -70,7 +70,9 @@ def load_detector(model_path, cfg, input_size=None):
     if not os.path.exists(model_path):
         raise UsageError(f"{model_path}: model not found")
     from components.detector import Detector  # imports TensorFlow: only once the cheap checks passed
-    return Detector.from_path(model_path, cfg, input_size)
+    detector = Detector.from_path(model_path, cfg, input_size)
+    cli.print_notes(detector)
+    return detector
 
 
 def build_parser():

@@ -141,6 +141,7 @@ def body(args, cfg):
         raise ProjectError(f"--host/--port: {error}") from None
     with listening_socket:
         detector = load_detector(args.model_path, cfg, cli.inference_size(args, cfg))
+        cli.print_notes(detector)
         browser = page_model(args, detector.model_path, detector.cfg)
         host, port = listening_socket.getsockname()[:2]
         shown_host = f"[{host}]" if ":" in host else host

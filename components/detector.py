@@ -58,6 +58,14 @@ class Detector:
         self.rescaled = [self._at_scale(scale) for scale in cfg.get("test_scales", [1])[1:]
                          if isinstance(self.runtime, KerasRuntime)]
         self.test_scales = [1] + [scale for scale, _ in self.rescaled]
+        # settings asked for that this model cannot honour, each a one-line note for the scripts to print
+        self.notes = []
+        if cfg.get("flip_test", False) and not self.flip_test:
+            self.notes.append(f"note: flip test off: the priors at {self.network_size[0]}x{self.network_size[1]} "
+                              "are not mirror images of each other (a step does not divide the width)")
+        if len(cfg.get("test_scales", [1])) > len(self.test_scales):
+            self.notes.append(f"note: test_scales {list(cfg['test_scales'])} -> [1]: {self.model_path or 'this model'}"
+                              " is an export, which runs one input size (the .keras model runs every scale)")
 
     def _at_scale(self, scale):
         """(scale, Detector of the same Keras model at ``scale`` times this input size, one scale)."""

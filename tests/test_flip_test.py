@@ -98,3 +98,21 @@ def test_detector_turns_the_flip_test_off_where_priors_are_not_symmetric(tiny_mo
     from components.detector import Detector
     detector = Detector.from_path(tiny_model, dict(default_cfg, flip_test=True))   # 120x160: 64 px step, 160 wide
     assert detector.cfg["flip_test"] and not detector.flip_test and detector.mirror is None
+    assert detector.notes == ["note: flip test off: the priors at 120x160 are not mirror images of each other "
+                              "(a step does not divide the width)"]
+
+
+def test_an_export_asked_for_several_scales_says_it_runs_one():
+    from components.config import cfg as default_cfg
+    from components.detector import Detector
+
+    class FakeExport:   # a runtime adapter that is not Keras (an export runs one input size)
+        format, input_size, path = "onnx", (240, 320), "m.onnx"
+
+        def predict_raw(self, images):
+            raise AssertionError("not called")
+    detector = Detector(FakeExport(), dict(default_cfg, test_scales=[1, 2, 0.5]))
+    assert detector.test_scales == [1]
+    assert detector.notes == ["note: test_scales [1, 2, 0.5] -> [1]: m.onnx is an export, which runs one input "
+                              "size (the .keras model runs every scale)"]
+    assert Detector(FakeExport(), dict(default_cfg)).notes == []
