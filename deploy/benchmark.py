@@ -30,7 +30,6 @@ REFERENCE_LABEL = "AIZOO reference"
 VIDEO_SIZE = (640, 480)   # width, height
 VIDEO_FPS = 30.0
 SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
-SAMPLE_PATTERN = os.path.join(REPO_ROOT, "assets", "*.jpg")
 MODEL, ONE_PASS, TTA = "model", "one pass", "TTA"   # what is timed: the runtime call alone, detect, detect with TTA
 EVALUATION_BATCH = 8       # images per detect_batch call while scoring
 EVALUATION_SCORE_THRESHOLD = 0.01   # as mAP/detect.py
@@ -105,7 +104,7 @@ class BenchmarkResults:
         return next((row for row in self.rows if row.label == label), None)
 
 
-def make_video(path, frames=300, size=VIDEO_SIZE, pattern=SAMPLE_PATTERN):
+def make_video(path, frames=300, size=VIDEO_SIZE, pattern=None):
     """Write an mp4 clip of ``frames`` frames of ``size`` (w, h): a camera panning and zooming over each sample
     image in turn. Returns the path."""
     images = [image for image in (cv2.imread(name) for name in sample_image_paths(pattern)) if image is not None]

@@ -53,6 +53,9 @@ CALIBRATION_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 DEFAULT_EXPORT_DIR = os.path.join(REPO_ROOT, "runs", "export")
 DEFAULT_NUM_CALIBRATION = 300
 SAMPLE_IMAGES = os.path.join(REPO_ROOT, "assets", "*.jpg")
+# the two sample photos of the original project: what exports are checked on (other pictures in assets/, such as
+# screenshots, are not)
+SAMPLE_IMAGE_NAMES = ("1_Handshaking_Handshaking_1_71.jpg", "test_00002330.jpg")
 FLOAT_RAW_TOLERANCE = 1e-3       # max |exported - keras| of the raw outputs (offsets and logits)
 FLOAT_BOX_TOLERANCE_PX = 0.1     # max |exported - keras| of the decoded boxes, pixels of the network input
 INT8_MAP_TARGET_POINTS = 1.0
@@ -263,12 +266,16 @@ def write_export(model, cfg, export_format, path, calibration=None):
         handle.write(data)
 
 
-def sample_image_paths(pattern=SAMPLE_IMAGES):
-    """Paths of the sample images, without the annotated copies (``out_*``) that inference.py writes beside them."""
+def sample_image_paths(pattern=None):
+    """Paths of the sample images: the two of ``SAMPLE_IMAGE_NAMES`` in assets/ that exist, or with ``pattern`` the
+    files it matches, without the annotated copies (``out_*``) that inference.py writes beside them."""
+    if pattern is None:
+        paths = (os.path.join(REPO_ROOT, "assets", name) for name in SAMPLE_IMAGE_NAMES)
+        return [path for path in paths if os.path.isfile(path)]
     return [path for path in sorted(glob.glob(pattern)) if not os.path.basename(path).startswith(ANNOTATED_PREFIX)]
 
 
-def sample_images(pattern=SAMPLE_IMAGES):
+def sample_images(pattern=None):
     """The sample images (uint8 RGB) used to check an export."""
     import cv2
     images = []
