@@ -89,6 +89,8 @@ class ArgumentParser(argparse.ArgumentParser):
                           help="show the start-up and log lines of TensorFlow and the other native libraries")
 
     def error(self, message):
+        if message.startswith("argument "):   # "argument --k: ..." -> "--k: ...", as every other error names it
+            message = message[len("argument "):]
         prefix = "unrecognized arguments: "
         if message.startswith(prefix):
             unknown = message[len(prefix):].split()[0]
@@ -194,7 +196,12 @@ def run(arg_parser, body, argv=None):
     """Parse ``argv``, build the config (when the parser has config flags) and return ``body(args, cfg)``'s
     exit status (None counts as 0); project errors (ProjectError, OSError) and Ctrl-C become one line on stderr
     and status 2 / 130; any other exception (a bug) propagates with its traceback."""
-    args = arg_parser.parse_args(argv)
+    try:
+        args = arg_parser.parse_args(argv)
+    except SystemExit as stop:   # a usage error: its one line is printed already (--help exits 0 and goes on)
+        if stop.code == 2:
+            return 2
+        raise
     try:
         cfg = None
         if getattr(args, "_config_flags", False):

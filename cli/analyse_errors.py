@@ -19,6 +19,7 @@ import sys
 
 import cli
 from cli.compute_map import add_folder_arguments, set_dirs_given
+from components.config import flag_type
 from mAP.analyse_errors import (
     CONFUSIONS_FILE_NAME,
     DEFAULT_REVIEW_SCORE,
@@ -47,13 +48,13 @@ def size_bins(text):
 def build_parser():
     parser = cli.parser(__doc__, config=False)
     add_folder_arguments(parser)
-    parser.add_argument("--score", type=float, default=DEFAULT_SCORE,
+    parser.add_argument("--score", type=flag_type("score"), default=DEFAULT_SCORE,
                         help=f"score a detection needs to count (default {DEFAULT_SCORE:g}; the ceiling "
                              "column takes every score in the files)")
     parser.add_argument("--size_bins", type=size_bins, default=DEFAULT_SIZE_BINS,
                         help="edges of the face-size bins, side sqrt(w*h) in pixels (default 16,32,64,128: "
                              "<16, 16-32, 32-64, 64-128, >=128)")
-    parser.add_argument("--review_score", type=float, default=DEFAULT_REVIEW_SCORE,
+    parser.add_argument("--review_score", type=flag_type("review_score"), default=DEFAULT_REVIEW_SCORE,
                         help=f"score of another class's detection that lists a face in {CONFUSIONS_FILE_NAME} "
                              f"(default {DEFAULT_REVIEW_SCORE:g})")
     parser.add_argument("--output_dir", default=cli.repo_path("mAP", "map-results"),

@@ -27,6 +27,7 @@ import sys
 
 import cli
 from components.atomic_io import write_text_atomically
+from components.config import flag_type
 from components.errors import ProjectError
 from deploy.benchmark import DEFAULT_VAL_TFRECORDS, FORMATS, measure
 from deploy.benchmark_report import render
@@ -49,11 +50,12 @@ def build_parser():
     parser.add_argument("--export_dir", default=None, help="keep the exports here (default: temporary folder)")
     parser.add_argument("--formats", default=",".join(FORMATS),
                         help=f"comma-separated subset of {','.join(FORMATS)} (keras is always included)")
-    parser.add_argument("--runs", type=int, default=200, help="timed runs of each call")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed warm-up runs of each call")
-    parser.add_argument("--video_frames", type=int, default=300, help="frames of the 640x480 end-to-end video")
+    parser.add_argument("--runs", type=flag_type("runs"), default=200, help="timed runs of each call")
+    parser.add_argument("--warmup", type=flag_type("warmup"), default=20, help="untimed warm-up runs of each call")
+    parser.add_argument("--video_frames", type=flag_type("video_frames"), default=300,
+                        help="frames of the 640x480 end-to-end video")
     parser.add_argument("--calibration_tfrecord", default=DEFAULT_CALIBRATION_TFRECORD)
-    parser.add_argument("--num_calibration", type=int, default=DEFAULT_NUM_CALIBRATION)
+    parser.add_argument("--num_calibration", type=flag_type("num_calibration"), default=DEFAULT_NUM_CALIBRATION)
     parser.add_argument("--reference", default=DEFAULT_REFERENCE,
                         help="AIZOOTech reference .tflite timed and scored beside ours (default: ../shared/reference/ "
                              "beside the repository; skipped with a note when missing; 'none' to skip)")

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 import cli
+from components.config import flag_type
 from components.errors import ProjectError
 
 
@@ -23,7 +24,7 @@ def build_parser():
     parser.add_argument("--val_tfrecord", default=",".join(cli.repo_path("dataset", name) for name in
                                                            ("val_mask.tfrecord", "val_ilc.tfrecord")),
                         help="comma-separated validation TFRecords (default: Maskdata and ILC2021 val)")
-    parser.add_argument("--runs", type=int, default=50, help="timed runs per size and runtime")
+    parser.add_argument("--runs", type=flag_type("runs"), default=50, help="timed runs per size and runtime")
     return parser
 
 

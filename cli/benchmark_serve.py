@@ -17,6 +17,7 @@ import sys
 
 import cli
 from components.atomic_io import write_text_atomically
+from components.config import flag_type
 
 DEFAULT_IMAGE = cli.repo_path("assets", "test_00002330.jpg")
 
@@ -39,9 +40,10 @@ def build_parser():
     parser.add_argument("--image", default=DEFAULT_IMAGE, help="image posted (default: assets/test_00002330.jpg)")
     parser.add_argument("--concurrency", type=concurrency_levels, default=[1, 4, 16],
                         help="comma-separated client counts (default 1,4,16)")
-    parser.add_argument("--requests", type=int, default=200, help="requests per concurrency (default 200)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed requests first (default 10)")
-    parser.add_argument("--workers", type=int, default=1, help="serve.py --workers (default 1)")
+    parser.add_argument("--requests", type=flag_type("requests"), default=200,
+                        help="requests per concurrency (default 200)")
+    parser.add_argument("--warmup", type=flag_type("warmup"), default=10, help="untimed requests first (default 10)")
+    parser.add_argument("--workers", type=flag_type("workers"), default=1, help="serve.py --workers (default 1)")
     parser.add_argument("--port", type=int, default=0, help="port for the server (default: a free one)")
     parser.add_argument("--output", default=None, help="also write the table to this Markdown file")
     return parser

@@ -12,7 +12,7 @@ import ast
 import sys
 
 import cli
-from components.config import DETECTION_KEYS
+from components.config import DETECTION_KEYS, flag_type
 from components.errors import ProjectError
 
 DEFAULT_SETTINGS = "[1];[1, 2];[1, 2, 0.5]"
@@ -47,7 +47,8 @@ def build_parser():
                         help=f"a .keras model or a folder holding one ({cli.DEFAULT_MODEL_HELP})")
     parser.add_argument("--settings", default=DEFAULT_SETTINGS,
                         help=f"test_scales lists to time, separated by ';' (default: {DEFAULT_SETTINGS!r})")
-    parser.add_argument("--runs", type=int, default=20, help="timed rounds over the sample photos per setting")
+    parser.add_argument("--runs", type=flag_type("runs"), default=20,
+                        help="timed rounds over the sample photos per setting")
     return parser
 
 

@@ -14,7 +14,7 @@ import sys
 import cli
 from components.atomic_io import write_text_atomically
 from components.config import cfg as default_cfg
-from components.config import tfrecord_paths, validate_config
+from components.config import flag_type, tfrecord_paths, validate_config
 
 BENCHMARK_KEYS = ("batch_size", "input_size", "network", "base_channel")   # the settings a throughput depends on
 
@@ -23,7 +23,7 @@ def build_parser():
     parser = cli.parser(__doc__, keys=BENCHMARK_KEYS)
     parser.add_argument("--train_tfrecord", default=cli.repo_path(tfrecord_paths(default_cfg["train_tfrecord"])[0]),
                         help="training TFRecord to read (default: the first of the config's train_tfrecord)")
-    parser.add_argument("--steps", type=int, default=15, help="timed steps per row (after warm-up)")
+    parser.add_argument("--steps", type=flag_type("steps"), default=15, help="timed steps per row (after warm-up)")
     parser.add_argument("--output", default=None, help="also write the table to this Markdown file")
     return parser
 

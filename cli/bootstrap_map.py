@@ -13,6 +13,7 @@ table to ``<output_dir>/bootstrap.txt`` and histograms of the draws to ``<output
 import sys
 
 import cli
+from components.config import flag_type
 from components.errors import ProjectError
 from mAP.bootstrap import (
     DEFAULT_SAMPLES,
@@ -33,10 +34,10 @@ def build_parser():
                              "detection-results/")
     parser.add_argument("--baseline_dirs", type=cli.path_list, default=None,
                         help="the same sets scored for the baseline, in the same order (optional)")
-    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+    parser.add_argument("--samples", type=flag_type("samples"), default=DEFAULT_SAMPLES,
                         help=f"draws per set (default {DEFAULT_SAMPLES})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
-    parser.add_argument("--iou", type=float, default=0.5, help="IoU needed for a true positive")
+    parser.add_argument("--iou", type=flag_type("iou"), default=0.5, help="IoU needed for a true positive")
     parser.add_argument("--output_dir", default=cli.repo_path("mAP", "map-results"),
                         help=f"where {TABLE_FILE_NAME} and {PLOT_FILE_NAME} go (default: mAP/map-results "
                              "of the repository)")

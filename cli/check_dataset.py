@@ -12,7 +12,7 @@ import sys
 
 import cli
 from components.class_list import check_tfrecord_classes
-from components.config import ANCHOR_KEYS, AUGMENTATION_KEYS, DATA_KEYS, tfrecord_paths
+from components.config import ANCHOR_KEYS, AUGMENTATION_KEYS, DATA_KEYS, flag_type, tfrecord_paths
 from dataset.check_dataset import draw_grid, format_matching_stats, matching_stats
 
 DEFAULT_OUTPUT = os.path.join("runs", "check_dataset.png")   # the README's figure (assets/) only when asked
@@ -21,7 +21,7 @@ DEFAULT_OUTPUT = os.path.join("runs", "check_dataset.png")   # the README's figu
 def build_parser():
     parser = cli.parser(__doc__, keys=DATA_KEYS + ANCHOR_KEYS + AUGMENTATION_KEYS + ("keep_aspect",), data=True)
     parser.add_argument("--tfrecord", default=None, help="default: the first training TFRecord (of --data)")
-    parser.add_argument("--num_images", type=int, default=16, help="samples in the grid")
+    parser.add_argument("--num_images", type=flag_type("num_images"), default=16, help="samples in the grid")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"grid PNG (default {DEFAULT_OUTPUT})")
     parser.add_argument("--no_augment", action="store_true", help="show validation-style (resized only) samples")
     parser.add_argument("--matching_stats", action="store_true",

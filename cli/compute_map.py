@@ -14,6 +14,7 @@ then a summary table (a row per set: AP per class and mAP, and their mean) print
 import sys
 
 import cli
+from components.config import flag_type
 from components.errors import ProjectError
 from mAP.compute_mAP import evaluate_folders, evaluate_set_dirs, write_results, write_set_results
 from mAP.sets import SUMMARY_FILE_NAME
@@ -36,7 +37,7 @@ def add_folder_arguments(parser):
 def build_parser():
     parser = cli.parser(__doc__, config=False)
     add_folder_arguments(parser)
-    parser.add_argument("--iou", type=float, default=0.5, help="IoU needed for a true positive")
+    parser.add_argument("--iou", type=flag_type("iou"), default=0.5, help="IoU needed for a true positive")
     parser.add_argument("--output_dir", default=cli.repo_path("mAP", "map-results"),
                         help="where results.txt and the plots go, with --set_dirs one folder per set and "
                              f"{SUMMARY_FILE_NAME} (default: mAP/map-results of the repository)")

@@ -21,7 +21,7 @@ import sys
 
 import cli
 from components.class_list import check_classes
-from components.config import DATA_KEYS, DETECTION_KEYS, check_aliases
+from components.config import DATA_KEYS, DETECTION_KEYS, check_aliases, flag_type
 from components.errors import ProjectError
 from dataset.label_counts import SKIP_FLAG, report_splits_labels
 from dataset.voc import VOCError, read_split
@@ -49,9 +49,9 @@ def build_parser():
     parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR,
                         help="gets detection-results/ and ground-truth/, or one folder holding them per set when "
                              "there are several (default: mAP/ of the repository)")
-    parser.add_argument("--score_threshold", type=float, default=DEFAULT_SCORE_THRESHOLD,
+    parser.add_argument("--score_threshold", type=flag_type("score_threshold"), default=DEFAULT_SCORE_THRESHOLD,
                         help="lowest score kept (low, so the precision/recall curve is complete)")
-    parser.add_argument("--images_per_batch", type=int, default=DEFAULT_IMAGES_PER_BATCH,
+    parser.add_argument("--images_per_batch", type=flag_type("images_per_batch"), default=DEFAULT_IMAGES_PER_BATCH,
                         help="images run through the model at once")
     return parser
 

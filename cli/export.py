@@ -15,6 +15,7 @@ import os
 import sys
 
 import cli
+from components.config import flag_type
 from components.errors import ProjectError
 from deploy.export import (
     DEFAULT_NUM_CALIBRATION,
@@ -39,7 +40,7 @@ def build_parser():
                              "in assets/calibration/)")
     parser.add_argument("--calibration_tfrecord", default=None, metavar="FILE",
                         help="training TFRecord whose images calibrate tflite_int8 (instead of --calibration_images)")
-    parser.add_argument("--num_calibration", type=int, default=DEFAULT_NUM_CALIBRATION,
+    parser.add_argument("--num_calibration", type=flag_type("num_calibration"), default=DEFAULT_NUM_CALIBRATION,
                         help="calibration images for tflite_int8")
     parser.add_argument("--val_tfrecord", default=None,
                         help="with tflite_int8: print the validation mAP of the Keras and the int8 model; with "

@@ -16,6 +16,7 @@ import os
 import sys
 
 import cli
+from components.config import flag_type
 from components.errors import ProjectError
 from components.kmeans import format_min_sizes, plot_anchors, study_anchors
 from dataset.label_counts import SKIP_FLAG
@@ -29,7 +30,7 @@ def build_parser():
     parser.add_argument("--dataset_path", default=None,
                         help="VOC folder (Annotations/, JPEGImages/, ImageSets/); or --data: its sources")
     parser.add_argument("--split", default="train", help="name of a file in ImageSets/Main, without .txt")
-    parser.add_argument("--k", type=int, default=None,
+    parser.add_argument("--k", type=flag_type("k"), default=None,
                         help="number of anchors (default: the config's anchors per cell summed, 10)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"scatter plot PNG (default {DEFAULT_OUTPUT})")
     parser.add_argument("--eval_split", default=None,

@@ -18,6 +18,7 @@ import cv2
 
 import cli
 from components.atomic_io import atomic_path
+from components.config import flag_type
 from components.errors import ProjectError
 from dataset.extra_ignore import write_extra_ignore
 from dataset.voc import VOCError, find_image, read_image_bgr
@@ -30,14 +31,15 @@ def build_parser():
                         help="folder holding ground-truth/ and detection-results/ of the split (mAP/detect.py)")
     parser.add_argument("--output_file", required=True, help="JSON file to write (for voc_to_tfrecord.py "
                                                              "--extra_ignore)")
-    parser.add_argument("--min_score", type=float, default=DEFAULT_MIN_SCORE,
+    parser.add_argument("--min_score", type=flag_type("min_score"), default=DEFAULT_MIN_SCORE,
                         help=f"lowest score of a detection kept (default {DEFAULT_MIN_SCORE:g})")
-    parser.add_argument("--max_iou", type=float, default=DEFAULT_MAX_IOU,
+    parser.add_argument("--max_iou", type=flag_type("max_iou"), default=DEFAULT_MAX_IOU,
                         help=f"a detection is kept when its IoU with every annotated box is below this "
                              f"(default {DEFAULT_MAX_IOU:g})")
     parser.add_argument("--dataset_path", default=None, help="the VOC folder of the split (for --sheet)")
     parser.add_argument("--sheet", default=None, help="PNG contact sheet of the highest-scoring boxes found")
-    parser.add_argument("--sheet_count", type=int, default=64, help="boxes on the sheet (default 64)")
+    parser.add_argument("--sheet_count", type=flag_type("sheet_count"), default=64,
+                        help="boxes on the sheet (default 64)")
     return parser
 
 

@@ -22,7 +22,7 @@ import argparse
 import sys
 
 import cli
-from components.config import DETECTION_KEYS
+from components.config import DETECTION_KEYS, FLAG_RANGES, flag_type
 from components.config import cfg as default_cfg
 from components.errors import ProjectError
 
@@ -76,7 +76,8 @@ def build_parser():
              "get 503", "max_request_mb": "largest request body in MiB; larger get 413",
              "max_image_pixels": "largest image, width x height; larger get 413"}
     for flag, key in SERVE_FLAGS.items():
-        kind = positive_number if isinstance(default_cfg[key], float) else at_least_one
+        kind = flag_type(flag) if flag in FLAG_RANGES else (positive_number if isinstance(default_cfg[key], float)
+                                                            else at_least_one)
         parser.add_argument(f"--{flag}", type=kind, default=None,
                             help=f"{helps[flag]} (default {default_cfg[key]}, config key {key})")
     parser.add_argument("--browser_model", default=None, metavar="PATH|none",

@@ -14,7 +14,7 @@ interrupted epoch. A non-finite loss stops training with status 2, leaving the l
 import sys
 
 import cli
-from components.config import SERVE_KEYS, STREAM_KEYS, given_settings, validate_config
+from components.config import SERVE_KEYS, STREAM_KEYS, flag_type, given_settings, validate_config
 from components.config import cfg as DEFAULTS
 from components.errors import ProjectError
 from components.run_config import load_run_config, resumed_config, run_config_path
@@ -32,9 +32,10 @@ def build_parser():
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("--weights", default=None,
                         help="start from this .keras model: every layer whose name and shape fit (fine-tuning)")
-    parser.add_argument("--steps_per_epoch", type=int, default=None,
+    parser.add_argument("--steps_per_epoch", type=flag_type("steps_per_epoch"), default=None,
                         help="optimizer steps per epoch (default: one pass over the training records)")
-    parser.add_argument("--val_steps", type=int, default=None, help="limit validation to this many batches")
+    parser.add_argument("--val_steps", type=flag_type("val_steps"), default=None,
+                        help="limit validation to this many batches")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bars")
     parser.add_argument("--strategy", default="default", choices=STRATEGIES,
                         help="tf.distribute strategy: one device, all local GPUs, or several hosts (TF_CONFIG)")

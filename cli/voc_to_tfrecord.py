@@ -16,7 +16,7 @@ import os
 import sys
 
 import cli
-from components.config import DATA_KEYS
+from components.config import DATA_KEYS, flag_type
 from components.errors import ProjectError
 from dataset.extra_ignore import read_extra_ignore
 from dataset.label_counts import SKIP_FLAG, report_splits_labels
@@ -30,7 +30,7 @@ def build_parser():
     parser.add_argument("--split", default=None,
                         help="name of a file in ImageSets/Main, without .txt (default train; with --data: all)")
     parser.add_argument("--output_file", default=None, help="default: dataset/<split>_mask.tfrecord of the repository")
-    parser.add_argument("--max_image_side", type=int, default=MAX_IMAGE_SIDE,
+    parser.add_argument("--max_image_side", type=flag_type("max_image_side"), default=MAX_IMAGE_SIDE,
                         help=f"downscale larger images to this longer side (default {MAX_IMAGE_SIDE}; 0: never)")
     parser.add_argument("--extra_ignore", default=None,
                         help="JSON file of boxes to add as ignore boxes, per image (faces the annotation leaves "

@@ -273,6 +273,57 @@ UNIT_INTERVAL_KEYS = ("match_thresh", "min_positive_iou", "nms_threshold", "scor
                       "expand_prob", "export_score_threshold", "box_voting")
 
 
+# the ranges of the scripts' own numeric flags (those that are not config keys), declared once so that every
+# script refuses the same values: flag name -> (type, lowest, highest, lowest allowed?); None: no bound
+FLAG_RANGES = {
+    "score_threshold": (float, 0.0, 1.0, True),   # mAP/detect.py's (the config key: validate_config)
+    "score": (float, 0.0, 1.0, True),
+    "review_score": (float, 0.0, 1.0, True),
+    "min_score": (float, 0.0, 1.0, True),
+    "iou": (float, 0.0, 1.0, False),
+    "max_iou": (float, 0.0, 1.0, False),
+    "images_per_batch": (int, 1, None, True),
+    "steps_per_epoch": (int, 1, None, True),
+    "val_steps": (int, 1, None, True),
+    "num_calibration": (int, 1, None, True),
+    "num_images": (int, 1, None, True),
+    "k": (int, 1, None, True),
+    "runs": (int, 1, None, True),
+    "steps": (int, 1, None, True),
+    "requests": (int, 1, None, True),
+    "workers": (int, 1, None, True),
+    "warmup": (int, 0, None, True),
+    "video_frames": (int, 2, None, True),
+    "samples": (int, 2, None, True),
+    "sheet_count": (int, 1, None, True),
+    "max_image_side": (int, 0, None, True),
+}
+
+
+def flag_type(name):
+    """The argparse ``type`` of the script flag ``--<name>``: parses its number and refuses it outside
+    ``FLAG_RANGES[name]`` with one line (``error: argument --<name>: ...``)."""
+    import argparse
+    kind, low, high, low_allowed = FLAG_RANGES[name]
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        too_low = low is not None and (value < low or (value == low and not low_allowed))
+        if too_low or (high is not None and value > high) or value != value:
+            if high is None:
+                wanted = f"at least {low:g}" if low_allowed else f"above {low:g}"
+            else:
+                wanted = f"in [{low:g}, {high:g}]" if low_allowed else f"in ({low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def validate_config(config):
     """Raise ProjectError naming the key when a setting is out of range."""
     for key in POSITIVE_KEYS:

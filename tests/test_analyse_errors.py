@@ -203,7 +203,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
     args = ["--set_dirs", f"{set_a},{set_b}", "--output_dir", str(tmp_path / "out")]
     expected = {"bad line": f"error: {os.path.join(set_b, 'detection-results', 'img1.txt')}: line 2: ",
                 "missing set": f"error: {tmp_path / 'gone'}: set folder not found",
-                "bad bins": "error: argument --size_bins: ", "bad score": "error: --score: ",
+                "bad bins": "error: --size_bins: ", "bad score": "error: --score: ",
                 "set_dirs with gt_dir": "error: --set_dirs: "}[case]
     if case == "bad line":
         with open(os.path.join(set_b, "detection-results", "img1.txt"), "a") as handle:

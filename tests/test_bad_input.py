@@ -509,7 +509,7 @@ def test_kmeans_errors_name_the_path(bad_voc, tmp_path, capsys):
     cases = [
         (["--dataset_path", bad_voc, "--split", "empty"], ["empty.txt", "lists no images"]),
         (["--dataset_path", tmp_path / "nowhere"], [tmp_path / "nowhere", "split file not found"]),
-        (["--dataset_path", bad_voc, "--split", "bad", "--k", "0", "--skip_unknown_labels"], ["k must be at least 1"]),
+        (["--dataset_path", bad_voc, "--split", "bad", "--k", "0", "--skip_unknown_labels"], ["--k: must be at least 1"]),
         (["--dataset_path", bad_voc, "--split", "bad", "--input_size", "(240, "], ["--input_size"]),
     ]
     for argv, fragments in cases:

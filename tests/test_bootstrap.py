@@ -103,10 +103,10 @@ def test_command_line_writes_the_table_and_plot(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--samples", "1"], "--samples: expected at least 2 draws"),
+    (["--samples", "1"], "--samples: must be at least 2, got 1"),
     (["--baseline_dirs", "x,y"], "--baseline_dirs: 2 folders for 1 in --set_dirs"),
     (["--set_dirs", "missing_folder"], "missing_folder: set folder not found"),
-    (["--iou", "0"], "--iou: must be in (0, 1], got 0.0"),
+    (["--iou", "0"], "--iou: must be in (0, 1], got 0"),
 ])
 def test_command_line_errors_are_one_line(tmp_path, capsys, flags, message):
     from cli.bootstrap_map import main

@@ -20,15 +20,12 @@ def dead_pid():
 
 
 def test_an_unknown_flag_is_one_line_naming_the_closest_valid_flag(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        compute_map_cli.main(["--gt_dri", "somewhere"])
-    assert exit_info.value.code == 2
+    assert compute_map_cli.main(["--gt_dri", "somewhere"]) == 2
     assert capsys.readouterr().err == "error: --gt_dri: unknown flag (did you mean --gt_dir?)\n"
 
 
 def test_an_unknown_flag_with_nothing_close_points_to_help(capsys):
-    with pytest.raises(SystemExit):
-        compute_map_cli.main(["--zzzzzz"])
+    assert compute_map_cli.main(["--zzzzzz"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: --zzzzzz: unknown flag; see ") and "--help" in err
 
@@ -162,3 +159,38 @@ def test_user_mistakes_of_the_library_are_project_errors():
                  lambda: named_set_dirs(["/nonexistent/set"]), lambda: kmeans_anchors(np.ones((3, 2)), 2)):
         with pytest.raises(ProjectError):
             call()
+
+
+def script_parsers():
+    """{script module: its parser} of every cli/<script>.py."""
+    import importlib
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cli")
+    names = sorted(name[:-3] for name in os.listdir(folder) if name.endswith(".py") and name != "__init__.py")
+    modules = [importlib.import_module(f"cli.{name}") for name in names]
+    return {module.__name__: module.build_parser() for module in modules if hasattr(module, "build_parser")}
+
+
+def test_every_script_refuses_the_same_out_of_range_numbers():
+    """A numeric flag declared in components/config.py (FLAG_RANGES) is checked alike by every script that has
+    it: a value below its range (and above, where bounded) is refused in one line naming the flag."""
+    import argparse
+
+    from components.config import FLAG_RANGES
+    seen = set()
+    for module, parser in script_parsers().items():
+        for name, (_, low, high, low_allowed) in FLAG_RANGES.items():
+            action = parser._option_string_actions.get(f"--{name}")
+            if action is None or action.dest.startswith("cfg_"):   # config keys: validate_config checks them
+                continue
+            seen.add(name)
+            for bad in ([str(low - 1) if low_allowed else str(low)] + ([str(high + 1)] if high is not None else [])):
+                with pytest.raises(argparse.ArgumentTypeError, match=r"^must be "):
+                    action.type(bad)
+            assert action.type(str(low if low_allowed else high)) is not None, (module, name)
+    assert seen == set(FLAG_RANGES), f"declared but used by no script: {set(FLAG_RANGES) - seen}"
+
+
+def test_an_out_of_range_flag_is_one_line_naming_it(capsys):
+    import cli.detect
+    assert cli.detect.main(["--score_threshold", "1.5", "--dataset_path", "x"]) == 2
+    assert capsys.readouterr().err == "error: --score_threshold: must be in [0, 1], got 1.5\n"

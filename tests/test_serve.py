@@ -318,10 +318,9 @@ def test_serve_flags_set_the_config_keys_of_the_settings():
 @pytest.mark.parametrize("flag, value", [("--workers", "0"), ("--max_pending", "x"), ("--max_request_mb", "-1")])
 def test_bad_serve_flag_is_one_line_naming_it(flag, value, capsys):
     from cli.serve import main
-    with pytest.raises(SystemExit) as exit_info:
-        main([flag, value])
+    status = main([flag, value])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.count("\n") == 1 and flag in err
+    assert status == 2 and err.count("\n") == 1 and flag in err
 
 
 def test_load_generator_counts_answers_and_failures():

@@ -134,8 +134,8 @@ def test_cli_writes_the_list_and_the_sheet_then_the_converter_uses_it(voc_mini, 
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--min_score", "1.5"], "--min_score: expected a score in [0, 1]"),
-    (["--max_iou", "0"], "--max_iou: expected an IoU in (0, 1]"),
+    (["--min_score", "1.5"], "--min_score: must be in [0, 1], got 1.5"),
+    (["--max_iou", "0"], "--max_iou: must be in (0, 1], got 0"),
     (["--sheet", "s.png"], "--sheet: needs --dataset_path"),
 ])
 def test_cli_refuses_bad_flags_in_one_line(tmp_path, run_script, flags, message):
