@@ -200,8 +200,9 @@ def export_formats(model_file, formats, export_dir, calibration_tfrecord, num_ca
         calibration = None
         if fmt == "tflite_int8":
             size = tuple(load_model_config(model_file)["input_size"])
-            log(f"calibrating tflite_int8 on {num_calibration} images of {calibration_tfrecord}")
-            calibration = export.calibration_images(calibration_tfrecord, size, num_calibration)
+            # the default TFRecord where it exists, else the set the repository ships (a fresh clone)
+            named = None if calibration_tfrecord == export.DEFAULT_CALIBRATION_TFRECORD else calibration_tfrecord
+            calibration = export.load_calibration(size, num_calibration, tfrecord=named, log=log)
         log(f"exporting {fmt} -> {output}")
         report = export.export_model_file(model_file, fmt, output, calibration=calibration, log=log)
         for line in export.describe(report)[1:]:
