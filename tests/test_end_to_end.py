@@ -1,11 +1,8 @@
 """Tests of the end-to-end exports (export.py --end_to_end: deploy/end_to_end.py, components/end_to_end_models.py):
 the in-graph letterbox against the Python one, each format of the shipped model against
-components.detector.Detector (on images and in mAP.evaluation.evaluate), and the README's snippets run in a
-subprocess with the runtime alone (no project code on the path)."""
+components.detector.Detector (on images and in mAP.evaluation.evaluate). The README's snippets of these files
+run in tests/test_runtimes_readme.py."""
 import os
-import re
-import shutil
-import sys
 
 import cv2
 import numpy as np
@@ -18,11 +15,9 @@ from deploy.export import OUTPUT_SUFFIX, ExportCheckError
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SHIPPED_MODEL = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
-README = os.path.join(REPO_ROOT, "README.md")
 SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
 FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx")
 FLOAT_FORMATS = ("saved_model", "tflite", "onnx")
-SNIPPET_LINE = re.compile(r"^(mask|unmask) (\d\.\d{3}) (-?\d+) (-?\d+) (-?\d+) (-?\d+)$")
 
 
 def end_to_end_name(fmt):
@@ -226,82 +221,3 @@ def test_end_to_end_export_is_one_pass_unless_the_flip_test_is_asked_for(tiny_mo
     single = end_to_end.export_end_to_end_file(tiny_model, "saved_model", str(tmp_path / "single"),
                                                log=lambda message: None)
     assert not single.flip_test
-
-
-# --- README snippets -----------------------------------------------------------------------------------
-
-def readme_snippets():
-    """The ```python blocks of the README section 'End-to-end models'."""
-    with open(README, encoding="utf-8") as handle:
-        text = handle.read()
-    section = text.split("\n## End-to-end models\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
-
-
-def test_readme_has_a_snippet_per_runtime():
-    snippets = readme_snippets()
-    for needle in ("serving_default", "serving_encoded_images", "onnxruntime.InferenceSession", "Interpreter("):
-        assert sum(needle in snippet for snippet in snippets) == 1, needle
-    assert not any("components" in snippet or "import export" in snippet for snippet in snippets)
-
-
-SNIPPET_NEEDLES = {"saved_model": "serving_default", "saved_model_bytes": "serving_encoded_images",
-                   "onnx": "onnxruntime", "tflite": "Interpreter(", "tflite_int8": "Interpreter("}
-MARKER = "=== snippet "
-RUNNER = """import sys
-for name, path in zip(sys.argv[1::2], sys.argv[2::2]):
-    print({marker!r} + name, flush=True)
-    with open(path) as handle:
-        exec(compile(handle.read(), path, "exec"), {{"__name__": "__main__"}})
-"""
-
-
-@pytest.fixture(scope="module")
-def snippet_outputs(exports, tmp_path_factory):
-    """{variant: stdout} of the README snippets (SNIPPET_NEEDLES; the int8 one is the TFLite snippet on the int8
-    file), run one after the other in one isolated interpreter (``-I``: the repository is not importable),
-    in a folder with ``checkpoints/`` (the exports) and ``assets/`` (the sample image) where they expect them."""
-    import subprocess
-    folder = tmp_path_factory.mktemp("snippets")
-    (folder / "assets").mkdir()
-    shutil.copy(SAMPLE_IMAGE, folder / "assets")
-    os.symlink(os.path.dirname(exports["onnx"].path), folder / "checkpoints")
-    arguments = []
-    for variant, needle in SNIPPET_NEEDLES.items():
-        (snippet,) = [snippet for snippet in readme_snippets() if needle in snippet]
-        if variant == "tflite_int8":
-            snippet = snippet.replace(end_to_end_name("tflite"), end_to_end_name("tflite_int8")).replace(
-                "mask_detector_e2e_labels.txt", "mask_detector_e2e_int8_labels.txt")
-        (folder / f"{variant}.py").write_text(snippet)
-        arguments += [variant, f"{variant}.py"]
-    (folder / "runner.py").write_text(RUNNER.format(marker=MARKER))
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    run = subprocess.run([sys.executable, "-I", "runner.py", *arguments], cwd=folder, env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    sections = run.stdout.split(MARKER)[1:]
-    return {section.split("\n", 1)[0]: section.split("\n", 1)[1] for section in sections}
-
-
-@pytest.mark.slow
-def test_readme_bytes_snippet_runs_with_tensorflow_alone(snippet_outputs, reference):
-    rows = re.findall(r"\[\s*([-\d.e]+)\s+([-\d.e]+)\s+([-\d.e]+)\s+([-\d.e]+)\s*\]",
-                      snippet_outputs["saved_model_bytes"])
-    assert len(rows) == len(reference.detect(sample_rgb())) and all(0 <= float(v) <= 1 for row in rows for v in row)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_readme_snippet_runs_with_the_runtime_alone(fmt, snippet_outputs, reference):
-    lines = [SNIPPET_LINE.match(line) for line in snippet_outputs[fmt].splitlines()]
-    assert lines and all(lines), snippet_outputs[fmt]
-    expected = reference.detect(sample_rgb())
-    found = sorted((match.group(1), *map(int, match.groups()[2:])) for match in lines)
-    wanted = sorted((label, *(int(round(float(value))) for value in box))
-                    for label, box in zip(expected.labels(), expected.boxes))
-    tolerance = 1 if fmt in FLOAT_FORMATS else 8
-    assert len(found) == len(wanted) or (fmt == "tflite_int8" and abs(len(found) - len(wanted)) <= 1)
-    if len(found) == len(wanted):
-        for got, want in zip(found, wanted):
-            assert got[0] == want[0] and max(abs(a - b) for a, b in zip(got[1:], want[1:])) <= tolerance, (got, want)
