@@ -5,12 +5,15 @@ assembled into the two outputs, and a later run resumes: images already in the p
 (unless the model or the score threshold changed). A run that finishes removes the part file. One run at a
 time per output folder: a second one is refused while the first holds the folder's lock file.
 """
+from __future__ import annotations
+
 import contextlib
 import csv
 import io
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import cv2
 from tqdm import tqdm
@@ -21,19 +24,29 @@ from components.errors import ProjectError, os_error
 from components.media import write_image_atomically
 from dataset.voc import VOCError, read_image_bgr
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from typing import Any
+
+    import numpy as np
+
+    from components.detector import Detector
+    from components.end_to_end_models import EndToEndModel
+    from components.postprocessing import Detections
+
 DETECTIONS_JSON = "detections.json"
 SUMMARY_CSV = "summary.csv"
 PART_FILE = "detections.part.jsonl"
 LOCK_FILE = ".batch.lock"
 
 
-def list_image_files(img_dir):
+def list_image_files(img_dir: str) -> list[str]:
     """Names of the regular, non-hidden files directly in ``img_dir``, sorted."""
     return sorted(name for name in os.listdir(img_dir)
                   if not name.startswith(".") and os.path.isfile(os.path.join(img_dir, name)))
 
 
-def batch_header(detector, score_threshold):
+def batch_header(detector: Detector | EndToEndModel, score_threshold: float) -> dict[str, Any]:
     """What a part file's results depend on: the model file (path, size, modification time) and threshold."""
     path = getattr(detector, "model_path", None)
     path = os.path.abspath(path) if path else None
@@ -42,7 +55,7 @@ def batch_header(detector, score_threshold):
             "model_mtime": stat.st_mtime if stat else None, "score_threshold": float(score_threshold)}
 
 
-def image_record(name, image_bgr, detections):
+def image_record(name: str, image_bgr: np.ndarray, detections: Detections) -> dict[str, Any]:
     """One image's entry of detections.json."""
     height, width = image_bgr.shape[:2]
     return {"image": name, "width": int(width), "height": int(height),
@@ -50,7 +63,7 @@ def image_record(name, image_bgr, detections):
             "classes": detections.labels(), "scores": [round(float(score), 6) for score in detections.scores]}
 
 
-def read_part_file(path, header):
+def read_part_file(path: str, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{image name: record} of a part file written with the same ``header``; {} when there is none, it is
     unreadable, or it belongs to another model or threshold. A torn last line is ignored."""
     if not os.path.isfile(path):
@@ -82,14 +95,15 @@ def _ends_with_newline(path):
         return handle.read(1) == b"\n"
 
 
-def write_batch_outputs(output_dir, header, records, skipped, class_names):
+def write_batch_outputs(output_dir: str, header: dict[str, Any], records: dict[str, dict[str, Any]],
+                        skipped: Sequence[tuple[str, str]], class_names: Sequence[str]) -> None:
     """(Re)write detections.json and summary.csv from ``records`` (image name -> record), atomically."""
     ordered = [records[name] for name in sorted(records)]
-    skipped = [{"image": name, "reason": reason} for name, reason in skipped]
+    skipped_rows = [{"image": name, "reason": reason} for name, reason in skipped]
     # one image per line: readable, and still one JSON document
     text = (f'{{"model": {json.dumps(header["model"])}, "score_threshold": {json.dumps(header["score_threshold"])},\n'
             ' "images": [\n  ' + ",\n  ".join(json.dumps(record) for record in ordered) + '\n ],\n'
-            ' "skipped": [\n  ' + ",\n  ".join(json.dumps(item) for item in skipped) + '\n ]\n}\n')
+            ' "skipped": [\n  ' + ",\n  ".join(json.dumps(item) for item in skipped_rows) + '\n ]\n}\n')
     write_text_atomically(os.path.join(output_dir, DETECTIONS_JSON), text, newline="")
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
@@ -100,7 +114,7 @@ def write_batch_outputs(output_dir, header, records, skipped, class_names):
     write_text_atomically(os.path.join(output_dir, SUMMARY_CSV), table.getvalue(), newline="")
 
 
-def annotated_path(output_dir, name):
+def annotated_path(output_dir: str, name: str) -> str:
     """Where the annotated copy of ``name`` goes: same name, or ``<name>.jpg`` when OpenCV cannot write
     that extension."""
     path = os.path.join(output_dir, name)
@@ -113,7 +127,7 @@ def annotated_path(output_dir, name):
 
 
 @contextlib.contextmanager
-def output_folder_lock(output_dir):
+def output_folder_lock(output_dir: str) -> Iterator[None]:
     """Hold ``output_dir/.batch.lock`` (holding this process id) inside the block. Raises ProjectError when
     another running process holds it; a lock left by a process that no longer runs is taken over."""
     path = os.path.join(output_dir, LOCK_FILE)
@@ -148,7 +162,8 @@ def _lock_owner(path):
         return None
 
 
-def run_batch(detector, img_dir, output_dir, progress=True, log=None):
+def run_batch(detector: Detector | EndToEndModel, img_dir: str, output_dir: str, progress: bool = True,
+              log: Callable[[str], None] | None = None) -> tuple[int, int, list[tuple[str, str]]]:
     """Annotate every file of ``img_dir`` into ``output_dir`` and write detections.json and summary.csv.
 
     Resumes from ``output_dir/detections.part.jsonl`` when it was written with the same model and threshold.

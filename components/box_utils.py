@@ -4,28 +4,37 @@ Conventions: *corner form* is (xmin, ymin, xmax, ymax); *centre form* is (cx, cy
 says otherwise, coordinates are normalised to [0, 1] by the image width and height. Every function accepts
 numpy arrays or tensors and returns tensors.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import tensorflow as tf
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
-def center_to_corner(boxes):
+    import numpy as np
+
+
+def center_to_corner(boxes: tf.Tensor | np.ndarray) -> tf.Tensor:
     """[..., 4] centre form -> [..., 4] corner form."""
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     return tf.concat([boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., :2] + boxes[..., 2:] / 2], axis=-1)
 
 
-def corner_to_center(boxes):
+def corner_to_center(boxes: tf.Tensor | np.ndarray) -> tf.Tensor:
     """[..., 4] corner form -> [..., 4] centre form."""
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     return tf.concat([(boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]], axis=-1)
 
 
-def box_area(boxes):
+def box_area(boxes: tf.Tensor | np.ndarray) -> tf.Tensor:
     """[..., 4] corner form -> [...] area (zero for inverted boxes)."""
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     return tf.maximum(boxes[..., 2] - boxes[..., 0], 0.0) * tf.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
 
 
-def iou_matrix(boxes_a, boxes_b):
+def iou_matrix(boxes_a: tf.Tensor | np.ndarray, boxes_b: tf.Tensor | np.ndarray) -> tf.Tensor:
     """Intersection over union of every pair (of each batch item, with leading batch dimensions).
 
     Args:
@@ -43,7 +52,7 @@ def iou_matrix(boxes_a, boxes_b):
     return tf.math.divide_no_nan(inter, union)
 
 
-def paired_iou(boxes_a, boxes_b):
+def paired_iou(boxes_a: tf.Tensor | np.ndarray, boxes_b: tf.Tensor | np.ndarray) -> tf.Tensor:
     """IoU of aligned pairs of boxes.
 
     Args:
@@ -59,7 +68,7 @@ def paired_iou(boxes_a, boxes_b):
     return tf.math.divide_no_nan(inter, box_area(boxes_a) + box_area(boxes_b) - inter)
 
 
-def paired_diou(boxes_a, boxes_b):
+def paired_diou(boxes_a: tf.Tensor | np.ndarray, boxes_b: tf.Tensor | np.ndarray) -> tf.Tensor:
     """Distance-IoU (Zheng et al. 2020) of aligned pairs: IoU minus the squared distance of the two centres
     over the squared diagonal of the smallest box enclosing both.
 
@@ -77,7 +86,8 @@ def paired_diou(boxes_a, boxes_b):
     return iou - tf.math.divide_no_nan(tf.reduce_sum(tf.square(centre_gap), axis=-1), diagonal)
 
 
-def encode_boxes(boxes, priors, variances):
+def encode_boxes(boxes: tf.Tensor | np.ndarray, priors: tf.Tensor | np.ndarray,
+                 variances: Sequence[float]) -> tf.Tensor:
     """SSD regression targets of ``boxes`` against ``priors``.
 
     Args:
@@ -93,7 +103,8 @@ def encode_boxes(boxes, priors, variances):
     return tf.concat([d_xy, d_wh], axis=-1)
 
 
-def decode_boxes(offsets, priors, variances):
+def decode_boxes(offsets: tf.Tensor | np.ndarray, priors: tf.Tensor | np.ndarray,
+                 variances: Sequence[float]) -> tf.Tensor:
     """Inverse of :func:`encode_boxes`.
 
     Args:
@@ -108,7 +119,8 @@ def decode_boxes(offsets, priors, variances):
     return center_to_corner(tf.concat([centre_xy, size_wh], axis=-1))
 
 
-def match_priors(gt_boxes, priors, match_thresh, min_positives=0, min_positive_iou=0.2):
+def match_priors(gt_boxes: tf.Tensor | np.ndarray, priors: tf.Tensor | np.ndarray, match_thresh: float,
+                 min_positives: int = 0, min_positive_iou: float = 0.2) -> tuple[tf.Tensor, tf.Tensor]:
     """Match the ground-truth boxes of one image to priors (SSD matching with S3FD's scale compensation).
 
     Every prior takes the ground-truth box it overlaps most if that IoU is at least ``match_thresh``.
@@ -149,7 +161,9 @@ def match_priors(gt_boxes, priors, match_thresh, min_positives=0, min_positive_i
     return tf.cond(tf.shape(gt_boxes)[0] > 0, with_objects, no_objects)
 
 
-def encode_targets(gt_boxes, gt_labels, priors, match_thresh, variances, min_positives=0, min_positive_iou=0.2):
+def encode_targets(gt_boxes: tf.Tensor | np.ndarray, gt_labels: tf.Tensor | np.ndarray, priors: tf.Tensor | np.ndarray,
+                   match_thresh: float, variances: Sequence[float], min_positives: int = 0,
+                   min_positive_iou: float = 0.2) -> tf.Tensor:
     """Training targets of one image: :func:`match_priors`, then each prior's face encoded against it.
 
     Args:
@@ -192,7 +206,8 @@ def _compensate_small_faces(overlaps, best_gt, best_gt_iou, match_thresh, min_po
             tf.where(claimed, tf.cast(match_thresh, tf.float32), best_gt_iou))
 
 
-def batched_nms(boxes, scores, score_threshold, iou_threshold, max_detections):
+def batched_nms(boxes: tf.Tensor | np.ndarray, scores: tf.Tensor | np.ndarray, score_threshold: float,
+                iou_threshold: float, max_detections: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """Class-wise non-maximum suppression for a batch, in one vectorised call.
 
     Args:
@@ -211,7 +226,8 @@ def batched_nms(boxes, scores, score_threshold, iou_threshold, max_detections):
     return nmsed_boxes, nmsed_scores, tf.cast(nmsed_classes, tf.int32), valid
 
 
-def soft_nms(boxes, scores, score_threshold, sigma, max_detections):
+def soft_nms(boxes: tf.Tensor | np.ndarray, scores: tf.Tensor | np.ndarray, score_threshold: float, sigma: float,
+             max_detections: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """Class-wise Gaussian soft-NMS (Bodla et al. 2017) for a batch: instead of dropping a box that overlaps
     a kept one of its class, its score is multiplied by ``exp(-IoU**2 / sigma)``; boxes whose score falls
     below ``score_threshold`` go.
@@ -248,7 +264,8 @@ def soft_nms(boxes, scores, score_threshold, sigma, max_detections):
         tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)))
 
 
-def vote_boxes(kept_boxes, kept_classes, boxes, scores, iou_threshold):
+def vote_boxes(kept_boxes: tf.Tensor | np.ndarray, kept_classes: tf.Tensor | np.ndarray, boxes: tf.Tensor | np.ndarray,
+               scores: tf.Tensor | np.ndarray, iou_threshold: float) -> tf.Tensor:
     """Box voting: each box NMS kept becomes the mean of the candidate boxes that overlap it by at least
     ``iou_threshold``, each weighted by its score for the kept box's class (the kept box is one of them).
 
@@ -269,7 +286,8 @@ def vote_boxes(kept_boxes, kept_classes, boxes, scores, iou_threshold):
     return tf.where(total > 0, voted, kept_boxes)
 
 
-def class_agnostic_nms(boxes, scores, score_threshold, iou_threshold, max_detections):
+def class_agnostic_nms(boxes: tf.Tensor | np.ndarray, scores: tf.Tensor | np.ndarray, score_threshold: float,
+                       iou_threshold: float, max_detections: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Non-maximum suppression of one image over all classes at once (each box scored by its best class).
 
     Args:

@@ -1,11 +1,17 @@
 """Class names travel with the data and the model: a TFRecord's class list is stored beside it
 (``<name>.classes.json``, written by dataset/voc_to_tfrecord.py) as a model's is in its sidecar
 (components/model_files.py). Where two meet, :func:`class_mismatch` says in one line which names differ."""
+from __future__ import annotations
+
 import json
 import os
+from typing import TYPE_CHECKING
 
 from components.atomic_io import write_text_atomically
 from components.errors import ProjectError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 CLASSES_SUFFIX = ".classes.json"
 
@@ -14,18 +20,19 @@ class ClassListError(ProjectError):
     """Two class lists that should agree do not; the message says which names differ and how to fix it."""
 
 
-def tfrecord_classes_path(tfrecord):
+def tfrecord_classes_path(tfrecord: str) -> str:
     """``dataset/x.tfrecord`` -> ``dataset/x.classes.json``."""
     return os.path.splitext(tfrecord)[0] + CLASSES_SUFFIX
 
 
-def write_tfrecord_classes(tfrecord, labels_list, box_counts=None):
+def write_tfrecord_classes(tfrecord: str, labels_list: Sequence[str],
+                           box_counts: Mapping[str, int] | None = None) -> None:
     """Record ``labels_list`` (background first) and the boxes per class beside ``tfrecord``, atomically."""
     content = {"labels_list": list(labels_list), "boxes": dict(box_counts or {})}
     write_text_atomically(tfrecord_classes_path(tfrecord), json.dumps(content, indent=2) + "\n")
 
 
-def read_tfrecord_classes(tfrecord):
+def read_tfrecord_classes(tfrecord: str) -> list[str] | None:
     """The class list stored beside ``tfrecord``, or None for a TFRecord written without one."""
     path = tfrecord_classes_path(tfrecord)
     if not os.path.isfile(path):
@@ -38,7 +45,8 @@ def read_tfrecord_classes(tfrecord):
     return list(labels)
 
 
-def class_mismatch(expected, found, expected_what, found_what, fix):
+def class_mismatch(expected: Sequence[str], found: Sequence[str], expected_what: str, found_what: str,
+                   fix: str) -> str | None:
     """None when the class lists agree, else one line: where each comes from, which names differ, the fix."""
     if list(expected) == list(found):
         return None
@@ -54,14 +62,14 @@ def class_mismatch(expected, found, expected_what, found_what, fix):
             f"({detail}); {fix}")
 
 
-def check_classes(expected, found, expected_what, found_what, fix):
+def check_classes(expected: Sequence[str], found: Sequence[str], expected_what: str, found_what: str, fix: str) -> None:
     """Raise ClassListError with :func:`class_mismatch`'s line when the lists differ."""
     message = class_mismatch(expected, found, expected_what, found_what, fix)
     if message:
         raise ClassListError(message)
 
 
-def check_tfrecord_classes(tfrecord, labels_list, run_what="this run"):
+def check_tfrecord_classes(tfrecord: str, labels_list: Sequence[str], run_what: str = "this run") -> list[str] | None:
     """Raise ClassListError when the class list stored beside ``tfrecord`` differs from ``labels_list``.
     Returns the stored list, or None when there is none (TFRecords of older versions)."""
     stored = read_tfrecord_classes(tfrecord)

@@ -5,12 +5,20 @@ Scripts call :func:`add_config_arguments` on their parser (with the ``keys`` the
 parsed namespace: the defaults here, then the data file (components/data_file.py), then each ``--<key> VALUE``
 given (lists and tuples are written as Python literals, e.g. ``--steps "[8, 16, 32, 64]"``).
 """
+from __future__ import annotations
+
 import ast
 import copy
+from typing import TYPE_CHECKING
 
 from components.errors import ProjectError
 
-cfg = {
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import Any
+
+cfg: dict[str, Any] = {
     # data
     "input_size": (240, 320),  # (height, width) the network is trained at
     "labels_list": ["background", "mask", "unmask"],
@@ -117,7 +125,7 @@ IGNORE_LABEL = "ignore"   # the canonical name of boxes left out of training and
 IGNORE_ID = -1            # its class id in TFRecords and training targets
 
 
-def tfrecord_paths(value):
+def tfrecord_paths(value: str | Sequence[str] | None) -> list[str]:
     """A ``train_tfrecord`` / ``val_tfrecord`` setting as a list of paths (a single path is a list of one)."""
     if not value:
         return []
@@ -232,7 +240,8 @@ STREAM_KEYS = ("stream_reconnect_attempts", "stream_reconnect_delay", "stream_ti
 SERVE_KEYS = ("serve_workers", "serve_max_pending", "serve_max_request_mb", "serve_max_image_pixels")
 
 
-def add_config_arguments(parser, skip=(), keys=None, data=False):
+def add_config_arguments(parser: argparse.ArgumentParser, skip: Iterable[str] = (), keys: Iterable[str] | None = None,
+                         data: bool = False) -> argparse.ArgumentParser:
     """Add an optional ``--<key>`` flag, described by ``CONFIG_HELP``, for every config key in ``keys``
     (default: all) and not in ``skip``; with ``data`` also ``--data FILE`` and ``--root DIR`` (a data-set
     description file, see components/data_file.py)."""
@@ -247,13 +256,13 @@ def add_config_arguments(parser, skip=(), keys=None, data=False):
         if key in skip or (keys is not None and key not in keys):
             continue
         # a boolean flag alone means true (--tta); with a value it takes it (--flip_test False)
-        extra = {"nargs": "?", "const": "true"} if isinstance(default, bool) else {}
+        extra: dict[str, Any] = {"nargs": "?", "const": "true"} if isinstance(default, bool) else {}
         group.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="VALUE", default=None, **extra,
                            help=f"{CONFIG_HELP.get(key, key)} (default: {default!r})")
     return parser
 
 
-def check_aliases(label_aliases, labels_list):
+def check_aliases(label_aliases: Mapping[str, str], labels_list: Sequence[str]) -> None:
     """Raise ProjectError when ``labels_list`` does not start with background or an alias maps to a class
     that is not in it (nor 'ignore')."""
     if not labels_list or labels_list[0] != "background" or len(labels_list) < 2:
@@ -300,7 +309,7 @@ FLAG_RANGES = {
 }
 
 
-def flag_type(name):
+def flag_type(name: str) -> Callable[[str], Any]:
     """The argparse ``type`` of the script flag ``--<name>``: parses its number and refuses it outside
     ``FLAG_RANGES[name]`` with one line (``error: argument --<name>: ...``)."""
     import argparse
@@ -324,7 +333,7 @@ def flag_type(name):
     return parse
 
 
-def validate_config(config):
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Raise ProjectError naming the key when a setting is out of range."""
     for key in POSITIVE_KEYS:
         if not config[key] > 0:
@@ -372,7 +381,7 @@ def validate_config(config):
     return config
 
 
-def given_settings(args):
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """{key: parsed value} of the ``--<key>`` flags given on the command line (none of the defaults).
 
     Raises ProjectError naming the key when a value cannot be parsed."""
@@ -388,7 +397,7 @@ def given_settings(args):
     return given
 
 
-def config_from_args(args):
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Return a copy of ``cfg`` with the ``--data`` file (when the parser has one and it was given) and then
     every ``--<key>`` given on the command line applied.
 
@@ -406,7 +415,7 @@ def config_from_args(args):
     return validate_config(apply_tta(config, settings))
 
 
-def apply_tta(config, given=()):
+def apply_tta(config: dict[str, Any], given: Iterable[str] = ()) -> dict[str, Any]:
     """``config`` with test-time augmentation switched on where ``config['tta']``: the flip test and
     ``TTA_SCALES``, each unless its own key is in ``given`` (an explicit flag wins)."""
     if config.get("tta"):

@@ -12,11 +12,17 @@ Each split lists one or more sources: ``{path, split}`` (``name`` optional), or 
 folder at ``root``. Class names map to themselves; an alias may map to ``ignore``. ``tfrecord_dir``
 (default ``dataset``, relative to the working directory) says where the converter writes the TFRecords.
 """
+from __future__ import annotations
+
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from components.config import IGNORE_LABEL
 from components.errors import ProjectError
+
+if TYPE_CHECKING:
+    from typing import Any
 
 SPLITS = ("train", "val")
 DEFAULT_TFRECORD_DIR = "dataset"
@@ -47,16 +53,16 @@ class DataSpec:
     sources: dict = field(default_factory=dict)   # split ("train" / "val") -> list of Source
 
     @property
-    def labels_list(self):
+    def labels_list(self) -> list[str]:
         return ["background"] + list(self.names)
 
-    def settings(self):
+    def settings(self) -> dict[str, Any]:
         """The config keys this file sets: labels_list, label_aliases, train_tfrecord, val_tfrecord."""
         return {"labels_list": self.labels_list, "label_aliases": dict(self.aliases),
                 "train_tfrecord": [source.tfrecord for source in self.sources.get("train", [])],
                 "val_tfrecord": [source.tfrecord for source in self.sources.get("val", [])]}
 
-    def check_root(self):
+    def check_root(self) -> None:
         """Raise DataFileError (with the fix) when a source's VOC folder does not exist."""
         for sources in self.sources.values():
             for source in sources:
@@ -123,7 +129,7 @@ def _sources(content, split, name, root, tfrecord_dir, path):
     return sources
 
 
-def load_data_file(path, root=None):
+def load_data_file(path: str, root: str | None = None) -> DataSpec:
     """Parse the data file at ``path``; ``root`` (e.g. from ``--root``) replaces its ``root:``.
 
     A relative ``root:`` is relative to the file's folder, a relative ``--root`` to the working directory.

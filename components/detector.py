@@ -4,6 +4,10 @@ The model runs through the adapters of ``components/runtimes.py`` (picked by fil
 letterboxed by ``components/preprocessing.py``, and ``components/postprocessing.py`` decodes, merges the flip
 test and suppresses; ``components/model_files.py`` finds the model file and its config sidecar.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 import tensorflow as tf
 
@@ -21,12 +25,18 @@ from components.preprocessing import boxes_to_pixels, image_pixels_per_input_pix
 from components.prior_box import aligned_input_size, mirror_index, priors_from_config
 from components.runtimes import KerasRuntime, ModelLoadError, load_runtime
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from components.postprocessing import Detections
+
 
 class Detector:
     """A trained model (any runtime of ``components/runtimes.py``) with its config: image in, detections in
     pixels out."""
 
-    def __init__(self, model, cfg, trained_size=None):
+    def __init__(self, model: Any, cfg: dict[str, Any], trained_size: Sequence[int] | None = None) -> None:
         """``model``: a runtime adapter (anything with ``predict_raw``) or a Keras model. ``trained_size``: the
         (h, w) the model was trained at (default ``cfg['input_size']``). A Keras model runs on a canvas of
         ``network_size`` (``aligned_input_size``: the image letterboxed to ``input_size`` at its top left) so
@@ -73,12 +83,13 @@ class Detector:
         return scale, Detector(self.runtime, dict(self.cfg, input_size=size, test_scales=[1]), self.trained_size)
 
     @property
-    def format(self):
+    def format(self) -> str:
         """'keras', 'saved_model', 'tflite' or 'onnx'."""
         return self.runtime.format
 
     @classmethod
-    def from_path(cls, model_path, base_cfg=None, input_size=None, **runtime_options):
+    def from_path(cls, model_path: str, base_cfg: dict[str, Any] | None = None,
+                  input_size: Sequence[int] | None = None, **runtime_options: Any) -> Detector:
         """Load a model file (runtime picked by its type), or a folder's default model (``resolve_model_path``),
         with its saved config. ``input_size`` (h, w) runs the model at another size than it was trained at (a Keras
         model runs at any size; an export only at the size it was exported at). ``runtime_options``:
@@ -99,16 +110,16 @@ class Detector:
                                  "export.py --input_size, or run the .keras model)")
         return cls(runtime, cfg, trained_size)
 
-    def preprocess(self, images_rgb):
+    def preprocess(self, images_rgb: Sequence[np.ndarray]) -> np.ndarray:
         """uint8 RGB images of any sizes -> network input [B, H, W, 3] float32 (``network_size``; the image in
         its top-left ``input_size``)."""
         return pad_to_size(preprocess_images(images_rgb, self.input_size, self.keep_aspect), self.network_size)
 
-    def to_pixels(self, boxes, image_shape):
+    def to_pixels(self, boxes: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
         """Boxes [K, 4] normalised to ``input_size`` -> pixels of an image of ``image_shape``."""
         return boxes_to_pixels(boxes, image_shape, self.input_size, self.keep_aspect)
 
-    def predict_raw(self, images):
+    def predict_raw(self, images: np.ndarray) -> np.ndarray:
         """Predictions [B, P, 4 + C] (numpy float32) for preprocessed images [B, h, w, 3] (``input_size``, then
         padded to ``network_size``, or already that size): offsets, then class logits; with ``flip_test`` the
         images and their mirror images go through the model as one batch and the predictions are averaged, the
@@ -118,9 +129,10 @@ class Detector:
         if not self.flip_test:
             return self.runtime.predict_raw(images)
         both = self.runtime.predict_raw(np.concatenate([images, images[:, :, ::-1]]))
-        return merge_mirrored_predictions(both[:len(images)], both[len(images):], self.mirror)
+        return merge_mirrored_predictions(both[:len(images)], both[len(images):], self.mirror)  # type: ignore[arg-type]
 
-    def postprocess(self, predictions, score_threshold=None):
+    def postprocess(self, predictions: np.ndarray,
+                    score_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``components.postprocessing.postprocess`` of :meth:`predict_raw`'s output with this model's priors
         and settings, as numpy: (boxes [B, K, 4] normalised to the input, scores, class ids, valid [B])."""
         threshold = self.cfg["score_threshold"] if score_threshold is None else score_threshold
@@ -134,7 +146,8 @@ class Detector:
         (net_h, net_w), (in_h, in_w) = self.network_size, self.input_size
         return np.array([net_w / in_w, net_h / in_h, net_w / in_w, net_h / in_h], np.float32)
 
-    def detections(self, predictions, image_shapes=None, score_threshold=None):
+    def detections(self, predictions: np.ndarray, image_shapes: Sequence[Sequence[int]] | None = None,
+                   score_threshold: float | None = None) -> list[Detections]:
         """One ``Detections`` per row of ``predictions``: boxes in pixels of each image of ``image_shapes``
         (those wholly in the letterbox padding dropped), or without them normalised to the network input
         (corner form)."""
@@ -145,16 +158,16 @@ class Detector:
                                    lambda boxes, index: self.to_pixels(boxes, image_shapes[index]))
         return [nonempty_detections(detections) for detections in found]
 
-    def detect_inputs(self, inputs, score_threshold=None):
+    def detect_inputs(self, inputs: np.ndarray, score_threshold: float | None = None) -> list[Detections]:
         """Detections of preprocessed network inputs [B, h, w, 3] (letterboxed to ``input_size``, in [-1, 1]);
         boxes normalised to the input; one scale. What ``mAP.evaluation.evaluate`` runs."""
         return self.detections(self.predict_raw(inputs), None, score_threshold)
 
-    def detect(self, image_rgb, score_threshold=None):
+    def detect(self, image_rgb: np.ndarray, score_threshold: float | None = None) -> Detections:
         """Detect faces in one uint8 RGB image [H, W, 3]; returns Detections in that image's pixels."""
         return self.detect_batch([image_rgb], score_threshold)[0]
 
-    def detect_batch(self, images_rgb, score_threshold=None):
+    def detect_batch(self, images_rgb: Sequence[np.ndarray], score_threshold: float | None = None) -> list[Detections]:
         """Detect faces in a list of uint8 RGB images of any sizes; one Detections per image. With the
         multi-scale test (``test_scales``), the faces smaller than ``test_small_face`` pixels at this input size
         found at each larger scale, and those of at least ``test_large_face`` pixels found at each smaller scale,
@@ -175,11 +188,11 @@ class Detector:
             return small_detections(detections, self.small_face_pixels(image_shape))
         return large_detections(detections, self.large_face_pixels(image_shape))
 
-    def small_face_pixels(self, image_shape):
+    def small_face_pixels(self, image_shape: Sequence[int]) -> float:
         """``test_small_face`` (pixels at this input size) in pixels of an image of ``image_shape``."""
         return self._in_image_pixels("test_small_face", image_shape)
 
-    def large_face_pixels(self, image_shape):
+    def large_face_pixels(self, image_shape: Sequence[int]) -> float:
         """``test_large_face`` (pixels at this input size) in pixels of an image of ``image_shape``."""
         return self._in_image_pixels("test_large_face", image_shape)
 

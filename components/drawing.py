@@ -1,8 +1,17 @@
 """Drawing detections on images with OpenCV (no TensorFlow needed)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
 from components.config import cfg as default_cfg
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from components.postprocessing import Detections
 
 # colour of class id 1, 2, 3, ... (background is 0): green, red (the default mask / unmask), then orange,
 # blue, magenta, cyan, ...; repeats after the last
@@ -21,12 +30,12 @@ def _text_scale(image_shape):
     return scale, max(1, int(round(shortest_side / 350.0)))
 
 
-def class_color_bgr(class_id):
+def class_color_bgr(class_id: int) -> tuple[int, int, int]:
     """Colour (B, G, R) of class id ``class_id`` (1 = the first class after background) from the palette."""
     return CLASS_PALETTE_BGR[(int(class_id) - 1) % len(CLASS_PALETTE_BGR)]
 
 
-def class_color_rgb(class_id):
+def class_color_rgb(class_id: int) -> tuple[float, float, float]:
     """The same colour as (r, g, b) floats in [0, 1], for matplotlib."""
     blue, green, red = class_color_bgr(class_id)
     return red / 255.0, green / 255.0, blue / 255.0
@@ -36,7 +45,8 @@ def _overlaps(rect, others):
     return any(rect[0] < o[2] and o[0] < rect[2] and rect[1] < o[3] and o[1] < rect[3] for o in others)
 
 
-def label_rectangles(boxes, texts, image_shape, scale=None, thickness=None):
+def label_rectangles(boxes: np.ndarray | Sequence[Sequence[float]], texts: Sequence[str], image_shape: Sequence[int],
+                     scale: float | None = None, thickness: int | None = None) -> list[tuple[int, int, int, int]]:
     """Where the label of each box goes: [(left, top, right, bottom)] in pixels, none overlapping another.
 
     Each label is tried above its box, just inside its top edge, below it, then moved down a line at a time
@@ -45,9 +55,9 @@ def label_rectangles(boxes, texts, image_shape, scale=None, thickness=None):
     if scale is None:
         scale, thickness = _text_scale(image_shape)
     height, width = image_shape[:2]
-    placed = []
+    placed: list[tuple[int, int, int, int]] = []
     for box, text in zip(np.asarray(boxes, np.float32).reshape(-1, 4), texts):
-        (text_w, text_h), baseline = cv2.getTextSize(text, FONT, scale, thickness)
+        (text_w, text_h), baseline = cv2.getTextSize(text, FONT, scale, thickness)  # type: ignore[arg-type]
         label_w, label_h = text_w + 2, text_h + baseline + 2
         left = int(min(max(round(box[0]), 0), max(width - label_w, 0)))
         top, bottom = int(round(box[1])), int(round(box[3]))
@@ -68,13 +78,14 @@ def _overlap_area(rect, other):
     return max(0, width) * max(0, height)
 
 
-def corner_rectangle(text, image_shape, avoid, scale=None, thickness=None, margin=4):
+def corner_rectangle(text: str, image_shape: Sequence[int], avoid: Sequence[Sequence[int]], scale: float | None = None,
+                     thickness: int | None = None, margin: int = 4) -> tuple[int, int, int, int]:
     """Where a corner label (the FPS counter) goes: (left, top, right, bottom) in pixels, in the first corner of
     top-left, top-right, bottom-left, bottom-right that covers none of the rectangles ``avoid`` (boxes and their
     labels), else in the corner that covers the least of them."""
     if scale is None:
         scale, thickness = _text_scale(image_shape)
-    (text_w, text_h), baseline = cv2.getTextSize(text, FONT, scale, thickness)
+    (text_w, text_h), baseline = cv2.getTextSize(text, FONT, scale, thickness)  # type: ignore[arg-type]
     label_w, label_h = text_w + 2, text_h + baseline + 2
     height, width = image_shape[:2]
     right_x, bottom_y = max(width - label_w - margin, 0), max(height - label_h - margin, 0)
@@ -84,7 +95,7 @@ def corner_rectangle(text, image_shape, avoid, scale=None, thickness=None, margi
     return rects[covered.index(min(covered))]
 
 
-def _put_label(image, text, left, top, color, scale, thickness, below=False):
+def _put_label(image, text, left, top, color, scale, thickness, below: bool = False) -> None:
     """Write ``text`` on a filled ``color`` background with its bottom-left corner at (left, top)
     (or, when ``below``, its top-left corner at (left, top))."""
     (text_width, text_height), baseline = cv2.getTextSize(text, FONT, scale, thickness)
@@ -97,7 +108,7 @@ def _put_label(image, text, left, top, color, scale, thickness, below=False):
     cv2.putText(image, text, (left + 1, top - baseline - 1), FONT, scale, TEXT_COLOR_BGR, thickness, cv2.LINE_AA)
 
 
-def draw_detections(image_bgr, detections, fps=None):
+def draw_detections(image_bgr: np.ndarray, detections: Detections, fps: float | None = None) -> np.ndarray:
     """An annotated copy of ``image_bgr``.
 
     Args:

@@ -22,13 +22,20 @@ images), normalised to the network input and clipped to it from ``detect_inputs`
 ``mAP.evaluation.evaluate`` runs), so an export can be compared with ``components.detector.Detector`` and
 evaluated like it.
 """
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from components.postprocessing import Detections, nonempty_detections
 from components.preprocessing import boxes_to_pixels, preprocess_images
 from components.runtimes import DEFAULT_NUM_THREADS, ModelLoadError, first_line, onnx_session, tflite_interpreter
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 TFLITE_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
@@ -41,7 +48,7 @@ DECODED_OUTPUTS = ("boxes", "scores")
 YX_ORDER = [1, 0, 3, 2]   # (x, y, x, y) <-> (y, x, y, x): our box coding vs the TF OD API / TFLite op order
 
 
-def network_input_to_uint8(network_input):
+def network_input_to_uint8(network_input: np.ndarray) -> np.ndarray:
     """A network input [h, w, 3] in [-1, 1] back to the uint8 RGB image it was made of (rounded)."""
     return np.clip(np.rint((np.asarray(network_input, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
@@ -53,14 +60,20 @@ class EndToEndModel:
     (boxes normalised to the input), each -> (boxes [K, 4] corner form, scores [K], class ids [K] 1..C-1).
     """
 
-    format = None
+    format: str | None = None
 
-    def __init__(self, path, cfg):
+    if TYPE_CHECKING:   # what a subclass gives (declared for the type checker only)
+        def image_detections(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+        def input_detections(self, network_input: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def __init__(self, path: str, cfg: dict[str, Any]) -> None:
         self.path, self.cfg = path, cfg
         self.input_size = tuple(cfg["input_size"])
         self.class_names = list(cfg["labels_list"])
 
-    def kept(self, boxes, scores, classes, score_threshold):
+    def kept(self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+             score_threshold: float | None) -> Detections:
         """Detections of those scoring at least ``score_threshold`` (default ``cfg['score_threshold']``; the
         file itself keeps nothing below its export threshold) whose clipped box is not empty, as ``Detector``'s."""
         threshold = self.cfg["score_threshold"] if score_threshold is None else score_threshold
@@ -68,15 +81,15 @@ class EndToEndModel:
                            np.asarray(classes).astype(np.int64), self.class_names)
         return nonempty_detections(found.select(found.scores >= threshold))
 
-    def detect(self, image_rgb, score_threshold=None):
+    def detect(self, image_rgb: np.ndarray, score_threshold: float | None = None) -> Detections:
         """Detections (pixels) of one uint8 RGB image of any size."""
         return self.kept(*self.image_detections(image_rgb), score_threshold)
 
-    def detect_batch(self, images_rgb, score_threshold=None):
+    def detect_batch(self, images_rgb: Sequence[np.ndarray], score_threshold: float | None = None) -> list[Detections]:
         """uint8 RGB images of any sizes -> one ``Detections`` (pixels) per image."""
         return [self.detect(image, score_threshold) for image in images_rgb]
 
-    def detect_inputs(self, inputs, score_threshold=None):
+    def detect_inputs(self, inputs: np.ndarray, score_threshold: float | None = None) -> list[Detections]:
         """Network inputs [B, h, w, 3] (letterboxed, in [-1, 1]) -> one ``Detections`` per input, boxes
         normalised to it."""
         return [self.kept(*self.input_detections(network_input), score_threshold) for network_input in inputs]
@@ -86,7 +99,10 @@ class Uint8ImageModel(EndToEndModel):
     """An end-to-end file that takes uint8 images of any size and returns the TF OD API outputs; a subclass
     gives ``outputs(images uint8 [1, H, W, 3])`` -> the :data:`OUTPUT_KEYS` arrays of that image."""
 
-    def image_detections(self, image_rgb):
+    if TYPE_CHECKING:   # what a subclass gives (declared for the type checker only)
+        def outputs(self, images: np.ndarray) -> list[Any]: ...
+
+    def image_detections(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         boxes, scores, classes, count = self.outputs(np.asarray(image_rgb, np.uint8)[None])
         count = int(count)
         height, width = np.shape(image_rgb)[:2]
@@ -94,7 +110,7 @@ class Uint8ImageModel(EndToEndModel):
                                                                                np.float32)
         return pixels, scores[:count], classes[:count]
 
-    def input_detections(self, network_input):
+    def input_detections(self, network_input: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The input goes back to uint8 (rounded, what an app would feed), and is not letterboxed again: it
         has the network's aspect ratio and size already."""
         boxes, scores, classes = self.image_detections(network_input_to_uint8(network_input))
@@ -107,7 +123,7 @@ class EndToEndSavedModel(Uint8ImageModel):
 
     format = "saved_model"
 
-    def __init__(self, path, cfg):
+    def __init__(self, path: str, cfg: dict[str, Any]) -> None:
         super().__init__(path, cfg)
         import tensorflow as tf
         try:
@@ -116,7 +132,7 @@ class EndToEndSavedModel(Uint8ImageModel):
         except Exception as error:  # noqa: BLE001  (TensorFlow raises many types for a bad folder)
             raise ModelLoadError(f"{path}: not a loadable end-to-end SavedModel ({first_line(error)})") from None
 
-    def outputs(self, images):
+    def outputs(self, images: np.ndarray) -> list[np.ndarray]:
         import tensorflow as tf
         values = self.signature(**{IMAGE_INPUT: tf.constant(images)})
         return [values[key].numpy()[0] for key in OUTPUT_KEYS]
@@ -127,7 +143,8 @@ class EndToEndOnnx(Uint8ImageModel):
 
     format = "onnx"
 
-    def __init__(self, path, cfg, num_threads=DEFAULT_NUM_THREADS):
+    def __init__(self, path: str, cfg: dict[str, Any],
+                 num_threads: int = DEFAULT_NUM_THREADS) -> None:
         super().__init__(path, cfg)
         self.session = onnx_session(path, num_threads=num_threads)
         self.input_name = self.session.get_inputs()[0].name
@@ -136,7 +153,7 @@ class EndToEndOnnx(Uint8ImageModel):
             raise ModelLoadError(f"{path}: not an end-to-end ONNX model (outputs {self.output_names}, expected "
                                  f"{list(OUTPUT_KEYS)})")
 
-    def outputs(self, images):
+    def outputs(self, images: np.ndarray) -> list[np.ndarray]:
         values = dict(zip(self.output_names, self.session.run(None, {self.input_name: images})))
         return [values[key][0] for key in OUTPUT_KEYS]
 
@@ -147,7 +164,8 @@ class EndToEndTFLite(EndToEndModel):
 
     format = "tflite"
 
-    def __init__(self, path, cfg, num_threads=DEFAULT_NUM_THREADS):
+    def __init__(self, path: str, cfg: dict[str, Any],
+                 num_threads: int = DEFAULT_NUM_THREADS) -> None:
         super().__init__(path, cfg)
         self.interpreter = tflite_interpreter(path, num_threads=num_threads)
         self.input_index = self.interpreter.get_input_details()[0]["index"]
@@ -156,7 +174,7 @@ class EndToEndTFLite(EndToEndModel):
             raise ModelLoadError(f"{path}: expected the 4 outputs of {TFLITE_POSTPROCESS_OP}, got "
                                  f"{len(self.output_indices)}")
 
-    def input_detections(self, network_input):
+    def input_detections(self, network_input: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         self.interpreter.set_tensor(self.input_index, np.asarray(network_input, np.float32)[None])
         self.interpreter.invoke()
         boxes, classes, scores, count = (self.interpreter.get_tensor(index)[0] for index in self.output_indices)
@@ -164,7 +182,7 @@ class EndToEndTFLite(EndToEndModel):
         # clipped to the input, as the uint8-input graphs clip theirs to the image
         return np.clip(boxes[:count, YX_ORDER], 0.0, 1.0), scores[:count], classes[:count].astype(np.int64) + 1
 
-    def image_detections(self, image_rgb):
+    def image_detections(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         boxes, scores, classes = self.input_detections(preprocess_images([image_rgb], self.input_size)[0])
         return boxes_to_pixels(boxes, np.shape(image_rgb), self.input_size), scores, classes
 
@@ -177,7 +195,7 @@ class DecodedOnnx(EndToEndModel):
 
     format = "onnx_decoded"
 
-    def __init__(self, path, cfg):
+    def __init__(self, path: str, cfg: dict[str, Any]) -> None:
         super().__init__(path, cfg)
         import cv2
         try:
@@ -189,14 +207,14 @@ class DecodedOnnx(EndToEndModel):
             raise ModelLoadError(f"{path}: not a decoded ONNX model (outputs {list(names)}, expected "
                                  f"{list(DECODED_OUTPUTS)})")
 
-    def outputs(self, network_input):
+    def outputs(self, network_input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Network input [h, w, 3] in [-1, 1] -> (boxes [P, 4] normalised corner form, scores [P, C-1])."""
         blob = np.ascontiguousarray(np.asarray(network_input, np.float32).transpose(2, 0, 1)[None])
         self.net.setInput(blob, DECODED_INPUT)
         boxes, scores = self.net.forward(list(DECODED_OUTPUTS))
         return boxes[0], scores[0]
 
-    def input_detections(self, network_input):
+    def input_detections(self, network_input: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import cv2
         boxes, scores = self.outputs(network_input)
         height, width = self.input_size
@@ -204,22 +222,22 @@ class DecodedOnnx(EndToEndModel):
         prior, column = np.nonzero(scores >= float(self.cfg["export_score_threshold"]))
         candidate_scores = scores[prior, column]
         rects = np.concatenate([pixels[prior, :2], pixels[prior, 2:] - pixels[prior, :2]], axis=1)
-        keep = np.ravel(cv2.dnn.NMSBoxesBatched(rects.astype(np.float64), candidate_scores, column.astype(np.int32),
+        keep = np.ravel(cv2.dnn.NMSBoxesBatched(rects.astype(np.float64), candidate_scores, column.astype(np.int32),  # type: ignore[arg-type]
                                                 0.0, float(self.cfg["nms_threshold"]))).astype(np.int64)
         keep = keep[np.argsort(-candidate_scores[keep], kind="stable")][:int(self.cfg["max_number_keep"])]
         return boxes[prior[keep]], candidate_scores[keep], column[keep].astype(np.int64) + 1
 
-    def image_detections(self, image_rgb):
+    def image_detections(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         boxes, scores, classes = self.input_detections(preprocess_images([image_rgb], self.input_size)[0])
         return boxes_to_pixels(boxes, np.shape(image_rgb), self.input_size), scores, classes
 
 
-def is_decoded_onnx(path):
+def is_decoded_onnx(path: str) -> bool:
     """Whether the ``.onnx`` file at ``path`` is a decoded export (outputs :data:`DECODED_OUTPUTS`)."""
     return tuple(output.name for output in onnx_session(path).get_outputs()) == DECODED_OUTPUTS
 
 
-def load_end_to_end(path, cfg=None):
+def load_end_to_end(path: str, cfg: dict[str, Any] | None = None) -> EndToEndModel:
     """The adapter for an end-to-end export (by file type) with its model config ``cfg`` (default: the spec
     the file carries, ``components.model_files.load_model_config``); raises ModelLoadError naming the path."""
     if not os.path.exists(path):

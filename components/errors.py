@@ -5,11 +5,13 @@ flag and the problem (``<path>: <problem>``); scripts print it as one line ``err
 ``exit_code`` (2). :class:`Interrupted` is a Ctrl-C caught where something was saved; its ``line()`` says
 what was kept. Standard library only.
 """
+from __future__ import annotations
+
 import errno
 import os
 
 # what an OSError's errno means for the user, where the system's own words do not say it
-OS_ERROR_CAUSES = {
+OS_ERROR_CAUSES: dict[int | None, str] = {
     errno.ENOSPC: "disk full (no space left on device)",
     errno.EDQUOT: "disk quota exceeded",
     errno.EACCES: "permission denied",
@@ -35,12 +37,12 @@ class Interrupted(KeyboardInterrupt):
 
     exit_code = 130
 
-    def line(self):
+    def line(self) -> str:
         """The one line a script prints for it."""
         return f"error: interrupted; {self}" if str(self) else "error: interrupted"
 
 
-def describe_os_error(error, path=None):
+def describe_os_error(error: OSError, path: str | None = None) -> str:
     """``<path>: <cause>`` for an OSError: the file it concerns and a cause a user can act on (disk full,
     permission denied, ...), also when the error itself carries no file name."""
     path = path or error.filename or ""
@@ -50,12 +52,12 @@ def describe_os_error(error, path=None):
     return f"{path}: {cause}" if path else cause
 
 
-def os_error(error, path=None):
+def os_error(error: OSError, path: str | None = None) -> ProjectError:
     """A ProjectError for ``error`` (an OSError) naming ``path`` (default: the error's file)."""
     return ProjectError(describe_os_error(error, path))
 
 
-def check_writable_folder(folder):
+def check_writable_folder(folder: str) -> None:
     """Raise ProjectError naming ``folder`` when it cannot be created or written to."""
     try:
         os.makedirs(folder, exist_ok=True)

@@ -9,6 +9,10 @@ anchors grouped per head in the format of ``min_sizes`` in components/config.py 
 components/prior_box.py accepts), the mean best IoU of those anchors and of the config's default anchors,
 and writes a scatter plot of the box sizes.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
     import cli  # noqa: F401
 import sys
@@ -24,13 +28,17 @@ from components.prior_box import priors_per_cell
 from dataset.label_counts import report_split_labels
 from dataset.voc import VOCError, clip_boxes, load_item, read_image_bgr, read_split
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
+
 
 def _centred_corners(wh):
     """[N, 2] (w, h) -> [N, 4] corner-form boxes centred on the origin."""
     return np.concatenate([-wh / 2, wh / 2], axis=1)
 
 
-def wh_iou(boxes_wh, clusters):
+def wh_iou(boxes_wh: np.ndarray, clusters: np.ndarray) -> np.ndarray:
     """IoU of boxes and clusters compared by size alone (both centred on the same point).
 
     Args:
@@ -91,7 +99,7 @@ def _kmeans_once(boxes_wh, k, rng, max_iter):
     return clusters
 
 
-def kmeans_anchors(boxes_wh, k, seed=0, max_iter=300, restarts=5):
+def kmeans_anchors(boxes_wh: np.ndarray, k: int, seed: int = 0, max_iter: int = 300, restarts: int = 5) -> np.ndarray:
     """Cluster box sizes with k-means under the distance 1 - IoU.
 
     Each of ``restarts`` runs starts from a k-means++ initialisation and updates clusters to the median of
@@ -113,12 +121,13 @@ def kmeans_anchors(boxes_wh, k, seed=0, max_iter=300, restarts=5):
     return _sorted_by_area(best)
 
 
-def mean_iou(boxes_wh, anchors):
+def mean_iou(boxes_wh: np.ndarray, anchors: np.ndarray) -> float:
     """Mean over boxes of the best size-only IoU with any anchor ([N, 2] and [K, 2] (w, h)) -> float."""
     return float(wh_iou(boxes_wh, anchors).max(axis=1).mean())
 
 
-def load_box_sizes(dataset_path, split, input_size, label_aliases, skipped=None, progress=False):
+def load_box_sizes(dataset_path: str, split: str, input_size: Sequence[int], label_aliases: Mapping[str, str],
+                   skipped: list[str] | None = None, progress: bool = False) -> np.ndarray:
     """Sizes of all boxes of a VOC split, in pixels at the network input.
 
     Each box is clipped to its image (size from the xml, or read from the image when the xml has none)
@@ -156,7 +165,8 @@ def load_box_sizes(dataset_path, split, input_size, label_aliases, skipped=None,
     return np.concatenate(sizes, axis=0) if sizes else np.zeros((0, 2), np.float64)
 
 
-def assign_to_heads(anchors, steps=(8, 16, 32, 64), counts=(3, 2, 2, 3)):
+def assign_to_heads(anchors: np.ndarray, steps: Sequence[int] = (8, 16, 32, 64),
+                    counts: Sequence[int] = (3, 2, 2, 3)) -> list[list[tuple[float, float]]]:
     """Split anchors into the heads' groups, smallest anchors to the smallest stride.
 
     Args:
@@ -175,20 +185,21 @@ def assign_to_heads(anchors, steps=(8, 16, 32, 64), counts=(3, 2, 2, 3)):
     return [[(float(w), float(h)) for w, h in anchors[start:end]] for start, end in zip(bounds[:-1], bounds[1:])]
 
 
-def default_anchor_wh(min_sizes):
+def default_anchor_wh(min_sizes: Sequence[Sequence[Any]]) -> np.ndarray:
     """Config ``min_sizes`` (per head: side lengths or (w, h) pairs) -> [K, 2] float64 (w, h)."""
     return np.array([size if np.ndim(size) else (size, size) for head in min_sizes for size in head],
                     np.float64).reshape(-1, 2)
 
 
-def format_min_sizes(groups, decimals=1):
+def format_min_sizes(groups: Sequence[Sequence[tuple[float, float]]], decimals: int = 1) -> str:
     """Anchor groups as a Python literal in the config's ``min_sizes`` format, e.g. [[(9.5, 11.0), ...], ...]."""
-    def pair(w, h):
+    def pair(w, h) -> str:
         return f"({round(w, decimals):g}, {round(h, decimals):g})"
     return "[" + ", ".join("[" + ", ".join(pair(w, h) for w, h in group) + "]" for group in groups) + "]"
 
 
-def plot_anchors(boxes_wh, anchors, default_anchors, path, title=""):
+def plot_anchors(boxes_wh: np.ndarray, anchors: np.ndarray, default_anchors: np.ndarray, path: str,
+                 title: str = "") -> None:
     """Scatter box w against h coloured by nearest anchor, with the anchors and defaults marked; PNG, atomic."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -225,7 +236,9 @@ class AnchorStudy:
     held_out: tuple | None = None   # (boxes, mean IoU k-means, mean IoU config) on the eval split
 
 
-def box_sizes_of_sources(sources, cfg, skipped=None, progress=False, skip_unknown=False, fix_file=None, log=None):
+def box_sizes_of_sources(sources: Sequence[tuple[str, str]], cfg: dict[str, Any], skipped: list[str] | None = None,
+                         progress: bool = False, skip_unknown: bool = False, fix_file: str | None = None,
+                         log: Callable[[str], None] | None = None) -> np.ndarray:
     """Box sizes [N, 2] of all ``sources`` ([(VOC folder, split)]), each after the label check
     (``dataset.label_counts.report_split_labels``: the table is logged; VOCError on unknown labels unless
     ``skip_unknown``). Raises VOCError when a source has no usable boxes."""
@@ -239,7 +252,9 @@ def box_sizes_of_sources(sources, cfg, skipped=None, progress=False, skip_unknow
     return np.concatenate(sizes, axis=0)
 
 
-def study_anchors(sources, cfg, k=None, eval_sources=(), skipped=None, progress=False, **label_check):
+def study_anchors(sources: Sequence[tuple[str, str]], cfg: dict[str, Any], k: int | None = None,
+                  eval_sources: Sequence[tuple[str, str]] = (), skipped: list[str] | None = None,
+                  progress: bool = False, **label_check: Any) -> AnchorStudy:
     """k-means anchors of the boxes of ``sources`` ([(VOC folder, split)]; ``k`` default: the config's anchors
     per cell summed), scored with the configured ones on them and, with ``eval_sources``, on boxes k-means did
     not see. ``label_check``: ``skip_unknown``, ``fix_file``, ``log`` of :func:`box_sizes_of_sources`.

@@ -1,5 +1,13 @@
 """Learning-rate schedule: linear warm-up, then step decay at given epochs."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 
 class WarmupMultiStepLR(tf.keras.optimizers.schedules.LearningRateSchedule):
@@ -9,7 +17,8 @@ class WarmupMultiStepLR(tf.keras.optimizers.schedules.LearningRateSchedule):
     ``lr_rate`` at each epoch of ``lr_decay_epoch``; never falls below ``min_lr``.
     """
 
-    def __init__(self, init_lr, lr_decay_epoch, lr_rate, warmup_epoch, min_lr, steps_per_epoch):
+    def __init__(self, init_lr: float, lr_decay_epoch: Sequence[int], lr_rate: float, warmup_epoch: int, min_lr: float,
+                 steps_per_epoch: int) -> None:
         super().__init__()
         self.init_lr = float(init_lr)
         self.lr_decay_epoch = [int(epoch) for epoch in lr_decay_epoch]
@@ -28,12 +37,12 @@ class WarmupMultiStepLR(tf.keras.optimizers.schedules.LearningRateSchedule):
             lr = tf.where(epoch < self.warmup_epoch, warm, lr)
         return tf.maximum(lr, self.min_lr)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"init_lr": self.init_lr, "lr_decay_epoch": self.lr_decay_epoch, "lr_rate": self.lr_rate,
                 "warmup_epoch": self.warmup_epoch, "min_lr": self.min_lr, "steps_per_epoch": self.steps_per_epoch}
 
 
-def schedule_from_config(cfg, steps_per_epoch):
+def schedule_from_config(cfg: dict[str, Any], steps_per_epoch: int) -> WarmupMultiStepLR:
     """The schedule described by ``cfg`` for an epoch of ``steps_per_epoch`` optimizer steps."""
     return WarmupMultiStepLR(cfg["init_lr"], cfg["lr_decay_epoch"], cfg["lr_rate"], cfg["warmup_epoch"],
                              cfg["min_lr"], steps_per_epoch)

@@ -1,9 +1,12 @@
 """Showing and writing what the detector found: annotated images, video files, camera and network streams
 (``components/video_source.py``), the detection lines printed for an image."""
+from __future__ import annotations
+
 import os
 import socket
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import cv2
 from tqdm import tqdm
@@ -12,6 +15,16 @@ from components.atomic_io import atomic_path, remove_stale_temporaries, temporar
 from components.drawing import draw_detections
 from components.errors import ProjectError, os_error
 from components.video_source import VideoSource
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    import numpy as np
+
+    from components.detector import Detector
+    from components.end_to_end_models import EndToEndModel
+    from components.postprocessing import Detections
 
 WINDOW_NAME = "face mask detector"
 FPS_SMOOTHING = 0.1        # weight of the newest frame in the exponential moving average of the FPS
@@ -23,7 +36,7 @@ class UsageError(ProjectError):
     """A command-line mistake; the message names the path or flag and the problem."""
 
 
-def write_image_atomically(path, image_bgr):
+def write_image_atomically(path: str, image_bgr: np.ndarray) -> None:
     """Encode ``image_bgr`` in the format of ``path``'s extension and write it through a temporary file."""
     extension = os.path.splitext(path)[1]
     try:
@@ -43,7 +56,7 @@ def write_image_atomically(path, image_bgr):
 NO_WINDOW_HINT = "record with --output OUT.mp4 instead, or run serve.py and open its page in a browser"
 
 
-def x_display_reachable(display):
+def x_display_reachable(display: str) -> bool:
     """Whether the X server of ``display`` (``:0``, ``unix:1.0``, ``host:10.0``) accepts a connection: OpenCV's
     Qt windows abort the whole process when it does not."""
     host, _, number = display.rpartition(":")
@@ -67,7 +80,7 @@ def x_display_reachable(display):
     return False
 
 
-def open_window(flag="--show"):
+def open_window(flag: str = "--show") -> None:
     """Create the display window; raises UsageError naming ``flag`` (``--show`` or ``--camera``) and what to do
     when there is no display or OpenCV has no GUI (the headless build)."""
     if sys.platform.startswith("linux") and not os.environ.get("WAYLAND_DISPLAY"):
@@ -83,13 +96,14 @@ def open_window(flag="--show"):
                          f"opencv-python-headless && pip install opencv-python; or {NO_WINDOW_HINT}") from None
 
 
-def detection_lines(detections):
+def detection_lines(detections: Detections) -> list[str]:
     """``<class> <score> <left> <top> <right> <bottom>`` per detection, integer pixels."""
     return [f"{label} {score:.3f} " + " ".join(str(int(round(value))) for value in box)
             for label, score, box in zip(detections.labels(), detections.scores, detections.boxes)]
 
 
-def summary_line(detections, class_names, milliseconds, flip_test=False, test_scales=(1,)):
+def summary_line(detections: Detections, class_names: Sequence[str], milliseconds: float, flip_test: bool = False,
+                 test_scales: Sequence[float] = (1,)) -> str:
     """``N faces: M mask, K unmask; model X ms`` (``+ flip test`` when the mirrored image was run too,
     ``+ 2x scale`` for each larger scale of the multi-scale test)."""
     labels = detections.labels()
@@ -99,7 +113,8 @@ def summary_line(detections, class_names, milliseconds, flip_test=False, test_sc
                       + [f"{scale}x scale" for scale in test_scales[1:]]))
 
 
-def run_image(detector, image_bgr, output_path, show):
+def run_image(detector: Detector | EndToEndModel, image_bgr: np.ndarray, output_path: str,
+              show: bool) -> tuple[Detections, float]:
     """Detect, draw and save one image. Returns (Detections, milliseconds of one detection pass).
 
     The timed pass follows an untimed warm-up pass, so graph tracing is not counted.
@@ -121,7 +136,8 @@ def run_image(detector, image_bgr, output_path, show):
     return detections, milliseconds
 
 
-def open_video_source(source, cfg, log=None):
+def open_video_source(source: int | str, cfg: dict[str, Any],
+                      log: Callable[[str], None] | None = None) -> tuple[VideoSource, np.ndarray]:
     """A ``components.video_source.VideoSource`` for ``source`` (path, camera index or URL) with the config's
     reconnect settings (``stream_*``), opened. Returns (source, its first frame BGR [H, W, 3]); raises
     VideoSourceError (a ProjectError) naming the source. ``log(message)`` hears of reconnects."""
@@ -130,7 +146,8 @@ def open_video_source(source, cfg, log=None):
     return video, video.open()
 
 
-def run_stream(detector, capture, first_frame, output_path, show, progress=True):
+def run_stream(detector: Detector | EndToEndModel, capture: VideoSource | cv2.VideoCapture, first_frame: np.ndarray,
+               output_path: str | None, show: bool, progress: bool = True) -> tuple[int, float, bool]:
     """Detect in ``first_frame`` and every further frame of ``capture`` (a VideoSource or cv2.VideoCapture;
     a reopened stream that comes back at another size is resized for the writer); draw boxes and a smoothed FPS
     (exponential moving average of the measured per-frame rate), write and/or show the frames.
@@ -146,7 +163,7 @@ def run_stream(detector, capture, first_frame, output_path, show, progress=True)
         os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
         temporary = temporary_path(output_path, suffix=os.path.splitext(output_path)[1])  # OpenCV picks formats by it
         height, width = frame.shape[:2]
-        writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))  # type: ignore[attr-defined]
         if not writer.isOpened():
             raise UsageError(f"{output_path}: cannot write a video here (use a .mp4 name)")
     detector.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))  # warm-up (graph tracing), not timed
@@ -174,7 +191,7 @@ def run_stream(detector, capture, first_frame, output_path, show, progress=True)
                 if cv2.waitKey(1) & 0xFF in QUIT_KEYS:
                     stopped = True
                     break
-            ok, frame = capture.read()
+            ok, frame = capture.read()  # type: ignore[assignment]
         finished = True
     except KeyboardInterrupt:
         stopped = finished = True
@@ -187,7 +204,7 @@ def run_stream(detector, capture, first_frame, output_path, show, progress=True)
         if writer is not None:
             writer.release()
             if finished and frames:
-                os.replace(temporary, output_path)
-            elif os.path.exists(temporary):
-                os.remove(temporary)
+                os.replace(temporary, output_path)  # type: ignore[arg-type]   # both set when writer is
+            elif os.path.exists(temporary):  # type: ignore[arg-type]
+                os.remove(temporary)  # type: ignore[arg-type]
     return frames, frames / max(elapsed, 1e-6), stopped

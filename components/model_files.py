@@ -18,16 +18,23 @@ Older files kept their settings (``MODEL_CONFIG_KEYS``) in a ``name.json`` sidec
 ``model_config.json`` inside a SavedModel folder): :func:`load_model_config` still reads it, with a one-line
 notice; a model file with neither is refused (its classes and anchors would be guesses).
 """
+from __future__ import annotations
+
 import json
 import os
 import shutil
 import sys
 import zipfile
+from typing import TYPE_CHECKING
 
 from components.atomic_io import staging_folder, write_text_atomically
 from components.config import cfg as default_cfg
 from components.errors import ProjectError, os_error
 from components.runtimes import ModelLoadError, first_line, is_saved_model_dir
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
 
 MODEL_CONFIG_KEYS = ("input_size", "labels_list", "min_sizes", "steps", "variances", "clip", "network",
                      "base_channel", "head_context")
@@ -46,10 +53,10 @@ INPUT_DESCRIPTION = {
 BOX_CODING = ("SSD offsets per prior (cx, cy, w, h normalised to the input; min_sizes per feature-map step): "
               "centre = prior centre + offset * variances[0] * prior size, size = prior size * "
               "exp(offset * variances[1]); then class-wise NMS")
-_noticed = set()   # model files whose sidecar notice was given (one line per file and process)
+_noticed: set[str] = set()   # model files whose sidecar notice was given (one line per file and process)
 
 
-def model_config_path(model_file):
+def model_config_path(model_file: str) -> str:
     """Path of the older JSON sidecar of a model: beside the file or folder, ``<stem>.json``."""
     return os.path.splitext(os.path.normpath(model_file))[0] + SIDECAR_SUFFIX
 
@@ -61,7 +68,7 @@ def _plain(value):
     return value
 
 
-def training_data_names(cfg):
+def training_data_names(cfg: dict[str, Any]) -> list[str]:
     """The file names (no folders) of the training TFRecords a config names, each once, in order."""
     value = cfg.get("train_tfrecord") or []
     paths = [value] if isinstance(value, str) else list(value)
@@ -73,12 +80,12 @@ def training_data_names(cfg):
     return names
 
 
-def model_spec(cfg, training_data=None):
+def model_spec(cfg: dict[str, Any], training_data: Sequence[str] | None = None) -> dict[str, Any]:
     """The description a model file carries (JSON-ready dict): ``MODEL_CONFIG_KEYS`` of ``cfg`` (what rebuilds
     and runs the model), the input normalisation, the box coding and the training data (``training_data``,
     default ``cfg['training_data']`` of a config read from a model file, else the names of
     ``cfg['train_tfrecord']``)."""
-    spec = {"spec_version": SPEC_VERSION}
+    spec: dict[str, Any] = {"spec_version": SPEC_VERSION}
     spec.update({key: _plain(cfg[key]) for key in MODEL_CONFIG_KEYS if key in cfg})
     spec["classes"] = list(cfg["labels_list"][1:])   # the detected classes (labels_list without background)
     spec["input"] = dict(INPUT_DESCRIPTION)
@@ -129,7 +136,7 @@ def _onnx_metadata(model_file):
     return dict(onnx_session(model_file).get_modelmeta().custom_metadata_map)
 
 
-def read_model_spec(model_file):
+def read_model_spec(model_file: str) -> dict[str, Any] | None:
     """The spec embedded in a model file or SavedModel folder (dict), or None when it carries none (an older
     file). Raises ModelLoadError naming the file when it is damaged or not a model of its type."""
     if is_saved_model_dir(model_file):
@@ -164,11 +171,12 @@ def read_model_spec(model_file):
     return None
 
 
-def _notice(message):
+def _notice(message) -> None:
     print(message, file=sys.stderr)
 
 
-def load_model_config(model_file, base_cfg=None, notice=_notice):
+def load_model_config(model_file: str, base_cfg: dict[str, Any] | None = None,
+                      notice: Callable[[str], None] = _notice) -> dict[str, Any]:
     """``base_cfg`` (default: components/config.py) updated with the model's own settings
     (``MODEL_CONFIG_KEYS``): from the spec embedded in the file, else from an older file's sidecar (then
     ``notice`` gets one line, once per file). Raises ModelLoadError naming the file when it is damaged, or
@@ -210,7 +218,7 @@ def _embed_keras(path, text):
         archive.writestr(SPEC_FILE, text)
 
 
-def _embed_tflite(path, spec, text):
+def _embed_tflite(path, spec, text) -> None:
     from components.tflite_metadata import with_metadata
     with open(path, "rb") as handle:
         data = handle.read()
@@ -223,7 +231,8 @@ def _embed_tflite(path, spec, text):
         handle.write(with_metadata(data, entries, files))
 
 
-def detector_tflite_metadata(model_bytes, spec):
+def detector_tflite_metadata(model_bytes: bytes,
+                             spec: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, bytes]] | None:
     """({metadata name: bytes}, {associated file: bytes}) of the TFLite Model Metadata for an end-to-end
     TFLite detector (one image input, the 4 outputs of ``TFLite_Detection_PostProcess``), or None for another
     model (a raw network)."""
@@ -244,7 +253,7 @@ def detector_tflite_metadata(model_bytes, spec):
     return {METADATA_NAME: metadata}, {LABELS_FILE: labels_text(classes)}
 
 
-def _embed_onnx(path, spec, text):
+def _embed_onnx(path, spec, text) -> None:
     import onnx
     model = onnx.load(path, load_external_data=False)
     props = {prop.key: prop.value for prop in model.metadata_props}
@@ -256,7 +265,7 @@ def _embed_onnx(path, spec, text):
     onnx.save(model, path)
 
 
-def embed_spec(model_file, spec):
+def embed_spec(model_file: str, spec: dict[str, Any]) -> None:
     """Write ``spec`` (see :func:`model_spec`) inside the model file or SavedModel folder ``model_file``, in
     place (the caller stages the file: :func:`publish_model`). Raises ProjectError for a path of no known
     model type."""
@@ -276,14 +285,14 @@ def embed_spec(model_file, spec):
         raise ProjectError(f"{model_file}: cannot embed a model spec (not .keras, .tflite, .onnx or a folder)")
 
 
-def save_model_config(model_file, cfg):
+def save_model_config(model_file: str, cfg: dict[str, Any]) -> None:
     """Write an older-style sidecar (``MODEL_CONFIG_KEYS`` of ``cfg``) beside ``model_file``, atomically: what
     files from before the embedded spec have (new files carry their spec: :func:`embed_spec`)."""
     text = json.dumps({key: _plain(cfg[key]) for key in MODEL_CONFIG_KEYS}, indent=2)
     write_text_atomically(model_config_path(model_file), text)
 
 
-def resolve_model_path(model_path):
+def resolve_model_path(model_path: str) -> str:
     """The model for ``model_path``: the file itself, a SavedModel folder itself, or for any other folder its
     default model ``mask_detector.keras`` (``DEFAULT_MODEL_NAME``), else its only ``.keras`` file, whatever the
     file times. Raises ModelLoadError for a folder without a model, or with several and no default (listing
@@ -322,7 +331,8 @@ def _replace(staged, output):
     shutil.rmtree(old, ignore_errors=True) if os.path.isdir(old) else os.remove(old)
 
 
-def publish_model(write, output, cfg, check=None, spec=None):
+def publish_model(write: Callable[[str], Any], output: str, cfg: dict[str, Any],
+                  check: Callable[[str], Any] | None = None, spec: dict[str, Any] | None = None) -> str:
     """Write a model to ``output`` with its spec inside (``spec``, default :func:`model_spec` of ``cfg``),
     atomically: nothing of it appears until it is complete and checked, and an error or Ctrl-C leaves what
     was there. No sidecar is written (a sidecar of another model beside it is left alone).

@@ -3,12 +3,19 @@
 ``postprocess`` (decode + softmax + class-wise NMS, all vectorised in one compiled batched call) is used by
 training-time validation, inference, benchmarks and mAP evaluation, whatever runtime produced the predictions.
 """
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
 
 from components.box_utils import batched_nms, box_area, decode_boxes, soft_nms, vote_boxes
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
 
 TINY_SCORE = float(np.finfo(np.float32).tiny)   # merge_detections: scores above it are detections
 
@@ -21,14 +28,14 @@ class Detections:
     classes: np.ndarray
     class_names: list
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.scores)
 
-    def labels(self):
+    def labels(self) -> list[str]:
         """Class name of each detection."""
         return [self.class_names[c] for c in self.classes]
 
-    def select(self, keep):
+    def select(self, keep: np.ndarray) -> Detections:
         """The detections where ``keep`` ([K] bool) is true, in their order (boxes as float32 [k, 4])."""
         return Detections(np.asarray(self.boxes, np.float32).reshape(-1, 4)[keep], np.asarray(self.scores)[keep],
                           np.asarray(self.classes)[keep], list(self.class_names))
@@ -70,8 +77,9 @@ def _suppress(boxes, scores, score_threshold, iou_threshold, max_detections, vot
     return kept_boxes, kept_scores, kept_classes, valid
 
 
-def postprocess(predictions, priors, cfg, score_threshold, nms_threshold=None, max_detections=None,
-                probabilities=False):
+def postprocess(predictions: tf.Tensor | np.ndarray, priors: tf.Tensor | np.ndarray, cfg: dict[str, Any],
+                score_threshold: float, nms_threshold: float | None = None, max_detections: int | None = None,
+                probabilities: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """Decode a batch of raw predictions into detections.
 
     Class-wise NMS (``tf.image.combined_non_max_suppression``; Gaussian soft-NMS where ``cfg["soft_nms_sigma"]``
@@ -97,7 +105,8 @@ def postprocess(predictions, priors, cfg, score_threshold, nms_threshold=None, m
     return boxes, scores, classes + 1, valid
 
 
-def merge_mirrored_predictions(predictions, mirrored_predictions, mirror):
+def merge_mirrored_predictions(predictions: tf.Tensor | np.ndarray, mirrored_predictions: tf.Tensor | np.ndarray,
+                               mirror: np.ndarray) -> tf.Tensor | np.ndarray:
     """Average raw predictions of images with those of the same images flipped left-right (flip test).
 
     The one implementation for every path: numpy in eager code (``Detector``), tensors inside the end-to-end
@@ -121,7 +130,8 @@ def merge_mirrored_predictions(predictions, mirrored_predictions, mirror):
     return merged.numpy() if as_numpy else merged
 
 
-def unbatch_detections(outputs, class_names, to_pixels=None):
+def unbatch_detections(outputs: Sequence[Any], class_names: Sequence[str],
+                       to_pixels: Callable[[np.ndarray, int], np.ndarray] | None = None) -> list[Detections]:
     """One :class:`Detections` per image from the batched ``postprocess`` ``outputs``, the first ``valid`` rows
     of each; ``to_pixels(boxes, index)`` maps image ``index``'s normalised boxes (default: kept normalised)."""
     boxes, scores, classes, valid = (np.asarray(value) for value in outputs)
@@ -133,32 +143,33 @@ def unbatch_detections(outputs, class_names, to_pixels=None):
     return results
 
 
-def nonempty_detections(detections):
+def nonempty_detections(detections: Detections) -> Detections:
     """The detections of ``detections`` whose box has a positive width and height. Boxes are clipped to the
     image when they become pixels, so one that lay wholly outside it (in the letterbox padding) has none."""
     boxes = np.asarray(detections.boxes, np.float32).reshape(-1, 4)
     return detections.select((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
 
 
-def small_detections(detections, max_side):
+def small_detections(detections: Detections, max_side: float) -> Detections:
     """The detections of ``detections`` whose side (square root of the box area, in its units) is below
     ``max_side``."""
     return detections.select(detection_sides(detections) < max_side)
 
 
-def large_detections(detections, min_side):
+def large_detections(detections: Detections, min_side: float) -> Detections:
     """The detections of ``detections`` whose side (square root of the box area, in its units) is at least
     ``min_side``."""
     return detections.select(detection_sides(detections) >= min_side)
 
 
-def detection_sides(detections):
+def detection_sides(detections: Detections) -> np.ndarray:
     """The side of each box of ``detections`` (square root of its area, in the boxes' units), [K]."""
     boxes = np.asarray(detections.boxes, np.float32).reshape(-1, 4)
     return np.sqrt(box_area(boxes).numpy())
 
 
-def merge_detections(parts, iou_threshold, max_detections, voting_iou=0.0, soft_sigma=0.0):
+def merge_detections(parts: Sequence[Detections], iou_threshold: float, max_detections: int, voting_iou: float = 0.0,
+                     soft_sigma: float = 0.0) -> Detections:
     """Class-wise NMS over the union of several :class:`Detections` of one image (same units, same classes):
     the multi-scale test's merge, with box voting among them where ``voting_iou`` > 0 (``vote_boxes``) and
     Gaussian soft-NMS instead of NMS where ``soft_sigma`` > 0 (``soft_nms``).

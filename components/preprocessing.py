@@ -3,15 +3,21 @@
 ``preprocess_images`` matches ``dataset.tf_dataset_preprocess.preprocess_for_inference`` (the training-side
 reference) to within 1e-4, done with OpenCV because it is several times faster per frame.
 """
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 PAD_VALUE = 127   # grey of the letterbox padding (as the training pipeline pads)
 
 
-def letterbox_shape(height, width, input_size):
+def letterbox_shape(height: int, width: int, input_size: Sequence[int]) -> tuple[int, int]:
     """(h, w) in pixels of an image of ``height`` x ``width`` padded at the bottom / right to the aspect ratio of
     ``input_size`` (h, w), each side rounded up (as ``dataset.tf_dataset_preprocess.pad_to_aspect``)."""
     aspect = input_size[1] / input_size[0]
@@ -19,7 +25,8 @@ def letterbox_shape(height, width, input_size):
     return max(height, math.ceil(new_width / aspect)), new_width
 
 
-def image_pixels_per_input_pixel(image_shape, input_size, keep_aspect=True):
+def image_pixels_per_input_pixel(image_shape: Sequence[int], input_size: Sequence[int],
+                                 keep_aspect: bool = True) -> float:
     """How many pixels of an image of ``image_shape`` (H, W, ...) one pixel of the network input (h, w) spans: the
     letterbox frame's height over h with ``keep_aspect`` (as ``preprocess_images`` pads it), else the geometric
     mean of the two stretch factors."""
@@ -29,7 +36,8 @@ def image_pixels_per_input_pixel(image_shape, input_size, keep_aspect=True):
     return math.sqrt(height * width / (input_size[0] * input_size[1]))
 
 
-def preprocess_images(images_rgb, input_size, keep_aspect=True):
+def preprocess_images(images_rgb: Sequence[np.ndarray], input_size: Sequence[int],
+                      keep_aspect: bool = True) -> np.ndarray:
     """uint8 RGB images [H, W, 3] of any sizes -> network input float32 [B, h, w, 3] in [-1, 1].
 
     With ``keep_aspect`` each image is first padded (value 127) at the bottom / right to the input aspect ratio
@@ -54,7 +62,7 @@ def preprocess_images(images_rgb, input_size, keep_aspect=True):
     return batch
 
 
-def pad_to_size(batch, size):
+def pad_to_size(batch: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Network inputs [B, h, w, 3] (in [-1, 1]) padded at the bottom / right with the letterbox grey to ``size``
     = (H, W) >= (h, w): the canvas of ``components.prior_box.aligned_input_size``."""
     batch = np.asarray(batch, np.float32)
@@ -65,7 +73,8 @@ def pad_to_size(batch, size):
     return canvas
 
 
-def boxes_to_pixels(boxes, image_shape, input_size, keep_aspect=True):
+def boxes_to_pixels(boxes: np.ndarray, image_shape: Sequence[int], input_size: Sequence[int],
+                    keep_aspect: bool = True) -> np.ndarray:
     """Boxes [K, 4] normalised to the network input (corner form) -> pixels of the original image
     (``image_shape`` = (H, W, ...)), clipped to it; undoes the letterbox of ``preprocess_images``."""
     height, width = image_shape[:2]

@@ -1,10 +1,17 @@
 """Prior (anchor) boxes for the SSD heads."""
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
-def feature_map_sizes(input_size, steps):
+
+def feature_map_sizes(input_size: Sequence[int], steps: Sequence[int]) -> list[tuple[int, int]]:
     """Feature map (height, width) of each head for an input of ``input_size`` = (h, w) pixels.
 
     Every stride-2 layer of the network pads 'same', so a map is ``ceil(size / step)``.
@@ -13,14 +20,14 @@ def feature_map_sizes(input_size, steps):
     return [(math.ceil(height / step), math.ceil(width / step)) for step in steps]
 
 
-def padding_pattern(side, steps):
+def padding_pattern(side: int, steps: Sequence[int]) -> tuple[bool, ...]:
     """Which stride-2 layers see an odd ``side`` (pixels of the input along one axis): a tuple of booleans, one
     per halving up to the largest step. A 'same'-padded stride-2 layer pads an odd input on both sides but an
     even one only at the end, so this pattern fixes where each map's cells sit on the image."""
     return tuple(math.ceil(side / 2 ** level) % 2 == 1 for level in range(round(math.log2(max(steps)))))
 
 
-def aligned_input_size(input_size, trained_size, steps):
+def aligned_input_size(input_size: Sequence[int], trained_size: Sequence[int], steps: Sequence[int]) -> tuple[int, ...]:
     """The smallest (h, w) of at least ``input_size`` whose maps are padded as at ``trained_size`` (see
     ``padding_pattern``).
 
@@ -37,12 +44,13 @@ def aligned_input_size(input_size, trained_size, steps):
     return tuple(side(wanted, trained) for wanted, trained in zip(input_size, trained_size))
 
 
-def priors_per_cell(min_sizes):
+def priors_per_cell(min_sizes: Sequence[Sequence[Any]]) -> list[int]:
     """Number of priors at each cell of each head, e.g. [3, 2, 2, 3]."""
     return [len(sizes) for sizes in min_sizes]
 
 
-def prior_box(input_size, min_sizes, steps, clip=False):
+def prior_box(input_size: Sequence[int], min_sizes: Sequence[Sequence[Any]], steps: Sequence[int],
+              clip: bool = False) -> np.ndarray:
     """Priors for an image of ``input_size`` = (h, w) pixels.
 
     Args:
@@ -71,12 +79,12 @@ def prior_box(input_size, min_sizes, steps, clip=False):
     return priors
 
 
-def priors_from_config(cfg, input_size=None):
+def priors_from_config(cfg: dict[str, Any], input_size: Sequence[int] | None = None) -> np.ndarray:
     """Priors for ``cfg`` at ``input_size`` (defaults to ``cfg['input_size']``)."""
     return prior_box(input_size or cfg["input_size"], cfg["min_sizes"], cfg["steps"], cfg["clip"])
 
 
-def mirror_index(priors, decimals=5):
+def mirror_index(priors: np.ndarray, decimals: int = 5) -> np.ndarray:
     """Index [P] of each prior's horizontal mirror image: ``priors[mirror_index(priors)[i]]`` has centre x
     ``1 - cx`` of prior ``i`` and the same centre y and size (priors [P, 4] normalised centre form).
 

@@ -1,11 +1,18 @@
 """A training run's full settings, saved in its checkpoint folder (``run_config.json``) so that ``--resume``
 continues the same run: the saved settings are used, and any flag given at resume that changes them is listed
 (the schedule and epoch count may change; the classes, input size, anchors, network and batch size may not)."""
+from __future__ import annotations
+
 import json
 import os
+from typing import TYPE_CHECKING
 
 from components.atomic_io import write_text_atomically
 from components.errors import ProjectError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 RUN_CONFIG_NAME = "run_config.json"
 # settings a resumed run cannot change: the model's shape and coding, and the steps per epoch of the
@@ -18,7 +25,7 @@ class ResumeError(ProjectError):
     """Flags given at resume that the saved run cannot take; the message names them."""
 
 
-def run_config_path(folder):
+def run_config_path(folder: str) -> str:
     return os.path.join(folder, RUN_CONFIG_NAME)
 
 
@@ -26,13 +33,13 @@ def _jsonable(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def save_run_config(folder, cfg, extra=None):
+def save_run_config(folder: str, cfg: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
     """Write ``cfg`` (and ``extra``, e.g. steps_per_epoch) to ``folder/run_config.json`` atomically."""
     content = {"settings": {key: _jsonable(value) for key, value in cfg.items()}, **(extra or {})}
     write_text_atomically(run_config_path(folder), json.dumps(content, indent=1) + "\n")
 
 
-def load_run_config(folder):
+def load_run_config(folder: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(settings dict, extra dict) saved in ``folder``, or None when the run saved none (older runs).
     Raises ValueError naming the file when it cannot be read."""
     path = run_config_path(folder)
@@ -49,7 +56,8 @@ def load_run_config(folder):
     return settings, content
 
 
-def resumed_config(saved, given, defaults):
+def resumed_config(saved: dict[str, Any], given: Mapping[str, Any],
+                   defaults: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The settings of a resumed run: ``saved`` (keys it lacks from ``defaults``) with ``given`` applied.
 
     ``given``: {key: value} set on the command line at resume (flags or a --data file). Returns (settings,
@@ -57,7 +65,8 @@ def resumed_config(saved, given, defaults):
     FIXED_KEYS setting would change.
     """
     settings = {**defaults, **saved}
-    changes, refused = [], []
+    changes: list[str] = []
+    refused: list[str] = []
     for key, value in given.items():
         old = settings.get(key)
         if _jsonable(old) == _jsonable(value):

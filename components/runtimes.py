@@ -17,12 +17,22 @@ format          file                                       runtime
 The TFLite and ONNX exports have a fixed batch of 1 (faster); their adapters run a larger batch one image
 at a time. A file that is not a loadable model raises :class:`ModelLoadError` naming the file.
 """
+from __future__ import annotations
+
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from components.errors import ProjectError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    import keras
+    import tensorflow as tf
 
 DEFAULT_NUM_THREADS = 2
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -37,18 +47,18 @@ END_TO_END_HINT = ("an end-to-end export (detections out, not raw predictions): 
                    "README section 'End-to-end models'")
 
 
-def first_line(error):
+def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type name when it has none), for one-line errors."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def is_saved_model_dir(path):
+def is_saved_model_dir(path: str) -> bool:
     """Whether ``path`` is a TensorFlow SavedModel folder."""
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, SAVED_MODEL_FILE))
 
 
-def model_format(path):
+def model_format(path: str) -> str:
     """The runtime ``path`` needs: 'keras', 'saved_model', 'tflite' or 'onnx' (by extension / folder layout).
 
     Raises ModelLoadError for a path of no known model type.
@@ -62,7 +72,7 @@ def model_format(path):
     raise ModelLoadError(f"{path}: not a model file of a known type ({kinds})")
 
 
-def load_keras_model(model_file):
+def load_keras_model(model_file: str) -> keras.Model:
     """Load a ``.keras`` file; raises ModelLoadError naming the file when it is not a loadable model."""
     import tensorflow as tf
 
@@ -87,7 +97,8 @@ def _single_output(outputs):
     return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
 
 
-def frozen_function(model, input_size, batch=None):
+def frozen_function(model: keras.Model, input_size: Sequence[int],
+                    batch: int | None = None) -> Callable[[tf.Tensor], tf.Tensor]:
     """The inference graph of a Keras ``model`` for input [batch, h, w, 3] float32, as a concrete function
     with its weights turned into constants.
 
@@ -112,17 +123,18 @@ class KerasRuntime:
 
     format = "keras"
 
-    def __init__(self, model, input_size, path=None):
+    def __init__(self, model: keras.Model, input_size: Sequence[int],
+                 path: str | None = None) -> None:
         self.model = model
         self.path = path
         self.input_size = tuple(input_size)
         self._predict = frozen_function(model, self.input_size)
 
     @classmethod
-    def from_path(cls, path, input_size):
+    def from_path(cls, path: str, input_size: Sequence[int]) -> KerasRuntime:
         return cls(load_keras_model(path), input_size, path)
 
-    def predict_raw(self, images):
+    def predict_raw(self, images: np.ndarray) -> np.ndarray:
         """[B, h, w, 3] float32 -> [B, P, 4 + C] float32 numpy."""
         import tensorflow as tf
         images = _check_batch(images, self.input_size, self.path or "keras model")
@@ -134,7 +146,7 @@ class SavedModelRuntime:
 
     format = "saved_model"
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         import tensorflow as tf
         self.path = path
         try:
@@ -162,13 +174,13 @@ class SavedModelRuntime:
                 self.input_size = tuple(spec[0].shape[1:3])
                 break
 
-    def predict_raw(self, images):
+    def predict_raw(self, images: np.ndarray) -> np.ndarray:
         import tensorflow as tf
         images = _check_batch(images, self.input_size, self.path)
         return np.asarray(self._predict(tf.constant(images)), np.float32)
 
 
-def litert_interpreter_class():
+def litert_interpreter_class() -> tuple[Any, Any]:
     """(Interpreter class, OpResolverType) of ai_edge_litert (LiteRT), or of tf.lite when it is missing."""
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -180,7 +192,8 @@ def litert_interpreter_class():
             return tf.lite.Interpreter, tf.lite.experimental.OpResolverType
 
 
-def tflite_interpreter(path=None, model_content=None, num_threads=DEFAULT_NUM_THREADS, xnnpack=True):
+def tflite_interpreter(path: str | None = None, model_content: bytes | None = None,
+                       num_threads: int = DEFAULT_NUM_THREADS, xnnpack: bool = True) -> Any:
     """A LiteRT interpreter of the ``.tflite`` file at ``path`` (or of ``model_content`` bytes), tensors
     allocated. ``xnnpack`` False runs the built-in kernels without the default XNNPACK delegate.
     Raises ModelLoadError naming the file when it is not a loadable TFLite model."""
@@ -193,7 +206,7 @@ def tflite_interpreter(path=None, model_content=None, num_threads=DEFAULT_NUM_TH
                 model_content = handle.read()
         except OSError as error:
             raise ModelLoadError(f"{path}: cannot read ({error.strerror or error})") from None
-    if len(model_content) < 8 or model_content[4:8] != b"TFL3":
+    if len(model_content) < 8 or model_content[4:8] != b"TFL3":  # type: ignore[arg-type, index]
         raise ModelLoadError(f"{name}: not a TFLite model (no TFL3 flatbuffer identifier)")
     try:
         with warnings.catch_warnings():
@@ -214,7 +227,8 @@ class TFLiteRuntime:
 
     format = "tflite"
 
-    def __init__(self, path=None, model_content=None, num_threads=DEFAULT_NUM_THREADS, xnnpack=True):
+    def __init__(self, path: str | None = None, model_content: bytes | None = None,
+                 num_threads: int = DEFAULT_NUM_THREADS, xnnpack: bool = True) -> None:
         self.path = path or "<tflite model>"
         self.interpreter = tflite_interpreter(path, model_content, num_threads, xnnpack)
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
@@ -238,7 +252,7 @@ class TFLiteRuntime:
         scale, zero_point = self._output["quantization"]
         return (output.astype(np.float32) - zero_point) * scale
 
-    def predict_raw(self, images):
+    def predict_raw(self, images: np.ndarray) -> np.ndarray:
         images = _check_batch(images, self.input_size, self.path)
         results = []
         for image in images:
@@ -251,7 +265,8 @@ class TFLiteRuntime:
         return np.concatenate(results, axis=0)
 
 
-def onnx_session(path=None, model_content=None, num_threads=DEFAULT_NUM_THREADS):
+def onnx_session(path: str | None = None, model_content: bytes | None = None,
+                 num_threads: int = DEFAULT_NUM_THREADS) -> Any:
     """An onnxruntime CPU session of the ``.onnx`` file at ``path`` (or of ``model_content`` bytes):
     ``num_threads`` intra-op threads, sequential, all graph optimisations. Raises ModelLoadError naming the
     file when onnxruntime is missing or the file is not a loadable ONNX model."""
@@ -267,7 +282,7 @@ def onnx_session(path=None, model_content=None, num_threads=DEFAULT_NUM_THREADS)
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     source = model_content if model_content is not None else path
-    if model_content is None and not os.path.isfile(path):
+    if model_content is None and not os.path.isfile(path):  # type: ignore[arg-type]
         raise ModelLoadError(f"{path}: model not found")
     try:
         return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
@@ -281,7 +296,8 @@ class OnnxRuntime:
 
     format = "onnx"
 
-    def __init__(self, path=None, model_content=None, num_threads=DEFAULT_NUM_THREADS):
+    def __init__(self, path: str | None = None, model_content: bytes | None = None,
+                 num_threads: int = DEFAULT_NUM_THREADS) -> None:
         self.path = path or "<onnx model>"
         self.session = onnx_session(path, model_content, num_threads)
         inputs = self.session.get_inputs()
@@ -299,7 +315,7 @@ class OnnxRuntime:
         self.fixed_batch = batch if isinstance(batch, int) else None
         self.input_size = (height, width) if isinstance(height, int) and isinstance(width, int) else None
 
-    def predict_raw(self, images):
+    def predict_raw(self, images: np.ndarray) -> np.ndarray:
         images = _check_batch(images, self.input_size, self.path)
         if self.fixed_batch in (None, len(images)):
             return self.session.run(None, {self._input_name: images})[0].astype(np.float32, copy=False)
@@ -308,7 +324,8 @@ class OnnxRuntime:
         return np.concatenate([self.session.run(None, {self._input_name: image[None]})[0] for image in images])
 
 
-def load_runtime(path, input_size, num_threads=DEFAULT_NUM_THREADS, xnnpack=True):
+def load_runtime(path: str, input_size: Sequence[int], num_threads: int = DEFAULT_NUM_THREADS,
+                 xnnpack: bool = True) -> KerasRuntime | SavedModelRuntime | TFLiteRuntime | OnnxRuntime:
     """The runtime adapter for the model at ``path`` (picked by :func:`model_format`).
 
     ``input_size`` (h, w) fixes the Keras signature; the exported formats carry their own.

@@ -8,12 +8,18 @@ standard *TFLite Model Metadata* is the buffer named ``TFLITE_METADATA``: a seco
 appended to the model. The tables needed for an object detector are written here with the ``flatbuffers``
 builder; field slots follow the schema (a union takes two slots: its type, then its value).
 """
+from __future__ import annotations
+
 import io
 import struct
 import zipfile
+from typing import TYPE_CHECKING
 
 import flatbuffers
 from flatbuffers import table as fb_table
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
 
 TFLITE_IDENTIFIER = b"TFL3"
 METADATA_NAME = "TFLITE_METADATA"          # the buffer MediaPipe / Task Library read
@@ -51,7 +57,7 @@ def _string(table, slot):
     return table.String(offset + table.Pos).decode("utf-8", "replace") if offset else None
 
 
-def read_metadata(model_bytes):
+def read_metadata(model_bytes: bytes) -> dict[str, bytes]:
     """{name: bytes} of the ``metadata`` buffers of a TFLite flatbuffer. Raises MetadataError when the bytes
     are not one (no ``TFL3`` identifier, or offsets out of range)."""
     data = bytes(model_bytes)
@@ -84,7 +90,7 @@ def read_metadata(model_bytes):
 class _Writer:
     """Small helpers over ``flatbuffers.Builder``: children are built before the table that holds them."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.builder = flatbuffers.Builder(1024)
 
     def string(self, text):
@@ -133,8 +139,9 @@ class _Writer:
         return self.table(7, fields)
 
 
-def object_detector_metadata(name, description, version, labels, input_size, mean=127.5, std=127.5,
-                             box_index=(1, 0, 3, 2)):
+def object_detector_metadata(name: str, description: str, version: str, labels: Sequence[str],
+                             input_size: Sequence[int], mean: float = 127.5, std: float = 127.5,
+                             box_index: Sequence[int] = (1, 0, 3, 2)) -> bytes:
     """The ``TFLITE_METADATA`` flatbuffer (bytes, identifier ``M001``) of an SSD detector whose model has
     one float32 image input [1, h, w, 3] (RGB, ``(pixel - mean) / std``) and the four outputs of
     ``TFLite_Detection_PostProcess`` in their order: locations [1, N, 4] (``box_index``: the positions of
@@ -191,12 +198,12 @@ def object_detector_metadata(name, description, version, labels, input_size, mea
     return bytes(writer.builder.Output())
 
 
-def labels_text(labels):
+def labels_text(labels: Iterable[str]) -> bytes:
     """The labels file: one class name a line."""
     return "".join(f"{label}\n" for label in labels).encode("utf-8")
 
 
-def model_flatbuffer(model_bytes):
+def model_flatbuffer(model_bytes: bytes) -> bytes:
     """The TFLite flatbuffer alone: ``model_bytes`` without an appended zip archive of associated files."""
     data = bytes(model_bytes)
     try:
@@ -209,7 +216,8 @@ def model_flatbuffer(model_bytes):
     return data
 
 
-def with_metadata(model_bytes, entries, associated_files=None):
+def with_metadata(model_bytes: bytes, entries: Mapping[str, bytes],
+                  associated_files: Mapping[str, bytes] | None = None) -> bytes:
     """``model_bytes`` (a TFLite flatbuffer, with or without an appended archive) with the ``metadata``
     buffers ``entries`` ({name: bytes}) set (replacing those of the same name, keeping the others) and, when
     given, ``associated_files`` ({name: bytes}) appended uncompressed in a zip archive (as the TFLite metadata
@@ -243,7 +251,7 @@ def with_metadata(model_bytes, entries, associated_files=None):
     return output.getvalue()
 
 
-def associated_files(model_bytes):
+def associated_files(model_bytes: bytes) -> dict[str, bytes]:
     """{name: bytes} of the zip archive appended to a TFLite model ({} when there is none)."""
     data = bytes(model_bytes)
     try:
@@ -253,7 +261,7 @@ def associated_files(model_bytes):
         return {}
 
 
-def output_count(model_bytes):
+def output_count(model_bytes: bytes) -> int:
     """The number of outputs of the main subgraph of a TFLite flatbuffer."""
     data = bytes(model_bytes)
     if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:

@@ -6,12 +6,21 @@ A *live* source (a camera index or a URL) that stops giving frames is released a
 before each further one (at most :data:`MAX_RECONNECT_DELAY_S`); every attempt is reported through ``log``.
 A file that stops giving frames has ended: no reconnect.
 """
+from __future__ import annotations
+
 import os
 import time
+from typing import TYPE_CHECKING
 
 import cv2
 
 from components.errors import ProjectError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    import numpy as np
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 MAX_RECONNECT_DELAY_S = 8.0
@@ -27,14 +36,14 @@ class StreamLostError(ProjectError):
     exit_code = 1
 
 
-def is_stream_url(source):
+def is_stream_url(source: int | str) -> bool:
     """Whether ``source`` is a network stream URL (``rtsp://...``, ``http://...``, see :data:`STREAM_SCHEMES`)."""
     if not isinstance(source, str) or "://" not in source:
         return False
     return source.split("://", 1)[0].lower() in STREAM_SCHEMES
 
 
-def parse_source(text):
+def parse_source(text: str) -> int | str:
     """A ``--video`` / ``--camera`` value -> a camera index (int) for a whole number that is not an existing
     file, else the string itself (a URL or a file path)."""
     text = text.strip()
@@ -43,7 +52,7 @@ def parse_source(text):
     return text
 
 
-def describe_source(source):
+def describe_source(source: int | str) -> str:
     """How messages name a source: ``camera 0``, the URL or the path."""
     return f"camera {source}" if isinstance(source, int) else source
 
@@ -64,8 +73,9 @@ class VideoSource:
     ``reconnects`` counts the successful reopenings.
     """
 
-    def __init__(self, source, reconnect_attempts=5, reconnect_delay=0.5, timeout_s=10.0, log=None,
-                 sleep=time.sleep):
+    def __init__(self, source: int | str, reconnect_attempts: int = 5, reconnect_delay: float = 0.5,
+                 timeout_s: float = 10.0, log: Callable[[str], None] | None = None,
+                 sleep: Callable[[float], Any] = time.sleep) -> None:
         self.source = source
         self.name = describe_source(source)
         self.live = isinstance(source, int) or is_stream_url(source)
@@ -87,7 +97,7 @@ class VideoSource:
             return None, None
         return capture, frame
 
-    def open(self):
+    def open(self) -> np.ndarray:
         """Open the source; returns its first frame. Raises VideoSourceError naming the source."""
         if not self.live and not os.path.isfile(self.source):
             raise VideoSourceError(f"{self.name}: video not found")
@@ -99,7 +109,7 @@ class VideoSource:
                                    else f"{self.name}: not a readable video")
         return frame
 
-    def read(self):
+    def read(self) -> tuple[bool, np.ndarray | None]:
         """The next frame: (True, frame) or (False, None) at the end of a file or once a live source is lost
         for good (``gave_up``)."""
         if self.capture is None:
@@ -129,15 +139,15 @@ class VideoSource:
         self.log(f"{self.name}: stream lost; giving up after {self.reconnect_attempts} reconnect attempts")
         return False, None
 
-    def lost_error(self):
+    def lost_error(self) -> StreamLostError:
         """The StreamLostError to raise once ``gave_up``."""
         return StreamLostError(f"{self.name}: stream lost after {self.reconnect_attempts} reconnect attempts")
 
-    def get(self, prop):
+    def get(self, prop: int) -> float:
         """``cv2.VideoCapture.get`` of the open capture (0.0 when closed)."""
         return self.capture.get(prop) if self.capture is not None else 0.0
 
-    def release(self):
+    def release(self) -> None:
         """Close the capture (idempotent)."""
         if self.capture is not None:
             self.capture.release()
