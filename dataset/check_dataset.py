@@ -13,6 +13,10 @@ decoded with the priors), so the picture checks augmentation, matching and box c
 empty or unreadable TFRecord is a one-line error (exit status 2); a file with fewer records than
 ``--num_images`` shows the records it has.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
     import cli  # noqa: F401
 import os
@@ -24,8 +28,13 @@ from components.atomic_io import save_figure_atomically
 from components.drawing import class_color_rgb
 from components.errors import ProjectError
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
-def decoded_positive_boxes(targets, priors, variances):
+
+def decoded_positive_boxes(targets: np.ndarray, priors: np.ndarray,
+                           variances: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (normalised corner form) and class ids of the positive priors of one image's targets [P, 5]."""
     from components.box_utils import decode_boxes
     positive = targets[:, 4] > 0
@@ -37,7 +46,7 @@ SIZE_BUCKETS = (8, 16, 32, 64)   # face side sqrt(w * h) in input pixels: <8, 8-
 FEW_POSITIVES = 4                # matching_stats reports the share of faces with fewer positives than this
 
 
-def size_bucket_name(side):
+def size_bucket_name(side: float) -> str:
     """'<8', '8-16', ..., '>=64' for a face side in input pixels."""
     for low, high in zip((0,) + SIZE_BUCKETS, SIZE_BUCKETS):
         if side < high:
@@ -45,7 +54,7 @@ def size_bucket_name(side):
     return f">={SIZE_BUCKETS[-1]}"
 
 
-def matching_stats(tfrecord, cfg, limit=None):
+def matching_stats(tfrecord: str, cfg: dict[str, Any], limit: int | None = None) -> dict[str, tuple[int, float, float]]:
     """Positive priors per face, by face size, under the matching settings of ``cfg``.
 
     Returns {bucket name: (faces, mean positive priors per face, share with fewer than FEW_POSITIVES)}, buckets
@@ -60,7 +69,7 @@ def matching_stats(tfrecord, cfg, limit=None):
 
     priors = tf.constant(priors_from_config(cfg))
     height, width = cfg["input_size"]
-    counts = {}
+    counts: dict[str, list[int]] = {}
     records = tf.data.TFRecordDataset(tfrecord).map(parse_example)
     try:
         for image, boxes, labels, _ in (records.take(limit) if limit else records):
@@ -83,7 +92,7 @@ def matching_stats(tfrecord, cfg, limit=None):
                    float(np.mean(np.array(counts[name]) < FEW_POSITIVES))) for name in order if name in counts}
 
 
-def format_matching_stats(stats):
+def format_matching_stats(stats: Mapping[str, tuple[int, float, float]]) -> str:
     """The table printed by ``--matching_stats``."""
     lines = [f"{'face side (px)':>14} {'faces':>6} {'positives / face':>17} {f'under {FEW_POSITIVES}':>8}"]
     lines += [f"{name:>14} {faces:6d} {mean:17.2f} {under:8.1%}" for name, (faces, mean, under) in stats.items()]
@@ -94,14 +103,15 @@ class DatasetError(ProjectError):
     """A TFRecord that cannot be shown; the message names the file and the problem."""
 
 
-def legend_handles(labels_list):
+def legend_handles(labels_list: Sequence[str]) -> list[Any]:
     """Matplotlib legend entries, one per class of ``labels_list`` (background left out), in its box colour."""
     from matplotlib.patches import Patch
     return [Patch(facecolor="none", edgecolor=class_color_rgb(class_id), label=name)
             for class_id, name in enumerate(labels_list) if class_id > 0]
 
 
-def draw_grid(tfrecord, cfg, num_images, output, training=True, seed=0):
+def draw_grid(tfrecord: str, cfg: dict[str, Any], num_images: int, output: str, training: bool = True,
+              seed: int = 0) -> str:
     """Write a PNG grid of up to ``num_images`` (augmented when ``training``) samples; returns the output path.
 
     Raises DatasetError naming ``tfrecord`` when it holds no records or cannot be read as this project's

@@ -10,7 +10,10 @@ The file is JSON: ``{"images": {"<image name>": [[left, top, right, bottom, scor
 pixels of the image file (corner form), the score of the detection that found each; other keys (how the boxes
 were mined) are kept for the record and not read.
 """
+from __future__ import annotations
+
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,10 +21,17 @@ from components.atomic_io import write_text_atomically
 from components.config import IGNORE_LABEL
 from dataset.voc import VOCError, clip_to_image
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from dataset.voc import Annotation
+
 IMAGES_KEY = "images"
 
 
-def write_extra_ignore(path, found, details=None):
+def write_extra_ignore(path: str, found: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                       details: dict[str, Any] | None = None) -> None:
     """Write ``found`` ({image name: (boxes [K, 4] pixels, corner form; scores [K])}) to ``path`` atomically,
     with ``details`` (a dict, e.g. the mining thresholds) beside the boxes."""
     images = {name: [[round(float(value), 1) for value in box] + [round(float(score), 4)]
@@ -30,7 +40,7 @@ def write_extra_ignore(path, found, details=None):
     write_text_atomically(path, json.dumps({**(details or {}), IMAGES_KEY: images}, indent=1) + "\n")
 
 
-def read_extra_ignore(path):
+def read_extra_ignore(path: str) -> dict[str, np.ndarray]:
     """{image name: boxes [K, 4] float32, pixels, corner form} of an extra-ignore file.
 
     Raises VOCError naming the file when it is missing, not JSON, or a box is not four finite numbers (a fifth,
@@ -62,11 +72,11 @@ def _boxes(path, name, rows):
     return boxes
 
 
-def add_ignore_boxes(annotation, boxes):
+def add_ignore_boxes(annotation: Annotation, boxes: np.ndarray) -> int:
     """Append ``boxes`` [K, 4] (pixels of the annotation's image, corner form) to ``annotation`` as ``ignore``
     boxes, clipped to its ``width`` x ``height``; those left with no area are dropped. Returns how many were
     added."""
-    boxes, keep = clip_to_image(boxes, annotation.width, annotation.height)
+    boxes, keep = clip_to_image(boxes, annotation.width, annotation.height)  # type: ignore[arg-type]
     boxes = boxes[keep]
     annotation.boxes = np.concatenate([annotation.boxes, boxes]).astype(np.float32)
     annotation.labels = list(annotation.labels) + [IGNORE_LABEL] * len(boxes)

@@ -4,10 +4,20 @@ Training images go through: random crop that keeps whole faces, padding to the i
 ("bin"), resize, horizontal flip, photometric distortion, normalisation, then target encoding against the
 priors. Validation images are only resized and normalised, exactly as inference sees them.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import tensorflow as tf
 
 from components.box_utils import encode_targets
 from components.prior_box import priors_from_config
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    import numpy as np
 
 FEATURES = {
     "image/filename": tf.io.FixedLenFeature([], tf.string),
@@ -27,7 +37,7 @@ CROP_MIN_SCALE = 0.3
 WHOLE_FACE_TOLERANCE = 0.1  # a kept face may lose this fraction of its width / height at a crop edge
 
 
-def parse_example(serialized):
+def parse_example(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """Decode one record into (uint8 image [H, W, 3], boxes [N, 4] normalised corner form, labels [N] int32,
     difficult [N] bool). A record without difficult flags (or with a wrong count) has none difficult."""
     features = tf.io.parse_single_example(serialized, FEATURES)
@@ -48,7 +58,8 @@ def _seeds(seed, count):
     return tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=count)
 
 
-def random_crop_whole_faces(image, boxes, labels, target_aspect, seed=None):
+def random_crop_whole_faces(image: tf.Tensor, boxes: tf.Tensor, labels: tf.Tensor, target_aspect: float | tf.Tensor,
+                            seed: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Random crop in which every kept face is whole.
 
     ``CROP_CANDIDATES`` crops are drawn at once (side between ``CROP_MIN_SCALE`` and 1 of the image,
@@ -95,7 +106,9 @@ def random_crop_whole_faces(image, boxes, labels, target_aspect, seed=None):
     return image, boxes, tf.boolean_mask(labels, keep)
 
 
-def place_on_canvas(image, boxes, new_height, new_width, offset_x, offset_y, fill_value=127):
+def place_on_canvas(image: tf.Tensor, boxes: tf.Tensor, new_height: int | tf.Tensor, new_width: int | tf.Tensor,
+                    offset_x: int | tf.Tensor, offset_y: int | tf.Tensor,
+                    fill_value: int = 127) -> tuple[tf.Tensor, tf.Tensor]:
     """Put ``image`` [h, w, 3] on a ``new_height`` x ``new_width`` canvas of ``fill_value`` with its top-left
     corner at (``offset_x``, ``offset_y``) pixels; boxes (normalised corner form) follow their faces."""
     shape = tf.shape(image)
@@ -115,7 +128,8 @@ def _random_offsets(extra_width, extra_height, seed):
             tf.random.stateless_uniform([], seeds[1], 0, extra_height + 1, dtype=tf.int32))
 
 
-def pad_to_aspect(image, boxes, target_aspect, fill_value=127, seed=None, random_placement=True):
+def pad_to_aspect(image: tf.Tensor, boxes: tf.Tensor, target_aspect: float | tf.Tensor, fill_value: int = 127,
+                  seed: tf.Tensor | None = None, random_placement: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
     """Pad with ``fill_value`` so that width / height == ``target_aspect`` (each side rounded up to a pixel,
     as ``components.preprocessing.letterbox_shape``); boxes (normalised corner form) stay on their faces.
 
@@ -134,7 +148,8 @@ def pad_to_aspect(image, boxes, target_aspect, fill_value=127, seed=None, random
     return place_on_canvas(image, boxes, new_height, new_width, offset_x, offset_y, fill_value)
 
 
-def random_expand(image, boxes, max_ratio, fill_value=127, seed=None):
+def random_expand(image: tf.Tensor, boxes: tf.Tensor, max_ratio: float, fill_value: int = 127,
+                  seed: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """Zoom out: place the image at a random spot of a grey canvas ``r`` times its height and width, ``r``
     uniform in [1, ``max_ratio``] (SSD's expand, SCRFD's zoom-out), so its faces become small. Boxes are
     normalised corner form before and after."""
@@ -148,13 +163,13 @@ def random_expand(image, boxes, max_ratio, fill_value=127, seed=None):
     return place_on_canvas(image, boxes, new_height, new_width, offset_x, offset_y, fill_value)
 
 
-def letterbox(image, boxes, input_size):
+def letterbox(image: tf.Tensor, boxes: tf.Tensor, input_size: Sequence[int]) -> tuple[tf.Tensor, tf.Tensor]:
     """Pad at the bottom / right to the aspect ratio of ``input_size`` (h, w), as inference does with
     ``keep_aspect``: the network then sees faces undistorted. Boxes normalised corner form, before and after."""
     return pad_to_aspect(image, boxes, input_size[1] / input_size[0], random_placement=False)
 
 
-def random_flip(image, boxes, seed=None):
+def random_flip(image: tf.Tensor, boxes: tf.Tensor, seed: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """Mirror left-right with probability 0.5."""
     flip = tf.random.stateless_uniform([], _seeds(seed, 1)[0]) < 0.5
     image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
@@ -163,7 +178,7 @@ def random_flip(image, boxes, seed=None):
     return image, boxes
 
 
-def random_distort(image, seed=None):
+def random_distort(image: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
     """Photometric distortion of a float image in [0, 255]: brightness, contrast, saturation, hue."""
     seeds = _seeds(seed, 4)
     image = image / 255.0
@@ -174,17 +189,18 @@ def random_distort(image, seed=None):
     return tf.clip_by_value(image, 0.0, 1.0) * 255.0
 
 
-def normalize_image(image):
+def normalize_image(image: tf.Tensor | np.ndarray) -> tf.Tensor:
     """Map pixel values [0, 255] to [-1, 1] (what the network expects)."""
     return (tf.cast(image, tf.float32) - 127.5) / 127.5
 
 
-def resize_image(image, input_size):
+def resize_image(image: tf.Tensor | np.ndarray, input_size: Sequence[int]) -> tf.Tensor:
     """Resize any uint8 or float image to ``input_size`` = (h, w); returns float32 in [0, 255]."""
     return tf.image.resize(tf.cast(image, tf.float32), input_size, method="bilinear")
 
 
-def prepare_for_evaluation(image_rgb, boxes, input_size, keep_aspect=True):
+def prepare_for_evaluation(image_rgb: tf.Tensor | np.ndarray, boxes: tf.Tensor | np.ndarray, input_size: Sequence[int],
+                           keep_aspect: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
     """One un-augmented example as inference sees it: uint8 RGB [H, W, 3] and boxes [N, 4] (normalised corner
     form) -> (normalised float32 network input at ``input_size``, boxes normalised to that input), letterboxed
     when ``keep_aspect``. Used by validation and, image-only, by ``preprocess_for_inference``."""
@@ -193,20 +209,23 @@ def prepare_for_evaluation(image_rgb, boxes, input_size, keep_aspect=True):
     return normalize_image(resize_image(image_rgb, input_size)), boxes
 
 
-def preprocess_for_inference(image_rgb, input_size, keep_aspect=True):
+def preprocess_for_inference(image_rgb: tf.Tensor | np.ndarray, input_size: Sequence[int],
+                             keep_aspect: bool = True) -> tf.Tensor:
     """uint8 RGB [H, W, 3] -> normalised float32 network input at ``input_size``, letterboxed when
     ``keep_aspect`` (the reference for ``components.detector.preprocess_images``)."""
     return prepare_for_evaluation(image_rgb, tf.zeros([0, 4]), input_size, keep_aspect)[0]
 
 
-def encode_example_targets(boxes, labels, priors, cfg):
+def encode_example_targets(boxes: tf.Tensor, labels: tf.Tensor, priors: tf.Tensor | np.ndarray,
+                           cfg: dict[str, Any]) -> tf.Tensor:
     """Training targets [P, 5] of one example (boxes [N, 4] normalised corner form, labels [N]) against
     ``priors`` [P, 4] (centre form), with the matching settings of ``cfg``."""
     return encode_targets(boxes, labels, priors, cfg["match_thresh"], cfg["variances"],
                           cfg["min_positives"], cfg["min_positive_iou"])
 
 
-def augment(image, boxes, labels, cfg, seed=None):
+def augment(image: tf.Tensor, boxes: tf.Tensor, labels: tf.Tensor, cfg: dict[str, Any],
+            seed: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Training augmentation of one decoded example; ``seed`` [2] (int64) makes it repeatable.
 
     Returns (float image [h, w, 3] normalised, boxes [N, 4] normalised corner form, labels [N]).
@@ -240,8 +259,9 @@ def augment(image, boxes, labels, cfg, seed=None):
     return image, boxes, labels
 
 
-def load_dataset(tfrecord_path, cfg, training, batch_size=None, shuffle=None, repeat=False, cache=False,
-                 seed=None, shard=None, shuffle_buffer=1024):
+def load_dataset(tfrecord_path: str | Sequence[str], cfg: dict[str, Any], training: bool, batch_size: int | None = None,
+                 shuffle: bool | None = None, repeat: bool = False, cache: bool = False, seed: int | None = None,
+                 shard: tuple[int, int] | None = None, shuffle_buffer: int = 1024) -> tf.data.Dataset:
     """Batched (images [B, h, w, 3] float32, targets [B, P, 5]) dataset for ``tfrecord_path`` (one path or a
     list: several sources are read as one set; a path listed twice is read twice an epoch).
 

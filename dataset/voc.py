@@ -1,6 +1,9 @@
 """Reading PASCAL VOC folders: split lists, annotations (with label aliases) and images."""
+from __future__ import annotations
+
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -8,6 +11,9 @@ from lxml import etree
 
 from components.config import IGNORE_ID, IGNORE_LABEL
 from components.errors import ProjectError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 
 class VOCError(ProjectError):
@@ -26,7 +32,7 @@ class Annotation:
     skipped: list = field(default_factory=list)         # one reason per object that was dropped
 
 
-def class_id(label, labels_list):
+def class_id(label: str, labels_list: Sequence[str]) -> int:
     """Class id of the canonical name ``label`` in ``labels_list``; ``IGNORE_ID`` for the ignore label."""
     if label == IGNORE_LABEL:
         return IGNORE_ID
@@ -35,7 +41,7 @@ def class_id(label, labels_list):
     return labels_list.index(label)
 
 
-def read_split(dataset_path, split):
+def read_split(dataset_path: str, split: str) -> list[str]:
     """Image names (no extension) listed in ``ImageSets/Main/<split>.txt``."""
     path = os.path.join(dataset_path, "ImageSets", "Main", f"{split}.txt")
     if not os.path.isfile(path):
@@ -47,7 +53,7 @@ def read_split(dataset_path, split):
     return names
 
 
-def find_image(dataset_path, name):
+def find_image(dataset_path: str, name: str) -> str | None:
     """Path of the image called ``name`` in ``JPEGImages`` (any common extension), or None."""
     folder = os.path.join(dataset_path, "JPEGImages")
     for extension in (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG"):
@@ -70,7 +76,7 @@ def _number(node, tag, path):
     return value
 
 
-def parse_annotation(path, label_aliases, keep_difficult=True):
+def parse_annotation(path: str, label_aliases: Mapping[str, str], keep_difficult: bool = True) -> Annotation:
     """Parse one VOC xml file.
 
     Labels are mapped through ``label_aliases`` (source name -> canonical name). Objects with an unknown
@@ -116,14 +122,14 @@ def parse_annotation(path, label_aliases, keep_difficult=True):
     return annotation
 
 
-def clip_to_image(boxes, width, height):
+def clip_to_image(boxes: np.ndarray, width: float, height: float) -> tuple[np.ndarray, np.ndarray]:
     """(``boxes`` [N, 4] pixels, corner form, clipped to a ``width`` x ``height`` image, as float32; [N] bool:
     which still have an area)."""
     boxes = np.clip(np.asarray(boxes, np.float32).reshape(-1, 4), 0, [width, height, width, height])
     return boxes.astype(np.float32), (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
 
 
-def clip_boxes(annotation, width, height):
+def clip_boxes(annotation: Annotation, width: int, height: int) -> Annotation:
     """Clip boxes (pixels) to a ``width`` x ``height`` image, rescaling first if the xml size differs.
 
     Boxes left with zero area are dropped and recorded in ``annotation.skipped``. Returns the annotation.
@@ -174,7 +180,7 @@ def _jpeg_is_truncated(data):
             return position > size or data.find(JPEG_EOI, position) < 0
 
 
-def decode_image_file(path):
+def decode_image_file(path: str) -> tuple[np.ndarray, bytes, bool]:
     """Read and decode the image file at ``path``.
 
     Returns (8-bit BGR image [H, W, 3], the file's bytes, whether the file decoded as 8-bit 3-channel as it
@@ -192,7 +198,7 @@ def decode_image_file(path):
     return image, raw, unchanged
 
 
-def decode_image_bytes(raw, source):
+def decode_image_bytes(raw: bytes, source: str) -> tuple[np.ndarray, bool]:
     """Decode the bytes of an image file (any format OpenCV reads) into an 8-bit BGR array [H, W, 3].
 
     Returns (image, whether it decoded as 8-bit 3-channel as it is). Raises VOCError starting with ``source``
@@ -227,7 +233,7 @@ def decode_image_bytes(raw, source):
     return image, unchanged
 
 
-def read_image_bgr(path):
+def read_image_bgr(path: str) -> np.ndarray:
     """Decode any image file OpenCV reads into an 8-bit BGR array [H, W, 3].
 
     Grey, RGBA and 16-bit images are converted; any size from 1 x 1 up is accepted. Raises VOCError naming
@@ -245,12 +251,13 @@ class VOCItem:
     annotation: Annotation
     image_bgr: np.ndarray | None = None
 
-    def skipped(self):
+    def skipped(self) -> list[str]:
         """One ``<xml path>: <reason>`` per object that was dropped (unknown label, empty box, ...)."""
         return [f"{self.xml_path}: {reason}" for reason in self.annotation.skipped]
 
 
-def load_item(dataset_path, name, label_aliases, read_image=True, require_image=True):
+def load_item(dataset_path: str, name: str, label_aliases: Mapping[str, str], read_image: bool = True,
+              require_image: bool = True) -> VOCItem:
     """Load the item ``name`` of a VOC folder: find its image and xml, parse the xml (labels mapped through
     ``label_aliases``) and, with ``read_image``, decode the image and clip the boxes to it.
 
@@ -265,6 +272,6 @@ def load_item(dataset_path, name, label_aliases, read_image=True, require_image=
         raise VOCError(f"{xml_path}: annotation not found")
     item = VOCItem(name, xml_path, image_path, parse_annotation(xml_path, label_aliases))
     if read_image:
-        item.image_bgr = read_image_bgr(image_path)
+        item.image_bgr = read_image_bgr(image_path)  # type: ignore[arg-type]
         clip_boxes(item.annotation, item.image_bgr.shape[1], item.image_bgr.shape[0])
     return item

@@ -11,6 +11,10 @@ are skipped with a one-line reason each, as are objects with an unknown label or
 clipped to the image. The output is written to a temporary name and renamed when complete, so an
 interrupted or failed run leaves an earlier output file as it was.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
     import cli  # noqa: F401
 import os
@@ -27,6 +31,12 @@ from components.class_list import write_tfrecord_classes
 from components.errors import ProjectError
 from dataset.extra_ignore import add_ignore_boxes
 from dataset.voc import VOCError, class_id, clip_boxes, decode_image_file, load_item, read_split
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    from dataset.voc import Annotation
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_QUALITY = 95
@@ -56,7 +66,7 @@ class ConversionReport:
     skipped_objects: list = field(default_factory=list)
     extra_ignored: int = 0                            # boxes added from an extra-ignore file (among ``boxes``)
 
-    def summary(self):
+    def summary(self) -> str:
         extra = f" ({self.extra_ignored} of them extra ignore boxes)" if self.extra_ignored else ""
         return (f"wrote {self.written} images with {self.boxes} boxes{extra}; skipped {len(self.skipped_images)} "
                 f"images and {len(self.skipped_objects)} objects")
@@ -82,7 +92,7 @@ def _tensorflow_decodes(jpeg, shape):
         return False
 
 
-def encode_image(path, max_side=MAX_IMAGE_SIDE):
+def encode_image(path: str, max_side: int = MAX_IMAGE_SIDE) -> EncodedImage:
     """EncodedImage of the image at ``path``: JPEG bytes that ``tf.io.decode_jpeg`` decodes.
 
     An 8-bit 3-channel JPEG no larger than ``max_side`` that TensorFlow decodes to the size OpenCV saw is
@@ -104,7 +114,8 @@ def encode_image(path, max_side=MAX_IMAGE_SIDE):
     return EncodedImage(encoded.tobytes(), image.shape[0], image.shape[1], source_height, source_width)
 
 
-def make_example(name, jpeg, height, width, annotation, labels_list):
+def make_example(name: str, jpeg: bytes, height: int, width: int, annotation: Annotation,
+                 labels_list: Sequence[str]) -> tf.train.Example:
     """A tf.train.Example for one image; boxes are normalised to [0, 1]."""
     boxes = annotation.boxes / np.array([width, height, width, height], np.float32)
     return tf.train.Example(features=tf.train.Features(feature={
@@ -121,8 +132,9 @@ def make_example(name, jpeg, height, width, annotation, labels_list):
     }))
 
 
-def convert_split(dataset_path, split, output_file, cfg, progress=True, max_image_side=MAX_IMAGE_SIDE,
-                  extra_ignore=None):
+def convert_split(dataset_path: str, split: str, output_file: str, cfg: dict[str, Any], progress: bool = True,
+                  max_image_side: int = MAX_IMAGE_SIDE,
+                  extra_ignore: Mapping[str, np.ndarray] | None = None) -> ConversionReport:
     """Write ``output_file`` from the VOC ``split`` of ``dataset_path``; returns a ConversionReport.
 
     ``extra_ignore`` ({image name: boxes [K, 4] pixels, corner form}, see ``dataset/extra_ignore.py``) adds
@@ -146,14 +158,15 @@ def convert_split(dataset_path, split, output_file, cfg, progress=True, max_imag
     return report
 
 
-def _write_records(dataset_path, split, names, output_file, cfg, progress, max_image_side, report, extra_ignore):
+def _write_records(dataset_path, split, names, output_file, cfg, progress, max_image_side, report,
+                   extra_ignore) -> None:
     """The body of :func:`convert_split`: every readable item of ``names`` into ``output_file``."""
     with atomic_path(output_file) as temporary, tf.io.TFRecordWriter(temporary) as writer:
         for name in tqdm(names, desc=f"{split} -> tfrecord", unit="img", disable=not progress):
             try:
                 item = load_item(dataset_path, name, cfg["label_aliases"], read_image=False)
                 annotation = item.annotation
-                encoded = encode_image(item.image_path, max_image_side)
+                encoded = encode_image(item.image_path, max_image_side)  # type: ignore[arg-type]
                 clip_boxes(annotation, encoded.source_width, encoded.source_height)
                 report.extra_ignored += add_ignore_boxes(annotation, extra_ignore.get(name, ()))
                 if (encoded.width, encoded.height) != (encoded.source_width, encoded.source_height):

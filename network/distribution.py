@@ -1,12 +1,19 @@
 """tf.distribute for training: the strategy by name, which process is the chief, the scaled config."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import tensorflow as tf
 
 from network.errors import TrainingError
 
+if TYPE_CHECKING:
+    from typing import Any
+
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
-def make_strategy(name):
+def make_strategy(name: str) -> tf.distribute.Strategy:
     """The tf.distribute strategy called ``name``: default (one device), mirrored (all local GPUs, or the
     logical devices configured), multi_worker (several hosts described by the TF_CONFIG variable)."""
     if name == "default":
@@ -18,7 +25,7 @@ def make_strategy(name):
     raise TrainingError(f"unknown strategy {name!r}: expected one of {', '.join(STRATEGIES)}")
 
 
-def is_chief(strategy):
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes checkpoints and logs: always, except on non-chief workers."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
@@ -28,7 +35,7 @@ def is_chief(strategy):
                                              and resolver.task_id == 0)
 
 
-def distributed_config(cfg, num_replicas):
+def distributed_config(cfg: dict[str, Any], num_replicas: int) -> dict[str, Any]:
     """``cfg`` for ``num_replicas`` replicas: ``batch_size`` stays per replica, the learning rates scale
     linearly with the global batch."""
     scaled = dict(cfg)

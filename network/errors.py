@@ -1,4 +1,6 @@
 """How training stops early: an error that prevents or ends it, or Ctrl-C with a checkpoint saved."""
+from __future__ import annotations
+
 from components.errors import Interrupted, ProjectError
 
 
@@ -9,5 +11,5 @@ class TrainingError(ProjectError):
 class TrainingInterrupted(Interrupted):
     """Training was interrupted (Ctrl-C) and a checkpoint saved; the message says which."""
 
-    def line(self):
+    def line(self) -> str:
         return f"interrupted: {self}; continue with --resume"

@@ -1,17 +1,24 @@
 """Training history: one JSON record per epoch in ``history.jsonl``, and its plot (``training.png``)."""
+from __future__ import annotations
+
 import json
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from components.atomic_io import save_figure_atomically, write_text_atomically
 from components.errors import ProjectError
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+    from typing import Any
+
 HISTORY_FILE = "history.jsonl"
 PLOT_FILE = "training.png"
 
 
-def read_history(folder):
+def read_history(folder: str) -> list[dict[str, Any]]:
     """Epoch records written by training (list of dicts, oldest first)."""
     path = os.path.join(folder, HISTORY_FILE)
     if not os.path.isfile(path):
@@ -23,12 +30,12 @@ def read_history(folder):
         raise ProjectError(f"{path}: damaged training history ({error}); remove the bad line or the file") from None
 
 
-def write_history(folder, records):
+def write_history(folder: str, records: Iterable[Mapping[str, Any]]) -> None:
     """Replace the history file atomically with ``records``."""
     write_text_atomically(os.path.join(folder, HISTORY_FILE), "".join(json.dumps(record) + "\n" for record in records))
 
 
-def plot_history(records, png_path):
+def plot_history(records: Sequence[Mapping[str, Any]], png_path: str) -> None:
     """Plot training/validation loss and validation mAP per epoch to ``png_path`` (written atomically)."""
     import matplotlib
     matplotlib.use("Agg")

@@ -1,18 +1,29 @@
 """MultiBox loss: smooth L1 on positive priors (plus, optionally, a distance-IoU term on their decoded
 boxes), softmax cross-entropy with hard negative mining (or, optionally, the softmax focal loss on every
 prior; optionally with IoU-aware targets for the positives)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import tensorflow as tf
 
 from components.box_utils import decode_boxes, paired_diou, paired_iou
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
-def smooth_l1(diff):
+    import numpy as np
+
+
+def smooth_l1(diff: tf.Tensor) -> tf.Tensor:
     """Elementwise smooth L1 (Huber with delta 1)."""
     abs_diff = tf.abs(diff)
     return tf.where(abs_diff < 1.0, 0.5 * tf.square(diff), abs_diff - 0.5)
 
 
-def hard_negative_mask(class_loss, positives, neg_pos_ratio, ignored=None):
+def hard_negative_mask(class_loss: tf.Tensor, positives: tf.Tensor, neg_pos_ratio: int | float,
+                       ignored: tf.Tensor | None = None) -> tf.Tensor:
     """Pick the hardest background priors, ``neg_pos_ratio`` per positive of the same image.
 
     Args:
@@ -31,7 +42,7 @@ def hard_negative_mask(class_loss, positives, neg_pos_ratio, ignored=None):
     return tf.logical_and(rank < num_negatives, tf.logical_not(excluded))
 
 
-def focal_class_loss(labels, logits, gamma):
+def focal_class_loss(labels: tf.Tensor, logits: tf.Tensor, gamma: float) -> tf.Tensor:
     """Per-prior softmax focal loss (Lin et al. 2017): the cross-entropy times ``(1 - p)^gamma``, ``p`` the
     softmax probability of the true class, so that well-classified priors weigh little.
 
@@ -44,7 +55,7 @@ def focal_class_loss(labels, logits, gamma):
     return tf.pow(1.0 - tf.exp(-cross_entropy), gamma) * cross_entropy
 
 
-def quality_class_loss(labels, logits, quality):
+def quality_class_loss(labels: tf.Tensor, logits: tf.Tensor, quality: tf.Tensor) -> tf.Tensor:
     """Per-prior softmax cross-entropy against soft targets: ``quality`` on the true class and ``1 - quality``
     on the background (IoU-aware classification: a positive prior's score learns how well its box fits).
 
@@ -60,12 +71,13 @@ def quality_class_loss(labels, logits, quality):
     return -(quality * true_class + (1.0 - quality) * log_probabilities[..., 0])
 
 
-def count_positives(targets):
+def count_positives(targets: tf.Tensor) -> tf.Tensor:
     """Number of positive (face) priors in a batch of targets [B, P, 5], as float32."""
     return tf.reduce_sum(tf.cast(targets[..., 4] > 0, tf.float32))
 
 
-def diou_loss(loc_targets, loc_pred, priors, variances):
+def diou_loss(loc_targets: tf.Tensor, loc_pred: tf.Tensor, priors: tf.Tensor | np.ndarray,
+              variances: Sequence[float]) -> tf.Tensor:
     """Per-prior ``1 - DIoU`` of the boxes decoded from predicted and target offsets.
 
     Args:
@@ -76,14 +88,16 @@ def diou_loss(loc_targets, loc_pred, priors, variances):
     return 1.0 - paired_diou(decode_boxes(loc_pred, priors, variances), decode_boxes(loc_targets, priors, variances))
 
 
-def box_quality(loc_targets, loc_pred, priors, variances):
+def box_quality(loc_targets: tf.Tensor, loc_pred: tf.Tensor, priors: tf.Tensor | np.ndarray,
+                variances: Sequence[float]) -> tf.Tensor:
     """IoU of each prior's decoded box with its target box, without gradient. [B, P] float32 in [0, 1]."""
     return tf.stop_gradient(paired_iou(decode_boxes(loc_pred, priors, variances),
                                        decode_boxes(loc_targets, priors, variances)))
 
 
-def multibox_loss(targets, predictions, num_classes, neg_pos_ratio=3, num_positives=None, diou=None,
-                  focal_gamma=0.0, quality=None):
+def multibox_loss(targets: tf.Tensor, predictions: tf.Tensor, num_classes: int, neg_pos_ratio: int | float = 3,
+                  num_positives: tf.Tensor | None = None, diou: tuple[Any, ...] | None = None, focal_gamma: float = 0.0,
+                  quality: tuple[Any, ...] | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """SSD loss of a batch.
 
     Args:

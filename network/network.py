@@ -5,9 +5,19 @@
 (see ``components.box_utils.encode_boxes``) and class logits, one row per prior of
 ``components.prior_box.prior_box``. The network is fully convolutional, so H and W may be anything.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import tensorflow as tf
 
 from components.errors import ProjectError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    import keras
 
 layers = tf.keras.layers
 
@@ -15,14 +25,15 @@ layers = tf.keras.layers
 BN_MOMENTUM = 0.9  # moving statistics follow the weights closely enough for per-epoch validation
 
 
-def batch_norm(name, gamma_initializer="ones"):
+def batch_norm(name: str, gamma_initializer: str = "ones") -> keras.layers.Layer:
     """Batch normalisation; statistics are synchronised across replicas inside a multi-replica strategy."""
     synchronized = tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
     return layers.BatchNormalization(momentum=BN_MOMENTUM, synchronized=synchronized,
                                      gamma_initializer=gamma_initializer, name=name)
 
 
-def conv_bn(x, filters, kernel_size=3, strides=1, dilation=1, relu=True, name=None):
+def conv_bn(x: keras.KerasTensor, filters: int, kernel_size: int = 3, strides: int = 1, dilation: int = 1,
+            relu: bool = True, name: str | None = None) -> keras.KerasTensor:
     """Convolution, batch norm and (optionally) ReLU."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", dilation_rate=dilation,
                       use_bias=False, name=f"{name}_conv")(x)
@@ -30,7 +41,7 @@ def conv_bn(x, filters, kernel_size=3, strides=1, dilation=1, relu=True, name=No
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
-def conv_dw(x, filters, strides=1, name=None):
+def conv_dw(x: keras.KerasTensor, filters: int, strides: int = 1, name: str | None = None) -> keras.KerasTensor:
     """MobileNet block: depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN + ReLU."""
     x = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw")(x)
     x = batch_norm(f"{name}_dw_bn")(x)
@@ -38,7 +49,7 @@ def conv_dw(x, filters, strides=1, name=None):
     return conv_bn(x, filters, kernel_size=1, name=f"{name}_pw")
 
 
-def basic_rfb(x, filters, scale=1.0, name=None):
+def basic_rfb(x: keras.KerasTensor, filters: int, scale: float = 1.0, name: str | None = None) -> keras.KerasTensor:
     """Receptive Field Block: three branches of growing dilation (1, 3, 5), fused and added to a shortcut."""
     in_channels = x.shape[-1]
     inter = max(in_channels // 8, 2)
@@ -64,26 +75,26 @@ def basic_rfb(x, filters, scale=1.0, name=None):
 
 
 @tf.keras.utils.register_keras_serializable(package="facemask")
-class UpsampleLike(layers.Layer):
+class UpsampleLike(layers.Layer):  # type: ignore[name-defined, misc]   # layers = tf.keras.layers, untyped
     """Nearest-neighbour resize of ``inputs[0]`` to the height and width of ``inputs[1]`` (a top-down step
     from stride 2s to stride s: the finer map is ``ceil(size / s)``, not always twice the coarser one)."""
 
-    def call(self, inputs):
+    def call(self, inputs: Sequence[tf.Tensor]) -> tf.Tensor:
         source, reference = inputs
         return tf.image.resize(source, tf.shape(reference)[1:3], method="nearest")
 
-    def compute_output_shape(self, input_shapes):
+    def compute_output_shape(self, input_shapes: Sequence[tuple[int | None, ...]]) -> tuple[int | None, ...]:
         return input_shapes[1][:3] + input_shapes[0][3:]
 
 
-def zero_init_projection(x, filters, name):
+def zero_init_projection(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
     """1x1 conv + BN whose scale starts at zero: a neck branch that adds nothing until training grows it, so
     a model with the neck starts as the model without it (warm start from plain ``rfb`` weights)."""
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_conv")(x)
     return batch_norm(f"{name}_bn", gamma_initializer="zeros")(x)
 
 
-def pan_neck(features, name="neck"):
+def pan_neck(features: Sequence[keras.KerasTensor], name: str = "neck") -> list[keras.KerasTensor]:
     """Light top-down + bottom-up neck (PANet / YuNet's tiny FPN style) over the stride 8, 16, 32 maps.
 
     Top-down: stride 32 -> 16 -> 8, each step a zero-initialised 1x1 projection, upsampled and added, so
@@ -108,7 +119,7 @@ def pan_neck(features, name="neck"):
     return [p8, n16, n32, f64]
 
 
-def context_block(x, name):
+def context_block(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
     """Residual context for a head (as the context module of SSH / RetinaFace, lighter): depthwise 3x3 at
     dilation 2 (a 5x5 field), BN, ReLU and a zero-initialised 1x1 projection added to ``x``, so the block
     starts as the identity and a model warm-started from weights without it starts unchanged."""
@@ -121,13 +132,13 @@ def context_block(x, name):
 NETWORKS = ("slim", "rfb", "rfb_pan")
 
 
-def detection_head(x, num_anchors, num_outputs, name):
+def detection_head(x: keras.KerasTensor, num_anchors: int, num_outputs: int, name: str) -> keras.KerasTensor:
     """Separable 3x3 prediction layer -> [B, H*W*num_anchors, num_outputs]."""
     x = layers.SeparableConv2D(num_anchors * num_outputs, 3, padding="same", name=name)(x)
     return layers.Reshape((-1, num_outputs), name=f"{name}_reshape")(x)
 
 
-def build_model(cfg, input_size=None, name=None):
+def build_model(cfg: dict[str, Any], input_size: Sequence[int] | None = None, name: str | None = None) -> keras.Model:
     """Build the detector described by ``cfg`` (``network``: "slim", "rfb" or "rfb_pan", ``base_channel``,
     ``head_context``: context blocks before the stride-8 and stride-16 heads).
 
@@ -186,7 +197,7 @@ def build_model(cfg, input_size=None, name=None):
     return tf.keras.Model(images, outputs, name=name or f"{cfg['network']}_ssd")
 
 
-def transfer_weights(source, target):
+def transfer_weights(source: keras.Model, target: keras.Model) -> tuple[list[str], list[str]]:
     """Copy into ``target`` the weights of every layer of ``source`` with the same name and weight shapes
     (warm start / fine-tuning: the backbone of a trained model, new heads when the class count differs).
 
@@ -208,7 +219,8 @@ def transfer_weights(source, target):
     return copied, fresh
 
 
-def transfer_class_rows(source, target, source_labels, target_labels, prefix="conf_head"):
+def transfer_class_rows(source: keras.Model, target: keras.Model, source_labels: Sequence[str],
+                        target_labels: Sequence[str], prefix: str = "conf_head") -> list[str]:
     """Fine-tuning to another class list: in each class head (``prefix``*) of ``target`` that
     :func:`transfer_weights` could not copy, take the depthwise weights and, per anchor, the output rows of
     every class ``source_labels`` and ``target_labels`` share by name (background included) from

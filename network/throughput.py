@@ -1,12 +1,19 @@
 """Training throughput on this machine (``benchmark_training.py``): the input pipeline alone, the compiled
 train step alone (float32 and, where the CPU has bfloat16 instructions, mixed_bfloat16), and both together."""
+from __future__ import annotations
+
 import os
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from typing import Any
 
 WARMUP_STEPS = 3
 
 
-def cpu_has_bfloat16():
+def cpu_has_bfloat16() -> bool:
     """True when /proc/cpuinfo lists AVX512_BF16 or AMX_BF16 (Linux; False elsewhere)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
@@ -16,7 +23,7 @@ def cpu_has_bfloat16():
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def time_pipeline(iterator, steps, batch_size):
+def time_pipeline(iterator: Iterator[Any], steps: int, batch_size: int) -> float:
     """Images/s a dataset's ``iterator`` delivers (after warm-up batches)."""
     for _ in range(WARMUP_STEPS):
         next(iterator)
@@ -26,7 +33,7 @@ def time_pipeline(iterator, steps, batch_size):
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def compiled_train_step(cfg):
+def compiled_train_step(cfg: dict[str, Any]) -> Callable[..., Any]:
     """The compiled train step (``network.trainer.make_train_step``) of a fresh model at ``cfg``'s precision."""
     import tensorflow as tf
 
@@ -36,7 +43,8 @@ def compiled_train_step(cfg):
     return make_train_step(model, build_optimizer(cfg, steps_per_epoch=100), cfg)
 
 
-def time_train_steps(train_step, batch_size, steps, next_batch):
+def time_train_steps(train_step: Callable[..., Any], batch_size: int, steps: int,
+                     next_batch: Callable[[int], Any]) -> float:
     """Images/s of ``train_step`` on the batches ``next_batch(index)`` returns (after warm-up steps, the first
     of which traces the step unless it ran before)."""
     for index in range(WARMUP_STEPS):
@@ -48,7 +56,7 @@ def time_train_steps(train_step, batch_size, steps, next_batch):
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def run(cfg, steps):
+def run(cfg: dict[str, Any], steps: int) -> list[tuple[str, float]]:
     """[(row, images/s)] for the pipeline, each precision's train step, and pipeline + float32 step (the float32
     step is compiled once, for both of its rows)."""
     from dataset.tf_dataset_preprocess import load_dataset
@@ -77,7 +85,7 @@ def run(cfg, steps):
     return rows
 
 
-def format_table(rows, cfg, load_before, load_after):
+def format_table(rows: Sequence[tuple[str, float]], cfg: dict[str, Any], load_before: float, load_after: float) -> str:
     lines = [f"Training throughput, batch {cfg['batch_size']}, input {cfg['input_size'][0]}x{cfg['input_size'][1]}, "
              f"network {cfg['network']} (base_channel {cfg['base_channel']}), {os.cpu_count()} CPU threads; "
              f"bfloat16 instructions: {'yes' if cpu_has_bfloat16() else 'no'}; "

@@ -1,5 +1,7 @@
 """Training: eager tf.GradientTape steps, checkpoints, validation, logs. ``Trainer`` holds the state of one
 run (epoch, step, history) and has one short method per part of an epoch; :func:`train` runs it."""
+from __future__ import annotations
+
 import contextlib
 import functools
 import json
@@ -9,6 +11,7 @@ import signal
 import tempfile
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -31,13 +34,20 @@ from network.losses import count_positives, multibox_loss
 from network.network import build_model
 from network.weight_average import WeightAverage
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from contextlib import AbstractContextManager
+    from typing import Any
+
+    import keras
+
 EXPORT_NAME = "last.keras"
 BEST_NAME = "best.keras"   # the model of the best validation mAP so far
 VAL_SCORE_THRESHOLD = 0.01
 
 
 @contextlib.contextmanager
-def sigint_deferred(redeliver=True):
+def sigint_deferred(redeliver: bool = True) -> Iterator[None]:
     """Hold back SIGINT (Ctrl-C) inside the block; one that arrived is delivered again on leaving it
     (``redeliver``) or dropped. Only the main thread can handle signals; elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
@@ -53,7 +63,7 @@ def sigint_deferred(redeliver=True):
             signal.raise_signal(signal.SIGINT)
 
 
-def count_records(tfrecord_path):
+def count_records(tfrecord_path: str | Sequence[str]) -> int:
     """Number of records in a TFRecord file, or summed over a list of files."""
     if not isinstance(tfrecord_path, str):
         if not tfrecord_path:
@@ -72,7 +82,7 @@ def count_records(tfrecord_path):
     return count
 
 
-def largest_class_id(tfrecord_path):
+def largest_class_id(tfrecord_path: str) -> int:
     """The largest class id of any box in a TFRecord (-1 when it holds no boxes)."""
     feature = {"image/object/class/label": tf.io.VarLenFeature(tf.int64)}
 
@@ -84,7 +94,7 @@ def largest_class_id(tfrecord_path):
         tf.constant(-1, tf.int64), tf.maximum))
 
 
-def check_record_classes(tfrecord_path, labels_list):
+def check_record_classes(tfrecord_path: str, labels_list: Sequence[str]) -> None:
     """Raise TrainingError when a TFRecord was written for other classes than ``labels_list``: its stored
     class list differs, or (TFRecords without one) it holds class ids beyond the list."""
     try:
@@ -99,7 +109,7 @@ def check_record_classes(tfrecord_path, labels_list):
                                 "(--data FILE or --labels_list), or rewrite it with dataset/voc_to_tfrecord.py")
 
 
-def uneven_epoch_note(num_train, global_batch):
+def uneven_epoch_note(num_train: int, global_batch: int) -> str | None:
     """The note for a training set that batches do not divide (None when they do): an epoch is the whole
     batches, and the records stream on across epochs, so the rest open the next epoch."""
     rest = num_train % global_batch
@@ -111,7 +121,7 @@ def uneven_epoch_note(num_train, global_batch):
             f"--steps_per_epoch {steps + 1} covers them all each epoch")
 
 
-def new_best_map(history, record):
+def new_best_map(history: Sequence[Mapping[str, Any]], record: Mapping[str, Any]) -> bool:
     """Whether ``record`` (an epoch with ``val_map``) beats every earlier ``val_map`` of ``history``."""
     if "val_map" not in record:
         return False
@@ -119,7 +129,7 @@ def new_best_map(history, record):
     return not earlier or record["val_map"] > max(earlier)
 
 
-def peak_note(history):
+def peak_note(history: Sequence[Mapping[str, Any]]) -> str | None:
     """A note when the last validation mAP of ``history`` is below its peak (None otherwise)."""
     scored = [r for r in history if "val_map" in r]
     if not scored:
@@ -133,7 +143,7 @@ def peak_note(history):
             f"{EXPORT_NAME} the last")
 
 
-def fit_warmup(cfg, log):
+def fit_warmup(cfg: dict[str, Any], log: Callable[[str], Any]) -> dict[str, Any]:
     """``cfg`` with a warm-up no longer than a fifth of the run when ``warmup_epoch`` would take all of it
     (a logged note says so)."""
     if cfg["warmup_epoch"] < cfg["epoch"]:
@@ -144,7 +154,7 @@ def fit_warmup(cfg, log):
     return {**cfg, "warmup_epoch": shortened}
 
 
-def build_optimizer(cfg, steps_per_epoch):
+def build_optimizer(cfg: dict[str, Any], steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """SGD with Nesterov momentum, the warm-up + multi-step schedule and decoupled weight decay
     (not applied to batch-norm parameters and biases)."""
     optimizer = tf.keras.optimizers.SGD(schedule_from_config(cfg, steps_per_epoch), momentum=cfg["momentum"],
@@ -159,7 +169,7 @@ LOSS_KEYS = ("labels_list", "neg_pos_ratio", "focal_gamma", "quality_targets", "
              "min_sizes", "steps", "clip", "variances")
 
 
-def loss_options(cfg):
+def loss_options(cfg: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments of ``multibox_loss`` for ``cfg``: num_classes, neg_pos_ratio, focal_gamma, diou (None
     when ``diou_loss_weight`` is 0, else (weight, the priors at cfg's input_size, variances)) and quality (None
     unless ``quality_targets``, else (priors, variances))."""
@@ -167,11 +177,13 @@ def loss_options(cfg):
     boxes = ((tf.constant(priors_from_config(cfg), tf.float32), tuple(cfg["variances"]))
              if weight > 0 or cfg["quality_targets"] else None)
     return {"num_classes": len(cfg["labels_list"]), "neg_pos_ratio": cfg["neg_pos_ratio"],
-            "focal_gamma": float(cfg["focal_gamma"]), "diou": (weight, *boxes) if weight > 0 else None,
+            "focal_gamma": float(cfg["focal_gamma"]), "diou": (weight, *boxes) if weight > 0 else None,  # type: ignore[misc]
             "quality": boxes if cfg["quality_targets"] else None}
 
 
-def make_train_step(model, optimizer, cfg, strategy=None, average=None):
+def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict[str, Any],
+                    strategy: tf.distribute.Strategy | None = None,
+                    average: WeightAverage | None = None) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
     """A compiled step: (images, targets) -> (total, localisation, classification) loss, weights updated
     (and ``average``, a WeightAverage, moved towards them).
 
@@ -210,16 +222,16 @@ class ModelRuntime:
     format = "keras"
     path = None
 
-    def __init__(self, model):
+    def __init__(self, model: keras.Model) -> None:
         self.input_size = None
         self._predict = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
 
-    def predict_raw(self, images):
+    def predict_raw(self, images: np.ndarray | tf.Tensor) -> np.ndarray:
         """[B, h, w, 3] float32 -> [B, P, 4 + C] float32 numpy."""
         return self._predict(tf.convert_to_tensor(images, tf.float32)).numpy()
 
 
-def make_loss_step(cfg):
+def make_loss_step(cfg: dict[str, Any]) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
     """A compiled step: (targets, predictions) -> (localisation, classification) loss of ``cfg`` (one per
     setting of LOSS_KEYS, so that validation traces it once per run)."""
     return _cached_loss_step(json.dumps([list(cfg[key]) if isinstance(cfg[key], tuple) else cfg[key]
@@ -237,7 +249,8 @@ def _cached_loss_step(settings_json):
     return loss_step
 
 
-def validate(detector, tfrecord_path, cfg, with_map, max_batches=None, progress=False):
+def validate(detector: Detector, tfrecord_path: str, cfg: dict[str, Any], with_map: bool,
+             max_batches: int | None = None, progress: bool = False) -> dict[str, float]:
     """Validation loss (and VOC AP@0.5 per class when ``with_map``) of ``detector`` (the model in training,
     single pass) on one TFRecord, through ``mAP.evaluation.evaluate``.
 
@@ -246,7 +259,7 @@ def validate(detector, tfrecord_path, cfg, with_map, max_batches=None, progress=
     loss_step = make_loss_step(cfg)
     totals = []
 
-    def add_loss(predictions, targets):
+    def add_loss(predictions, targets) -> None:
         totals.append([float(value) for value in loss_step(targets, tf.convert_to_tensor(predictions))])
 
     evaluation = evaluate(detector, tfrecord_path, VAL_SCORE_THRESHOLD, cfg["batch_size"], max_batches, progress,
@@ -255,18 +268,19 @@ def validate(detector, tfrecord_path, cfg, with_map, max_batches=None, progress=
     result = {"val_loss": float(loc + cls), "val_loc": float(loc), "val_cls": float(cls)}
     if with_map:
         result["val_map"] = map_or_zero(evaluation)
-        for name, class_result in evaluation.classes.items():
+        for name, class_result in evaluation.classes.items():  # type: ignore[union-attr]   # computed with_map
             if class_result.ap is not None:
                 result[f"val_ap_{name}"] = class_result.ap
     return result
 
 
-def validation_name(tfrecord_path):
+def validation_name(tfrecord_path: str) -> str:
     """Short name of a validation source in history keys and logs: the file name without extension."""
     return os.path.splitext(os.path.basename(tfrecord_path))[0]
 
 
-def validate_all(detector, tfrecord_paths, cfg, with_map, max_batches=None, progress=False):
+def validate_all(detector: Detector, tfrecord_paths: Sequence[str], cfg: dict[str, Any], with_map: bool,
+                 max_batches: int | None = None, progress: bool = False) -> dict[str, float]:
     """:func:`validate` on each validation source. One source: its keys as they are. Several: each source's
     keys suffixed ``:<name>`` (``val_map:val_ilc``), and ``val_loss`` / ``val_map`` the mean over sources."""
     results = {path: validate(detector, path, cfg, with_map, max_batches, progress) for path in tfrecord_paths}
@@ -282,7 +296,7 @@ def validate_all(detector, tfrecord_paths, cfg, with_map, max_batches=None, prog
     return merged
 
 
-def build_training_model(cfg):
+def build_training_model(cfg: dict[str, Any]) -> keras.Model:
     """The model to train: float32, or with ``cfg['mixed_precision']`` bfloat16 compute on float32 weights
     (Keras "mixed_bfloat16"; the predictions stay float32, so the loss is computed in float32)."""
     previous = tf.keras.mixed_precision.global_policy()
@@ -293,7 +307,7 @@ def build_training_model(cfg):
         tf.keras.mixed_precision.set_global_policy(previous)   # the policy is global: do not leak it
 
 
-def float32_copy(model, cfg):
+def float32_copy(model: keras.Model, cfg: dict[str, Any]) -> keras.Model:
     """``model`` itself when it computes in float32, else a float32 model with its weights (for inference)."""
     if model.dtype_policy.name == "float32":
         return model
@@ -302,7 +316,7 @@ def float32_copy(model, cfg):
     return copy
 
 
-def export_model(model, cfg, folder, name=EXPORT_NAME):
+def export_model(model: keras.Model, cfg: dict[str, Any], folder: str, name: str = EXPORT_NAME) -> str:
     """Save ``model`` (as a float32 model) as ``folder/name`` (.keras) with its config beside it, atomically
     (``components.model_files.publish_model``). Returns the path."""
     os.makedirs(folder, exist_ok=True)
@@ -310,7 +324,8 @@ def export_model(model, cfg, folder, name=EXPORT_NAME):
     return publish_model(inference_model.save, os.path.join(folder, name), cfg)
 
 
-def warm_start(model, weights_path, log, labels_list=None):
+def warm_start(model: keras.Model, weights_path: str, log: Callable[[str], Any],
+               labels_list: Sequence[str] | None = None) -> None:
     """Initialise ``model`` from the ``.keras`` file ``weights_path``: every layer whose name and shapes fit;
     with ``labels_list`` (this run's classes) and a model of another class count, the class heads keep the
     rows of the classes both share (``network.network.transfer_class_rows``)."""
@@ -329,7 +344,8 @@ def warm_start(model, weights_path, log, labels_list=None):
         + (f" ({', '.join(fresh[:6])}{', ...' if len(fresh) > 6 else ''})" if fresh else ""))
 
 
-def log_class_transfer(source, model, weights_path, labels_list, log):
+def log_class_transfer(source: keras.Model, model: keras.Model, weights_path: str, labels_list: Sequence[str],
+                       log: Callable[[str], Any]) -> None:
     """Fine-tuning to another class list: fill the new class heads from the shared classes' rows, and say so."""
     source_labels = list(load_model_config(weights_path)["labels_list"])
     if len(source_labels) != len(labels_list):
@@ -348,14 +364,14 @@ class EpochProgress:
     """The epoch being run: its number, the step it started from (> 0 after an interrupted epoch), the losses
     (total, loc, cls) summed over the steps taken in this run, and when it began."""
 
-    def __init__(self, epoch, first):
+    def __init__(self, epoch: int, first: int) -> None:
         self.epoch, self.first = epoch, first
         self.totals, self.taken, self.started = np.zeros(3), 0, time.time()
 
-    def add(self, losses):
+    def add(self, losses: np.ndarray) -> None:
         self.totals, self.taken = self.totals + losses, self.taken + 1
 
-    def mean(self):
+    def mean(self) -> np.ndarray:
         return self.totals / max(self.taken, 1)
 
 
@@ -363,8 +379,10 @@ class Trainer:
     """One training run per ``cfg``: the model, optimizer and checkpoint, the epoch and step reached, and the
     history. :meth:`run` trains to ``cfg['epoch']``; see :func:`train` for the arguments."""
 
-    def __init__(self, cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True, log=None,
-                 strategy="default", on_step=None, weights=None):
+    def __init__(self, cfg: dict[str, Any], resume: bool = False, steps_per_epoch: int | None = None,
+                 val_steps: int | None = None, progress: bool = True, log: Callable[[str], Any] | None = None,
+                 strategy: str = "default", on_step: Callable[..., Any] | None = None,
+                 weights: str | None = None) -> None:
         self.log = log or (lambda message: None)
         self.progress, self.on_step, self.val_steps = progress, on_step, val_steps
         cfg = fit_warmup(cfg, self.log)
@@ -407,16 +425,16 @@ class Trainer:
         self.writer = tf.summary.create_file_writer(cfg["log_dir"] if self.chief
                                                     else os.path.join(self.folder, "logs"))
         self.saved = (self.steps_done, self.epochs_done) if self.manager.latest_checkpoint else None
-        self.current = None   # EpochProgress of the epoch being run
-        self.pending = None   # an epoch whose steps are all taken but which is not recorded yet
+        self.current: EpochProgress | None = None   # EpochProgress of the epoch being run
+        self.pending: dict[str, Any] | None = None   # an epoch whose steps are all taken but which is not recorded yet
 
     @property
-    def steps_done(self):
+    def steps_done(self) -> int:
         """The optimizer's step count (.numpy(): int() cannot read a mirrored variable)."""
         return int(self.optimizer.iterations.numpy())
 
     @property
-    def epochs_done(self):
+    def epochs_done(self) -> int:
         return int(self.epoch)
 
     def _validation_sources(self):
@@ -443,7 +461,7 @@ class Trainer:
         elif weights:
             warm_start(self.model, weights, self.log, self.cfg["labels_list"])
 
-    def _restore(self, path):
+    def _restore(self, path) -> None:
         """Restore the checkpoint ``path``; one saved without a weight average starts the average here."""
         saved_average = any(name.startswith("average/") for name, _ in tf.train.list_variables(path))
         if self.average is None or saved_average:
@@ -454,7 +472,7 @@ class Trainer:
         self.average.reset()
         self.log(f"note: {path} holds no weight average (ema_decay); it starts from the restored weights")
 
-    def averaged(self):
+    def averaged(self) -> AbstractContextManager[Any]:
         """Context in which the model holds the weights validation and export use (the EMA, when on)."""
         return self.average.applied() if self.average else contextlib.nullcontext()
 
@@ -468,7 +486,7 @@ class Trainer:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return iter(self.strategy.experimental_distribute_dataset(data.with_options(options)))
 
-    def run(self):
+    def run(self) -> str:
         """Train to ``cfg['epoch']``; returns a one-line summary (see :func:`train` for what is raised)."""
         if self.epochs_done >= self.cfg["epoch"]:
             self.log(f"note: this run is finished (epoch {self.epochs_done} of --epoch {self.cfg['epoch']}); to "
@@ -500,7 +518,7 @@ class Trainer:
                      f"{self.steps_per_epoch} steps; running the whole epoch")
         return 0
 
-    def run_epoch(self):
+    def run_epoch(self) -> dict[str, Any]:
         """Take the remaining steps of the next epoch; returns its record (without validation)."""
         epoch = self.epochs_done + 1
         self.current = current = EpochProgress(epoch, self._first_step(epoch))
@@ -520,7 +538,7 @@ class Trainer:
                 self.on_step(epoch, self.steps_done, dict(zip(("loss", "loc", "cls"), losses.tolist())))
         return self.epoch_record(current)
 
-    def epoch_record(self, current):
+    def epoch_record(self, current: EpochProgress) -> dict[str, Any]:
         """The history record of the epoch ``current`` (an EpochProgress)."""
         mean, elapsed = current.mean(), time.time() - current.started
         return {"epoch": current.epoch, "loss": mean[0], "loc": mean[1], "cls": mean[2],
@@ -528,7 +546,7 @@ class Trainer:
                 "images_per_s": (self.steps_per_epoch - current.first) * self.global_batch / elapsed,
                 "seconds": elapsed}
 
-    def validate(self, epoch):
+    def validate(self, epoch: int) -> dict[str, float]:
         """Validation loss of ``epoch`` on every source, and its mAP every ``val_map_freq`` epochs."""
         cfg = self.cfg
         with_map = cfg["val_map_freq"] > 0 and (epoch % cfg["val_map_freq"] == 0 or epoch == cfg["epoch"])
@@ -539,7 +557,7 @@ class Trainer:
             result.update({f"raw_{key}": value for key, value in raw.items() if key.startswith(("val_map", "val_ap"))})
         return result
 
-    def save_checkpoint(self):
+    def save_checkpoint(self) -> None:
         """Checkpoint the current state unless it is saved already; never saves non-finite weights. The run's
         settings go beside its first checkpoint (a run that stops before one leaves the folder as it was)."""
         if self.saved == (self.steps_done, self.epochs_done):
@@ -556,7 +574,7 @@ class Trainer:
                             {"steps_per_epoch": self.requested_steps, "weights": self.weights})
             self.settings_saved = True
 
-    def finish_epoch(self, record):
+    def finish_epoch(self, record: dict[str, Any]) -> None:
         """Record the epoch, checkpoint it, export the model (last.keras; best.keras on a new best validation
         mAP); not interrupted half-way by Ctrl-C."""
         with sigint_deferred():
@@ -581,7 +599,7 @@ class Trainer:
                 plot_history(self.history, os.path.join(self.folder, PLOT_FILE))
             self.log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
-    def handle_interrupt(self):
+    def handle_interrupt(self) -> None:
         """Ctrl-C: record an epoch whose steps were all taken (without validation), else checkpoint the current
         step; then raise TrainingInterrupted saying where ``--resume`` continues."""
         with sigint_deferred(redeliver=False):
@@ -599,8 +617,9 @@ class Trainer:
         raise TrainingInterrupted(f"checkpoint saved ({where}): {self.manager.latest_checkpoint}") from None
 
 
-def train(cfg, resume=False, steps_per_epoch=None, val_steps=None, progress=True, log=None, strategy="default",
-          on_step=None, weights=None):
+def train(cfg: dict[str, Any], resume: bool = False, steps_per_epoch: int | None = None, val_steps: int | None = None,
+          progress: bool = True, log: Callable[[str], Any] | None = None, strategy: str = "default",
+          on_step: Callable[..., Any] | None = None, weights: str | None = None) -> str:
     """Train per ``cfg``; checkpoints, history, plot and the exported model go to ``cfg['checkpoint_dir']``.
 
     ``cfg['batch_size']`` is per replica: under ``strategy`` "mirrored" or "multi_worker" the global batch is
