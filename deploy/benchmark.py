@@ -4,6 +4,8 @@ default) and test-time augmentation (``--tta``) side by side -- model-only laten
 rounds, the shared post-processing, and the end-to-end video throughput of the default and ``--tta``. Returns
 the numbers; ``deploy/benchmark_report.py`` renders them.
 """
+from __future__ import annotations
+
 import datetime
 import os
 import shutil
@@ -11,12 +13,19 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from deploy import export
 from deploy.export import sample_image_paths
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
+
+    from mAP.compute_mAP import GroundTruth, ScoredBoxes
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_VAL_TFRECORDS = [os.path.join(REPO_ROOT, "dataset", name) for name in ("val_mask.tfrecord", "val_ilc.tfrecord")]
@@ -43,8 +52,8 @@ class Entry:
     label: str
     format: str
     path: str
-    one_pass: object
-    tta: object = None
+    one_pass: Any
+    tta: Any = None
     tta_note: str = ""
     options: dict = field(default_factory=dict)
     scored: bool = True
@@ -99,19 +108,19 @@ class BenchmarkResults:
     video_size: tuple = VIDEO_SIZE
     video_rows: list = field(default_factory=list)    # [VideoRow]
 
-    def row(self, label):
+    def row(self, label: str) -> Row | None:
         """The Row of ``label`` (None when absent)."""
         return next((row for row in self.rows if row.label == label), None)
 
 
-def make_video(path, frames=300, size=VIDEO_SIZE, pattern=None):
+def make_video(path: str, frames: int = 300, size: tuple[int, int] = VIDEO_SIZE, pattern: str | None = None) -> str:
     """Write an mp4 clip of ``frames`` frames of ``size`` (w, h): a camera panning and zooming over each sample
     image in turn. Returns the path."""
     images = [image for image in (cv2.imread(name) for name in sample_image_paths(pattern)) if image is not None]
     if not images:
         raise FileNotFoundError(f"{pattern}: no sample images to make a video from")
     width, height = size
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), VIDEO_FPS, (width, height))
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), VIDEO_FPS, (width, height))  # type: ignore[attr-defined]
     if not writer.isOpened():
         raise OSError(f"{path}: cannot write an mp4 video")
     per_image = max(frames // len(images), 1)
@@ -130,12 +139,12 @@ def make_video(path, frames=300, size=VIDEO_SIZE, pattern=None):
     return path
 
 
-def time_predict(detector, batch, runs, warmup):
+def time_predict(detector: Any, batch: np.ndarray, runs: int, warmup: int) -> np.ndarray:
     """Seconds of each of ``runs`` calls of ``detector.predict_raw(batch)`` after ``warmup`` untimed calls."""
     return time_call(partial(detector.predict_raw, batch), runs, warmup)
 
 
-def time_call(call, runs, warmup):
+def time_call(call: Callable[[], Any], runs: int, warmup: int) -> np.ndarray:
     """Seconds of each of ``runs`` calls of ``call()`` after ``warmup`` untimed calls; [runs]."""
     for _ in range(warmup):
         call()
@@ -147,17 +156,18 @@ def time_call(call, runs, warmup):
     return np.array(seconds)
 
 
-def time_postprocess(detector, predictions, score_threshold, runs):
+def time_postprocess(detector: Any, predictions: np.ndarray, score_threshold: float, runs: int) -> float:
     """Median milliseconds of the shared ``postprocess`` (results fetched as numpy) on ``predictions``."""
     return 1000 * float(np.median(time_call(partial(detector.postprocess, predictions, score_threshold), runs, 10)))
 
 
-def time_in_rounds(calls, runs, warmup, log):
+def time_in_rounds(calls: Mapping[Any, Callable[[], Any]], runs: int, warmup: int,
+                   log: Callable[[str], Any]) -> dict[Any, list[float]]:
     """{key: seconds of each timed run} of each no-argument call of ``calls`` ({key: call}): ``warmup`` untimed
     runs each, then ``runs`` (rounded up to whole rounds) taken in turn for ``TIMING_ROUNDS`` rounds."""
     for call in calls.values():
         time_call(call, 0, warmup)
-    seconds = {key: [] for key in calls}
+    seconds: dict[Any, list[float]] = {key: [] for key in calls}
     per_round = -(-runs // TIMING_ROUNDS)
     for round_index in range(TIMING_ROUNDS):
         log(f"timing round {round_index + 1}/{TIMING_ROUNDS}: {per_round} runs of each of {len(calls)} calls")
@@ -166,13 +176,13 @@ def time_in_rounds(calls, runs, warmup, log):
     return seconds
 
 
-def network_passes(detector):
+def network_passes(detector: Any) -> int:
     """Network passes per image of ``detector``: 2 with the flip test, plus those of each other scale."""
     own = 2 if getattr(detector, "flip_test", False) else 1
     return own + sum(network_passes(other) for _, other in getattr(detector, "rescaled", []))
 
 
-def tta_description(detector):
+def tta_description(detector: Any) -> str:
     """What a TTA detector runs: 'flip test + scales 1, 2, 0.5', 'flip test', ... ('' when nothing more than
     one pass)."""
     parts = ["flip test"] if detector.flip_test else []
@@ -181,14 +191,15 @@ def tta_description(detector):
     return " + ".join(parts)
 
 
-def load_average():
+def load_average() -> str:
     try:
         return " / ".join(f"{value:.2f}" for value in os.getloadavg())
     except OSError:
         return "n/a"
 
 
-def export_formats(model_file, formats, export_dir, calibration_tfrecord, num_calibration, log):
+def export_formats(model_file: str, formats: Sequence[str], export_dir: str, calibration_tfrecord: str | None,
+                   num_calibration: int, log: Callable[[str], Any]) -> dict[str, str]:
     """{format: path} of ``model_file`` exported (and checked) to each of ``formats`` in ``export_dir``."""
     from components.model_files import load_model_config
     stem = os.path.splitext(os.path.basename(model_file))[0]
@@ -211,7 +222,7 @@ def export_formats(model_file, formats, export_dir, calibration_tfrecord, num_ca
     return paths
 
 
-def load_entries(paths):
+def load_entries(paths: Mapping[str, str]) -> list[Entry]:
     """[Entry] of each format of ``paths`` ({format: model path}): one pass, and TTA as ``--tta`` sets it
     (``components.config.apply_tta``: the flip test and scales [1, 2, 0.5]; an export runs one input size, so
     its TTA is the flip test alone, and none where the priors are not mirror-symmetric). TFLite also without
@@ -224,7 +235,8 @@ def load_entries(paths):
     for fmt in FORMATS:
         if fmt not in paths:
             continue
-        variants = [(fmt, {})] + ([(f"{fmt} (XNNPACK off)", {"xnnpack": False})] if fmt.startswith("tflite") else [])
+        variants: list[tuple[str, dict[str, Any]]] = [(fmt, {})] + (
+            [(f"{fmt} (XNNPACK off)", {"xnnpack": False})] if fmt.startswith("tflite") else [])
         for label, options in variants:
             one_pass = Detector.from_path(paths[fmt], one_pass_cfg, **options)
             tta = Detector(one_pass.runtime, apply_tta(dict(one_pass.cfg, tta=True)), one_pass.trained_size)
@@ -234,16 +246,16 @@ def load_entries(paths):
     return entries
 
 
-def reference_entry(path):
+def reference_entry(path: str) -> Entry:
     """The Entry of the AIZOOTech reference (one pass as published: no TTA)."""
     from deploy.reference import AizooReference
     return Entry(REFERENCE_LABEL, "reference", path, AizooReference(path), None, "n/a (published one pass)")
 
 
-def timing_calls(entries, sample):
+def timing_calls(entries: Sequence[Entry], sample: np.ndarray) -> dict[tuple[str, str], Callable[[], Any]]:
     """{(label, MODEL / ONE_PASS / TTA): call} on the uint8 RGB image ``sample``: the runtime call alone on the
     preprocessed image (one pass), ``detect`` one pass, ``detect`` with TTA."""
-    calls = {}
+    calls: dict[tuple[str, str], Callable[[], Any]] = {}
     for entry in entries:
         calls[(entry.label, MODEL)] = partial(entry.one_pass.predict_raw, entry.one_pass.preprocess([sample]))
         calls[(entry.label, ONE_PASS)] = partial(entry.one_pass.detect, sample)
@@ -252,14 +264,15 @@ def timing_calls(entries, sample):
     return calls
 
 
-def val_set_name(tfrecord_path):
+def val_set_name(tfrecord_path: str) -> str:
     """The column name of a validation TFRecord: its file name without ``.tfrecord``."""
     name = os.path.basename(tfrecord_path)
     return name[:-len(".tfrecord")] if name.endswith(".tfrecord") else name
 
 
-def evaluate_images(detectors, tfrecord_path, score_threshold=EVALUATION_SCORE_THRESHOLD,
-                    batch_size=EVALUATION_BATCH, limit=None):
+def evaluate_images(detectors: Mapping[Any, Any], tfrecord_path: str,
+                    score_threshold: float = EVALUATION_SCORE_THRESHOLD, batch_size: int = EVALUATION_BATCH,
+                    limit: int | None = None) -> dict[Any, float]:
     """{key: VOC AP@0.5 in [0, 1]} of each detector of ``detectors`` ({key: anything with ``cfg`` and
     ``detect_batch``: a ``Detector`` with any test-time augmentation, the reference}) on the images of
     ``tfrecord_path``, each record decoded once and given to every detector whole, as ``mAP/detect.py`` does
@@ -275,10 +288,11 @@ def evaluate_images(detectors, tfrecord_path, score_threshold=EVALUATION_SCORE_T
         check_tfrecord_classes(tfrecord_path, detector.cfg["labels_list"], getattr(detector, "model_path", None)
                                or str(key))
     names = list(next(iter(detectors.values())).cfg["labels_list"])
-    truth, found = {}, {key: {} for key in detectors}
-    images = []
+    truth: dict[str, GroundTruth] = {}
+    found: dict[Any, dict[str, ScoredBoxes]] = {key: {} for key in detectors}
+    images: list[np.ndarray] = []
 
-    def run_batch():
+    def run_batch() -> None:
         for key, detector in detectors.items():
             for index, detections in zip(range(len(truth) - len(images), len(truth)),
                                          detector.detect_batch(images, score_threshold)):
@@ -299,7 +313,7 @@ def evaluate_images(detectors, tfrecord_path, score_threshold=EVALUATION_SCORE_T
     return {key: map_or_zero(evaluate_detections(truth, found[key], iou_threshold=0.5)) for key in detectors}
 
 
-def measure_row(entry, seconds):
+def measure_row(entry: Entry, seconds: Mapping[tuple[str, str], Any]) -> Row:
     """The Row of ``entry`` from its timings ({(label, kind): seconds}); mAPs are added later."""
     ms = {kind: (1000 * float(np.median(seconds[(entry.label, kind)])),
                  1000 * float(np.percentile(seconds[(entry.label, kind)], 90)))
@@ -313,7 +327,8 @@ def measure_row(entry, seconds):
                scored=entry.scored)
 
 
-def score_rows(entries, rows, val_tfrecords, log, limit=None):
+def score_rows(entries: Sequence[Entry], rows: Sequence[Row], val_tfrecords: Sequence[str], log: Callable[[str], Any],
+               limit: int | None = None) -> None:
     """Fill each scored row's ``maps`` on every TFRecord of ``val_tfrecords``: one pass, and TTA where offered."""
     by_label = {row.label: row for row in rows}
     for path in val_tfrecords:
@@ -330,7 +345,7 @@ def score_rows(entries, rows, val_tfrecords, log, limit=None):
         log(f"  scored in {time.perf_counter() - start:.0f} s")
 
 
-def video_fps(detector, video_path):
+def video_fps(detector: Any, video_path: str) -> tuple[int, float]:
     """(frames, seconds) of ``components.media.run_stream`` -- what ``inference.py --video`` runs per frame:
     decode, ``detect`` (preprocess, every pass, NMS), draw -- over the whole clip, no output file."""
     from components.media import run_stream
@@ -343,7 +358,8 @@ def video_fps(detector, video_path):
     return frames, frames / fps
 
 
-def measure_video(entries, fastest, video_frames, log, size=VIDEO_SIZE):
+def measure_video(entries: Sequence[Entry], fastest: str, video_frames: int, log: Callable[[str], Any],
+                  size: tuple[int, int] = VIDEO_SIZE) -> list[VideoRow]:
     """[VideoRow]: the Keras model's default (one pass) and ``--tta``, and the fastest format's one pass, on a
     clip of ``video_frames`` frames of ``size`` (w, h), the paths taken in turn for ``VIDEO_ROUNDS`` rounds."""
     by_label = {entry.label: entry for entry in entries}
@@ -362,14 +378,17 @@ def measure_video(entries, fastest, video_frames, log, size=VIDEO_SIZE):
                 frames, seconds = video_fps(detector, video)
                 total[0] += frames
                 total[1] += seconds
-    return [VideoRow(label, setting, flags, network_passes(detector), frames / seconds, frames)
+    return [VideoRow(label, setting, flags, network_passes(detector), frames / seconds, frames)  # type: ignore[arg-type]
             for (label, setting, flags, detector), (frames, seconds) in zip(paths, totals)]
 
 
-def measure(model_path, formats=FORMATS, val_tfrecords=tuple(DEFAULT_VAL_TFRECORDS), export_dir=None, runs=200,
-            warmup=20, video_frames=300, calibration_tfrecord=export.DEFAULT_CALIBRATION_TFRECORD,
-            num_calibration=export.DEFAULT_NUM_CALIBRATION, log=print, reference=None, video_size=VIDEO_SIZE,
-            eval_limit=None):
+def measure(model_path: str, formats: Sequence[str] = FORMATS,
+            val_tfrecords: Sequence[str] = tuple(DEFAULT_VAL_TFRECORDS), export_dir: str | None = None, runs: int = 200,
+            warmup: int = 20, video_frames: int = 300,
+            calibration_tfrecord: str | None = export.DEFAULT_CALIBRATION_TFRECORD,
+            num_calibration: int = export.DEFAULT_NUM_CALIBRATION, log: Callable[[str], Any] = print,
+            reference: str | None = None, video_size: tuple[int, int] = VIDEO_SIZE,
+            eval_limit: int | None = None) -> BenchmarkResults:
     """Export, time and evaluate the model of ``model_path``, one pass and TTA.
 
     ``val_tfrecords``: the TFRecords to score (empty: no mAP); a missing one is skipped with a note.
@@ -393,7 +412,7 @@ def measure(model_path, formats=FORMATS, val_tfrecords=tuple(DEFAULT_VAL_TFRECOR
     os.makedirs(folder, exist_ok=True)
     try:
         paths = export_formats(model_file, formats, folder, calibration_tfrecord, num_calibration, log)
-        sample = cv2.cvtColor(cv2.imread(SAMPLE_IMAGE), cv2.COLOR_BGR2RGB)
+        sample = cv2.cvtColor(cv2.imread(SAMPLE_IMAGE), cv2.COLOR_BGR2RGB)  # type: ignore[arg-type]
         entries = load_entries(paths)
         if reference is not None:
             entries.append(reference_entry(reference))

@@ -1,6 +1,9 @@
 """Rendering for ``benchmark.py``: the Markdown report of ``deploy.benchmark.measure``'s results."""
+from __future__ import annotations
+
 import os
 import platform
+from typing import TYPE_CHECKING
 
 from deploy.benchmark import (
     EVALUATION_SCORE_THRESHOLD,
@@ -12,12 +15,17 @@ from deploy.benchmark import (
     VIDEO_ROUNDS,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from deploy.benchmark import BenchmarkResults, Row
+
 SPEED_HEADER = ["format", "runtime", "model file", "size (MiB)", "model ms", "model p90 ms", "one pass ms/image",
                 "TTA", "TTA ms/image"]
 VIDEO_HEADER = ["path", "inference.py flags", "passes / frame", "FPS", "ms / frame"]
 
 
-def versions():
+def versions() -> str:
     import tensorflow as tf
     parts = [f"Python {platform.python_version()}", f"TensorFlow {tf.__version__}"]
     for module, label in (("ai_edge_litert", "ai-edge-litert"), ("onnxruntime", "onnxruntime"), ("tf2onnx", "tf2onnx")):
@@ -29,17 +37,17 @@ def versions():
     return ", ".join(parts)
 
 
-def map_column(setting, val_set):
+def map_column(setting: str, val_set: str) -> str:
     """The header of the mAP column of ``setting`` (ONE_PASS / TTA) on ``val_set``."""
     return f"{setting} mAP {val_set}"
 
 
-def table_header(val_sets):
+def table_header(val_sets: Sequence[str]) -> list[str]:
     """The main table's columns: speed, then one pass and TTA mAP of each validation set."""
     return SPEED_HEADER + [map_column(setting, name) for name in val_sets for setting in (ONE_PASS, TTA)]
 
 
-def format_table(header, rows):
+def format_table(header: Sequence[str], rows: Sequence[Mapping[str, str]]) -> list[str]:
     """Markdown table lines of ``rows`` (dicts of cell text by column name)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for row in rows:
@@ -47,9 +55,9 @@ def format_table(header, rows):
     return lines
 
 
-def row_cells(row, val_sets):
+def row_cells(row: Row, val_sets: Sequence[str]) -> dict[str, str]:
     """{column: text} of one ``deploy.benchmark.Row``."""
-    def ms(kind, index=0):
+    def ms(kind, index: int = 0):
         return f"{row.ms[kind][index]:.2f}" if kind in row.ms else "-"
 
     cells = {"format": row.label, "runtime": row.runtime, "model file": row.model_file,
@@ -64,7 +72,7 @@ def row_cells(row, val_sets):
     return cells
 
 
-def comparison_lines(results):
+def comparison_lines(results: BenchmarkResults) -> list[str]:
     """int8 against float, TTA against one pass (Keras), and our latency against the reference's."""
     keras, int8 = results.row("keras"), results.row("tflite_int8")
     lines = []
@@ -94,7 +102,7 @@ def comparison_lines(results):
     return lines
 
 
-def video_lines(results):
+def video_lines(results: BenchmarkResults) -> list[str]:
     """The end-to-end video table and the default's speed-up over ``--tta``."""
     if not results.video_rows:
         return []
@@ -116,7 +124,7 @@ def video_lines(results):
     return lines
 
 
-def render(results):
+def render(results: BenchmarkResults) -> str:
     """The Markdown report text of BenchmarkResults."""
     height, width = results.input_size
     timed = TIMING_ROUNDS * -(-results.runs // TIMING_ROUNDS)

@@ -11,7 +11,10 @@ and probabilities against the Keras model's (``components.box_utils.decode_boxes
 output), and the detections after NMS (``cv2.dnn.NMSBoxesBatched``) against ``components.detector.Detector``
 (one pass, no flip test), with the tolerances of the other exports.
 """
+from __future__ import annotations
+
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -41,13 +44,19 @@ from deploy.export import (
     sample_images,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    import keras
+
 # 13: Softmax on one axis (opset >= 13 semantics); OpenCV 4.8 to 5.1 and onnxruntime import it. OpenCV 4.8
 # takes a Softmax over the last axis of a 3-D tensor as over axis 1, so the graph applies it to [P, C].
 DECODED_OPSET = 13
 FORMAT = "onnx_decoded"
 
 
-def decoded_function(predict, cfg, priors):
+def decoded_function(predict: Callable[[tf.Tensor], tf.Tensor], cfg: dict[str, Any], priors: np.ndarray) -> Any:
     """tf.function: network input [1, 3, h, w] float32 NCHW in [-1, 1] (``input``) -> {``boxes`` [1, P, 4]
     corner form normalised to the input (``components.box_utils.decode_boxes``), ``scores`` [1, P, C-1]
     softmax probabilities without the background column}. ``predict``: [1, h, w, 3] -> raw [1, P, 4 + C]."""
@@ -64,7 +73,7 @@ def decoded_function(predict, cfg, priors):
     return tf.function(detect, input_signature=[spec])
 
 
-def decoded_metadata(cfg):
+def decoded_metadata(cfg: dict[str, Any]) -> dict[str, str]:
     """The ONNX ``metadata_props`` (str -> str) of a decoded export: what an app needs to feed it and read it
     (``components.model_files.publish_model`` adds the model spec)."""
     height, width = (int(side) for side in cfg["input_size"])
@@ -81,14 +90,14 @@ def decoded_metadata(cfg):
     }
 
 
-def decoded_spec(cfg):
+def decoded_spec(cfg: dict[str, Any]) -> dict[str, Any]:
     """The model spec of a decoded export (``components.model_files.model_spec``) with what the graph does."""
     spec = model_spec(cfg)
     spec["decoded"] = {key: value for key, value in decoded_metadata(cfg).items() if key in ("input", "outputs")}
     return spec
 
 
-def decoded_onnx_bytes(model, cfg, opset=DECODED_OPSET):
+def decoded_onnx_bytes(model: keras.Model, cfg: dict[str, Any], opset: int = DECODED_OPSET) -> bytes:
     """The decoded ONNX model (:func:`decoded_function`, tf2onnx) of a Keras ``model`` with its metadata,
     serialised."""
     import onnx
@@ -102,13 +111,14 @@ def decoded_onnx_bytes(model, cfg, opset=DECODED_OPSET):
     return proto.SerializeToString()
 
 
-def read_metadata(path):
+def read_metadata(path: str) -> dict[str, str]:
     """The ``metadata_props`` of the ONNX file at ``path`` as a dict."""
     import onnx
     return {prop.key: prop.value for prop in onnx.load(path, load_external_data=False).metadata_props}
 
 
-def compare_decoded(model, path, images, cfg):
+def compare_decoded(model: keras.Model, path: str, images: Sequence[np.ndarray],
+                    cfg: dict[str, Any]) -> tuple[float, float]:
     """(max |diff| of the probabilities, of the boxes in network-input pixels) of the decoded file at ``path``
     run by OpenCV DNN and by onnxruntime, against the Keras model on ``images`` (uint8 RGB)."""
     from components.preprocessing import preprocess_images
@@ -131,7 +141,8 @@ def compare_decoded(model, path, images, cfg):
     return score_diff, box_diff
 
 
-def check_decoded(model, reference, staged, cfg, images, report):
+def check_decoded(model: keras.Model, reference: Detector, staged: str, cfg: dict[str, Any],
+                  images: Sequence[np.ndarray], report: ExportReport) -> None:
     """The checks of :func:`export_decoded_onnx_file` on the staged file (into ``report``); raises
     ExportCheckError when it is out of tolerance."""
     report.size_bytes = path_size(staged)
@@ -153,7 +164,9 @@ def check_decoded(model, reference, staged, cfg, images, report):
             f"{describe_detection_check(found)}; nothing written")
 
 
-def export_decoded_onnx_file(model_path, output=None, check_images=None, log=print, input_size=None):
+def export_decoded_onnx_file(model_path: str, output: str | None = None,
+                             check_images: Sequence[np.ndarray] | None = None, log: Callable[[str], Any] = print,
+                             input_size: Sequence[int] | None = None) -> ExportReport:
     """Export the ``.keras`` model at ``model_path`` (or the newest in a folder) as a decoded ONNX file
     (default ``<stem>_decoded.onnx``) with its sidecar, checked (:func:`check_decoded`) before it is
     published. ``input_size``: (h, w) to export at (rounded up as ``deploy.export.load_export_source``).
@@ -169,7 +182,7 @@ def export_decoded_onnx_file(model_path, output=None, check_images=None, log=pri
     report = ExportReport(FORMAT, output, None, 0)
     images = sample_images() if check_images is None else list(check_images)
 
-    def write(staged):
+    def write(staged) -> None:
         with open(staged, "wb") as handle:
             handle.write(decoded_onnx_bytes(model, cfg))
 

@@ -15,9 +15,12 @@ Graphs:
 :func:`export_end_to_end_file` writes one, loads it with its runtime (``components.end_to_end_models``) and
 checks it against the Python path (``components.detector.Detector``) before publishing it.
 """
+from __future__ import annotations
+
 import os
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -53,6 +56,14 @@ from deploy.export import (
 )
 from mAP.evaluation import evaluate
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
+
+    import keras
+
+    from components.postprocessing import Detections
+
 TFLITE_OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 # ops under this name scope (class probabilities, flip-test merge) stay float in an int8 TFLite model: int8
 # scores step by 1/256, too coarse to rank the low-scoring detections that mAP counts
@@ -67,7 +78,7 @@ E2E_MAP_TARGET_POINTS = 0.5
 
 # --- graphs -------------------------------------------------------------------------------------------
 
-def letterbox_graph(images, input_size):
+def letterbox_graph(images: tf.Tensor, input_size: Sequence[int]) -> tuple[tf.Tensor, tf.Tensor]:
     """uint8 RGB images [B, H, W, 3] (one size) -> (network input [B, h, w, 3] float32 in [-1, 1], scale [B, 2]).
 
     Pads the bottom / right with ``PAD_VALUE`` to the aspect ratio of ``input_size`` (each side rounded up, as
@@ -89,13 +100,13 @@ def letterbox_graph(images, input_size):
     return resized / 127.5 - 1.0, tf.tile(scale[None], [shape[0], 1])
 
 
-def network_batch(inputs, mirror):
+def network_batch(inputs: tf.Tensor, mirror: np.ndarray | None) -> tf.Tensor:
     """What the network runs on: the inputs [B, h, w, 3], and with the flip test (``mirror``) their mirror
     images after them."""
     return inputs if mirror is None else tf.concat([inputs, tf.reverse(inputs, axis=[2])], axis=0)
 
 
-def offsets_and_probabilities(raw, batch, mirror):
+def offsets_and_probabilities(raw: tf.Tensor, batch: int | tf.Tensor, mirror: np.ndarray | None) -> tf.Tensor:
     """[batch, P, 4 + C] offsets and class probabilities from the network output of :func:`network_batch`
     (the flip-test merge of ``components.postprocessing`` with ``mirror``)."""
     if mirror is None:
@@ -103,7 +114,9 @@ def offsets_and_probabilities(raw, batch, mirror):
     return merge_mirrored_predictions(raw[:batch], raw[batch:], mirror)
 
 
-def detection_outputs(predict, inputs, scale, cfg, priors, mirror, score_threshold, max_detections):
+def detection_outputs(predict: Callable[[tf.Tensor], tf.Tensor], inputs: tf.Tensor, scale: tf.Tensor,
+                      cfg: dict[str, Any], priors: np.ndarray, mirror: np.ndarray | None, score_threshold: float,
+                      max_detections: int) -> dict[str, tf.Tensor]:
     """TF OD API outputs (``components.end_to_end_models.OUTPUT_KEYS``) of network inputs [B, h, w, 3] whose
     images were letterboxed with ``scale`` [B, 2] (see :func:`letterbox_graph`), through ``postprocess``."""
     merged = offsets_and_probabilities(predict(network_batch(inputs, mirror)), tf.shape(inputs)[0], mirror)
@@ -116,7 +129,9 @@ def detection_outputs(predict, inputs, scale, cfg, priors, mirror, score_thresho
             "num_detections": tf.cast(valid, tf.float32)}
 
 
-def image_detection_function(predict, cfg, priors, mirror, score_threshold, max_detections, batch=None):
+def image_detection_function(predict: Callable[[tf.Tensor], tf.Tensor], cfg: dict[str, Any], priors: np.ndarray,
+                             mirror: np.ndarray | None, score_threshold: float, max_detections: int,
+                             batch: int | None = None) -> Any:
     """tf.function: uint8 images [batch, H, W, 3] (``input_tensor``) -> :func:`detection_outputs`."""
     spec = tf.TensorSpec([batch, None, None, 3], tf.uint8, name=IMAGE_INPUT)
 
@@ -126,7 +141,8 @@ def image_detection_function(predict, cfg, priors, mirror, score_threshold, max_
     return tf.function(detect, input_signature=[spec])
 
 
-def encoded_detection_function(predict, cfg, priors, mirror, score_threshold, max_detections):
+def encoded_detection_function(predict: Callable[[tf.Tensor], tf.Tensor], cfg: dict[str, Any], priors: np.ndarray,
+                               mirror: np.ndarray | None, score_threshold: float, max_detections: int) -> Any:
     """tf.function: JPEG / PNG bytes [B] (``encoded_images``, any sizes) -> :func:`detection_outputs`."""
     spec = tf.TensorSpec([None], tf.string, name=ENCODED_INPUT)
     height, width = cfg["input_size"]
@@ -143,7 +159,8 @@ def encoded_detection_function(predict, cfg, priors, mirror, score_threshold, ma
     return tf.function(detect, input_signature=[spec])
 
 
-def tflite_postprocess_signature(num_classes, cfg, score_threshold, max_detections):
+def tflite_postprocess_signature(num_classes: int, cfg: dict[str, Any], score_threshold: float,
+                                 max_detections: int) -> str:
     """The ``experimental_implements`` string that makes the TFLite converter replace a tf.function by the
     ``TFLite_Detection_PostProcess`` op: class-wise ("regular") NMS as ``postprocess``, our box coding
     (scales 1 / variance), ``num_classes`` without background."""
@@ -158,7 +175,8 @@ def tflite_postprocess_signature(num_classes, cfg, score_threshold, max_detectio
         f'attr {{ key: "{key}" value {{ b: {value} }} }}' for key, kind, value in attributes])
 
 
-def tflite_detection_function(predict, cfg, priors, mirror, score_threshold, max_detections):
+def tflite_detection_function(predict: Callable[[tf.Tensor], tf.Tensor], cfg: dict[str, Any], priors: np.ndarray,
+                              mirror: np.ndarray | None, score_threshold: float, max_detections: int) -> Any:
     """tf.function: network input [1, h, w, 3] float32 -> (boxes, classes, scores, count) of the
     ``TFLite_Detection_PostProcess`` op once converted (the traced body is a placeholder TensorFlow cannot
     run: only the converter's fused op computes the detections)."""
@@ -183,7 +201,7 @@ def tflite_detection_function(predict, cfg, priors, mirror, score_threshold, max
     return tf.function(detect, input_signature=[spec])
 
 
-def finish_tflite_model(model_bytes, detections_per_class):
+def finish_tflite_model(model_bytes: bytes, detections_per_class: int) -> bytes:
     """A converted flatbuffer made ready: the model outputs in the order of the ``TFLite_Detection_PostProcess``
     op's outputs (boxes, classes, scores, count; the converter may list them otherwise), named
     :data:`TFLITE_OUTPUT_NAMES`, and the op's ``detections_per_class`` option set (the converter drops it,
@@ -213,14 +231,14 @@ def finish_tflite_model(model_bytes, detections_per_class):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def tflite_tensor_names(model_bytes):
+def tflite_tensor_names(model_bytes: bytes) -> list[str]:
     """Names of the tensors of a TFLite flatbuffer's main subgraph."""
     from tensorflow.lite.tools import flatbuffer_utils
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
     return [tensor.name.decode() for tensor in model.subgraphs[0].tensors]
 
 
-def graph_constants(cfg):
+def graph_constants(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
     """(priors [P, 4] float32 centre form, mirror index [P] or None) of a model config; the mirror index
     only with ``cfg['flip_test']`` on a grid where every prior has a mirror image (as ``Detector``)."""
     priors = np.asarray(priors_from_config(cfg), np.float32)
@@ -235,7 +253,9 @@ def graph_constants(cfg):
 
 # --- writing ------------------------------------------------------------------------------------------
 
-def end_to_end_tflite_bytes(predict, cfg, constants, calibration=None):
+def end_to_end_tflite_bytes(predict: Callable[[tf.Tensor], tf.Tensor], cfg: dict[str, Any],
+                            constants: tuple[np.ndarray, np.ndarray | None, float, int],
+                            calibration: Sequence[np.ndarray] | None = None) -> bytes:
     """End-to-end TFLite flatbuffer: float, or with ``calibration`` int8 (the network calibrated on those inputs,
     float32 input; the ops under :data:`TFLITE_FLOAT_SCOPE`, class probabilities and the flip-test merge, left
     in float through the converter's quantisation debugger denylist). ``constants``: (priors, mirror, score
@@ -268,7 +288,8 @@ def end_to_end_tflite_bytes(predict, cfg, constants, calibration=None):
     return finish_tflite_model(quantized, detections_per_class=max_detections)
 
 
-def write_end_to_end(model, cfg, export_format, path, calibration=None):
+def write_end_to_end(model: keras.Model, cfg: dict[str, Any], export_format: str, path: str,
+                     calibration: Sequence[np.ndarray] | None = None) -> None:
     """Write the end-to-end graph of ``model`` in ``export_format`` to ``path``: detections down to
     ``cfg['export_score_threshold']``, at most ``cfg['max_number_keep']``, with the flip test when
     ``cfg['flip_test']``."""
@@ -296,7 +317,8 @@ def write_end_to_end(model, cfg, export_format, path, calibration=None):
 
 # --- checking against the Python path ----------------------------------------------------------------
 
-def compare_detections(reference, exported, score_threshold, score_margin=E2E_SCORE_MARGIN):
+def compare_detections(reference: Detections, exported: Detections, score_threshold: float,
+                       score_margin: float = E2E_SCORE_MARGIN) -> dict[str, Any]:
     """How far an export's detections of one image are from the reference ``Detections``.
 
     ``reference``: detections with scores >= ``score_threshold``; ``exported``: the export's, down to
@@ -326,7 +348,8 @@ def compare_detections(reference, exported, score_threshold, score_margin=E2E_SC
     return result
 
 
-def check_end_to_end(reference, exported, images, score_threshold):
+def check_end_to_end(reference: Detector, exported: Any, images: Sequence[np.ndarray],
+                     score_threshold: float) -> dict[str, Any]:
     """Totals of :func:`compare_detections` over ``images`` (uint8 RGB): the reference Detector at
     ``score_threshold``, the export down to ``E2E_SCORE_MARGIN`` below it."""
     totals = {"images": len(images), "reference": 0, "missed": 0, "extra": 0, "box_px": 0.0, "score": 0.0}
@@ -354,13 +377,13 @@ class EndToEndReport:
     labels_path: str | None = None
 
 
-def end_to_end_output(model_file, export_format):
+def end_to_end_output(model_file: str, export_format: str) -> str:
     """Default output of an end-to-end export: ``runs/export/<stem>_e2e<suffix>`` of the repository."""
     stem = os.path.splitext(os.path.basename(os.path.normpath(model_file)))[0]
     return os.path.join(DEFAULT_EXPORT_DIR, stem + END_TO_END_INFIX + OUTPUT_SUFFIX[export_format])
 
 
-def end_to_end_spec(cfg, export_format):
+def end_to_end_spec(cfg: dict[str, Any], export_format: str) -> dict[str, Any]:
     """The model spec of an end-to-end export: the model's (``components.model_files.model_spec``) and what the
     file's graph does (``end_to_end``: inputs, outputs, thresholds, flip test)."""
     spec = model_spec(cfg)
@@ -378,12 +401,13 @@ def end_to_end_spec(cfg, export_format):
     return spec
 
 
-def labels_path(output):
+def labels_path(output: str) -> str:
     """The labels file written beside a TFLite end-to-end export: ``<stem>_labels.txt``."""
     return os.path.splitext(os.path.normpath(output))[0] + LABELS_SUFFIX
 
 
-def check_staged_export(reference, staged, cfg, images, val_tfrecords, report, log):
+def check_staged_export(reference: Detector, staged: str, cfg: dict[str, Any], images: Sequence[np.ndarray],
+                        val_tfrecords: Sequence[str], report: EndToEndReport, log: Callable[[str], Any]) -> None:
     """The checks of :func:`export_end_to_end_file` on the staged export (into ``report``); raises
     ExportCheckError for a float export out of tolerance."""
     report.size_bytes = path_size(staged)
@@ -397,16 +421,20 @@ def check_staged_export(reference, staged, cfg, images, val_tfrecords, report, l
                                f"sample images: {describe_detection_check(found)}; nothing written")
     for tfrecord in val_tfrecords:
         log(f"validation mAP on {tfrecord} (Python path and end-to-end {report.format})")
-        report.val_maps.append((tfrecord, evaluate(reference, tfrecord).mean_ap, evaluate(exported, tfrecord).mean_ap))
+        report.val_maps.append((tfrecord, evaluate(reference, tfrecord).mean_ap,  # type: ignore[union-attr]
+                                evaluate(exported, tfrecord).mean_ap))  # type: ignore[union-attr]
         delta = 100 * (report.val_maps[-1][2] - report.val_maps[-1][1])
         if floating and abs(delta) > E2E_MAP_TARGET_POINTS:
             raise ExportCheckError(f"{report.path}: end-to-end val mAP on {tfrecord} differs from the Python path "
                                    f"by {delta:+.2f} points (tolerance {E2E_MAP_TARGET_POINTS:g}); nothing written")
 
 
-def export_end_to_end_file(model_path, export_format, output=None, calibration_tfrecord=None,
-                           num_calibration=DEFAULT_NUM_CALIBRATION, val_tfrecords=(), check_images=None,
-                           calibration=None, flip_test=None, log=print, input_size=None, calibration_images_dir=None):
+def export_end_to_end_file(model_path: str, export_format: str, output: str | None = None,
+                           calibration_tfrecord: str | None = None, num_calibration: int = DEFAULT_NUM_CALIBRATION,
+                           val_tfrecords: Sequence[str] = (), check_images: Sequence[np.ndarray] | None = None,
+                           calibration: Sequence[np.ndarray] | None = None, flip_test: bool | None = None,
+                           log: Callable[[str], Any] = print, input_size: Sequence[int] | None = None,
+                           calibration_images_dir: str | None = None) -> EndToEndReport:
     """Export the ``.keras`` model at ``model_path`` as an end-to-end ``export_format`` model, then check it
     with its runtime against the Python path (``components.detector.Detector`` with the same config) before
     publishing it (``components.model_files.publish_model``).
@@ -444,13 +472,13 @@ def export_end_to_end_file(model_path, export_format, output=None, calibration_t
     return report
 
 
-def describe_detection_check(found):
+def describe_detection_check(found: Mapping[str, Any]) -> str:
     """One line about the totals of :func:`check_end_to_end`."""
     return (f"{found['reference']} reference detections, {found['missed']} missed, {found['extra']} extra, "
             f"boxes max |diff| {found['box_px']:.3g} px, scores max |diff| {found['score']:.3g}")
 
 
-def describe_end_to_end(report):
+def describe_end_to_end(report: EndToEndReport) -> list[str]:
     """Human-readable lines about an EndToEndReport."""
     size = report.size_bytes / 2 ** 20
     lines = [f"exported end-to-end {report.format} to {report.path} ({size:.2f} MiB, flip test "

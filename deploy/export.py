@@ -31,16 +31,28 @@ input) on the decoded boxes, else nothing is written and the exit status is 1. F
 printed for information, with the correlation of the raw outputs, and with ``--val_tfrecord`` the validation
 mAP of both models (target: int8 within 1 point of float).
 """
+from __future__ import annotations
+
 import glob
 import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from components.drawing import ANNOTATED_PREFIX
 from components.errors import ProjectError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    import keras
+    import tensorflow as tf
+
+    from components.detector import Detector
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,28 +101,30 @@ class ExportReport:
     notes: list = field(default_factory=list)
 
 
-def default_output(model_file, export_format):
+def default_output(model_file: str, export_format: str) -> str:
     """Default output path: ``runs/export/<stem><suffix>`` of the repository (e.g. ``last_int8.tflite``), never
     beside the model (which may be a tracked file)."""
     stem = os.path.splitext(os.path.basename(os.path.normpath(model_file)))[0]
     return os.path.join(DEFAULT_EXPORT_DIR, stem + OUTPUT_SUFFIX[export_format])
 
 
-def path_size(path):
+def path_size(path: str) -> int:
     """Bytes of a file, or of all files under a folder."""
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
     return os.path.getsize(path)
 
 
-def serving_function(model, input_size, batch=None):
+def serving_function(model: keras.Model, input_size: Sequence[int],
+                     batch: int | None = None) -> tuple[Any, tf.TensorSpec]:
     """(tf.function images -> raw predictions with a fixed input signature [batch, h, w, 3], its TensorSpec)."""
     import tensorflow as tf
     spec = tf.TensorSpec([batch, *input_size, 3], tf.float32, name="images")
     return tf.function(lambda images: model(images, training=False), input_signature=[spec]), spec
 
 
-def write_saved_model(model, input_size, path, batch=None, frozen=True):
+def write_saved_model(model: keras.Model, input_size: Sequence[int], path: str, batch: int | None = None,
+                      frozen: bool = True) -> None:
     """Write a SavedModel folder at ``path`` whose ``serve`` function (also the ``serving_default``
     signature) takes [batch, h, w, 3] float32 and returns the raw predictions.
 
@@ -130,7 +144,7 @@ def write_saved_model(model, input_size, path, batch=None, frozen=True):
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
 
 
-def calibration_images(tfrecord_path, input_size, count, seed=0):
+def calibration_images(tfrecord_path: str, input_size: Sequence[int], count: int, seed: int = 0) -> list[np.ndarray]:
     """``count`` training images [1, h, w, 3] float32, drawn (shuffled with ``seed``) from a TFRecord and
     preprocessed exactly as at inference (``components.detector.preprocess_images``)."""
     import tensorflow as tf
@@ -147,7 +161,7 @@ def calibration_images(tfrecord_path, input_size, count, seed=0):
     return images
 
 
-def calibration_folder_images(folder, input_size, count, seed=0):
+def calibration_folder_images(folder: str, input_size: Sequence[int], count: int, seed: int = 0) -> list[np.ndarray]:
     """Up to ``count`` images of ``folder`` (``CALIBRATION_EXTENSIONS``; a seeded draw when it holds more)
     as network inputs [1, h, w, 3] float32, preprocessed exactly as at inference. Raises ExportError naming
     the folder when it is missing or holds no readable image."""
@@ -169,7 +183,7 @@ def calibration_folder_images(folder, input_size, count, seed=0):
     return images
 
 
-def calibration_source(images_dir=None, tfrecord=None):
+def calibration_source(images_dir: str | None = None, tfrecord: str | None = None) -> tuple[str, str]:
     """(kind 'images' or 'tfrecord', path) that int8 calibration reads: ``images_dir``, else ``tfrecord``, else
     ``DEFAULT_CALIBRATION_TFRECORD`` where it exists, else the set the repository ships
     (``SHIPPED_CALIBRATION_DIR``)."""
@@ -182,7 +196,8 @@ def calibration_source(images_dir=None, tfrecord=None):
     return "images", SHIPPED_CALIBRATION_DIR
 
 
-def load_calibration(input_size, count, images_dir=None, tfrecord=None, log=print, seed=0):
+def load_calibration(input_size: Sequence[int], count: int, images_dir: str | None = None, tfrecord: str | None = None,
+                     log: Callable[[str], Any] = print, seed: int = 0) -> list[np.ndarray]:
     """The int8 calibration inputs (list of [1, h, w, 3] float32) from :func:`calibration_source`, with one
     line through ``log`` saying how many images were read and from where."""
     kind, path = calibration_source(images_dir, tfrecord)
@@ -197,7 +212,8 @@ def load_calibration(input_size, count, images_dir=None, tfrecord=None, log=prin
     return images
 
 
-def tflite_bytes(model, input_size, calibration=None, int8_io=False):
+def tflite_bytes(model: keras.Model, input_size: Sequence[int], calibration: Sequence[np.ndarray] | None = None,
+                 int8_io: bool = False) -> bytes:
     """A batch-1 TFLite flatbuffer of ``model``: float32, or full-integer int8 calibrated on ``calibration``
     (a list of [1, h, w, 3] float32 network inputs) with float32 input and output (quantize / dequantize ops
     in the model), or with ``int8_io`` int8 input and output (``TFLiteRuntime`` then applies the scales)."""
@@ -215,7 +231,7 @@ def tflite_bytes(model, input_size, calibration=None, int8_io=False):
         return converter.convert()
 
 
-def replace_deprecated_resize(proto):
+def replace_deprecated_resize(proto: Any) -> None:
     """Rewrite tf2onnx's nearest-neighbour ``Resize`` nodes (TensorFlow's half-pixel centres:
     ``tf_half_pixel_for_nn`` with ``floor``, deprecated since opset 13, onnxruntime warns on every load) to the
     same sampling in current terms: floor((x + 0.5) / s) = round_prefer_ceil((x + 0.5) / s - 0.5), i.e.
@@ -229,7 +245,7 @@ def replace_deprecated_resize(proto):
             attributes["nearest_mode"].s = b"round_prefer_ceil"
 
 
-def onnx_function_bytes(function, input_signature, opset=ONNX_OPSET):
+def onnx_function_bytes(function: Any, input_signature: Sequence[tf.TensorSpec], opset: int = ONNX_OPSET) -> bytes:
     """The ONNX model (tf2onnx) of a tf.function with ``input_signature``, serialised (nearest-neighbour
     resizes in current terms: :func:`replace_deprecated_resize`)."""
     try:
@@ -242,13 +258,14 @@ def onnx_function_bytes(function, input_signature, opset=ONNX_OPSET):
     return model_proto.SerializeToString()
 
 
-def onnx_bytes(model, input_size, opset=ONNX_OPSET):
+def onnx_bytes(model: keras.Model, input_size: Sequence[int], opset: int = ONNX_OPSET) -> bytes:
     """A batch-1 ONNX model of ``model`` (tf2onnx), serialised."""
     function, spec = serving_function(model, input_size, batch=1)
     return onnx_function_bytes(function, [spec], opset)
 
 
-def write_export(model, cfg, export_format, path, calibration=None):
+def write_export(model: keras.Model, cfg: dict[str, Any], export_format: str, path: str,
+                 calibration: Sequence[np.ndarray] | None = None) -> None:
     """Write ``model`` in ``export_format`` to ``path`` (no sidecar, no check: see :func:`export_model_file`)."""
     input_size = tuple(cfg["input_size"])
     if export_format == "saved_model":
@@ -266,7 +283,7 @@ def write_export(model, cfg, export_format, path, calibration=None):
         handle.write(data)
 
 
-def sample_image_paths(pattern=None):
+def sample_image_paths(pattern: str | None = None) -> list[str]:
     """Paths of the sample images: the two of ``SAMPLE_IMAGE_NAMES`` in assets/ that exist, or with ``pattern`` the
     files it matches, without the annotated copies (``out_*``) that inference.py writes beside them."""
     if pattern is None:
@@ -275,7 +292,7 @@ def sample_image_paths(pattern=None):
     return [path for path in sorted(glob.glob(pattern)) if not os.path.basename(path).startswith(ANNOTATED_PREFIX)]
 
 
-def sample_images(pattern=None):
+def sample_images(pattern: str | None = None) -> list[np.ndarray]:
     """The sample images (uint8 RGB) used to check an export."""
     import cv2
     images = []
@@ -286,7 +303,8 @@ def sample_images(pattern=None):
     return images
 
 
-def compare_outputs(reference, exported, priors, cfg):
+def compare_outputs(reference: np.ndarray, exported: np.ndarray, priors: np.ndarray,
+                    cfg: dict[str, Any]) -> tuple[float, float, float]:
     """(max |diff| of raw outputs, max |diff| of decoded boxes in network-input pixels, correlation)."""
     from components.box_utils import decode_boxes
     height, width = cfg["input_size"]
@@ -297,7 +315,8 @@ def compare_outputs(reference, exported, priors, cfg):
     return float(np.abs(reference - exported).max()), float(np.abs(boxes[0] - boxes[1]).max()), correlation
 
 
-def load_export_source(model_path, export_format, input_size=None):
+def load_export_source(model_path: str, export_format: str,
+                       input_size: Sequence[int] | None = None) -> tuple[str, dict[str, Any], keras.Model]:
     """(model file, its config, the Keras model) of the ``.keras`` model at ``model_path`` (or the newest in a
     folder) to export as ``export_format``, the config's input size replaced by ``input_size`` (h, w) when
     given, rounded up to the nearest size whose maps sit on the image as at the trained size
@@ -317,9 +336,12 @@ def load_export_source(model_path, export_format, input_size=None):
     return model_file, cfg, load_keras_model(model_file)
 
 
-def export_model_file(model_path, export_format, output=None, calibration_tfrecord=None,
-                      num_calibration=DEFAULT_NUM_CALIBRATION, val_tfrecord=None, check_images=None,
-                      calibration=None, log=print, input_size=None, calibration_images_dir=None):
+def export_model_file(model_path: str, export_format: str, output: str | None = None,
+                      calibration_tfrecord: str | None = None, num_calibration: int = DEFAULT_NUM_CALIBRATION,
+                      val_tfrecord: str | None = None, check_images: Sequence[np.ndarray] | None = None,
+                      calibration: Sequence[np.ndarray] | None = None, log: Callable[[str], Any] = print,
+                      input_size: Sequence[int] | None = None,
+                      calibration_images_dir: str | None = None) -> ExportReport:
     """Export the ``.keras`` model at ``model_path`` (or the newest in a folder) as ``export_format``.
 
     Args:
@@ -354,7 +376,7 @@ def export_model_file(model_path, export_format, output=None, calibration_tfreco
     report = ExportReport(export_format, output, None, 0)
     images = sample_images() if check_images is None else list(check_images)
 
-    def check(staged):
+    def check(staged) -> None:
         report.size_bytes = path_size(staged)
         exported = Detector(load_runtime(staged, tuple(cfg["input_size"])), cfg)
         if images:
@@ -364,15 +386,16 @@ def export_model_file(model_path, export_format, output=None, calibration_tfreco
         if export_format == "tflite_int8" and val_tfrecord:
             from mAP.evaluation import evaluate
             log(f"validation mAP on {val_tfrecord} (keras and tflite_int8)")
-            report.map_reference = evaluate(reference, val_tfrecord).mean_ap
-            report.map_exported = evaluate(exported, val_tfrecord).mean_ap
+            report.map_reference = evaluate(reference, val_tfrecord).mean_ap  # type: ignore[union-attr]
+            report.map_exported = evaluate(exported, val_tfrecord).mean_ap  # type: ignore[union-attr]
 
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     publish_model(lambda staged: write_export(model, cfg, export_format, staged, calibration), output, cfg, check)
     return report
 
 
-def check_outputs(model, reference, exported, images, cfg, export_format, report):
+def check_outputs(model: keras.Model, reference: Detector, exported: Detector, images: Sequence[np.ndarray],
+                  cfg: dict[str, Any], export_format: str, report: ExportReport) -> None:
     """Compare the staged export with the Keras model on ``images`` (into ``report``); raises ExportCheckError
     when a float export differs by more than the tolerances."""
     output = report.path
@@ -395,7 +418,7 @@ def check_outputs(model, reference, exported, images, cfg, export_format, report
             "nothing written")
 
 
-def describe(report):
+def describe(report: ExportReport) -> list[str]:
     """Human-readable lines about an ExportReport."""
     size = report.size_bytes / 2 ** 20
     lines = [f"exported {report.format} to {report.path} ({size:.2f} MiB), model spec inside"]

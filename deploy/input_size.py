@@ -1,14 +1,23 @@
 """Measuring for ``benchmark_input_size.py``: one model run at several input sizes -- val mAP on each validation
 set and model-only latency (batch 1), Keras and TFLite exported at each size, the flip test where the priors
 are mirror-symmetric at that size."""
+from __future__ import annotations
+
 import os
 import tempfile
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from deploy.benchmark import SAMPLE_IMAGE, time_predict
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from components.detector import Detector
 
 
 @dataclass
@@ -22,7 +31,8 @@ class SizeResult:
     median_ms: dict = field(default_factory=dict)
 
 
-def detectors_at(model_file, input_size, export_dir, log):
+def detectors_at(model_file: str, input_size: Sequence[int], export_dir: str,
+                 log: Callable[[str], Any]) -> dict[str, Detector]:
     """{runtime: Detector} of ``model_file`` at ``input_size``: the Keras model and a float TFLite export."""
     from components.detector import Detector
     from deploy.export import export_model_file
@@ -34,7 +44,8 @@ def detectors_at(model_file, input_size, export_dir, log):
             "tflite": Detector.from_path(tflite)}
 
 
-def measure_size(model_file, input_size, val_tfrecords, runs, export_dir, log):
+def measure_size(model_file: str, input_size: Sequence[int], val_tfrecords: Sequence[str], runs: int, export_dir: str,
+                 log: Callable[[str], Any]) -> SizeResult:
     """SizeResult of ``model_file`` at ``input_size``; mAP with the default inference settings (flip test)."""
     from mAP.evaluation import evaluate, map_or_zero
     detectors = detectors_at(model_file, input_size, export_dir, log)
@@ -44,19 +55,20 @@ def measure_size(model_file, input_size, val_tfrecords, runs, export_dir, log):
         name = os.path.splitext(os.path.basename(path))[0]
         log(f"val mAP at {input_size[0]}x{input_size[1]} on {name}")
         result.maps[name] = map_or_zero(evaluate(keras, path))
-    batch = keras.preprocess([cv2.cvtColor(cv2.imread(SAMPLE_IMAGE), cv2.COLOR_BGR2RGB)])
+    batch = keras.preprocess([cv2.cvtColor(cv2.imread(SAMPLE_IMAGE), cv2.COLOR_BGR2RGB)])  # type: ignore[arg-type]
     for runtime, detector in detectors.items():
         result.median_ms[runtime] = 1000 * float(np.median(time_predict(detector, batch, runs, 5)))
     return result
 
 
-def measure_sizes(model_file, sizes, val_tfrecords, runs=50, log=print):
+def measure_sizes(model_file: str, sizes: Sequence[Sequence[int]], val_tfrecords: Sequence[str], runs: int = 50,
+                  log: Callable[[str], Any] = print) -> list[SizeResult]:
     """[SizeResult] for each (h, w) of ``sizes``."""
     with tempfile.TemporaryDirectory(prefix="input-size-") as folder:
         return [measure_size(model_file, size, val_tfrecords, runs, folder, log) for size in sizes]
 
 
-def render_sizes(results):
+def render_sizes(results: Sequence[SizeResult]) -> str:
     """Markdown table of :func:`measure_sizes`' results."""
     names = list(results[0].maps)
     header = (["input", "network input", "flip test"] + [f"mAP {name}" for name in names]

@@ -7,7 +7,10 @@ anchors of :func:`reference_priors`. :class:`AizooReference` turns them into the
 ids of ``labels_list`` = background, mask, unmask) with the project's box decoding and a class-agnostic NMS, as
 the reference is published, so ``mAP/detect.py``'s writers and ``mAP/compute_mAP.py`` score it exactly as ours.
 """
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -16,6 +19,9 @@ from components.box_utils import class_agnostic_nms, decode_boxes
 from components.config import cfg as default_cfg
 from components.postprocessing import Detections
 from components.runtimes import ModelLoadError, tflite_interpreter
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_REFERENCE = os.path.join(os.path.dirname(REPO_ROOT), "shared", "reference", "aizoo_face_mask_detection.tflite")
@@ -28,10 +34,10 @@ NMS_IOU = 0.4
 OUR_CLASS_OF_OUTPUT = np.array([1, 2])   # output index 0 (mask) -> our class 1, index 1 (no mask) -> 2
 
 
-def reference_priors():
+def reference_priors() -> np.ndarray:
     """The reference's 5972 anchors [P, 4], normalised centre form, in the order of its outputs: per map, cells
     row-major (centres at (i + 0.5) / n); per cell each size at ratio 1, then the first size at 0.62 and 0.42."""
-    priors = []
+    priors: list[tuple[float, float, float, float]] = []
     for size_count, sizes in zip(FEATURE_MAPS, ANCHOR_SIZES):
         shapes = [(size, size) for size in sizes]
         shapes += [(sizes[0] * np.sqrt(ratio), sizes[0] / np.sqrt(ratio)) for ratio in ASPECT_RATIOS[1:]]
@@ -49,7 +55,7 @@ class AizooReference:
     format = "reference"
     flip_test = False
 
-    def __init__(self, path=DEFAULT_REFERENCE, num_threads=2):
+    def __init__(self, path: str = DEFAULT_REFERENCE, num_threads: int = 2) -> None:
         if not os.path.isfile(path):
             raise ModelLoadError(f"{path}: reference model not found (see ../shared/reference/README.md)")
         self.path = path
@@ -60,12 +66,12 @@ class AizooReference:
         self.priors = reference_priors()
         self.cfg = dict(default_cfg, input_size=INPUT_SIZE, keep_aspect=False, flip_test=False)
 
-    def preprocess(self, images_rgb):
+    def preprocess(self, images_rgb: Sequence[np.ndarray]) -> np.ndarray:
         """uint8 RGB images [H, W, 3] -> float32 [B, 260, 260, 3] in [0, 1] (stretched, as published)."""
         return np.stack([cv2.resize(image, INPUT_SIZE[::-1], interpolation=cv2.INTER_LINEAR).astype(np.float32)
                          / 255.0 for image in images_rgb])
 
-    def predict_raw(self, batch):
+    def predict_raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[B, 260, 260, 3] -> (offsets [B, 5972, 4], sigmoid scores [B, 5972, 2]), one invocation an image."""
         offsets, scores = [], []
         for image in batch:
@@ -75,7 +81,7 @@ class AizooReference:
             scores.append(self.interpreter.get_tensor(self._scores)[0])
         return np.stack(offsets), np.stack(scores)
 
-    def detect(self, image_rgb, score_threshold=None):
+    def detect(self, image_rgb: np.ndarray, score_threshold: float | None = None) -> Detections:
         """Detections of one uint8 RGB image, boxes in its pixels (corner form)."""
         threshold = self.cfg["score_threshold"] if score_threshold is None else score_threshold
         offsets, scores = (value[0] for value in self.predict_raw(self.preprocess([image_rgb])))
@@ -87,6 +93,6 @@ class AizooReference:
         return Detections(pixels.astype(np.float32), kept_scores, OUR_CLASS_OF_OUTPUT[classes],
                           list(self.cfg["labels_list"]))
 
-    def detect_batch(self, images_rgb, score_threshold=None):
+    def detect_batch(self, images_rgb: Sequence[np.ndarray], score_threshold: float | None = None) -> list[Detections]:
         """One Detections per image of a list of uint8 RGB images."""
         return [self.detect(image, score_threshold) for image in images_rgb]

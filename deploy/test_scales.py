@@ -1,12 +1,21 @@
 """Measuring for ``benchmark_test_scales.py``: what each multi-scale test setting (``test_scales``) costs per
 image -- ms of ``Detector.detect`` on the sample images (preprocessing, every pass with its flip test,
 post-processing and the merge), median over repeated calls, batch 1."""
+from __future__ import annotations
+
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from deploy.export import sample_images
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from components.detector import Detector
 
 
 @dataclass
@@ -19,7 +28,7 @@ class ScalesResult:
     p90_ms: float
 
 
-def time_detect(detector, images_rgb):
+def time_detect(detector: Detector, images_rgb: Sequence[np.ndarray]) -> list[float]:
     """Seconds of one ``detector.detect`` call on each image of ``images_rgb``; [len(images_rgb)]."""
     seconds = []
     for image in images_rgb:
@@ -29,7 +38,8 @@ def time_detect(detector, images_rgb):
     return seconds
 
 
-def measure_test_scales(model_file, scale_settings, cfg, runs=20, warmup=2, images_rgb=None):
+def measure_test_scales(model_file: str, scale_settings: Sequence[Sequence[float]], cfg: dict[str, Any], runs: int = 20,
+                        warmup: int = 2, images_rgb: Sequence[np.ndarray] | None = None) -> list[ScalesResult]:
     """[ScalesResult] of the .keras model ``model_file`` under ``cfg`` with each ``test_scales`` of
     ``scale_settings`` (lists starting with 1), on ``images_rgb`` (default: the sample photos), after ``warmup``
     untimed rounds. The settings are timed in turn, round by round, so that a change of load hits them all
@@ -42,7 +52,7 @@ def measure_test_scales(model_file, scale_settings, cfg, runs=20, warmup=2, imag
     for _ in range(warmup):
         for detector in detectors:
             time_detect(detector, images_rgb)
-    seconds = [[] for _ in detectors]
+    seconds: list[list[float]] = [[] for _ in detectors]
     for _ in range(runs):
         for times, detector in zip(seconds, detectors):
             times.extend(time_detect(detector, images_rgb))
@@ -51,7 +61,7 @@ def measure_test_scales(model_file, scale_settings, cfg, runs=20, warmup=2, imag
             for detector, times in zip(detectors, seconds)]
 
 
-def render_test_scales(results):
+def render_test_scales(results: Sequence[ScalesResult]) -> str:
     """Markdown table of :func:`measure_test_scales`' results, with each setting's time against the first."""
     lines = ["| test_scales | flip test | median ms / image | p90 ms | x first row |", "|---|---|---:|---:|---:|"]
     for result in results:

@@ -26,6 +26,10 @@ is wrong. Below each set's table, a second one (``mAP/false_positives.py``) give
 false positive (background, localisation, wrong class, duplicate) costs in AP, with a bar plot of it in
 ``<output_dir>/ap_by_false_positive.png``.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
     import cli  # noqa: F401
 import os
@@ -40,6 +44,11 @@ from components.errors import ProjectError
 from mAP.compute_mAP import align_table, percent_cell, read_folders
 from mAP.false_positives import false_positive_rows, format_false_positives, plot_false_positives
 from mAP.sets import named_set_dirs, result_dirs
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from mAP.compute_mAP import GroundTruth, ScoredBoxes
 
 DEFAULT_SIZE_BINS = (16, 32, 64, 128)   # bin edges, pixels of face side
 DEFAULT_SCORE = 0.3
@@ -110,7 +119,7 @@ class ErrorAnalysis:
     false_positives: list
 
 
-def check_size_bins(edges):
+def check_size_bins(edges: Iterable[float]) -> tuple[float, ...]:
     """``edges`` as a tuple of floats; raises ProjectError unless they are positive and increasing."""
     edges = tuple(float(edge) for edge in edges)
     if not edges or edges[0] <= 0 or any(later <= earlier for earlier, later in zip(edges, edges[1:])):
@@ -118,13 +127,13 @@ def check_size_bins(edges):
     return edges
 
 
-def size_bin_names(edges):
+def size_bin_names(edges: Sequence[float]) -> list[str]:
     """Names of the bins of ``edges`` (pixels): (16, 32) -> ``['<16', '16-32', '>=32']``."""
     text = [f"{edge:g}" for edge in edges]
     return [f"<{text[0]}"] + [f"{low}-{high}" for low, high in zip(text, text[1:])] + [f">={text[-1]}"]
 
 
-def size_bin_index(sides, edges):
+def size_bin_index(sides: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     """[F] bin index of each face side (pixels); a side equal to an edge goes to the bin above it."""
     return np.searchsorted(np.asarray(edges, np.float64), np.asarray(sides, np.float64), side="right")
 
@@ -151,10 +160,11 @@ def _face_overlaps(truth, found):
     return boxes, labels, det_labels, overlaps, det_labels[:, None] == labels[None, :]
 
 
-def match_faces(ground_truth, detections, score_threshold=DEFAULT_SCORE):
+def match_faces(ground_truth: Mapping[str, GroundTruth], detections: Mapping[str, ScoredBoxes],
+                score_threshold: float = DEFAULT_SCORE) -> FaceMatches:
     """FaceMatches of every non-difficult box of ``ground_truth`` ({image: GroundTruth}) against
     ``detections`` ({image: ScoredBoxes}, as compute_mAP reads them), in image then file order."""
-    parts = {key: [] for key in FaceMatches.__dataclass_fields__}
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in FaceMatches.__dataclass_fields__}
     for image, truth in ground_truth.items():
         found = detections[image]
         boxes, labels, det_labels, overlaps, same = _face_overlaps(truth, found)
@@ -175,7 +185,8 @@ def match_faces(ground_truth, detections, score_threshold=DEFAULT_SCORE):
     return FaceMatches(**{key: np.concatenate(values) if values else np.zeros(0) for key, values in parts.items()})
 
 
-def find_confusions(ground_truth, detections, review_score=DEFAULT_REVIEW_SCORE):
+def find_confusions(ground_truth: Mapping[str, GroundTruth], detections: Mapping[str, ScoredBoxes],
+                    review_score: float = DEFAULT_REVIEW_SCORE) -> list[Confusion]:
     """[Confusion] of ``detections`` against ``ground_truth`` (non-difficult faces), highest score first."""
     if not 0.0 <= review_score <= 1.0:
         raise ProjectError(f"--review_score: must be in [0, 1], got {review_score}")
@@ -195,7 +206,7 @@ def find_confusions(ground_truth, detections, review_score=DEFAULT_REVIEW_SCORE)
     return sorted(found_confusions, key=lambda item: -item.score)
 
 
-def format_confusions(name, confusions, review_score):
+def format_confusions(name: str, confusions: Sequence[Confusion], review_score: float) -> list[str]:
     """Text lines of one set's confusions: a title naming the set, then one line per face."""
     lines = [f"{name}: {len(confusions)} faces found with a score >= {review_score:g} only as another class "
              f"(none of their own class at IoU >= {MATCH_IOU:g} and score >= {OWN_CLASS_SCORE:g}): check the label"]
@@ -213,7 +224,7 @@ def _median(values):
     return float(np.median(values)) if values.size else None
 
 
-def error_row(class_name, size_bin, matches, selected):
+def error_row(class_name: str, size_bin: str, matches: FaceMatches, selected: np.ndarray) -> ErrorRow:
     """The ErrorRow of the faces of ``matches`` where ``selected`` [F] (bool)."""
     same_iou = matches.same_iou[selected]
     matched = same_iou >= LOCALISATION_IOU
@@ -224,8 +235,9 @@ def error_row(class_name, size_bin, matches, selected):
                     _median(matches.height_ratio[selected][matched]), _median(matches.width_ratio[selected][matched]))
 
 
-def analyse_errors(ground_truth, detections, score_threshold=DEFAULT_SCORE, size_bins=DEFAULT_SIZE_BINS,
-                   review_score=DEFAULT_REVIEW_SCORE):
+def analyse_errors(ground_truth: Mapping[str, GroundTruth], detections: Mapping[str, ScoredBoxes],
+                   score_threshold: float = DEFAULT_SCORE, size_bins: Sequence[float] = DEFAULT_SIZE_BINS,
+                   review_score: float = DEFAULT_REVIEW_SCORE) -> ErrorAnalysis:
     """ErrorAnalysis of ``detections`` against ``ground_truth`` (see the module docstring): per class of the
     non-difficult ground truth (sorted), a row per size bin of ``size_bins`` (edges, pixels) and one for all."""
     if not 0.0 <= score_threshold <= 1.0:
@@ -243,8 +255,9 @@ def analyse_errors(ground_truth, detections, score_threshold=DEFAULT_SCORE, size
                          review_score, false_positive_rows(ground_truth, detections, score_threshold))
 
 
-def analyse_folders(gt_dir, det_dir, score_threshold=DEFAULT_SCORE, size_bins=DEFAULT_SIZE_BINS,
-                    review_score=DEFAULT_REVIEW_SCORE):
+def analyse_folders(gt_dir: str, det_dir: str, score_threshold: float = DEFAULT_SCORE,
+                    size_bins: Sequence[float] = DEFAULT_SIZE_BINS,
+                    review_score: float = DEFAULT_REVIEW_SCORE) -> ErrorAnalysis:
     """ErrorAnalysis of the detection files of ``det_dir`` against the ground truth of ``gt_dir``.
 
     Raises ProjectError naming the folder or file that cannot be used, or when no file holds a non-difficult box.
@@ -255,8 +268,9 @@ def analyse_folders(gt_dir, det_dir, score_threshold=DEFAULT_SCORE, size_bins=DE
     return analysis
 
 
-def analyse_set_dirs(set_dirs, score_threshold=DEFAULT_SCORE, size_bins=DEFAULT_SIZE_BINS,
-                     review_score=DEFAULT_REVIEW_SCORE):
+def analyse_set_dirs(set_dirs: Sequence[str], score_threshold: float = DEFAULT_SCORE,
+                     size_bins: Sequence[float] = DEFAULT_SIZE_BINS,
+                     review_score: float = DEFAULT_REVIEW_SCORE) -> dict[str, ErrorAnalysis]:
     """{set name: ErrorAnalysis} of several sets, each a folder holding ``ground-truth/`` and
     ``detection-results/``, named by the folder (made unique), in order. Every set is analysed before
     anything is written; raises ProjectError naming the first folder or file that cannot be used."""
@@ -268,7 +282,7 @@ def _ratio(value):
     return "-" if value is None else f"{value:.2f}"
 
 
-def format_errors(name, analysis):
+def format_errors(name: str, analysis: ErrorAnalysis) -> list[str]:
     """The table of one set's ErrorAnalysis as text lines: a title line naming the set, the header, a row
     per class and size bin (shares in percent, ``-``: no face)."""
     header = ["class", "size", "faces", "recall", "ceiling", "wrong class", "loc. miss", "h ratio", "w ratio"]
@@ -281,7 +295,7 @@ def format_errors(name, analysis):
     return lines + align_table([header] + cells, left_columns=2)
 
 
-def plot_recall_by_size(analyses, path):
+def plot_recall_by_size(analyses: Mapping[str, ErrorAnalysis], path: str) -> None:
     """Save the recall (solid) and the recall ceiling (dashed) per size bin of each class, a panel per set of
     ``analyses`` ({set name: ErrorAnalysis}), as a PNG at ``path``, atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -312,7 +326,7 @@ def plot_recall_by_size(analyses, path):
     save_figure_atomically(figure, path, format="png", dpi=100)
 
 
-def write_errors(analyses, output_dir, plots=True):
+def write_errors(analyses: Mapping[str, ErrorAnalysis], output_dir: str, plots: bool = True) -> str:
     """Write the tables of ``analyses`` ({set name: ErrorAnalysis}) to ``<output_dir>/errors.txt`` (per set,
     errors by size, then false positives by kind; a blank line between tables), their confusions to
     ``<output_dir>/confusions.txt`` and, with ``plots``, ``<output_dir>/recall_by_size.png`` and

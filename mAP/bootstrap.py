@@ -10,6 +10,10 @@ and of its detections, with the same outcome (true or false positive) as in the 
 (``mAP.compute_mAP.evaluate_class``): the AP of a draw is the AP of weighted detections, computed for many
 draws at once. With every count at 1 it is the full evaluation's AP.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
     import cli  # noqa: F401
 import os
@@ -22,6 +26,11 @@ from components.atomic_io import save_figure_atomically, write_text_atomically
 from components.errors import ProjectError
 from mAP.compute_mAP import align_table, check_iou_threshold, evaluate_detections, read_folders
 from mAP.sets import MEAN_ROW_NAME, result_dirs
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from mAP.compute_mAP import GroundTruth, ScoredBoxes
 
 DEFAULT_SAMPLES = 1000
 DEFAULT_SEED = 0
@@ -49,7 +58,8 @@ class SetOutcomes:
     mean_ap: float
 
 
-def set_outcomes(ground_truth, detections, iou_threshold=0.5):
+def set_outcomes(ground_truth: Mapping[str, GroundTruth], detections: Mapping[str, ScoredBoxes],
+                 iou_threshold: float = 0.5) -> SetOutcomes:
     """SetOutcomes of ``detections`` ({image: ScoredBoxes}) against ``ground_truth`` ({image: GroundTruth})."""
     evaluation = evaluate_detections(ground_truth, detections, iou_threshold)
     if evaluation.mean_ap is None:
@@ -68,7 +78,7 @@ def set_outcomes(ground_truth, detections, iou_threshold=0.5):
     return SetOutcomes(images, classes, evaluation.mean_ap)
 
 
-def read_set_outcomes(set_dir, iou_threshold=0.5):
+def read_set_outcomes(set_dir: str, iou_threshold: float = 0.5) -> SetOutcomes:
     """SetOutcomes of a set folder holding ``ground-truth/`` and ``detection-results/`` (as mAP/detect.py
     writes them); raises ProjectError naming the folder or file that cannot be used, or --iou outside (0, 1]."""
     check_iou_threshold(iou_threshold)
@@ -79,14 +89,14 @@ def read_set_outcomes(set_dir, iou_threshold=0.5):
         raise ProjectError(f"{set_dir}: {error}") from None
 
 
-def image_draws(num_images, num_samples, seed=DEFAULT_SEED):
+def image_draws(num_images: int, num_samples: int, seed: int = DEFAULT_SEED) -> np.ndarray:
     """[S, N] float64 counts: each row a draw of ``num_images`` images with replacement (summing to N)."""
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, num_images, size=(num_samples, num_images))
     return np.stack([np.bincount(row, minlength=num_images) for row in picks]).astype(np.float64)
 
 
-def weighted_average_precision(true_positive, weights, positives):
+def weighted_average_precision(true_positive: np.ndarray, weights: np.ndarray, positives: np.ndarray) -> np.ndarray:
     """VOC all-point AP of weighted detections, one per row of ``weights``.
 
     Args:
@@ -106,7 +116,7 @@ def weighted_average_precision(true_positive, weights, positives):
     return np.sum(steps * envelope, axis=1)
 
 
-def bootstrap_map(outcomes, draws):
+def bootstrap_map(outcomes: SetOutcomes, draws: np.ndarray) -> np.ndarray:
     """[S] mAP of a set on each draw ([S, N] counts of :func:`image_draws`), a chunk of draws at a time."""
     values = []
     for start in range(0, len(draws), CHUNK):
@@ -117,7 +127,7 @@ def bootstrap_map(outcomes, draws):
     return np.concatenate(values)
 
 
-def interval(values, level=INTERVAL):
+def interval(values: np.ndarray, level: float = INTERVAL) -> tuple[float, float]:
     """(low, high): the percentile interval holding ``level`` of ``values``."""
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(values, [tail, 100 - tail])
@@ -135,17 +145,17 @@ class Comparison:
     baseline_draws: np.ndarray | None = None
 
     @property
-    def difference_draws(self):
+    def difference_draws(self) -> np.ndarray:
         return self.run_draws - self.baseline_draws
 
     @property
-    def share_ahead(self):
+    def share_ahead(self) -> float:
         """Share of draws where the run's mAP is above the baseline's (ties count half)."""
         difference = self.difference_draws
         return float(np.mean(difference > 0) + 0.5 * np.mean(difference == 0))
 
 
-def check_same_images(run, baseline, name):
+def check_same_images(run: SetOutcomes, baseline: SetOutcomes, name: str) -> None:
     """Raise ProjectError unless the two SetOutcomes score the same images (a paired draw needs them)."""
     if run.images != baseline.images:
         missing = sorted(set(run.images) ^ set(baseline.images))
@@ -153,7 +163,8 @@ def check_same_images(run, baseline, name):
                            + (f" (e.g. {missing[0]})" if missing else " (in another order)"))
 
 
-def compare_sets(runs, baselines=None, num_samples=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
+def compare_sets(runs: Mapping[str, SetOutcomes], baselines: Mapping[str, SetOutcomes] | None = None,
+                 num_samples: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED) -> list[Comparison]:
     """Comparison rows of several sets and their mean.
 
     Args:
@@ -189,16 +200,16 @@ def _mean_row(rows):
     return mean
 
 
-def _points(value):
+def _points(value) -> str:
     return f"{100 * value:.2f}"
 
 
-def _with_interval(value, draws):
+def _with_interval(value, draws) -> str:
     low, high = interval(draws)
     return f"{_points(value)} [{_points(low)}, {_points(high)}]"
 
 
-def format_comparison(rows, num_samples):
+def format_comparison(rows: Sequence[Comparison], num_samples: int) -> list[str]:
     """Text lines of a comparison: per row the run's mAP with its 95% interval, and with a baseline the
     baseline's, the difference (run - baseline, points) with its interval and the share of draws the run is
     ahead."""
@@ -211,7 +222,7 @@ def format_comparison(rows, num_samples):
         line = [row.name, _with_interval(row.run_map, row.run_draws)]
         if paired:
             line += [_with_interval(row.baseline_map, row.baseline_draws),
-                     _with_interval(row.run_map - row.baseline_map, row.difference_draws),
+                     _with_interval(row.run_map - row.baseline_map, row.difference_draws),  # type: ignore[operator]
                      f"{100 * row.share_ahead:.1f}% of draws"]
         cells.append(line)
     title = (f"bootstrap over images: {num_samples} draws per set, mAP in points (VOC AP x 100), "
@@ -220,7 +231,7 @@ def format_comparison(rows, num_samples):
     return [title] + align_table([header] + cells)
 
 
-def plot_comparison(rows, path):
+def plot_comparison(rows: Sequence[Comparison], path: str) -> None:
     """Histograms of each row's draws (the differences with a baseline, else the mAPs) as a PNG at ``path``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -241,7 +252,7 @@ def plot_comparison(rows, path):
     save_figure_atomically(figure, path, format="png", dpi=100)
 
 
-def write_comparison(rows, num_samples, output_dir):
+def write_comparison(rows: Sequence[Comparison], num_samples: int, output_dir: str) -> list[str]:
     """Write the table of :func:`format_comparison` (``bootstrap.txt``) and the plot (``bootstrap.png``) under
     ``output_dir``, atomically; returns the table lines."""
     lines = format_comparison(rows, num_samples)

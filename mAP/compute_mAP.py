@@ -13,6 +13,10 @@ precision/recall plot per class (``<class>_pr.png``) under ``--output_dir``. ``-
 (each folder holding ``ground-truth/`` and ``detection-results/``, see ``mAP/sets.py``) into
 ``<output_dir>/<set name>/`` and adds a summary table of them all, with their mean (``summary.txt``).
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
     import cli  # noqa: F401
 import math
@@ -28,6 +32,10 @@ from components.box_utils import iou_matrix
 from components.errors import ProjectError
 from mAP.sets import MEAN_ROW_NAME, SUMMARY_FILE_NAME, named_set_dirs, result_dirs
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
 NO_GROUND_TRUTH = "no ground truth"
 ONLY_DIFFICULT = "only difficult ground truth"
 
@@ -41,12 +49,15 @@ class GroundTruth:
     difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
 
     @classmethod
-    def from_class_ids(cls, class_ids, boxes, difficult, names):
+    def from_class_ids(cls, class_ids: Sequence[int] | np.ndarray, boxes: np.ndarray,
+                       difficult: Sequence[bool] | np.ndarray, names: Sequence[str]) -> GroundTruth:
         """Ground truth from class ids [G] into ``names`` (index 0 background), boxes [G, 4] and difficult [G].
 
         A negative id (an ignored box, ``components.config.IGNORE_ID``) becomes a difficult box of every
         class: a detection of any class on it counts neither as right nor as wrong."""
-        labels, kept_boxes, flags = [], [], []
+        labels: list[str] = []
+        kept_boxes: list[np.ndarray] = []
+        flags: list[bool] = []
         for class_id, box, is_difficult in zip(np.asarray(class_ids), np.asarray(boxes), np.asarray(difficult)):
             classes = names[1:] if class_id < 0 else [names[class_id]]
             labels.extend(classes)
@@ -130,7 +141,7 @@ def _records(path):
             yield line_number, line.split(), line
 
 
-def read_ground_truth_file(path):
+def read_ground_truth_file(path: str) -> GroundTruth:
     """Parse one ground-truth file into a GroundTruth; raises ProjectError naming the file and line."""
     labels, boxes, difficult = [], [], []
     for line_number, tokens, line in _records(path):
@@ -146,7 +157,7 @@ def read_ground_truth_file(path):
     return GroundTruth(labels, np.array(boxes, np.float32).reshape(-1, 4), np.array(difficult, bool))
 
 
-def read_detection_file(path):
+def read_detection_file(path: str) -> ScoredBoxes:
     """Parse one detection file into ScoredBoxes; raises ProjectError naming the file and line."""
     labels, scores, boxes = [], [], []
     for line_number, tokens, line in _records(path):
@@ -165,7 +176,7 @@ def _text_files(folder):
     return sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".txt"))
 
 
-def read_ground_truth_dir(gt_dir):
+def read_ground_truth_dir(gt_dir: str) -> dict[str, GroundTruth]:
     """{image name: GroundTruth} for every ``*.txt`` in ``gt_dir``.
 
     Raises ProjectError when the folder is missing, holds no ``.txt`` file, or a file is malformed.
@@ -178,7 +189,7 @@ def read_ground_truth_dir(gt_dir):
     return {name: read_ground_truth_file(os.path.join(gt_dir, f"{name}.txt")) for name in names}
 
 
-def read_detection_dir(det_dir, image_names):
+def read_detection_dir(det_dir: str, image_names: Sequence[str]) -> dict[str, ScoredBoxes]:
     """{image name: ScoredBoxes} for each of ``image_names``; a missing file gives no detections.
 
     Raises ProjectError when the folder is missing, a file is malformed, or a detection file has no
@@ -197,7 +208,7 @@ def read_detection_dir(det_dir, image_names):
     return detections
 
 
-def average_precision(recall, precision):
+def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
     """VOC all-point interpolated AP: area under the monotone (right-to-left max) precision envelope.
 
     Args:
@@ -216,7 +227,7 @@ def average_precision(recall, precision):
     return float(np.sum((recall[steps] - recall[steps - 1]) * envelope[steps]))
 
 
-def precision_recall(outcome, num_positives):
+def precision_recall(outcome: np.ndarray, num_positives: int) -> tuple[np.ndarray, np.ndarray]:
     """Precision and recall [T] (float64) after each of ``outcome`` [T] (1: true positive, 0: false positive, in
     descending score order) against ``num_positives`` faces (recall 0 without any)."""
     true_positives = np.cumsum(np.asarray(outcome, np.int64))
@@ -225,7 +236,8 @@ def precision_recall(outcome, num_positives):
     return precision.astype(np.float64), np.asarray(recall, np.float64)
 
 
-def evaluate_class(class_name, ground_truth, detections, iou_threshold=0.5):
+def evaluate_class(class_name: str, ground_truth: Mapping[str, GroundTruth], detections: Mapping[str, ScoredBoxes],
+                   iou_threshold: float = 0.5) -> ClassResult:
     """Match one class's detections to its ground truth and compute precision, recall and AP.
 
     ScoredBoxes of all images are taken in descending score order (stable for ties); each takes the
@@ -270,7 +282,9 @@ def evaluate_class(class_name, ground_truth, detections, iou_threshold=0.5):
     order = np.argsort(-scores, kind="stable")
 
     matched = {image: np.zeros(len(boxes), bool) for image, boxes in gt_boxes.items()}
-    outcome, counted = [], []        # +1 TP / 0 FP, and the index of each such detection (ignored ones left out)
+    # +1 TP / 0 FP, and the index of each such detection (ignored ones left out); outcome becomes an array
+    outcome: Any = []
+    counted: list[int] = []
     for index in order:
         image, row = det_images[index], rows[index]
         is_true = 0
@@ -298,7 +312,8 @@ def evaluate_class(class_name, ground_truth, detections, iou_threshold=0.5):
                        outcome.astype(bool))
 
 
-def evaluate_detections(ground_truth, detections, iou_threshold=0.5):
+def evaluate_detections(ground_truth: Mapping[str, GroundTruth], detections: Mapping[str, ScoredBoxes],
+                        iou_threshold: float = 0.5) -> Evaluation:
     """Evaluate every class found in ``ground_truth`` or ``detections`` (see :func:`evaluate_class`).
 
     Returns:
@@ -311,7 +326,7 @@ def evaluate_detections(ground_truth, detections, iou_threshold=0.5):
     return Evaluation(classes, float(np.mean(scored)) if scored else None, iou_threshold)
 
 
-def format_results(evaluation):
+def format_results(evaluation: Evaluation) -> list[str]:
     """The results table as text lines: class, GT count, detections, TP, FP, AP, then the mAP line."""
     width = max([5] + [len(name) for name in evaluation.classes])
     lines = [f"{'class':<{width}}  {'GT':>6}  {'detections':>10}  {'TP':>6}  {'FP':>6}  AP"]
@@ -325,7 +340,7 @@ def format_results(evaluation):
     return lines
 
 
-def plot_precision_recall(result, path):
+def plot_precision_recall(result: ClassResult, path: str) -> None:
     """Save ``result``'s precision/recall curve (and its envelope) as a PNG at ``path``, atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -344,12 +359,12 @@ def plot_precision_recall(result, path):
     axes.set_ylim(0, 1.05)
     axes.set_xlabel("recall")
     axes.set_ylabel("precision")
-    axes.set_title(f"{result.name}: AP = {100 * result.ap:.2f}%")
+    axes.set_title(f"{result.name}: AP = {100 * result.ap:.2f}%")  # type: ignore[operator]   # plotted only with an AP
     axes.grid(alpha=0.3)
     save_figure_atomically(figure, path, format="png", dpi=100)
 
 
-def write_results(evaluation, output_dir, plots=True):
+def write_results(evaluation: Evaluation, output_dir: str, plots: bool = True) -> list[str]:
     """Write ``results.txt`` (the table of :func:`format_results`) and, with ``plots``, one precision/recall
     PNG per class with an AP under ``output_dir``; returns the table lines."""
     lines = format_results(evaluation)
@@ -362,20 +377,20 @@ def write_results(evaluation, output_dir, plots=True):
     return lines
 
 
-def check_iou_threshold(iou_threshold):
+def check_iou_threshold(iou_threshold: float) -> None:
     """Raise ProjectError (naming --iou) unless ``iou_threshold`` is in (0, 1]."""
     if not 0.0 < iou_threshold <= 1.0:
         raise ProjectError(f"--iou: must be in (0, 1], got {iou_threshold}")
 
 
-def read_folders(gt_dir, det_dir):
+def read_folders(gt_dir: str, det_dir: str) -> tuple[dict[str, GroundTruth], dict[str, ScoredBoxes]]:
     """(ground truth {image: GroundTruth} of ``gt_dir``, detections {image: ScoredBoxes} of ``det_dir`` for the
     same images); raises ProjectError naming the folder or file that cannot be used."""
     ground_truth = read_ground_truth_dir(gt_dir)
     return ground_truth, read_detection_dir(det_dir, list(ground_truth))
 
 
-def evaluate_folders(gt_dir, det_dir, iou_threshold=0.5):
+def evaluate_folders(gt_dir: str, det_dir: str, iou_threshold: float = 0.5) -> Evaluation:
     """Evaluation of the detection files of ``det_dir`` against the ground truth of ``gt_dir``.
 
     Raises ProjectError naming the folder or file that cannot be used, or when no file holds a non-difficult box.
@@ -387,7 +402,7 @@ def evaluate_folders(gt_dir, det_dir, iou_threshold=0.5):
     return evaluation
 
 
-def evaluate_set_dirs(set_dirs, iou_threshold=0.5):
+def evaluate_set_dirs(set_dirs: Sequence[str], iou_threshold: float = 0.5) -> dict[str, Evaluation]:
     """{set name: Evaluation} of several sets, each a folder holding ``ground-truth/`` and
     ``detection-results/`` (as mAP/detect.py writes them), named by the folder (made unique), in order.
 
@@ -402,7 +417,8 @@ def _mean_or_none(values):
     return float(np.mean(values)) if values else None
 
 
-def summary_rows(evaluations):
+def summary_rows(evaluations: Mapping[str, Evaluation],
+                 ) -> tuple[list[str], list[tuple[str, dict[str, float | None], float | None]]]:
     """The summary of several sets' evaluations ({set name: Evaluation}): (class names, rows).
 
     The classes are those with an AP in at least one set, sorted. Each row is (name, {class: AP in [0, 1] or
@@ -419,12 +435,12 @@ def summary_rows(evaluations):
     return classes, rows
 
 
-def percent_cell(value):
+def percent_cell(value: float | None) -> str:
     """A share in [0, 1] as a table cell in percent (``-``: None)."""
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
-def align_table(rows, left_columns=1):
+def align_table(rows: Sequence[Sequence[str]], left_columns: int = 1) -> list[str]:
     """Text lines of ``rows`` (lists of cell strings, the header first): each column as wide as its widest cell,
     the first ``left_columns`` left-aligned, the others right-aligned, two spaces between columns."""
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
@@ -432,7 +448,7 @@ def align_table(rows, left_columns=1):
                       for column, (cell, width) in enumerate(zip(row, widths))) for row in rows]
 
 
-def format_summary(evaluations):
+def format_summary(evaluations: Mapping[str, Evaluation]) -> list[str]:
     """The summary table of :func:`summary_rows` as text lines: a row per set and the mean row, AP per class
     and mAP in percent (``-``: the set has no ground truth of the class)."""
     classes, rows = summary_rows(evaluations)
@@ -446,7 +462,8 @@ def format_summary(evaluations):
     return lines + align_table([header] + cells)
 
 
-def write_set_results(evaluations, output_dir, plots=True):
+def write_set_results(evaluations: Mapping[str, Evaluation], output_dir: str,
+                      plots: bool = True) -> tuple[dict[str, list[str]], list[str]]:
     """Each set's results (:func:`write_results`) under ``<output_dir>/<set name>/``, then the table of
     :func:`format_summary` as ``<output_dir>/summary.txt``, atomically. Returns ({set name: table lines},
     summary lines)."""
@@ -457,7 +474,7 @@ def write_set_results(evaluations, output_dir, plots=True):
     return tables, summary
 
 
-def plot_file_name(class_name):
+def plot_file_name(class_name: str) -> str:
     """File name of a class's PR plot, with characters unsafe in paths replaced by '_'."""
     return re.sub(r"[^\w.-]", "_", class_name) + "_pr.png"
 

@@ -13,6 +13,10 @@ Several sets (VOC folders) get those two folders each, in ``<output_dir>/<set na
 ``--model_path`` takes any format ``inference.py`` takes: ``.keras``, a SavedModel folder, ``.tflite`` or ``.onnx``
 (the runtime is picked by the file type; see ``export.py``), or a folder: its ``mask_detector.keras`` or only model.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
     import cli  # noqa: F401
 import os
@@ -26,6 +30,16 @@ from components.atomic_io import staging_folder, write_text_atomically
 from components.config import IGNORE_LABEL
 from dataset.voc import VOCError, load_item
 from mAP.sets import DETECTION_DIR_NAME, GROUND_TRUTH_DIR_NAME, RESULTS_DIR_NAME
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import numpy as np
+
+    from components.detector import Detector
+    from components.end_to_end_models import EndToEndModel
+    from components.postprocessing import Detections
+    from dataset.voc import Annotation
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT_DIR = os.path.join(REPO_ROOT, "mAP")
@@ -43,18 +57,18 @@ class DetectReport:
     skipped_objects: list = field(default_factory=list)
 
 
-def format_pixels(value):
+def format_pixels(value: float) -> str:
     """A pixel coordinate as short text: at most 2 decimals, no trailing zeros (``12``, ``12.5``)."""
     text = f"{float(value):.2f}".rstrip("0").rstrip(".")
     return "0" if text == "-0" else text
 
 
-def ground_truth_text(annotation, class_names=()):
+def ground_truth_text(annotation: Annotation, class_names: Sequence[str] = ()) -> str:
     """Ground-truth file content: ``<class> <left> <top> <right> <bottom>[ difficult]`` per object.
 
     A box labelled ``ignore`` is written once per name of ``class_names`` (the model's classes, no
     background), each as difficult: a detection of any class on it is neither right nor wrong."""
-    lines = []
+    lines: list[str] = []
     for label, box, difficult in zip(annotation.labels, annotation.boxes, annotation.difficult):
         coordinates = " ".join(format_pixels(value) for value in box)
         if label == IGNORE_LABEL:
@@ -64,20 +78,20 @@ def ground_truth_text(annotation, class_names=()):
     return "".join(f"{line}\n" for line in lines)
 
 
-def detection_text(detections):
+def detection_text(detections: Detections) -> str:
     """Detection file content: ``<class> <score> <left> <top> <right> <bottom>`` per detection."""
     return "".join(f"{label} {score:.6f} " + " ".join(format_pixels(value) for value in box) + "\n"
                    for label, score, box in zip(detections.labels(), detections.scores, detections.boxes))
 
 
-def load_example(dataset_path, name, label_aliases):
+def load_example(dataset_path: str, name: str, label_aliases: Mapping[str, str]) -> tuple[np.ndarray, Annotation]:
     """(RGB image uint8 [H, W, 3], Annotation clipped to the image) of ``name``; raises VOCError."""
     item = load_item(dataset_path, name, label_aliases)
     item.annotation.skipped = item.skipped()
-    return cv2.cvtColor(item.image_bgr, cv2.COLOR_BGR2RGB), item.annotation
+    return cv2.cvtColor(item.image_bgr, cv2.COLOR_BGR2RGB), item.annotation  # type: ignore[arg-type]
 
 
-def remove_text_files(folder):
+def remove_text_files(folder: str) -> int:
     """Delete the ``*.txt`` files directly in ``folder`` (results of an earlier run); returns how many."""
     names = [name for name in os.listdir(folder) if name.endswith(".txt")]
     for name in names:
@@ -87,14 +101,15 @@ def remove_text_files(folder):
     return len(names)
 
 
-def move_files(source, destination):
+def move_files(source: str, destination: str) -> None:
     """Move every file of ``source`` into ``destination``, replacing files of the same name."""
     for name in os.listdir(source):
         os.replace(os.path.join(source, name), os.path.join(destination, name))
 
 
-def detect_into(detector, dataset_path, names, detection_dir, ground_truth_dir, score_threshold,
-                images_per_batch, progress, description="detect"):
+def detect_into(detector: Detector | EndToEndModel, dataset_path: str, names: Sequence[str], detection_dir: str,
+                ground_truth_dir: str, score_threshold: float | None, images_per_batch: int, progress: bool,
+                description: str = "detect") -> DetectReport:
     """Detect in every image of ``names`` and write its files to the two folders; returns a DetectReport."""
     report = DetectReport()
     with tqdm(total=len(names), desc=description, unit="img", disable=not progress) as bar:
@@ -123,8 +138,9 @@ def detect_into(detector, dataset_path, names, detection_dir, ground_truth_dir, 
     return report
 
 
-def write_split_results(detector, dataset_path, names, output_dir, score_threshold,
-                        images_per_batch=DEFAULT_IMAGES_PER_BATCH, progress=True, description="detect"):
+def write_split_results(detector: Detector | EndToEndModel, dataset_path: str, names: Sequence[str], output_dir: str,
+                        score_threshold: float | None, images_per_batch: int = DEFAULT_IMAGES_PER_BATCH,
+                        progress: bool = True, description: str = "detect") -> DetectReport:
     """Detect in every image of ``names`` and write its detection and ground-truth files.
 
     The files are written to a staging folder inside ``output_dir`` first; only once every image was processed
@@ -153,7 +169,7 @@ def write_split_results(detector, dataset_path, names, output_dir, score_thresho
     return report
 
 
-def next_command(output_dir, set_dirs=None):
+def next_command(output_dir: str, set_dirs: Sequence[str] | None = None) -> str:
     """The compute_mAP.py command that reads what was written to ``output_dir``: its detection-results/ and
     ground-truth/, or with ``set_dirs`` (several sets, each a folder holding those two) all of them at once,
     their results going to ``<output_dir>/map-results``."""

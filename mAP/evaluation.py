@@ -6,7 +6,10 @@ images (``dataset.tf_dataset_preprocess.prepare_for_evaluation``), run through t
 shared ``postprocess``, and scored by ``mAP.compute_mAP.evaluate_detections`` in coordinates normalised to the
 network input (IoU does not change under that scaling).
 """
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 from tqdm import tqdm
@@ -17,11 +20,22 @@ from components.prior_box import priors_from_config
 from dataset.tf_dataset_preprocess import encode_example_targets, parse_example, prepare_for_evaluation
 from mAP.compute_mAP import GroundTruth, ScoredBoxes, evaluate_detections
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+    import numpy as np
+
+    from components.detector import Detector
+    from components.end_to_end_models import EndToEndModel
+    from mAP.compute_mAP import Evaluation
+
 LABEL_PADDING = -100   # fills the label rows of a batch beyond an image's boxes (ignored boxes are -1)
 DEFAULT_SCORE_THRESHOLD = 0.01
 
 
-def read_validation_records(tfrecord_path, limit=None):
+def read_validation_records(tfrecord_path: str, limit: int | None = None,
+                            ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """(uint8 RGB image, boxes [N, 4] normalised corner form, labels [N], difficult [N] bool) per record."""
     if not os.path.isfile(tfrecord_path):
         raise ProjectError(f"{tfrecord_path}: TFRecord not found")
@@ -31,7 +45,8 @@ def read_validation_records(tfrecord_path, limit=None):
     yield from dataset.prefetch(4).as_numpy_iterator()
 
 
-def evaluation_batches(tfrecord_path, cfg, batch_size, with_targets=False):
+def evaluation_batches(tfrecord_path: str, cfg: dict[str, Any], batch_size: int,
+                       with_targets: bool = False) -> tf.data.Dataset:
     """Batches of (network inputs [B, h, w, 3], ground-truth boxes [B, N, 4] normalised to the letterboxed
     input, labels [B, N] padded with LABEL_PADDING, difficult [B, N]) and, ``with_targets``, the training
     targets [B, P, 5] (for a validation loss); no augmentation."""
@@ -48,8 +63,10 @@ def evaluation_batches(tfrecord_path, cfg, batch_size, with_targets=False):
     return dataset.padded_batch(batch_size, padding_values=padding).prefetch(2)
 
 
-def evaluate(detector, tfrecord_path, score_threshold=DEFAULT_SCORE_THRESHOLD, batch_size=16, limit=None,
-             progress=False, on_batch=None, compute_map=True):
+def evaluate(detector: Detector | EndToEndModel, tfrecord_path: str,
+             score_threshold: float = DEFAULT_SCORE_THRESHOLD, batch_size: int = 16, limit: int | None = None,
+             progress: bool = False, on_batch: Callable[..., Any] | None = None,
+             compute_map: bool = True) -> Evaluation | None:
     """VOC AP@0.5 of ``detector`` on the records of ``tfrecord_path``.
 
     ``detector``: anything with ``cfg`` and ``detect_inputs(network inputs, score_threshold)`` -> one
@@ -68,7 +85,8 @@ def evaluate(detector, tfrecord_path, score_threshold=DEFAULT_SCORE_THRESHOLD, b
     check_tfrecord_classes(tfrecord_path, detector.cfg["labels_list"],
                            getattr(detector, "model_path", None) or "the model")
     names = list(detector.cfg["labels_list"])
-    ground_truth, detections = {}, {}
+    ground_truth: dict[str, GroundTruth] = {}
+    detections: dict[str, ScoredBoxes] = {}
     batches = evaluation_batches(tfrecord_path, detector.cfg, batch_size, with_targets=on_batch is not None)
     if limit:
         batches = batches.take(limit)
@@ -77,11 +95,11 @@ def evaluate(detector, tfrecord_path, score_threshold=DEFAULT_SCORE_THRESHOLD, b
         images, gt_boxes, gt_labels, difficult = (value.numpy() for value in batch[:4])
         count += len(images)
         if on_batch is not None:   # the validation loss wants the raw predictions: one network pass for both
-            predictions = detector.predict_raw(images)
+            predictions = detector.predict_raw(images)  # type: ignore[union-attr]   # a Detector when on_batch is given
             on_batch(predictions, batch[4])
             if not compute_map:
                 continue
-            found = detector.detections(predictions, None, score_threshold)
+            found = detector.detections(predictions, None, score_threshold)  # type: ignore[union-attr]
         else:
             found = detector.detect_inputs(images, score_threshold)
         for row, image_detections in enumerate(found):
@@ -96,6 +114,6 @@ def evaluate(detector, tfrecord_path, score_threshold=DEFAULT_SCORE_THRESHOLD, b
     return evaluate_detections(ground_truth, detections, iou_threshold=0.5) if compute_map else None
 
 
-def map_or_zero(evaluation):
+def map_or_zero(evaluation: Evaluation | None) -> float:
     """``evaluation.mean_ap``, 0.0 when no class had ground truth."""
     return float(evaluation.mean_ap or 0.0) if evaluation is not None else 0.0

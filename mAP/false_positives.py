@@ -12,12 +12,20 @@ class at IoU >= 0.5) gets one kind, by its overlaps with the image's non-difficu
 For each kind, the AP with those false positives taken out (everything else as it was) says what that kind
 costs; the count of each kind at a score threshold says how many there are where they matter.
 """
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from components.box_utils import iou_matrix
 from mAP.compute_mAP import align_table, average_precision, evaluate_class, precision_recall
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from mAP.compute_mAP import ClassResult, GroundTruth, ScoredBoxes
 
 FALSE_POSITIVE_KINDS = ("background", "localisation", "wrong class", "duplicate")
 MATCH_IOU = 0.5          # a face found (compute_mAP's threshold)
@@ -50,7 +58,7 @@ def _kinds_in_image(boxes, class_name, truth):
     return kinds
 
 
-def false_positive_kinds(result, ground_truth):
+def false_positive_kinds(result: ClassResult, ground_truth: Mapping[str, GroundTruth]) -> np.ndarray:
     """[T] kind of each detection of ``result`` (a ClassResult, evaluation order): one of
     ``FALSE_POSITIVE_KINDS`` for a false positive, ``""`` for a true positive. ``ground_truth``: {image:
     GroundTruth} it was evaluated on."""
@@ -63,13 +71,14 @@ def false_positive_kinds(result, ground_truth):
     return kinds
 
 
-def ap_without(result, drop):
+def ap_without(result: ClassResult, drop: np.ndarray) -> float:
     """VOC AP of ``result`` (a ClassResult with ground truth) with its detections where ``drop`` [T] left out."""
     return average_precision(*precision_recall(result.true_positive[~np.asarray(drop, bool)],
                                                result.num_ground_truth)[::-1])
 
 
-def false_positive_rows(ground_truth, detections, score_threshold):
+def false_positive_rows(ground_truth: Mapping[str, GroundTruth], detections: Mapping[str, ScoredBoxes],
+                        score_threshold: float) -> list[FalsePositiveRow]:
     """[FalsePositiveRow] per class with non-difficult ground truth (sorted by name), ``detections`` ({image:
     ScoredBoxes}) against ``ground_truth`` ({image: GroundTruth})."""
     names = sorted({label for truth in ground_truth.values()
@@ -79,13 +88,13 @@ def false_positive_rows(ground_truth, detections, score_threshold):
         result = evaluate_class(class_name, ground_truth, detections, MATCH_IOU)
         kinds = false_positive_kinds(result, ground_truth)
         confident = result.scores >= score_threshold
-        rows.append(FalsePositiveRow(class_name, result.ap,
+        rows.append(FalsePositiveRow(class_name, result.ap,  # type: ignore[arg-type]   # classes with ground truth
                                      {kind: int(((kinds == kind) & confident).sum()) for kind in FALSE_POSITIVE_KINDS},
                                      {kind: ap_without(result, kinds == kind) for kind in FALSE_POSITIVE_KINDS}))
     return rows
 
 
-def format_false_positives(name, rows, score_threshold):
+def format_false_positives(name: str, rows: Sequence[FalsePositiveRow], score_threshold: float) -> list[str]:
     """Text lines of one set's FalsePositiveRows: a title, the header, a row per class; each kind's cell is
     the AP gained without that kind (points) and, in brackets, its count at ``score_threshold``."""
     header = ["class", "AP"] + list(FALSE_POSITIVE_KINDS)
@@ -99,7 +108,7 @@ def format_false_positives(name, rows, score_threshold):
     return [title] + align_table([header] + cells, left_columns=1)
 
 
-def plot_false_positives(rows_by_set, path):
+def plot_false_positives(rows_by_set: Mapping[str, Sequence[FalsePositiveRow]], path: str) -> None:
     """Save the AP gained without each kind of false positive, bars per class, a panel per set of
     ``rows_by_set`` ({set name: [FalsePositiveRow]}), as a PNG at ``path``, atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

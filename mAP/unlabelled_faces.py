@@ -11,6 +11,10 @@ ignored ones too) is below ``max_iou`` are kept: faces the annotators skipped, o
 positives; a contact sheet of the highest-scoring ones shows which (look before you train on them). The list is
 written in ``dataset/extra_ignore.py``'s format, for ``dataset/voc_to_tfrecord.py --extra_ignore``.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
     import cli  # noqa: F401
 import sys
@@ -22,6 +26,11 @@ from components.box_utils import class_agnostic_nms, iou_matrix
 from mAP.compute_mAP import read_folders
 from mAP.sets import result_dirs
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from mAP.compute_mAP import GroundTruth, ScoredBoxes
+
 DEFAULT_MIN_SCORE = 0.7
 DEFAULT_MAX_IOU = 0.1    # below this with every annotated box: not a loose box of an annotated face
 MERGE_IOU = 0.5          # detections of different classes overlapping this much are one face
@@ -29,7 +38,8 @@ TILE = 128               # side of a contact-sheet tile, pixels
 TILES_PER_ROW = 8
 
 
-def unlabelled_faces(truth, found, min_score=DEFAULT_MIN_SCORE, max_iou=DEFAULT_MAX_IOU):
+def unlabelled_faces(truth: GroundTruth | None, found: ScoredBoxes, min_score: float = DEFAULT_MIN_SCORE,
+                     max_iou: float = DEFAULT_MAX_IOU) -> tuple[np.ndarray, np.ndarray]:
     """(boxes [K, 4] pixels, corner form; scores [K], descending) of the detections ``found`` (ScoredBoxes)
     scoring >= ``min_score``, merged over classes, whose IoU with every box of ``truth`` (a GroundTruth, or
     None: no annotated box) is below ``max_iou``."""
@@ -45,7 +55,8 @@ def unlabelled_faces(truth, found, min_score=DEFAULT_MIN_SCORE, max_iou=DEFAULT_
     return boxes, scores
 
 
-def mine_set_dir(set_dir, min_score=DEFAULT_MIN_SCORE, max_iou=DEFAULT_MAX_IOU):
+def mine_set_dir(set_dir: str, min_score: float = DEFAULT_MIN_SCORE,
+                 max_iou: float = DEFAULT_MAX_IOU) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{image name: (boxes [K, 4], scores [K])} of :func:`unlabelled_faces` over a set folder (``ground-truth/``
     and ``detection-results/``), every image of its ground truth (K may be 0). Raises ProjectError as
     ``mAP.compute_mAP.read_folders`` does."""
@@ -54,13 +65,13 @@ def mine_set_dir(set_dir, min_score=DEFAULT_MIN_SCORE, max_iou=DEFAULT_MAX_IOU):
             for name, truth in ground_truth.items()}
 
 
-def ranked(found):
+def ranked(found: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> list[tuple[float, str, np.ndarray]]:
     """[(score, image name, box [4])] of every box of ``found`` ({image: (boxes, scores)}), highest first."""
     rows = [(float(score), name, box) for name, (boxes, scores) in found.items() for box, score in zip(boxes, scores)]
     return sorted(rows, key=lambda row: (-row[0], row[1]))
 
 
-def face_tile(image_bgr, box, score):
+def face_tile(image_bgr: np.ndarray, box: np.ndarray, score: float) -> np.ndarray:
     """A TILE x TILE crop of ``image_bgr`` around ``box`` (pixels; one box side of context on each side), the
     box drawn in red and its score and side (pixels) written on it."""
     left, top, right, bottom = box
@@ -77,7 +88,7 @@ def face_tile(image_bgr, box, score):
     return tile
 
 
-def contact_sheet(tiles):
+def contact_sheet(tiles: Sequence[np.ndarray]) -> np.ndarray:
     """One BGR image of ``tiles`` (each TILE x TILE x 3), TILES_PER_ROW to a row, the last row padded black."""
     tiles = list(tiles) or [np.zeros((TILE, TILE, 3), np.uint8)]
     tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % TILES_PER_ROW)

@@ -18,6 +18,8 @@ the model's threshold. Bad input gets ``{"error": "<one line>", "status": <code>
 * 503: ``max_pending`` requests are already admitted. Admitted requests are read, decoded and detected on a
   pool of ``workers`` threads, the rest of them wait: at most ``max_pending`` bodies are held at once.
 """
+from __future__ import annotations
+
 import asyncio
 import io
 import os
@@ -25,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 from fastapi import FastAPI, Request
@@ -40,13 +43,22 @@ from components.config import cfg as default_cfg
 from dataset.voc import VOCError, decode_image_bytes
 from serving.web_model import MODEL_FILE, ORT_DIST_DIR, ORT_FILES, SPEC_FILE
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    from components.detector import Detector
+    from components.end_to_end_models import EndToEndModel
+    from components.postprocessing import Detections
+    from serving.web_model import BrowserModel
+
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 RAW_IMAGE_TYPES = ("application/octet-stream",)   # besides image/*
 MULTIPART_TYPE = "multipart/form-data"
 BODY_NAME = "request body"                          # how error messages name the uploaded image
 
 
-def mib_to_bytes(mib):
+def mib_to_bytes(mib: float) -> int:
     """A size in MiB as whole bytes."""
     return int(mib * 2 ** 20)
 
@@ -60,7 +72,7 @@ class ServeSettings:
     max_pending: int = default_cfg["serve_max_pending"]             # requests admitted at once (503 beyond)
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg: dict[str, Any]) -> ServeSettings:
         """The settings of a config's ``serve_*`` keys; at least one pending request per worker."""
         return cls(max_request_bytes=mib_to_bytes(cfg["serve_max_request_mb"]),
                    max_image_pixels=cfg["serve_max_image_pixels"], workers=cfg["serve_workers"],
@@ -70,13 +82,13 @@ class ServeSettings:
 class ApiError(Exception):
     """A request the API refuses: HTTP ``status`` and a one-line ``message``."""
 
-    def __init__(self, status, message):
+    def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
 
 
-def error_response(status, message, headers=None):
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The JSON body every refusal has: {"error": message, "status": status}."""
     return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
@@ -85,26 +97,26 @@ class Admission:
     """Counts the requests admitted to the worker pool; refuses more than ``limit`` at once. Used from the
     event loop only, so a plain counter is enough."""
 
-    def __init__(self, limit):
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self.pending = 0
 
-    def enter(self):
+    def enter(self) -> None:
         if self.pending >= self.limit:
             raise ApiError(503, f"server busy: {self.pending} requests pending (the bound is {self.limit}); "
                                 "retry shortly")
         self.pending += 1
 
-    def leave(self):
+    def leave(self) -> None:
         self.pending -= 1
 
 
-def media_type(content_type):
+def media_type(content_type: str | None) -> str:
     """The lower-case media type of a Content-Type header ('' for none), without its parameters."""
     return (content_type or "").split(";")[0].strip().lower()
 
 
-def check_content_type(content_type):
+def check_content_type(content_type: str | None) -> str:
     """Raise ApiError 415 unless the request is raw image bytes or a multipart upload."""
     kind = media_type(content_type)
     if kind in ("", MULTIPART_TYPE, *RAW_IMAGE_TYPES) or kind.startswith("image/"):
@@ -113,7 +125,7 @@ def check_content_type(content_type):
                         f"or application/octet-stream, or as a {MULTIPART_TYPE} file upload")
 
 
-def check_declared_length(headers, limit):
+def check_declared_length(headers: Headers, limit: int) -> None:
     """Raise ApiError 413 when the Content-Length header declares more than ``limit`` bytes (400 if malformed)."""
     declared = headers.get("content-length")
     if declared is None:
@@ -124,7 +136,7 @@ def check_declared_length(headers, limit):
         raise ApiError(413, f"{BODY_NAME} too large: {int(declared)} bytes, the limit is {limit}")
 
 
-async def read_body(request, limit):
+async def read_body(request: Request, limit: int) -> bytes:
     """The request body, read chunk by chunk; ApiError 413 as soon as it passes ``limit`` bytes."""
     chunks, size = [], 0
     try:
@@ -138,7 +150,7 @@ async def read_body(request, limit):
     return b"".join(chunks)
 
 
-async def uploaded_file_bytes(headers, body):
+async def uploaded_file_bytes(headers: Headers, body: bytes) -> bytes:
     """The bytes of the file part of a multipart/form-data ``body`` (the first, if several).
 
     Raises ApiError 400 for a malformed body or one without a file part, 415 for a part of a non-image type.
@@ -164,7 +176,7 @@ async def uploaded_file_bytes(headers, body):
         await form.close()
 
 
-def check_pixel_count(data, limit):
+def check_pixel_count(data: bytes, limit: int) -> None:
     """Raise ApiError 413 when the image header in ``data`` declares more than ``limit`` pixels (read
     without decoding, so a small file that would decode into gigabytes is refused), 400 when no image
     format is recognised."""
@@ -181,14 +193,15 @@ def check_pixel_count(data, limit):
         raise ApiError(413, f"{BODY_NAME}: image too large ({width}x{height} pixels, the limit is {limit})")
 
 
-def detections_to_json(detections, image_shape, class_names):
+def detections_to_json(detections: Detections, image_shape: Sequence[int],
+                       class_names: Sequence[str]) -> dict[str, Any]:
     """A JSON-ready dict of one image's detections.
 
     Returns {"image": {"width", "height"} in pixels, "faces": [{"label", "score", "box": {"left", "top",
     "right", "bottom"}}] with boxes in pixels of the image, best score first, "counts": {class name: faces}
     for every class but the background}.
     """
-    faces = []
+    faces: list[dict[str, Any]] = []
     for box, score, label in zip(detections.boxes.tolist(), detections.scores.tolist(), detections.labels()):
         faces.append({"label": label, "score": round(float(score), 4),
                       "box": dict(zip(("left", "top", "right", "bottom"), (round(v, 1) for v in box)))})
@@ -200,7 +213,8 @@ def detections_to_json(detections, image_shape, class_names):
             "counts": counts}
 
 
-def detect_image_bytes(detector, data, settings, score_threshold=None):
+def detect_image_bytes(detector: Detector | EndToEndModel, data: bytes, settings: ServeSettings,
+                       score_threshold: float | None = None) -> dict[str, Any]:
     """Decode image file bytes and detect faces in it: the JSON dict of :func:`detections_to_json` plus
     "inference_ms" (model and post-processing). Raises ApiError 400 / 413 for bad images."""
     if not data:
@@ -218,7 +232,7 @@ def detect_image_bytes(detector, data, settings, score_threshold=None):
     return result
 
 
-def parse_score_threshold(text):
+def parse_score_threshold(text: str | None) -> float | None:
     """``?score_threshold=`` -> float in [0, 1] or None; ApiError 400 otherwise."""
     if text is None:
         return None
@@ -231,7 +245,8 @@ def parse_score_threshold(text):
     return value
 
 
-def create_app(detector, settings=None, browser_model=None):
+def create_app(detector: Detector | EndToEndModel, settings: ServeSettings | None = None,
+               browser_model: BrowserModel | None = None) -> FastAPI:
     """The FastAPI app serving ``detector`` (anything with ``detect(image_rgb, score_threshold)`` returning
     Detections and a ``cfg`` with ``labels_list``), bounded by ``settings`` (a :class:`ServeSettings`);
     ``browser_model`` (a ``serving.web_model.BrowserModel``, or None: no in-browser mode) for the page."""
@@ -313,7 +328,7 @@ def _refusal(error):
     return error_response(error.status, error.message, headers)
 
 
-def _add_error_handlers(app):
+def _add_error_handlers(app) -> None:
     """Every error as the same JSON body: unknown paths and methods, validation errors (400), and any
     unexpected exception (500, with its type; bad input never gets here)."""
 

@@ -1,5 +1,7 @@
 """The load benchmark of the REST API (``benchmark_serve.py``): the server in its own process, loaded by
 ``serving.load.run_load`` at several concurrencies, and the Markdown table of the results."""
+from __future__ import annotations
+
 import json
 import os
 import subprocess
@@ -8,6 +10,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -15,6 +18,10 @@ from components.errors import ProjectError
 from deploy.benchmark import load_average
 from serving.load import run_load
 from serving.server import bind_socket
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 180
@@ -24,13 +31,13 @@ COLUMNS = ("concurrency", "requests", "failed", "requests/s", "p50 ms", "p99 ms"
 PACKAGES_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def free_port():
+def free_port() -> int:
     """A TCP port of 127.0.0.1 that is free now."""
     with bind_socket(HOST, 0) as probe:
         return probe.getsockname()[1]
 
 
-def start_server(model_path, port, workers):
+def start_server(model_path: str, port: int, workers: int) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     """``serve.py`` (its default bounds) as a subprocess on ``HOST``:``port``; returns (process, /health
     answer) once it answers. Raises ProjectError with the server's last line when it exits or never answers."""
     command = [sys.executable, "-m", "cli.serve", "--model_path", model_path, "--host", HOST, "--port", str(port),
@@ -39,7 +46,7 @@ def start_server(model_path, port, workers):
     log = tempfile.TemporaryFile("w+")
     process = subprocess.Popen(command, cwd=PACKAGES_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
                                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    process.log = log
+    process.log = log  # type: ignore[attr-defined]   # closed by stop_server
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -56,7 +63,7 @@ def start_server(model_path, port, workers):
     raise ProjectError(f"serve.py did not answer /health within {STARTUP_TIMEOUT_S} s")
 
 
-def stop_server(process):
+def stop_server(process: subprocess.Popen[str]) -> None:
     """Stop the server of :func:`start_server` (terminate, then kill after 30 s) and close its log."""
     process.terminate()
     try:
@@ -64,7 +71,7 @@ def stop_server(process):
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-    process.log.close()
+    process.log.close()  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -82,8 +89,8 @@ class ServeBenchmark:
     rows: list = field(default_factory=list)
 
 
-def measure(model_path, image_path, concurrency_levels, requests, warmup, workers, port=0, log=print,
-            progress=True):
+def measure(model_path: str, image_path: str, concurrency_levels: Sequence[int], requests: int, warmup: int,
+            workers: int, port: int = 0, log: Callable[[str], Any] = print, progress: bool = True) -> ServeBenchmark:
     """Start the server, post ``image_path`` (a JPEG) ``warmup`` times untimed, then ``requests`` times at each
     concurrency, stop the server; returns ServeBenchmark. Failed requests are reported through ``log``."""
     with open(image_path, "rb") as handle:
@@ -107,7 +114,7 @@ def measure(model_path, image_path, concurrency_levels, requests, warmup, worker
     return result
 
 
-def format_table(rows):
+def format_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Markdown table lines of ``COLUMNS``, one row per concurrency."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---:"] * len(COLUMNS)) + "|"]
     for row in rows:
@@ -116,7 +123,7 @@ def format_table(rows):
     return lines
 
 
-def render(result, relative_to):
+def render(result: ServeBenchmark, relative_to: str) -> list[str]:
     """The report lines of a ServeBenchmark: a heading (paths relative to ``relative_to``), then the table."""
     health = result.health
     heading = (f"`POST /detect` of {os.path.relpath(result.image_path, relative_to)} "

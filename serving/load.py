@@ -1,5 +1,7 @@
 """A small HTTP load generator for ``POST /detect`` (used by benchmark_serve.py): ``concurrency`` client threads,
 each on its own keep-alive connection, send one image until ``requests`` answers are in."""
+from __future__ import annotations
+
 import http.client
 import itertools
 import socket
@@ -7,8 +9,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 class NoDelayConnection(http.client.HTTPConnection):
@@ -16,7 +23,7 @@ class NoDelayConnection(http.client.HTTPConnection):
     and a large body in separate writes, and the body's last segment would otherwise wait for the server's
     delayed ACK (about 40 ms on Linux)."""
 
-    def connect(self):
+    def connect(self) -> None:
         super().connect()
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -31,17 +38,18 @@ class LoadResult:
     failures: list
 
     @property
-    def requests(self):
+    def requests(self) -> int:
         return len(self.latencies) + self.failed
 
-    def summary(self):
+    def summary(self) -> dict[str, Any]:
         """{"concurrency", "requests", "failed", "requests/s", "p50 ms", "p99 ms"} (requests/s counts successes)."""
         p50, p99 = (np.percentile(self.latencies, [50, 99]) * 1000.0) if len(self.latencies) else (np.nan, np.nan)
         return {"concurrency": self.concurrency, "requests": self.requests, "failed": self.failed,
                 "requests/s": len(self.latencies) / self.wall_s, "p50 ms": float(p50), "p99 ms": float(p99)}
 
 
-def run_load(host, port, body, content_type, concurrency, requests, timeout_s=60.0, on_done=None):
+def run_load(host: str, port: int, body: bytes, content_type: str, concurrency: int, requests: int,
+             timeout_s: float = 60.0, on_done: Callable[[], Any] | None = None) -> LoadResult:
     """Send ``requests`` POST /detect requests of ``body`` from ``concurrency`` threads; returns LoadResult.
 
     ``on_done()`` is called after each answer (e.g. a progress bar's update). A failure is any answer but 200
@@ -50,7 +58,7 @@ def run_load(host, port, body, content_type, concurrency, requests, timeout_s=60
     lock = threading.Lock()
     latencies, failures = [], []
 
-    def client():
+    def client() -> None:
         connection = NoDelayConnection(host, port, timeout=timeout_s)
         try:
             while next(tickets) < requests:

@@ -1,16 +1,27 @@
 """Running the app of ``serving.app`` with uvicorn: in the foreground (``serve.py``) or in a background thread
 (tests, benchmarks), on a socket bound beforehand so that a taken port is a clear error and port 0 works."""
+from __future__ import annotations
+
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import uvicorn
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from fastapi import FastAPI
+
+    from components.detector import Detector
+
 STARTUP_TIMEOUT_S = 30.0
 
 
-def load_detector(model_path, cfg, input_size=None):
+def load_detector(model_path: str, cfg: dict[str, Any], input_size: Sequence[int] | None = None) -> Detector:
     """``components.detector.Detector`` for ``model_path``, warmed up so that the first requests do not pay for
     tracing the graphs: two detections on a blank image that keep different numbers of candidates (so the
     post-processing is traced for any number). ``input_size`` (h, w): as ``Detector.from_path``."""
@@ -22,7 +33,7 @@ def load_detector(model_path, cfg, input_size=None):
     return detector
 
 
-def bind_socket(host, port):
+def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host``:``port`` (0: a free port). Raises OSError naming the address."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
@@ -31,13 +42,13 @@ def bind_socket(host, port):
         raise OSError(f"cannot listen on {host}:{port} ({error.strerror or error})") from None
 
 
-def make_server(app, log_level="warning"):
+def make_server(app: FastAPI, log_level: str = "warning") -> uvicorn.Server:
     """A uvicorn Server for ``app`` (no access log: a webcam page sends several requests a second)."""
     config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_keep_alive=5, server_header=False)
     return uvicorn.Server(config)
 
 
-def serve_forever(app, listening_socket, log_level="warning"):
+def serve_forever(app: FastAPI, listening_socket: socket.socket, log_level: str = "warning") -> None:
     """Serve ``app`` on ``listening_socket`` until interrupted (Ctrl-C: a graceful shutdown)."""
     make_server(app, log_level).run(sockets=[listening_socket])
 
@@ -46,7 +57,7 @@ class BackgroundServer:
     """``with BackgroundServer(app) as server:`` serves ``app`` on 127.0.0.1 at a free port (``server.url``)
     from a daemon thread, and stops it on exit."""
 
-    def __init__(self, app, host="127.0.0.1", port=0):
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
         self.socket = bind_socket(host, port)
         self.host, self.port = host, self.socket.getsockname()[1]
         self.server = make_server(app)
@@ -54,7 +65,7 @@ class BackgroundServer:
                                        name="uvicorn")
 
     @property
-    def url(self):
+    def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def __enter__(self):
@@ -66,7 +77,7 @@ class BackgroundServer:
             time.sleep(0.02)
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.socket.close()

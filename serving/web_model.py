@@ -8,14 +8,21 @@ installed by ``npm ci`` in the repository root into ``node_modules/``), and read
 ``/ort/...``); ``serve.py --static DIR`` writes the same layout as plain files (:func:`write_static_site`), which
 any static web server serves (``python -m http.server -d DIR``). No file comes from a CDN.
 """
+from __future__ import annotations
+
 import hashlib
 import json
 import os
 import shutil
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from components.atomic_io import staging_folder, temporary_path
 from components.errors import ProjectError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATIC_DIR = os.path.join(REPO_ROOT, "serving", "static")
@@ -42,7 +49,7 @@ class BrowserModel:
     spec: dict
 
 
-def ort_dir():
+def ort_dir() -> str:
     """The folder of onnxruntime-web's files; WebModelError when ``npm ci`` has not installed them."""
     missing = [name for name in ORT_FILES if not os.path.isfile(os.path.join(ORT_DIST_DIR, name))]
     if missing:
@@ -51,7 +58,7 @@ def ort_dir():
     return ORT_DIST_DIR
 
 
-def onnx_input_size(onnx_path):
+def onnx_input_size(onnx_path: str) -> tuple[int, int]:
     """(h, w) of a decoded ONNX model's input [1, 3, h, w]; WebModelError unless it has the page's input and
     outputs (``input``; ``boxes``, ``scores``)."""
     from components.end_to_end_models import DECODED_INPUT, DECODED_OUTPUTS
@@ -78,7 +85,7 @@ def onnx_input_size(onnx_path):
     return dims[2], dims[3]
 
 
-def page_spec(cfg, model_name, server):
+def page_spec(cfg: dict[str, Any], model_name: str, server: bool) -> dict[str, Any]:
     """model.json: what the page needs to run the decoded model as the server's Detector runs ``cfg``'s model.
 
     Returns {"model": path of the ONNX file relative to the page, "model_name", "input_name", "output_names",
@@ -95,7 +102,7 @@ def page_spec(cfg, model_name, server):
             "pad_value": 127, "normalisation": {"mean": 127.5, "std": 127.5}, "server": bool(server)}
 
 
-def cache_key(model_file, cfg):
+def cache_key(model_file: str, cfg: dict[str, Any]) -> str:
     """A short hash of the model file's bytes, its own settings and the input size: the cached export's name."""
     digest = hashlib.sha256()
     with open(model_file, "rb") as handle:
@@ -107,7 +114,8 @@ def cache_key(model_file, cfg):
     return digest.hexdigest()[:16]
 
 
-def decoded_onnx_for(model_file, cfg, cache_dir=DEFAULT_CACHE_DIR, log=print):
+def decoded_onnx_for(model_file: str, cfg: dict[str, Any], cache_dir: str = DEFAULT_CACHE_DIR,
+                     log: Callable[[str], Any] = print) -> str:
     """The decoded ONNX export of the ``.keras`` model ``model_file`` at ``cfg['input_size']``, made with
     ``deploy.export.export_model_file`` (checked against the Keras model) the first time, then read from
     ``cache_dir`` (``<stem>_<hash>.onnx``). Returns its path."""
@@ -128,7 +136,9 @@ def decoded_onnx_for(model_file, cfg, cache_dir=DEFAULT_CACHE_DIR, log=print):
     return path
 
 
-def browser_model(model_file, cfg, onnx_path=None, cache_dir=DEFAULT_CACHE_DIR, server=True, log=print):
+def browser_model(model_file: str, cfg: dict[str, Any], onnx_path: str | None = None,
+                  cache_dir: str = DEFAULT_CACHE_DIR, server: bool = True,
+                  log: Callable[[str], Any] = print) -> BrowserModel:
     """The BrowserModel of the served model: ``onnx_path`` (a decoded ONNX file) if given, else the cached decoded
     export of ``model_file`` (a ``.keras`` file). Its spec takes the thresholds of ``cfg`` (the server's) and the
     input size of the ONNX file. Raises WebModelError when the model cannot run in the page."""
@@ -145,7 +155,7 @@ def browser_model(model_file, cfg, onnx_path=None, cache_dir=DEFAULT_CACHE_DIR, 
     return BrowserModel(onnx_path, spec)
 
 
-def write_static_site(folder, model):
+def write_static_site(folder: str, model: BrowserModel) -> list[str]:
     """Write the page, onnxruntime-web's files and ``model`` (a BrowserModel) to ``folder`` as plain files:
     index.html, static/ (the page's CSS and JS), ort/ (the runtime), model/model.onnx and model/model.json with
     ``"server": false``. The folder is staged and replaces ``folder`` only when complete. Returns the file list
