@@ -10,8 +10,8 @@ from components.config import cfg as default_cfg
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import Any
 
-    from components.postprocessing import Detections
 
 # colour of class id 1, 2, 3, ... (background is 0): green, red (the default mask / unmask), then orange,
 # blue, magenta, cyan, ...; repeats after the last
@@ -108,7 +108,7 @@ def _put_label(image, text, left, top, color, scale, thickness, below: bool = Fa
     cv2.putText(image, text, (left + 1, top - baseline - 1), FONT, scale, TEXT_COLOR_BGR, thickness, cv2.LINE_AA)
 
 
-def draw_detections(image_bgr: np.ndarray, detections: Detections, fps: float | None = None) -> np.ndarray:
+def draw_detections(image_bgr: np.ndarray, detections: Any, fps: float | None = None) -> np.ndarray:
     """An annotated copy of ``image_bgr``.
 
     Args:
