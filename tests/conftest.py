@@ -10,14 +10,23 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # before anything imports TensorFlow
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # subprocesses import this checkout's packages, installed or not
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))
 
 VOC_MINI = os.path.join(REPO_ROOT, "tests", "fixtures", "voc_mini")
+ASSETS = os.path.join(REPO_ROOT, "assets")
+INFERENCE = os.path.join(REPO_ROOT, "inference.py")
+README = os.path.join(REPO_ROOT, "README.md")
+# the shipped models (two classes: mask / unmask; three: + incorrectly worn)
+SHIPPED_MODEL = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
+SHIPPED_3CLASS_MODEL = os.path.join(REPO_ROOT, "checkpoints", "mask_detector_3class.keras")
+# the sample photos: one face per mask class close up, then a crowd
+SAMPLE_IMAGE = os.path.join(ASSETS, "test_00002330.jpg")
+SAMPLE_IMAGES = [SAMPLE_IMAGE, os.path.join(ASSETS, "1_Handshaking_Handshaking_1_71.jpg")]
 TINY_INPUT_SIZE = (120, 160)   # the network is fully convolutional; priors follow ceil(size / step)
 # the smallest network, for tests of what does not depend on the network (checkpoints, strategies, the EMA)
 SMALL_NETWORK = {"network": "slim", "base_channel": 4}

@@ -3,11 +3,10 @@ ratios, difficult boxes, bin edges, and the command line."""
 import os
 
 import pytest
+from conftest import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import cli.analyse_errors as analyse_errors_cli  # noqa: E402
-from mAP import analyse_errors as ae  # noqa: E402
+import cli.analyse_errors as analyse_errors_cli
+from mAP import analyse_errors as ae
 
 SCRIPT = os.path.join(REPO_ROOT, "mAP", "analyse_errors.py")
 

@@ -3,8 +3,7 @@ import ast
 import os
 
 import pytest
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO_ROOT
 
 LAYERS = {   # module -> layer (ARCHITECTURE.md, "Layers")
     0: ["components.config", "components.errors", "components.atomic_io", "components.box_utils",

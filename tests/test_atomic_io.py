@@ -4,10 +4,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from components.atomic_io import atomic_path, save_figure_atomically, write_text_atomically  # noqa: E402
+from components.atomic_io import atomic_path, save_figure_atomically, write_text_atomically
 
 
 def test_atomic_path_renames_the_temporary_file_over_the_target(tmp_path):

@@ -29,18 +29,14 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, SMALL_NETWORK, SMALL_NETWORK_FLAGS, TINY_INPUT_SIZE, VOC_MINI
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from components.config import cfg as default_cfg
+from dataset.voc import VOCError, read_image_bgr
 
-from conftest import SMALL_NETWORK, SMALL_NETWORK_FLAGS, TINY_INPUT_SIZE  # noqa: E402
-
-from components.config import cfg as default_cfg  # noqa: E402
-from dataset.voc import VOCError, read_image_bgr  # noqa: E402
-
-VOC_MINI = os.path.join(REPO_ROOT, "tests", "fixtures", "voc_mini")
 SOURCE_JPEG = os.path.join(VOC_MINI, "JPEGImages", "test_00003224.jpg")    # 143 x 178, baseline JPEG
 SOURCE_W, SOURCE_H = 143, 178
 FACE = (20, 30, 120, 150)                                                   # a box inside the source image

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+from conftest import INFERENCE
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import cv2  # noqa: E402
@@ -46,7 +48,6 @@ def tiny_detector(tiny_model):
 
 # --- inference.py --------------------------------------------------------------------------------------
 
-INFERENCE = os.path.join(REPO_ROOT, "inference.py")
 
 
 @pytest.fixture

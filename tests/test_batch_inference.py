@@ -7,15 +7,12 @@ import shutil
 
 import cv2
 import pytest
+from conftest import INFERENCE, SAMPLE_IMAGES
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from components import batch_inference as inference
+from components.config import cfg as default_cfg
 
-from components import batch_inference as inference  # noqa: E402
-from components.config import cfg as default_cfg  # noqa: E402
-
-INFERENCE = os.path.join(REPO_ROOT, "inference.py")
-SAMPLES = [os.path.join(REPO_ROOT, "assets", name) for name in ("1_Handshaking_Handshaking_1_71.jpg",
-                                                                "test_00002330.jpg")]
+SAMPLES = SAMPLE_IMAGES[::-1]   # the crowd first
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ import re
 import shutil
 
 import pytest
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED_MODEL = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
+from conftest import REPO_ROOT, SHIPPED_MODEL
 
 
 def table(report, first_column="format"):

@@ -3,13 +3,10 @@ import os
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT, found, truth
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from conftest import found, truth  # noqa: E402
-
-import cli.compute_map as compute_map_cli  # noqa: E402
-from mAP import compute_mAP as cm  # noqa: E402
+import cli.compute_map as compute_map_cli
+from mAP import compute_mAP as cm
 
 SCRIPT = os.path.join(REPO_ROOT, "mAP", "compute_mAP.py")
 

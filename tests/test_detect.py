@@ -8,9 +8,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from conftest import REPO_ROOT, VOC_MINI
 
 DETECT_SCRIPT = os.path.join(REPO_ROOT, "mAP", "detect.py")
 COMPUTE_MAP_SCRIPT = os.path.join(REPO_ROOT, "mAP", "compute_mAP.py")
@@ -217,7 +215,6 @@ def test_a_sidecar_sets_only_model_keys(tiny_model, tmp_path):
 
 # --- several validation sets ------------------------------------------------------------------------------
 
-VOC_MINI = os.path.join(REPO_ROOT, "tests", "fixtures", "voc_mini")
 VOC_MINI_VAL = ["test_00002655", "test_00003316"]
 
 

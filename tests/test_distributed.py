@@ -15,9 +15,8 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SMALL_NETWORK, SMALL_NETWORK_FLAGS
+from conftest import REPO_ROOT, SMALL_NETWORK, SMALL_NETWORK_FLAGS
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300
 SPLIT_CPU = textwrap.dedent("""\
     import tensorflow as tf

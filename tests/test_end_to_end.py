@@ -7,15 +7,12 @@ import os
 import cv2
 import numpy as np
 import pytest
+from conftest import SAMPLE_IMAGE, SHIPPED_MODEL
 
 import cli.export as export_cli
 import deploy.end_to_end as end_to_end
 from deploy.export import OUTPUT_SUFFIX, ExportCheckError
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-SHIPPED_MODEL = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
-SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
 FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx")
 FLOAT_FORMATS = ("saved_model", "tflite", "onnx")
 

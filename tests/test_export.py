@@ -7,17 +7,14 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+from conftest import INFERENCE, REPO_ROOT, SAMPLE_IMAGE
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from components.atomic_io import STAGING_PREFIX  # noqa: E402
-from components.config import cfg as default_cfg  # noqa: E402
-from components.runtimes import ModelLoadError, model_format  # noqa: E402
-from deploy import export  # noqa: E402
+from components.atomic_io import STAGING_PREFIX
+from components.config import cfg as default_cfg
+from components.runtimes import ModelLoadError, model_format
+from deploy import export
 
 INPUT_SIZE = (240, 320)
-SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
-INFERENCE = os.path.join(REPO_ROOT, "inference.py")
 EXPORT = os.path.join(REPO_ROOT, "export.py")
 FLOAT_FORMATS = ("saved_model", "tflite", "onnx")
 

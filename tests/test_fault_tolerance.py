@@ -19,11 +19,10 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SMALL_NETWORK, SMALL_NETWORK_FLAGS
+from conftest import REPO_ROOT, SMALL_NETWORK, SMALL_NETWORK_FLAGS
 
 from components.atomic_io import STAGING_PREFIX
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6         # per epoch
 # checkpoints and resuming do not depend on the network: the smallest one keeps each run short
 SMALL_RUN = ["--steps_per_epoch", str(STEPS), "--batch_size", "2", "--input_size", "(120, 160)",

@@ -1,14 +1,12 @@
 """Tests of the flip test: prior mirror indices and averaging of an image's predictions with its mirror image's."""
-import os
 
 import cv2
 import numpy as np
 import pytest
+from conftest import SAMPLE_IMAGE, SHIPPED_MODEL
 
 from components.config import cfg
 from components.prior_box import mirror_index, prior_box, priors_from_config
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_mirror_index_maps_each_prior_to_its_mirror_image():
@@ -68,8 +66,6 @@ def test_flip_test_merge_gives_the_same_inside_a_graph():
     np.testing.assert_allclose(in_graph.numpy(), eager, atol=1e-6)
 
 
-SHIPPED_MODEL = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
-SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
 
 
 def test_detector_with_flip_test_is_mirror_equivariant():

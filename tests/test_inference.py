@@ -7,18 +7,14 @@ import re
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO_ROOT, SAMPLE_IMAGE, TINY_INPUT_SIZE, run_python_script
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from conftest import TINY_INPUT_SIZE, run_python_script  # noqa: E402
-
-import cli.inference as inference  # noqa: E402
-from components import media  # noqa: E402
-from components.config import cfg as default_cfg  # noqa: E402
-from components.drawing import CLASS_COLORS_BGR, draw_detections  # noqa: E402
+import cli.inference as inference
+from components import media
+from components.config import cfg as default_cfg
+from components.drawing import CLASS_COLORS_BGR, draw_detections
 
 SCRIPT = os.path.join(REPO_ROOT, "inference.py")
-SAMPLE_IMAGE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
 DETECTION_LINE = re.compile(r"^(mask|unmask) (\d\.\d{3}) (-?\d+) (-?\d+) (-?\d+) (-?\d+)$")
 SUMMARY_LINE = re.compile(r"^(\d+) faces?: (\d+) mask, (\d+) unmask; model \d+\.\d ms( \(\+ [^)]+\))*$")
 

@@ -6,12 +6,11 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import cli.kmeans as kmeans_cli  # noqa: E402
-from components import kmeans  # noqa: E402
-from components.config import cfg  # noqa: E402
+import cli.kmeans as kmeans_cli
+from components import kmeans
+from components.config import cfg
 
 SCRIPT = os.path.join(REPO_ROOT, "components", "kmeans.py")
 KNOWN_SIZES = np.array([[10.0, 12.0], [40.0, 30.0], [120.0, 150.0]])

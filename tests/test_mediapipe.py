@@ -15,13 +15,11 @@ import subprocess
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO_ROOT, SAMPLE_IMAGES, SHIPPED_MODEL
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEDIAPIPE_PYTHON = os.path.join(REPO_ROOT, ".venv-mediapipe", "bin", "python")
 RUNNER = os.path.join(REPO_ROOT, "tests", "mediapipe_runner.py")
-SHIPPED_MODEL = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
-SAMPLES = [os.path.join(REPO_ROOT, "assets", name) for name in ("test_00002330.jpg",
-                                                                "1_Handshaking_Handshaking_1_71.jpg")]
+SAMPLES = SAMPLE_IMAGES
 MIN_IOU = 0.7
 
 pytestmark = pytest.mark.skipif(not os.path.isfile(MEDIAPIPE_PYTHON),

@@ -1,12 +1,9 @@
 """bfloat16 mixed precision (config ``mixed_precision``) and the training-throughput benchmark."""
-import os
 
 import numpy as np
 import tensorflow as tf
 
 from network.trainer import build_optimizer, build_training_model, float32_copy, make_train_step
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_mixed_precision_computes_in_bfloat16_and_does_not_leak_the_policy(tiny_cfg):

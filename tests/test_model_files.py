@@ -11,6 +11,7 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO_ROOT, SAMPLE_IMAGES, SHIPPED_3CLASS_MODEL, SHIPPED_MODEL
 
 from components.model_files import (
     MODEL_CONFIG_KEYS,
@@ -21,11 +22,7 @@ from components.model_files import (
 )
 from components.runtimes import ModelLoadError
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
-SHIPPED_3CLASS = os.path.join(REPO_ROOT, "checkpoints", "mask_detector_3class.keras")
-SAMPLES = [os.path.join(REPO_ROOT, "assets", name) for name in ("test_00002330.jpg",
-                                                                "1_Handshaking_Handshaking_1_71.jpg")]
+SAMPLES = SAMPLE_IMAGES
 
 
 def copy_without_spec(source, destination):
@@ -46,8 +43,8 @@ def spec_sidecar(model_file, path):
 # --- the shipped models -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path, classes, data", [
-    (SHIPPED, ["mask", "unmask"], ["train_mask.tfrecord", "train_ilc.tfrecord"]),
-    (SHIPPED_3CLASS, ["mask", "unmask", "incorrect"], ["ilc2021_train.tfrecord"])])
+    (SHIPPED_MODEL, ["mask", "unmask"], ["train_mask.tfrecord", "train_ilc.tfrecord"]),
+    (SHIPPED_3CLASS_MODEL, ["mask", "unmask", "incorrect"], ["ilc2021_train.tfrecord"])])
 def test_shipped_models_carry_their_spec(path, classes, data):
     spec = read_model_spec(path)
     assert spec["classes"] == classes and spec["labels_list"] == ["background", *classes]
@@ -64,10 +61,10 @@ def test_a_keras_file_copied_alone_detects_exactly_as_with_its_sidecar(tmp_path)
     from components.detector import Detector
     (tmp_path / "alone").mkdir()
     (tmp_path / "older").mkdir()
-    alone = shutil.copy(SHIPPED, tmp_path / "alone")
+    alone = shutil.copy(SHIPPED_MODEL, tmp_path / "alone")
     older = str(tmp_path / "older" / "mask_detector.keras")
-    copy_without_spec(SHIPPED, older)
-    shutil.copy(model_config_path(SHIPPED), tmp_path / "older")   # the sidecar the repository ships
+    copy_without_spec(SHIPPED_MODEL, older)
+    shutil.copy(model_config_path(SHIPPED_MODEL), tmp_path / "older")   # the sidecar the repository ships
     assert os.listdir(tmp_path / "alone") == ["mask_detector.keras"]
     images = [cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB) for path in SAMPLES]
     base = dict(cfg, flip_test=False, test_scales=[1])
@@ -175,8 +172,8 @@ def test_default_export_outputs_are_under_runs_export():
     from deploy.end_to_end import end_to_end_output
     from deploy.export import default_output
     folder = os.path.join(REPO_ROOT, "runs", "export")
-    assert default_output(SHIPPED, "onnx") == os.path.join(folder, "mask_detector.onnx")
-    assert end_to_end_output(SHIPPED, "tflite_int8") == os.path.join(folder, "mask_detector_e2e_int8.tflite")
+    assert default_output(SHIPPED_MODEL, "onnx") == os.path.join(folder, "mask_detector.onnx")
+    assert end_to_end_output(SHIPPED_MODEL, "tflite_int8") == os.path.join(folder, "mask_detector_e2e_int8.tflite")
 
 
 @pytest.mark.slow

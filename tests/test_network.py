@@ -3,10 +3,9 @@ import os
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 
 from components.config import cfg
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _context_block_parameters(channels):

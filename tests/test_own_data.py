@@ -15,7 +15,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, VOC_MINI
+from conftest import REPO_ROOT, SHIPPED_3CLASS_MODEL, VOC_MINI
 
 from components.class_list import class_mismatch, read_tfrecord_classes, tfrecord_classes_path
 from components.config import CONFIG_HELP, DATA_KEYS, add_config_arguments, cfg, config_from_args
@@ -435,12 +435,11 @@ def test_readme_example_uses_existing_scripts_files_and_flags(capsys):
                 assert os.path.exists(os.path.join(REPO_ROOT, value)), value
 
 
-SHIPPED_3CLASS = os.path.join(REPO_ROOT, "checkpoints", "mask_detector_3class.keras")
 
 
 def test_shipped_3class_model_has_the_classes_of_the_ilc2021_data_file():
     from components.model_files import read_model_spec
-    assert read_model_spec(SHIPPED_3CLASS)["labels_list"] == load_data_file(os.path.join(REPO_ROOT, "data", "ilc2021.yaml")).labels_list
+    assert read_model_spec(SHIPPED_3CLASS_MODEL)["labels_list"] == load_data_file(os.path.join(REPO_ROOT, "data", "ilc2021.yaml")).labels_list
     assert load_data_file(os.path.join(REPO_ROOT, "data", "maskdata.yaml")).labels_list == cfg["labels_list"]
 
 
@@ -448,7 +447,7 @@ def test_shipped_3class_model_has_the_classes_of_the_ilc2021_data_file():
 def test_inference_with_the_3class_model_draws_and_counts_three_classes(tmp_path, capsys):
     import inference
     output = tmp_path / "out.jpg"
-    status, out, err = run_main(inference.main, ["--model_path", SHIPPED_3CLASS, "--img_path",
+    status, out, err = run_main(inference.main, ["--model_path", SHIPPED_3CLASS_MODEL, "--img_path",
                                                  os.path.join(REPO_ROOT, "assets", "test_00002330.jpg"),
                                                  "--output", output], capsys)
     assert status == 0, err

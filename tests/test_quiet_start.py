@@ -7,12 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO_ROOT, SAMPLE_IMAGE
 
 from cli import launched_as_script
 from cli.stderr_filter import is_noise, split_segments, wanted
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
 
 # lines seen on an AMD EPYC CPU (TensorFlow 2.21), with LiteRT and on GPU builds
 KNOWN_NOISE = [
@@ -129,7 +127,7 @@ def library_lines(stderr):
 @pytest.mark.slow
 @pytest.mark.parametrize("args, error", [
     (["mAP/compute_mAP.py", "--gt", "missing_gt"], "error: missing_gt: ground-truth folder not found"),
-    (["inference.py", "--img_path", SAMPLE, "--model_path", "missing.keras"], "error: missing.keras: model not found"),
+    (["inference.py", "--img_path", SAMPLE_IMAGE, "--model_path", "missing.keras"], "error: missing.keras: model not found"),
     (["train.py", "--epoch", "0"], None),
 ])
 def test_scripts_print_one_error_line_and_no_library_line(args, error, tmp_path):
@@ -144,11 +142,11 @@ def test_scripts_print_one_error_line_and_no_library_line(args, error, tmp_path)
 @pytest.mark.slow
 def test_a_detection_run_prints_no_library_line_unless_verbose(tmp_path):
     output = str(tmp_path / "out.jpg")
-    run = run_script(["inference.py", "--img_path", SAMPLE, "--output", output])
+    run = run_script(["inference.py", "--img_path", SAMPLE_IMAGE, "--output", output])
     assert run.returncode == 0, run.stderr
     assert library_lines(run.stderr) == [], run.stderr
     assert os.path.isfile(output) and "faces:" in run.stdout
-    verbose = run_script(["inference.py", "--img_path", SAMPLE, "--output", output, "--verbose"])
+    verbose = run_script(["inference.py", "--img_path", SAMPLE_IMAGE, "--output", output, "--verbose"])
     faces = [line for line in run.stdout.splitlines() if not line.split()[-1].endswith(("ms", output))]
     assert verbose.returncode == 0 and faces and all(line in verbose.stdout for line in faces)
 

@@ -7,9 +7,7 @@ import subprocess
 import sys
 
 import pytest
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-README = os.path.join(REPO_ROOT, "README.md")
+from conftest import README, REPO_ROOT
 
 
 def load_checker():

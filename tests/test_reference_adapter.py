@@ -4,6 +4,7 @@ import os
 import cv2
 import numpy as np
 import pytest
+from conftest import VOC_MINI
 
 from components.box_utils import class_agnostic_nms
 from deploy.reference import DEFAULT_REFERENCE, AizooReference, reference_priors
@@ -41,7 +42,6 @@ def test_reference_adapter_finds_faces_on_a_sample_image():
     assert np.all(detections.boxes[:, 2:] <= [image.shape[1], image.shape[0]])
 
 
-VOC_MINI = os.path.join(os.path.dirname(__file__), "fixtures", "voc_mini")
 
 
 def test_detect_reference_writes_one_folder_per_set(tmp_path, capsys):

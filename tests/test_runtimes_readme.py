@@ -12,11 +12,9 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import README, REPO_ROOT, SHIPPED_MODEL
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-README = os.path.join(REPO_ROOT, "README.md")
 SECTION = "## Use the model from another runtime"
-SHIPPED_MODEL = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
 SAMPLE_IMAGES = ("test_00002330.jpg", "1_Handshaking_Handshaking_1_71.jpg")
 SNIPPET_IMAGE = "assets/" + SAMPLE_IMAGES[0]           # the image the snippets name
 EXPORT_DIR = "runs/export"                             # where the README's export commands write (the default)

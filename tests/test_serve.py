@@ -17,11 +17,9 @@ import zlib
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO_ROOT, SAMPLE_IMAGES
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-SAMPLES = [os.path.join(REPO_ROOT, "assets", name)
-           for name in ("1_Handshaking_Handshaking_1_71.jpg", "test_00002330.jpg")]
+SAMPLES = SAMPLE_IMAGES[::-1]   # the crowd first
 MAX_REQUEST_BYTES = 512 * 1024    # above the samples (at most 190 kB), small enough to send in a test
 
 

@@ -15,12 +15,10 @@ import time
 import cv2
 import numpy as np
 import pytest
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO_ROOT, SAMPLE_IMAGES
 
 CHROMIUM = "/usr/bin/chromium"
-SAMPLES = [os.path.join(REPO_ROOT, "assets", name)
-           for name in ("1_Handshaking_Handshaking_1_71.jpg", "test_00002330.jpg")]
+SAMPLES = SAMPLE_IMAGES[::-1]   # the crowd first
 CLIP_SIZE = (768, 1024)        # (height, width) of the fake webcam: each sample padded to it, not scaled
 CLIP_FPS = 2
 FRAMES_PER_SAMPLE = 4          # each sample stays 2 s on the fake webcam, then the clip loops

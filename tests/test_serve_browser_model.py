@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 from test_serve_browser import (
     CHROMIUM,
     CLIP_FPS,
@@ -34,7 +35,6 @@ from test_serve_browser import (
     write_y4m,
 )
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIN_IOU = 0.9                 # page box against the API's box for the same pixels
 MAX_BODY_BYTES = 256          # the largest request body the page may send in in-browser mode (it sends none)
 CAMERA_TIMEOUT_S = 90

@@ -13,12 +13,10 @@ import time
 import cv2
 import numpy as np
 import pytest
+from conftest import INFERENCE, REPO_ROOT, SAMPLE_IMAGE
 
 from components.drawing import CLASS_COLORS_BGR
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-INFERENCE = os.path.join(REPO_ROOT, "inference.py")
-SAMPLE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
 ASSET = os.path.join(REPO_ROOT, "assets", "show_window.jpg")
 WINDOW_NAME = "face mask detector"
 TOOLS = ("Xvfb", "xdotool", "xwd")
@@ -44,7 +42,7 @@ def read_xwd(data):
 
 def make_clip(path, frames=150):
     """An mp4 of the sample photo, still, ``frames`` frames of 480x288 (long enough to catch the window)."""
-    image = cv2.resize(cv2.imread(SAMPLE), (480, 288), interpolation=cv2.INTER_AREA)
+    image = cv2.resize(cv2.imread(SAMPLE_IMAGE), (480, 288), interpolation=cv2.INTER_AREA)
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (480, 288))
     for _ in range(frames):
         writer.write(image)

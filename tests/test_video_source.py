@@ -9,14 +9,11 @@ import threading
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO_ROOT, SAMPLE_IMAGES
 
 from components.errors import ProjectError
 from components.video_source import StreamLostError, VideoSource, VideoSourceError, is_stream_url, parse_source
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-SAMPLE_IMAGES = [os.path.join(REPO_ROOT, "assets", name)
-                 for name in ("test_00002330.jpg", "1_Handshaking_Handshaking_1_71.jpg")]
 CLIP_FRAMES = 6
 FRAME_SIZE = (320, 240)   # (width, height)
 BOUNDARY = b"frame"
