@@ -153,6 +153,7 @@ def table_rows(lines):
     return {tuple(line.split()[:2]): line.split()[2:] for line in lines[2:]}
 
 
+@pytest.mark.slow
 def test_cli_set_dirs_prints_and_writes_the_tables_and_the_plot(tmp_path, run_script):
     set_a, set_b = make_two_sets(tmp_path)
     output = tmp_path / "out"
@@ -186,6 +187,7 @@ def test_main_one_set_no_plot(tmp_path, capsys):
     assert "\n".join(lines) in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_missing_folder_is_one_line_exit_2(tmp_path, run_script):
     missing = tmp_path / "nowhere"
     run = run_script([SCRIPT, "--gt_dir", str(missing), "--det_dir", str(tmp_path), "--output_dir",

@@ -77,6 +77,7 @@ def crop_origin(image, crop):
     return cv2.minMaxLoc(scores)[2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [CROWDED, LARGE_FACE, MINUS_ONE])
 def test_crop_keeps_every_kept_face_whole(examples, name):
     image, boxes, _ = examples[name]

@@ -516,6 +516,7 @@ def test_kmeans_errors_name_the_path(bad_voc, tmp_path, capsys):
 
 # --- dataset/check_dataset.py --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_check_dataset_errors_name_the_tfrecord(tmp_path, capsys):
     from cli.check_dataset import main
     empty, garbage = tmp_path / "empty.tfrecord", tmp_path / "garbage.tfrecord"

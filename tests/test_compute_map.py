@@ -181,6 +181,7 @@ def make_folders(root):
     return ["--gt_dir", str(root / "gt"), "--det_dir", str(root / "det"), "--output_dir", str(root / "out")]
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path, run_script):
     args = make_folders(tmp_path)
     run = run_script([SCRIPT, *args], cwd=tmp_path)
@@ -196,6 +197,7 @@ def test_cli_end_to_end(tmp_path, run_script):
     assert sorted(os.listdir(output)) == ["mask_pr.png", "results.txt", "unmask_pr.png"]   # no temp files
 
 
+@pytest.mark.slow
 def test_cli_missing_ground_truth_folder(tmp_path, run_script):
     missing = tmp_path / "nowhere"
     run = run_script([SCRIPT, "--gt_dir", str(missing), "--det_dir", str(tmp_path)], cwd=tmp_path)
@@ -265,6 +267,7 @@ def test_summary_rows_mean_is_of_set_maps_and_per_class_over_sets_with_ground_tr
     assert rows[0][1]["incorrect"] is None
 
 
+@pytest.mark.slow
 def test_cli_set_dirs_writes_each_set_and_the_summary(tmp_path, run_script):
     set_a, set_b = make_two_sets(tmp_path)
     output = tmp_path / "results"

@@ -180,6 +180,7 @@ def test_missing_model_is_one_line_error_and_leaves_old_results(voc_folder, tmp_
     assert (output_dir / "ground-truth" / "earlier.txt").exists()
 
 
+@pytest.mark.slow
 def test_keep_aspect_comes_from_the_command_line_not_the_model_file(tiny_model):
     from components.config import cfg
     from components.detector import Detector
@@ -193,6 +194,7 @@ def test_keep_aspect_comes_from_the_command_line_not_the_model_file(tiny_model):
     assert abs(letterboxed[:, -1].mean() - (127 / 127.5 - 1)) < 1e-3
 
 
+@pytest.mark.slow
 def test_a_sidecar_sets_only_model_keys(tiny_model, tmp_path):
     """Inference settings written into a model's JSON (as older exports did) do not override the caller's."""
     import json

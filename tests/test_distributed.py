@@ -113,6 +113,7 @@ def single_device_layout(cfg, folder):
     return layout(checkpoint.save(str(folder / "ckpt")))
 
 
+@pytest.mark.slow
 def test_mirrored_step_equals_the_single_device_step(tmp_path, voc_mini_tfrecords):
     script = tmp_path / "equivalence.py"
     script.write_text(EQUIVALENCE_SCRIPT)
@@ -145,6 +146,7 @@ def test_mirrored_step_equals_the_single_device_step(tmp_path, voc_mini_tfrecord
     assert l2 < 2e-3 and largest < 2e-3, (l2, largest)
 
 
+@pytest.mark.slow
 def test_train_py_mirrored_on_two_logical_cpus(tmp_path, voc_mini_tfrecords, tiny_cfg):
     from components.runtimes import load_keras_model
     from network.trainer import read_history
@@ -172,6 +174,7 @@ def test_train_py_mirrored_on_two_logical_cpus(tmp_path, voc_mini_tfrecords, tin
     assert load_keras_model(os.path.join(folder, "last.keras")).output_shape[-1] == 4 + 3
 
 
+@pytest.mark.slow
 def test_train_py_multi_worker_single_localhost_worker(tmp_path, voc_mini_tfrecords):
     with socket.socket() as probe:
         probe.bind(("localhost", 0))

@@ -199,6 +199,7 @@ def test_raw_model_loader_names_an_end_to_end_file(fmt, exports):
         Detector.from_path(exports[fmt].path)
 
 
+@pytest.mark.slow
 def test_failed_check_writes_nothing(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setattr(end_to_end, "E2E_BOX_TOLERANCE_PX", -1.0)    # no export can pass
     output = tmp_path / "tiny_e2e_saved_model"
@@ -213,6 +214,7 @@ def test_flip_test_flags_without_end_to_end_are_a_usage_error(tiny_model, capsys
     assert capsys.readouterr().err.strip().startswith(f"error: {flag}: only with --end_to_end")
 
 
+@pytest.mark.slow
 def test_end_to_end_export_is_one_pass_unless_the_flip_test_is_asked_for(tiny_model, tmp_path):
     """The default export is what apps run: one network pass; ``flip_test=True`` puts the flip test in."""
     single = end_to_end.export_end_to_end_file(tiny_model, "saved_model", str(tmp_path / "single"),

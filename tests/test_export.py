@@ -332,6 +332,7 @@ def test_export_command_writes_the_model_with_its_spec_and_prints_the_check(tiny
     assert sorted(os.listdir(tmp_path)) == ["cli.onnx"]
 
 
+@pytest.mark.slow
 def test_export_command_rejects_a_non_keras_model(run_script, tmp_path):
     bogus = tmp_path / "bogus.keras"
     bogus.write_text("not a model")

@@ -172,6 +172,7 @@ def killed_run(tmp_path_factory, voc_mini_tfrecords):
             "history": read_history(folder)}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_leaves_readable_checkpoints_and_resume_completes(killed_run, voc_mini_tfrecords,
                                                                              run_script):
     from components.runtimes import load_keras_model
@@ -198,6 +199,7 @@ def test_sigkill_mid_epoch_leaves_readable_checkpoints_and_resume_completes(kill
     assert not [name for name in os.listdir(folder) if name.startswith(STAGING_PREFIX) or ".tmp" in name]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_checkpoint(killed_run, voc_mini_tfrecords,
                                                                           run_script):
     folder = killed_run["copy"]("exploding")
@@ -219,6 +221,7 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_checkpoint(kille
                if name.startswith("model/"))
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_mid_epoch_and_resume_finishes_that_epoch(killed_run, voc_mini_tfrecords, run_script):
     folder = killed_run["copy"]("interrupted")
     run = Trainer(train_args(folder, killed_run["root"] / "logs-interrupted", voc_mini_tfrecords,
@@ -260,6 +263,7 @@ def step_losses(cfg, seed, folder, steps=3):
     return np.array(losses)
 
 
+@pytest.mark.slow
 def test_same_seed_repeats_the_step_losses_and_another_seed_does_not(tiny_cfg, voc_mini_tfrecords, tmp_path):
     cfg = dict(tiny_cfg, **SMALL_NETWORK, train_tfrecord=voc_mini_tfrecords["train"], val_tfrecord="", epoch=1)
     first = step_losses(cfg, 3, tmp_path / "first")
@@ -270,6 +274,7 @@ def test_same_seed_repeats_the_step_losses_and_another_seed_does_not(tiny_cfg, v
     assert not np.allclose(other[:, 0], first[:, 0], rtol=1e-3), (first, other)
 
 
+@pytest.mark.slow
 def test_ctrl_c_between_steps_and_checkpoint_records_the_epoch(tiny_cfg, voc_mini_tfrecords, tmp_path, monkeypatch):
     """Ctrl-C during validation, or right after an epoch's last step, records that epoch (without validation)
     and checkpoints its end, so that --resume starts the next epoch."""

@@ -94,6 +94,7 @@ def test_unsupported_output_extension_is_a_usage_error(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_the_models_saved_config_wins_for_model_keys(tiny_model):
     from components.detector import Detector
     base = copy.deepcopy(default_cfg)

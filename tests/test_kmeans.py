@@ -139,6 +139,7 @@ def test_load_box_sizes_scales_to_network_input(tmp_path):
     assert any("missing.xml: annotation not found" in reason for reason in skipped)
 
 
+@pytest.mark.slow
 def test_cli_on_small_dataset(tmp_path):
     boxes = [(0, 0, 8, 10), (0, 0, 9, 11), (0, 0, 30, 20), (0, 0, 32, 22), (0, 0, 100, 120), (0, 0, 110, 118)]
     dataset = make_voc(tmp_path / "voc", {"a": xml_text([("face", box) for box in boxes], size=(320, 240))}, ["a"])

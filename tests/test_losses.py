@@ -241,6 +241,7 @@ def test_perfect_predictions_give_near_zero_loss():
     assert cls == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss_settings", [{}, {"diou_loss_weight": 1.0}, {"focal_gamma": 2.0},
                                            {"quality_targets": True}])
 def test_train_step_lowers_the_loss_on_a_real_batch(tiny_cfg, voc_mini_tfrecords, loss_settings):

@@ -1,6 +1,7 @@
 """bfloat16 mixed precision (config ``mixed_precision``) and the training-throughput benchmark."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from network.trainer import build_optimizer, build_training_model, float32_copy, make_train_step
@@ -18,6 +19,7 @@ def test_mixed_precision_computes_in_bfloat16_and_does_not_leak_the_policy(tiny_
     assert plain.get_layer("stem_conv").compute_dtype == "float32"
 
 
+@pytest.mark.slow
 def test_float32_copy_keeps_the_weights(tiny_cfg):
     cfg = dict(tiny_cfg, mixed_precision=True)
     model = build_training_model(cfg)
@@ -32,6 +34,7 @@ def test_float32_copy_keeps_the_weights(tiny_cfg):
     assert float32_copy(plain, tiny_cfg) is plain
 
 
+@pytest.mark.slow
 def test_a_mixed_precision_step_gives_finite_losses(tiny_cfg, voc_mini_tfrecords):
     from dataset.tf_dataset_preprocess import load_dataset
     cfg = dict(tiny_cfg, mixed_precision=True)
@@ -44,6 +47,7 @@ def test_a_mixed_precision_step_gives_finite_losses(tiny_cfg, voc_mini_tfrecords
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
+@pytest.mark.slow
 def test_training_benchmark_prints_a_table(voc_mini_tfrecords, tmp_path, capsys):
     import benchmark_training
     output = tmp_path / "table.md"

@@ -161,6 +161,7 @@ def assert_only_the_server_was_asked(browser, served):
     assert outside == []
 
 
+@pytest.mark.slow
 def test_webcam_page_shows_the_faces_and_counts_of_each_clip_frame(served, clip, browser, tmp_path):
     _, expected = clip
     expected_counts = [counts_of(result) for result in expected]

@@ -194,6 +194,7 @@ def test_missing_split_raises(voc_mini, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_command_line(voc_mini, tmp_path, run_script, last_line):
     output = tmp_path / "cli" / "val.tfrecord"
     result = run_script([SCRIPT, "--dataset_path", voc_mini, "--split", "val", "--output_file", str(output)])

@@ -57,6 +57,7 @@ def resumed_run(refused_run, folders, run_script):
     return run_script([*folders["args"], "--epoch", "2", "--resume"])
 
 
+@pytest.mark.slow
 def test_first_run_writes_checkpoint_model_history_and_plot(first_run, folders):
     result, snapshot = first_run
     assert result.returncode == 0, result.stderr[-3000:]
@@ -78,6 +79,7 @@ def test_first_run_writes_checkpoint_model_history_and_plot(first_run, folders):
     assert "trained to epoch 1" in result.stdout
 
 
+@pytest.mark.slow
 def test_existing_checkpoints_without_resume_are_refused(first_run, refused_run, last_line):
     result, files, history = refused_run
     assert result.returncode == 2
@@ -88,6 +90,7 @@ def test_existing_checkpoints_without_resume_are_refused(first_run, refused_run,
     assert files == first_run[1]["files"] and history == first_run[1]["history"]   # nothing touched
 
 
+@pytest.mark.slow
 def test_resume_continues_at_epoch_two(first_run, resumed_run, folders):
     assert resumed_run.returncode == 0, resumed_run.stderr[-3000:]
     assert "resumed from" in resumed_run.stdout and "(epoch 1, step 2)" in resumed_run.stdout
@@ -99,6 +102,7 @@ def test_resume_continues_at_epoch_two(first_run, resumed_run, folders):
     assert "trained to epoch 2" in resumed_run.stdout
 
 
+@pytest.mark.slow
 def test_missing_tfrecord_is_a_one_line_error(tmp_path, run_script, last_line):
     result = run_script(["train.py", "--checkpoint_dir", str(tmp_path / "ckpt"), "--log_dir", str(tmp_path / "logs"),
                          "--train_tfrecord", str(tmp_path / "missing.tfrecord"), "--epoch", "1"])
@@ -113,6 +117,7 @@ def finished_run(resumed_run, folders, run_script):
     return run_script([*folders["args"], "--epoch", "2", "--resume"])
 
 
+@pytest.mark.slow
 def test_best_model_kept_beside_the_last(first_run, resumed_run, folders):
     assert "best.keras" in first_run[1]["files"]                 # epoch 1 is the best so far
     history = read_history(folders["checkpoint_dir"])

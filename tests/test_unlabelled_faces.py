@@ -119,6 +119,7 @@ def test_contact_sheet_tiles_the_crops(voc_mini):
     assert contact_sheet([]).shape == (TILE, 8 * TILE, 3)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_list_and_the_sheet_then_the_converter_uses_it(voc_mini, tmp_path, run_script, last_line):
     output, sheet = str(tmp_path / "ignore.json"), str(tmp_path / "sheet.png")
     result = run_script(["mAP/unlabelled_faces.py", "--set_dir", fixture_set_dir(tmp_path), "--output_file", output,
@@ -133,6 +134,7 @@ def test_cli_writes_the_list_and_the_sheet_then_the_converter_uses_it(voc_mini, 
     assert "(1 of them extra ignore boxes)" in last_line(result.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
     (["--min_score", "1.5"], "--min_score: must be in [0, 1], got 1.5"),
     (["--max_iou", "0"], "--max_iou: must be in (0, 1], got 0"),
@@ -146,6 +148,7 @@ def test_cli_refuses_bad_flags_in_one_line(tmp_path, run_script, flags, message)
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_converter_refuses_extra_ignore_with_a_data_file(tmp_path, run_script):
     result = run_script(["dataset/voc_to_tfrecord.py", "--data", "data/ilc2021.yaml", "--extra_ignore",
                          str(tmp_path / "x.json")])

@@ -52,6 +52,7 @@ def ema_cfg(tiny_cfg, voc_mini_tfrecords, tmp_path):
                 checkpoint_dir=str(tmp_path / "ckpt"), log_dir=str(tmp_path / "logs"))
 
 
+@pytest.mark.slow
 def test_training_validates_and_exports_the_average(ema_cfg, tmp_path):
     from components.runtimes import load_keras_model
     from network.history import read_history
@@ -72,6 +73,7 @@ def test_training_validates_and_exports_the_average(ema_cfg, tmp_path):
     assert any(not any(v.shape == r.shape and np.allclose(v, r) for r in raw.values()) for v in exported_values)
 
 
+@pytest.mark.slow
 def test_resume_without_a_saved_average_starts_it_from_the_weights(ema_cfg):
     from network.trainer import Trainer, train
     ema_cfg = dict(ema_cfg, val_map_freq=0)   # validation loss only: the mAP is not under test here
