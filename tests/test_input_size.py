@@ -3,23 +3,26 @@ import os
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
+from conftest import SAMPLE_IMAGE as SAMPLE
 
 from components.detector import Detector
 from components.runtimes import ModelLoadError
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(REPO_ROOT, "assets", "test_00002330.jpg")
 
-
+@pytest.mark.slow
 def test_keras_model_runs_at_the_requested_size_and_still_finds_the_faces():
     import cv2
     image = cv2.cvtColor(cv2.imread(SAMPLE), cv2.COLOR_BGR2RGB)
     trained = Detector.from_path(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"))
     larger = Detector.from_path(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"), input_size=(480, 640))
     assert larger.input_size == (480, 640) and trained.input_size != larger.input_size
-    # the image letterboxed to 480x640 at the top left of a 496x640 canvas, whose maps pad as at 240x320
-    assert larger.network_size == (496, 640) and trained.network_size == trained.input_size
-    assert larger.preprocess([image]).shape == (1, 496, 640, 3)
+    # the image letterboxed to 480x640 at the top left of a canvas whose maps pad as at the trained size (for
+    # 240x320 and 368x512: 496x640)
+    from components.prior_box import aligned_input_size
+    canvas = aligned_input_size((480, 640), trained.input_size, trained.cfg["steps"])
+    assert larger.network_size == canvas and trained.network_size == trained.input_size
+    assert canvas[0] >= 480 and canvas[1] >= 640 and larger.preprocess([image]).shape == (1, *canvas, 3)
     assert len(larger.priors) > 3 * len(trained.priors)
     found, reference = larger.detect(image), trained.detect(image)
     assert len(found) >= 1
@@ -29,6 +32,7 @@ def test_keras_model_runs_at_the_requested_size_and_still_finds_the_faces():
     assert np.all(overlaps.max(axis=1) >= 0.5)
 
 
+@pytest.mark.slow
 def test_an_export_refuses_a_size_it_was_not_exported_at(tiny_model, tmp_path):
     from deploy.export import export_model_file
     output = str(tmp_path / "tiny.tflite")
@@ -37,6 +41,7 @@ def test_an_export_refuses_a_size_it_was_not_exported_at(tiny_model, tmp_path):
         Detector.from_path(output, input_size=(96, 128))
 
 
+@pytest.mark.slow
 def test_export_at_another_size_runs_there(tiny_model, tmp_path):
     from deploy.export import export_model_file
     output = str(tmp_path / "tiny_248x352.tflite")   # twice the tiny model's 120x160, rounded up to align
@@ -46,6 +51,7 @@ def test_export_at_another_size_runs_there(tiny_model, tmp_path):
     assert detector.predict_raw(np.zeros((1, 248, 352, 3), np.float32)).shape[1] == len(detector.priors)
 
 
+@pytest.mark.slow
 def test_input_size_benchmark_prints_a_row_per_size(tiny_model, voc_mini_tfrecords, capsys):
     from cli.benchmark_input_size import main
     assert main(["--model_path", tiny_model, "--sizes", "120x160,96x128", "--val_tfrecord",
@@ -65,6 +71,7 @@ def sample_faces(detector, image, min_score=0.5):
     return found.select(found.scores >= min_score)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["test_00002330.jpg", "1_Handshaking_Handshaking_1_71.jpg"])
 def test_a_size_the_model_was_not_trained_at_runs_on_an_aligned_canvas(name):
     """At 360x480 the maps of a model trained at 240x320 pad otherwise (45 and 23 rows are odd, 30 and 15 at
@@ -114,6 +121,7 @@ def test_detect_inputs_takes_inputs_of_the_input_size_and_boxes_come_back_normal
                                in_pixels.boxes[pixel_order], atol=0.5)
 
 
+@pytest.mark.slow
 def test_export_at_an_unaligned_size_exports_at_the_aligned_one(tiny_model, tmp_path):
     from components.prior_box import aligned_input_size
     from deploy.export import export_model_file

@@ -6,6 +6,7 @@ import os
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO_ROOT, SHIPPED_MODEL
 
 from components.config import cfg as default_cfg
 from components.config import validate_config
@@ -16,9 +17,8 @@ from components.postprocessing import (
     nonempty_detections,
     small_detections,
 )
+from components.preprocessing import letterbox_shape
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED_MODEL = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
 CROWDED = os.path.join(REPO_ROOT, "tests", "fixtures", "voc_mini", "JPEGImages", "1_Handshaking_Handshaking_1_420.jpg")
 PORTRAIT = os.path.join(REPO_ROOT, "tests", "fixtures", "voc_mini", "JPEGImages", "web_31vsIjDJ-XL__SY445_.jpg")
 NAMES = ["background", "mask", "unmask"]
@@ -60,6 +60,7 @@ def test_nonempty_detections_drops_boxes_without_width_or_height():
     np.testing.assert_allclose(kept.boxes, [[0, 0, 10, 10]])
 
 
+@pytest.mark.slow
 def test_no_detection_lies_wholly_in_the_letterbox_padding():
     """A portrait (445 x 297) is padded on the right to 4:3; at 2x the shipped model scores boxes there (above
     0.01 on this photo), which clip to the image edge with no width: Detector drops them, at every scale."""
@@ -123,20 +124,27 @@ def test_a_bad_face_size_limit_is_one_line_and_exit_2(capsys):
     assert err.count("\n") == 0 and "--test_large_face" in err
 
 
+@pytest.mark.slow
 def test_default_test_is_one_pass_and_tta_runs_the_shipped_model_at_three_scales():
     from components.config import apply_tta
     from components.detector import Detector
+    from components.prior_box import aligned_input_size
     single = Detector.from_path(SHIPPED_MODEL, default_cfg)
     assert single.test_scales == [1] and not single.flip_test and not single.rescaled
     detector = Detector(single.runtime, apply_tta(dict(single.cfg, tta=True)), single.trained_size)
     assert detector.test_scales == [1, 2, 0.5] and detector.flip_test
-    assert [other.input_size for _, other in detector.rescaled] == [(480, 640), (120, 160)]
-    # each pass runs on a canvas whose maps pad as at 240x320 (480 -> 496 rows; 120x160 -> 176x192), where
-    # every step divides the width, so each has its flip test
-    assert [other.network_size for _, other in detector.rescaled] == [(496, 640), (176, 192)]
+    height, width = single.trained_size
+    assert [other.input_size for _, other in detector.rescaled] == [(2 * height, 2 * width),
+                                                                    (round(height / 2), round(width / 2))]
+    # each pass runs on a canvas whose maps pad as at the trained size (for 240x320: 480x640 -> 496x640,
+    # 120x160 -> 176x192), where every step divides the width, so each has its flip test
+    assert [other.network_size for _, other in detector.rescaled] == [
+        aligned_input_size(other.input_size, single.trained_size, single.cfg["steps"]) for _, other in detector.rescaled]
+    assert all(other.network_size[1] % max(single.cfg["steps"]) == 0 for _, other in detector.rescaled)
     assert detector.rescaled[0][1].flip_test and detector.rescaled[1][1].flip_test
 
 
+@pytest.mark.slow
 def test_upscaled_pass_adds_only_small_faces_to_the_single_scale_result(crowded_rgb):
     from components.detector import Detector
     single = Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1]))
@@ -146,7 +154,8 @@ def test_upscaled_pass_adds_only_small_faces_to_the_single_scale_result(crowded_
     larger = multi.rescaled[0][1].detect(crowded_rgb, score_threshold=0.3)
     merged = multi.detect(crowded_rgb, score_threshold=0.3)
     limit = multi.small_face_pixels(crowded_rgb.shape)   # 64 px at 240x320 -> 128 px of this 640 px wide photo
-    assert limit == pytest.approx(64 * 640 / 320)
+    padded_height, padded_width = letterbox_shape(*crowded_rgb.shape[:2], single.input_size)
+    assert limit == pytest.approx(64 * padded_width / single.input_size[1])
     # every merged box comes from the single pass or is a small face of the 2x pass
     for box in merged.boxes:
         from_base = any(np.allclose(box, other, atol=1e-3) for other in base.boxes)
@@ -161,17 +170,20 @@ def test_upscaled_pass_adds_only_small_faces_to_the_single_scale_result(crowded_
     np.testing.assert_allclose(np.sort(again.scores), np.sort(base.scores), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_downscaled_pass_adds_only_large_faces_to_the_single_scale_result():
     from components.detector import Detector
     portrait = cv2.cvtColor(cv2.imread(PORTRAIT), cv2.COLOR_BGR2RGB)        # 297 x 445, one large face
     single = Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1]))
     multi = Detector(single.runtime, dict(single.cfg, test_scales=[1, 0.5], test_large_face=8))
-    assert multi.test_scales == [1, 0.5] and multi.rescaled[0][1].input_size == (120, 160)
+    height, width = single.input_size
+    assert multi.test_scales == [1, 0.5] and multi.rescaled[0][1].input_size == (round(height / 2), round(width / 2))
     base = single.detect(portrait, score_threshold=0.05)
     smaller = multi.rescaled[0][1].detect(portrait, score_threshold=0.05)
     merged = multi.detect(portrait, score_threshold=0.05)
     limit = multi.large_face_pixels(portrait.shape)     # 8 px at 240x320 -> about 8 * 445 / 240 px of this photo
-    assert limit == pytest.approx(8 * 445 / 240, rel=0.01)
+    padded_height, padded_width = letterbox_shape(*portrait.shape[:2], single.input_size)
+    assert limit == pytest.approx(8 * padded_height / height, rel=0.01)
     assert limit == pytest.approx(multi.small_face_pixels(portrait.shape) * 8 / multi.cfg["test_small_face"])
     assert len(smaller) > 0
     for box in merged.boxes:       # every merged box comes from the single pass or is a large face at 0.5x
@@ -185,6 +197,7 @@ def test_downscaled_pass_adds_only_large_faces_to_the_single_scale_result():
                                np.sort(base.scores), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_exports_run_one_scale(tiny_model, tmp_path):
     from components.detector import Detector
     from deploy.export import export_model_file
@@ -194,6 +207,7 @@ def test_exports_run_one_scale(tiny_model, tmp_path):
     assert detector.test_scales == [1] and not detector.rescaled
 
 
+@pytest.mark.slow
 def test_test_scales_benchmark_times_each_setting_in_one_table(tiny_model, capsys):
     from cli.benchmark_test_scales import main
     assert main(["--model_path", tiny_model, "--settings", "[1]; [1, 2]; [1, 2, 0.5]", "--runs", "1"]) == 0
@@ -205,6 +219,7 @@ def test_test_scales_benchmark_times_each_setting_in_one_table(tiny_model, capsy
     assert ratios[0] == 1.0 and ratios[1:] == pytest.approx([median / medians[0] for median in medians[1:]], rel=0.05)
 
 
+@pytest.mark.slow
 def test_test_scales_benchmark_measures_real_detect_calls(tiny_model):
     from deploy.test_scales import measure_test_scales
     photo = cv2.cvtColor(cv2.imread(PORTRAIT), cv2.COLOR_BGR2RGB)
