@@ -64,7 +64,7 @@ def test_a_keras_file_copied_alone_detects_exactly_as_with_its_sidecar(tmp_path)
     alone = shutil.copy(SHIPPED_MODEL, tmp_path / "alone")
     older = str(tmp_path / "older" / "mask_detector.keras")
     copy_without_spec(SHIPPED_MODEL, older)
-    shutil.copy(model_config_path(SHIPPED_MODEL), tmp_path / "older")   # the sidecar the repository ships
+    spec_sidecar(SHIPPED_MODEL, model_config_path(older))   # the sidecar an older release wrote beside it
     assert os.listdir(tmp_path / "alone") == ["mask_detector.keras"]
     images = [cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB) for path in SAMPLES]
     base = dict(cfg, flip_test=False, test_scales=[1])
