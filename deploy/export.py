@@ -245,9 +245,41 @@ def replace_deprecated_resize(proto: Any) -> None:
             attributes["nearest_mode"].s = b"round_prefer_ceil"
 
 
+def resize_to_sizes(proto: Any) -> None:
+    """Give each ``Resize`` that feeds an ``Add`` the output size of the Add's other operand (``sizes``) instead
+    of tf2onnx's ``scales``: an upsampling to an odd side (12 -> 23 rows at 368x512) has a scale that is not
+    exact in floating point, and floor(12 * 1.91666...) = 22 rows would not add to 23. Edits ``proto`` (an onnx
+    ModelProto) in place; resizes whose target cannot be inferred keep their scales."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+    inferred = shape_inference.infer_shapes(proto)
+    shapes = {value.name: [dim.dim_value for dim in value.type.tensor_type.shape.dim]
+              for value in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    consumers: dict[str, list[Any]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for node in proto.graph.node:
+        if node.op_type != "Resize" or len(node.input) != 3:
+            continue
+        targets = [shapes.get(other) for add in consumers.get(node.output[0], []) if add.op_type == "Add"
+                   for other in add.input if other != node.output[0]]
+        target = next((shape for shape in targets if shape and len(shape) == 4 and all(shape)), None)
+        if target is None:
+            continue
+        sizes = numpy_helper.from_array(np.array(target, np.int64), name=f"{node.name}_sizes")
+        proto.graph.initializer.append(sizes)
+        node.input[2] = ""
+        node.input.append(sizes.name)
+    used = {name for node in proto.graph.node for name in node.input}
+    for initializer in [item for item in proto.graph.initializer if item.name not in used]:
+        proto.graph.initializer.remove(initializer)   # the scales no node reads (onnxruntime warns of them)
+    onnx.checker.check_model(proto)
+
+
 def onnx_function_bytes(function: Any, input_signature: Sequence[tf.TensorSpec], opset: int = ONNX_OPSET) -> bytes:
     """The ONNX model (tf2onnx) of a tf.function with ``input_signature``, serialised (nearest-neighbour
-    resizes in current terms: :func:`replace_deprecated_resize`)."""
+    resizes in current terms: :func:`replace_deprecated_resize`, to the exact sizes: :func:`resize_to_sizes`)."""
     try:
         import tf2onnx
     except ImportError:
@@ -255,6 +287,7 @@ def onnx_function_bytes(function: Any, input_signature: Sequence[tf.TensorSpec],
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     model_proto, _ = tf2onnx.convert.from_function(function, input_signature=input_signature, opset=opset)
     replace_deprecated_resize(model_proto)
+    resize_to_sizes(model_proto)
     return model_proto.SerializeToString()
 
 

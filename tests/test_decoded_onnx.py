@@ -96,3 +96,21 @@ def test_failed_check_writes_nothing(pan_model, tmp_path, monkeypatch):
     with pytest.raises(ExportCheckError, match="nothing written"):
         export_model_file(pan_model, "onnx_decoded", str(tmp_path / "x_decoded.onnx"), log=lambda _: None)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("export_format", ["onnx", "onnx_decoded"])
+def test_an_upsampling_to_an_odd_side_exports_at_the_exact_size(export_format, tmp_path):
+    """At 184x256 (as at the shipped 368x512) the neck upsamples 12 rows to 23: tf2onnx's scale 23/12 is not exact
+    and gave 22 rows that do not add to 23; the Resize takes the size of the map it is added to."""
+    import onnx
+    from conftest import make_tiny_cfg
+
+    from network.network import build_model
+    from network.trainer import export_model
+    config = make_tiny_cfg()
+    config.update(network="rfb_pan", base_channel=4, input_size=(184, 256))
+    model_file = export_model(build_model(config), config, str(tmp_path), name="odd.keras")
+    report = export_model_file(model_file, export_format, str(tmp_path / f"odd_{export_format}.onnx"),
+                               log=lambda _: None)   # checked against the Keras model before it is written
+    resizes = [node for node in onnx.load(report.path).graph.node if node.op_type == "Resize"]
+    assert resizes and all(len(node.input) == 4 and node.input[2] == "" for node in resizes)
