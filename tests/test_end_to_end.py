@@ -115,7 +115,7 @@ def test_end_to_end_export_is_checked_against_the_python_path(fmt, exports, refe
 def test_end_to_end_model_is_evaluated_like_the_detector(fmt, exports, reference, voc_mini_tfrecords):
     """mAP.evaluation.evaluate runs an end-to-end file through ``detect_inputs`` (the letterboxed network inputs
     of the records): the float exports find what the Python path finds on them."""
-    from components.end_to_end_models import load_end_to_end
+    from components.end_to_end_models import Uint8ImageModel, load_end_to_end
     from deploy.end_to_end import compare_detections
     from mAP.evaluation import evaluate, evaluation_batches
     model = load_end_to_end(exports[fmt].path, reference.cfg)
@@ -129,7 +129,21 @@ def test_end_to_end_model_is_evaluated_like_the_detector(fmt, exports, reference
         result = compare_detections(want, got, 0.3)
         assert result["missed"] == result["extra"] == 0 and result["box_px"] < 0.5 and result["score"] < 0.01
     assert evaluate(model, voc_mini_tfrecords["val"]).mean_ap == pytest.approx(
-        evaluate(reference, voc_mini_tfrecords["val"]).mean_ap, abs=0.005)
+        evaluate(OnUint8Inputs(reference) if isinstance(model, Uint8ImageModel) else reference,
+                 voc_mini_tfrecords["val"]).mean_ap, abs=0.005)
+
+
+class OnUint8Inputs:
+    """``detector`` fed what an end-to-end file taking uint8 images is fed in ``evaluate``: each network input
+    rounded to the uint8 image it was made of (a marginal detection of the 368x512 model moves with that)."""
+
+    def __init__(self, detector):
+        self.detector, self.cfg = detector, detector.cfg
+
+    def detect_inputs(self, inputs, score_threshold=None):
+        from components.end_to_end_models import network_input_to_uint8
+        rounded = np.stack([network_input_to_uint8(image) for image in inputs]).astype(np.float32) / 127.5 - 1.0
+        return self.detector.detect_inputs(rounded, score_threshold)
 
 
 @pytest.mark.slow
