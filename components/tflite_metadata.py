@@ -57,12 +57,18 @@ def _string(table, slot):
     return table.String(offset + table.Pos).decode("utf-8", "replace") if offset else None
 
 
-def read_metadata(model_bytes: bytes) -> dict[str, bytes]:
-    """{name: bytes} of the ``metadata`` buffers of a TFLite flatbuffer. Raises MetadataError when the bytes
-    are not one (no ``TFL3`` identifier, or offsets out of range)."""
+def _tflite_data(model_bytes: bytes) -> bytes:
+    """``model_bytes`` as bytes; raises MetadataError unless they hold the TFL3 flatbuffer identifier."""
     data = bytes(model_bytes)
     if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
         raise MetadataError("not a TFLite model (no TFL3 flatbuffer identifier)")
+    return data
+
+
+def read_metadata(model_bytes: bytes) -> dict[str, bytes]:
+    """{name: bytes} of the ``metadata`` buffers of a TFLite flatbuffer. Raises MetadataError when the bytes
+    are not one (no ``TFL3`` identifier, or offsets out of range)."""
+    data = _tflite_data(model_bytes)
     try:
         model = _table(data, 0)
         buffers_start, buffers_count = _vector(model, 4)     # Model.buffers
@@ -263,9 +269,7 @@ def associated_files(model_bytes: bytes) -> dict[str, bytes]:
 
 def output_count(model_bytes: bytes) -> int:
     """The number of outputs of the main subgraph of a TFLite flatbuffer."""
-    data = bytes(model_bytes)
-    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
-        raise MetadataError("not a TFLite model (no TFL3 flatbuffer identifier)")
+    data = _tflite_data(model_bytes)
     try:
         model = _table(data, 0)
         subgraphs_start, subgraphs_count = _vector(model, 2)   # Model.subgraphs
