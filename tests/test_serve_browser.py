@@ -98,45 +98,63 @@ def served():
         yield server
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory, served):
-    """(path of the .y4m clip, the API's answer for each sample as the webcam shows it)."""
+def webcam_clip(folder, served, image_format=".jpg"):
+    """(path of a .y4m clip of the samples in ``folder``, the API's answer for each sample as the webcam shows it,
+    sent as ``image_format``: ".jpg" (quality 90, as the page's server mode sends) or ".png" (the very pixels the
+    page reads from the video))."""
     frames = [clip_frame(path) for path in SAMPLES]
-    path = str(tmp_path_factory.mktemp("clip") / "webcam.y4m")
+    path = str(folder / "webcam.y4m")
     write_y4m(path, [frame for frame in frames for _ in range(FRAMES_PER_SAMPLE)], CLIP_FPS)
+    options = [cv2.IMWRITE_JPEG_QUALITY, 90] if image_format == ".jpg" else []
+    content_type = "image/jpeg" if image_format == ".jpg" else "image/png"
     expected = []
     for frame in frames:
-        jpeg = cv2.imencode(".jpg", cv2.cvtColor(as_seen_through_i420(frame), cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-        expected.append(post_detect(served, jpeg, "image/jpeg"))
+        encoded = cv2.imencode(image_format, cv2.cvtColor(as_seen_through_i420(frame), cv2.COLOR_RGB2BGR),
+                               options)[1].tobytes()
+        expected.append(post_detect(served, encoded, content_type))
     return path, expected
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory, clip):
-    """A Chromium context whose fake webcam plays the clip; ``browser.requested`` lists every URL asked for."""
+def clip(tmp_path_factory, served):
+    """(path of the .y4m clip, the API's answer for each sample as the webcam shows it)."""
+    return webcam_clip(tmp_path_factory.mktemp("clip"), served)
+
+
+def chromium_context(profile_dir, video_path, viewport):
+    """A headless Chromium context (Debian's, through Playwright) whose fake webcam plays ``video_path``;
+    ``context.requests`` records every request its pages make (method, URL, body size)."""
     from playwright.sync_api import sync_playwright
     args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={clip[0]}",
+            "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={video_path}",
             "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync"]
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True, args=args,
-            viewport={"width": 1280, "height": 860}, permissions=["camera"])
-        context.requested = []
-        context.on("request", lambda request: context.requested.append(request.url))
+            str(profile_dir), executable_path=CHROMIUM, headless=True, args=args, viewport=viewport,
+            permissions=["camera"])
+        context.requests = []
+        context.on("request", lambda request: context.requests.append(
+            (request.method, request.url, len(request.post_data_buffer or b""))))
         try:
             yield context
         finally:
             context.close()
 
 
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory, clip):
+    """A Chromium context whose fake webcam plays the clip (``chromium_context``)."""
+    yield from chromium_context(tmp_path_factory.mktemp("chromium-profile"), clip[0], {"width": 1280, "height": 860})
+
+
 def page_state(page):
-    """What the page shows: counts (dataset of #counts) and the face list (label, box) of its last result."""
+    """What the page shows: counts (dataset of #counts), the face list (label, box) of its last result, the
+    frame rate, the time per frame and the message line."""
     return page.evaluate("""() => ({
         counts: {...document.getElementById("counts").dataset},
         faces: [...document.querySelectorAll("#faces li")].map(li => [li.dataset.label, JSON.parse(li.dataset.box)]),
         fps: document.getElementById("fps").textContent,
+        frameTime: document.getElementById("frame-time").textContent,
         message: document.getElementById("message").textContent,
     })""")
 
@@ -145,19 +163,23 @@ def counts_of(result):
     return int(result["counts"]["mask"]), int(result["counts"]["unmask"])
 
 
-def wait_for_update(page, source, after, timeout_s=30):
-    """The page state once #counts shows an update from ``source`` beyond number ``after``."""
+def wait_for_update(page, source, after, timeout_s=30, image_path=None):
+    """The page state once #counts shows an update from ``source`` beyond number ``after`` (and, with
+    ``image_path``, of an image of that file's size: a later result of the image shown before does not count)."""
+    width, height = (0, 0) if image_path is None else cv2.imread(image_path).shape[1::-1]
     page.wait_for_function(
-        "([source, after]) => { const d = document.getElementById('counts').dataset;"
-        " return d.source === source && Number(d.updates) > after; }", arg=[source, after],
-        timeout=timeout_s * 1000)
+        "([source, after, width, height]) => { const d = document.getElementById('counts').dataset;"
+        " return d.source === source && Number(d.updates) > after"
+        " && (!width || (Number(d.width) === width && Number(d.height) === height)); }",
+        arg=[source, after, width, height], timeout=timeout_s * 1000)
     return page_state(page)
 
 
 def assert_only_the_server_was_asked(browser, served):
     """The page (offline by design) asked for nothing but the server's own URLs."""
-    assert browser.requested
-    outside = [url for url in browser.requested if not url.startswith((served.url + "/", "blob:", "data:"))]
+    requested = [url for _, url, _ in browser.requests]
+    assert requested
+    outside = [url for url in requested if not url.startswith((served.url + "/", "blob:", "data:"))]
     assert outside == []
 
 
@@ -199,7 +221,7 @@ def test_uploaded_and_dropped_images_show_what_the_api_answers(served, browser):
     page = browser.new_page()
     page.goto(served.url + "/")
     page.set_input_files("#file-input", SAMPLES[1])
-    state = wait_for_update(page, "image", 0)
+    state = wait_for_update(page, "image", 0, image_path=SAMPLES[1])
     with open(SAMPLES[1], "rb") as handle:
         expected = post_detect(served, handle.read(), "image/jpeg")
     assert (int(state["counts"]["mask"]), int(state["counts"]["unmask"])) == counts_of(expected)
@@ -212,7 +234,7 @@ def test_uploaded_and_dropped_images_show_what_the_api_answers(served, browser):
         transfer.items.add(new File([new Uint8Array(bytes)], "dropped.jpg", {type: "image/jpeg"}));
         return transfer; }""", list(data))
     page.dispatch_event("#stage", "drop", {"dataTransfer": transfer})
-    state = wait_for_update(page, "image", int(state["counts"]["updates"]))
+    state = wait_for_update(page, "image", int(state["counts"]["updates"]), image_path=SAMPLES[0])
     expected = post_detect(served, data, "image/jpeg")
     assert (int(state["counts"]["mask"]), int(state["counts"]["unmask"])) == counts_of(expected)
     assert state["faces"] == [[label, box] for label, box in face_boxes(expected)]

@@ -18,21 +18,18 @@ import sys
 import time
 from types import SimpleNamespace
 
-import cv2
 import numpy as np
 import pytest
 from conftest import REPO_ROOT
 from test_serve_browser import (
     CHROMIUM,
-    CLIP_FPS,
-    FRAMES_PER_SAMPLE,
     SAMPLES,
-    as_seen_through_i420,
     assert_same_faces,
-    clip_frame,
+    chromium_context,
     face_boxes,
+    page_state,
     post_detect,
-    write_y4m,
+    webcam_clip,
 )
 
 MIN_IOU = 0.9                 # page box against the API's box for the same pixels
@@ -141,46 +138,16 @@ def served(model_and_detector):
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory, served):
-    """(path of a .y4m clip of the two samples, the API's answer for each sample as the webcam shows it)."""
-    frames = [clip_frame(path) for path in SAMPLES]
-    path = str(tmp_path_factory.mktemp("clip") / "webcam.y4m")
-    write_y4m(path, [frame for frame in frames for _ in range(FRAMES_PER_SAMPLE)], CLIP_FPS)
-    expected = []
-    for frame in frames:   # PNG: the server sees the very pixels the page reads from the video
-        png = cv2.imencode(".png", cv2.cvtColor(as_seen_through_i420(frame), cv2.COLOR_RGB2BGR))[1].tobytes()
-        expected.append(post_detect(served, png, "image/png"))
-    return path, expected
+    """(path of a .y4m clip of the two samples, the API's answer for each sample as the webcam shows it, sent as
+    PNG: the server sees the very pixels the page reads from the video)."""
+    return webcam_clip(tmp_path_factory.mktemp("clip"), served, ".png")
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory, clip):
-    """A Chromium context whose fake webcam plays the clip; ``browser.requests`` records every request the pages
-    make (method, URL, body size)."""
-    from playwright.sync_api import sync_playwright
-    args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={clip[0]}",
-            "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync"]
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True, args=args,
-            viewport=SCREENSHOT_VIEWPORT, permissions=["camera"])
-        context.requests = []
-        context.on("request", lambda request: context.requests.append(
-            (request.method, request.url, len(request.post_data_buffer or b""))))
-        try:
-            yield context
-        finally:
-            context.close()
-
-
-def page_state(page):
-    return page.evaluate("""() => ({
-        counts: {...document.getElementById("counts").dataset},
-        faces: [...document.querySelectorAll("#faces li")].map(li => [li.dataset.label, JSON.parse(li.dataset.box)]),
-        fps: document.getElementById("fps").textContent,
-        frameTime: document.getElementById("frame-time").textContent,
-        message: document.getElementById("message").textContent,
-    })""")
+    """A Chromium context whose fake webcam plays the clip (``chromium_context``: ``browser.requests`` records every
+    request the pages make)."""
+    yield from chromium_context(tmp_path_factory.mktemp("chromium-profile"), clip[0], SCREENSHOT_VIEWPORT)
 
 
 def wait_for_update(page, source, after, timeout_s=60):
