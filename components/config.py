@@ -89,7 +89,8 @@ cfg: dict[str, Any] = {
     # inference
     "keep_aspect": True,      # pad images at the bottom / right to the input aspect ratio instead of stretching
     # the default is one network pass per image (what every export and app runs); tta turns on test-time
-    # augmentation: the flip test and test_scales TTA_SCALES (about 5 passes), unless those two are given
+    # augmentation: the flip test and test_scales TTA_SCALES (six passes where each scale has its flip test),
+    # unless those two are given
     "tta": False,
     "flip_test": False,       # also run each image mirrored and average the two predictions (2x the compute;
                               # only where every step divides the input width, else a single pass)
@@ -204,8 +205,8 @@ CONFIG_HELP = {
     "log_dir": "TensorBoard log folder",
     "seed": "random seed",
     "keep_aspect": "pad images to the input aspect ratio instead of stretching",
-    "tta": "test-time augmentation: the flip test and test_scales [1, 2, 0.5], about 5 network passes per image "
-           "(default: one pass)",
+    "tta": "test-time augmentation: the flip test and test_scales [1, 2, 0.5], up to six network passes per "
+           "image (default: one pass)",
     "flip_test": "also run each image mirrored and average (2x compute)",
     "test_scales": "multi-scale test: input_size multiples each image also runs at, whole ones above 1 or "
                    "fractions below ([1]: one scale; .keras only)",
