@@ -38,8 +38,8 @@ def body(args, cfg):
     for path in tfrecords:
         cli.check_exists(path, "validation TFRecord", "file")
     cli.check_exists(args.model_path, "model")
-    from components.model_files import resolve_model_path
     from deploy.input_size import measure_sizes, render_sizes
+    from runtime.model_files import resolve_model_path
     results = measure_sizes(resolve_model_path(args.model_path), sizes, tfrecords, args.runs,
                             log=lambda message: print(message, file=sys.stderr))
     print(render_sizes(results))

@@ -56,8 +56,8 @@ def body(args, cfg):
     settings = parse_settings(args.settings)
     cli.check_at_least("--runs", args.runs, 1)
     cli.check_exists(args.model_path, "model")
-    from components.model_files import resolve_model_path
-    from components.runtimes import model_format
+    from runtime.adapters import model_format
+    from runtime.model_files import resolve_model_path
     model_file = resolve_model_path(args.model_path)
     if model_format(model_file) != "keras":
         raise ProjectError(f"--model_path: {model_file}: the multi-scale test runs .keras models only")

@@ -112,7 +112,7 @@ def body(args, cfg):
     sets = evaluation_sets(args)
     image_names = {item.name: read_split(item.dataset_path, item.split) for item in sets}
     cli.check_exists(args.model_path, "model")
-    from components.detector import Detector  # imports TensorFlow: only once the cheap checks passed
+    from runtime.detector import Detector  # imports TensorFlow: only once the cheap checks passed
     detector = Detector.from_path(args.model_path, cfg, cli.inference_size(args, cfg))
     cli.print_notes(detector)
     if args.data or cli.given(args, "labels_list"):

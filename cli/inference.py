@@ -15,7 +15,7 @@ one line per face, ``<class> <score> <left> <top> <right> <bottom>`` in pixels o
 Video and camera modes draw a smoothed FPS counter, write ``--output`` (mp4) when given and show a window
 with ``--show`` (the camera shows one unless ``--output`` is given); press q or Ctrl-C to stop. Both take a
 file, a camera index or a stream URL (``rtsp://``, ``http(s)://``, e.g. an MJPG camera); a live source that
-drops is reopened up to ``--stream_reconnect_attempts`` times with a growing wait (``components/video_source.py``)
+drops is reopened up to ``--stream_reconnect_attempts`` times with a growing wait (``runtime/video_source.py``)
 before the run ends with exit status 1 (the frames so far are written); a file that ends is just the end.
 
 Batch mode annotates every file of ``--img_dir`` (not its subfolders) into ``--output_dir`` (default
@@ -34,10 +34,11 @@ import sys
 from tqdm import tqdm
 
 import cli
-from components.batch_inference import DETECTIONS_JSON, SUMMARY_CSV, list_image_files, run_batch
 from components.config import DETECTION_KEYS, STREAM_KEYS
 from components.drawing import ANNOTATED_PREFIX
-from components.media import (
+from dataset.voc import read_image_bgr
+from runtime.batch import DETECTIONS_JSON, SUMMARY_CSV, list_image_files, run_batch
+from runtime.media import (
     UsageError,
     detection_lines,
     open_video_source,
@@ -46,8 +47,7 @@ from components.media import (
     run_stream,
     summary_line,
 )
-from components.video_source import is_stream_url, parse_source
-from dataset.voc import read_image_bgr
+from runtime.video_source import is_stream_url, parse_source
 
 DEFAULT_MODEL_PATH = cli.DEFAULT_MODEL_PATH
 
@@ -69,7 +69,7 @@ def load_detector(model_path, cfg, input_size=None):
     the input size unless ``input_size`` (h, w) is given."""
     if not os.path.exists(model_path):
         raise UsageError(f"{model_path}: model not found")
-    from components.detector import Detector  # imports TensorFlow: only once the cheap checks passed
+    from runtime.detector import Detector  # imports TensorFlow: only once the cheap checks passed
     detector = Detector.from_path(model_path, cfg, input_size)
     cli.print_notes(detector)
     return detector
@@ -132,7 +132,7 @@ def run_stream_mode(args, cfg):
 
 
 def run_batch_mode(args, cfg):
-    """``--img_dir``: checks, then ``components.batch_inference.run_batch``."""
+    """``--img_dir``: checks, then ``runtime.batch.run_batch``."""
     if not os.path.isdir(args.img_dir):
         raise UsageError(f"{args.img_dir}: image folder not found")
     if not list_image_files(args.img_dir):

@@ -116,7 +116,7 @@ def page_model(args, model_file, cfg, server=True):
 
 def write_static(args, cfg):
     """serve.py --static DIR: the page and the model as plain files."""
-    from components.model_files import load_model_config, resolve_model_path
+    from runtime.model_files import load_model_config, resolve_model_path
     from serving.web_model import write_static_site
     model_file = resolve_model_path(args.model_path)
     size = cli.inference_size(args, cfg)

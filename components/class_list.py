@@ -1,6 +1,6 @@
 """Class names travel with the data and the model: a TFRecord's class list is stored beside it
 (``<name>.classes.json``, written by dataset/voc_to_tfrecord.py) as a model's is in its sidecar
-(components/model_files.py). Where two meet, :func:`class_mismatch` says in one line which names differ."""
+(runtime/model_files.py). Where two meet, :func:`class_mismatch` says in one line which names differ."""
 from __future__ import annotations
 
 import json

@@ -114,7 +114,7 @@ def draw_detections(image_bgr: np.ndarray, detections: Any, fps: float | None = 
     Args:
         image_bgr: uint8 [H, W, 3] BGR image (left unchanged).
         detections: anything with ``boxes`` [K, 4] (left, top, right, bottom, pixels of this image),
-            ``scores`` [K] and ``labels()`` -> K class names, e.g. ``components.detector.Detections``.
+            ``scores`` [K] and ``labels()`` -> K class names, e.g. ``runtime.detector.Detections``.
         fps: frames per second to print in a corner clear of the boxes and labels (``corner_rectangle``), or
             None for no overlay.
     Returns:

@@ -131,7 +131,7 @@ def _random_offsets(extra_width, extra_height, seed):
 def pad_to_aspect(image: tf.Tensor, boxes: tf.Tensor, target_aspect: float | tf.Tensor, fill_value: int = 127,
                   seed: tf.Tensor | None = None, random_placement: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
     """Pad with ``fill_value`` so that width / height == ``target_aspect`` (each side rounded up to a pixel,
-    as ``components.preprocessing.letterbox_shape``); boxes (normalised corner form) stay on their faces.
+    as ``runtime.preprocessing.letterbox_shape``); boxes (normalised corner form) stay on their faces.
 
     The image is placed at a random offset, or at the top-left corner when ``random_placement`` is False
     (the letterbox of inference).
@@ -212,7 +212,7 @@ def prepare_for_evaluation(image_rgb: tf.Tensor | np.ndarray, boxes: tf.Tensor |
 def preprocess_for_inference(image_rgb: tf.Tensor | np.ndarray, input_size: Sequence[int],
                              keep_aspect: bool = True) -> tf.Tensor:
     """uint8 RGB [H, W, 3] -> normalised float32 network input at ``input_size``, letterboxed when
-    ``keep_aspect`` (the reference for ``components.detector.preprocess_images``)."""
+    ``keep_aspect`` (the reference for ``runtime.detector.preprocess_images``)."""
     return prepare_for_evaluation(image_rgb, tf.zeros([0, 4]), input_size, keep_aspect)[0]
 
 

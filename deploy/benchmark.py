@@ -201,7 +201,7 @@ def load_average() -> str:
 def export_formats(model_file: str, formats: Sequence[str], export_dir: str, calibration_tfrecord: str | None,
                    num_calibration: int, log: Callable[[str], Any]) -> dict[str, str]:
     """{format: path} of ``model_file`` exported (and checked) to each of ``formats`` in ``export_dir``."""
-    from components.model_files import load_model_config
+    from runtime.model_files import load_model_config
     stem = os.path.splitext(os.path.basename(model_file))[0]
     paths = {"keras": model_file}
     for fmt in FORMATS[1:]:
@@ -229,7 +229,7 @@ def load_entries(paths: Mapping[str, str]) -> list[Entry]:
     XNNPACK (timed only: its mAP is that of the same model)."""
     from components.config import apply_tta
     from components.config import cfg as default_cfg
-    from components.detector import Detector
+    from runtime.detector import Detector
     one_pass_cfg = dict(default_cfg, tta=False, flip_test=False, test_scales=[1])
     entries = []
     for fmt in FORMATS:
@@ -346,9 +346,9 @@ def score_rows(entries: Sequence[Entry], rows: Sequence[Row], val_tfrecords: Seq
 
 
 def video_fps(detector: Any, video_path: str) -> tuple[int, float]:
-    """(frames, seconds) of ``components.media.run_stream`` -- what ``inference.py --video`` runs per frame:
+    """(frames, seconds) of ``runtime.media.run_stream`` -- what ``inference.py --video`` runs per frame:
     decode, ``detect`` (preprocess, every pass, NMS), draw -- over the whole clip, no output file."""
-    from components.media import run_stream
+    from runtime.media import run_stream
     capture = cv2.VideoCapture(video_path)
     ok, frame = capture.read()
     if not ok:
@@ -396,7 +396,7 @@ def measure(model_path: str, formats: Sequence[str] = FORMATS,
     reference .tflite, timed in the same rounds and scored the same way (None: left out). ``eval_limit``: score
     the first records of each set only (tests). Returns BenchmarkResults.
     """
-    from components.model_files import resolve_model_path
+    from runtime.model_files import resolve_model_path
     model_file = resolve_model_path(model_path)
     results = BenchmarkResults(model_file, datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), load_average(),
                                runs=runs, warmup=warmup, video_size=tuple(video_size))

@@ -109,7 +109,7 @@ def video_lines(results: BenchmarkResults) -> list[str]:
     width, height = results.video_size
     lines = [f"End-to-end video ({results.video_rows[0].frames // VIDEO_ROUNDS} frames of {width}x{height}, mp4v, "
              f"each path over the whole clip in {VIDEO_ROUNDS} rounds, in turn): what `inference.py --video CLIP` "
-             "runs per frame (`components.media.run_stream`: decode, preprocess, every pass, NMS, draw; no output "
+             "runs per frame (`runtime.media.run_stream`: decode, preprocess, every pass, NMS, draw; no output "
              "file).", ""]
     rows = [{"path": f"{row.label} {row.setting}" + (" (fastest one pass)" if row.label == results.fastest
                                                      and row.setting == ONE_PASS else ""),
@@ -146,7 +146,7 @@ def render(results: BenchmarkResults) -> str:
     lines += [""] + [f"Note: {note}" for note in results.notes]
     if not results.val_sets:
         lines.append("mAP not computed (`--skip_map`, or no validation TFRecord found).")
-    lines += ["Shared post-processing (decode + class-wise NMS, batch 1, `components.postprocessing.postprocess`): "
+    lines += ["Shared post-processing (decode + class-wise NMS, batch 1, `runtime.postprocessing.postprocess`): "
               f"{results.post_default_ms:.2f} ms at score threshold {results.score_threshold:g} (inference), "
               f"{results.post_low_ms:.2f} ms at 0.01 (mAP)."]
     lines += comparison_lines(results)

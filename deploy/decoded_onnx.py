@@ -1,14 +1,14 @@
 """Decoded ONNX for OpenCV DNN and the browser (``export.py --format onnx_decoded``, default output
 ``<stem>_decoded.onnx``): the network with box decoding and class probabilities inside, and nothing that
 OpenCV 4.x or 5.x DNN cannot import (no NMS, no flip test, fixed input shape); NMS is the app's
-(``cv2.dnn.NMSBoxesBatched``, a few lines of JavaScript). The file layout: ``components/end_to_end_models.py``
+(``cv2.dnn.NMSBoxesBatched``, a few lines of JavaScript). The file layout: ``runtime/end_to_end_models.py``
 (``DecodedOnnx``); the ONNX ``metadata_props`` hold what an app needs to feed and read it
-(:func:`decoded_metadata`) and the model spec (``components.model_files``, key ``facemask_spec``, with a
+(:func:`decoded_metadata`) and the model spec (``runtime.model_files``, key ``facemask_spec``, with a
 ``decoded`` entry: :func:`decoded_spec`).
 
 Before it is published the staged file is run by OpenCV DNN and by onnxruntime on the sample images: the boxes
 and probabilities against the Keras model's (``components.box_utils.decode_boxes`` and softmax of its raw
-output), and the detections after NMS (``cv2.dnn.NMSBoxesBatched``) against ``components.detector.Detector``
+output), and the detections after NMS (``cv2.dnn.NMSBoxesBatched``) against ``runtime.detector.Detector``
 (one pass, no flip test), with the tolerances of the other exports.
 """
 from __future__ import annotations
@@ -20,12 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from components.box_utils import decode_boxes
-from components.detector import Detector
-from components.end_to_end_models import DECODED_INPUT, DECODED_OUTPUTS, DecodedOnnx
-from components.model_files import model_spec, publish_model
-from components.preprocessing import PAD_VALUE
 from components.prior_box import priors_from_config
-from components.runtimes import KerasRuntime, frozen_function, onnx_session
 from deploy.end_to_end import (
     E2E_BOX_TOLERANCE_PX,
     E2E_SCORE_TOLERANCE,
@@ -43,6 +38,11 @@ from deploy.export import (
     path_size,
     sample_images,
 )
+from runtime.adapters import KerasRuntime, frozen_function, onnx_session
+from runtime.detector import Detector
+from runtime.end_to_end_models import DECODED_INPUT, DECODED_OUTPUTS, DecodedOnnx
+from runtime.model_files import model_spec, publish_model
+from runtime.preprocessing import PAD_VALUE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -75,7 +75,7 @@ def decoded_function(predict: Callable[[tf.Tensor], tf.Tensor], cfg: dict[str, A
 
 def decoded_metadata(cfg: dict[str, Any]) -> dict[str, str]:
     """The ONNX ``metadata_props`` (str -> str) of a decoded export: what an app needs to feed it and read it
-    (``components.model_files.publish_model`` adds the model spec)."""
+    (``runtime.model_files.publish_model`` adds the model spec)."""
     height, width = (int(side) for side in cfg["input_size"])
     return {
         "labels": json.dumps(list(cfg["labels_list"][1:])),
@@ -91,7 +91,7 @@ def decoded_metadata(cfg: dict[str, Any]) -> dict[str, str]:
 
 
 def decoded_spec(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The model spec of a decoded export (``components.model_files.model_spec``) with what the graph does."""
+    """The model spec of a decoded export (``runtime.model_files.model_spec``) with what the graph does."""
     spec = model_spec(cfg)
     spec["decoded"] = {key: value for key, value in decoded_metadata(cfg).items() if key in ("input", "outputs")}
     return spec
@@ -121,7 +121,7 @@ def compare_decoded(model: keras.Model, path: str, images: Sequence[np.ndarray],
                     cfg: dict[str, Any]) -> tuple[float, float]:
     """(max |diff| of the probabilities, of the boxes in network-input pixels) of the decoded file at ``path``
     run by OpenCV DNN and by onnxruntime, against the Keras model on ``images`` (uint8 RGB)."""
-    from components.preprocessing import preprocess_images
+    from runtime.preprocessing import preprocess_images
     height, width = cfg["input_size"]
     scale = np.array([width, height, width, height], np.float32)
     priors = np.asarray(priors_from_config(cfg), np.float32)

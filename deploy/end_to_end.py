@@ -1,19 +1,19 @@
 """End-to-end exports: preprocessing, network, flip test, box decoding and NMS in one graph, so that a
 deployment needs only its runtime (TensorFlow, LiteRT or onnxruntime), not this project's code
-(``export.py --end_to_end``; the file layout: ``components/end_to_end_models.py``).
+(``export.py --end_to_end``; the file layout: ``runtime/end_to_end_models.py``).
 
 Graphs:
 
 * :func:`detection_outputs` (SavedModel and ONNX): uint8 RGB images of any size in, letterboxed inside the
-  graph (:func:`letterbox_graph`, as ``components.preprocessing.preprocess_images``), the network (and the flip
-  test, ``components.postprocessing.merge_mirrored_predictions``), then ``components.postprocessing.postprocess``;
+  graph (:func:`letterbox_graph`, as ``runtime.preprocessing.preprocess_images``), the network (and the flip
+  test, ``runtime.postprocessing.merge_mirrored_predictions``), then ``runtime.postprocessing.postprocess``;
   outputs in the TF Object Detection API convention.
 * :func:`tflite_detection_function` (TFLite): the network input, the network, the flip test and the standard
   ``TFLite_Detection_PostProcess`` custom op (class-wise NMS), in the order the TFLite Task Library and
   MediaPipe read.
 
-:func:`export_end_to_end_file` writes one, loads it with its runtime (``components.end_to_end_models``) and
-checks it against the Python path (``components.detector.Detector``) before publishing it.
+:func:`export_end_to_end_file` writes one, loads it with its runtime (``runtime.end_to_end_models``) and
+checks it against the Python path (``runtime.detector.Detector``) before publishing it.
 """
 from __future__ import annotations
 
@@ -27,21 +27,7 @@ import tensorflow as tf
 
 from components.atomic_io import write_text_atomically
 from components.box_utils import iou_matrix
-from components.detector import Detector
-from components.end_to_end_models import (
-    ENCODED_INPUT,
-    ENCODED_SIGNATURE,
-    IMAGE_INPUT,
-    IMAGE_SIGNATURE,
-    TFLITE_POSTPROCESS_OP,
-    YX_ORDER,
-    load_end_to_end,
-)
-from components.model_files import model_spec, publish_model
-from components.postprocessing import merge_mirrored_predictions, postprocess
-from components.preprocessing import PAD_VALUE
 from components.prior_box import mirror_index, priors_from_config
-from components.runtimes import KerasRuntime, frozen_function
 from deploy.export import (
     DEFAULT_EXPORT_DIR,
     DEFAULT_NUM_CALIBRATION,
@@ -55,6 +41,20 @@ from deploy.export import (
     sample_images,
 )
 from mAP.evaluation import evaluate
+from runtime.adapters import KerasRuntime, frozen_function
+from runtime.detector import Detector
+from runtime.end_to_end_models import (
+    ENCODED_INPUT,
+    ENCODED_SIGNATURE,
+    IMAGE_INPUT,
+    IMAGE_SIGNATURE,
+    TFLITE_POSTPROCESS_OP,
+    YX_ORDER,
+    load_end_to_end,
+)
+from runtime.model_files import model_spec, publish_model
+from runtime.postprocessing import merge_mirrored_predictions, postprocess
+from runtime.preprocessing import PAD_VALUE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 
     import keras
 
-    from components.postprocessing import Detections
+    from runtime.postprocessing import Detections
 
 TFLITE_OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 # ops under this name scope (class probabilities, flip-test merge) stay float in an int8 TFLite model: int8
@@ -82,8 +82,8 @@ def letterbox_graph(images: tf.Tensor, input_size: Sequence[int]) -> tuple[tf.Te
     """uint8 RGB images [B, H, W, 3] (one size) -> (network input [B, h, w, 3] float32 in [-1, 1], scale [B, 2]).
 
     Pads the bottom / right with ``PAD_VALUE`` to the aspect ratio of ``input_size`` (each side rounded up, as
-    ``components.preprocessing.letterbox_shape``), bilinear resize with half-pixel centres, (x - 127.5) / 127.5:
-    the same as ``components.preprocessing.preprocess_images`` within 2e-4. ``scale`` is (padded H / H,
+    ``runtime.preprocessing.letterbox_shape``), bilinear resize with half-pixel centres, (x - 127.5) / 127.5:
+    the same as ``runtime.preprocessing.preprocess_images`` within 2e-4. ``scale`` is (padded H / H,
     padded W / W): it turns boxes normalised to the network input into boxes normalised to the image.
     """
     shape = tf.shape(images)
@@ -108,7 +108,7 @@ def network_batch(inputs: tf.Tensor, mirror: np.ndarray | None) -> tf.Tensor:
 
 def offsets_and_probabilities(raw: tf.Tensor, batch: int | tf.Tensor, mirror: np.ndarray | None) -> tf.Tensor:
     """[batch, P, 4 + C] offsets and class probabilities from the network output of :func:`network_batch`
-    (the flip-test merge of ``components.postprocessing`` with ``mirror``)."""
+    (the flip-test merge of ``runtime.postprocessing`` with ``mirror``)."""
     if mirror is None:
         return tf.concat([raw[..., :4], tf.nn.softmax(raw[..., 4:], axis=-1)], axis=-1)
     return merge_mirrored_predictions(raw[:batch], raw[batch:], mirror)
@@ -117,7 +117,7 @@ def offsets_and_probabilities(raw: tf.Tensor, batch: int | tf.Tensor, mirror: np
 def detection_outputs(predict: Callable[[tf.Tensor], tf.Tensor], inputs: tf.Tensor, scale: tf.Tensor,
                       cfg: dict[str, Any], priors: np.ndarray, mirror: np.ndarray | None, score_threshold: float,
                       max_detections: int) -> dict[str, tf.Tensor]:
-    """TF OD API outputs (``components.end_to_end_models.OUTPUT_KEYS``) of network inputs [B, h, w, 3] whose
+    """TF OD API outputs (``runtime.end_to_end_models.OUTPUT_KEYS``) of network inputs [B, h, w, 3] whose
     images were letterboxed with ``scale`` [B, 2] (see :func:`letterbox_graph`), through ``postprocess``."""
     merged = offsets_and_probabilities(predict(network_batch(inputs, mirror)), tf.shape(inputs)[0], mirror)
     boxes, scores, classes, valid = postprocess(merged, priors, cfg, score_threshold, max_detections=max_detections,
@@ -384,7 +384,7 @@ def end_to_end_output(model_file: str, export_format: str) -> str:
 
 
 def end_to_end_spec(cfg: dict[str, Any], export_format: str) -> dict[str, Any]:
-    """The model spec of an end-to-end export: the model's (``components.model_files.model_spec``) and what the
+    """The model spec of an end-to-end export: the model's (``runtime.model_files.model_spec``) and what the
     file's graph does (``end_to_end``: inputs, outputs, thresholds, flip test)."""
     spec = model_spec(cfg)
     tflite = export_format in ("tflite", "tflite_int8")
@@ -436,8 +436,8 @@ def export_end_to_end_file(model_path: str, export_format: str, output: str | No
                            log: Callable[[str], Any] = print, input_size: Sequence[int] | None = None,
                            calibration_images_dir: str | None = None) -> EndToEndReport:
     """Export the ``.keras`` model at ``model_path`` as an end-to-end ``export_format`` model, then check it
-    with its runtime against the Python path (``components.detector.Detector`` with the same config) before
-    publishing it (``components.model_files.publish_model``).
+    with its runtime against the Python path (``runtime.detector.Detector`` with the same config) before
+    publishing it (``runtime.model_files.publish_model``).
 
     Checks: on ``check_images`` (default assets/*.jpg) every reference detection (score >=
     ``cfg['score_threshold']``) has its counterpart and no other appears; float formats within

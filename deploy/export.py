@@ -6,7 +6,7 @@
 
 Every export takes the model's fixed input size (240x320 by default), goes to ``runs/export/<stem><suffix>``
 unless ``--output`` says otherwise, and is written atomically (staged in a temporary folder beside the output,
-checked, then renamed into place) with the model spec inside it (``components.model_files.embed_spec``:
+checked, then renamed into place) with the model spec inside it (``runtime.model_files.embed_spec``:
 classes, input size, anchors, normalisation), so that ``inference.py --model_path <output>`` and
 ``mAP/detect.py`` load it with no other setting.
 
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
-    from components.detector import Detector
+    from runtime.detector import Detector
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -128,12 +128,12 @@ def write_saved_model(model: keras.Model, input_size: Sequence[int], path: str, 
     """Write a SavedModel folder at ``path`` whose ``serve`` function (also the ``serving_default``
     signature) takes [batch, h, w, 3] float32 and returns the raw predictions.
 
-    ``frozen``: the weights are constants of the graph (``components.runtimes.frozen_function``), which
+    ``frozen``: the weights are constants of the graph (``runtime.adapters.frozen_function``), which
     TensorFlow runs about a third faster; otherwise Keras's own export, with variables.
     """
     import tensorflow as tf
 
-    from components.runtimes import frozen_function
+    from runtime.adapters import frozen_function
     spec = tf.TensorSpec([batch, *input_size, 3], tf.float32, name="images")
     if not frozen:
         model.export(path, format="tf_saved_model", input_signature=[spec], verbose=False)
@@ -146,11 +146,11 @@ def write_saved_model(model: keras.Model, input_size: Sequence[int], path: str, 
 
 def calibration_images(tfrecord_path: str, input_size: Sequence[int], count: int, seed: int = 0) -> list[np.ndarray]:
     """``count`` training images [1, h, w, 3] float32, drawn (shuffled with ``seed``) from a TFRecord and
-    preprocessed exactly as at inference (``components.detector.preprocess_images``)."""
+    preprocessed exactly as at inference (``runtime.detector.preprocess_images``)."""
     import tensorflow as tf
 
-    from components.preprocessing import preprocess_images
     from dataset.tf_dataset_preprocess import parse_example
+    from runtime.preprocessing import preprocess_images
     if not os.path.isfile(tfrecord_path):
         raise ExportError(f"{tfrecord_path}: calibration TFRecord not found")
     dataset = tf.data.TFRecordDataset(tfrecord_path).shuffle(CALIBRATION_SHUFFLE_BUFFER, seed=seed).take(count)
@@ -167,7 +167,7 @@ def calibration_folder_images(folder: str, input_size: Sequence[int], count: int
     the folder when it is missing or holds no readable image."""
     import cv2
 
-    from components.preprocessing import preprocess_images
+    from runtime.preprocessing import preprocess_images
     if not os.path.isdir(folder):
         raise ExportError(f"{folder}: calibration image folder not found")
     names = sorted(name for name in os.listdir(folder) if name.lower().endswith(CALIBRATION_EXTENSIONS))
@@ -355,9 +355,9 @@ def load_export_source(model_path: str, export_format: str,
     given, rounded up to the nearest size whose maps sit on the image as at the trained size
     (``components.prior_box.aligned_input_size``); raises ExportError for an unknown format or another kind
     of model."""
-    from components.model_files import load_model_config, resolve_model_path
     from components.prior_box import aligned_input_size
-    from components.runtimes import is_saved_model_dir, load_keras_model
+    from runtime.adapters import is_saved_model_dir, load_keras_model
+    from runtime.model_files import load_model_config, resolve_model_path
     if export_format not in EXPORT_FORMATS:
         raise ExportError(f"unknown format {export_format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
     model_file = resolve_model_path(model_path)
@@ -387,11 +387,11 @@ def export_model_file(model_path: str, export_format: str, output: str | None = 
             records it; the fully convolutional network runs at any size).
     Returns:
         ExportReport. Raises ExportError (ExportCheckError when a float export does not match; nothing is
-        written then) or components.runtimes.ModelLoadError for a model that cannot be loaded.
+        written then) or runtime.adapters.ModelLoadError for a model that cannot be loaded.
     """
-    from components.detector import Detector
-    from components.model_files import publish_model
-    from components.runtimes import KerasRuntime, load_runtime
+    from runtime.adapters import KerasRuntime, load_runtime
+    from runtime.detector import Detector
+    from runtime.model_files import publish_model
 
     if export_format == "onnx_decoded":
         from deploy.decoded_onnx import export_decoded_onnx_file

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
-    from components.detector import Detector
+    from runtime.detector import Detector
 
 
 @dataclass
@@ -34,8 +34,8 @@ class SizeResult:
 def detectors_at(model_file: str, input_size: Sequence[int], export_dir: str,
                  log: Callable[[str], Any]) -> dict[str, Detector]:
     """{runtime: Detector} of ``model_file`` at ``input_size``: the Keras model and a float TFLite export."""
-    from components.detector import Detector
     from deploy.export import export_model_file
+    from runtime.detector import Detector
     tflite = os.path.join(export_dir, f"model_{input_size[0]}x{input_size[1]}.tflite")
     log(f"exporting tflite at {input_size[0]}x{input_size[1]}")
     export_model_file(model_file, "tflite", tflite, log=lambda message: None, input_size=input_size)

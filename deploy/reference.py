@@ -17,8 +17,8 @@ import numpy as np
 
 from components.box_utils import class_agnostic_nms, decode_boxes
 from components.config import cfg as default_cfg
-from components.postprocessing import Detections
-from components.runtimes import ModelLoadError, tflite_interpreter
+from runtime.adapters import ModelLoadError, tflite_interpreter
+from runtime.postprocessing import Detections
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

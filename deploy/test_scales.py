@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-    from components.detector import Detector
+    from runtime.detector import Detector
 
 
 @dataclass
@@ -44,7 +44,7 @@ def measure_test_scales(model_file: str, scale_settings: Sequence[Sequence[float
     ``scale_settings`` (lists starting with 1), on ``images_rgb`` (default: the sample photos), after ``warmup``
     untimed rounds. The settings are timed in turn, round by round, so that a change of load hits them all
     alike."""
-    from components.detector import Detector
+    from runtime.detector import Detector
     images_rgb = sample_images() if images_rgb is None else images_rgb
     base = Detector.from_path(model_file, dict(cfg, test_scales=[1]))
     detectors = [Detector(base.runtime, dict(base.cfg, test_scales=list(scales)), base.trained_size)

@@ -69,7 +69,7 @@ class GroundTruth:
 @dataclass
 class ScoredBoxes:
     """One image's detections as evaluation reads them: ``labels`` [D] class names, ``scores`` [D], ``boxes``
-    [D, 4] pixels (the detector's own, with class ids, are ``components.postprocessing.Detections``)."""
+    [D, 4] pixels (the detector's own, with class ids, are ``runtime.postprocessing.Detections``)."""
     labels: list = field(default_factory=list)
     scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))

@@ -36,10 +36,10 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from components.detector import Detector
-    from components.end_to_end_models import EndToEndModel
-    from components.postprocessing import Detections
     from dataset.voc import Annotation
+    from runtime.detector import Detector
+    from runtime.end_to_end_models import EndToEndModel
+    from runtime.postprocessing import Detections
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT_DIR = os.path.join(REPO_ROOT, "mAP")

@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from components.detector import Detector
-    from components.end_to_end_models import EndToEndModel
     from mAP.compute_mAP import Evaluation
+    from runtime.detector import Detector
+    from runtime.end_to_end_models import EndToEndModel
 
 LABEL_PADDING = -100   # fills the label rows of a batch beyond an image's boxes (ignored boxes are -1)
 DEFAULT_SCORE_THRESHOLD = 0.01
@@ -70,9 +70,9 @@ def evaluate(detector: Detector | EndToEndModel, tfrecord_path: str,
     """VOC AP@0.5 of ``detector`` on the records of ``tfrecord_path``.
 
     ``detector``: anything with ``cfg`` and ``detect_inputs(network inputs, score_threshold)`` -> one
-    ``Detections`` per image, boxes normalised to the input: a ``components.detector.Detector`` (which
+    ``Detections`` per image, boxes normalised to the input: a ``runtime.detector.Detector`` (which
     ``on_batch`` needs: ``predict_raw`` and ``detections``), or an end-to-end model
-    (``components.end_to_end_models``).
+    (``runtime.end_to_end_models``).
 
     ``limit``: evaluate on the first ``limit`` batches only. ``on_batch(predictions, targets)``, when given, is
     called with each batch's raw predictions and training targets (training computes its validation loss so).

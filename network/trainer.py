@@ -20,9 +20,7 @@ from tqdm import tqdm
 from components.atomic_io import remove_stale_temporaries
 from components.class_list import ClassListError, check_tfrecord_classes
 from components.config import tfrecord_paths
-from components.detector import Detector
 from components.lr_scheduler import schedule_from_config
-from components.model_files import load_model_config, publish_model
 from components.prior_box import priors_from_config
 from components.run_config import save_run_config
 from dataset.tf_dataset_preprocess import load_dataset
@@ -33,6 +31,8 @@ from network.history import PLOT_FILE, plot_history, read_history, write_history
 from network.losses import count_positives, multibox_loss
 from network.network import build_model
 from network.weight_average import WeightAverage
+from runtime.detector import Detector
+from runtime.model_files import load_model_config, publish_model
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -216,7 +216,7 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, c
 
 
 class ModelRuntime:
-    """The model being trained as a runtime adapter for ``components.detector.Detector``: inference mode,
+    """The model being trained as a runtime adapter for ``runtime.detector.Detector``: inference mode,
     compiled once for any batch size."""
 
     format = "keras"
@@ -318,7 +318,7 @@ def float32_copy(model: keras.Model, cfg: dict[str, Any]) -> keras.Model:
 
 def export_model(model: keras.Model, cfg: dict[str, Any], folder: str, name: str = EXPORT_NAME) -> str:
     """Save ``model`` (as a float32 model) as ``folder/name`` (.keras) with its config beside it, atomically
-    (``components.model_files.publish_model``). Returns the path."""
+    (``runtime.model_files.publish_model``). Returns the path."""
     os.makedirs(folder, exist_ok=True)
     inference_model = float32_copy(model, cfg)
     return publish_model(inference_model.save, os.path.join(folder, name), cfg)
@@ -329,8 +329,8 @@ def warm_start(model: keras.Model, weights_path: str, log: Callable[[str], Any],
     """Initialise ``model`` from the ``.keras`` file ``weights_path``: every layer whose name and shapes fit;
     with ``labels_list`` (this run's classes) and a model of another class count, the class heads keep the
     rows of the classes both share (``network.network.transfer_class_rows``)."""
-    from components.runtimes import ModelLoadError, load_keras_model
     from network.network import transfer_weights
+    from runtime.adapters import ModelLoadError, load_keras_model
     try:
         source = load_keras_model(weights_path)
     except ModelLoadError as error:

@@ -47,9 +47,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
 
-    from components.detector import Detector
-    from components.end_to_end_models import EndToEndModel
-    from components.postprocessing import Detections
+    from runtime.detector import Detector
+    from runtime.end_to_end_models import EndToEndModel
+    from runtime.postprocessing import Detections
     from serving.web_model import BrowserModel
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")

@@ -16,16 +16,16 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
 
-    from components.detector import Detector
+    from runtime.detector import Detector
 
 STARTUP_TIMEOUT_S = 30.0
 
 
 def load_detector(model_path: str, cfg: dict[str, Any], input_size: Sequence[int] | None = None) -> Detector:
-    """``components.detector.Detector`` for ``model_path``, warmed up so that the first requests do not pay for
+    """``runtime.detector.Detector`` for ``model_path``, warmed up so that the first requests do not pay for
     tracing the graphs: two detections on a blank image that keep different numbers of candidates (so the
     post-processing is traced for any number). ``input_size`` (h, w): as ``Detector.from_path``."""
-    from components.detector import Detector
+    from runtime.detector import Detector
     detector = Detector.from_path(model_path, cfg, input_size)
     blank = np.full((*detector.input_size, 3), 127, np.uint8)
     detector.detect(blank)

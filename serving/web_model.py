@@ -61,7 +61,7 @@ def ort_dir() -> str:
 def onnx_input_size(onnx_path: str) -> tuple[int, int]:
     """(h, w) of a decoded ONNX model's input [1, 3, h, w]; WebModelError unless it has the page's input and
     outputs (``input``; ``boxes``, ``scores``)."""
-    from components.end_to_end_models import DECODED_INPUT, DECODED_OUTPUTS
+    from runtime.end_to_end_models import DECODED_INPUT, DECODED_OUTPUTS
     try:
         import onnx
     except ImportError:
@@ -93,7 +93,7 @@ def page_spec(cfg: dict[str, Any], model_name: str, server: bool) -> dict[str, A
     "nms_threshold", "max_number_keep", "pad_value", "normalisation": {"mean", "std"}, "server": whether a
     serve.py serves the page (POST /detect, GET /health) or it is a static export}.
     """
-    from components.end_to_end_models import DECODED_INPUT, DECODED_OUTPUTS
+    from runtime.end_to_end_models import DECODED_INPUT, DECODED_OUTPUTS
     return {"model": f"model/{MODEL_FILE}", "model_name": model_name, "input_name": DECODED_INPUT,
             "output_names": dict(zip(("boxes", "scores"), DECODED_OUTPUTS)),
             "input_size": [int(side) for side in cfg["input_size"]],

@@ -12,9 +12,9 @@ LAYERS = {   # module -> layer (ARCHITECTURE.md, "Layers")
     1: ["dataset.voc", "dataset.extra_ignore", "dataset.label_counts", "dataset.tf_dataset_preprocess",
         "network.network", "network.losses",
         "network.weight_average"],
-    2: ["components.preprocessing", "components.postprocessing", "components.runtimes", "components.model_files",
-        "components.detector", "components.media", "components.batch_inference", "components.video_source",
-        "components.end_to_end_models", "components.tflite_metadata"],
+    2: ["runtime.preprocessing", "runtime.postprocessing", "runtime.adapters", "runtime.model_files",
+        "runtime.detector", "runtime.media", "runtime.batch", "runtime.video_source",
+        "runtime.end_to_end_models", "runtime.tflite_metadata"],
     3: ["mAP.compute_mAP", "mAP.evaluation", "mAP.detect", "mAP.sets", "mAP.analyse_errors", "mAP.false_positives",
         "mAP.bootstrap", "mAP.unlabelled_faces"],
     4: ["network.trainer", "network.history", "network.distribution", "network.errors", "network.throughput",
@@ -23,7 +23,7 @@ LAYERS = {   # module -> layer (ARCHITECTURE.md, "Layers")
         "deploy.input_size", "deploy.test_scales", "serving.app", "serving.server", "serving.web_model", "serving.load", "serving.benchmark"],
 }
 LAYER = {module: layer for layer, modules in LAYERS.items() for module in modules}
-PACKAGES = ("cli", "components", "dataset", "deploy", "mAP", "network", "serving")
+PACKAGES = ("cli", "components", "dataset", "deploy", "mAP", "network", "runtime", "serving")
 
 
 def library_modules():

@@ -42,7 +42,7 @@ from test_bad_input import (  # noqa: E402,F401 (fixtures are used by name)
 
 @pytest.fixture(scope="module")
 def tiny_detector(tiny_model):
-    from components.detector import Detector
+    from runtime.detector import Detector
     return Detector.from_path(tiny_model)
 
 
@@ -237,7 +237,7 @@ def test_detect_errors_name_the_path(tiny_model, bad_voc, tmp_path, capsys):
 def interrupted_detect(tiny_model, bad_voc, tmp_path, monkeypatch, capsys):
     """detect.py over an earlier run's results, Ctrl-C at the second batch: (status, stderr, output folder)."""
     from cli.detect import main
-    from components.detector import Detector
+    from runtime.detector import Detector
     output_dir = tmp_path / "out"
     for folder in ("ground-truth", "detection-results"):
         os.makedirs(output_dir / folder)

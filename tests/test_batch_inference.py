@@ -9,8 +9,8 @@ import cv2
 import pytest
 from conftest import INFERENCE, SAMPLE_IMAGES
 
-from components import batch_inference as inference
 from components.config import cfg as default_cfg
+from runtime import batch as inference
 
 SAMPLES = SAMPLE_IMAGES[::-1]   # the crowd first
 
@@ -28,7 +28,7 @@ def image_dir(tmp_path):
 
 
 def detector_for(model_path, score_threshold=0.05):
-    from components.detector import Detector
+    from runtime.detector import Detector
     base = copy.deepcopy(default_cfg)
     base["score_threshold"] = score_threshold
     return Detector.from_path(model_path, base)

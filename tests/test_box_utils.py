@@ -329,7 +329,7 @@ def test_vote_boxes_matches_a_weighted_mean_reference(voting_iou):
 
 
 def test_box_voting_moves_boxes_but_keeps_scores_and_classes():
-    from components.postprocessing import postprocess
+    from runtime.postprocessing import postprocess
     priors = priors_from_config(cfg)
     rng = np.random.default_rng(6)
     offsets = rng.normal(0, 0.5, (2, len(priors), 4)) * np.array([1.0, 1.0, 0.6, 0.6])   # (dcx, dcy, dw, dh)
@@ -383,7 +383,7 @@ def test_soft_nms_matches_a_brute_force_reference_per_class(sigma):
 
 
 def test_soft_nms_keeps_the_top_box_and_decays_the_others_in_postprocess():
-    from components.postprocessing import postprocess
+    from runtime.postprocessing import postprocess
     priors = priors_from_config(cfg)[:600]     # the stride-8 priors of the top rows: many overlapping boxes
     rng = np.random.default_rng(6)
     offsets = rng.normal(0, 0.5, (2, len(priors), 4)) * np.array([1.0, 1.0, 0.6, 0.6])

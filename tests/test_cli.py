@@ -38,7 +38,7 @@ def test_os_errors_name_the_path_and_the_cause():
 
 
 def test_a_full_disk_while_writing_an_image_names_the_file(tmp_path, monkeypatch):
-    from components import media
+    from runtime import media
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -73,7 +73,7 @@ class NoDetector:
 
 
 def test_a_second_batch_run_into_a_busy_output_folder_is_refused(tmp_path):
-    from components.batch_inference import LOCK_FILE, run_batch
+    from runtime.batch import LOCK_FILE, run_batch
     images, output = tmp_path / "images", tmp_path / "out"
     images.mkdir()
     output.mkdir()
@@ -85,7 +85,7 @@ def test_a_second_batch_run_into_a_busy_output_folder_is_refused(tmp_path):
 
 
 def test_a_lock_left_by_a_killed_batch_run_is_taken_over_and_released(tmp_path):
-    from components.batch_inference import LOCK_FILE, run_batch
+    from runtime.batch import LOCK_FILE, run_batch
     images, output = tmp_path / "images", tmp_path / "out"
     images.mkdir()
     output.mkdir()
@@ -101,7 +101,7 @@ def test_a_lock_left_by_a_killed_batch_run_is_taken_over_and_released(tmp_path):
 def test_publish_model_leaves_the_old_model_when_writing_fails(tmp_path, tiny_cfg):
     import zipfile
 
-    from components.model_files import model_config_path, publish_model, read_model_spec
+    from runtime.model_files import model_config_path, publish_model, read_model_spec
     output = tmp_path / "m.keras"
     output.write_bytes(b"old model")
 

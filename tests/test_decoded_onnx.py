@@ -1,6 +1,6 @@
 """The decoded ONNX export (export.py --format onnx_decoded, deploy/decoded_onnx.py) of a small rfb_pan model
 (its top-down upsampling is the Resize OpenCV must read): only operations OpenCV 4.x / 5.x DNN import, the
-layout of components.end_to_end_models (NCHW input, boxes and class probabilities out), the spec in
+layout of runtime.end_to_end_models (NCHW input, boxes and class probabilities out), the spec in
 metadata_props, the check before publishing. The shipped model's file runs in the README snippets
 (tests/test_runtimes_readme.py)."""
 import json
@@ -70,8 +70,8 @@ def test_export_matches_the_keras_model_in_opencv_and_onnxruntime(export):
 
 
 def test_adapter_gives_normalised_probabilities_and_boxes(export, pan_model):
-    from components.end_to_end_models import DecodedOnnx, load_end_to_end
-    from components.model_files import load_model_config
+    from runtime.end_to_end_models import DecodedOnnx, load_end_to_end
+    from runtime.model_files import load_model_config
     model = load_end_to_end(export.path, load_model_config(pan_model))
     assert isinstance(model, DecodedOnnx)
     boxes, scores = model.outputs(np.zeros((120, 160, 3), np.float32))
@@ -80,7 +80,7 @@ def test_adapter_gives_normalised_probabilities_and_boxes(export, pan_model):
 
 
 def test_raw_model_loader_names_a_decoded_file(export):
-    from components.runtimes import ModelLoadError, OnnxRuntime
+    from runtime.adapters import ModelLoadError, OnnxRuntime
     with pytest.raises(ModelLoadError, match="decoded ONNX"):
         OnnxRuntime(export.path)
 

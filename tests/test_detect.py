@@ -183,7 +183,7 @@ def test_missing_model_is_one_line_error_and_leaves_old_results(voc_folder, tmp_
 @pytest.mark.slow
 def test_keep_aspect_comes_from_the_command_line_not_the_model_file(tiny_model):
     from components.config import cfg
-    from components.detector import Detector
+    from runtime.detector import Detector
     assert Detector.from_path(tiny_model, dict(cfg)).keep_aspect is True
     stretched = Detector.from_path(tiny_model, dict(cfg, keep_aspect=False))
     assert stretched.keep_aspect is False
@@ -202,8 +202,8 @@ def test_a_sidecar_sets_only_model_keys(tiny_model, tmp_path):
     from test_model_files import copy_without_spec
 
     from components.config import cfg
-    from components.detector import Detector
-    from components.model_files import MODEL_CONFIG_KEYS, load_model_config, read_model_spec
+    from runtime.detector import Detector
+    from runtime.model_files import MODEL_CONFIG_KEYS, load_model_config, read_model_spec
     model = tmp_path / "model.keras"
     copy_without_spec(tiny_model, str(model))   # an older file: its settings in the sidecar
     saved = {key: value for key, value in read_model_spec(tiny_model).items() if key in MODEL_CONFIG_KEYS}
@@ -238,7 +238,7 @@ def next_argv(stdout):
 @pytest.fixture
 def counted_detectors(monkeypatch):
     """Counts the models loaded (``Detector.from_path`` calls)."""
-    from components.detector import Detector
+    from runtime.detector import Detector
     loads = []
     original = Detector.from_path.__func__
 

@@ -148,8 +148,8 @@ def test_mirrored_step_equals_the_single_device_step(tmp_path, voc_mini_tfrecord
 
 @pytest.mark.slow
 def test_train_py_mirrored_on_two_logical_cpus(tmp_path, voc_mini_tfrecords, tiny_cfg):
-    from components.runtimes import load_keras_model
     from network.trainer import read_history
+    from runtime.adapters import load_keras_model
     # with the weight EMA too: it is updated in cross-replica context, after the replicas' step
     result = run_python(small_run(tmp_path, voc_mini_tfrecords) + ["--strategy", "mirrored", "--ema_decay", "0.9"],
                         env=two_cpu_env(tmp_path))

@@ -1,6 +1,6 @@
-"""Tests of the end-to-end exports (export.py --end_to_end: deploy/end_to_end.py, components/end_to_end_models.py):
+"""Tests of the end-to-end exports (export.py --end_to_end: deploy/end_to_end.py, runtime/end_to_end_models.py):
 the in-graph letterbox against the Python one, each format of the shipped model against
-components.detector.Detector (on images and in mAP.evaluation.evaluate). The README's snippets of these files
+runtime.detector.Detector (on images and in mAP.evaluation.evaluate). The README's snippets of these files
 run in tests/test_runtimes_readme.py."""
 import os
 
@@ -36,7 +36,7 @@ def exports(tmp_path_factory, voc_mini_tfrecords):
 @pytest.fixture(scope="module")
 def reference():
     from components.config import cfg as default_cfg
-    from components.detector import Detector
+    from runtime.detector import Detector
     return Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1], flip_test=True))   # as `exports`
 
 
@@ -48,8 +48,8 @@ def sample_rgb():
 
 @pytest.mark.parametrize("shape", [(572, 950), (400, 200), (240, 320), (37, 1001), (1, 1)])
 def test_letterbox_graph_matches_preprocess_images(shape):
-    from components.preprocessing import letterbox_shape, preprocess_images
     from deploy.end_to_end import letterbox_graph
+    from runtime.preprocessing import letterbox_shape, preprocess_images
     image = cv2.resize(sample_rgb(), (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
     inputs, scale = letterbox_graph(image[None], (240, 320))
     np.testing.assert_allclose(inputs.numpy(), preprocess_images([image], (240, 320)), atol=2e-4, rtol=0)
@@ -69,8 +69,8 @@ def test_postprocess_signature_carries_our_box_coding():
 
 
 def test_compare_detections_pairs_by_class_and_overlap():
-    from components.postprocessing import Detections
     from deploy.end_to_end import compare_detections
+    from runtime.postprocessing import Detections
     reference = Detections(np.array([[10, 10, 50, 50], [100, 100, 150, 160]], np.float32),
                            np.array([0.9, 0.6], np.float32), np.array([1, 2]), ["background", "mask", "unmask"])
     same = Detections(reference.boxes + 0.25, reference.scores - 0.01, reference.classes, reference.class_names)
@@ -86,8 +86,8 @@ def test_compare_detections_pairs_by_class_and_overlap():
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_end_to_end_export_is_checked_against_the_python_path(fmt, exports, reference):
-    from components.end_to_end_models import load_end_to_end
     from deploy.end_to_end import compare_detections
+    from runtime.end_to_end_models import load_end_to_end
     report = exports[fmt]
     assert isinstance(report, end_to_end.EndToEndReport) and report.flip_test and report.check_images == 2
     assert report.detections["reference"] >= 5                   # the sample images have faces to compare
@@ -115,9 +115,9 @@ def test_end_to_end_export_is_checked_against_the_python_path(fmt, exports, refe
 def test_end_to_end_model_is_evaluated_like_the_detector(fmt, exports, reference, voc_mini_tfrecords):
     """mAP.evaluation.evaluate runs an end-to-end file through ``detect_inputs`` (the letterboxed network inputs
     of the records): the float exports find what the Python path finds on them."""
-    from components.end_to_end_models import Uint8ImageModel, load_end_to_end
     from deploy.end_to_end import compare_detections
     from mAP.evaluation import evaluate, evaluation_batches
+    from runtime.end_to_end_models import Uint8ImageModel, load_end_to_end
     model = load_end_to_end(exports[fmt].path, reference.cfg)
     inputs = next(iter(evaluation_batches(voc_mini_tfrecords["val"], reference.cfg, 4)))[0].numpy()
     height, width = reference.cfg["input_size"]
@@ -141,7 +141,7 @@ class OnUint8Inputs:
         self.detector, self.cfg = detector, detector.cfg
 
     def detect_inputs(self, inputs, score_threshold=None):
-        from components.end_to_end_models import network_input_to_uint8
+        from runtime.end_to_end_models import network_input_to_uint8
         rounded = np.stack([network_input_to_uint8(image) for image in inputs]).astype(np.float32) / 127.5 - 1.0
         return self.detector.detect_inputs(rounded, score_threshold)
 
@@ -191,7 +191,7 @@ def test_onnx_export_holds_non_max_suppression(exports):
 def test_saved_model_bytes_signature_gives_the_image_signature_detections(exports):
     import tensorflow as tf
 
-    from components.end_to_end_models import ENCODED_SIGNATURE, IMAGE_SIGNATURE
+    from runtime.end_to_end_models import ENCODED_SIGNATURE, IMAGE_SIGNATURE
     loaded = tf.saved_model.load(exports["saved_model"].path)
     images = [sample_rgb(), np.ascontiguousarray(sample_rgb()[:300, ::-1])]      # two sizes in one batch
     encoded = [cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes() for image in images]
@@ -207,8 +207,8 @@ def test_saved_model_bytes_signature_gives_the_image_signature_detections(export
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", FLOAT_FORMATS)
 def test_raw_model_loader_names_an_end_to_end_file(fmt, exports):
-    from components.detector import Detector
-    from components.runtimes import ModelLoadError
+    from runtime.adapters import ModelLoadError
+    from runtime.detector import Detector
     with pytest.raises(ModelLoadError, match="end-to-end export"):
         Detector.from_path(exports[fmt].path)
 

@@ -1,4 +1,4 @@
-"""Tests of export.py, components/runtimes.py and the shared post-processing, with a tiny random model at the
+"""Tests of export.py, runtime/adapters.py and the shared post-processing, with a tiny random model at the
 real 240x320 input: every format is exported, loaded by file type and compared with the Keras model."""
 import copy
 import os
@@ -11,8 +11,8 @@ from conftest import INFERENCE, REPO_ROOT, SAMPLE_IMAGE
 
 from components.atomic_io import STAGING_PREFIX
 from components.config import cfg as default_cfg
-from components.runtimes import ModelLoadError, model_format
 from deploy import export
+from runtime.adapters import ModelLoadError, model_format
 
 INPUT_SIZE = (240, 320)
 EXPORT = os.path.join(REPO_ROOT, "export.py")
@@ -48,13 +48,13 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def keras_model(tiny_model):
-    from components.runtimes import load_keras_model
+    from runtime.adapters import load_keras_model
     return load_keras_model(tiny_model)
 
 
 @pytest.fixture(scope="module")
 def sample_batch():
-    from components.preprocessing import preprocess_images
+    from runtime.preprocessing import preprocess_images
     images = export.sample_images()
     assert len(images) >= 2
     return preprocess_images(images, INPUT_SIZE)
@@ -83,8 +83,8 @@ def int8_export(tiny_model, voc_mini_tfrecords, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", FLOAT_FORMATS)
 def test_float_export_matches_keras_and_loads_by_file_type(fmt, exports, tiny_model, keras_model, sample_batch):
-    from components.detector import Detector
-    from components.model_files import MODEL_CONFIG_KEYS, load_model_config, model_config_path, read_model_spec
+    from runtime.detector import Detector
+    from runtime.model_files import MODEL_CONFIG_KEYS, load_model_config, model_config_path, read_model_spec
     report = exports[fmt]
     assert report.check_images >= 2
     assert report.raw_max_diff <= export.FLOAT_RAW_TOLERANCE
@@ -109,8 +109,8 @@ def test_float_export_matches_keras_and_loads_by_file_type(fmt, exports, tiny_mo
 
 @pytest.mark.slow
 def test_saved_model_folder_carries_its_config_inside(exports, tmp_path):
-    from components.detector import Detector
-    from components.model_files import resolve_model_path
+    from runtime.detector import Detector
+    from runtime.model_files import resolve_model_path
     moved = tmp_path / "moved_saved_model"
     shutil.copytree(exports["saved_model"].path, moved)          # the folder alone, without the sidecar beside it
     assert resolve_model_path(str(moved)) == str(moved)         # a SavedModel folder is the model itself
@@ -120,7 +120,7 @@ def test_saved_model_folder_carries_its_config_inside(exports, tmp_path):
 
 @pytest.mark.slow
 def test_keras_runtime_matches_the_model(tiny_model, keras_model, sample_batch):
-    from components.detector import Detector
+    from runtime.detector import Detector
     detector = Detector.from_path(tiny_model)
     assert detector.format == "keras"
     np.testing.assert_allclose(detector.runtime.predict_raw(sample_batch), keras_model(sample_batch, training=False).numpy(),
@@ -131,9 +131,9 @@ def test_keras_runtime_matches_the_model(tiny_model, keras_model, sample_batch):
 
 @pytest.mark.slow
 def test_int8_export_is_full_integer_with_float_io_and_correlates(int8_export, keras_model, sample_batch):
-    from components.detector import Detector
-    from components.postprocessing import postprocess
-    from components.runtimes import TFLiteRuntime
+    from runtime.adapters import TFLiteRuntime
+    from runtime.detector import Detector
+    from runtime.postprocessing import postprocess
     runtime = TFLiteRuntime(int8_export.path)
     details = runtime.interpreter.get_tensor_details()
     # float32 in and out (quantize / dequantize ops in the model), int8 weights and activations inside
@@ -161,7 +161,7 @@ def test_int8_is_smaller_than_float(int8_export, exports):
 @pytest.mark.slow
 def test_int8_input_output_scales_are_applied_by_the_runtime(int8_export, keras_model, sample_batch,
                                                               voc_mini_tfrecords):
-    from components.runtimes import TFLiteRuntime
+    from runtime.adapters import TFLiteRuntime
     # the same calibration images as the int8_export fixture (same record file, count and shuffle seed)
     calibration = export.calibration_images(voc_mini_tfrecords["train"], INPUT_SIZE, 6)
     float_io = TFLiteRuntime(int8_export.path)
@@ -187,7 +187,7 @@ def test_runtime_is_chosen_by_file_type(tmp_path):
 
 
 def test_a_folder_means_its_default_model_whatever_the_file_times(tmp_path):
-    from components.model_files import resolve_model_path
+    from runtime.model_files import resolve_model_path
     default, newer = tmp_path / "mask_detector.keras", tmp_path / "mask_detector_3class.keras"
     default.write_bytes(b"x")
     newer.write_bytes(b"x")
@@ -198,7 +198,7 @@ def test_a_folder_means_its_default_model_whatever_the_file_times(tmp_path):
 
 
 def test_a_folder_with_one_model_means_it_and_with_several_is_an_error_listing_them(tmp_path):
-    from components.model_files import resolve_model_path
+    from runtime.model_files import resolve_model_path
     (tmp_path / "last.keras").write_bytes(b"x")
     assert resolve_model_path(str(tmp_path)) == str(tmp_path / "last.keras")
     (tmp_path / "best.keras").write_bytes(b"x")
@@ -209,13 +209,13 @@ def test_a_folder_with_one_model_means_it_and_with_several_is_an_error_listing_t
 
 
 def test_the_checkpoints_folder_means_the_shipped_two_class_model():
-    from components.model_files import resolve_model_path
+    from runtime.model_files import resolve_model_path
     folder = os.path.join(REPO_ROOT, "checkpoints")
     assert resolve_model_path(folder + os.sep) == os.path.join(folder + os.sep, "mask_detector.keras")
 
 
 def test_garbage_tflite_is_a_model_load_error(tmp_path):
-    from components.runtimes import TFLiteRuntime
+    from runtime.adapters import TFLiteRuntime
     garbage = tmp_path / "garbage.tflite"
     garbage.write_bytes(b"this is not a flatbuffer at all")
     with pytest.raises(ModelLoadError, match=f"{garbage}: not a TFLite model"):
@@ -227,8 +227,8 @@ def test_postprocess_prefilter_gives_the_detections_of_nms_over_all_priors():
     import tensorflow as tf
 
     from components.box_utils import batched_nms, decode_boxes
-    from components.postprocessing import postprocess
     from components.prior_box import priors_from_config
+    from runtime.postprocessing import postprocess
     cfg = copy.deepcopy(default_cfg)
     priors = priors_from_config(cfg)
     generator = np.random.default_rng(0)
@@ -249,8 +249,8 @@ def test_postprocess_prefilter_gives_the_detections_of_nms_over_all_priors():
 
 
 def test_preprocessing_matches_the_training_pipeline():
-    from components.preprocessing import preprocess_images
     from dataset.tf_dataset_preprocess import preprocess_for_inference
+    from runtime.preprocessing import preprocess_images
     image = cv2.cvtColor(cv2.imread(SAMPLE_IMAGE), cv2.COLOR_BGR2RGB)
     small = image[:100, :150]
     portrait = image[:, :image.shape[0] // 2]
@@ -266,8 +266,8 @@ def test_letterboxed_boxes_map_back_to_the_image(shape):
     """A box placed where the letterbox puts a face comes back at that face's pixels."""
     import tensorflow as tf
 
-    from components.preprocessing import boxes_to_pixels, letterbox_shape
     from dataset.tf_dataset_preprocess import letterbox
+    from runtime.preprocessing import boxes_to_pixels, letterbox_shape
     height, width = shape
     face_px = np.array([[0.2 * width, 0.3 * height, 0.6 * width, 0.9 * height]], np.float32)
     image = np.zeros((height, width, 3), np.uint8)
@@ -283,7 +283,7 @@ def test_letterboxed_boxes_map_back_to_the_image(shape):
 @pytest.mark.parametrize("shape", [(480, 640), (640, 427), (300, 900), (241, 321)])
 def test_image_pixels_per_input_pixel_is_the_letterbox_frame_over_the_input(shape):
     """A face of s input pixels spans s times this many pixels of the image, with and without the letterbox."""
-    from components.preprocessing import boxes_to_pixels, image_pixels_per_input_pixel
+    from runtime.preprocessing import boxes_to_pixels, image_pixels_per_input_pixel
     side = 24 / INPUT_SIZE[0]   # a box 24 px high at the input, normalised
     box_px = boxes_to_pixels(np.array([[0, 0, side, side]], np.float32), shape, INPUT_SIZE)[0]
     if box_px[3] < shape[0]:    # not clipped by the image
@@ -323,7 +323,7 @@ def test_non_model_file_is_one_line_error(name, run_script, tmp_path):
 
 @pytest.mark.slow
 def test_export_command_writes_the_model_with_its_spec_and_prints_the_check(tiny_model, run_script, tmp_path):
-    from components.model_files import read_model_spec
+    from runtime.model_files import read_model_spec
     output = tmp_path / "cli.onnx"
     run = run_script([EXPORT, "--model_path", tiny_model, "--format", "onnx", "--output", str(output)])
     assert run.returncode == 0, run.stderr

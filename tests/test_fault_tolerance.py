@@ -175,7 +175,7 @@ def killed_run(tmp_path_factory, voc_mini_tfrecords):
 @pytest.mark.slow
 def test_sigkill_mid_epoch_leaves_readable_checkpoints_and_resume_completes(killed_run, voc_mini_tfrecords,
                                                                              run_script):
-    from components.runtimes import load_keras_model
+    from runtime.adapters import load_keras_model
     assert killed_run["status"] == -signal.SIGKILL
     folder = killed_run["copy"]("resumed")
     latest, listed = listed_checkpoints(folder)

@@ -24,7 +24,7 @@ def test_mirror_index_refuses_priors_that_do_not_tile_the_width():
 
 
 def test_merging_a_prediction_with_its_exact_mirror_changes_nothing():
-    from components.postprocessing import merge_mirrored_predictions
+    from runtime.postprocessing import merge_mirrored_predictions
     priors = priors_from_config(cfg)
     mirror = mirror_index(priors)
     rng = np.random.default_rng(0)
@@ -41,7 +41,7 @@ def test_merging_a_prediction_with_its_exact_mirror_changes_nothing():
 
 
 def test_merge_averages_class_probabilities_and_unmirrors_offsets():
-    from components.postprocessing import merge_mirrored_predictions
+    from runtime.postprocessing import merge_mirrored_predictions
     mirror = np.array([1, 0])                       # two priors, each the other's mirror image
     a = np.array([[[0.2, 0.1, 0.0, 0.0, 0.0, np.log(3.0), 0.0],
                    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]], np.float32)
@@ -56,7 +56,7 @@ def test_merge_averages_class_probabilities_and_unmirrors_offsets():
 def test_flip_test_merge_gives_the_same_inside_a_graph():
     import tensorflow as tf
 
-    from components.postprocessing import merge_mirrored_predictions
+    from runtime.postprocessing import merge_mirrored_predictions
     generator = np.random.default_rng(0)
     a, b = (generator.normal(size=(2, 6, 7)).astype(np.float32) for _ in range(2))
     mirror = np.array([5, 4, 3, 2, 1, 0])
@@ -72,7 +72,7 @@ def test_detector_with_flip_test_is_mirror_equivariant():
     """With the flip test the shipped model sees an image and its mirror image alike: the prediction on the
     mirror image is the mirror of the prediction on the image (a single pass has no such symmetry)."""
     from components.config import cfg as default_cfg
-    from components.detector import Detector
+    from runtime.detector import Detector
     detector = Detector.from_path(SHIPPED_MODEL, dict(default_cfg, flip_test=True))
     single = Detector(detector.runtime, dict(detector.cfg, flip_test=False))
     assert detector.flip_test and not single.flip_test
@@ -91,7 +91,7 @@ def test_detector_with_flip_test_is_mirror_equivariant():
 
 def test_detector_turns_the_flip_test_off_where_priors_are_not_symmetric(tiny_model):
     from components.config import cfg as default_cfg
-    from components.detector import Detector
+    from runtime.detector import Detector
     detector = Detector.from_path(tiny_model, dict(default_cfg, flip_test=True))   # 120x160: 64 px step, 160 wide
     assert detector.cfg["flip_test"] and not detector.flip_test and detector.mirror is None
     assert detector.notes == ["note: flip test off: the priors at 120x160 are not mirror images of each other "
@@ -100,7 +100,7 @@ def test_detector_turns_the_flip_test_off_where_priors_are_not_symmetric(tiny_mo
 
 def test_an_export_asked_for_several_scales_says_it_runs_one():
     from components.config import cfg as default_cfg
-    from components.detector import Detector
+    from runtime.detector import Detector
 
     class FakeExport:   # a runtime adapter that is not Keras (an export runs one input size)
         format, input_size, path = "onnx", (240, 320), "m.onnx"

@@ -10,9 +10,9 @@ import pytest
 from conftest import REPO_ROOT, SAMPLE_IMAGE, TINY_INPUT_SIZE, run_python_script
 
 import cli.inference as inference
-from components import media
 from components.config import cfg as default_cfg
 from components.drawing import CLASS_COLORS_BGR, draw_detections
+from runtime import media
 
 SCRIPT = os.path.join(REPO_ROOT, "inference.py")
 DETECTION_LINE = re.compile(r"^(mask|unmask) (\d\.\d{3}) (-?\d+) (-?\d+) (-?\d+) (-?\d+)$")
@@ -96,7 +96,7 @@ def test_unsupported_output_extension_is_a_usage_error(tmp_path):
 
 @pytest.mark.slow
 def test_the_models_saved_config_wins_for_model_keys(tiny_model):
-    from components.detector import Detector
+    from runtime.detector import Detector
     base = copy.deepcopy(default_cfg)
     base.update(input_size=(480, 640), score_threshold=0.7)
     detector = Detector.from_path(os.path.dirname(tiny_model), base)

@@ -6,8 +6,8 @@ import pytest
 from conftest import REPO_ROOT
 from conftest import SAMPLE_IMAGE as SAMPLE
 
-from components.detector import Detector
-from components.runtimes import ModelLoadError
+from runtime.adapters import ModelLoadError
+from runtime.detector import Detector
 
 
 @pytest.mark.slow
@@ -82,7 +82,7 @@ def test_a_size_the_model_was_not_trained_at_runs_on_an_aligned_canvas(name):
 
     from components.box_utils import iou_matrix
     from components.prior_box import aligned_input_size
-    from components.runtimes import KerasRuntime
+    from runtime.adapters import KerasRuntime
     image = cv2.cvtColor(cv2.imread(os.path.join(REPO_ROOT, "assets", name)), cv2.COLOR_BGR2RGB)
     model_file = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
     trained = Detector.from_path(model_file)
@@ -112,7 +112,7 @@ def test_detect_inputs_takes_inputs_of_the_input_size_and_boxes_come_back_normal
     import cv2
 
     from components.config import cfg as default_cfg
-    from components.preprocessing import boxes_to_pixels, preprocess_images
+    from runtime.preprocessing import boxes_to_pixels, preprocess_images
     image = cv2.cvtColor(cv2.imread(SAMPLE), cv2.COLOR_BGR2RGB)
     model_file = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
     detector = Detector.from_path(model_file, dict(default_cfg, test_scales=[1]), input_size=(360, 480))
@@ -140,7 +140,7 @@ def test_export_at_an_unaligned_size_exports_at_the_aligned_one(tiny_model, tmp_
 
 
 def test_pad_to_size_keeps_the_input_at_the_top_left_and_pads_with_the_letterbox_grey():
-    from components.preprocessing import PAD_VALUE, pad_to_size
+    from runtime.preprocessing import PAD_VALUE, pad_to_size
     batch = np.random.default_rng(0).uniform(-1, 1, (2, 6, 8, 3)).astype(np.float32)
     padded = pad_to_size(batch, (9, 16))
     assert padded.shape == (2, 9, 16, 3)

@@ -1,5 +1,5 @@
 """MediaPipe Tasks' ObjectDetector runs our end-to-end TFLite exports (float and int8) unmodified: the TFLite Model
-Metadata that export.py writes (components/tflite_metadata.py) is what it needs, and it finds the faces of both
+Metadata that export.py writes (runtime/tflite_metadata.py) is what it needs, and it finds the faces of both
 sample images with Detector's labels and boxes (one pass; IoU >= 0.7: MediaPipe stretches the image to the
 model input where Detector letterboxes it).
 
@@ -43,7 +43,7 @@ def exports(tmp_path_factory):
 def reference():
     """Detector's detections of the sample images: the shipped model, one pass."""
     from components.config import cfg
-    from components.detector import Detector
+    from runtime.detector import Detector
     detector = Detector.from_path(SHIPPED_MODEL, dict(cfg, flip_test=False, test_scales=[1]))
     return [detector.detect(cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)) for path in SAMPLES]
 

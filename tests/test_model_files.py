@@ -1,4 +1,4 @@
-"""Model files that describe themselves (components/model_files.py, components/tflite_metadata.py): the spec
+"""Model files that describe themselves (runtime/model_files.py, runtime/tflite_metadata.py): the spec
 inside every format, the sidecar of older files as a fallback with a notice, files without a description
 refused, damaged or foreign files named as such, the shipped models, exports that never touch the shipped
 files, and the int8 calibration a fresh clone has (deploy/export.py)."""
@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, SAMPLE_IMAGES, SHIPPED_3CLASS_MODEL, SHIPPED_MODEL
 
-from components.model_files import (
+from runtime.adapters import ModelLoadError
+from runtime.model_files import (
     MODEL_CONFIG_KEYS,
     SPEC_FILE,
     load_model_config,
     model_config_path,
     read_model_spec,
 )
-from components.runtimes import ModelLoadError
 
 SAMPLES = SAMPLE_IMAGES
 
@@ -58,7 +58,7 @@ def test_shipped_models_carry_their_spec(path, classes, data):
 @pytest.mark.slow
 def test_a_keras_file_copied_alone_detects_exactly_as_with_its_sidecar(tmp_path):
     from components.config import cfg
-    from components.detector import Detector
+    from runtime.detector import Detector
     (tmp_path / "alone").mkdir()
     (tmp_path / "older").mkdir()
     alone = shutil.copy(SHIPPED_MODEL, tmp_path / "alone")
@@ -123,7 +123,7 @@ def damaged_files(folder, tiny_model):
 
 
 def test_damaged_or_foreign_model_files_are_named_as_such(tiny_model, tmp_path):
-    from components.detector import Detector
+    from runtime.detector import Detector
     for path, fragment in damaged_files(str(tmp_path), tiny_model).items():
         with pytest.raises(ModelLoadError) as raised:
             Detector.from_path(path)
@@ -143,8 +143,8 @@ def small_tflite():
 
 
 def test_tflite_metadata_buffers_and_associated_files_round_trip(small_tflite):
-    from components.runtimes import tflite_interpreter
-    from components.tflite_metadata import associated_files, output_count, read_metadata, with_metadata
+    from runtime.adapters import tflite_interpreter
+    from runtime.tflite_metadata import associated_files, output_count, read_metadata, with_metadata
     first = with_metadata(small_tflite, {"facemask_spec": b'{"a": 1}', "other": b"x"}, {"labels.txt": b"a\nb\n"})
     assert read_metadata(first)["facemask_spec"] == b'{"a": 1}' and associated_files(first) == {"labels.txt":
                                                                                                  b"a\nb\n"}
@@ -159,7 +159,7 @@ def test_tflite_metadata_buffers_and_associated_files_round_trip(small_tflite):
 
 
 def test_object_detector_metadata_is_an_m001_flatbuffer_with_the_labels_file():
-    from components.tflite_metadata import LABELS_FILE, METADATA_IDENTIFIER, object_detector_metadata
+    from runtime.tflite_metadata import LABELS_FILE, METADATA_IDENTIFIER, object_detector_metadata
     data = object_detector_metadata("n", "d", "1", ["mask", "unmask"], (240, 320))
     assert data[4:8] == METADATA_IDENTIFIER
     for text in (b"location", b"category", b"score", b"number of detections", LABELS_FILE.encode(), b"image"):

@@ -10,14 +10,14 @@ from conftest import REPO_ROOT, SHIPPED_MODEL
 
 from components.config import cfg as default_cfg
 from components.config import validate_config
-from components.postprocessing import (
+from runtime.postprocessing import (
     Detections,
     large_detections,
     merge_detections,
     nonempty_detections,
     small_detections,
 )
-from components.preprocessing import letterbox_shape
+from runtime.preprocessing import letterbox_shape
 
 CROWDED = os.path.join(REPO_ROOT, "tests", "fixtures", "voc_mini", "JPEGImages", "1_Handshaking_Handshaking_1_420.jpg")
 PORTRAIT = os.path.join(REPO_ROOT, "tests", "fixtures", "voc_mini", "JPEGImages", "web_31vsIjDJ-XL__SY445_.jpg")
@@ -64,8 +64,8 @@ def test_nonempty_detections_drops_boxes_without_width_or_height():
 def test_no_detection_lies_wholly_in_the_letterbox_padding():
     """A portrait (445 x 297) is padded on the right to 4:3; at 2x the shipped model scores boxes there (above
     0.01 on this photo), which clip to the image edge with no width: Detector drops them, at every scale."""
-    from components.detector import Detector
-    from components.postprocessing import unbatch_detections
+    from runtime.detector import Detector
+    from runtime.postprocessing import unbatch_detections
     portrait = cv2.cvtColor(cv2.imread(PORTRAIT), cv2.COLOR_BGR2RGB)
     detector = Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1, 2]))
     at_2x = detector.rescaled[0][1]
@@ -127,8 +127,8 @@ def test_a_bad_face_size_limit_is_one_line_and_exit_2(capsys):
 @pytest.mark.slow
 def test_default_test_is_one_pass_and_tta_runs_the_shipped_model_at_three_scales():
     from components.config import apply_tta
-    from components.detector import Detector
     from components.prior_box import aligned_input_size
+    from runtime.detector import Detector
     single = Detector.from_path(SHIPPED_MODEL, default_cfg)
     assert single.test_scales == [1] and not single.flip_test and not single.rescaled
     detector = Detector(single.runtime, apply_tta(dict(single.cfg, tta=True)), single.trained_size)
@@ -146,7 +146,7 @@ def test_default_test_is_one_pass_and_tta_runs_the_shipped_model_at_three_scales
 
 @pytest.mark.slow
 def test_upscaled_pass_adds_only_small_faces_to_the_single_scale_result(crowded_rgb):
-    from components.detector import Detector
+    from runtime.detector import Detector
     single = Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1]))
     multi = Detector(single.runtime, dict(single.cfg, test_scales=[1, 2]))
     assert single.test_scales == [1] and multi.test_scales == [1, 2]
@@ -172,7 +172,7 @@ def test_upscaled_pass_adds_only_small_faces_to_the_single_scale_result(crowded_
 
 @pytest.mark.slow
 def test_downscaled_pass_adds_only_large_faces_to_the_single_scale_result():
-    from components.detector import Detector
+    from runtime.detector import Detector
     portrait = cv2.cvtColor(cv2.imread(PORTRAIT), cv2.COLOR_BGR2RGB)        # 297 x 445, one large face
     single = Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1]))
     multi = Detector(single.runtime, dict(single.cfg, test_scales=[1, 0.5], test_large_face=8))
@@ -199,8 +199,8 @@ def test_downscaled_pass_adds_only_large_faces_to_the_single_scale_result():
 
 @pytest.mark.slow
 def test_exports_run_one_scale(tiny_model, tmp_path):
-    from components.detector import Detector
     from deploy.export import export_model_file
+    from runtime.detector import Detector
     output = str(tmp_path / "tiny.tflite")
     export_model_file(tiny_model, "tflite", output, log=lambda message: None)
     detector = Detector.from_path(output, dict(default_cfg, test_scales=[1, 2]))

@@ -17,8 +17,8 @@ def _context_block_parameters(channels):
 def plain_and_context_models():
     """A model without the blocks holding the shipped model's trained weights, and one with the blocks
     warm-started from it."""
-    from components.runtimes import load_keras_model
     from network.network import build_model, transfer_weights
+    from runtime.adapters import load_keras_model
     shipped = load_keras_model(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"))
     plain = build_model(dict(cfg))
     transfer_weights(shipped, plain)
@@ -52,7 +52,7 @@ def test_a_warm_start_without_the_blocks_starts_unchanged_and_the_blocks_are_wir
 def test_the_sidecar_keeps_head_context_and_older_sidecars_read_as_off(tmp_path):
     import json
 
-    from components.model_files import load_model_config, model_config_path, save_model_config
+    from runtime.model_files import load_model_config, model_config_path, save_model_config
     model_file = str(tmp_path / "m.keras")
     save_model_config(model_file, dict(cfg, head_context=True))
     assert load_model_config(model_file)["head_context"] is True

@@ -239,7 +239,7 @@ def test_fine_tuning_starts_new_heads_and_says_so(fine_tuned):
     assert statuses[0] == 0, first
     assert "new class heads" in first and "incorrect from scratch" in first
     assert "warm-up shortened" in first
-    from components.model_files import read_model_spec
+    from runtime.model_files import read_model_spec
     assert read_model_spec(os.path.join(folder, "last.keras"))["labels_list"] == THREE_CLASSES
 
 
@@ -313,7 +313,7 @@ def test_labels_of_nearby_boxes_do_not_overlap():
 
 
 def test_summary_csv_has_one_column_per_class(tmp_path):
-    from components.batch_inference import write_batch_outputs
+    from runtime.batch import write_batch_outputs
     records = {"a.jpg": {"image": "a.jpg", "classes": ["incorrect", "mask", "incorrect"], "boxes": [], "scores": []}}
     write_batch_outputs(str(tmp_path), {"model": "m", "score_threshold": 0.5}, records, [],
                                   THREE_CLASSES[1:])
@@ -438,7 +438,7 @@ def test_readme_example_uses_existing_scripts_files_and_flags(capsys):
 
 
 def test_shipped_3class_model_has_the_classes_of_the_ilc2021_data_file():
-    from components.model_files import read_model_spec
+    from runtime.model_files import read_model_spec
     assert read_model_spec(SHIPPED_3CLASS_MODEL)["labels_list"] == load_data_file(os.path.join(REPO_ROOT, "data", "ilc2021.yaml")).labels_list
     assert load_data_file(os.path.join(REPO_ROOT, "data", "maskdata.yaml")).labels_list == cfg["labels_list"]
 

@@ -1,6 +1,6 @@
 """The README section 'Use the model from another runtime': each Python snippet runs with its runtime alone (an
 isolated interpreter, no project code importable) on the exports of the shipped model and finds the faces of
-both sample images that ``components.detector.Detector`` finds (one pass, no flip test): every Detector box
+both sample images that ``runtime.detector.Detector`` finds (one pass, no flip test): every Detector box
 (score >= 0.5) has a box of the same class at IoU >= 0.9 in the snippet's output, and the other way round.
 The OpenCV DNN snippet also runs with OpenCV 4.x where ``.venv-opencv4`` (built by ``.ci/run``) exists."""
 import os
@@ -87,7 +87,7 @@ def assert_same_faces(labels, boxes, expected):
 def reference():
     """The Detector of the shipped model, one pass (no flip test, one scale), as the exports run."""
     from components.config import cfg as default_cfg
-    from components.detector import Detector
+    from runtime.detector import Detector
     return Detector.from_path(SHIPPED_MODEL, dict(default_cfg, flip_test=False, test_scales=[1]))
 
 
@@ -172,7 +172,7 @@ def test_snippets_load_the_files_the_export_commands_write():
 
 
 def test_snippet_output_parser_and_matcher():
-    from components.postprocessing import Detections
+    from runtime.postprocessing import Detections
     expected = Detections(np.array([[10, 10, 50, 50], [100, 100, 150, 160]], np.float32), np.array([0.9, 0.6]),
                           np.array([1, 2]), ["background", "mask", "unmask"])
     labels, boxes = parse_lines("mask 0.900 10 10 50 51\nunmask 0.600 100 100 150 160\n")

@@ -232,7 +232,7 @@ class BlockingDetector:
         self.release = threading.Event()
 
     def detect(self, image_rgb, score_threshold=None):
-        from components.postprocessing import Detections
+        from runtime.postprocessing import Detections
         self.release.wait(timeout=30)
         return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
                           list(self.cfg["labels_list"]))

@@ -196,8 +196,8 @@ def assert_frame_time_shown(state):
 @pytest.mark.slow
 @needs_chromium
 def test_letterbox_in_javascript_matches_preprocess_images(served, browser):
-    """letterboxInput (browser_model.js) on raw pixels against components.preprocessing.preprocess_images."""
-    from components.preprocessing import preprocess_images
+    """letterboxInput (browser_model.js) on raw pixels against runtime.preprocessing.preprocess_images."""
+    from runtime.preprocessing import preprocess_images
     page = browser.new_page()
     page.goto(served.url + "/")
     rng = np.random.default_rng(3)

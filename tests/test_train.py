@@ -71,7 +71,7 @@ def test_first_run_writes_checkpoint_model_history_and_plot(first_run, folders):
     for key in ("loss", "loc", "cls", "lr", "val_loss", "val_map"):
         assert key in record and record[key] == record[key], key     # present and not NaN
     assert 0.0 <= record["val_map"] <= 1.0
-    from components.model_files import read_model_spec
+    from runtime.model_files import read_model_spec
     spec = read_model_spec(os.path.join(folders["checkpoint_dir"], "last.keras"))   # the spec inside the file
     assert tuple(spec["input_size"]) == (120, 160) and spec["network"] == "rfb_pan"
     assert zipfile.is_zipfile(os.path.join(folders["checkpoint_dir"], "last.keras"))

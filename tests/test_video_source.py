@@ -1,4 +1,4 @@
-"""Tests of components/video_source.py and inference.py (cli/inference.py) on streams: a local HTTP server (a thread of the test)
+"""Tests of runtime/video_source.py and inference.py (cli/inference.py) on streams: a local HTTP server (a thread of the test)
 serves an MJPG clip (multipart/x-mixed-replace JPEG) made from the sample images, drops the connection after
 each clip and, after a set number of clips, refuses further connections."""
 import http.server
@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO_ROOT, SAMPLE_IMAGES
 
 from components.errors import ProjectError
-from components.video_source import StreamLostError, VideoSource, VideoSourceError, is_stream_url, parse_source
+from runtime.video_source import StreamLostError, VideoSource, VideoSourceError, is_stream_url, parse_source
 
 CLIP_FRAMES = 6
 FRAME_SIZE = (320, 240)   # (width, height)

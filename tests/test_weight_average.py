@@ -54,9 +54,9 @@ def ema_cfg(tiny_cfg, voc_mini_tfrecords, tmp_path):
 
 @pytest.mark.slow
 def test_training_validates_and_exports_the_average(ema_cfg, tmp_path):
-    from components.runtimes import load_keras_model
     from network.history import read_history
     from network.trainer import train
+    from runtime.adapters import load_keras_model
     train(ema_cfg, steps_per_epoch=3, progress=False)
     (record,) = read_history(ema_cfg["checkpoint_dir"])
     assert "val_map" in record and "raw_val_map" in record   # the EMA's and the optimizer's own weights

@@ -6,12 +6,12 @@
 // aspect ratio, bilinear resize with half-pixel centres as cv2.resize, (x - 127.5) / 127.5, NCHW RGB), the model
 // (outputs boxes [1, P, 4] corner form normalised to the input, scores [1, P, K] foreground probabilities),
 // scores >= threshold, class-wise NMS, at most max_number_keep, boxes back to pixels of the image, clipped, empty
-// ones dropped (components/preprocessing.py, components/postprocessing.py).
+// ones dropped (runtime/preprocessing.py, runtime/postprocessing.py).
 
 const PAD_VALUE = 127;
 
 // (h, w) in pixels of a height x width image padded at the bottom / right to the aspect ratio of inputSize
-// [h, w], each side rounded up (components.preprocessing.letterbox_shape).
+// [h, w], each side rounded up (runtime.preprocessing.letterbox_shape).
 export function letterboxShape(height, width, inputSize) {
   const aspect = inputSize[1] / inputSize[0];
   const newWidth = Math.max(width, Math.ceil(height * aspect));

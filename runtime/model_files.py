@@ -9,7 +9,7 @@ inside each format (:func:`embed_spec`, read back by :func:`read_model_spec`):
 ==============  ============================================================================================
 ``.keras``      a JSON entry ``facemask_spec.json`` in the zip archive (``keras.models.load_model`` ignores it)
 ``.tflite``     a ``metadata`` buffer ``facemask_spec`` (JSON); end-to-end detectors also get the TFLite Model
-                Metadata of MediaPipe / the Task Library (``components/tflite_metadata.py``)
+                Metadata of MediaPipe / the Task Library (``runtime/tflite_metadata.py``)
 ``.onnx``       ``metadata_props`` key ``facemask_spec`` (JSON; ``labels``: the class names, JSON)
 SavedModel      ``assets/facemask_spec.json`` inside the folder
 ==============  ============================================================================================
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from components.atomic_io import staging_folder, write_text_atomically
 from components.config import cfg as default_cfg
 from components.errors import ProjectError, os_error
-from components.runtimes import ModelLoadError, first_line, is_saved_model_dir
+from runtime.adapters import ModelLoadError, first_line, is_saved_model_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -132,7 +132,7 @@ def _onnx_metadata(model_file):
         if not model.graph.node and not model.graph.output:
             raise ModelLoadError(f"{model_file}: not a loadable ONNX model (damaged or not an ONNX file: no graph)")
         return {prop.key: prop.value for prop in model.metadata_props}
-    from components.runtimes import onnx_session
+    from runtime.adapters import onnx_session
     return dict(onnx_session(model_file).get_modelmeta().custom_metadata_map)
 
 
@@ -158,7 +158,7 @@ def read_model_spec(model_file: str) -> dict[str, Any] | None:
                 return None
             return _parse_spec(archive.read(SPEC_FILE), model_file)
     if extension == ".tflite":
-        from components.tflite_metadata import MetadataError, read_metadata
+        from runtime.tflite_metadata import MetadataError, read_metadata
         try:
             with open(model_file, "rb") as handle:
                 entries = read_metadata(handle.read())
@@ -219,7 +219,7 @@ def _embed_keras(path, text):
 
 
 def _embed_tflite(path, spec, text) -> None:
-    from components.tflite_metadata import with_metadata
+    from runtime.tflite_metadata import with_metadata
     with open(path, "rb") as handle:
         data = handle.read()
     entries, files = {SPEC_KEY: text.encode("utf-8")}, None
@@ -236,7 +236,7 @@ def detector_tflite_metadata(model_bytes: bytes,
     """({metadata name: bytes}, {associated file: bytes}) of the TFLite Model Metadata for an end-to-end
     TFLite detector (one image input, the 4 outputs of ``TFLite_Detection_PostProcess``), or None for another
     model (a raw network)."""
-    from components.tflite_metadata import (
+    from runtime.tflite_metadata import (
         LABELS_FILE,
         METADATA_NAME,
         labels_text,

@@ -1,8 +1,8 @@
 """Runtime adapters: one small class per model format, all with the same interface.
 
 Every adapter exposes ``predict_raw(images)``: preprocessed float32 images [B, h, w, 3] (see
-``components.preprocessing.preprocess_images``) in, raw predictions [B, P, 4 + C] float32 (numpy) out. Decoding and
-NMS are *not* done here: ``components.postprocessing.postprocess`` does them, the same code for every runtime.
+``runtime.preprocessing.preprocess_images``) in, raw predictions [B, P, 4 + C] float32 (numpy) out. Decoding and
+NMS are *not* done here: ``runtime.postprocessing.postprocess`` does them, the same code for every runtime.
 
 ==============  =========================================  =============================================
 format          file                                       runtime

@@ -21,8 +21,8 @@ from tqdm import tqdm
 from components.atomic_io import process_runs, remove_stale_temporaries, write_text_atomically
 from components.drawing import draw_detections
 from components.errors import ProjectError, os_error
-from components.media import write_image_atomically
 from dataset.voc import VOCError, read_image_bgr
+from runtime.media import write_image_atomically
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from components.detector import Detector
-    from components.end_to_end_models import EndToEndModel
-    from components.postprocessing import Detections
+    from runtime.detector import Detector
+    from runtime.end_to_end_models import EndToEndModel
+    from runtime.postprocessing import Detections
 
 DETECTIONS_JSON = "detections.json"
 SUMMARY_CSV = "summary.csv"

@@ -1,5 +1,5 @@
 """Showing and writing what the detector found: annotated images, video files, camera and network streams
-(``components/video_source.py``), the detection lines printed for an image."""
+(``runtime/video_source.py``), the detection lines printed for an image."""
 from __future__ import annotations
 
 import os
@@ -14,7 +14,7 @@ from tqdm import tqdm
 from components.atomic_io import atomic_path, remove_stale_temporaries, temporary_path
 from components.drawing import draw_detections
 from components.errors import ProjectError, os_error
-from components.video_source import VideoSource
+from runtime.video_source import VideoSource
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from components.detector import Detector
-    from components.end_to_end_models import EndToEndModel
-    from components.postprocessing import Detections
+    from runtime.detector import Detector
+    from runtime.end_to_end_models import EndToEndModel
+    from runtime.postprocessing import Detections
 
 WINDOW_NAME = "face mask detector"
 FPS_SMOOTHING = 0.1        # weight of the newest frame in the exponential moving average of the FPS
@@ -138,7 +138,7 @@ def run_image(detector: Detector | EndToEndModel, image_bgr: np.ndarray, output_
 
 def open_video_source(source: int | str, cfg: dict[str, Any],
                       log: Callable[[str], None] | None = None) -> tuple[VideoSource, np.ndarray]:
-    """A ``components.video_source.VideoSource`` for ``source`` (path, camera index or URL) with the config's
+    """A ``runtime.video_source.VideoSource`` for ``source`` (path, camera index or URL) with the config's
     reconnect settings (``stream_*``), opened. Returns (source, its first frame BGR [H, W, 3]); raises
     VideoSourceError (a ProjectError) naming the source. ``log(message)`` hears of reconnects."""
     video = VideoSource(source, cfg["stream_reconnect_attempts"], cfg["stream_reconnect_delay"],

@@ -1,8 +1,8 @@
 """``Detector``: a saved model of any format with its config; images in, detections in pixels out.
 
-The model runs through the adapters of ``components/runtimes.py`` (picked by file type), images are
-letterboxed by ``components/preprocessing.py``, and ``components/postprocessing.py`` decodes, merges the flip
-test and suppresses; ``components/model_files.py`` finds the model file and its config sidecar.
+The model runs through the adapters of ``runtime/adapters.py`` (picked by file type), images are
+letterboxed by ``runtime/preprocessing.py``, and ``runtime/postprocessing.py`` decodes, merges the flip
+test and suppresses; ``runtime/model_files.py`` finds the model file and its config sidecar.
 """
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tensorflow as tf
 
-from components.model_files import load_model_config, resolve_model_path
-from components.postprocessing import (
+from components.prior_box import aligned_input_size, mirror_index, priors_from_config
+from runtime.adapters import KerasRuntime, ModelLoadError, load_runtime
+from runtime.model_files import load_model_config, resolve_model_path
+from runtime.postprocessing import (
     large_detections,
     merge_detections,
     merge_mirrored_predictions,
@@ -21,19 +23,17 @@ from components.postprocessing import (
     small_detections,
     unbatch_detections,
 )
-from components.preprocessing import boxes_to_pixels, image_pixels_per_input_pixel, pad_to_size, preprocess_images
-from components.prior_box import aligned_input_size, mirror_index, priors_from_config
-from components.runtimes import KerasRuntime, ModelLoadError, load_runtime
+from runtime.preprocessing import boxes_to_pixels, image_pixels_per_input_pixel, pad_to_size, preprocess_images
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-    from components.postprocessing import Detections
+    from runtime.postprocessing import Detections
 
 
 class Detector:
-    """A trained model (any runtime of ``components/runtimes.py``) with its config: image in, detections in
+    """A trained model (any runtime of ``runtime/adapters.py``) with its config: image in, detections in
     pixels out."""
 
     def __init__(self, model: Any, cfg: dict[str, Any], trained_size: Sequence[int] | None = None) -> None:
@@ -133,7 +133,7 @@ class Detector:
 
     def postprocess(self, predictions: np.ndarray,
                     score_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``components.postprocessing.postprocess`` of :meth:`predict_raw`'s output with this model's priors
+        """``runtime.postprocessing.postprocess`` of :meth:`predict_raw`'s output with this model's priors
         and settings, as numpy: (boxes [B, K, 4] normalised to the input, scores, class ids, valid [B])."""
         threshold = self.cfg["score_threshold"] if score_threshold is None else score_threshold
         boxes, *rest = (value.numpy() for value in

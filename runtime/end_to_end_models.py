@@ -17,9 +17,9 @@ The file layout (what an app sees, README "End-to-end models"):
   [1, P, C-1] class probabilities without background, one row per prior; NMS is the app's
   (:class:`DecodedOnnx`: ``cv2.dnn.NMSBoxesBatched``).
 
-The adapters return ``components.postprocessing.Detections``: in pixels from ``detect_batch`` (original
+The adapters return ``runtime.postprocessing.Detections``: in pixels from ``detect_batch`` (original
 images), normalised to the network input and clipped to it from ``detect_inputs`` (what
-``mAP.evaluation.evaluate`` runs), so an export can be compared with ``components.detector.Detector`` and
+``mAP.evaluation.evaluate`` runs), so an export can be compared with ``runtime.detector.Detector`` and
 evaluated like it.
 """
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from components.postprocessing import Detections, nonempty_detections
-from components.preprocessing import boxes_to_pixels, preprocess_images
-from components.runtimes import DEFAULT_NUM_THREADS, ModelLoadError, first_line, onnx_session, tflite_interpreter
+from runtime.adapters import DEFAULT_NUM_THREADS, ModelLoadError, first_line, onnx_session, tflite_interpreter
+from runtime.postprocessing import Detections, nonempty_detections
+from runtime.preprocessing import boxes_to_pixels, preprocess_images
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -191,7 +191,7 @@ class DecodedOnnx(EndToEndModel):
     """A decoded ``.onnx`` file (see the module docstring) run by OpenCV DNN (``cv2.dnn.readNet``), then
     class-wise NMS by ``cv2.dnn.NMSBoxesBatched`` at ``cfg['nms_threshold']`` over every (prior, class)
     scoring at least ``cfg['export_score_threshold']``, at most ``cfg['max_number_keep']`` detections: the
-    detections of ``components.postprocessing.postprocess``, with NMS done as an app does it."""
+    detections of ``runtime.postprocessing.postprocess``, with NMS done as an app does it."""
 
     format = "onnx_decoded"
 
@@ -239,11 +239,11 @@ def is_decoded_onnx(path: str) -> bool:
 
 def load_end_to_end(path: str, cfg: dict[str, Any] | None = None) -> EndToEndModel:
     """The adapter for an end-to-end export (by file type) with its model config ``cfg`` (default: the spec
-    the file carries, ``components.model_files.load_model_config``); raises ModelLoadError naming the path."""
+    the file carries, ``runtime.model_files.load_model_config``); raises ModelLoadError naming the path."""
     if not os.path.exists(path):
         raise ModelLoadError(f"{path}: model not found")
     if cfg is None:
-        from components.model_files import load_model_config
+        from runtime.model_files import load_model_config
         cfg = load_model_config(path)
     if os.path.isdir(path):
         return EndToEndSavedModel(path, cfg)
