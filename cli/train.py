@@ -24,7 +24,7 @@ TRAIN_KEYS = tuple(key for key in DEFAULTS if key not in ("flip_test", "test_sca
                                                            "export_score_threshold")
                    + SERVE_KEYS + STREAM_KEYS)
 DATA_FILE_KEYS = ("labels_list", "label_aliases", "train_tfrecord", "val_tfrecord")   # what a --data file sets
-STRATEGIES = ("default", "mirrored", "multi_worker")   # network.distribution.STRATEGIES, without TensorFlow
+STRATEGIES = ("default", "mirrored", "multi_worker")   # training.distribution.STRATEGIES, without TensorFlow
 
 
 def build_parser():
@@ -76,7 +76,7 @@ def body(args, cfg):
                            "start from other weights, use a new --checkpoint_dir")
     if args.resume:
         cfg, steps_per_epoch = settings_for_resume(args, cfg)
-    from network.trainer import train  # imports TensorFlow: only once the flags parsed
+    from training.trainer import train  # imports TensorFlow: only once the flags parsed
     try:
         summary = train(cfg, resume=args.resume, steps_per_epoch=steps_per_epoch, val_steps=args.val_steps,
                         progress=not args.no_progress, log=print, strategy=args.strategy, weights=args.weights)

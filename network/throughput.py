@@ -34,10 +34,10 @@ def time_pipeline(iterator: Iterator[Any], steps: int, batch_size: int) -> float
 
 
 def compiled_train_step(cfg: dict[str, Any]) -> Callable[..., Any]:
-    """The compiled train step (``network.trainer.make_train_step``) of a fresh model at ``cfg``'s precision."""
+    """The compiled train step (``training.trainer.make_train_step``) of a fresh model at ``cfg``'s precision."""
     import tensorflow as tf
 
-    from network.trainer import build_optimizer, build_training_model, make_train_step
+    from training.trainer import build_optimizer, build_training_model, make_train_step
     tf.keras.utils.set_random_seed(0)
     model = build_training_model(cfg)
     return make_train_step(model, build_optimizer(cfg, steps_per_epoch=100), cfg)

@@ -98,7 +98,7 @@ def tiny_model(tmp_path_factory):
     """Path of a small random 'slim' model (base_channel 4, input 120x160) saved with its config sidecar.
     Shared by the whole session: tests read it, never change it."""
     from network.network import build_model
-    from network.trainer import export_model
+    from training.trainer import export_model
     config = make_tiny_cfg()
     config.update(network="slim", base_channel=4)
     return export_model(build_model(config), config, str(tmp_path_factory.mktemp("model")), name="tiny.keras")

@@ -26,7 +26,7 @@ def pan_model(tmp_path_factory):
     from conftest import make_tiny_cfg
 
     from network.network import build_model
-    from network.trainer import export_model
+    from training.trainer import export_model
     config = make_tiny_cfg()
     config.update(network="rfb_pan", base_channel=4)
     return export_model(build_model(config), config, str(tmp_path_factory.mktemp("pan")), name="pan.keras")
@@ -106,7 +106,7 @@ def test_an_upsampling_to_an_odd_side_exports_at_the_exact_size(export_format, t
     from conftest import make_tiny_cfg
 
     from network.network import build_model
-    from network.trainer import export_model
+    from training.trainer import export_model
     config = make_tiny_cfg()
     config.update(network="rfb_pan", base_channel=4, input_size=(184, 256))
     model_file = export_model(build_model(config), config, str(tmp_path), name="odd.keras")

@@ -34,7 +34,7 @@ EQUIVALENCE_SCRIPT = SPLIT_CPU + textwrap.dedent("""\
     from components.config import cfg as default_cfg
     from dataset.tf_dataset_preprocess import load_dataset
     from network.network import build_model
-    from network.trainer import build_optimizer, make_train_step
+    from training.trainer import build_optimizer, make_train_step
 
     cfg = dict(default_cfg, input_size=(120, 160), batch_size=4, cache_dataset=False, network="slim")
     images, targets = next(iter(load_dataset(sys.argv[2], cfg, training=True, seed=1)))
@@ -104,7 +104,7 @@ def layout(prefix):
 def single_device_layout(cfg, folder):
     """Layout of a default-strategy checkpoint of train()'s objects (model, optimizer, epoch), untrained."""
     from network.network import build_model
-    from network.trainer import build_optimizer
+    from training.trainer import build_optimizer
     model = build_model(cfg)
     optimizer = build_optimizer(cfg, steps_per_epoch=2)
     optimizer.build(model.trainable_variables)
@@ -148,8 +148,8 @@ def test_mirrored_step_equals_the_single_device_step(tmp_path, voc_mini_tfrecord
 
 @pytest.mark.slow
 def test_train_py_mirrored_on_two_logical_cpus(tmp_path, voc_mini_tfrecords, tiny_cfg):
-    from network.trainer import read_history
     from runtime.adapters import load_keras_model
+    from training.trainer import read_history
     # with the weight EMA too: it is updated in cross-replica context, after the replicas' step
     result = run_python(small_run(tmp_path, voc_mini_tfrecords) + ["--strategy", "mirrored", "--ema_decay", "0.9"],
                         env=two_cpu_env(tmp_path))
@@ -209,12 +209,12 @@ WORKERS_ONLY = {"worker": ["host0:2222", "host1:2222"]}
     ({**WORKERS_ONLY, "evaluator": ["host2:2222"]}, {"type": "evaluator", "index": 0}, False),
 ])
 def test_is_chief_follows_tf_config(monkeypatch, cluster, task, chief):
-    from network.trainer import is_chief
+    from training.trainer import is_chief
     assert is_chief(fake_strategy(monkeypatch, {"cluster": cluster, "task": task})) is chief
 
 
 def test_is_chief_without_a_cluster(monkeypatch):
-    from network.trainer import is_chief
+    from training.trainer import is_chief
     assert is_chief(tf.distribute.get_strategy())
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert is_chief(types.SimpleNamespace(cluster_resolver=tf.distribute.cluster_resolver.TFConfigClusterResolver()))
@@ -224,7 +224,7 @@ def test_distributed_config_scales_the_learning_rate_not_the_batch():
     import copy
 
     from components.config import cfg
-    from network.trainer import distributed_config
+    from training.trainer import distributed_config
     before = copy.deepcopy(cfg)
     scaled = distributed_config(cfg, 4)
     assert scaled["init_lr"] == pytest.approx(4 * cfg["init_lr"])
@@ -236,6 +236,6 @@ def test_distributed_config_scales_the_learning_rate_not_the_batch():
 
 
 def test_unknown_strategy_is_a_training_error():
-    from network.trainer import TrainingError, make_strategy
+    from training.trainer import TrainingError, make_strategy
     with pytest.raises(TrainingError, match="unknown strategy 'tpu'"):
         make_strategy("tpu")

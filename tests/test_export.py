@@ -37,7 +37,7 @@ def tiny_model(tmp_path_factory):
     import tensorflow as tf
 
     from network.network import build_model
-    from network.trainer import export_model
+    from training.trainer import export_model
     cfg = copy.deepcopy(default_cfg)
     cfg.update(network="rfb", base_channel=4, input_size=INPUT_SIZE)
     tf.keras.utils.set_random_seed(3)

@@ -37,7 +37,7 @@ HOLD_SCRIPT = textwrap.dedent("""\
     import runpy, signal, sys, time
     signal.signal(signal.SIGINT, signal.default_int_handler)
     import cli   # the environment first, as train.py sets it
-    import network.trainer as trainer
+    import training.trainer as trainer
 
     hold_epoch, train = int(sys.argv.pop(1)), trainer.train
 
@@ -110,7 +110,7 @@ def train_args(folder, log_dir, tfrecords, *extra):
 
 
 def read_history(folder):
-    from network.trainer import read_history as read
+    from training.trainer import read_history as read
     return read(str(folder))
 
 
@@ -253,8 +253,8 @@ def test_ctrl_c_saves_mid_epoch_and_resume_finishes_that_epoch(killed_run, voc_m
 
 
 def step_losses(cfg, seed, folder, steps=3):
-    """Per-step (loss, loc, cls) of a fresh run of network.trainer.train with ``seed``."""
-    from network.trainer import train
+    """Per-step (loss, loc, cls) of a fresh run of training.trainer.train with ``seed``."""
+    from training.trainer import train
     losses = []
     def record(epoch, step, values):
         losses.append([values["loss"], values["loc"], values["cls"]])
@@ -278,7 +278,7 @@ def test_same_seed_repeats_the_step_losses_and_another_seed_does_not(tiny_cfg, v
 def test_ctrl_c_between_steps_and_checkpoint_records_the_epoch(tiny_cfg, voc_mini_tfrecords, tmp_path, monkeypatch):
     """Ctrl-C during validation, or right after an epoch's last step, records that epoch (without validation)
     and checkpoints its end, so that --resume starts the next epoch."""
-    import network.trainer as trainer
+    import training.trainer as trainer
     folder = tmp_path / "ckpt"
     cfg = dict(tiny_cfg, **SMALL_NETWORK, train_tfrecord=voc_mini_tfrecords["train"],
                val_tfrecord=voc_mini_tfrecords["val"],

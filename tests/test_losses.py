@@ -144,7 +144,7 @@ def test_focal_loss_gradient_is_finite_on_confident_predictions():
 
 
 def test_validation_loss_step_follows_the_focal_setting():
-    from network.trainer import make_loss_step
+    from training.trainer import make_loss_step
 
     rng = np.random.default_rng(8)
     small = dict(cfg, input_size=(60, 80), focal_gamma=2.0)
@@ -202,7 +202,7 @@ def test_quality_class_loss_is_lowest_where_the_score_matches_the_iou():
 
 
 def test_validation_loss_step_follows_the_diou_setting():
-    from network.trainer import loss_options, make_loss_step
+    from training.trainer import loss_options, make_loss_step
 
     rng = np.random.default_rng(6)
     small = dict(cfg, input_size=(60, 80), diou_loss_weight=1.0)
@@ -247,7 +247,7 @@ def test_perfect_predictions_give_near_zero_loss():
 def test_train_step_lowers_the_loss_on_a_real_batch(tiny_cfg, voc_mini_tfrecords, loss_settings):
     from dataset.tf_dataset_preprocess import load_dataset
     from network.network import build_model
-    from network.trainer import build_optimizer, make_train_step
+    from training.trainer import build_optimizer, make_train_step
 
     tf.keras.utils.set_random_seed(0)
     cfg = dict(tiny_cfg, network="slim", batch_size=4, init_lr=1e-2, warmup_epoch=0, **loss_settings)

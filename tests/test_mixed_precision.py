@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from network.trainer import build_optimizer, build_training_model, float32_copy, make_train_step
+from training.trainer import build_optimizer, build_training_model, float32_copy, make_train_step
 
 
 def test_mixed_precision_computes_in_bfloat16_and_does_not_leak_the_policy(tiny_cfg):

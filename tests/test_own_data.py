@@ -205,7 +205,7 @@ def test_new_class_heads_keep_the_rows_of_shared_classes(tiny_cfg):
 
 
 def test_a_warm_up_longer_than_the_run_is_shortened_with_a_note():
-    from network.trainer import fit_warmup
+    from training.trainer import fit_warmup
     notes = []
     shortened = fit_warmup(dict(cfg, epoch=3, warmup_epoch=5), notes.append)
     assert shortened["warmup_epoch"] < 3 and "shortened" in notes[0]

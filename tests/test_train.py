@@ -141,7 +141,7 @@ def test_weights_with_resume_is_refused_in_one_line(tmp_path, capsys):
 
 
 def test_notes_of_uneven_epochs_and_a_peak_passed():
-    from network.trainer import new_best_map, peak_note, uneven_epoch_note
+    from training.trainer import new_best_map, peak_note, uneven_epoch_note
     assert uneven_epoch_note(100, 32) == ("note: 100 training images in batches of 32: an epoch is 3 steps (96 "
                                           "images); the other 4 open the next epoch (the records stream on); "
                                           "--steps_per_epoch 4 covers them all each epoch")

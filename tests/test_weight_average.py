@@ -54,9 +54,9 @@ def ema_cfg(tiny_cfg, voc_mini_tfrecords, tmp_path):
 
 @pytest.mark.slow
 def test_training_validates_and_exports_the_average(ema_cfg, tmp_path):
-    from network.history import read_history
-    from network.trainer import train
     from runtime.adapters import load_keras_model
+    from training.history import read_history
+    from training.trainer import train
     train(ema_cfg, steps_per_epoch=3, progress=False)
     (record,) = read_history(ema_cfg["checkpoint_dir"])
     assert "val_map" in record and "raw_val_map" in record   # the EMA's and the optimizer's own weights
@@ -75,7 +75,7 @@ def test_training_validates_and_exports_the_average(ema_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_resume_without_a_saved_average_starts_it_from_the_weights(ema_cfg):
-    from network.trainer import Trainer, train
+    from training.trainer import Trainer, train
     ema_cfg = dict(ema_cfg, val_map_freq=0)   # validation loss only: the mAP is not under test here
     train(dict(ema_cfg, ema_decay=0.0), steps_per_epoch=2, progress=False)
     notes = []

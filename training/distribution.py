@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
-from network.errors import TrainingError
+from training.errors import TrainingError
 
 if TYPE_CHECKING:
     from typing import Any

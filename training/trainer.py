@@ -25,14 +25,14 @@ from components.prior_box import priors_from_config
 from components.run_config import save_run_config
 from dataset.tf_dataset_preprocess import load_dataset
 from mAP.evaluation import evaluate, map_or_zero
-from network.distribution import distributed_config, is_chief, make_strategy
-from network.errors import TrainingError, TrainingInterrupted
-from network.history import PLOT_FILE, plot_history, read_history, write_history
 from network.losses import count_positives, multibox_loss
 from network.network import build_model
 from network.weight_average import WeightAverage
 from runtime.detector import Detector
 from runtime.model_files import load_model_config, publish_model
+from training.distribution import distributed_config, is_chief, make_strategy
+from training.errors import TrainingError, TrainingInterrupted
+from training.history import PLOT_FILE, plot_history, read_history, write_history
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
