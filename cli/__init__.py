@@ -18,7 +18,7 @@ from cli import stderr_filter
 from components.errors import Interrupted, ProjectError, describe_os_error
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("cli", "components", "dataset", "deploy", "mAP", "network", "runtime", "serving", "training")
+PACKAGES = ("cli", "benchmarks", "components", "dataset", "deploy", "mAP", "network", "runtime", "serving", "training")
 ENTRY_POINT_PREFIX = "facemask-"
 
 

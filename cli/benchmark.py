@@ -26,13 +26,13 @@ import os
 import sys
 
 import cli
+from benchmarks.models import DEFAULT_VAL_TFRECORDS, FORMATS, measure
+from benchmarks.reference import DEFAULT_REFERENCE
+from benchmarks.report import render
 from components.atomic_io import write_text_atomically
 from components.config import flag_type
 from components.errors import ProjectError
-from deploy.benchmark import DEFAULT_VAL_TFRECORDS, FORMATS, measure
-from deploy.benchmark_report import render
 from deploy.export import DEFAULT_CALIBRATION_TFRECORD, DEFAULT_NUM_CALIBRATION
-from deploy.reference import DEFAULT_REFERENCE
 
 DEFAULT_OUTPUT = cli.repo_path("runs", "benchmark.md")
 

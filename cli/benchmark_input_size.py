@@ -38,7 +38,7 @@ def body(args, cfg):
     for path in tfrecords:
         cli.check_exists(path, "validation TFRecord", "file")
     cli.check_exists(args.model_path, "model")
-    from deploy.input_size import measure_sizes, render_sizes
+    from benchmarks.input_size import measure_sizes, render_sizes
     from runtime.model_files import resolve_model_path
     results = measure_sizes(resolve_model_path(args.model_path), sizes, tfrecords, args.runs,
                             log=lambda message: print(message, file=sys.stderr))

@@ -10,7 +10,7 @@ each) that post the image until ``--requests`` answers are in, and prints a Mark
 detection with the model's default flip test, JSON) and the failed count (any answer but 200; serve.py runs with
 its default bounds, so more clients than its ``--max_pending`` (config key ``serve_max_pending``) would get
 503s). The clients run on the same machine as the server, so they share its cores; the table records the load
-average before and after. Exit status 1 when a request failed. See ``serving/benchmark.py``.
+average before and after. Exit status 1 when a request failed. See ``benchmarks/serving.py``.
 """
 import argparse
 import sys
@@ -55,7 +55,7 @@ def body(args, cfg):
     cli.check_at_least("--requests", args.requests, 1)
     cli.check_at_least("--workers", args.workers, 1)
     cli.check_at_least("--warmup", args.warmup, 0)
-    from serving.benchmark import measure, render
+    from benchmarks.serving import measure, render
     result = measure(args.model_path, args.image, args.concurrency, args.requests, args.warmup, args.workers,
                      args.port, log=lambda message: print(message, file=sys.stderr))
     lines = render(result, cli.REPO_ROOT)

@@ -61,7 +61,7 @@ def body(args, cfg):
     model_file = resolve_model_path(args.model_path)
     if model_format(model_file) != "keras":
         raise ProjectError(f"--model_path: {model_file}: the multi-scale test runs .keras models only")
-    from deploy.test_scales import measure_test_scales, render_test_scales
+    from benchmarks.test_scales import measure_test_scales, render_test_scales
     print(render_test_scales(measure_test_scales(model_file, settings, cfg, args.runs)))
 
 

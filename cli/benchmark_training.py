@@ -31,7 +31,7 @@ def build_parser():
 def body(args, cfg):
     cli.check_exists(args.train_tfrecord, "TFRecord", "file", "make it with dataset/voc_to_tfrecord.py")
     cli.check_at_least("--steps", args.steps, 1)
-    from network.throughput import format_table, run  # imports TensorFlow
+    from benchmarks.training_throughput import format_table, run  # imports TensorFlow
     cfg = validate_config(dict(cfg, train_tfrecord=args.train_tfrecord))
     load_before = os.getloadavg()[0]
     rows = run(cfg, args.steps)

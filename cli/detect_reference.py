@@ -12,9 +12,9 @@ Several folders (comma-separated) each go to ``<output_dir>/<folder name>/`` as 
 import sys
 
 import cli
+from benchmarks.reference import DEFAULT_REFERENCE
 from cli.detect import detect_sets, folder_sets
 from dataset.voc import read_split
-from deploy.reference import DEFAULT_REFERENCE
 from mAP.detect import DEFAULT_SCORE_THRESHOLD, next_command
 
 
@@ -35,7 +35,7 @@ def body(args, cfg):
     sets = folder_sets(args.dataset_path, args.split)
     image_names = {item.name: read_split(item.dataset_path, item.split) for item in sets}
     cli.check_exists(args.reference, "reference model", "file", "see ../shared/reference/README.md")
-    from deploy.reference import AizooReference  # imports TensorFlow: only once the cheap checks passed
+    from benchmarks.reference import AizooReference  # imports TensorFlow: only once the cheap checks passed
     output_dirs = detect_sets(AizooReference(args.reference), sets, image_names, args.output_dir,
                               DEFAULT_SCORE_THRESHOLD)
     print(f"next: {next_command(args.output_dir, list(output_dirs.values()))}")

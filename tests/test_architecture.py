@@ -17,13 +17,13 @@ LAYERS = {   # module -> layer (ARCHITECTURE.md, "Layers")
         "runtime.end_to_end_models", "runtime.tflite_metadata"],
     3: ["mAP.compute_mAP", "mAP.evaluation", "mAP.detect", "mAP.sets", "mAP.analyse_errors", "mAP.false_positives",
         "mAP.bootstrap", "mAP.unlabelled_faces"],
-    4: ["training.trainer", "training.history", "training.distribution", "training.errors", "network.throughput",
+    4: ["training.trainer", "training.history", "training.distribution", "training.errors", "benchmarks.training_throughput",
         "dataset.voc_to_tfrecord", "dataset.check_dataset", "components.kmeans"],
-    5: ["deploy.export", "deploy.end_to_end", "deploy.decoded_onnx", "deploy.benchmark", "deploy.benchmark_report", "deploy.reference",
-        "deploy.input_size", "deploy.test_scales", "serving.app", "serving.server", "serving.web_model", "serving.load", "serving.benchmark"],
+    5: ["deploy.export", "deploy.end_to_end", "deploy.decoded_onnx", "benchmarks.models", "benchmarks.report", "benchmarks.reference",
+        "benchmarks.input_size", "benchmarks.test_scales", "serving.app", "serving.server", "serving.web_model", "benchmarks.load", "benchmarks.serving"],
 }
 LAYER = {module: layer for layer, modules in LAYERS.items() for module in modules}
-PACKAGES = ("cli", "components", "dataset", "deploy", "mAP", "network", "runtime", "serving", "training")
+PACKAGES = ("cli", "benchmarks", "components", "dataset", "deploy", "mAP", "network", "runtime", "serving", "training")
 
 
 def library_modules():

@@ -221,7 +221,7 @@ def test_test_scales_benchmark_times_each_setting_in_one_table(tiny_model, capsy
 
 @pytest.mark.slow
 def test_test_scales_benchmark_measures_real_detect_calls(tiny_model):
-    from deploy.test_scales import measure_test_scales
+    from benchmarks.test_scales import measure_test_scales
     photo = cv2.cvtColor(cv2.imread(PORTRAIT), cv2.COLOR_BGR2RGB)
     results = measure_test_scales(tiny_model, [[1], [1, 2]], dict(default_cfg, flip_test=False), runs=2,
                                   warmup=0, images_rgb=[photo])

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import VOC_MINI
 
+from benchmarks.reference import DEFAULT_REFERENCE, AizooReference, reference_priors
 from components.box_utils import class_agnostic_nms
-from deploy.reference import DEFAULT_REFERENCE, AizooReference, reference_priors
 
 
 def test_reference_priors_follow_the_published_layout():

@@ -322,8 +322,8 @@ def test_bad_serve_flag_is_one_line_naming_it(flag, value, capsys):
 
 
 def test_load_generator_counts_answers_and_failures():
+    from benchmarks.load import run_load
     from serving.app import ServeSettings, create_app
-    from serving.load import run_load
     from serving.server import BackgroundServer
     detector = BlockingDetector()
     detector.release.set()

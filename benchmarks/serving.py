@@ -1,5 +1,5 @@
 """The load benchmark of the REST API (``benchmark_serve.py``): the server in its own process, loaded by
-``serving.load.run_load`` at several concurrencies, and the Markdown table of the results."""
+``benchmarks.load.run_load`` at several concurrencies, and the Markdown table of the results."""
 from __future__ import annotations
 
 import json
@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from benchmarks.load import run_load
+from benchmarks.models import load_average
 from components.errors import ProjectError
-from deploy.benchmark import load_average
-from serving.load import run_load
 from serving.server import bind_socket
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from deploy.benchmark import SAMPLE_IMAGE, time_predict
+from benchmarks.models import SAMPLE_IMAGE, time_predict
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

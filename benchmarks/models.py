@@ -2,7 +2,7 @@
 default) and test-time augmentation (``--tta``) side by side -- model-only latency, ms per image of
 ``detect``, VOC mAP on one or several validation TFRecords -- with the AIZOOTech reference in the same timing
 rounds, the shared post-processing, and the end-to-end video throughput of the default and ``--tta``. Returns
-the numbers; ``deploy/benchmark_report.py`` renders them.
+the numbers; ``benchmarks/report.py`` renders them.
 """
 from __future__ import annotations
 
@@ -248,7 +248,7 @@ def load_entries(paths: Mapping[str, str]) -> list[Entry]:
 
 def reference_entry(path: str) -> Entry:
     """The Entry of the AIZOOTech reference (one pass as published: no TTA)."""
-    from deploy.reference import AizooReference
+    from benchmarks.reference import AizooReference
     return Entry(REFERENCE_LABEL, "reference", path, AizooReference(path), None, "n/a (published one pass)")
 
 

@@ -1,11 +1,11 @@
-"""Rendering for ``benchmark.py``: the Markdown report of ``deploy.benchmark.measure``'s results."""
+"""Rendering for ``benchmark.py``: the Markdown report of ``benchmarks.models.measure``'s results."""
 from __future__ import annotations
 
 import os
 import platform
 from typing import TYPE_CHECKING
 
-from deploy.benchmark import (
+from benchmarks.models import (
     EVALUATION_SCORE_THRESHOLD,
     MODEL,
     ONE_PASS,
@@ -18,7 +18,7 @@ from deploy.benchmark import (
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from deploy.benchmark import BenchmarkResults, Row
+    from benchmarks.models import BenchmarkResults, Row
 
 SPEED_HEADER = ["format", "runtime", "model file", "size (MiB)", "model ms", "model p90 ms", "one pass ms/image",
                 "TTA", "TTA ms/image"]
@@ -56,7 +56,7 @@ def format_table(header: Sequence[str], rows: Sequence[Mapping[str, str]]) -> li
 
 
 def row_cells(row: Row, val_sets: Sequence[str]) -> dict[str, str]:
-    """{column: text} of one ``deploy.benchmark.Row``."""
+    """{column: text} of one ``benchmarks.models.Row``."""
     def ms(kind, index: int = 0):
         return f"{row.ms[kind][index]:.2f}" if kind in row.ms else "-"
 
