@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
-    from mAP.compute_mAP import GroundTruth, ScoredBoxes
+    from mAP.voc_ap import GroundTruth, ScoredBoxes
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_VAL_TFRECORDS = [os.path.join(REPO_ROOT, "dataset", name) for name in ("val_mask.tfrecord", "val_ilc.tfrecord")]
@@ -276,12 +276,12 @@ def evaluate_images(detectors: Mapping[Any, Any], tfrecord_path: str,
     """{key: VOC AP@0.5 in [0, 1]} of each detector of ``detectors`` ({key: anything with ``cfg`` and
     ``detect_batch``: a ``Detector`` with any test-time augmentation, the reference}) on the images of
     ``tfrecord_path``, each record decoded once and given to every detector whole, as ``mAP/detect.py`` does
-    with the VOC images: boxes in the image's pixels, scored by ``mAP.compute_mAP.evaluate_detections``.
+    with the VOC images: boxes in the image's pixels, scored by ``mAP.voc_ap.evaluate_detections``.
     ``limit``: the first records only. Raises ProjectError / ClassListError naming the file."""
     from components.class_list import check_tfrecord_classes
     from components.errors import ProjectError
-    from mAP.compute_mAP import GroundTruth, ScoredBoxes, evaluate_detections
     from mAP.evaluation import map_or_zero, read_validation_records
+    from mAP.voc_ap import GroundTruth, ScoredBoxes, evaluate_detections
     if not os.path.isfile(tfrecord_path):
         raise ProjectError(f"{tfrecord_path}: TFRecord not found")
     for key, detector in detectors.items():

@@ -140,7 +140,7 @@ def render(results: BenchmarkResults) -> str:
              "*ms/image*: `detect` on one photo (preprocess, every pass, NMS, merge), median. "
              f"mAP: VOC AP@0.5 on the images of each validation TFRecord, through each row's `detect_batch` "
              f"(score threshold {EVALUATION_SCORE_THRESHOLD:g}, boxes in the image's pixels, "
-             "`mAP.compute_mAP.evaluate_detections`), as `mAP/detect.py` + `mAP/compute_mAP.py` score VOC folders.",
+             "`mAP.voc_ap.evaluate_detections`), as `mAP/detect.py` + `mAP/compute_mAP.py` score VOC folders.",
              ""]
     lines += format_table(table_header(results.val_sets), [row_cells(row, results.val_sets) for row in results.rows])
     lines += [""] + [f"Note: {note}" for note in results.notes]

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 180
 COLUMNS = ("concurrency", "requests", "failed", "requests/s", "p50 ms", "p99 ms")
-# the folder holding this checkout's packages: the server process runs ``python -m cli.serve`` from it, so it
-# imports the same code as the benchmark, installed or not
+# the folder holding this checkout's packages: the server process runs its ``serve.py`` from it, so it imports
+# the same code as the benchmark, installed or not
 PACKAGES_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -40,8 +40,8 @@ def free_port() -> int:
 def start_server(model_path: str, port: int, workers: int) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     """``serve.py`` (its default bounds) as a subprocess on ``HOST``:``port``; returns (process, /health
     answer) once it answers. Raises ProjectError with the server's last line when it exits or never answers."""
-    command = [sys.executable, "-m", "cli.serve", "--model_path", model_path, "--host", HOST, "--port", str(port),
-               "--workers", str(workers)]
+    command = [sys.executable, os.path.join(PACKAGES_ROOT, "serve.py"), "--model_path", model_path,
+               "--host", HOST, "--port", str(port), "--workers", str(workers)]
     # the server's output goes to a file, not a pipe that nobody reads while it runs; stop_server closes it
     log = tempfile.TemporaryFile("w+")
     process = subprocess.Popen(command, cwd=PACKAGES_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,

@@ -42,9 +42,9 @@ QUIET_ENVIRONMENT = {
 
 
 def launched_as_script(main_module=None):
-    """Whether this process runs one of our scripts: a top-level wrapper (``python inference.py``), a module of
-    the packages (``python mAP/detect.py``, ``python -m cli.train``) or an entry point (``facemask-train``);
-    not a test runner or an interactive session that imports the library."""
+    """Whether this process runs one of our scripts: a top-level wrapper (``python inference.py``), a script in a
+    package folder (``python mAP/detect.py``, ``python components/kmeans.py``) or an entry point
+    (``facemask-train``); not a test runner or an interactive session that imports the library."""
     main_module = sys.modules.get("__main__") if main_module is None else main_module
     path = getattr(main_module, "__file__", None)
     if not path:
@@ -149,6 +149,30 @@ def path_list(text):
     if not paths:
         raise argparse.ArgumentTypeError(f"expected one or more paths, comma-separated, got {text!r}")
     return paths
+
+
+DEFAULT_GT_DIR = repo_path("mAP", "ground-truth")
+DEFAULT_DET_DIR = repo_path("mAP", "detection-results")
+
+
+def add_folder_arguments(parser):
+    """--gt_dir, --det_dir and --set_dirs: the result folders of mAP/detect.py a scoring script reads
+    (compute_mAP.py, analyse_errors.py)."""
+    parser.add_argument("--gt_dir", default=DEFAULT_GT_DIR,
+                        help="ground-truth .txt folder (default: mAP/ground-truth of the repository)")
+    parser.add_argument("--det_dir", default=DEFAULT_DET_DIR,
+                        help="detection .txt folder (default: mAP/detection-results of the repository)")
+    parser.add_argument("--set_dirs", type=path_list, default=None,
+                        help="several sets instead of --gt_dir/--det_dir: comma-separated folders, each holding "
+                             "ground-truth/ and detection-results/ (the next: line of mAP/detect.py names them)")
+
+
+def set_dirs_given(args):
+    """Whether the flags of :func:`add_folder_arguments` name several sets (``--set_dirs``); raises ProjectError
+    when --gt_dir / --det_dir are given beside it."""
+    if args.set_dirs and (args.gt_dir != DEFAULT_GT_DIR or args.det_dir != DEFAULT_DET_DIR):
+        raise ProjectError("--set_dirs: not with --gt_dir / --det_dir (each set folder holds its own)")
+    return bool(args.set_dirs)
 
 
 def given(args, key):

@@ -15,12 +15,10 @@ score of at least ``--review_score`` only as another class, a list of labels to 
 """
 import argparse
 import os
-import sys
 
 import cli
-from cli.compute_map import add_folder_arguments, set_dirs_given
 from components.config import flag_type
-from mAP.analyse_errors import (
+from mAP.error_analysis import (
     CONFUSIONS_FILE_NAME,
     DEFAULT_REVIEW_SCORE,
     DEFAULT_SCORE,
@@ -47,7 +45,7 @@ def size_bins(text):
 
 def build_parser():
     parser = cli.parser(__doc__, config=False)
-    add_folder_arguments(parser)
+    cli.add_folder_arguments(parser)
     parser.add_argument("--score", type=flag_type("score"), default=DEFAULT_SCORE,
                         help=f"score a detection needs to count (default {DEFAULT_SCORE:g}; the ceiling "
                              "column takes every score in the files)")
@@ -67,7 +65,7 @@ def build_parser():
 
 
 def body(args, cfg):
-    if set_dirs_given(args):
+    if cli.set_dirs_given(args):
         analyses = analyse_set_dirs(args.set_dirs, args.score, args.size_bins, args.review_score)
     else:   # one set, named by the folder holding its detection-results/
         name = folder_name(os.path.dirname(os.path.abspath(args.det_dir)))
@@ -84,6 +82,3 @@ def body(args, cfg):
 def main(argv=None):
     return cli.run(build_parser(), body, argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,6 @@ time, 2 threads; the settings are timed in turn, round by round. Other inference
 ``--input_size``, ...) apply to every row. Their accuracy: ``mAP/detect.py --test_scales ...`` (README, Results).
 """
 import ast
-import sys
 
 import cli
 from components.config import DETECTION_KEYS, flag_type
@@ -68,6 +67,3 @@ def body(args, cfg):
 def main(argv=None):
     return cli.run(build_parser(), body, argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

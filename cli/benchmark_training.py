@@ -9,7 +9,6 @@ as ``train.py`` runs them. Each timing follows warm-up steps (tracing); the load
 other work on the machine slows every row.
 """
 import os
-import sys
 
 import cli
 from components.atomic_io import write_text_atomically
@@ -44,6 +43,3 @@ def body(args, cfg):
 def main(argv=None):
     return cli.run(build_parser(), body, argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,12 +10,11 @@ writes them), draws each set's images again with replacement ``--samples`` times
 the difference on the same draws with its interval, and the share of draws where the run is ahead. Writes the
 table to ``<output_dir>/bootstrap.txt`` and histograms of the draws to ``<output_dir>/bootstrap.png``.
 """
-import sys
 
 import cli
 from components.config import flag_type
 from components.errors import ProjectError
-from mAP.bootstrap import (
+from mAP.bootstrap_ci import (
     DEFAULT_SAMPLES,
     DEFAULT_SEED,
     PLOT_FILE_NAME,
@@ -67,6 +66,3 @@ def body(args, cfg):
 def main(argv=None):
     return cli.run(build_parser(), body, argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

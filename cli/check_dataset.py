@@ -8,12 +8,11 @@
 ``dataset/check_dataset.py``).
 """
 import os
-import sys
 
 import cli
 from components.class_list import check_tfrecord_classes
 from components.config import ANCHOR_KEYS, AUGMENTATION_KEYS, DATA_KEYS, flag_type, tfrecord_paths
-from dataset.check_dataset import draw_grid, format_matching_stats, matching_stats
+from dataset.dataset_report import draw_grid, format_matching_stats, matching_stats
 
 DEFAULT_OUTPUT = os.path.join("runs", "check_dataset.png")   # the README's figure (assets/) only when asked
 
@@ -44,6 +43,3 @@ def body(args, cfg):
 def main(argv=None):
     return cli.run(build_parser(), body, argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,46 +11,22 @@ writes them for several sets) each set is scored, its table printed and written 
 then a summary table (a row per set: AP per class and mAP, and their mean) printed and written to
 ``<output_dir>/summary.txt``.
 """
-import sys
 
 import cli
 from components.config import flag_type
-from components.errors import ProjectError
-from mAP.compute_mAP import evaluate_folders, evaluate_set_dirs, write_results, write_set_results
 from mAP.sets import SUMMARY_FILE_NAME
-
-DEFAULT_GT_DIR = cli.repo_path("mAP", "ground-truth")
-DEFAULT_DET_DIR = cli.repo_path("mAP", "detection-results")
-
-
-def add_folder_arguments(parser):
-    """--gt_dir, --det_dir and --set_dirs: the result folders of mAP/detect.py a scoring script reads."""
-    parser.add_argument("--gt_dir", default=DEFAULT_GT_DIR,
-                        help="ground-truth .txt folder (default: mAP/ground-truth of the repository)")
-    parser.add_argument("--det_dir", default=DEFAULT_DET_DIR,
-                        help="detection .txt folder (default: mAP/detection-results of the repository)")
-    parser.add_argument("--set_dirs", type=cli.path_list, default=None,
-                        help="several sets instead of --gt_dir/--det_dir: comma-separated folders, each holding "
-                             "ground-truth/ and detection-results/ (the next: line of mAP/detect.py names them)")
+from mAP.voc_ap import evaluate_folders, evaluate_set_dirs, write_results, write_set_results
 
 
 def build_parser():
     parser = cli.parser(__doc__, config=False)
-    add_folder_arguments(parser)
+    cli.add_folder_arguments(parser)
     parser.add_argument("--iou", type=flag_type("iou"), default=0.5, help="IoU needed for a true positive")
     parser.add_argument("--output_dir", default=cli.repo_path("mAP", "map-results"),
                         help="where results.txt and the plots go, with --set_dirs one folder per set and "
                              f"{SUMMARY_FILE_NAME} (default: mAP/map-results of the repository)")
     parser.add_argument("--no_plot", action="store_true", help="do not write precision/recall plots")
     return parser
-
-
-def set_dirs_given(args):
-    """Whether the flags of :func:`add_folder_arguments` name several sets (``--set_dirs``); raises ProjectError
-    when --gt_dir / --det_dir are given beside it."""
-    if args.set_dirs and (args.gt_dir != DEFAULT_GT_DIR or args.det_dir != DEFAULT_DET_DIR):
-        raise ProjectError("--set_dirs: not with --gt_dir / --det_dir (each set folder holds its own)")
-    return bool(args.set_dirs)
 
 
 def score_sets(args):
@@ -65,7 +41,7 @@ def score_sets(args):
 
 
 def body(args, cfg):
-    if set_dirs_given(args):
+    if cli.set_dirs_given(args):
         return score_sets(args)
     lines = write_results(evaluate_folders(args.gt_dir, args.det_dir, args.iou), args.output_dir,
                           plots=not args.no_plot)
@@ -76,6 +52,3 @@ def body(args, cfg):
 def main(argv=None):
     return cli.run(build_parser(), body, argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

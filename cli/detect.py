@@ -17,22 +17,21 @@ For every image of ``ImageSets/Main/<split>.txt`` writes ``<output_dir>/detectio
 ``<output_dir>/ground-truth/NAME.txt`` (see ``mAP/detect.py``); a failed or interrupted run keeps the earlier
 files. ``--model_path`` takes any format ``inference.py`` takes.
 """
-import sys
 
 import cli
 from components.class_list import check_classes
 from components.config import DATA_KEYS, DETECTION_KEYS, check_aliases, flag_type
 from components.errors import ProjectError
 from dataset.label_counts import SKIP_FLAG, report_splits_labels
-from dataset.voc import VOCError, read_split
-from mAP.detect import (
+from dataset.voc import read_split
+from mAP.detection_files import (
     DEFAULT_IMAGES_PER_BATCH,
     DEFAULT_OUTPUT_DIR,
     DEFAULT_SCORE_THRESHOLD,
+    detect_sets,
     next_command,
-    write_split_results,
 )
-from mAP.sets import set_output_dirs, sets_from_folders, sets_from_sources
+from mAP.sets import folder_sets, sets_from_sources
 
 
 def build_parser():
@@ -72,14 +71,6 @@ def evaluation_sets(args):
     return sets_from_sources(sources)
 
 
-def folder_sets(dataset_paths, split):
-    """The sets of the VOC folders of ``--dataset_path`` (``mAP.sets.sets_from_folders``), each checked to
-    exist."""
-    for path in dataset_paths:
-        cli.check_exists(path, "dataset folder", "folder")
-    return sets_from_folders(dataset_paths, split)
-
-
 def check_labels(sets, args, cfg, detector):
     """Print each set's boxes per label; raise on labels that map to no class (unless skipped) or to a class
     the model does not have."""
@@ -88,23 +79,6 @@ def check_labels(sets, args, cfg, detector):
     for counts in every_count:
         check_aliases({label: cfg["label_aliases"][label] for label in counts if label in cfg["label_aliases"]},
                       detector.cfg["labels_list"])
-
-
-def print_skipped(report):
-    """The images and objects a set's run skipped, one line each on stderr."""
-    for reason in report.skipped_images:
-        print(f"skipped image: {reason}", file=sys.stderr)
-    for reason in report.skipped_objects:
-        print(f"skipped object: {reason}", file=sys.stderr)
-
-
-def written_line(report, output_dir, detector):
-    """The counts of a set's run, written under ``output_dir``."""
-    return (f"wrote {report.images} detection files ({report.detections} detections) and {report.images} "
-            f"ground-truth files ({report.ground_truth_boxes} boxes) under {output_dir}; "
-            f"skipped {len(report.skipped_images)} images, {len(report.skipped_objects)} objects "
-            f"(unknown label or empty box); flip test {'on' if detector.flip_test else 'off'}, "
-            f"scales {getattr(detector, 'test_scales', [1])}")
 
 
 def body(args, cfg):
@@ -121,36 +95,10 @@ def body(args, cfg):
                       "--model_path)")
     check_labels(sets, args, cfg, detector)
     output_dirs = detect_sets(detector, sets, image_names, args.output_dir, args.score_threshold,
-                              args.images_per_batch)
+                              args.images_per_batch, echo=print)
     print(f"next: {next_command(args.output_dir, list(output_dirs.values()))}")
-
-
-def detect_sets(detector, sets, image_names, output_dir, score_threshold,
-                images_per_batch=DEFAULT_IMAGES_PER_BATCH):
-    """Write each set's files (``mAP.detect.write_split_results``) into its folder of ``mAP.sets.set_output_dirs``
-    under ``output_dir`` and print its counts; returns {set name: folder}. Raises VOCError, once every set ran,
-    naming the sets of which no image could be read. ``detector``: ours or the reference's adapter."""
-    output_dirs = set_output_dirs(output_dir, [item.name for item in sets])
-    unreadable = []
-    for item in sets:
-        names = image_names[item.name]
-        report = write_split_results(detector, item.dataset_path, names, output_dirs[item.name],
-                                     score_threshold, images_per_batch,
-                                     description="detect" if len(sets) == 1 else f"detect {item.name}")
-        print_skipped(report)
-        if report.images:
-            print(written_line(report, output_dirs[item.name], detector))
-        else:
-            unreadable.append(f"{item.dataset_path}: none of the {len(names)} images of split {item.split!r} "
-                              "could be read")
-    if unreadable:
-        raise VOCError("; ".join(unreadable))
-    return output_dirs
 
 
 def main(argv=None):
     return cli.run(build_parser(), body, argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,21 +1,20 @@
 """Write detection and ground-truth files of a VOC split for the AIZOOTech reference model, as mAP/detect.py
 does for ours, so that mAP/compute_mAP.py scores both the same way (benchmark only; the reference is not shipped).
 
-    python -m cli.detect_reference --dataset_path VOC_DIR [--split val] --output_dir /tmp/ref [--reference FILE]
+    facemask-detect-reference --dataset_path VOC_DIR [--split val] --output_dir /tmp/ref [--reference FILE]
     python mAP/compute_mAP.py --gt_dir /tmp/ref/ground-truth --det_dir /tmp/ref/detection-results \
         --output_dir /tmp/ref/map-results
-    python -m cli.detect_reference --dataset_path Maskdata/,ILC2021/ --output_dir runs/ref_val
+    facemask-detect-reference --dataset_path Maskdata/,ILC2021/ --output_dir runs/ref_val
 
 Several folders (comma-separated) each go to ``<output_dir>/<folder name>/`` as with mAP/detect.py; the
 ``next:`` line scores them all with ``compute_mAP.py --set_dirs``.
 """
-import sys
 
 import cli
 from benchmarks.reference import DEFAULT_REFERENCE
-from cli.detect import detect_sets, folder_sets
 from dataset.voc import read_split
-from mAP.detect import DEFAULT_SCORE_THRESHOLD, next_command
+from mAP.detection_files import DEFAULT_SCORE_THRESHOLD, detect_sets, next_command
+from mAP.sets import folder_sets
 
 
 def build_parser():
@@ -37,13 +36,10 @@ def body(args, cfg):
     cli.check_exists(args.reference, "reference model", "file", "see ../shared/reference/README.md")
     from benchmarks.reference import AizooReference  # imports TensorFlow: only once the cheap checks passed
     output_dirs = detect_sets(AizooReference(args.reference), sets, image_names, args.output_dir,
-                              DEFAULT_SCORE_THRESHOLD)
+                              DEFAULT_SCORE_THRESHOLD, echo=print)
     print(f"next: {next_command(args.output_dir, list(output_dirs.values()))}")
 
 
 def main(argv=None):
     return cli.run(build_parser(), body, argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

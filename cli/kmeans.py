@@ -18,7 +18,7 @@ import sys
 import cli
 from components.config import flag_type
 from components.errors import ProjectError
-from components.kmeans import format_min_sizes, plot_anchors, study_anchors
+from dataset.anchor_kmeans import format_min_sizes, plot_anchors, study_anchors
 from dataset.label_counts import SKIP_FLAG
 
 DEFAULT_OUTPUT = os.path.join("runs", "kmeans_anchors.png")   # the README's figure (assets/) only when asked
@@ -101,6 +101,3 @@ def body(args, cfg):
 def main(argv=None):
     return cli.run(build_parser(), body, argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,6 @@ Keeps each detection scoring at least ``--min_score`` whose IoU with every annot
 ``--sheet_count`` highest-scoring: look at it before training on the list, since a confident false positive
 ignored in training is never corrected.
 """
-import sys
 
 import cv2
 
@@ -22,7 +21,14 @@ from components.config import flag_type
 from components.errors import ProjectError
 from dataset.extra_ignore import write_extra_ignore
 from dataset.voc import VOCError, find_image, read_image_bgr
-from mAP.unlabelled_faces import DEFAULT_MAX_IOU, DEFAULT_MIN_SCORE, contact_sheet, face_tile, mine_set_dir, ranked
+from mAP.unlabelled_face_mining import (
+    DEFAULT_MAX_IOU,
+    DEFAULT_MIN_SCORE,
+    contact_sheet,
+    face_tile,
+    mine_set_dir,
+    ranked,
+)
 
 
 def build_parser():
@@ -88,6 +94,3 @@ def body(args, cfg):
 def main(argv=None):
     return cli.run(build_parser(), body, argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

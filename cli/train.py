@@ -11,7 +11,6 @@ flags given at resume that change them (the classes, input size, anchors, networ
 Ctrl-C saves a checkpoint of the current step and exits with status 130; ``--resume`` continues within the
 interrupted epoch. A non-finite loss stops training with status 2, leaving the last good checkpoint as it was.
 """
-import sys
 
 import cli
 from components.config import SERVE_KEYS, STREAM_KEYS, flag_type, given_settings, validate_config
@@ -90,6 +89,3 @@ def body(args, cfg):
 def main(argv=None):
     return cli.run(build_parser(), body, argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

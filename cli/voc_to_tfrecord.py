@@ -20,8 +20,8 @@ from components.config import DATA_KEYS, flag_type
 from components.errors import ProjectError
 from dataset.extra_ignore import read_extra_ignore
 from dataset.label_counts import SKIP_FLAG, report_splits_labels
+from dataset.tfrecord_writer import MAX_IMAGE_SIDE, convert_split
 from dataset.voc import VOCError
-from dataset.voc_to_tfrecord import MAX_IMAGE_SIDE, convert_split
 
 
 def build_parser():
@@ -88,6 +88,3 @@ def body(args, cfg):
 def main(argv=None):
     return cli.run(build_parser(), body, argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

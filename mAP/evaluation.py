@@ -3,7 +3,7 @@ benchmarks.
 
 Records are letterboxed and resized by TensorFlow exactly as the training pipeline prepares validation
 images (``dataset.tf_dataset_preprocess.prepare_for_evaluation``), run through the detector's runtime and the
-shared ``postprocess``, and scored by ``mAP.compute_mAP.evaluate_detections`` in coordinates normalised to the
+shared ``postprocess``, and scored by ``mAP.voc_ap.evaluate_detections`` in coordinates normalised to the
 network input (IoU does not change under that scaling).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from components.class_list import check_tfrecord_classes
 from components.errors import ProjectError
 from components.prior_box import priors_from_config
 from dataset.tf_dataset_preprocess import encode_example_targets, parse_example, prepare_for_evaluation
-from mAP.compute_mAP import GroundTruth, ScoredBoxes, evaluate_detections
+from mAP.voc_ap import GroundTruth, ScoredBoxes, evaluate_detections
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from mAP.compute_mAP import Evaluation
+    from mAP.voc_ap import Evaluation
     from runtime.detector import Detector
     from runtime.end_to_end_models import EndToEndModel
 
@@ -76,7 +76,7 @@ def evaluate(detector: Detector | EndToEndModel, tfrecord_path: str,
 
     ``limit``: evaluate on the first ``limit`` batches only. ``on_batch(predictions, targets)``, when given, is
     called with each batch's raw predictions and training targets (training computes its validation loss so).
-    Returns a ``mAP.compute_mAP.Evaluation`` (``mean_ap`` in [0, 1]), or None when not ``compute_map``.
+    Returns a ``mAP.voc_ap.Evaluation`` (``mean_ap`` in [0, 1]), or None when not ``compute_map``.
     Raises ProjectError naming the file when it is missing or holds no records, ClassListError when the
     class list stored beside it is not the detector's.
     """

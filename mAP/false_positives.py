@@ -1,6 +1,6 @@
 """What each kind of false positive costs in AP: a TIDE-style oracle (Bolya et al. 2020) on compute_mAP's matching.
 
-Every false positive of a class (``mAP.compute_mAP.evaluate_class``: a detection that found no free face of its
+Every false positive of a class (``mAP.voc_ap.evaluate_class``: a detection that found no free face of its
 class at IoU >= 0.5) gets one kind, by its overlaps with the image's non-difficult faces, in this order:
 
 - ``duplicate``: IoU >= 0.5 with a face of its class (that face was found by a higher-scoring detection);
@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from components.box_utils import iou_matrix
-from mAP.compute_mAP import align_table, average_precision, evaluate_class, precision_recall
+from mAP.voc_ap import align_table, average_precision, evaluate_class, precision_recall
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from mAP.compute_mAP import ClassResult, GroundTruth, ScoredBoxes
+    from mAP.voc_ap import ClassResult, GroundTruth, ScoredBoxes
 
 FALSE_POSITIVE_KINDS = ("background", "localisation", "wrong class", "duplicate")
 MATCH_IOU = 0.5          # a face found (compute_mAP's threshold)

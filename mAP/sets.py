@@ -56,6 +56,15 @@ def sets_from_folders(dataset_paths: Sequence[str], split: str) -> list[Evaluati
     return [EvaluationSet(name, path, split) for name, path in zip(names, dataset_paths)]
 
 
+def folder_sets(dataset_paths: Sequence[str], split: str) -> list[EvaluationSet]:
+    """The sets of VOC folders (:func:`sets_from_folders`), each checked to exist first; raises ProjectError
+    ``<path>: dataset folder not found`` naming the first missing one."""
+    for path in dataset_paths:
+        if not os.path.isdir(path):
+            raise ProjectError(f"{path}: dataset folder not found")
+    return sets_from_folders(dataset_paths, split)
+
+
 def sets_from_sources(sources: Sequence[Source]) -> list[EvaluationSet]:
     """One EvaluationSet per data-file source (``components.data_file.Source``: name, voc_path, split)."""
     names = unique_names([source.name for source in sources])

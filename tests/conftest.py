@@ -82,7 +82,7 @@ def tiny_cfg():
 @pytest.fixture(scope="session")
 def voc_mini_tfrecords(tmp_path_factory):
     """voc_mini converted once per session: dict with 'train' / 'val' paths and 'reports' per split."""
-    from dataset.voc_to_tfrecord import convert_split
+    from dataset.tfrecord_writer import convert_split
     folder = tmp_path_factory.mktemp("voc_mini_tfrecord")
     cfg = make_tiny_cfg()
     result = {"reports": {}}
@@ -106,13 +106,13 @@ def tiny_model(tmp_path_factory):
 
 def truth(*objects):
     """mAP GroundTruth from (label, box) or (label, box, difficult) tuples (boxes in pixels, corner form)."""
-    from mAP.compute_mAP import GroundTruth
+    from mAP.voc_ap import GroundTruth
     return GroundTruth([o[0] for o in objects], np.array([o[1] for o in objects], np.float32).reshape(-1, 4),
                        np.array([len(o) > 2 and o[2] for o in objects], bool))
 
 
 def found(*detections):
     """mAP ScoredBoxes from (label, score, box) tuples (boxes in pixels, corner form)."""
-    from mAP.compute_mAP import ScoredBoxes
+    from mAP.voc_ap import ScoredBoxes
     return ScoredBoxes([d[0] for d in detections], np.array([d[1] for d in detections], np.float32),
                        np.array([d[2] for d in detections], np.float32).reshape(-1, 4))

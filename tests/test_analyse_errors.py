@@ -6,7 +6,7 @@ import pytest
 from conftest import REPO_ROOT
 
 import cli.analyse_errors as analyse_errors_cli
-from mAP import analyse_errors as ae
+from mAP import error_analysis as ae
 
 SCRIPT = os.path.join(REPO_ROOT, "mAP", "analyse_errors.py")
 

@@ -182,7 +182,7 @@ def test_load_dataset_batches(voc_mini_tfrecords, tiny_cfg):
 
 
 def test_check_dataset_draws_a_png(voc_mini_tfrecords, tiny_cfg, tmp_path):
-    from dataset.check_dataset import draw_grid
+    from dataset.dataset_report import draw_grid
     output = str(tmp_path / "grid" / "check.png")
     # 8 asked for, 6 records in the file: the grid shows the 6 it has
     assert draw_grid(voc_mini_tfrecords["train"], tiny_cfg, 8, output) == output
@@ -195,7 +195,7 @@ def test_check_dataset_draws_a_png(voc_mini_tfrecords, tiny_cfg, tmp_path):
 
 def test_matching_stats_counts_every_face_and_compensation_raises_small_faces(voc_mini_tfrecords):
     from components.config import cfg
-    from dataset.check_dataset import format_matching_stats, matching_stats
+    from dataset.dataset_report import format_matching_stats, matching_stats
     plain = matching_stats(voc_mini_tfrecords["train"], dict(cfg, min_positives=0))
     compensated = matching_stats(voc_mini_tfrecords["train"], dict(cfg, min_positives=4))
     assert list(plain) == list(compensated) and len(plain) >= 2

@@ -421,7 +421,7 @@ def test_jpeg_tensorflow_cannot_decode_is_re_encoded_not_stored(tmp_path, monkey
     """A JPEG OpenCV decodes but TensorFlow refuses is stored as OpenCV's decoding, re-encoded."""
     import tensorflow as tf
 
-    from dataset import voc_to_tfrecord
+    from dataset import tfrecord_writer as voc_to_tfrecord
     with open(SOURCE_JPEG, "rb") as handle:
         raw = handle.read()
     kept = voc_to_tfrecord.encode_image(SOURCE_JPEG)
@@ -459,7 +459,7 @@ def test_converter_errors_name_the_path(bad_voc, tmp_path, capsys):
 
 def test_interrupted_conversion_keeps_the_old_output(bad_voc, tmp_path, monkeypatch, capsys):
     """Ctrl-C half-way: the earlier output file is untouched and no temporary file remains."""
-    from dataset import voc_to_tfrecord
+    from dataset import tfrecord_writer as voc_to_tfrecord
     output = tmp_path / "train.tfrecord"
     output.write_bytes(b"an earlier, complete conversion")
     calls = []

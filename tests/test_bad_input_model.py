@@ -264,7 +264,7 @@ def test_interrupted_detect_leaves_no_half_written_file(interrupted_detect):
     ground_truth = read_text_files(output_dir / "ground-truth")
     detections = read_text_files(output_dir / "detection-results")
     assert sorted(ground_truth) == sorted(detections)                     # every image has both files or none
-    from mAP.compute_mAP import read_detection_file, read_ground_truth_file
+    from mAP.voc_ap import read_detection_file, read_ground_truth_file
     for name in ground_truth:                                             # and each file parses whole
         read_ground_truth_file(str(output_dir / "ground-truth" / f"{name}.txt"))
         read_detection_file(str(output_dir / "detection-results" / f"{name}.txt"))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import found, truth
 
-from mAP import bootstrap as bs
-from mAP import compute_mAP as cm
+from mAP import bootstrap_ci as bs
+from mAP import voc_ap as cm
 
 FACE, OTHER, FAR = [0, 0, 100, 100], [200, 0, 300, 100], [500, 500, 600, 600]
 GROUND_TRUTH = {"a": truth(("mask", FACE), ("unmask", OTHER)),

@@ -152,9 +152,9 @@ def test_a_bug_in_a_script_prints_its_traceback_and_exit_1():
 
 def test_user_mistakes_of_the_library_are_project_errors():
     from components.config import cfg, validate_config
-    from components.kmeans import kmeans_anchors
-    from mAP.compute_mAP import check_iou_threshold
+    from dataset.anchor_kmeans import kmeans_anchors
     from mAP.sets import named_set_dirs
+    from mAP.voc_ap import check_iou_threshold
     for call in (lambda: validate_config(dict(cfg, score_threshold=1.5)), lambda: check_iou_threshold(0),
                  lambda: named_set_dirs(["/nonexistent/set"]), lambda: kmeans_anchors(np.ones((3, 2)), 2)):
         with pytest.raises(ProjectError):

@@ -6,7 +6,7 @@ import pytest
 from conftest import REPO_ROOT, found, truth
 
 import cli.compute_map as compute_map_cli
-from mAP import compute_mAP as cm
+from mAP import voc_ap as cm
 
 SCRIPT = os.path.join(REPO_ROOT, "mAP", "compute_mAP.py")
 

@@ -122,7 +122,7 @@ def test_defaults_match_compute_map_defaults(monkeypatch):
     import argparse
 
     import cli.compute_map as compute_mAP
-    from mAP import detect
+    from mAP import detection_files as detect
     defaults = {}
     parse_args = argparse.ArgumentParser.parse_args
 
@@ -139,7 +139,7 @@ def test_defaults_match_compute_map_defaults(monkeypatch):
 
 
 def test_format_pixels_is_short_and_exact_enough():
-    from mAP.detect import format_pixels
+    from mAP.detection_files import format_pixels
     assert [format_pixels(v) for v in (12.0, 12.5, 0.004, 100.256, -0.001)] == ["12", "12.5", "0", "100.26", "0"]
 
 
@@ -340,7 +340,7 @@ def test_data_file_without_sources_of_the_split_is_one_line_error(tmp_path, caps
 
 
 def test_next_command_of_several_sets_names_each_folder(tmp_path):
-    from mAP.detect import next_command
+    from mAP.detection_files import next_command
     command = next_command(str(tmp_path), [str(tmp_path / "a"), str(tmp_path / "b")])
     assert command.endswith(f"--set_dirs {tmp_path / 'a'},{tmp_path / 'b'} --output_dir {tmp_path / 'map-results'}")
     assert "--gt_dir" in next_command(str(tmp_path), [str(tmp_path)])

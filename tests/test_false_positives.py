@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from conftest import found, truth
 
-from mAP import analyse_errors as ae
-from mAP import compute_mAP as cm
+from mAP import error_analysis as ae
 from mAP import false_positives as fp
+from mAP import voc_ap as cm
 
 FACE, OTHER = [0, 0, 100, 100], [200, 0, 300, 100]
 GROUND_TRUTH = {"a": truth(("mask", FACE), ("unmask", OTHER)), "b": truth(("mask", [0, 0, 50, 50], True))}

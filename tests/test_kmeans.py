@@ -9,8 +9,8 @@ import pytest
 from conftest import REPO_ROOT
 
 import cli.kmeans as kmeans_cli
-from components import kmeans
 from components.config import cfg
+from dataset import anchor_kmeans as kmeans
 
 SCRIPT = os.path.join(REPO_ROOT, "components", "kmeans.py")
 KNOWN_SIZES = np.array([[10.0, 12.0], [40.0, 30.0], [120.0, 150.0]])

@@ -128,7 +128,7 @@ def test_training_on_a_tfrecord_of_other_classes_is_one_line_error(converted, da
 
 def test_a_tfrecord_without_class_list_is_checked_by_its_class_ids(voc_mini, tmp_path, capsys):
     import train
-    from dataset.voc_to_tfrecord import convert_split
+    from dataset.tfrecord_writer import convert_split
     config = dict(cfg, labels_list=["background", "incorrect", "unmask", "mask"],
                   label_aliases={"face_mask": "mask", "face": "unmask"})
     tfrecord = str(tmp_path / "old.tfrecord")
@@ -325,7 +325,7 @@ def test_summary_csv_has_one_column_per_class(tmp_path):
 
 def test_check_dataset_legend_comes_from_the_class_list():
     from components.drawing import class_color_rgb
-    from dataset.check_dataset import legend_handles
+    from dataset.dataset_report import legend_handles
     handles = legend_handles(THREE_CLASSES)
     assert [handle.get_label() for handle in handles] == THREE_CLASSES[1:]
     assert tuple(handles[2].get_edgecolor()[:3]) == pytest.approx(class_color_rgb(3))

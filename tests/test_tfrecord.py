@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 from components.config import cfg
-from dataset import voc_to_tfrecord
+from dataset import tfrecord_writer as voc_to_tfrecord
 from dataset.tf_dataset_preprocess import FEATURES, parse_example
-from dataset.voc_to_tfrecord import convert_split
+from dataset.tfrecord_writer import convert_split
 
 SCRIPT = os.path.join("dataset", "voc_to_tfrecord.py")
 LABEL_IDS = {"face_mask": 1, "face": 2}

@@ -12,9 +12,9 @@ from conftest import found, truth
 from components.config import IGNORE_ID, IGNORE_LABEL
 from dataset.extra_ignore import add_ignore_boxes, read_extra_ignore, write_extra_ignore
 from dataset.tf_dataset_preprocess import parse_example
+from dataset.tfrecord_writer import convert_split
 from dataset.voc import Annotation, VOCError
-from dataset.voc_to_tfrecord import convert_split
-from mAP.unlabelled_faces import TILE, contact_sheet, face_tile, mine_set_dir, ranked, unlabelled_faces
+from mAP.unlabelled_face_mining import TILE, contact_sheet, face_tile, mine_set_dir, ranked, unlabelled_faces
 
 FACE = [44, 54, 107, 133]          # the one face of voc_mini's test_00003224 (143 x 178)
 ELSEWHERE = [0, 0, 30, 40]         # overlaps no annotated box

@@ -15,15 +15,11 @@ precision/recall plot per class (``<class>_pr.png``) under ``--output_dir``. ``-
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
-    import cli  # noqa: F401
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -478,7 +474,3 @@ def plot_file_name(class_name: str) -> str:
     """File name of a class's PR plot, with characters unsafe in paths replaced by '_'."""
     return re.sub(r"[^\w.-]", "_", class_name) + "_pr.png"
 
-
-if __name__ == "__main__":   # python mAP/compute_mAP.py: the command line lives in cli/compute_map.py
-    from cli.compute_map import main
-    sys.exit(main())

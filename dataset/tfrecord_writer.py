@@ -13,13 +13,9 @@ interrupted or failed run leaves an earlier output file as it was.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
-    import cli  # noqa: F401
 import os
-import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -182,7 +178,3 @@ def _write_records(dataset_path, split, names, output_file, cfg, progress, max_i
             for label in annotation.labels:
                 report.class_boxes[label] = report.class_boxes.get(label, 0) + 1
 
-
-if __name__ == "__main__":   # python dataset/voc_to_tfrecord.py: the command line lives in cli/voc_to_tfrecord.py
-    from cli.voc_to_tfrecord import main
-    sys.exit(main())

@@ -15,13 +15,10 @@ Several sets (VOC folders) get those two folders each, in ``<output_dir>/<set na
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
-    import cli  # noqa: F401
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 from tqdm import tqdm
@@ -29,14 +26,16 @@ from tqdm import tqdm
 from components.atomic_io import staging_folder, write_text_atomically
 from components.config import IGNORE_LABEL
 from dataset.voc import VOCError, load_item
-from mAP.sets import DETECTION_DIR_NAME, GROUND_TRUTH_DIR_NAME, RESULTS_DIR_NAME
+from mAP.sets import DETECTION_DIR_NAME, GROUND_TRUTH_DIR_NAME, RESULTS_DIR_NAME, set_output_dirs
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
 
     import numpy as np
 
     from dataset.voc import Annotation
+    from mAP.sets import EvaluationSet
     from runtime.detector import Detector
     from runtime.end_to_end_models import EndToEndModel
     from runtime.postprocessing import Detections
@@ -183,6 +182,43 @@ def next_command(output_dir: str, set_dirs: Sequence[str] | None = None) -> str:
             f"--det_dir {os.path.join(output_dir, DETECTION_DIR_NAME)} --output_dir {results_dir}")
 
 
-if __name__ == "__main__":   # python mAP/detect.py: the command line lives in cli/detect.py
-    from cli.detect import main
-    sys.exit(main())
+def skipped_lines(report: DetectReport) -> list[str]:
+    """One line per image and per object a run skipped, with the reason (for stderr)."""
+    return ([f"skipped image: {reason}" for reason in report.skipped_images]
+            + [f"skipped object: {reason}" for reason in report.skipped_objects])
+
+
+def written_line(report: DetectReport, output_dir: str, detector: Any) -> str:
+    """The counts of one set's run, written under ``output_dir``."""
+    return (f"wrote {report.images} detection files ({report.detections} detections) and {report.images} "
+            f"ground-truth files ({report.ground_truth_boxes} boxes) under {output_dir}; "
+            f"skipped {len(report.skipped_images)} images, {len(report.skipped_objects)} objects "
+            f"(unknown label or empty box); flip test {'on' if detector.flip_test else 'off'}, "
+            f"scales {getattr(detector, 'test_scales', [1])}")
+
+
+def detect_sets(detector: Any, sets: Sequence[EvaluationSet], image_names: Mapping[str, Sequence[str]],
+                output_dir: str, score_threshold: float, images_per_batch: int = DEFAULT_IMAGES_PER_BATCH,
+                echo: Callable[..., object] | None = None) -> dict[str, str]:
+    """Write each set's files (:func:`write_split_results`) into its folder of ``mAP.sets.set_output_dirs``
+    under ``output_dir``; returns {set name: folder}. After each set, ``echo`` (called as ``print``) gets its
+    skipped lines (``file=sys.stderr``) and its counts. Raises VOCError, once every set ran, naming the sets of
+    which no image could be read. ``detector``: a ``Detector``, an end-to-end model or the reference's adapter."""
+    output_dirs = set_output_dirs(output_dir, [item.name for item in sets])
+    unreadable = []
+    for item in sets:
+        names = image_names[item.name]
+        report = write_split_results(detector, item.dataset_path, names, output_dirs[item.name],
+                                     score_threshold, images_per_batch,
+                                     description="detect" if len(sets) == 1 else f"detect {item.name}")
+        if echo is not None:
+            for line in skipped_lines(report):
+                echo(line, file=sys.stderr)
+            if report.images:
+                echo(written_line(report, output_dirs[item.name], detector))
+        if not report.images:
+            unreadable.append(f"{item.dataset_path}: none of the {len(names)} images of split {item.split!r} "
+                              "could be read")
+    if unreadable:
+        raise VOCError("; ".join(unreadable))
+    return output_dirs

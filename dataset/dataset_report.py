@@ -15,12 +15,8 @@ empty or unreadable TFRecord is a one-line error (exit status 2); a file with fe
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
-    import cli  # noqa: F401
 import os
-import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -163,7 +159,3 @@ def draw_grid(tfrecord: str, cfg: dict[str, Any], num_images: int, output: str, 
         plt.close(figure)
     return output
 
-
-if __name__ == "__main__":   # python dataset/check_dataset.py: the command line lives in cli/check_dataset.py
-    from cli.check_dataset import main
-    sys.exit(main())

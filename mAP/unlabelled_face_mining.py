@@ -15,21 +15,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
-    import cli  # noqa: F401
-import sys
-
 import cv2
 import numpy as np
 
 from components.box_utils import class_agnostic_nms, iou_matrix
-from mAP.compute_mAP import read_folders
 from mAP.sets import result_dirs
+from mAP.voc_ap import read_folders
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from mAP.compute_mAP import GroundTruth, ScoredBoxes
+    from mAP.voc_ap import GroundTruth, ScoredBoxes
 
 DEFAULT_MIN_SCORE = 0.7
 DEFAULT_MAX_IOU = 0.1    # below this with every annotated box: not a loose box of an annotated face
@@ -59,7 +55,7 @@ def mine_set_dir(set_dir: str, min_score: float = DEFAULT_MIN_SCORE,
                  max_iou: float = DEFAULT_MAX_IOU) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{image name: (boxes [K, 4], scores [K])} of :func:`unlabelled_faces` over a set folder (``ground-truth/``
     and ``detection-results/``), every image of its ground truth (K may be 0). Raises ProjectError as
-    ``mAP.compute_mAP.read_folders`` does."""
+    ``mAP.voc_ap.read_folders`` does."""
     ground_truth, detections = read_folders(*result_dirs(set_dir))
     return {name: unlabelled_faces(truth, detections[name], min_score, max_iou)
             for name, truth in ground_truth.items()}
@@ -95,7 +91,3 @@ def contact_sheet(tiles: Sequence[np.ndarray]) -> np.ndarray:
     rows = [np.hstack(tiles[start:start + TILES_PER_ROW]) for start in range(0, len(tiles), TILES_PER_ROW)]
     return np.vstack(rows)
 
-
-if __name__ == "__main__":   # python mAP/unlabelled_faces.py: the command line lives in cli/mine_unlabelled_faces.py
-    from cli.mine_unlabelled_faces import main
-    sys.exit(main())

@@ -7,30 +7,26 @@ same images are compared on the same draws (a paired bootstrap): the difference 
 
 A draw is a count per image (how many times it was drawn). An image drawn k times adds k copies of its faces
 and of its detections, with the same outcome (true or false positive) as in the full evaluation
-(``mAP.compute_mAP.evaluate_class``): the AP of a draw is the AP of weighted detections, computed for many
+(``mAP.voc_ap.evaluate_class``): the AP of a draw is the AP of weighted detections, computed for many
 draws at once. With every count at 1 it is the full evaluation's AP.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
-    import cli  # noqa: F401
 import os
-import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from components.atomic_io import save_figure_atomically, write_text_atomically
 from components.errors import ProjectError
-from mAP.compute_mAP import align_table, check_iou_threshold, evaluate_detections, read_folders
 from mAP.sets import MEAN_ROW_NAME, result_dirs
+from mAP.voc_ap import align_table, check_iou_threshold, evaluate_detections, read_folders
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from mAP.compute_mAP import GroundTruth, ScoredBoxes
+    from mAP.voc_ap import GroundTruth, ScoredBoxes
 
 DEFAULT_SAMPLES = 1000
 DEFAULT_SEED = 0
@@ -105,7 +101,7 @@ def weighted_average_precision(true_positive: np.ndarray, weights: np.ndarray, p
         positives: [S] the number of faces in each draw.
     Returns:
         [S] APs in [0, 1] (0 where a draw holds no face). With unit weights it equals
-        ``mAP.compute_mAP.average_precision`` of the unweighted curve.
+        ``mAP.voc_ap.average_precision`` of the unweighted curve.
     """
     hits = np.cumsum(weights * true_positive, axis=1)
     counted = np.cumsum(weights, axis=1)
@@ -261,7 +257,3 @@ def write_comparison(rows: Sequence[Comparison], num_samples: int, output_dir: s
     plot_comparison(rows, os.path.join(output_dir, PLOT_FILE_NAME))
     return lines
 
-
-if __name__ == "__main__":   # python mAP/bootstrap.py: the command line lives in cli/bootstrap_map.py
-    from cli.bootstrap_map import main
-    sys.exit(main())

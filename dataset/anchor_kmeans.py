@@ -11,12 +11,8 @@ and writes a scatter plot of the box sizes.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
-    import cli  # noqa: F401
-import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -274,7 +270,3 @@ def study_anchors(sources: Sequence[tuple[str, str]], cfg: dict[str, Any], k: in
         study.held_out = (len(eval_wh), mean_iou(eval_wh, anchors), mean_iou(eval_wh, default_anchors))
     return study
 
-
-if __name__ == "__main__":   # python components/kmeans.py: the command line lives in cli/kmeans.py
-    from cli.kmeans import main
-    sys.exit(main())

@@ -28,27 +28,23 @@ false positive (background, localisation, wrong class, duplicate) costs in AP, w
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if __name__ == "__main__":   # run as a script: library start-up lines kept off stderr (cli/stderr_filter.py)
-    import cli  # noqa: F401
 import os
-import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from components.atomic_io import save_figure_atomically, write_text_atomically
 from components.box_utils import iou_matrix
 from components.errors import ProjectError
-from mAP.compute_mAP import align_table, percent_cell, read_folders
 from mAP.false_positives import false_positive_rows, format_false_positives, plot_false_positives
 from mAP.sets import named_set_dirs, result_dirs
+from mAP.voc_ap import align_table, percent_cell, read_folders
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
-    from mAP.compute_mAP import GroundTruth, ScoredBoxes
+    from mAP.voc_ap import GroundTruth, ScoredBoxes
 
 DEFAULT_SIZE_BINS = (16, 32, 64, 128)   # bin edges, pixels of face side
 DEFAULT_SCORE = 0.3
@@ -345,7 +341,3 @@ def write_errors(analyses: Mapping[str, ErrorAnalysis], output_dir: str, plots: 
                              os.path.join(output_dir, FALSE_POSITIVE_PLOT_FILE_NAME))
     return text
 
-
-if __name__ == "__main__":   # python mAP/analyse_errors.py: the command line lives in cli/analyse_errors.py
-    from cli.analyse_errors import main
-    sys.exit(main())
