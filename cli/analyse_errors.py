@@ -4,7 +4,7 @@
                                  [--size_bins 16,32,64,128] [--output_dir mAP/map-results] [--no_plot]
     python mAP/analyse_errors.py --set_dirs runs/map_val/Maskdata,runs/map_val/ILC2021 [--output_dir R]
 
-Reads the folders compute_mAP.py reads (see ``mAP/compute_mAP.py`` for the file formats; difficult boxes are
+Reads the folders compute_mAP.py reads (see ``mAP/voc_ap.py`` for the file formats; difficult boxes are
 left out) and bins faces by their side sqrt(w*h) in image pixels. Prints a table per set (see
 ``mAP/analyse_errors.py`` for the columns) and writes them to ``<output_dir>/errors.txt``, with a plot of the
 recall per size bin of each class and set, ``<output_dir>/recall_by_size.png``, and the faces found with a

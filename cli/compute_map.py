@@ -4,7 +4,7 @@
                               [--output_dir mAP/map-results] [--no_plot]
     python mAP/compute_mAP.py --set_dirs runs/map_val/Maskdata,runs/map_val/ILC2021 [--output_dir R]
 
-See ``mAP/compute_mAP.py`` for the file formats. Prints a per-class table and the mAP, and writes
+See ``mAP/voc_ap.py`` for the file formats. Prints a per-class table and the mAP, and writes
 ``results.txt`` and one precision/recall plot per class (``<class>_pr.png``) under ``--output_dir``.
 With ``--set_dirs`` (folders holding ``ground-truth/`` and ``detection-results/`` each, as ``mAP/detect.py``
 writes them for several sets) each set is scored, its table printed and written to ``<output_dir>/<set name>/``,

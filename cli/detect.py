@@ -14,7 +14,7 @@ Labels that map to no class stop the run (exit 2) after a table of boxes per lab
 ``--skip_unknown_labels`` is given. ``--input_size`` runs a .keras model at another input size.
 
 For every image of ``ImageSets/Main/<split>.txt`` writes ``<output_dir>/detection-results/NAME.txt`` and
-``<output_dir>/ground-truth/NAME.txt`` (see ``mAP/detect.py``); a failed or interrupted run keeps the earlier
+``<output_dir>/ground-truth/NAME.txt`` (see ``mAP/detection_files.py``); a failed or interrupted run keeps the earlier
 files. ``--model_path`` takes any format ``inference.py`` takes.
 """
 

@@ -7,7 +7,7 @@
         --extra_ignore runs/Maskdata_train_unlabelled.json --output_file dataset/train_mask.tfrecord
 
 Keeps each detection scoring at least ``--min_score`` whose IoU with every annotated box is below ``--max_iou``
-(see ``mAP/unlabelled_faces.py``) and writes them, per image, to ``--output_file`` (the format of
+(see ``mAP/unlabelled_face_mining.py``) and writes them, per image, to ``--output_file`` (the format of
 ``dataset/extra_ignore.py``). With ``--dataset_path`` and ``--sheet``, also a contact sheet (PNG) of the
 ``--sheet_count`` highest-scoring: look at it before training on the list, since a confident false positive
 ignored in training is never corrected.

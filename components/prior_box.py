@@ -55,7 +55,7 @@ def prior_box(input_size: Sequence[int], min_sizes: Sequence[Sequence[Any]], ste
 
     Args:
         min_sizes: per head, the anchor sizes in pixels; an entry is a side length (square anchor)
-            or a (width, height) pair (as found by ``components/kmeans.py``).
+            or a (width, height) pair (as found by ``dataset/anchor_kmeans.py``).
         steps: stride in pixels of each head.
     Returns:
         float32 array [num_priors, 4] in normalised centre form (cx, cy, w, h), ordered head by head,
