@@ -39,8 +39,8 @@ def detectors_at(model_file: str, input_size: Sequence[int], export_dir: str,
     tflite = os.path.join(export_dir, f"model_{input_size[0]}x{input_size[1]}.tflite")
     log(f"exporting tflite at {input_size[0]}x{input_size[1]}")
     export_model_file(model_file, "tflite", tflite, log=lambda message: None, input_size=input_size)
-    from components.config import cfg as default_cfg
-    return {"keras": Detector.from_path(model_file, dict(default_cfg, test_scales=[1]), input_size=input_size),
+    from components.config import DEFAULT_SETTINGS
+    return {"keras": Detector.from_path(model_file, DEFAULT_SETTINGS.replace(test_scales=[1]), input_size=input_size),
             "tflite": Detector.from_path(tflite)}
 
 

@@ -224,13 +224,12 @@ def export_formats(model_file: str, formats: Sequence[str], export_dir: str, cal
 
 def load_entries(paths: Mapping[str, str]) -> list[Entry]:
     """[Entry] of each format of ``paths`` ({format: model path}): one pass, and TTA as ``--tta`` sets it
-    (``components.config.apply_tta``: the flip test and scales [1, 2, 0.5]; an export runs one input size, so
+    (``Settings.with_tta``: the flip test and scales [1, 2, 0.5]; an export runs one input size, so
     its TTA is the flip test alone, and none where the priors are not mirror-symmetric). TFLite also without
     XNNPACK (timed only: its mAP is that of the same model)."""
-    from components.config import apply_tta
-    from components.config import cfg as default_cfg
+    from components.config import DEFAULT_SETTINGS
     from runtime.detector import Detector
-    one_pass_cfg = dict(default_cfg, tta=False, flip_test=False, test_scales=[1])
+    one_pass_cfg = DEFAULT_SETTINGS.replace(tta=False, flip_test=False, test_scales=[1])
     entries = []
     for fmt in FORMATS:
         if fmt not in paths:
@@ -239,7 +238,7 @@ def load_entries(paths: Mapping[str, str]) -> list[Entry]:
             [(f"{fmt} (XNNPACK off)", {"xnnpack": False})] if fmt.startswith("tflite") else [])
         for label, options in variants:
             one_pass = Detector.from_path(paths[fmt], one_pass_cfg, **options)
-            tta = Detector(one_pass.runtime, apply_tta(dict(one_pass.cfg, tta=True)), one_pass.trained_size)
+            tta = Detector(one_pass.runtime, one_pass.cfg.replace(tta=True).with_tta(), one_pass.trained_size)
             note = "" if tta_description(tta) else "n/a (priors not mirror-symmetric)"
             entries.append(Entry(label, fmt, paths[fmt], one_pass, None if note else tta, note, options,
                                  scored=not options))

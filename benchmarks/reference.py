@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from components.box_utils import class_agnostic_nms, decode_boxes
-from components.config import cfg as default_cfg
+from components.config import DEFAULT_SETTINGS
 from runtime.adapters import ModelLoadError, tflite_interpreter
 from runtime.postprocessing import Detections
 
@@ -64,7 +64,7 @@ class AizooReference:
         outputs = {detail["shape"][-1]: detail["index"] for detail in self.interpreter.get_output_details()}
         self._offsets, self._scores = outputs[4], outputs[2]
         self.priors = reference_priors()
-        self.cfg = dict(default_cfg, input_size=INPUT_SIZE, keep_aspect=False, flip_test=False)
+        self.cfg = DEFAULT_SETTINGS.replace(input_size=INPUT_SIZE, keep_aspect=False, flip_test=False)
 
     def preprocess(self, images_rgb: Sequence[np.ndarray]) -> np.ndarray:
         """uint8 RGB images [H, W, 3] -> float32 [B, 260, 260, 3] in [0, 1] (stretched, as published)."""

@@ -134,7 +134,7 @@ def render(results: BenchmarkResults) -> str:
              f"Batch 1, {height}x{width} input, every runtime on 2 threads; {timed} timed runs of each call after "
              f"{results.warmup} warm-up runs, in {TIMING_ROUNDS} rounds taking every row and setting in turn. "
              f"Load average (1/5/15 min) before: {results.load_before}, after: {results.load_after}.", "",
-             "One pass is the default; TTA is `--tta` (`components.config.apply_tta`): the flip test and scales "
+             "One pass is the default; TTA is `--tta` (`components.config.Settings.with_tta`): the flip test and scales "
              "1, 2, 0.5 for the .keras model; an export runs one input size, so its TTA is the flip test alone. "
              "*model ms*: the runtime call alone on a preprocessed image, one pass (median; p90 beside it); "
              "*ms/image*: `detect` on one photo (preprocess, every pass, NMS, merge), median. "

@@ -46,8 +46,8 @@ def measure_test_scales(model_file: str, scale_settings: Sequence[Sequence[float
     alike."""
     from runtime.detector import Detector
     images_rgb = sample_images() if images_rgb is None else images_rgb
-    base = Detector.from_path(model_file, dict(cfg, test_scales=[1]))
-    detectors = [Detector(base.runtime, dict(base.cfg, test_scales=list(scales)), base.trained_size)
+    base = Detector.from_path(model_file, cfg.replace(test_scales=[1]))
+    detectors = [Detector(base.runtime, base.cfg.replace(test_scales=list(scales)), base.trained_size)
                  for scales in scale_settings]
     for _ in range(warmup):
         for detector in detectors:

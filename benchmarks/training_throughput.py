@@ -74,10 +74,10 @@ def run(cfg: dict[str, Any], steps: int) -> list[tuple[str, float]]:
     def in_memory(index):
         return batches[index % len(batches)]
 
-    float32_step = compiled_train_step(dict(cfg, mixed_precision=False))
+    float32_step = compiled_train_step(cfg.replace(mixed_precision=False))
     rows.append(("train step alone, float32", time_train_steps(float32_step, batch_size, steps, in_memory)))
     if cpu_has_bfloat16():
-        mixed_step = compiled_train_step(dict(cfg, mixed_precision=True))
+        mixed_step = compiled_train_step(cfg.replace(mixed_precision=True))
         rows.append(("train step alone, mixed_bfloat16", time_train_steps(mixed_step, batch_size, steps, in_memory)))
     source = pipeline()   # a fresh one: batches prefetched while the steps above ran would flatter this row
     rows.append(("pipeline + train step, float32 (as train.py)",

@@ -180,27 +180,41 @@ def given(args, key):
     return getattr(args, f"cfg_{key}", None) is not None
 
 
-def inference_size(args, cfg):
+def inference_size(args, settings):
     """The ``input_size`` to run a model at: the flag's when ``--input_size`` was given, else None (the size
-    the model was trained or exported at, from its sidecar)."""
-    return tuple(cfg["input_size"]) if given(args, "input_size") else None
+    the model was trained or exported at, from its spec)."""
+    return settings.model.input_size if given(args, "input_size") else None
 
 
 PATH_KEYS = ("train_tfrecord", "val_tfrecord", "checkpoint_dir", "log_dir")   # config keys that are paths
 
 
-def repo_relative_defaults(cfg, args):
-    """``cfg`` with the relative default paths of ``PATH_KEYS`` taken inside the repository, as every default
-    of the scripts is; paths given on the command line stay relative to the working folder."""
+def repo_relative_defaults(settings, args):
+    """``settings`` with the relative default paths of ``PATH_KEYS`` taken inside the repository, as every
+    default of the scripts is; paths given on the command line stay relative to the working folder."""
     from_data_file = ("train_tfrecord", "val_tfrecord") if getattr(args, "data", None) else ()
+    changes = {}
     for key in PATH_KEYS:
         if given(args, key) or key in from_data_file:   # a data file's TFRecords: as the converter writes them
             continue
-        value = cfg[key]
+        value = settings.value(key)
         paths = [value] if isinstance(value, str) else list(value)
         paths = [path if os.path.isabs(path) else repo_path(path) for path in paths]
-        cfg[key] = paths[0] if isinstance(value, str) else paths
-    return cfg
+        changes[key] = paths[0] if isinstance(value, str) else paths
+    return settings.replace(**changes)
+
+
+def settings_from_args(args):
+    """The settings of a script: the defaults, the ``--data`` file's (when given), the ``--<key>`` flags given,
+    default paths inside the repository."""
+    from components.config import config_from_args
+    data_file = None
+    if getattr(args, "data", None):
+        from components.data_file import load_data_file
+        data_file = load_data_file(args.data, getattr(args, "root", None)).settings()
+    elif getattr(args, "root", None):
+        raise ProjectError("--root: only used with --data FILE")
+    return repo_relative_defaults(config_from_args(args, data_file), args)
 
 
 def print_notes(detector):
@@ -229,8 +243,7 @@ def run(arg_parser, body, argv=None):
     try:
         cfg = None
         if getattr(args, "_config_flags", False):
-            from components.config import config_from_args
-            cfg = repo_relative_defaults(config_from_args(args), args)
+            cfg = settings_from_args(args)
         status = body(args, cfg)
     except ProjectError as error:
         print(error_line(error), file=sys.stderr)

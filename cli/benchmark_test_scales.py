@@ -20,8 +20,7 @@ DEFAULT_SETTINGS = "[1];[1, 2];[1, 2, 0.5]"
 def parse_settings(text):
     """``--settings``: ``test_scales`` lists separated by ``;`` -> [[1], [1, 2], ...], each checked as the
     config checks ``--test_scales``."""
-    from components.config import cfg as default_cfg
-    from components.config import validate_config
+    from components.config import DEFAULT_SETTINGS
     settings = []
     for part in (part.strip() for part in text.split(";")):
         if not part:
@@ -31,7 +30,7 @@ def parse_settings(text):
         except (ValueError, SyntaxError):
             raise ProjectError(f"--settings: {part!r} is not a list such as [1, 2]") from None
         try:
-            validate_config(dict(default_cfg, test_scales=scales))
+            DEFAULT_SETTINGS.replace(test_scales=scales)
         except ValueError as error:
             raise ProjectError(f"--settings: {part!r}: {str(error).split(': ', 1)[-1]}") from None
         settings.append(list(scales))

@@ -12,15 +12,14 @@ import os
 
 import cli
 from components.atomic_io import write_text_atomically
-from components.config import cfg as default_cfg
-from components.config import flag_type, tfrecord_paths, validate_config
+from components.config import DEFAULT_SETTINGS, flag_type, tfrecord_paths
 
 BENCHMARK_KEYS = ("batch_size", "input_size", "network", "base_channel")   # the settings a throughput depends on
 
 
 def build_parser():
     parser = cli.parser(__doc__, keys=BENCHMARK_KEYS)
-    parser.add_argument("--train_tfrecord", default=cli.repo_path(tfrecord_paths(default_cfg["train_tfrecord"])[0]),
+    parser.add_argument("--train_tfrecord", default=cli.repo_path(tfrecord_paths(DEFAULT_SETTINGS["train_tfrecord"])[0]),
                         help="training TFRecord to read (default: the first of the config's train_tfrecord)")
     parser.add_argument("--steps", type=flag_type("steps"), default=15, help="timed steps per row (after warm-up)")
     parser.add_argument("--output", default=None, help="also write the table to this Markdown file")
@@ -31,7 +30,7 @@ def body(args, cfg):
     cli.check_exists(args.train_tfrecord, "TFRecord", "file", "make it with dataset/voc_to_tfrecord.py")
     cli.check_at_least("--steps", args.steps, 1)
     from benchmarks.training_throughput import format_table, run  # imports TensorFlow
-    cfg = validate_config(dict(cfg, train_tfrecord=args.train_tfrecord))
+    cfg = cfg.replace(train_tfrecord=args.train_tfrecord)
     load_before = os.getloadavg()[0]
     rows = run(cfg, args.steps)
     table = format_table(rows, cfg, load_before, os.getloadavg()[0])

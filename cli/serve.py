@@ -22,8 +22,7 @@ import argparse
 import sys
 
 import cli
-from components.config import DETECTION_KEYS, FLAG_RANGES, flag_type
-from components.config import cfg as default_cfg
+from components.config import DEFAULT_SETTINGS, DETECTION_KEYS, FLAG_RANGES, flag_type
 from components.errors import ProjectError
 
 DEFAULT_MODEL_PATH = cli.DEFAULT_MODEL_PATH
@@ -76,10 +75,10 @@ def build_parser():
              "get 503", "max_request_mb": "largest request body in MiB; larger get 413",
              "max_image_pixels": "largest image, width x height; larger get 413"}
     for flag, key in SERVE_FLAGS.items():
-        kind = flag_type(flag) if flag in FLAG_RANGES else (positive_number if isinstance(default_cfg[key], float)
+        kind = flag_type(flag) if flag in FLAG_RANGES else (positive_number if isinstance(DEFAULT_SETTINGS[key], float)
                                                             else at_least_one)
         parser.add_argument(f"--{flag}", type=kind, default=None,
-                            help=f"{helps[flag]} (default {default_cfg[key]}, config key {key})")
+                            help=f"{helps[flag]} (default {DEFAULT_SETTINGS[key]}, config key {key})")
     parser.add_argument("--browser_model", default=None, metavar="PATH|none",
                         help="decoded ONNX model (export.py --format onnx_decoded) for the page's in-browser mode "
                              "(default: the .keras model's, exported once and cached in runs/web_model/; none: no "
@@ -92,8 +91,8 @@ def build_parser():
 
 def apply_serve_flags(args, cfg):
     """``cfg`` with the ``serve_*`` keys the serving flags given on the command line set."""
-    cfg.update({key: getattr(args, flag) for flag, key in SERVE_FLAGS.items() if getattr(args, flag) is not None})
-    return cfg
+    return cfg.replace(**{key: getattr(args, flag) for flag, key in SERVE_FLAGS.items()
+                          if getattr(args, flag) is not None})
 
 
 def page_model(args, model_file, cfg, server=True):
@@ -122,7 +121,7 @@ def write_static(args, cfg):
     size = cli.inference_size(args, cfg)
     model_cfg = load_model_config(model_file, cfg)
     if size is not None:
-        model_cfg["input_size"] = size
+        model_cfg = model_cfg.replace(input_size=size)
     files = write_static_site(args.static, page_model(args, model_file, model_cfg, server=False))
     print(f"wrote the page, onnxruntime-web and the model ({len(files)} files) to {args.static}; open it with: "
           f"python -m http.server -d {args.static}", flush=True)

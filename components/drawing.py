@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from components.config import cfg as default_cfg
+from components.config import DEFAULT_SETTINGS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -127,7 +127,7 @@ def draw_detections(image_bgr: np.ndarray, detections: Any, fps: float | None = 
     boxes, scores, labels = np.asarray(detections.boxes), np.asarray(detections.scores), detections.labels()
     class_ids = getattr(detections, "classes", None)
     if class_ids is None:   # only names: their index in the class list (the default one if none is given)
-        names = list(getattr(detections, "class_names", None) or default_cfg["labels_list"])
+        names = list(getattr(detections, "class_names", None) or DEFAULT_SETTINGS.model.labels_list)
         extra = sorted(set(labels) - set(names))
         class_ids = [names.index(label) if label in names else len(names) + extra.index(label) for label in labels]
     texts = [f"{label} {score:.2f}" for label, score in zip(labels, scores)]

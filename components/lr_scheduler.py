@@ -9,6 +9,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
+    from components.config import TrainSettings
+
 
 class WarmupMultiStepLR(tf.keras.optimizers.schedules.LearningRateSchedule):
     """Learning rate as a function of the optimizer step.
@@ -42,7 +44,7 @@ class WarmupMultiStepLR(tf.keras.optimizers.schedules.LearningRateSchedule):
                 "warmup_epoch": self.warmup_epoch, "min_lr": self.min_lr, "steps_per_epoch": self.steps_per_epoch}
 
 
-def schedule_from_config(cfg: dict[str, Any], steps_per_epoch: int) -> WarmupMultiStepLR:
-    """The schedule described by ``cfg`` for an epoch of ``steps_per_epoch`` optimizer steps."""
-    return WarmupMultiStepLR(cfg["init_lr"], cfg["lr_decay_epoch"], cfg["lr_rate"], cfg["warmup_epoch"],
-                             cfg["min_lr"], steps_per_epoch)
+def schedule_from_config(train: TrainSettings, steps_per_epoch: int) -> WarmupMultiStepLR:
+    """The schedule of the training settings ``train`` for an epoch of ``steps_per_epoch`` optimizer steps."""
+    return WarmupMultiStepLR(train.init_lr, train.lr_decay_epoch, train.lr_rate, train.warmup_epoch,
+                             train.min_lr, steps_per_epoch)

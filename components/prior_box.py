@@ -10,6 +10,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
+    from components.config import ModelSpec
+
 
 def feature_map_sizes(input_size: Sequence[int], steps: Sequence[int]) -> list[tuple[int, int]]:
     """Feature map (height, width) of each head for an input of ``input_size`` = (h, w) pixels.
@@ -79,9 +81,9 @@ def prior_box(input_size: Sequence[int], min_sizes: Sequence[Sequence[Any]], ste
     return priors
 
 
-def priors_from_config(cfg: dict[str, Any], input_size: Sequence[int] | None = None) -> np.ndarray:
-    """Priors for ``cfg`` at ``input_size`` (defaults to ``cfg['input_size']``)."""
-    return prior_box(input_size or cfg["input_size"], cfg["min_sizes"], cfg["steps"], cfg["clip"])
+def priors_from_config(spec: ModelSpec, input_size: Sequence[int] | None = None) -> np.ndarray:
+    """Priors [P, 4] (normalised centre form) of the model ``spec`` at ``input_size`` (default: its own)."""
+    return prior_box(input_size or spec.input_size, spec.min_sizes, spec.steps, spec.clip)
 
 
 def mirror_index(priors: np.ndarray, decimals: int = 5) -> np.ndarray:

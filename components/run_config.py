@@ -8,6 +8,7 @@ import os
 from typing import TYPE_CHECKING
 
 from components.atomic_io import write_text_atomically
+from components.config import GROUP_OF, GROUPS, Settings, group_keys, plain
 from components.errors import ProjectError
 
 if TYPE_CHECKING:
@@ -17,8 +18,7 @@ if TYPE_CHECKING:
 RUN_CONFIG_NAME = "run_config.json"
 # settings a resumed run cannot change: the model's shape and coding, and the steps per epoch of the
 # saved optimizer state
-FIXED_KEYS = ("labels_list", "input_size", "min_sizes", "steps", "variances", "clip", "network", "base_channel",
-              "head_context", "batch_size")
+FIXED_KEYS = (*group_keys("model"), "batch_size")
 
 
 class ResumeError(ProjectError):
@@ -29,52 +29,61 @@ def run_config_path(folder: str) -> str:
     return os.path.join(folder, RUN_CONFIG_NAME)
 
 
-def _jsonable(value):
-    return list(value) if isinstance(value, tuple) else value
-
-
-def save_run_config(folder: str, cfg: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
-    """Write ``cfg`` (and ``extra``, e.g. steps_per_epoch) to ``folder/run_config.json`` atomically."""
-    content = {"settings": {key: _jsonable(value) for key, value in cfg.items()}, **(extra or {})}
+def save_run_config(folder: str, settings: Settings, extra: dict[str, Any] | None = None) -> None:
+    """Write ``settings`` (grouped, ``Settings.as_dict``) and ``extra`` (e.g. steps_per_epoch) to
+    ``folder/run_config.json`` atomically."""
+    content = {"settings": settings.as_dict(), **(extra or {})}
     write_text_atomically(run_config_path(folder), json.dumps(content, indent=1) + "\n")
 
 
 def load_run_config(folder: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(settings dict, extra dict) saved in ``folder``, or None when the run saved none (older runs).
-    Raises ValueError naming the file when it cannot be read."""
+    """({setting: value} saved in ``folder``, flattened from the groups (older runs saved them flat), extra
+    dict), or None when the run saved none (older runs). Raises ResumeError naming the file when it cannot
+    be read."""
     path = run_config_path(folder)
     if not os.path.isfile(path):
         return None
     try:
         with open(path, encoding="utf-8") as handle:
             content = json.load(handle)
-        settings = content.pop("settings")
-    except (OSError, ValueError, KeyError, AttributeError) as error:
+        saved = content.pop("settings")
+        settings = flat_settings(saved)
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
         raise ResumeError(f"{path}: unreadable run settings ({error})") from None
-    if "input_size" in settings:
-        settings["input_size"] = tuple(settings["input_size"])
     return settings, content
 
 
-def resumed_config(saved: dict[str, Any], given: Mapping[str, Any],
-                   defaults: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The settings of a resumed run: ``saved`` (keys it lacks from ``defaults``) with ``given`` applied.
+def flat_settings(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """{setting: value} of a saved settings dict, grouped (``Settings.as_dict``) or flat (older runs); names
+    no group declares any more are left out."""
+    flat: dict[str, Any] = {}
+    for key, value in saved.items():
+        if key in GROUPS and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return {key: value for key, value in flat.items() if key in GROUP_OF}
+
+
+def resumed_config(saved: Mapping[str, Any], given: Mapping[str, Any],
+                   defaults: Settings) -> tuple[Settings, list[str]]:
+    """The settings of a resumed run: ``saved`` ({setting: value}; those it lacks from ``defaults``) with
+    ``given`` applied.
 
     ``given``: {key: value} set on the command line at resume (flags or a --data file). Returns (settings,
     ["key: old -> new", ...] for the settings that change). Raises ResumeError naming the flags when a
     FIXED_KEYS setting would change.
     """
-    settings = {**defaults, **saved}
+    settings = defaults.replace(**saved)
     changes: list[str] = []
     refused: list[str] = []
     for key, value in given.items():
-        old = settings.get(key)
-        if _jsonable(old) == _jsonable(value):
+        old = settings.value(key)
+        if plain(old) == plain(value):
             continue
-        (refused if key in FIXED_KEYS else changes).append(f"{key}: {old!r} -> {value!r}")
-        settings[key] = value
+        (refused if key in FIXED_KEYS else changes).append(f"{key}: {plain(old)!r} -> {plain(value)!r}")
     if refused:
         raise ResumeError(f"--resume: {'; '.join(refused)} would change the saved run (classes, input size, "
                           "anchors, network and batch size are fixed): drop those flags, or start a new run "
                           "with another --checkpoint_dir (--weights to start from this one)")
-    return settings, changes
+    return settings.replace(**given), changes

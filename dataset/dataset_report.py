@@ -63,7 +63,7 @@ def matching_stats(tfrecord: str, cfg: dict[str, Any], limit: int | None = None)
     from components.prior_box import priors_from_config
     from dataset.tf_dataset_preprocess import parse_example, prepare_for_evaluation
 
-    priors = tf.constant(priors_from_config(cfg))
+    priors = tf.constant(priors_from_config(cfg.model))
     height, width = cfg["input_size"]
     counts: dict[str, list[int]] = {}
     records = tf.data.TFRecordDataset(tfrecord).map(parse_example)
@@ -122,7 +122,7 @@ def draw_grid(tfrecord: str, cfg: dict[str, Any], num_images: int, output: str, 
     from dataset.tf_dataset_preprocess import load_dataset
 
     tf.random.set_seed(seed)
-    priors = priors_from_config(cfg)
+    priors = priors_from_config(cfg.model)
     # batches of one, so that a file with fewer records than num_images still shows them all
     dataset = load_dataset(tfrecord, cfg, training=training, batch_size=1).take(num_images)
     try:

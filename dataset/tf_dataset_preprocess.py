@@ -272,7 +272,7 @@ def load_dataset(tfrecord_path: str | Sequence[str], cfg: dict[str, Any], traini
         shard: (number of shards, index) to read only every n-th record, for multi-worker training.
         shuffle_buffer: records shuffled at once; as many as the records mixes several sources evenly.
     """
-    priors = tf.constant(priors_from_config(cfg))
+    priors = tf.constant(priors_from_config(cfg.model))
     batch_size = batch_size or cfg["batch_size"]
     shuffle = training if shuffle is None else shuffle
 

@@ -101,7 +101,7 @@ def decoded_onnx_bytes(model: keras.Model, cfg: dict[str, Any], opset: int = DEC
     """The decoded ONNX model (:func:`decoded_function`, tf2onnx) of a Keras ``model`` with its metadata,
     serialised."""
     import onnx
-    priors = np.asarray(priors_from_config(cfg), np.float32)
+    priors = np.asarray(priors_from_config(cfg.model), np.float32)
     function = decoded_function(frozen_function(model, tuple(cfg["input_size"]), batch=1), cfg, priors)
     proto = onnx.load_from_string(onnx_function_bytes(function, function.input_signature, opset))
     proto.doc_string = "Face mask detector: decoded boxes and class probabilities per prior; NMS is the app's."
@@ -124,7 +124,7 @@ def compare_decoded(model: keras.Model, path: str, images: Sequence[np.ndarray],
     from runtime.preprocessing import preprocess_images
     height, width = cfg["input_size"]
     scale = np.array([width, height, width, height], np.float32)
-    priors = np.asarray(priors_from_config(cfg), np.float32)
+    priors = np.asarray(priors_from_config(cfg.model), np.float32)
     opencv, session = DecodedOnnx(path, cfg), onnx_session(path)
     score_diff = box_diff = 0.0
     for image in images:
@@ -175,8 +175,8 @@ def export_decoded_onnx_file(model_path: str, output: str | None = None,
     if input_size is not None and tuple(input_size) != tuple(cfg["input_size"]):
         log(f"exporting at {cfg['input_size'][0]}x{cfg['input_size'][1]} (rounded up from "
             f"{input_size[0]}x{input_size[1]})")
-    cfg = dict(cfg, flip_test=False, test_scales=[1])   # the file holds one pass: compare with one pass
-    cfg.update(box_voting=0.0, soft_nms_sigma=0.0)     # the app's NMS is plain NMS
+    cfg = cfg.replace(flip_test=False, test_scales=(1,),   # the file holds one pass: compare with one pass
+                      box_voting=0.0, soft_nms_sigma=0.0)  # the app's NMS is plain NMS
     reference = Detector(KerasRuntime(model, tuple(cfg["input_size"]), model_file), cfg)
     output = output or default_output(model_file, FORMAT)
     report = ExportReport(FORMAT, output, None, 0)

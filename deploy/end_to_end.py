@@ -241,7 +241,7 @@ def tflite_tensor_names(model_bytes: bytes) -> list[str]:
 def graph_constants(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
     """(priors [P, 4] float32 centre form, mirror index [P] or None) of a model config; the mirror index
     only with ``cfg['flip_test']`` on a grid where every prior has a mirror image (as ``Detector``)."""
-    priors = np.asarray(priors_from_config(cfg), np.float32)
+    priors = np.asarray(priors_from_config(cfg.model), np.float32)
     mirror = None
     if cfg.get("flip_test", False):
         try:
@@ -452,10 +452,10 @@ def export_end_to_end_file(model_path: str, export_format: str, output: str | No
         raise ExportError("--format onnx_decoded: no --end_to_end (the decoded ONNX holds no NMS: it is the app's)")
     model_file, cfg, model = load_export_source(model_path, export_format, input_size)
     if flip_test is not None:
-        cfg["flip_test"] = bool(flip_test)
-    cfg["test_scales"] = [1]   # an export runs one input size: compare it with the Keras model at that size
+        cfg = cfg.replace(flip_test=bool(flip_test))
+    cfg = cfg.replace(test_scales=(1,))   # an export runs one input size: compare it with the Keras model at that size
     reference = Detector(KerasRuntime(model, tuple(cfg["input_size"]), model_file), cfg)
-    cfg["flip_test"] = reference.flip_test    # off where the prior grid has no mirror symmetry
+    cfg = cfg.replace(flip_test=reference.flip_test)    # off where the prior grid has no mirror symmetry
     output = os.path.normpath(output or end_to_end_output(model_file, export_format))
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     if export_format == "tflite_int8" and calibration is None:

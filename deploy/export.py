@@ -365,7 +365,7 @@ def load_export_source(model_path: str, export_format: str,
         raise ExportError(f"{model_file}: export starts from a .keras model")
     cfg = load_model_config(model_file)
     if input_size is not None:
-        cfg["input_size"] = aligned_input_size(input_size, cfg["input_size"], cfg["steps"])
+        cfg = cfg.replace(input_size=aligned_input_size(input_size, cfg["input_size"], cfg["steps"]))
     return model_file, cfg, load_keras_model(model_file)
 
 
@@ -400,7 +400,7 @@ def export_model_file(model_path: str, export_format: str, output: str | None = 
     if input_size is not None and tuple(input_size) != cfg["input_size"]:
         log(f"exporting at {cfg['input_size'][0]}x{cfg['input_size'][1]}: {input_size[0]}x{input_size[1]} rounded up "
             "to a size whose feature maps sit on the image as at the trained size")
-    cfg["test_scales"] = [1]   # an export runs one input size: compare it with the Keras model at that size
+    cfg = cfg.replace(test_scales=(1,))   # an export runs one input size: compare it with the Keras model at that size
     reference = Detector(KerasRuntime(model, tuple(cfg["input_size"]), model_file), cfg)
     output = os.path.normpath(output or default_output(model_file, export_format))
     if export_format == "tflite_int8" and calibration is None:

@@ -50,7 +50,7 @@ def evaluation_batches(tfrecord_path: str, cfg: dict[str, Any], batch_size: int,
     """Batches of (network inputs [B, h, w, 3], ground-truth boxes [B, N, 4] normalised to the letterboxed
     input, labels [B, N] padded with LABEL_PADDING, difficult [B, N]) and, ``with_targets``, the training
     targets [B, P, 5] (for a validation loss); no augmentation."""
-    priors = tf.constant(priors_from_config(cfg))
+    priors = tf.constant(priors_from_config(cfg.model))
 
     def prepare(serialized):
         image, boxes, labels, difficult = parse_example(serialized)

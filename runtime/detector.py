@@ -54,7 +54,7 @@ class Detector:
             model = KerasRuntime(model.model, self.network_size, model.path)
         self.runtime = model
         self.model_path = getattr(self.runtime, "path", None)   # the model file or folder, when loaded from one
-        self.priors = tf.constant(priors_from_config(cfg, self.network_size))
+        self.priors = tf.constant(priors_from_config(cfg.model, self.network_size))
         # the flip test needs every prior's mirror image to be a prior too (each step divides the network
         # width, as at 240x320); on other grids it is off: ``flip_test`` says what detection does
         self.mirror = None
@@ -80,7 +80,7 @@ class Detector:
     def _at_scale(self, scale):
         """(scale, Detector of the same Keras model at ``scale`` times this input size, one scale)."""
         size = (round(self.input_size[0] * scale), round(self.input_size[1] * scale))
-        return scale, Detector(self.runtime, dict(self.cfg, input_size=size, test_scales=[1]), self.trained_size)
+        return scale, Detector(self.runtime, self.cfg.replace(input_size=size, test_scales=[1]), self.trained_size)
 
     @property
     def format(self) -> str:
@@ -98,7 +98,7 @@ class Detector:
         cfg = load_model_config(model_file, base_cfg)
         trained_size = tuple(cfg["input_size"])
         if input_size is not None:
-            cfg["input_size"] = tuple(input_size)
+            cfg = cfg.replace(input_size=tuple(input_size))
         network_size = aligned_input_size(cfg["input_size"], trained_size, cfg["steps"])
         runtime = load_runtime(model_file, network_size, **runtime_options)
         runtime_size = getattr(runtime, "input_size", None)

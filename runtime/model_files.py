@@ -28,7 +28,7 @@ import zipfile
 from typing import TYPE_CHECKING
 
 from components.atomic_io import staging_folder, write_text_atomically
-from components.config import cfg as default_cfg
+from components.config import DEFAULT_SETTINGS, group_keys
 from components.errors import ProjectError, os_error
 from runtime.adapters import ModelLoadError, first_line, is_saved_model_dir
 
@@ -36,8 +36,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
-MODEL_CONFIG_KEYS = ("input_size", "labels_list", "min_sizes", "steps", "variances", "clip", "network",
-                     "base_channel", "head_context")
+    from components.config import Settings
+
+# the fields of the model spec (components.config.ModelSpec) that rebuild and run the model (all but its record
+# of the training data)
+MODEL_CONFIG_KEYS = tuple(key for key in group_keys("model") if key != "training_data")
 SIDECAR_SUFFIX = ".json"
 INNER_CONFIG_NAME = "model_config.json"   # older SavedModel folders: the config kept inside
 MODEL_EXTENSIONS = (".keras",)            # what a folder passed as a model path is searched for
@@ -61,18 +64,9 @@ def model_config_path(model_file: str) -> str:
     return os.path.splitext(os.path.normpath(model_file))[0] + SIDECAR_SUFFIX
 
 
-def _plain(value):
-    """JSON-ready copy of a config value (tuples -> lists)."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
-
-
-def training_data_names(cfg: dict[str, Any]) -> list[str]:
-    """The file names (no folders) of the training TFRecords a config names, each once, in order."""
-    value = cfg.get("train_tfrecord") or []
-    paths = [value] if isinstance(value, str) else list(value)
-    names = []
+def training_data_names(paths: Sequence[str]) -> list[str]:
+    """The file names (no folders) of the training TFRecords ``paths``, each once, in order."""
+    names: list[str] = []
     for path in paths:
         name = os.path.basename(str(path))
         if name and name not in names:
@@ -80,18 +74,19 @@ def training_data_names(cfg: dict[str, Any]) -> list[str]:
     return names
 
 
-def model_spec(cfg: dict[str, Any], training_data: Sequence[str] | None = None) -> dict[str, Any]:
-    """The description a model file carries (JSON-ready dict): ``MODEL_CONFIG_KEYS`` of ``cfg`` (what rebuilds
-    and runs the model), the input normalisation, the box coding and the training data (``training_data``,
-    default ``cfg['training_data']`` of a config read from a model file, else the names of
-    ``cfg['train_tfrecord']``)."""
+def model_spec(settings: Settings, training_data: Sequence[str] | None = None) -> dict[str, Any]:
+    """The description a model file carries (JSON-ready dict): ``settings.model`` (what rebuilds and runs the
+    model, :class:`components.config.ModelSpec`), the input normalisation, the box coding and the training data
+    (``training_data``, default the spec's own record of a model read from a file, else the names of
+    ``settings.data.train_tfrecord``)."""
     spec: dict[str, Any] = {"spec_version": SPEC_VERSION}
-    spec.update({key: _plain(cfg[key]) for key in MODEL_CONFIG_KEYS if key in cfg})
-    spec["classes"] = list(cfg["labels_list"][1:])   # the detected classes (labels_list without background)
+    model = settings.model.as_dict()
+    spec.update({key: model[key] for key in MODEL_CONFIG_KEYS})
+    spec["classes"] = list(settings.model.labels_list[1:])   # the detected classes (labels_list without background)
     spec["input"] = dict(INPUT_DESCRIPTION)
     spec["box_coding"] = BOX_CODING
     if training_data is None:   # a model loaded from a file repeats its own; a trained one names its TFRecords
-        training_data = cfg["training_data"] if "training_data" in cfg else training_data_names(cfg)
+        training_data = settings.model.training_data or training_data_names(settings.data.train_tfrecord)
     spec["training_data"] = list(training_data)
     return spec
 
@@ -175,13 +170,12 @@ def _notice(message) -> None:
     print(message, file=sys.stderr)
 
 
-def load_model_config(model_file: str, base_cfg: dict[str, Any] | None = None,
-                      notice: Callable[[str], None] = _notice) -> dict[str, Any]:
-    """``base_cfg`` (default: components/config.py) updated with the model's own settings
-    (``MODEL_CONFIG_KEYS``): from the spec embedded in the file, else from an older file's sidecar (then
-    ``notice`` gets one line, once per file). Raises ModelLoadError naming the file when it is damaged, or
-    carries no spec and has no sidecar (its classes, input size and anchors are unknown)."""
-    config = dict(base_cfg or default_cfg)
+def load_model_config(model_file: str, base: Settings | None = None,
+                      notice: Callable[[str], None] = _notice) -> Settings:
+    """``base`` (default: components/config.py's defaults) with the model spec of ``model_file``
+    (``settings.model``): from the spec embedded in the file, else from an older file's sidecar (then ``notice``
+    gets one line, once per file). Raises ModelLoadError naming the file when it is damaged, or carries no spec
+    and has no sidecar (its classes, input size and anchors are unknown)."""
     saved = read_model_spec(model_file)
     if saved is None:
         path = model_config_path(model_file)
@@ -202,11 +196,10 @@ def load_model_config(model_file: str, base_cfg: dict[str, Any] | None = None,
             _noticed.add(key)
             notice(f"note: {model_file}: an older model file without its spec inside; settings read from "
                    f"{os.path.basename(path)} beside it")
-    # only the model's own keys: inference settings (thresholds, keep_aspect) stay the caller's
-    config.update({key: tuple(value) if key == "input_size" else value for key, value in saved.items()
-                   if key in MODEL_CONFIG_KEYS})
-    config["training_data"] = list(saved.get("training_data") or [])   # what an export's spec repeats
-    return config
+    # only the model's own spec: inference settings (thresholds, keep_aspect) stay the caller's
+    return (base or DEFAULT_SETTINGS).replace(
+        **{key: value for key, value in saved.items() if key in MODEL_CONFIG_KEYS},
+        training_data=saved.get("training_data") or ())   # what an export's spec repeats
 
 
 def _embed_keras(path, text):
@@ -285,10 +278,11 @@ def embed_spec(model_file: str, spec: dict[str, Any]) -> None:
         raise ProjectError(f"{model_file}: cannot embed a model spec (not .keras, .tflite, .onnx or a folder)")
 
 
-def save_model_config(model_file: str, cfg: dict[str, Any]) -> None:
-    """Write an older-style sidecar (``MODEL_CONFIG_KEYS`` of ``cfg``) beside ``model_file``, atomically: what
-    files from before the embedded spec have (new files carry their spec: :func:`embed_spec`)."""
-    text = json.dumps({key: _plain(cfg[key]) for key in MODEL_CONFIG_KEYS}, indent=2)
+def save_model_config(model_file: str, settings: Settings) -> None:
+    """Write an older-style sidecar (``MODEL_CONFIG_KEYS`` of ``settings.model``) beside ``model_file``,
+    atomically: what files from before the embedded spec have (new files carry their spec: :func:`embed_spec`)."""
+    model = settings.model.as_dict()
+    text = json.dumps({key: model[key] for key in MODEL_CONFIG_KEYS}, indent=2)
     write_text_atomically(model_config_path(model_file), text)
 
 
@@ -331,9 +325,9 @@ def _replace(staged, output):
     shutil.rmtree(old, ignore_errors=True) if os.path.isdir(old) else os.remove(old)
 
 
-def publish_model(write: Callable[[str], Any], output: str, cfg: dict[str, Any],
+def publish_model(write: Callable[[str], Any], output: str, settings: Settings,
                   check: Callable[[str], Any] | None = None, spec: dict[str, Any] | None = None) -> str:
-    """Write a model to ``output`` with its spec inside (``spec``, default :func:`model_spec` of ``cfg``),
+    """Write a model to ``output`` with its spec inside (``spec``, default :func:`model_spec` of ``settings``),
     atomically: nothing of it appears until it is complete and checked, and an error or Ctrl-C leaves what
     was there. No sidecar is written (a sidecar of another model beside it is left alone).
 
@@ -347,7 +341,7 @@ def publish_model(write: Callable[[str], Any], output: str, cfg: dict[str, Any],
         with staging_folder(folder) as staging:
             staged = os.path.join(staging, os.path.basename(output))
             write(staged)
-            embed_spec(staged, spec if spec is not None else model_spec(cfg))
+            embed_spec(staged, spec if spec is not None else model_spec(settings))
             if check is not None:
                 check(staged)
             _replace(staged, output)

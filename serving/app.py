@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from components.config import cfg as default_cfg
+from components.config import DEFAULT_SETTINGS
 from dataset.voc import VOCError, decode_image_bytes
 from serving.web_model import MODEL_FILE, ORT_DIST_DIR, ORT_FILES, SPEC_FILE
 
@@ -66,10 +66,10 @@ def mib_to_bytes(mib: float) -> int:
 @dataclass(frozen=True)
 class ServeSettings:
     """Bounds of the server; the defaults are the ``serve_*`` keys of ``components/config.py``."""
-    max_request_bytes: int = mib_to_bytes(default_cfg["serve_max_request_mb"])   # largest body (413 beyond)
-    max_image_pixels: int = default_cfg["serve_max_image_pixels"]   # largest image, width x height (413 beyond)
-    workers: int = default_cfg["serve_workers"]                     # inference threads
-    max_pending: int = default_cfg["serve_max_pending"]             # requests admitted at once (503 beyond)
+    max_request_bytes: int = mib_to_bytes(DEFAULT_SETTINGS["serve_max_request_mb"])   # largest body (413 beyond)
+    max_image_pixels: int = DEFAULT_SETTINGS["serve_max_image_pixels"]   # largest image, width x height (413 beyond)
+    workers: int = DEFAULT_SETTINGS["serve_workers"]                     # inference threads
+    max_pending: int = DEFAULT_SETTINGS["serve_max_pending"]             # requests admitted at once (503 beyond)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> ServeSettings:

@@ -151,7 +151,7 @@ def browser_model(model_file: str, cfg: dict[str, Any], onnx_path: str | None = 
         onnx_path = decoded_onnx_for(model_file, cfg, cache_dir, log)
     elif not os.path.isfile(onnx_path):
         raise WebModelError(f"--browser_model: {onnx_path}: no such file")
-    spec = page_spec(dict(cfg, input_size=onnx_input_size(onnx_path)), os.path.basename(model_file), server)
+    spec = page_spec(cfg.replace(input_size=onnx_input_size(onnx_path)), os.path.basename(model_file), server)
     return BrowserModel(onnx_path, spec)
 
 

@@ -3,7 +3,6 @@
 Nothing here reads outside the repository: the tests must run on a fresh checkout with only
 ``requirements.txt`` installed.
 """
-import copy
 import os
 import subprocess
 import sys
@@ -34,11 +33,9 @@ SMALL_NETWORK_FLAGS = [item for key, value in SMALL_NETWORK.items() for item in 
 
 
 def make_tiny_cfg():
-    """A copy of components.config.cfg for fast tests: small input, batch of 2, no dataset cache."""
-    from components.config import cfg
-    config = copy.deepcopy(cfg)
-    config.update(input_size=TINY_INPUT_SIZE, batch_size=2, cache_dataset=False)
-    return config
+    """The default settings for fast tests: small input, batch of 2, no dataset cache."""
+    from components.config import DEFAULT_SETTINGS
+    return DEFAULT_SETTINGS.replace(input_size=TINY_INPUT_SIZE, batch_size=2, cache_dataset=False)
 
 
 def run_python_script(args, cwd=REPO_ROOT, timeout=300):
@@ -100,7 +97,7 @@ def tiny_model(tmp_path_factory):
     from network.network import build_model
     from training.trainer import export_model
     config = make_tiny_cfg()
-    config.update(network="slim", base_channel=4)
+    config = config.replace(network="slim", base_channel=4)
     return export_model(build_model(config), config, str(tmp_path_factory.mktemp("model")), name="tiny.keras")
 
 

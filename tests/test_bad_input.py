@@ -18,7 +18,6 @@ train.py and mAP/compute_mAP.py; tests/test_bad_input_model.py (which imports th
 here) covers inference.py and mAP/detect.py. Most entry points run in-process (``main(argv)``, which must
 return, not raise); the converter, the 10000 x 10000 image and the batch mode also run as real subprocesses.
 """
-import copy
 import glob
 import os
 import shutil
@@ -34,7 +33,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, SMALL_NETWORK, SMALL_NETWORK_FLAGS, TINY_INPUT_SIZE, VOC_MINI
 
-from components.config import cfg as default_cfg
+from components.config import DEFAULT_SETTINGS
 from dataset.voc import VOCError, read_image_bgr
 
 SOURCE_JPEG = os.path.join(VOC_MINI, "JPEGImages", "test_00003224.jpg")    # 143 x 178, baseline JPEG
@@ -242,8 +241,8 @@ def leftovers(folder):
 
 
 def tiny_config():
-    config = copy.deepcopy(default_cfg)
-    config.update(**SMALL_NETWORK, input_size=TINY_INPUT_SIZE, batch_size=2, cache_dataset=False)
+    config = DEFAULT_SETTINGS
+    config = config.replace(**SMALL_NETWORK, input_size=TINY_INPUT_SIZE, batch_size=2, cache_dataset=False)
     return config
 
 

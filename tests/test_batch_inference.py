@@ -1,5 +1,4 @@
 """Tests of inference.py's batch mode (--img_dir): outputs, skipped files, interruption and resume."""
-import copy
 import csv
 import json
 import os
@@ -9,7 +8,7 @@ import cv2
 import pytest
 from conftest import INFERENCE, SAMPLE_IMAGES
 
-from components.config import cfg as default_cfg
+from components.config import DEFAULT_SETTINGS
 from runtime import batch as inference
 
 SAMPLES = SAMPLE_IMAGES[::-1]   # the crowd first
@@ -29,7 +28,7 @@ def image_dir(tmp_path):
 
 def detector_for(model_path, score_threshold=0.05):
     from runtime.detector import Detector
-    base = copy.deepcopy(default_cfg)
+    base = DEFAULT_SETTINGS
     base["score_threshold"] = score_threshold
     return Detector.from_path(model_path, base)
 

@@ -31,7 +31,7 @@ def symmetric_tiny_model(tmp_path_factory):
     from network.network import build_model
     from training.trainer import export_model
     config = make_tiny_cfg()
-    config.update(network="slim", base_channel=4, input_size=(240, 320))
+    config = config.replace(network="slim", base_channel=4, input_size=(240, 320))
     return export_model(build_model(config), config, str(tmp_path_factory.mktemp("model")), name="tiny320.keras")
 
 

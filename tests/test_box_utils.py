@@ -16,7 +16,7 @@ from components.box_utils import (
     soft_nms,
     vote_boxes,
 )
-from components.config import cfg
+from components.config import DEFAULT_SETTINGS as cfg
 from components.prior_box import priors_from_config
 
 VARIANCES = cfg["variances"]
@@ -153,7 +153,7 @@ def test_encode_uses_variances():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_encode_targets_matches_every_face(seed):
     rng = np.random.default_rng(seed)
-    priors = priors_from_config(cfg)
+    priors = priors_from_config(cfg.model)
     corner_priors = center_to_corner(priors).numpy()
     gt_boxes = np.concatenate([random_corner_boxes(rng, 5, 0.03, 0.4),
                                np.array([[0.40, 0.40, 0.42, 0.43]], np.float32)])   # a tiny face
@@ -189,7 +189,7 @@ def test_encode_targets_matches_every_face(seed):
 
 
 def test_encode_targets_without_objects():
-    priors = priors_from_config(cfg)
+    priors = priors_from_config(cfg.model)
     targets = encode_targets(np.zeros((0, 4), np.float32), np.zeros((0,), np.int32), priors,
                              cfg["match_thresh"], VARIANCES).numpy()
     assert targets.shape == (len(priors), 5)
@@ -219,7 +219,7 @@ def compensated_matching_reference(overlaps, match_thresh, min_positives, min_po
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_scale_compensated_matching_matches_reference(seed):
     rng = np.random.default_rng(seed)
-    priors = priors_from_config(cfg)
+    priors = priors_from_config(cfg.model)
     corner_priors = center_to_corner(priors).numpy()
     # small faces (some touching each other, so that they compete for priors) and a few large ones
     gt_boxes = np.concatenate([random_corner_boxes(rng, 6, 0.02, 0.06), random_corner_boxes(rng, 2, 0.1, 0.4)])
@@ -239,7 +239,7 @@ def test_scale_compensated_matching_matches_reference(seed):
 def test_match_priors_gives_each_prior_its_face_as_the_reference_does(seed):
     from components.box_utils import match_priors
     rng = np.random.default_rng(seed)
-    priors = priors_from_config(cfg)
+    priors = priors_from_config(cfg.model)
     corner_priors = center_to_corner(priors).numpy()
     gt_boxes = np.concatenate([random_corner_boxes(rng, 5, 0.02, 0.06), random_corner_boxes(rng, 2, 0.1, 0.4)])
     matched, positive = (value.numpy() for value in match_priors(gt_boxes, priors, 0.45, 4, 0.2))
@@ -252,7 +252,7 @@ def test_match_priors_gives_each_prior_its_face_as_the_reference_does(seed):
 
 
 def test_scale_compensated_matching_gives_small_faces_more_positives():
-    priors = priors_from_config(cfg)
+    priors = priors_from_config(cfg.model)
     small = np.array([[0.400, 0.400, 0.435, 0.447], [0.700, 0.200, 0.731, 0.243]], np.float32)  # ~11x11 px
     plain = encode_targets(small, [1, 2], priors, 0.45, VARIANCES).numpy()[:, 4]
     compensated = encode_targets(small, [1, 2], priors, 0.45, VARIANCES, min_positives=4).numpy()[:, 4]
@@ -330,12 +330,12 @@ def test_vote_boxes_matches_a_weighted_mean_reference(voting_iou):
 
 def test_box_voting_moves_boxes_but_keeps_scores_and_classes():
     from runtime.postprocessing import postprocess
-    priors = priors_from_config(cfg)
+    priors = priors_from_config(cfg.model)
     rng = np.random.default_rng(6)
     offsets = rng.normal(0, 0.5, (2, len(priors), 4)) * np.array([1.0, 1.0, 0.6, 0.6])   # (dcx, dcy, dw, dh)
     predictions = np.concatenate([offsets, rng.normal(0, 2, (2, len(priors), 3))], axis=-1).astype(np.float32)
-    plain = [t.numpy() for t in postprocess(predictions, priors, dict(cfg, box_voting=0.0), 0.3)]
-    voted = [t.numpy() for t in postprocess(predictions, priors, dict(cfg, box_voting=0.5), 0.3)]
+    plain = [t.numpy() for t in postprocess(predictions, priors, cfg.replace(box_voting=0.0), 0.3)]
+    voted = [t.numpy() for t in postprocess(predictions, priors, cfg.replace(box_voting=0.5), 0.3)]
     for plain_part, voted_part in zip(plain[1:], voted[1:]):
         np.testing.assert_array_equal(plain_part, voted_part)
     count = int(plain[3][0])
@@ -384,13 +384,13 @@ def test_soft_nms_matches_a_brute_force_reference_per_class(sigma):
 
 def test_soft_nms_keeps_the_top_box_and_decays_the_others_in_postprocess():
     from runtime.postprocessing import postprocess
-    priors = priors_from_config(cfg)[:600]     # the stride-8 priors of the top rows: many overlapping boxes
+    priors = priors_from_config(cfg.model)[:600]     # the stride-8 priors of the top rows: many overlapping boxes
     rng = np.random.default_rng(6)
     offsets = rng.normal(0, 0.5, (2, len(priors), 4)) * np.array([1.0, 1.0, 0.6, 0.6])
     predictions = np.concatenate([offsets, rng.normal(0, 2, (2, len(priors), 3))], axis=-1).astype(np.float32)
-    settings = dict(cfg, max_number_keep=1000)
-    hard = [t.numpy() for t in postprocess(predictions, priors, dict(settings, soft_nms_sigma=0.0), 0.3)]
-    soft = [t.numpy() for t in postprocess(predictions, priors, dict(settings, soft_nms_sigma=0.5), 0.3)]
+    settings = cfg.replace(max_number_keep=1000)
+    hard = [t.numpy() for t in postprocess(predictions, priors, settings.replace(soft_nms_sigma=0.0), 0.3)]
+    soft = [t.numpy() for t in postprocess(predictions, priors, settings.replace(soft_nms_sigma=0.5), 0.3)]
     np.testing.assert_allclose(soft[1][:, 0], hard[1][:, 0])   # the best box of each image is untouched
     assert (hard[3] < 1000).all() and (soft[3] < 1000).all()
     for b in range(2):     # some kept boxes carry a decayed score, which no hard-NMS box has

@@ -151,11 +151,11 @@ def test_a_bug_in_a_script_prints_its_traceback_and_exit_1():
 
 
 def test_user_mistakes_of_the_library_are_project_errors():
-    from components.config import cfg, validate_config
+    from components.config import DEFAULT_SETTINGS as cfg
     from dataset.anchor_kmeans import kmeans_anchors
     from mAP.sets import named_set_dirs
     from mAP.voc_ap import check_iou_threshold
-    for call in (lambda: validate_config(dict(cfg, score_threshold=1.5)), lambda: check_iou_threshold(0),
+    for call in (lambda: cfg.replace(score_threshold=1.5), lambda: check_iou_threshold(0),
                  lambda: named_set_dirs(["/nonexistent/set"]), lambda: kmeans_anchors(np.ones((3, 2)), 2)):
         with pytest.raises(ProjectError):
             call()
@@ -180,7 +180,7 @@ def test_every_script_refuses_the_same_out_of_range_numbers():
     for module, parser in script_parsers().items():
         for name, (_, low, high, low_allowed) in FLAG_RANGES.items():
             action = parser._option_string_actions.get(f"--{name}")
-            if action is None or action.dest.startswith("cfg_"):   # config keys: validate_config checks them
+            if action is None or action.dest.startswith("cfg_"):   # config keys: their settings group checks them
                 continue
             seen.add(name)
             for bad in ([str(low - 1) if low_allowed else str(low)] + ([str(high + 1)] if high is not None else [])):

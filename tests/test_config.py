@@ -3,7 +3,8 @@ import argparse
 
 import pytest
 
-from components.config import add_config_arguments, cfg, config_from_args
+from components.config import DEFAULT_SETTINGS as cfg
+from components.config import add_config_arguments, config_from_args
 
 
 def parse(*argv, skip=()):

@@ -28,7 +28,7 @@ def pan_model(tmp_path_factory):
     from network.network import build_model
     from training.trainer import export_model
     config = make_tiny_cfg()
-    config.update(network="rfb_pan", base_channel=4)
+    config = config.replace(network="rfb_pan", base_channel=4)
     return export_model(build_model(config), config, str(tmp_path_factory.mktemp("pan")), name="pan.keras")
 
 
@@ -108,7 +108,7 @@ def test_an_upsampling_to_an_odd_side_exports_at_the_exact_size(export_format, t
     from network.network import build_model
     from training.trainer import export_model
     config = make_tiny_cfg()
-    config.update(network="rfb_pan", base_channel=4, input_size=(184, 256))
+    config = config.replace(network="rfb_pan", base_channel=4, input_size=(184, 256))
     model_file = export_model(build_model(config), config, str(tmp_path), name="odd.keras")
     report = export_model_file(model_file, export_format, str(tmp_path / f"odd_{export_format}.onnx"),
                                log=lambda _: None)   # checked against the Keras model before it is written

@@ -31,12 +31,12 @@ SPLIT_CPU = textwrap.dedent("""\
 EQUIVALENCE_SCRIPT = SPLIT_CPU + textwrap.dedent("""\
     import json, sys
     import numpy as np
-    from components.config import cfg as default_cfg
+    from components.config import DEFAULT_SETTINGS
     from dataset.tf_dataset_preprocess import load_dataset
     from network.network import build_model
     from training.trainer import build_optimizer, make_train_step
 
-    cfg = dict(default_cfg, input_size=(120, 160), batch_size=4, cache_dataset=False, network="slim")
+    cfg = DEFAULT_SETTINGS.replace(input_size=(120, 160), batch_size=4, cache_dataset=False, network="slim")
     images, targets = next(iter(load_dataset(sys.argv[2], cfg, training=True, seed=1)))
     batch = tf.data.Dataset.from_tensor_slices((images, targets)).batch(4)   # the same batch every time
 
@@ -169,7 +169,7 @@ def test_train_py_mirrored_on_two_logical_cpus(tmp_path, voc_mini_tfrecords, tin
     assert averages and all(np.all(np.isfinite(reader.get_tensor(name))) for name in averages
                             if name.startswith("average/averages/"))
     assert {name: shape for name, shape in saved.items() if name not in averages} == \
-        single_device_layout(dict(tiny_cfg, **SMALL_NETWORK), tmp_path)
+        single_device_layout(tiny_cfg.replace(**SMALL_NETWORK), tmp_path)
     assert [record["epoch"] for record in read_history(folder)] == [1]
     assert load_keras_model(os.path.join(folder, "last.keras")).output_shape[-1] == 4 + 3
 
@@ -221,11 +221,10 @@ def test_is_chief_without_a_cluster(monkeypatch):
 
 
 def test_distributed_config_scales_the_learning_rate_not_the_batch():
-    import copy
 
-    from components.config import cfg
+    from components.config import DEFAULT_SETTINGS as cfg
     from training.trainer import distributed_config
-    before = copy.deepcopy(cfg)
+    before = cfg
     scaled = distributed_config(cfg, 4)
     assert scaled["init_lr"] == pytest.approx(4 * cfg["init_lr"])
     assert scaled["batch_size"] == cfg["batch_size"]        # per replica

@@ -35,9 +35,9 @@ def exports(tmp_path_factory, voc_mini_tfrecords):
 
 @pytest.fixture(scope="module")
 def reference():
-    from components.config import cfg as default_cfg
+    from components.config import DEFAULT_SETTINGS
     from runtime.detector import Detector
-    return Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1], flip_test=True))   # as `exports`
+    return Detector.from_path(SHIPPED_MODEL, DEFAULT_SETTINGS.replace(test_scales=[1], flip_test=True))   # as `exports`
 
 
 def sample_rgb():
@@ -58,7 +58,7 @@ def test_letterbox_graph_matches_preprocess_images(shape):
 
 
 def test_postprocess_signature_carries_our_box_coding():
-    from components.config import cfg
+    from components.config import DEFAULT_SETTINGS as cfg
     from deploy.end_to_end import tflite_postprocess_signature
     signature = tflite_postprocess_signature(2, cfg, 0.01, 200)
     assert signature.startswith('name: "TFLite_Detection_PostProcess"')

@@ -1,6 +1,5 @@
 """Tests of export.py, runtime/adapters.py and the shared post-processing, with a tiny random model at the
 real 240x320 input: every format is exported, loaded by file type and compared with the Keras model."""
-import copy
 import os
 import shutil
 
@@ -10,7 +9,7 @@ import pytest
 from conftest import INFERENCE, REPO_ROOT, SAMPLE_IMAGE
 
 from components.atomic_io import STAGING_PREFIX
-from components.config import cfg as default_cfg
+from components.config import DEFAULT_SETTINGS
 from deploy import export
 from runtime.adapters import ModelLoadError, model_format
 
@@ -38,8 +37,8 @@ def tiny_model(tmp_path_factory):
 
     from network.network import build_model
     from training.trainer import export_model
-    cfg = copy.deepcopy(default_cfg)
-    cfg.update(network="rfb", base_channel=4, input_size=INPUT_SIZE)
+    cfg = DEFAULT_SETTINGS
+    cfg = cfg.replace(network="rfb", base_channel=4, input_size=INPUT_SIZE)
     tf.keras.utils.set_random_seed(3)
     model = build_model(cfg)
     randomise_batch_norm(model)
@@ -229,8 +228,8 @@ def test_postprocess_prefilter_gives_the_detections_of_nms_over_all_priors():
     from components.box_utils import batched_nms, decode_boxes
     from components.prior_box import priors_from_config
     from runtime.postprocessing import postprocess
-    cfg = copy.deepcopy(default_cfg)
-    priors = priors_from_config(cfg)
+    cfg = DEFAULT_SETTINGS
+    priors = priors_from_config(cfg.model)
     generator = np.random.default_rng(0)
     predictions = generator.normal(0, 1, (3, len(priors), 7)).astype(np.float32)
     predictions[..., 4] += 2.5                                        # mostly background, as a trained model

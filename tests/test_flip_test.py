@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from conftest import SAMPLE_IMAGE, SHIPPED_MODEL
 
-from components.config import cfg
+from components.config import DEFAULT_SETTINGS as cfg
 from components.prior_box import mirror_index, prior_box, priors_from_config
 
 
 def test_mirror_index_maps_each_prior_to_its_mirror_image():
-    priors = priors_from_config(cfg)
+    priors = priors_from_config(cfg.model)
     mirror = mirror_index(priors)
     np.testing.assert_allclose(priors[mirror, 0], 1.0 - priors[:, 0], atol=1e-6)
     np.testing.assert_array_equal(priors[mirror, 1:], priors[:, 1:])
@@ -25,7 +25,7 @@ def test_mirror_index_refuses_priors_that_do_not_tile_the_width():
 
 def test_merging_a_prediction_with_its_exact_mirror_changes_nothing():
     from runtime.postprocessing import merge_mirrored_predictions
-    priors = priors_from_config(cfg)
+    priors = priors_from_config(cfg.model)
     mirror = mirror_index(priors)
     rng = np.random.default_rng(0)
     predictions = rng.normal(size=(2, len(priors), 7)).astype(np.float32)
@@ -71,10 +71,10 @@ def test_flip_test_merge_gives_the_same_inside_a_graph():
 def test_detector_with_flip_test_is_mirror_equivariant():
     """With the flip test the shipped model sees an image and its mirror image alike: the prediction on the
     mirror image is the mirror of the prediction on the image (a single pass has no such symmetry)."""
-    from components.config import cfg as default_cfg
+    from components.config import DEFAULT_SETTINGS
     from runtime.detector import Detector
-    detector = Detector.from_path(SHIPPED_MODEL, dict(default_cfg, flip_test=True))
-    single = Detector(detector.runtime, dict(detector.cfg, flip_test=False))
+    detector = Detector.from_path(SHIPPED_MODEL, DEFAULT_SETTINGS.replace(flip_test=True))
+    single = Detector(detector.runtime, detector.cfg.replace(flip_test=False))
     assert detector.flip_test and not single.flip_test
     images = detector.preprocess([cv2.cvtColor(cv2.imread(SAMPLE_IMAGE), cv2.COLOR_BGR2RGB)])
     flipped = images[:, :, ::-1].copy()
@@ -90,16 +90,16 @@ def test_detector_with_flip_test_is_mirror_equivariant():
 
 
 def test_detector_turns_the_flip_test_off_where_priors_are_not_symmetric(tiny_model):
-    from components.config import cfg as default_cfg
+    from components.config import DEFAULT_SETTINGS
     from runtime.detector import Detector
-    detector = Detector.from_path(tiny_model, dict(default_cfg, flip_test=True))   # 120x160: 64 px step, 160 wide
+    detector = Detector.from_path(tiny_model, DEFAULT_SETTINGS.replace(flip_test=True))   # 120x160: 64 px step, 160 wide
     assert detector.cfg["flip_test"] and not detector.flip_test and detector.mirror is None
     assert detector.notes == ["note: flip test off: the priors at 120x160 are not mirror images of each other "
                               "(a step does not divide the width)"]
 
 
 def test_an_export_asked_for_several_scales_says_it_runs_one():
-    from components.config import cfg as default_cfg
+    from components.config import DEFAULT_SETTINGS
     from runtime.detector import Detector
 
     class FakeExport:   # a runtime adapter that is not Keras (an export runs one input size)
@@ -107,8 +107,8 @@ def test_an_export_asked_for_several_scales_says_it_runs_one():
 
         def predict_raw(self, images):
             raise AssertionError("not called")
-    detector = Detector(FakeExport(), dict(default_cfg, test_scales=[1, 2, 0.5]))
+    detector = Detector(FakeExport(), DEFAULT_SETTINGS.replace(test_scales=[1, 2, 0.5]))
     assert detector.test_scales == [1]
     assert detector.notes == ["note: test_scales [1, 2, 0.5] -> [1]: m.onnx is an export, which runs one input "
                               "size (the .keras model runs every scale)"]
-    assert Detector(FakeExport(), dict(default_cfg)).notes == []
+    assert Detector(FakeExport(), DEFAULT_SETTINGS).notes == []

@@ -1,6 +1,5 @@
 """Tests of inference.py and components/drawing.py with a tiny randomly initialised model on the sample images."""
 import argparse
-import copy
 import os
 import re
 
@@ -10,7 +9,7 @@ import pytest
 from conftest import REPO_ROOT, SAMPLE_IMAGE, TINY_INPUT_SIZE, run_python_script
 
 import cli.inference as inference
-from components.config import cfg as default_cfg
+from components.config import DEFAULT_SETTINGS
 from components.drawing import CLASS_COLORS_BGR, draw_detections
 from runtime import media
 
@@ -97,8 +96,8 @@ def test_unsupported_output_extension_is_a_usage_error(tmp_path):
 @pytest.mark.slow
 def test_the_models_saved_config_wins_for_model_keys(tiny_model):
     from runtime.detector import Detector
-    base = copy.deepcopy(default_cfg)
-    base.update(input_size=(480, 640), score_threshold=0.7)
+    base = DEFAULT_SETTINGS
+    base = base.replace(input_size=(480, 640), score_threshold=0.7)
     detector = Detector.from_path(os.path.dirname(tiny_model), base)
     assert detector.input_size == TINY_INPUT_SIZE
     assert detector.cfg["score_threshold"] == 0.7

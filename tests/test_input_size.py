@@ -86,7 +86,7 @@ def test_a_size_the_model_was_not_trained_at_runs_on_an_aligned_canvas(name):
     image = cv2.cvtColor(cv2.imread(os.path.join(REPO_ROOT, "assets", name)), cv2.COLOR_BGR2RGB)
     model_file = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
     trained = Detector.from_path(model_file)
-    single = dict(trained.cfg, test_scales=[1])
+    single = trained.cfg.replace(test_scales=[1])
     reference = sample_faces(Detector(trained.runtime, single), image)
     size = (round(1.5 * trained.input_size[0]), round(1.5 * trained.input_size[1]))
     aligned = Detector.from_path(model_file, dict(single), input_size=size)
@@ -111,11 +111,11 @@ def test_a_size_the_model_was_not_trained_at_runs_on_an_aligned_canvas(name):
 def test_detect_inputs_takes_inputs_of_the_input_size_and_boxes_come_back_normalised_to_it():
     import cv2
 
-    from components.config import cfg as default_cfg
+    from components.config import DEFAULT_SETTINGS
     from runtime.preprocessing import boxes_to_pixels, preprocess_images
     image = cv2.cvtColor(cv2.imread(SAMPLE), cv2.COLOR_BGR2RGB)
     model_file = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
-    detector = Detector.from_path(model_file, dict(default_cfg, test_scales=[1]), input_size=(360, 480))
+    detector = Detector.from_path(model_file, DEFAULT_SETTINGS.replace(test_scales=[1]), input_size=(360, 480))
     inputs = preprocess_images([image], (360, 480))
     normalised = detector.detect_inputs(inputs)[0]
     in_pixels = detector.detect_batch([image])[0]

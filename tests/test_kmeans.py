@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO_ROOT
 
 import cli.kmeans as kmeans_cli
-from components.config import cfg
+from components.config import DEFAULT_SETTINGS as cfg
 from dataset import anchor_kmeans as kmeans
 
 SCRIPT = os.path.join(REPO_ROOT, "components", "kmeans.py")

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from components.box_utils import decode_boxes
-from components.config import cfg
+from components.config import DEFAULT_SETTINGS as cfg
 from components.prior_box import priors_from_config
 from network.losses import focal_class_loss, hard_negative_mask, multibox_loss, quality_class_loss, smooth_l1
 
@@ -94,7 +94,7 @@ def reference_diou_term(targets, predictions, priors, variances):
 
 def test_diou_term_adds_to_the_localisation_loss_only():
     rng = np.random.default_rng(5)
-    priors = priors_from_config(cfg, (60, 80))
+    priors = priors_from_config(cfg.model, (60, 80))
     targets, predictions = random_batch(rng, priors=len(priors))
     targets[..., :4] *= 0.5                      # offsets of a plausible size, so the boxes stay sane
     predictions[..., :4] = targets[..., :4] + rng.normal(0, 0.3, targets[..., :4].shape)
@@ -147,10 +147,10 @@ def test_validation_loss_step_follows_the_focal_setting():
     from training.trainer import make_loss_step
 
     rng = np.random.default_rng(8)
-    small = dict(cfg, input_size=(60, 80), focal_gamma=2.0)
-    targets, predictions = random_batch(rng, priors=len(priors_from_config(small)))
+    small = cfg.replace(input_size=(60, 80), focal_gamma=2.0)
+    targets, predictions = random_batch(rng, priors=len(priors_from_config(small.model)))
     focal = [float(v) for v in make_loss_step(small)(targets, predictions)]
-    mined = [float(v) for v in make_loss_step(dict(small, focal_gamma=0.0))(targets, predictions)]
+    mined = [float(v) for v in make_loss_step(small.replace(focal_gamma=0.0))(targets, predictions)]
     assert focal[1] == pytest.approx(reference_focal_loss(targets, predictions, 2.0), rel=1e-5)
     assert mined[1] == pytest.approx(reference_loss(targets, predictions)[1], rel=1e-5)
     assert focal[0] == pytest.approx(mined[0], rel=1e-6)
@@ -178,7 +178,7 @@ def reference_quality_loss(targets, predictions, priors, variances, neg_pos_rati
 
 def test_quality_targets_change_the_positives_class_loss_only():
     rng = np.random.default_rng(9)
-    priors = priors_from_config(cfg, (60, 80))
+    priors = priors_from_config(cfg.model, (60, 80))
     targets, predictions = random_batch(rng, priors=len(priors))
     targets[..., :4] *= 0.5
     predictions[..., :4] = targets[..., :4] + rng.normal(0, 0.3, targets[..., :4].shape)
@@ -205,11 +205,11 @@ def test_validation_loss_step_follows_the_diou_setting():
     from training.trainer import loss_options, make_loss_step
 
     rng = np.random.default_rng(6)
-    small = dict(cfg, input_size=(60, 80), diou_loss_weight=1.0)
-    targets, predictions = random_batch(rng, priors=len(priors_from_config(small)))
+    small = cfg.replace(input_size=(60, 80), diou_loss_weight=1.0)
+    targets, predictions = random_batch(rng, priors=len(priors_from_config(small.model)))
     targets[..., :4] *= 0.5
     with_diou = [float(v) for v in make_loss_step(small)(targets, predictions)]
-    without = [float(v) for v in make_loss_step(dict(small, diou_loss_weight=0.0))(targets, predictions)]
+    without = [float(v) for v in make_loss_step(small.replace(diou_loss_weight=0.0))(targets, predictions)]
     expected = [float(v) for v in multibox_loss(targets, predictions, **loss_options(small))]
     assert with_diou == pytest.approx(expected, rel=1e-5)
     assert with_diou[0] > without[0] and with_diou[1] == pytest.approx(without[1], rel=1e-6)
@@ -250,7 +250,7 @@ def test_train_step_lowers_the_loss_on_a_real_batch(tiny_cfg, voc_mini_tfrecords
     from training.trainer import build_optimizer, make_train_step
 
     tf.keras.utils.set_random_seed(0)
-    cfg = dict(tiny_cfg, network="slim", batch_size=4, init_lr=1e-2, warmup_epoch=0, **loss_settings)
+    cfg = tiny_cfg.replace(network="slim", batch_size=4, init_lr=1e-2, warmup_epoch=0, **loss_settings)
     images, targets = next(iter(load_dataset(voc_mini_tfrecords["train"], cfg, training=False, shuffle=False)))
     assert images.shape[0] == 4 and float(tf.reduce_sum(tf.cast(targets[..., 4] > 0, tf.float32))) > 0
     model = build_model(cfg)

@@ -50,8 +50,8 @@ def test_without_warmup_or_decay():
 
 
 def test_schedule_from_config_and_round_trip():
-    from components.config import cfg
-    schedule = schedule_from_config(cfg, 7)
+    from components.config import DEFAULT_SETTINGS as cfg
+    schedule = schedule_from_config(cfg.train, 7)
     assert lr_at(schedule, 0) == pytest.approx(cfg["min_lr"])
     assert lr_at(schedule, 7 * cfg["warmup_epoch"]) == pytest.approx(cfg["init_lr"])
     assert lr_at(schedule, 7 * cfg["lr_decay_epoch"][0]) == pytest.approx(cfg["init_lr"] * cfg["lr_rate"])

@@ -8,7 +8,7 @@ from training.trainer import build_optimizer, build_training_model, float32_copy
 
 
 def test_mixed_precision_computes_in_bfloat16_and_does_not_leak_the_policy(tiny_cfg):
-    model = build_training_model(dict(tiny_cfg, mixed_precision=True))
+    model = build_training_model(tiny_cfg.replace(mixed_precision=True))
     assert tf.keras.mixed_precision.global_policy().name == "float32"
     assert model.get_layer("stem_conv").compute_dtype == "bfloat16"
     assert model.get_layer("stem_conv").kernel.dtype == tf.float32          # weights stay float32
@@ -21,7 +21,7 @@ def test_mixed_precision_computes_in_bfloat16_and_does_not_leak_the_policy(tiny_
 
 @pytest.mark.slow
 def test_float32_copy_keeps_the_weights(tiny_cfg):
-    cfg = dict(tiny_cfg, mixed_precision=True)
+    cfg = tiny_cfg.replace(mixed_precision=True)
     model = build_training_model(cfg)
     copy = float32_copy(model, cfg)
     assert copy is not model and copy.get_layer("stem_conv").compute_dtype == "float32"
@@ -37,7 +37,7 @@ def test_float32_copy_keeps_the_weights(tiny_cfg):
 @pytest.mark.slow
 def test_a_mixed_precision_step_gives_finite_losses(tiny_cfg, voc_mini_tfrecords):
     from dataset.tf_dataset_preprocess import load_dataset
-    cfg = dict(tiny_cfg, mixed_precision=True)
+    cfg = tiny_cfg.replace(mixed_precision=True)
     images, targets = next(iter(load_dataset(voc_mini_tfrecords["train"], cfg, training=True, seed=0)))
     model = build_training_model(cfg)
     step = make_train_step(model, build_optimizer(cfg, 10), cfg)

@@ -57,7 +57,7 @@ def test_shipped_models_carry_their_spec(path, classes, data):
 
 @pytest.mark.slow
 def test_a_keras_file_copied_alone_detects_exactly_as_with_its_sidecar(tmp_path):
-    from components.config import cfg
+    from components.config import DEFAULT_SETTINGS as cfg
     from runtime.detector import Detector
     (tmp_path / "alone").mkdir()
     (tmp_path / "older").mkdir()
@@ -67,7 +67,7 @@ def test_a_keras_file_copied_alone_detects_exactly_as_with_its_sidecar(tmp_path)
     spec_sidecar(SHIPPED_MODEL, model_config_path(older))   # the sidecar an older release wrote beside it
     assert os.listdir(tmp_path / "alone") == ["mask_detector.keras"]
     images = [cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB) for path in SAMPLES]
-    base = dict(cfg, flip_test=False, test_scales=[1])
+    base = cfg.replace(flip_test=False, test_scales=[1])
     found = [Detector.from_path(str(path), base).detect_batch(images) for path in (alone, older)]
     assert sum(len(detections) for detections in found[0]) >= 9
     for mine, theirs in zip(*found):

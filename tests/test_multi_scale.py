@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, SHIPPED_MODEL
 
-from components.config import cfg as default_cfg
-from components.config import validate_config
+from components.config import DEFAULT_SETTINGS
 from runtime.postprocessing import (
     Detections,
     large_detections,
@@ -67,7 +66,7 @@ def test_no_detection_lies_wholly_in_the_letterbox_padding():
     from runtime.detector import Detector
     from runtime.postprocessing import unbatch_detections
     portrait = cv2.cvtColor(cv2.imread(PORTRAIT), cv2.COLOR_BGR2RGB)
-    detector = Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1, 2]))
+    detector = Detector.from_path(SHIPPED_MODEL, DEFAULT_SETTINGS.replace(test_scales=[1, 2]))
     at_2x = detector.rescaled[0][1]
     predictions = at_2x.predict_raw(at_2x.preprocess([portrait]))
     raw = unbatch_detections(at_2x.postprocess(predictions, 0.01), at_2x.cfg["labels_list"],
@@ -96,13 +95,13 @@ def test_large_detections_keeps_boxes_of_at_least_the_side():
 
 @pytest.mark.parametrize("scales", [[1, 2, 0.5], [1, 0.75], [1], [1, 3]])
 def test_test_scales_takes_whole_multiples_and_fractions(scales):
-    assert validate_config(dict(default_cfg, test_scales=scales))["test_scales"] == scales
+    assert DEFAULT_SETTINGS.replace(test_scales=scales).detect.test_scales == tuple(scales)
 
 
 @pytest.mark.parametrize("scales", [[2], [1, 1.5], [1, 0.0], [1, 1.0], [1, -0.5], [], "2"])
 def test_test_scales_must_be_whole_multiples_or_fractions_from_one(scales):
     with pytest.raises(ValueError, match="--test_scales"):
-        validate_config(dict(default_cfg, test_scales=scales))
+        (DEFAULT_SETTINGS.replace(test_scales=scales))
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +113,7 @@ def crowded_rgb():
 @pytest.mark.parametrize("value", [0, -24])
 def test_face_size_limits_must_be_positive(key, value):
     with pytest.raises(ValueError, match=f"--{key}: must be > 0"):
-        validate_config(dict(default_cfg, **{key: value}))
+        (DEFAULT_SETTINGS.replace(**{key: value}))
 
 
 def test_a_bad_face_size_limit_is_one_line_and_exit_2(capsys):
@@ -126,12 +125,11 @@ def test_a_bad_face_size_limit_is_one_line_and_exit_2(capsys):
 
 @pytest.mark.slow
 def test_default_test_is_one_pass_and_tta_runs_the_shipped_model_at_three_scales():
-    from components.config import apply_tta
     from components.prior_box import aligned_input_size
     from runtime.detector import Detector
-    single = Detector.from_path(SHIPPED_MODEL, default_cfg)
+    single = Detector.from_path(SHIPPED_MODEL, DEFAULT_SETTINGS)
     assert single.test_scales == [1] and not single.flip_test and not single.rescaled
-    detector = Detector(single.runtime, apply_tta(dict(single.cfg, tta=True)), single.trained_size)
+    detector = Detector(single.runtime, single.cfg.replace(tta=True).with_tta(), single.trained_size)
     assert detector.test_scales == [1, 2, 0.5] and detector.flip_test
     height, width = single.trained_size
     assert [other.input_size for _, other in detector.rescaled] == [(2 * height, 2 * width),
@@ -147,8 +145,8 @@ def test_default_test_is_one_pass_and_tta_runs_the_shipped_model_at_three_scales
 @pytest.mark.slow
 def test_upscaled_pass_adds_only_small_faces_to_the_single_scale_result(crowded_rgb):
     from runtime.detector import Detector
-    single = Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1]))
-    multi = Detector(single.runtime, dict(single.cfg, test_scales=[1, 2]))
+    single = Detector.from_path(SHIPPED_MODEL, DEFAULT_SETTINGS.replace(test_scales=[1]))
+    multi = Detector(single.runtime, single.cfg.replace(test_scales=[1, 2]))
     assert single.test_scales == [1] and multi.test_scales == [1, 2]
     base = single.detect(crowded_rgb, score_threshold=0.3)
     larger = multi.rescaled[0][1].detect(crowded_rgb, score_threshold=0.3)
@@ -165,7 +163,7 @@ def test_upscaled_pass_adds_only_small_faces_to_the_single_scale_result(crowded_
     # on this photo of small faces the 2x pass finds faces the single pass misses
     assert len(merged) > len(base)
     # with no face small enough, the multi-scale result is the single pass
-    only_base = Detector(single.runtime, dict(single.cfg, test_scales=[1, 2], test_small_face=1e-3))
+    only_base = Detector(single.runtime, single.cfg.replace(test_scales=[1, 2], test_small_face=1e-3))
     again = only_base.detect(crowded_rgb, score_threshold=0.3)
     np.testing.assert_allclose(np.sort(again.scores), np.sort(base.scores), atol=1e-6)
 
@@ -174,8 +172,8 @@ def test_upscaled_pass_adds_only_small_faces_to_the_single_scale_result(crowded_
 def test_downscaled_pass_adds_only_large_faces_to_the_single_scale_result():
     from runtime.detector import Detector
     portrait = cv2.cvtColor(cv2.imread(PORTRAIT), cv2.COLOR_BGR2RGB)        # 297 x 445, one large face
-    single = Detector.from_path(SHIPPED_MODEL, dict(default_cfg, test_scales=[1]))
-    multi = Detector(single.runtime, dict(single.cfg, test_scales=[1, 0.5], test_large_face=8))
+    single = Detector.from_path(SHIPPED_MODEL, DEFAULT_SETTINGS.replace(test_scales=[1]))
+    multi = Detector(single.runtime, single.cfg.replace(test_scales=[1, 0.5], test_large_face=8))
     height, width = single.input_size
     assert multi.test_scales == [1, 0.5] and multi.rescaled[0][1].input_size == (round(height / 2), round(width / 2))
     base = single.detect(portrait, score_threshold=0.05)
@@ -192,7 +190,7 @@ def test_downscaled_pass_adds_only_large_faces_to_the_single_scale_result():
         from_smaller = side >= limit and any(np.allclose(box, other, atol=1e-3) for other in smaller.boxes)
         assert from_base or from_smaller
     # with no face large enough, the multi-scale result is the single pass
-    only_base = Detector(single.runtime, dict(single.cfg, test_scales=[1, 0.5], test_large_face=1e4))
+    only_base = Detector(single.runtime, single.cfg.replace(test_scales=[1, 0.5], test_large_face=1e4))
     np.testing.assert_allclose(np.sort(only_base.detect(portrait, score_threshold=0.05).scores),
                                np.sort(base.scores), atol=1e-6)
 
@@ -203,7 +201,7 @@ def test_exports_run_one_scale(tiny_model, tmp_path):
     from runtime.detector import Detector
     output = str(tmp_path / "tiny.tflite")
     export_model_file(tiny_model, "tflite", output, log=lambda message: None)
-    detector = Detector.from_path(output, dict(default_cfg, test_scales=[1, 2]))
+    detector = Detector.from_path(output, DEFAULT_SETTINGS.replace(test_scales=[1, 2]))
     assert detector.test_scales == [1] and not detector.rescaled
 
 
@@ -223,7 +221,7 @@ def test_test_scales_benchmark_times_each_setting_in_one_table(tiny_model, capsy
 def test_test_scales_benchmark_measures_real_detect_calls(tiny_model):
     from benchmarks.test_scales import measure_test_scales
     photo = cv2.cvtColor(cv2.imread(PORTRAIT), cv2.COLOR_BGR2RGB)
-    results = measure_test_scales(tiny_model, [[1], [1, 2]], dict(default_cfg, flip_test=False), runs=2,
+    results = measure_test_scales(tiny_model, [[1], [1, 2]], DEFAULT_SETTINGS.replace(flip_test=False), runs=2,
                                   warmup=0, images_rgb=[photo])
     assert [result.test_scales for result in results] == [[1], [1, 2]]
     assert all(not result.flip_test and 0 < result.median_ms <= result.p90_ms for result in results)

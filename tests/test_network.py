@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
-from components.config import cfg
+from components.config import DEFAULT_SETTINGS as cfg
 
 
 def _context_block_parameters(channels):
@@ -20,9 +20,9 @@ def plain_and_context_models():
     from network.network import build_model, transfer_weights
     from runtime.adapters import load_keras_model
     shipped = load_keras_model(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"))
-    plain = build_model(dict(cfg))
+    plain = build_model(cfg)
     transfer_weights(shipped, plain)
-    with_context = build_model(dict(cfg, head_context=True))
+    with_context = build_model(cfg.replace(head_context=True))
     transfer_weights(plain, with_context)
     return plain, with_context
 
@@ -54,7 +54,7 @@ def test_the_sidecar_keeps_head_context_and_older_sidecars_read_as_off(tmp_path)
 
     from runtime.model_files import load_model_config, model_config_path, save_model_config
     model_file = str(tmp_path / "m.keras")
-    save_model_config(model_file, dict(cfg, head_context=True))
+    save_model_config(model_file, cfg.replace(head_context=True))
     assert load_model_config(model_file)["head_context"] is True
     sidecar = json.loads(open(model_config_path(model_file)).read())
     del sidecar["head_context"]

@@ -18,7 +18,8 @@ import pytest
 from conftest import REPO_ROOT, SHIPPED_3CLASS_MODEL, VOC_MINI
 
 from components.class_list import class_mismatch, read_tfrecord_classes, tfrecord_classes_path
-from components.config import CONFIG_HELP, DATA_KEYS, add_config_arguments, cfg, config_from_args
+from components.config import CONFIG_HELP, DATA_KEYS, add_config_arguments, config_from_args
+from components.config import DEFAULT_SETTINGS as cfg
 from components.data_file import DataFileError, load_data_file
 
 THREE_CLASSES = ["background", "mask", "unmask", "incorrect"]
@@ -129,7 +130,7 @@ def test_training_on_a_tfrecord_of_other_classes_is_one_line_error(converted, da
 def test_a_tfrecord_without_class_list_is_checked_by_its_class_ids(voc_mini, tmp_path, capsys):
     import train
     from dataset.tfrecord_writer import convert_split
-    config = dict(cfg, labels_list=["background", "incorrect", "unmask", "mask"],
+    config = cfg.replace(labels_list=["background", "incorrect", "unmask", "mask"],
                   label_aliases={"face_mask": "mask", "face": "unmask"})
     tfrecord = str(tmp_path / "old.tfrecord")
     convert_split(voc_mini, "train", tfrecord, config, progress=False)
@@ -193,9 +194,9 @@ def test_unknown_labels_stop_kmeans_too(tmp_path, capsys):
 
 def test_new_class_heads_keep_the_rows_of_shared_classes(tiny_cfg):
     from network.network import build_model, transfer_class_rows, transfer_weights
-    source_cfg = dict(tiny_cfg, network="slim", base_channel=4)
+    source_cfg = tiny_cfg.replace(network="slim", base_channel=4)
     source = build_model(source_cfg)
-    target = build_model(dict(source_cfg, labels_list=THREE_CLASSES))
+    target = build_model(source_cfg.replace(labels_list=THREE_CLASSES))
     _, fresh = transfer_weights(source, target)
     filled = transfer_class_rows(source, target, source_cfg["labels_list"], THREE_CLASSES)
     assert sorted(filled) == sorted(name for name in fresh if name.startswith("conf_head"))
@@ -207,9 +208,9 @@ def test_new_class_heads_keep_the_rows_of_shared_classes(tiny_cfg):
 def test_a_warm_up_longer_than_the_run_is_shortened_with_a_note():
     from training.trainer import fit_warmup
     notes = []
-    shortened = fit_warmup(dict(cfg, epoch=3, warmup_epoch=5), notes.append)
+    shortened = fit_warmup(cfg.replace(epoch=3, warmup_epoch=5), notes.append)
     assert shortened["warmup_epoch"] < 3 and "shortened" in notes[0]
-    assert fit_warmup(dict(cfg, epoch=30, warmup_epoch=5), notes.append)["warmup_epoch"] == 5 and len(notes) == 1
+    assert fit_warmup(cfg.replace(epoch=30, warmup_epoch=5), notes.append)["warmup_epoch"] == 5 and len(notes) == 1
 
 
 @pytest.fixture(scope="module")

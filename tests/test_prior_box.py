@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.config import cfg
+from components.config import DEFAULT_SETTINGS as cfg
 from components.prior_box import feature_map_sizes, prior_box, priors_from_config, priors_per_cell
 from network.network import build_model
 
@@ -15,14 +15,14 @@ def test_prior_count_for_default_input():
     assert tuple(cfg["input_size"]) == (240, 320)
     assert feature_map_sizes((240, 320), cfg["steps"]) == [(30, 40), (15, 20), (8, 10), (4, 5)]
     assert priors_per_cell(cfg["min_sizes"]) == [3, 2, 2, 3]
-    priors = priors_from_config(cfg)
+    priors = priors_from_config(cfg.model)
     assert priors.shape == (EXPECTED_240x320, 4)
     assert priors.dtype == np.float32
 
 
 @pytest.fixture(scope="module", params=["slim", "rfb"])
 def any_size_model(request):
-    config = dict(cfg, network=request.param)
+    config = cfg.replace(network=request.param)
     return build_model(config)
 
 
@@ -32,11 +32,11 @@ def test_priors_match_model_output_rows(any_size_model, input_size):
     images = tf.zeros([1, *input_size, 3])
     output = any_size_model(images, training=False)
     assert output.shape[-1] == 4 + len(cfg["labels_list"])
-    assert output.shape[1] == priors_from_config(cfg, input_size).shape[0]
+    assert output.shape[1] == priors_from_config(cfg.model, input_size).shape[0]
 
 
 def test_model_built_for_a_fixed_size_matches_priors():
-    model = build_model(dict(cfg, network="slim"), input_size=(240, 320))
+    model = build_model(cfg.replace(network="slim"), input_size=(240, 320))
     assert model.output_shape == (None, EXPECTED_240x320, 7)
 
 
@@ -61,7 +61,7 @@ def test_first_prior_and_layout():
 
 def test_network_rows_follow_row_column_anchor_order():
     """The first head's output, read as [H, W, anchor, 4], is the first rows of the prediction tensor."""
-    config = dict(cfg, network="slim")
+    config = cfg.replace(network="slim")
     model = build_model(config)
     head = tf.keras.Model(model.input, [model.get_layer("loc_head0").output, model.output])
     images = tf.random.stateless_uniform([1, 48, 64, 3], seed=(1, 2), minval=-1, maxval=1)

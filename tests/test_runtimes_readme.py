@@ -86,9 +86,9 @@ def assert_same_faces(labels, boxes, expected):
 @pytest.fixture(scope="module")
 def reference():
     """The Detector of the shipped model, one pass (no flip test, one scale), as the exports run."""
-    from components.config import cfg as default_cfg
+    from components.config import DEFAULT_SETTINGS
     from runtime.detector import Detector
-    return Detector.from_path(SHIPPED_MODEL, dict(default_cfg, flip_test=False, test_scales=[1]))
+    return Detector.from_path(SHIPPED_MODEL, DEFAULT_SETTINGS.replace(flip_test=False, test_scales=[1]))
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ MAX_REQUEST_BYTES = 512 * 1024    # above the samples (at most 190 kB), small en
 @pytest.fixture(scope="module")
 def served():
     """(server, detector) of the shipped model, served for this module."""
-    from components.config import cfg
+    from components.config import DEFAULT_SETTINGS as cfg
     from serving.app import ServeSettings, create_app
     from serving.server import BackgroundServer, load_detector
     detector = load_detector(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"), cfg)
@@ -227,8 +227,8 @@ class BlockingDetector:
     """Stands in for a Detector whose inference takes until ``release`` is set."""
 
     def __init__(self):
-        from components.config import cfg
-        self.cfg = dict(cfg)
+        from components.config import DEFAULT_SETTINGS as cfg
+        self.cfg = cfg
         self.release = threading.Event()
 
     def detect(self, image_rgb, score_threshold=None):
@@ -301,7 +301,8 @@ def test_serve_refuses_a_missing_model_and_a_taken_port(tmp_path):
 
 def test_serve_flags_set_the_config_keys_of_the_settings():
     from cli.serve import apply_serve_flags, build_parser
-    from components.config import cfg, config_from_args
+    from components.config import DEFAULT_SETTINGS as cfg
+    from components.config import config_from_args
     from serving.app import ServeSettings
     parser = build_parser()
     defaults = parser.parse_args([])

@@ -56,8 +56,8 @@ def ort_missing():
 
 def stub_detector():
     """Enough of a Detector for create_app's routes other than /detect (no TensorFlow)."""
-    from components.config import cfg
-    return SimpleNamespace(cfg=dict(cfg, labels_list=["background", "mask", "unmask"]), model_path="stub.keras",
+    from components.config import DEFAULT_SETTINGS as cfg
+    return SimpleNamespace(cfg=cfg.replace(labels_list=["background", "mask", "unmask"]), model_path="stub.keras",
                            format="keras")
 
 
@@ -118,7 +118,7 @@ def model_and_detector(tmp_path_factory):
     """(BrowserModel exported from the shipped model, its Detector)."""
     if ort_missing():
         pytest.skip(ort_missing())
-    from components.config import cfg
+    from components.config import DEFAULT_SETTINGS as cfg
     from serving.server import load_detector
     from serving.web_model import browser_model
     detector = load_detector(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"), cfg)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.config import cfg
+from components.config import DEFAULT_SETTINGS as cfg
 from dataset import tfrecord_writer as voc_to_tfrecord
 from dataset.tf_dataset_preprocess import FEATURES, parse_example
 from dataset.tfrecord_writer import convert_split

@@ -47,7 +47,7 @@ def test_applied_swaps_the_average_in_and_puts_the_weights_back():
 @pytest.fixture
 def ema_cfg(tiny_cfg, voc_mini_tfrecords, tmp_path):
     # the smallest network: the average does not depend on it
-    return dict(tiny_cfg, **SMALL_NETWORK, train_tfrecord=voc_mini_tfrecords["train"],
+    return tiny_cfg.replace(**SMALL_NETWORK, train_tfrecord=voc_mini_tfrecords["train"],
                 val_tfrecord=voc_mini_tfrecords["val"], epoch=1, ema_decay=0.9, init_lr=0.05, warmup_epoch=0.5,
                 checkpoint_dir=str(tmp_path / "ckpt"), log_dir=str(tmp_path / "logs"))
 
@@ -76,10 +76,10 @@ def test_training_validates_and_exports_the_average(ema_cfg, tmp_path):
 @pytest.mark.slow
 def test_resume_without_a_saved_average_starts_it_from_the_weights(ema_cfg):
     from training.trainer import Trainer, train
-    ema_cfg = dict(ema_cfg, val_map_freq=0)   # validation loss only: the mAP is not under test here
-    train(dict(ema_cfg, ema_decay=0.0), steps_per_epoch=2, progress=False)
+    ema_cfg = ema_cfg.replace(val_map_freq=0)   # validation loss only: the mAP is not under test here
+    train(ema_cfg.replace(ema_decay=0.0), steps_per_epoch=2, progress=False)
     notes = []
-    trainer = Trainer(dict(ema_cfg, epoch=2), resume=True, steps_per_epoch=2, progress=False, log=notes.append)
+    trainer = Trainer(ema_cfg.replace(epoch=2), resume=True, steps_per_epoch=2, progress=False, log=notes.append)
     assert trainer.epochs_done == 1 and any("holds no weight average" in note for note in notes)
     for weight, value in zip(trainer.model.weights, trainer.average.averages):
         np.testing.assert_array_equal(value.numpy(), weight.numpy())

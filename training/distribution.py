@@ -38,6 +38,4 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 def distributed_config(cfg: dict[str, Any], num_replicas: int) -> dict[str, Any]:
     """``cfg`` for ``num_replicas`` replicas: ``batch_size`` stays per replica, the learning rates scale
     linearly with the global batch."""
-    scaled = dict(cfg)
-    scaled["init_lr"] = cfg["init_lr"] * num_replicas
-    return scaled
+    return cfg.replace(init_lr=cfg["init_lr"] * num_replicas)

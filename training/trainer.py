@@ -151,13 +151,13 @@ def fit_warmup(cfg: dict[str, Any], log: Callable[[str], Any]) -> dict[str, Any]
     shortened = round(cfg["epoch"] / 5, 2)
     log(f"note: warmup_epoch {cfg['warmup_epoch']} is not shorter than the run ({cfg['epoch']} epochs): "
         f"warm-up shortened to {shortened:g} epochs")
-    return {**cfg, "warmup_epoch": shortened}
+    return cfg.replace(warmup_epoch=shortened)
 
 
 def build_optimizer(cfg: dict[str, Any], steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """SGD with Nesterov momentum, the warm-up + multi-step schedule and decoupled weight decay
     (not applied to batch-norm parameters and biases)."""
-    optimizer = tf.keras.optimizers.SGD(schedule_from_config(cfg, steps_per_epoch), momentum=cfg["momentum"],
+    optimizer = tf.keras.optimizers.SGD(schedule_from_config(cfg.train, steps_per_epoch), momentum=cfg["momentum"],
                                         nesterov=True, weight_decay=cfg["weights_decay"])
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     return optimizer
@@ -174,7 +174,7 @@ def loss_options(cfg: dict[str, Any]) -> dict[str, Any]:
     when ``diou_loss_weight`` is 0, else (weight, the priors at cfg's input_size, variances)) and quality (None
     unless ``quality_targets``, else (priors, variances))."""
     weight = float(cfg["diou_loss_weight"])
-    boxes = ((tf.constant(priors_from_config(cfg), tf.float32), tuple(cfg["variances"]))
+    boxes = ((tf.constant(priors_from_config(cfg.model), tf.float32), tuple(cfg["variances"]))
              if weight > 0 or cfg["quality_targets"] else None)
     return {"num_classes": len(cfg["labels_list"]), "neg_pos_ratio": cfg["neg_pos_ratio"],
             "focal_gamma": float(cfg["focal_gamma"]), "diou": (weight, *boxes) if weight > 0 else None,  # type: ignore[misc]
@@ -387,7 +387,7 @@ class Trainer:
         self.progress, self.on_step, self.val_steps = progress, on_step, val_steps
         cfg = fit_warmup(cfg, self.log)
         # saved as run_config.json with the first checkpoint (before any scaling for replicas)
-        self.run_settings = dict(cfg)
+        self.run_settings = cfg
         self.requested_steps, self.weights, self.settings_saved = steps_per_epoch, weights, False
         tf.keras.utils.set_random_seed(cfg["seed"])
         self.strategy = make_strategy(strategy)
@@ -421,7 +421,7 @@ class Trainer:
         self.history = [r for r in read_history(self.folder) if r["epoch"] <= self.epochs_done]
         self.train_iterator = self._training_iterator(num_train)
         self.train_step = make_train_step(self.model, self.optimizer, cfg, self.strategy, self.average)
-        self.detector = Detector(ModelRuntime(self.model), dict(cfg, flip_test=False))
+        self.detector = Detector(ModelRuntime(self.model), cfg.replace(flip_test=False))
         self.writer = tf.summary.create_file_writer(cfg["log_dir"] if self.chief
                                                     else os.path.join(self.folder, "logs"))
         self.saved = (self.steps_done, self.epochs_done) if self.manager.latest_checkpoint else None
