@@ -99,13 +99,14 @@ def tfrecord_paths(value: str | Sequence[str] | None) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
+@dataclass(frozen=True)
 class _Group:
     """What every settings group shares: values frozen and checked on creation, one line per problem."""
 
     NORMALISE: ClassVar[dict[str, Callable[[Any], Any]]] = {}
 
     def __post_init__(self) -> None:
-        for item in dataclasses.fields(self):   # type: ignore[arg-type]
+        for item in dataclasses.fields(self):
             value = self.NORMALISE.get(item.name, _frozen)(getattr(self, item.name))
             if isinstance(item.default, float) and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
@@ -122,7 +123,7 @@ class _Group:
 
     def as_dict(self) -> dict[str, Any]:
         """{field: value} in JSON form."""
-        return {item.name: plain(getattr(self, item.name)) for item in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {item.name: plain(getattr(self, item.name)) for item in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True)
@@ -248,9 +249,9 @@ class DetectSettings(_Group):
     tta: bool = setting(False, "test-time augmentation: the flip test and test_scales [1, 2, 0.5], up to six network "
                                "passes per image (default: one pass)")
     flip_test: bool = setting(False, "also run each image mirrored and average (2x compute)")
-    test_scales: tuple[float, ...] = setting((1,), "multi-scale test: input_size multiples each image also runs at, "
-                                                   "whole ones above 1 or fractions below ([1]: one scale; .keras only)",
-                                             _check_test_scales)
+    test_scales: tuple[float, ...] = setting(
+        (1,), "multi-scale test: input_size multiples each image also runs at, whole ones above 1 or fractions below "
+              "([1]: one scale; .keras only)", _check_test_scales)
     test_small_face: int = setting(64, "a pass at a larger scale keeps faces smaller than this (pixels at input_size)",
                                    positive)
     test_large_face: int = setting(96, "a pass at a smaller scale keeps faces of at least this (pixels at input_size)",
@@ -320,6 +321,18 @@ def check_aliases(label_aliases: Mapping[str, str], labels_list: Sequence[str]) 
                            f"or map the label to 'ignore'")
 
 
+def flat_settings(content: Mapping[str, Any]) -> dict[str, Any]:
+    """{setting: value} of saved settings, grouped (``Settings.as_dict``) or flat (older run_config.json
+    files); names no group declares any more are left out."""
+    flat: dict[str, Any] = {}
+    for key, value in content.items():
+        if key in GROUPS and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return {key: value for key, value in flat.items() if key in GROUP_OF}
+
+
 @dataclass(frozen=True)
 class Settings:
     """All the settings, one frozen object per group (``settings.detect.score_threshold``)."""
@@ -369,13 +382,7 @@ class Settings:
     def from_dict(cls, content: Mapping[str, Any], base: Settings | None = None) -> Settings:
         """Settings from ``as_dict()``'s form or a flat {field: value} (older run_config.json files), over
         ``base`` (default: the defaults). Keys no group declares any more are left out."""
-        flat: dict[str, Any] = {}
-        for key, value in content.items():
-            if key in GROUPS and isinstance(value, dict):
-                flat.update(value)
-            else:
-                flat[key] = value
-        return (base or cls()).replace(**{key: value for key, value in flat.items() if key in GROUP_OF})
+        return (base or cls()).replace(**flat_settings(content))
 
     def with_tta(self, given: Iterable[str] = ()) -> Settings:
         """These settings with test-time augmentation switched on where ``detect.tta``: the flip test and

@@ -8,7 +8,7 @@ import os
 from typing import TYPE_CHECKING
 
 from components.atomic_io import write_text_atomically
-from components.config import GROUP_OF, GROUPS, Settings, group_keys, plain
+from components.config import Settings, flat_settings, group_keys, plain
 from components.errors import ProjectError
 
 if TYPE_CHECKING:
@@ -51,18 +51,6 @@ def load_run_config(folder: str) -> tuple[dict[str, Any], dict[str, Any]] | None
     except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
         raise ResumeError(f"{path}: unreadable run settings ({error})") from None
     return settings, content
-
-
-def flat_settings(saved: Mapping[str, Any]) -> dict[str, Any]:
-    """{setting: value} of a saved settings dict, grouped (``Settings.as_dict``) or flat (older runs); names
-    no group declares any more are left out."""
-    flat: dict[str, Any] = {}
-    for key, value in saved.items():
-        if key in GROUPS and isinstance(value, dict):
-            flat.update(value)
-        else:
-            flat[key] = value
-    return {key: value for key, value in flat.items() if key in GROUP_OF}
 
 
 def resumed_config(saved: Mapping[str, Any], given: Mapping[str, Any],
