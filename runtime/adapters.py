@@ -1,8 +1,9 @@
-"""Runtime adapters: one small class per model format, all with the same interface.
+"""Runtime adapters: one small class per model format, each a :class:`Runtime`.
 
 Every adapter exposes ``predict_raw(images)``: preprocessed float32 images [B, h, w, 3] (see
-``runtime.preprocessing.preprocess_images``) in, raw predictions [B, P, 4 + C] float32 (numpy) out. Decoding and
-NMS are *not* done here: ``runtime.postprocessing.postprocess`` does them, the same code for every runtime.
+``runtime.preprocessing.preprocess_images``) in, raw predictions [B, P, 4 + C] float32 (numpy) out, and
+``format``, ``path`` and ``input_size``. Decoding and NMS are *not* done here:
+``runtime.postprocessing.postprocess`` does them, the same code for every runtime.
 
 ==============  =========================================  =============================================
 format          file                                       runtime
@@ -12,6 +13,8 @@ format          file                                       runtime
 ``saved_model`` folder holding ``saved_model.pb``          TensorFlow, the exported ``serve`` function
 ``tflite``      ``*.tflite`` (float or full-integer int8)  LiteRT / TFLite interpreter, XNNPACK, 2 threads
 ``onnx``        ``*.onnx``                                 onnxruntime, CPU, all graph optimisations
+``keras``       a Keras model in memory (``ModelRuntime``)  its ``tf.function``, any input size (training's
+                                                           validation)
 ==============  =========================================  =============================================
 
 The TFLite and ONNX exports have a fixed batch of 1 (faster); their adapters run a larger batch one image
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,6 +44,24 @@ FORMAT_BY_EXTENSION = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 
 class ModelLoadError(ProjectError):
     """A model path that cannot be loaded; the message names the path and the problem."""
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """What ``runtime.detector.Detector`` runs: a model of one format behind one call.
+
+    ``format``: 'keras', 'saved_model', 'tflite' or 'onnx'; ``path``: the model file or folder (None for a
+    model in memory); ``input_size``: the (h, w) the model takes, None where any size (or an unknown one) goes.
+    """
+
+    format: str
+    path: str | None
+    input_size: tuple[int, int] | None
+
+    def predict_raw(self, images: np.ndarray) -> np.ndarray:
+        """Preprocessed float32 images [B, h, w, 3] in [-1, 1] -> raw predictions [B, P, 4 + C] float32: box
+        offsets, then class logits."""
+        ...
 
 
 END_TO_END_HINT = ("an end-to-end export (detections out, not raw predictions): run it with its runtime as in the "
@@ -127,7 +148,7 @@ class KerasRuntime:
                  path: str | None = None) -> None:
         self.model = model
         self.path = path
-        self.input_size = tuple(input_size)
+        self.input_size: tuple[int, int] | None = (int(input_size[0]), int(input_size[1]))
         self._predict = frozen_function(model, self.input_size)
 
     @classmethod
@@ -148,7 +169,7 @@ class SavedModelRuntime:
 
     def __init__(self, path: str) -> None:
         import tensorflow as tf
-        self.path = path
+        self.path: str | None = path
         try:
             loaded = tf.saved_model.load(path)
         except Exception as error:
@@ -166,12 +187,12 @@ class SavedModelRuntime:
                 outputs = signature(images)
                 return outputs[sorted(outputs)[0]] if isinstance(outputs, dict) else outputs
         self._predict = function
-        self.input_size = None
+        self.input_size: tuple[int, int] | None = None
         concrete = getattr(function, "concrete_functions", None) or []
         for candidate in concrete:
             spec = candidate.structured_input_signature[0]
             if spec and len(spec[0].shape) == 4 and None not in spec[0].shape[1:3]:
-                self.input_size = tuple(spec[0].shape[1:3])
+                self.input_size = (int(spec[0].shape[1]), int(spec[0].shape[2]))
                 break
 
     def predict_raw(self, images: np.ndarray) -> np.ndarray:
@@ -229,7 +250,7 @@ class TFLiteRuntime:
 
     def __init__(self, path: str | None = None, model_content: bytes | None = None,
                  num_threads: int = DEFAULT_NUM_THREADS, xnnpack: bool = True) -> None:
-        self.path = path or "<tflite model>"
+        self.path: str | None = path or "<tflite model>"
         self.interpreter = tflite_interpreter(path, model_content, num_threads, xnnpack)
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(outputs) == 4 and len(inputs) == 1:
@@ -238,7 +259,7 @@ class TFLiteRuntime:
             raise ModelLoadError(f"{self.path}: expected one image input and one output, got {len(inputs)} "
                                  f"inputs and {len(outputs)} outputs")
         self._input, self._output = inputs[0], outputs[0]
-        self.input_size = tuple(int(value) for value in self._input["shape"][1:3])
+        self.input_size: tuple[int, int] | None = (int(self._input["shape"][1]), int(self._input["shape"][2]))
         self.quantized = self._input["dtype"] in (np.int8, np.uint8)
 
     def _quantize(self, image):
@@ -298,7 +319,7 @@ class OnnxRuntime:
 
     def __init__(self, path: str | None = None, model_content: bytes | None = None,
                  num_threads: int = DEFAULT_NUM_THREADS) -> None:
-        self.path = path or "<onnx model>"
+        self.path: str | None = path or "<onnx model>"
         self.session = onnx_session(path, model_content, num_threads)
         inputs = self.session.get_inputs()
         outputs = [output.name for output in self.session.get_outputs()]
@@ -313,7 +334,8 @@ class OnnxRuntime:
         self._input_name = inputs[0].name
         batch, height, width = inputs[0].shape[:3]
         self.fixed_batch = batch if isinstance(batch, int) else None
-        self.input_size = (height, width) if isinstance(height, int) and isinstance(width, int) else None
+        self.input_size: tuple[int, int] | None = ((height, width) if isinstance(height, int) and isinstance(width, int)
+                                                   else None)
 
     def predict_raw(self, images: np.ndarray) -> np.ndarray:
         images = _check_batch(images, self.input_size, self.path)
@@ -324,8 +346,26 @@ class OnnxRuntime:
         return np.concatenate([self.session.run(None, {self._input_name: image[None]})[0] for image in images])
 
 
+class ModelRuntime:
+    """A Keras model in memory (the model being trained, for its validation) run through one ``tf.function`` in
+    inference mode, compiled once for any batch size and any input size."""
+
+    format = "keras"
+
+    def __init__(self, model: keras.Model) -> None:
+        import tensorflow as tf
+        self.path: str | None = None
+        self.input_size: tuple[int, int] | None = None
+        self._predict = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+
+    def predict_raw(self, images: np.ndarray | tf.Tensor) -> np.ndarray:
+        """[B, h, w, 3] float32 -> [B, P, 4 + C] float32 numpy."""
+        import tensorflow as tf
+        return self._predict(tf.convert_to_tensor(images, tf.float32)).numpy()
+
+
 def load_runtime(path: str, input_size: Sequence[int], num_threads: int = DEFAULT_NUM_THREADS,
-                 xnnpack: bool = True) -> KerasRuntime | SavedModelRuntime | TFLiteRuntime | OnnxRuntime:
+                 xnnpack: bool = True) -> Runtime:
     """The runtime adapter for the model at ``path`` (picked by :func:`model_format`).
 
     ``input_size`` (h, w) fixes the Keras signature; the exported formats carry their own.

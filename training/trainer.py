@@ -28,6 +28,7 @@ from mAP.evaluation import evaluate, map_or_zero
 from network.losses import count_positives, multibox_loss
 from network.network import build_model
 from network.weight_average import WeightAverage
+from runtime.adapters import ModelRuntime
 from runtime.detector import Detector
 from runtime.model_files import load_model_config, publish_model
 from training.distribution import distributed_config, is_chief, make_strategy
@@ -213,22 +214,6 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, c
         return tuple(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in per_replica)
 
     return train_step
-
-
-class ModelRuntime:
-    """The model being trained as a runtime adapter for ``runtime.detector.Detector``: inference mode,
-    compiled once for any batch size."""
-
-    format = "keras"
-    path = None
-
-    def __init__(self, model: keras.Model) -> None:
-        self.input_size = None
-        self._predict = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
-
-    def predict_raw(self, images: np.ndarray | tf.Tensor) -> np.ndarray:
-        """[B, h, w, 3] float32 -> [B, P, 4 + C] float32 numpy."""
-        return self._predict(tf.convert_to_tensor(images, tf.float32)).numpy()
 
 
 def make_loss_step(cfg: dict[str, Any]) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
