@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from components.prior_box import aligned_input_size, mirror_index, priors_from_config
-from runtime.adapters import KerasRuntime, ModelLoadError, load_runtime
+from runtime.adapters import KerasRuntime, ModelLoadError, Runtime, load_runtime
 from runtime.model_files import load_model_config, resolve_model_path
 from runtime.postprocessing import (
     large_detections,
@@ -37,7 +37,7 @@ class Detector:
     pixels out."""
 
     def __init__(self, model: Any, cfg: dict[str, Any], trained_size: Sequence[int] | None = None) -> None:
-        """``model``: a runtime adapter (anything with ``predict_raw``) or a Keras model. ``trained_size``: the
+        """``model``: a runtime adapter (a ``runtime.adapters.Runtime``) or a Keras model. ``trained_size``: the
         (h, w) the model was trained at (default ``cfg['input_size']``). A Keras model runs on a canvas of
         ``network_size`` (``aligned_input_size``: the image letterboxed to ``input_size`` at its top left) so
         that its maps sit on the image as in training; an export runs at the size it was exported at."""
@@ -45,15 +45,15 @@ class Detector:
         self.input_size = tuple(cfg["input_size"])
         self.trained_size = tuple(trained_size or self.input_size)
         self.keep_aspect = bool(cfg["keep_aspect"])
-        is_keras = isinstance(model, KerasRuntime) or not hasattr(model, "predict_raw")
+        is_keras = isinstance(model, KerasRuntime) or not isinstance(model, Runtime)
         self.network_size = (aligned_input_size(self.input_size, self.trained_size, cfg["steps"]) if is_keras
                              else self.input_size)
-        if not hasattr(model, "predict_raw"):
+        if not isinstance(model, Runtime):
             model = KerasRuntime(model, self.network_size)
         elif is_keras and model.input_size != self.network_size:
             model = KerasRuntime(model.model, self.network_size, model.path)
         self.runtime = model
-        self.model_path = getattr(self.runtime, "path", None)   # the model file or folder, when loaded from one
+        self.model_path = self.runtime.path   # the model file or folder, when loaded from one
         self.priors = tf.constant(priors_from_config(cfg.model, self.network_size))
         # the flip test needs every prior's mirror image to be a prior too (each step divides the network
         # width, as at 240x320); on other grids it is off: ``flip_test`` says what detection does
@@ -101,7 +101,7 @@ class Detector:
             cfg = cfg.replace(input_size=tuple(input_size))
         network_size = aligned_input_size(cfg["input_size"], trained_size, cfg["steps"])
         runtime = load_runtime(model_file, network_size, **runtime_options)
-        runtime_size = getattr(runtime, "input_size", None)
+        runtime_size = runtime.input_size
         if (not isinstance(runtime, KerasRuntime) and runtime_size is not None
                 and tuple(runtime_size) != tuple(cfg["input_size"])):
             wanted = "--input_size" if input_size is not None else "its config says input_size"
