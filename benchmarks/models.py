@@ -238,7 +238,7 @@ def load_entries(paths: Mapping[str, str]) -> list[Entry]:
             [(f"{fmt} (XNNPACK off)", {"xnnpack": False})] if fmt.startswith("tflite") else [])
         for label, options in variants:
             one_pass = Detector.from_path(paths[fmt], one_pass_cfg, **options)
-            tta = Detector(one_pass.runtime, one_pass.cfg.replace(tta=True).with_tta(), one_pass.trained_size)
+            tta = Detector(one_pass.runtime, one_pass.settings.replace(tta=True).with_tta(), one_pass.trained_size)
             note = "" if tta_description(tta) else "n/a (priors not mirror-symmetric)"
             entries.append(Entry(label, fmt, paths[fmt], one_pass, None if note else tta, note, options,
                                  scored=not options))
@@ -284,9 +284,9 @@ def evaluate_images(detectors: Mapping[Any, Any], tfrecord_path: str,
     if not os.path.isfile(tfrecord_path):
         raise ProjectError(f"{tfrecord_path}: TFRecord not found")
     for key, detector in detectors.items():
-        check_tfrecord_classes(tfrecord_path, detector.cfg["labels_list"], getattr(detector, "model_path", None)
+        check_tfrecord_classes(tfrecord_path, detector.settings.model.labels_list, getattr(detector, "model_path", None)
                                or str(key))
-    names = list(next(iter(detectors.values())).cfg["labels_list"])
+    names = list(next(iter(detectors.values())).settings.model.labels_list)
     truth: dict[str, GroundTruth] = {}
     found: dict[Any, dict[str, ScoredBoxes]] = {key: {} for key in detectors}
     images: list[np.ndarray] = []
@@ -419,9 +419,9 @@ def measure(model_path: str, formats: Sequence[str] = FORMATS,
         results.rows = [measure_row(entry, seconds) for entry in entries]
         score_rows(entries, results.rows, present, log, eval_limit)
         keras = entries[0].one_pass
-        results.input_size, results.score_threshold = keras.input_size, keras.cfg["score_threshold"]
+        results.input_size, results.score_threshold = keras.input_size, keras.settings.detect.score_threshold
         predictions = keras.predict_raw(keras.preprocess([sample]))
-        results.post_default_ms = time_postprocess(keras, predictions, keras.cfg["score_threshold"], runs)
+        results.post_default_ms = time_postprocess(keras, predictions, keras.settings.detect.score_threshold, runs)
         results.post_low_ms = time_postprocess(keras, predictions, 0.01, runs)
         ours = [row for row in results.rows if row.scored and row.format != "reference"]
         results.fastest = min(ours, key=lambda row: row.ms[ONE_PASS][0]).label

@@ -64,7 +64,7 @@ class AizooReference:
         outputs = {detail["shape"][-1]: detail["index"] for detail in self.interpreter.get_output_details()}
         self._offsets, self._scores = outputs[4], outputs[2]
         self.priors = reference_priors()
-        self.cfg = DEFAULT_SETTINGS.replace(input_size=INPUT_SIZE, keep_aspect=False, flip_test=False)
+        self.settings = DEFAULT_SETTINGS.replace(input_size=INPUT_SIZE, keep_aspect=False, flip_test=False)
 
     def preprocess(self, images_rgb: Sequence[np.ndarray]) -> np.ndarray:
         """uint8 RGB images [H, W, 3] -> float32 [B, 260, 260, 3] in [0, 1] (stretched, as published)."""
@@ -83,15 +83,15 @@ class AizooReference:
 
     def detect(self, image_rgb: np.ndarray, score_threshold: float | None = None) -> Detections:
         """Detections of one uint8 RGB image, boxes in its pixels (corner form)."""
-        threshold = self.cfg["score_threshold"] if score_threshold is None else score_threshold
+        threshold = self.settings.detect.score_threshold if score_threshold is None else score_threshold
         offsets, scores = (value[0] for value in self.predict_raw(self.preprocess([image_rgb])))
         boxes = decode_boxes(offsets, self.priors, VARIANCES)
         boxes, kept_scores, classes = (value.numpy() for value in class_agnostic_nms(
-            boxes, scores, threshold, NMS_IOU, self.cfg["max_number_keep"]))
+            boxes, scores, threshold, NMS_IOU, self.settings.detect.max_number_keep))
         height, width = image_rgb.shape[:2]
         pixels = np.clip(boxes * [width, height, width, height], 0, [width, height, width, height])
         return Detections(pixels.astype(np.float32), kept_scores, OUR_CLASS_OF_OUTPUT[classes],
-                          list(self.cfg["labels_list"]))
+                          list(self.settings.model.labels_list))
 
     def detect_batch(self, images_rgb: Sequence[np.ndarray], score_threshold: float | None = None) -> list[Detections]:
         """One Detections per image of a list of uint8 RGB images."""

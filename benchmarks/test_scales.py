@@ -47,7 +47,7 @@ def measure_test_scales(model_file: str, scale_settings: Sequence[Sequence[float
     from runtime.detector import Detector
     images_rgb = sample_images() if images_rgb is None else images_rgb
     base = Detector.from_path(model_file, cfg.replace(test_scales=[1]))
-    detectors = [Detector(base.runtime, base.cfg.replace(test_scales=list(scales)), base.trained_size)
+    detectors = [Detector(base.runtime, base.settings.replace(test_scales=list(scales)), base.trained_size)
                  for scales in scale_settings]
     for _ in range(warmup):
         for detector in detectors:

@@ -78,7 +78,7 @@ def check_labels(sets, args, cfg, detector):
                                        args.skip_unknown_labels, args.data, print)
     for counts in every_count:
         check_aliases({label: cfg["label_aliases"][label] for label in counts if label in cfg["label_aliases"]},
-                      detector.cfg["labels_list"])
+                      detector.settings.model.labels_list)
 
 
 def body(args, cfg):
@@ -90,7 +90,7 @@ def body(args, cfg):
     detector = Detector.from_path(args.model_path, cfg, cli.inference_size(args, cfg))
     cli.print_notes(detector)
     if args.data or cli.given(args, "labels_list"):
-        check_classes(cfg["labels_list"], detector.cfg["labels_list"], args.data or "--labels_list",
+        check_classes(cfg["labels_list"], detector.settings.model.labels_list, args.data or "--labels_list",
                       args.model_path, "evaluate the model on data of its classes (another --data file or "
                       "--model_path)")
     check_labels(sets, args, cfg, detector)

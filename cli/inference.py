@@ -64,13 +64,13 @@ def camera_source(text):
         raise argparse.ArgumentTypeError(f"expected a camera index, a stream URL or True, got {text!r}") from None
 
 
-def load_detector(model_path, cfg, input_size=None):
-    """Detector for ``model_path``; the model's saved config wins for its own keys (anchors, classes...) and for
-    the input size unless ``input_size`` (h, w) is given."""
+def load_detector(model_path, settings, input_size=None):
+    """Detector for ``model_path``; the model's spec wins over ``settings.model`` (anchors, classes...) and
+    for the input size unless ``input_size`` (h, w) is given."""
     if not os.path.exists(model_path):
         raise UsageError(f"{model_path}: model not found")
     from runtime.detector import Detector  # imports TensorFlow: only once the cheap checks passed
-    detector = Detector.from_path(model_path, cfg, input_size)
+    detector = Detector.from_path(model_path, settings, input_size)
     cli.print_notes(detector)
     return detector
 
@@ -97,30 +97,31 @@ def build_parser():
     return parser
 
 
-def run_image_mode(args, cfg):
+def run_image_mode(args, settings):
     """``--img_path``: detect, draw, write and print one image's detections."""
     image_bgr = read_image_bgr(args.img_path)
     output_path = args.output or cli.runs_path(ANNOTATED_PREFIX + os.path.basename(args.img_path))
     if args.show:
         open_window()
-    detector = load_detector(args.model_path, cfg, cli.inference_size(args, cfg))
+    detector = load_detector(args.model_path, settings, cli.inference_size(args, settings))
     detections, milliseconds = run_image(detector, image_bgr, output_path, args.show)
     for line in detection_lines(detections):
         print(line)
-    print(summary_line(detections, detector.cfg["labels_list"][1:], milliseconds, detector.flip_test,
+    print(summary_line(detections, detector.settings.model.labels_list[1:], milliseconds, detector.flip_test,
                        detector.test_scales))
     print(f"annotated image written to {output_path}")
 
 
-def run_stream_mode(args, cfg):
+def run_stream_mode(args, settings):
     """``--video`` / ``--camera``: annotate every frame, show and / or write them."""
     show = args.show or (args.camera is not None and not args.output)
     if show:
         open_window("--show" if args.show else "--camera")
     source = parse_source(args.video) if args.video is not None else args.camera
-    capture, first_frame = open_video_source(source, cfg, log=lambda message: tqdm.write(message, file=sys.stderr))
+    capture, first_frame = open_video_source(source, settings.stream,
+                                             log=lambda message: tqdm.write(message, file=sys.stderr))
     try:
-        detector = load_detector(args.model_path, cfg, cli.inference_size(args, cfg))
+        detector = load_detector(args.model_path, settings, cli.inference_size(args, settings))
         frames, mean_fps, stopped = run_stream(detector, capture, first_frame, args.output, show)
     finally:
         capture.release()
@@ -131,7 +132,7 @@ def run_stream_mode(args, cfg):
         raise capture.lost_error()
 
 
-def run_batch_mode(args, cfg):
+def run_batch_mode(args, settings):
     """``--img_dir``: checks, then ``runtime.batch.run_batch``."""
     if not os.path.isdir(args.img_dir):
         raise UsageError(f"{args.img_dir}: image folder not found")
@@ -144,7 +145,7 @@ def run_batch_mode(args, cfg):
         raise UsageError(f"{output_dir}: --output_dir must differ from --img_dir (the images would be overwritten)")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"{output_dir}: not a folder")
-    detector = load_detector(args.model_path, cfg, cli.inference_size(args, cfg))
+    detector = load_detector(args.model_path, settings, cli.inference_size(args, settings))
     try:
         done, resumed, skipped = run_batch(detector, args.img_dir, output_dir)
     except KeyboardInterrupt:
@@ -154,12 +155,12 @@ def run_batch_mode(args, cfg):
     print(f"results written to {os.path.join(output_dir, DETECTIONS_JSON)} and {os.path.join(output_dir, SUMMARY_CSV)}")
 
 
-def body(args, cfg):
+def body(args, settings):
     if args.img_path is not None:
-        return run_image_mode(args, cfg)
+        return run_image_mode(args, settings)
     if args.img_dir is not None:
-        return run_batch_mode(args, cfg)
-    return run_stream_mode(args, cfg)
+        return run_batch_mode(args, settings)
+    return run_stream_mode(args, settings)
 
 
 def main(argv=None):

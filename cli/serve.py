@@ -8,10 +8,10 @@ Open http://127.0.0.1:8000/ for the demo page (webcam or dropped images, run on 
 in this browser", by the page itself with onnxruntime-web: no image leaves the browser), or call the API:
 ``POST /detect`` with the bytes of an image (raw, or a multipart file upload) answers the faces as JSON, boxes
 in pixels; ``GET /health`` says the server is up and which model it runs. ``--model_path`` takes every
-format ``inference.py`` takes; ``--<config key> VALUE`` overrides a setting (e.g. ``--score_threshold 0.6``).
+format ``inference.py`` takes; ``--<setting> VALUE`` overrides a setting (e.g. ``--score_threshold 0.6``).
 The model is loaded once; ``--workers`` threads run it and at most ``--max_pending`` requests are admitted at
 once (503 beyond), each body at most ``--max_request_mb`` MiB (413 beyond); their defaults are the ``serve_*``
-keys of ``components/config.py``. See ``serving/app.py``.
+settings of ``components/config.py`` (``ServeSettings``). See ``serving/app.py``.
 
 The in-browser mode runs the decoded ONNX export of the ``.keras`` model (made once at start, cached in
 ``runs/web_model/``), or the one ``--browser_model`` names; it needs onnxruntime-web (``npm ci`` in the repository).
@@ -22,18 +22,14 @@ import argparse
 import sys
 
 import cli
-from components.config import DEFAULT_SETTINGS, DETECTION_KEYS, FLAG_RANGES, flag_type
+from components.config import DEFAULT_SETTINGS, DETECTION_KEYS, FLAG_RANGES, flag_type, group_keys
 from components.errors import ProjectError
 
 DEFAULT_MODEL_PATH = cli.DEFAULT_MODEL_PATH
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-SERVE_FLAGS = {   # flag -> config key it sets
-    "workers": "serve_workers",
-    "max_pending": "serve_max_pending",
-    "max_request_mb": "serve_max_request_mb",
-    "max_image_pixels": "serve_max_image_pixels",
-}
+# flag -> the setting it sets: --workers sets serve_workers, ... (every setting of ServeSettings)
+SERVE_FLAGS = {key.removeprefix("serve_"): key for key in group_keys("serve")}
 
 
 def at_least_one(text):
@@ -75,10 +71,11 @@ def build_parser():
              "get 503", "max_request_mb": "largest request body in MiB; larger get 413",
              "max_image_pixels": "largest image, width x height; larger get 413"}
     for flag, key in SERVE_FLAGS.items():
-        kind = flag_type(flag) if flag in FLAG_RANGES else (positive_number if isinstance(DEFAULT_SETTINGS[key], float)
+        default = DEFAULT_SETTINGS.value(key)
+        kind = flag_type(flag) if flag in FLAG_RANGES else (positive_number if isinstance(default, float)
                                                             else at_least_one)
         parser.add_argument(f"--{flag}", type=kind, default=None,
-                            help=f"{helps[flag]} (default {DEFAULT_SETTINGS[key]}, config key {key})")
+                            help=f"{helps[flag]} (default {default}, config key {key})")
     parser.add_argument("--browser_model", default=None, metavar="PATH|none",
                         help="decoded ONNX model (export.py --format onnx_decoded) for the page's in-browser mode "
                              "(default: the .keras model's, exported once and cached in runs/web_model/; none: no "
@@ -89,13 +86,13 @@ def build_parser():
     return parser
 
 
-def apply_serve_flags(args, cfg):
-    """``cfg`` with the ``serve_*`` keys the serving flags given on the command line set."""
-    return cfg.replace(**{key: getattr(args, flag) for flag, key in SERVE_FLAGS.items()
-                          if getattr(args, flag) is not None})
+def apply_serve_flags(args, settings):
+    """``settings`` with the ``serve_*`` settings the serving flags given on the command line set."""
+    return settings.replace(**{key: getattr(args, flag) for flag, key in SERVE_FLAGS.items()
+                               if getattr(args, flag) is not None})
 
 
-def page_model(args, model_file, cfg, server=True):
+def page_model(args, model_file, settings, server=True):
     """The BrowserModel of the page (``serving.web_model.browser_model``), or None with ``--browser_model none``
     or, when serving the default one, with a notice where it cannot be made (no npm ci, no [export] extra, not a
     .keras model). A ``--browser_model`` file that cannot be used is an error."""
@@ -105,7 +102,7 @@ def page_model(args, model_file, cfg, server=True):
             raise ProjectError("--static needs a browser model: drop --browser_model none")
         return None
     try:
-        return browser_model(model_file, cfg, args.browser_model, server=server)
+        return browser_model(model_file, settings, args.browser_model, server=server)
     except WebModelError as error:
         if not server or args.browser_model is not None:
             raise
@@ -113,41 +110,41 @@ def page_model(args, model_file, cfg, server=True):
         return None
 
 
-def write_static(args, cfg):
+def write_static(args, settings):
     """serve.py --static DIR: the page and the model as plain files."""
     from runtime.model_files import load_model_config, resolve_model_path
     from serving.web_model import write_static_site
     model_file = resolve_model_path(args.model_path)
-    size = cli.inference_size(args, cfg)
-    model_cfg = load_model_config(model_file, cfg)
+    size = cli.inference_size(args, settings)
+    model_settings = load_model_config(model_file, settings)
     if size is not None:
-        model_cfg = model_cfg.replace(input_size=size)
-    files = write_static_site(args.static, page_model(args, model_file, model_cfg, server=False))
+        model_settings = model_settings.replace(input_size=size)
+    files = write_static_site(args.static, page_model(args, model_file, model_settings, server=False))
     print(f"wrote the page, onnxruntime-web and the model ({len(files)} files) to {args.static}; open it with: "
           f"python -m http.server -d {args.static}", flush=True)
 
 
-def body(args, cfg):
-    from serving.app import ServeSettings, create_app
+def body(args, settings):
+    from serving.app import create_app
     from serving.server import bind_socket, load_detector, serve_forever
-    cfg = apply_serve_flags(args, cfg)
+    settings = apply_serve_flags(args, settings)
     cli.check_exists(args.model_path, "model")
     if args.static:
-        write_static(args, cfg)
+        write_static(args, settings)
         return
     try:
         listening_socket = bind_socket(args.host, args.port)
     except OSError as error:
         raise ProjectError(f"--host/--port: {error}") from None
     with listening_socket:
-        detector = load_detector(args.model_path, cfg, cli.inference_size(args, cfg))
+        detector = load_detector(args.model_path, settings, cli.inference_size(args, settings))
         cli.print_notes(detector)
-        browser = page_model(args, detector.model_path, detector.cfg)
+        browser = page_model(args, detector.model_path, detector.settings)
         host, port = listening_socket.getsockname()[:2]
         shown_host = f"[{host}]" if ":" in host else host
         print(f"serving {detector.model_path} ({detector.format}) on http://{shown_host}:{port}/ (Ctrl-C to stop)",
               flush=True)
-        serve_forever(create_app(detector, ServeSettings.from_config(cfg), browser), listening_socket)
+        serve_forever(create_app(detector, settings.serve, browser), listening_socket)
 
 
 def main(argv=None):

@@ -277,7 +277,13 @@ class ServeSettings(_Group):
 
     @property
     def max_request_bytes(self) -> int:
+        """``serve_max_request_mb`` in whole bytes."""
         return int(self.serve_max_request_mb * 1024 * 1024)
+
+    @property
+    def max_pending(self) -> int:
+        """Requests admitted at once: ``serve_max_pending``, but at least one per worker."""
+        return max(self.serve_max_pending, self.serve_workers)
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def detect_into(detector: Detector | EndToEndModel, dataset_path: str, names: Se
             batch_names, batch_images, batch_annotations = [], [], []
             for name in names[start:start + images_per_batch]:
                 try:
-                    image_rgb, annotation = load_example(dataset_path, name, detector.cfg["label_aliases"])
+                    image_rgb, annotation = load_example(dataset_path, name, detector.settings.data.label_aliases)
                 except VOCError as error:
                     report.skipped_images.append(str(error))
                     continue
@@ -128,7 +128,7 @@ def detect_into(detector: Detector | EndToEndModel, dataset_path: str, names: Se
                 for name, annotation, detections in zip(batch_names, batch_annotations, results):
                     write_text_atomically(os.path.join(detection_dir, f"{name}.txt"), detection_text(detections))
                     write_text_atomically(os.path.join(ground_truth_dir, f"{name}.txt"),
-                                         ground_truth_text(annotation, detector.cfg["labels_list"][1:]))
+                                         ground_truth_text(annotation, detector.settings.model.labels_list[1:]))
                     report.images += 1
                     report.detections += len(detections)
                     report.ground_truth_boxes += len(annotation.labels)

@@ -69,7 +69,7 @@ def evaluate(detector: Detector | EndToEndModel, tfrecord_path: str,
              compute_map: bool = True) -> Evaluation | None:
     """VOC AP@0.5 of ``detector`` on the records of ``tfrecord_path``.
 
-    ``detector``: anything with ``cfg`` and ``detect_inputs(network inputs, score_threshold)`` -> one
+    ``detector``: anything with ``settings`` and ``detect_inputs(network inputs, score_threshold)`` -> one
     ``Detections`` per image, boxes normalised to the input: a ``runtime.detector.Detector`` (which
     ``on_batch`` needs: ``predict_raw`` and ``detections``), or an end-to-end model
     (``runtime.end_to_end_models``).
@@ -82,12 +82,12 @@ def evaluate(detector: Detector | EndToEndModel, tfrecord_path: str,
     """
     if not os.path.isfile(tfrecord_path):
         raise ProjectError(f"{tfrecord_path}: TFRecord not found")
-    check_tfrecord_classes(tfrecord_path, detector.cfg["labels_list"],
+    check_tfrecord_classes(tfrecord_path, detector.settings.model.labels_list,
                            getattr(detector, "model_path", None) or "the model")
-    names = list(detector.cfg["labels_list"])
+    names = list(detector.settings.model.labels_list)
     ground_truth: dict[str, GroundTruth] = {}
     detections: dict[str, ScoredBoxes] = {}
-    batches = evaluation_batches(tfrecord_path, detector.cfg, batch_size, with_targets=on_batch is not None)
+    batches = evaluation_batches(tfrecord_path, detector.settings, batch_size, with_targets=on_batch is not None)
     if limit:
         batches = batches.take(limit)
     count = 0

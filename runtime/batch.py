@@ -182,7 +182,7 @@ def run_batch(detector: Detector | EndToEndModel, img_dir: str, output_dir: str,
 
 def _run_batch(detector, img_dir, output_dir, progress, log):
     """:func:`run_batch` once the output folder is locked."""
-    header = batch_header(detector, detector.cfg["score_threshold"])
+    header = batch_header(detector, detector.settings.detect.score_threshold)
     part_path = os.path.join(output_dir, PART_FILE)
     records = read_part_file(part_path, header)
     resumed = len(records)
@@ -191,7 +191,7 @@ def _run_batch(detector, img_dir, output_dir, progress, log):
     if resumed:
         log(f"resuming: {resumed} images already done ({part_path})")
     skipped = []
-    class_names = list(detector.cfg["labels_list"][1:])
+    class_names = list(detector.settings.model.labels_list[1:])
     torn = resumed and not _ends_with_newline(part_path)
     with open(part_path, "a" if resumed else "w", encoding="utf-8") as part:
         if torn:

@@ -1,8 +1,8 @@
-"""``Detector``: a saved model of any format with its config; images in, detections in pixels out.
+"""``Detector``: a saved model of any format with its settings; images in, detections in pixels out.
 
 The model runs through the adapters of ``runtime/adapters.py`` (picked by file type), images are
 letterboxed by ``runtime/preprocessing.py``, and ``runtime/postprocessing.py`` decodes, merges the flip
-test and suppresses; ``runtime/model_files.py`` finds the model file and its config sidecar.
+test and suppresses; ``runtime/model_files.py`` finds the model file and reads its spec.
 """
 from __future__ import annotations
 
@@ -29,24 +29,27 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
+    from components.config import Settings
     from runtime.postprocessing import Detections
 
 
 class Detector:
-    """A trained model (any runtime of ``runtime/adapters.py``) with its config: image in, detections in
+    """A trained model (any runtime of ``runtime/adapters.py``) with its settings: image in, detections in
     pixels out."""
 
-    def __init__(self, model: Any, cfg: dict[str, Any], trained_size: Sequence[int] | None = None) -> None:
-        """``model``: a runtime adapter (a ``runtime.adapters.Runtime``) or a Keras model. ``trained_size``: the
-        (h, w) the model was trained at (default ``cfg['input_size']``). A Keras model runs on a canvas of
+    def __init__(self, model: Any, settings: Settings, trained_size: Sequence[int] | None = None) -> None:
+        """``model``: a runtime adapter (a ``runtime.adapters.Runtime``) or a Keras model; ``settings``: its model
+        spec (``settings.model``) and how to detect (``settings.detect``). ``trained_size``: the (h, w) the model
+        was trained at (default ``settings.model.input_size``). A Keras model runs on a canvas of
         ``network_size`` (``aligned_input_size``: the image letterboxed to ``input_size`` at its top left) so
         that its maps sit on the image as in training; an export runs at the size it was exported at."""
-        self.cfg = cfg
-        self.input_size = tuple(cfg["input_size"])
+        self.settings = settings
+        detect = settings.detect
+        self.input_size = tuple(settings.model.input_size)
         self.trained_size = tuple(trained_size or self.input_size)
-        self.keep_aspect = bool(cfg["keep_aspect"])
+        self.keep_aspect = bool(detect.keep_aspect)
         is_keras = isinstance(model, KerasRuntime) or not isinstance(model, Runtime)
-        self.network_size = (aligned_input_size(self.input_size, self.trained_size, cfg["steps"]) if is_keras
+        self.network_size = (aligned_input_size(self.input_size, self.trained_size, settings.model.steps) if is_keras
                              else self.input_size)
         if not isinstance(model, Runtime):
             model = KerasRuntime(model, self.network_size)
@@ -54,33 +57,34 @@ class Detector:
             model = KerasRuntime(model.model, self.network_size, model.path)
         self.runtime = model
         self.model_path = self.runtime.path   # the model file or folder, when loaded from one
-        self.priors = tf.constant(priors_from_config(cfg.model, self.network_size))
+        self.priors = tf.constant(priors_from_config(settings.model, self.network_size))
         # the flip test needs every prior's mirror image to be a prior too (each step divides the network
         # width, as at 240x320); on other grids it is off: ``flip_test`` says what detection does
         self.mirror = None
-        if cfg.get("flip_test", False):
+        if detect.flip_test:
             try:
                 self.mirror = mirror_index(self.priors.numpy())
             except ValueError:
                 pass
         self.flip_test = self.mirror is not None
         # the multi-scale test: a Detector per other scale, on the same Keras model (exports run one size)
-        self.rescaled = [self._at_scale(scale) for scale in cfg.get("test_scales", [1])[1:]
+        self.rescaled = [self._at_scale(scale) for scale in detect.test_scales[1:]
                          if isinstance(self.runtime, KerasRuntime)]
         self.test_scales = [1] + [scale for scale, _ in self.rescaled]
         # settings asked for that this model cannot honour, each a one-line note for the scripts to print
         self.notes = []
-        if cfg.get("flip_test", False) and not self.flip_test:
+        if detect.flip_test and not self.flip_test:
             self.notes.append(f"note: flip test off: the priors at {self.network_size[0]}x{self.network_size[1]} "
                               "are not mirror images of each other (a step does not divide the width)")
-        if len(cfg.get("test_scales", [1])) > len(self.test_scales):
-            self.notes.append(f"note: test_scales {list(cfg['test_scales'])} -> [1]: {self.model_path or 'this model'}"
+        if len(detect.test_scales) > len(self.test_scales):
+            self.notes.append(f"note: test_scales {list(detect.test_scales)} -> [1]: {self.model_path or 'this model'}"
                               " is an export, which runs one input size (the .keras model runs every scale)")
 
     def _at_scale(self, scale):
         """(scale, Detector of the same Keras model at ``scale`` times this input size, one scale)."""
         size = (round(self.input_size[0] * scale), round(self.input_size[1] * scale))
-        return scale, Detector(self.runtime, self.cfg.replace(input_size=size, test_scales=[1]), self.trained_size)
+        one_scale = self.settings.replace(input_size=size, test_scales=(1,))
+        return scale, Detector(self.runtime, one_scale, self.trained_size)
 
     @property
     def format(self) -> str:
@@ -88,27 +92,28 @@ class Detector:
         return self.runtime.format
 
     @classmethod
-    def from_path(cls, model_path: str, base_cfg: dict[str, Any] | None = None,
+    def from_path(cls, model_path: str, base: Settings | None = None,
                   input_size: Sequence[int] | None = None, **runtime_options: Any) -> Detector:
         """Load a model file (runtime picked by its type), or a folder's default model (``resolve_model_path``),
-        with its saved config. ``input_size`` (h, w) runs the model at another size than it was trained at (a Keras
-        model runs at any size; an export only at the size it was exported at). ``runtime_options``:
-        ``num_threads``, ``xnnpack`` (see ``load_runtime``)."""
+        with its model spec over ``base`` (default: the defaults; its inference settings are kept).
+        ``input_size`` (h, w) runs the model at another size than it was trained at (a Keras model runs at any
+        size; an export only at the size it was exported at). ``runtime_options``: ``num_threads``, ``xnnpack``
+        (see ``load_runtime``)."""
         model_file = resolve_model_path(model_path)
-        cfg = load_model_config(model_file, base_cfg)
-        trained_size = tuple(cfg["input_size"])
+        settings = load_model_config(model_file, base)
+        trained_size = tuple(settings.model.input_size)
         if input_size is not None:
-            cfg = cfg.replace(input_size=tuple(input_size))
-        network_size = aligned_input_size(cfg["input_size"], trained_size, cfg["steps"])
+            settings = settings.replace(input_size=tuple(input_size))
+        network_size = aligned_input_size(settings.model.input_size, trained_size, settings.model.steps)
         runtime = load_runtime(model_file, network_size, **runtime_options)
         runtime_size = runtime.input_size
         if (not isinstance(runtime, KerasRuntime) and runtime_size is not None
-                and tuple(runtime_size) != tuple(cfg["input_size"])):
+                and tuple(runtime_size) != tuple(settings.model.input_size)):
             wanted = "--input_size" if input_size is not None else "its config says input_size"
             raise ModelLoadError(f"{model_file}: the model takes {runtime_size[0]}x{runtime_size[1]} images but "
-                                 f"{wanted} {tuple(cfg['input_size'])} (export the model at that size: "
+                                 f"{wanted} {tuple(settings.model.input_size)} (export the model at that size: "
                                  "export.py --input_size, or run the .keras model)")
-        return cls(runtime, cfg, trained_size)
+        return cls(runtime, settings, trained_size)
 
     def preprocess(self, images_rgb: Sequence[np.ndarray]) -> np.ndarray:
         """uint8 RGB images of any sizes -> network input [B, H, W, 3] float32 (``network_size``; the image in
@@ -135,9 +140,9 @@ class Detector:
                     score_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``runtime.postprocessing.postprocess`` of :meth:`predict_raw`'s output with this model's priors
         and settings, as numpy: (boxes [B, K, 4] normalised to the input, scores, class ids, valid [B])."""
-        threshold = self.cfg["score_threshold"] if score_threshold is None else score_threshold
+        threshold = self.settings.detect.score_threshold if score_threshold is None else score_threshold
         boxes, *rest = (value.numpy() for value in
-                        postprocess(predictions, self.priors, self.cfg, threshold, probabilities=self.flip_test))
+                        postprocess(predictions, self.priors, self.settings, threshold, probabilities=self.flip_test))
         return (boxes * self._network_per_input, *rest)
 
     @property
@@ -153,8 +158,8 @@ class Detector:
         (corner form)."""
         outputs = self.postprocess(predictions, score_threshold)
         if image_shapes is None:
-            return unbatch_detections(outputs, self.cfg["labels_list"])
-        found = unbatch_detections(outputs, self.cfg["labels_list"],
+            return unbatch_detections(outputs, self.settings.model.labels_list)
+        found = unbatch_detections(outputs, self.settings.model.labels_list,
                                    lambda boxes, index: self.to_pixels(boxes, image_shapes[index]))
         return [nonempty_detections(detections) for detections in found]
 
@@ -174,11 +179,12 @@ class Detector:
         join those of this one (class-wise NMS)."""
         shapes = [np.shape(image) for image in images_rgb]
         found = self.detections(self.predict_raw(self.preprocess(images_rgb)), shapes, score_threshold)
+        detect = self.settings.detect
         for scale, detector in self.rescaled:
             other = detector.detect_batch(images_rgb, score_threshold)
             found = [merge_detections([mine, self._faces_for_scale(theirs, scale, shape)],
-                                      self.cfg["nms_threshold"], self.cfg["max_number_keep"],
-                                      self.cfg["box_voting"], self.cfg["soft_nms_sigma"])
+                                      detect.nms_threshold, detect.max_number_keep,
+                                      detect.box_voting, detect.soft_nms_sigma)
                      for mine, theirs, shape in zip(found, other, shapes)]
         return found
 
@@ -190,12 +196,12 @@ class Detector:
 
     def small_face_pixels(self, image_shape: Sequence[int]) -> float:
         """``test_small_face`` (pixels at this input size) in pixels of an image of ``image_shape``."""
-        return self._in_image_pixels("test_small_face", image_shape)
+        return self._in_image_pixels(self.settings.detect.test_small_face, image_shape)
 
     def large_face_pixels(self, image_shape: Sequence[int]) -> float:
         """``test_large_face`` (pixels at this input size) in pixels of an image of ``image_shape``."""
-        return self._in_image_pixels("test_large_face", image_shape)
+        return self._in_image_pixels(self.settings.detect.test_large_face, image_shape)
 
-    def _in_image_pixels(self, key, image_shape):
-        """The setting ``key`` (a length in pixels at this input size) in pixels of an image of ``image_shape``."""
-        return self.cfg[key] * image_pixels_per_input_pixel(image_shape, self.input_size, self.keep_aspect)
+    def _in_image_pixels(self, length, image_shape):
+        """``length`` (pixels at this input size) in pixels of an image of ``image_shape``."""
+        return length * image_pixels_per_input_pixel(image_shape, self.input_size, self.keep_aspect)

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
+    from components.config import Settings
+
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 TFLITE_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 IMAGE_SIGNATURE = "serving_default"          # uint8 images [B, H, W, 3]
@@ -54,7 +56,8 @@ def network_input_to_uint8(network_input: np.ndarray) -> np.ndarray:
 
 
 class EndToEndModel:
-    """Common part of the adapters: ``cfg`` (the model config), ``detect_batch`` and ``detect_inputs``.
+    """Common part of the adapters: ``settings`` (the model's spec and detection settings), ``detect_batch``
+    and ``detect_inputs``.
 
     A subclass gives ``image_detections(image_rgb)`` (boxes in pixels) and ``input_detections(network_input)``
     (boxes normalised to the input), each -> (boxes [K, 4] corner form, scores [K], class ids [K] 1..C-1).
@@ -67,16 +70,16 @@ class EndToEndModel:
 
         def input_detections(self, network_input: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
-    def __init__(self, path: str, cfg: dict[str, Any]) -> None:
-        self.path, self.cfg = path, cfg
-        self.input_size = tuple(cfg["input_size"])
-        self.class_names = list(cfg["labels_list"])
+    def __init__(self, path: str, settings: Settings) -> None:
+        self.path, self.settings = path, settings
+        self.input_size = tuple(settings.model.input_size)
+        self.class_names = list(settings.model.labels_list)
 
     def kept(self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
              score_threshold: float | None) -> Detections:
-        """Detections of those scoring at least ``score_threshold`` (default ``cfg['score_threshold']``; the
+        """Detections of those scoring at least ``score_threshold`` (default ``settings.detect.score_threshold``; the
         file itself keeps nothing below its export threshold) whose clipped box is not empty, as ``Detector``'s."""
-        threshold = self.cfg["score_threshold"] if score_threshold is None else score_threshold
+        threshold = self.settings.detect.score_threshold if score_threshold is None else score_threshold
         found = Detections(np.asarray(boxes, np.float32), np.asarray(scores, np.float32),
                            np.asarray(classes).astype(np.int64), self.class_names)
         return nonempty_detections(found.select(found.scores >= threshold))
@@ -123,8 +126,8 @@ class EndToEndSavedModel(Uint8ImageModel):
 
     format = "saved_model"
 
-    def __init__(self, path: str, cfg: dict[str, Any]) -> None:
-        super().__init__(path, cfg)
+    def __init__(self, path: str, settings: Settings) -> None:
+        super().__init__(path, settings)
         import tensorflow as tf
         try:
             self.loaded = tf.saved_model.load(path)
@@ -143,9 +146,9 @@ class EndToEndOnnx(Uint8ImageModel):
 
     format = "onnx"
 
-    def __init__(self, path: str, cfg: dict[str, Any],
+    def __init__(self, path: str, settings: Settings,
                  num_threads: int = DEFAULT_NUM_THREADS) -> None:
-        super().__init__(path, cfg)
+        super().__init__(path, settings)
         self.session = onnx_session(path, num_threads=num_threads)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [output.name for output in self.session.get_outputs()]
@@ -164,9 +167,9 @@ class EndToEndTFLite(EndToEndModel):
 
     format = "tflite"
 
-    def __init__(self, path: str, cfg: dict[str, Any],
+    def __init__(self, path: str, settings: Settings,
                  num_threads: int = DEFAULT_NUM_THREADS) -> None:
-        super().__init__(path, cfg)
+        super().__init__(path, settings)
         self.interpreter = tflite_interpreter(path, num_threads=num_threads)
         self.input_index = self.interpreter.get_input_details()[0]["index"]
         self.output_indices = [detail["index"] for detail in self.interpreter.get_output_details()]
@@ -189,14 +192,15 @@ class EndToEndTFLite(EndToEndModel):
 
 class DecodedOnnx(EndToEndModel):
     """A decoded ``.onnx`` file (see the module docstring) run by OpenCV DNN (``cv2.dnn.readNet``), then
-    class-wise NMS by ``cv2.dnn.NMSBoxesBatched`` at ``cfg['nms_threshold']`` over every (prior, class)
-    scoring at least ``cfg['export_score_threshold']``, at most ``cfg['max_number_keep']`` detections: the
+    class-wise NMS by ``cv2.dnn.NMSBoxesBatched`` at ``settings.detect.nms_threshold`` over every (prior,
+    class) scoring at least ``settings.export.export_score_threshold``, at most ``settings.detect.max_number_keep``
+    detections: the
     detections of ``runtime.postprocessing.postprocess``, with NMS done as an app does it."""
 
     format = "onnx_decoded"
 
-    def __init__(self, path: str, cfg: dict[str, Any]) -> None:
-        super().__init__(path, cfg)
+    def __init__(self, path: str, settings: Settings) -> None:
+        super().__init__(path, settings)
         import cv2
         try:
             self.net = cv2.dnn.readNet(path)
@@ -219,12 +223,13 @@ class DecodedOnnx(EndToEndModel):
         boxes, scores = self.outputs(network_input)
         height, width = self.input_size
         pixels = boxes * np.array([width, height, width, height], np.float32)   # NMS in input pixels
-        prior, column = np.nonzero(scores >= float(self.cfg["export_score_threshold"]))
+        detect = self.settings.detect
+        prior, column = np.nonzero(scores >= float(self.settings.export.export_score_threshold))
         candidate_scores = scores[prior, column]
         rects = np.concatenate([pixels[prior, :2], pixels[prior, 2:] - pixels[prior, :2]], axis=1)
         keep = np.ravel(cv2.dnn.NMSBoxesBatched(rects.astype(np.float64), candidate_scores, column.astype(np.int32),  # type: ignore[arg-type]
-                                                0.0, float(self.cfg["nms_threshold"]))).astype(np.int64)
-        keep = keep[np.argsort(-candidate_scores[keep], kind="stable")][:int(self.cfg["max_number_keep"])]
+                                                0.0, float(detect.nms_threshold))).astype(np.int64)
+        keep = keep[np.argsort(-candidate_scores[keep], kind="stable")][:int(detect.max_number_keep)]
         return boxes[prior[keep]], candidate_scores[keep], column[keep].astype(np.int64) + 1
 
     def image_detections(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -237,18 +242,18 @@ def is_decoded_onnx(path: str) -> bool:
     return tuple(output.name for output in onnx_session(path).get_outputs()) == DECODED_OUTPUTS
 
 
-def load_end_to_end(path: str, cfg: dict[str, Any] | None = None) -> EndToEndModel:
-    """The adapter for an end-to-end export (by file type) with its model config ``cfg`` (default: the spec
-    the file carries, ``runtime.model_files.load_model_config``); raises ModelLoadError naming the path."""
+def load_end_to_end(path: str, settings: Settings | None = None) -> EndToEndModel:
+    """The adapter for an end-to-end export (by file type) with its ``settings`` (default: the spec the file
+    carries over the defaults, ``runtime.model_files.load_model_config``); raises ModelLoadError naming the path."""
     if not os.path.exists(path):
         raise ModelLoadError(f"{path}: model not found")
-    if cfg is None:
+    if settings is None:
         from runtime.model_files import load_model_config
-        cfg = load_model_config(path)
+        settings = load_model_config(path)
     if os.path.isdir(path):
-        return EndToEndSavedModel(path, cfg)
+        return EndToEndSavedModel(path, settings)
     if path.endswith(".tflite"):
-        return EndToEndTFLite(path, cfg)
+        return EndToEndTFLite(path, settings)
     if path.endswith(".onnx"):
-        return DecodedOnnx(path, cfg) if is_decoded_onnx(path) else EndToEndOnnx(path, cfg)
+        return DecodedOnnx(path, settings) if is_decoded_onnx(path) else EndToEndOnnx(path, settings)
     raise ModelLoadError(f"{path}: not an end-to-end model (SavedModel folder, .tflite or .onnx)")

@@ -18,10 +18,10 @@ from runtime.video_source import VideoSource
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from typing import Any
 
     import numpy as np
 
+    from components.config import StreamSettings
     from runtime.detector import Detector
     from runtime.end_to_end_models import EndToEndModel
     from runtime.postprocessing import Detections
@@ -136,13 +136,13 @@ def run_image(detector: Detector | EndToEndModel, image_bgr: np.ndarray, output_
     return detections, milliseconds
 
 
-def open_video_source(source: int | str, cfg: dict[str, Any],
+def open_video_source(source: int | str, stream: StreamSettings,
                       log: Callable[[str], None] | None = None) -> tuple[VideoSource, np.ndarray]:
-    """A ``runtime.video_source.VideoSource`` for ``source`` (path, camera index or URL) with the config's
-    reconnect settings (``stream_*``), opened. Returns (source, its first frame BGR [H, W, 3]); raises
-    VideoSourceError (a ProjectError) naming the source. ``log(message)`` hears of reconnects."""
-    video = VideoSource(source, cfg["stream_reconnect_attempts"], cfg["stream_reconnect_delay"],
-                        cfg["stream_timeout"], log=log)
+    """A ``runtime.video_source.VideoSource`` for ``source`` (path, camera index or URL) with the reconnect
+    settings ``stream`` (only this group of the settings), opened. Returns (source, its first frame BGR
+    [H, W, 3]); raises VideoSourceError (a ProjectError) naming the source. ``log(message)`` hears of reconnects."""
+    video = VideoSource(source, stream.stream_reconnect_attempts, stream.stream_reconnect_delay,
+                        stream.stream_timeout, log=log)
     return video, video.open()
 
 

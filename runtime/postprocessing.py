@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
+    from components.config import Settings
+
 TINY_SCORE = float(np.finfo(np.float32).tiny)   # merge_detections: scores above it are detections
 
 
@@ -77,31 +79,34 @@ def _suppress(boxes, scores, score_threshold, iou_threshold, max_detections, vot
     return kept_boxes, kept_scores, kept_classes, valid
 
 
-def postprocess(predictions: tf.Tensor | np.ndarray, priors: tf.Tensor | np.ndarray, cfg: dict[str, Any],
+def postprocess(predictions: tf.Tensor | np.ndarray, priors: tf.Tensor | np.ndarray, settings: Settings,
                 score_threshold: float, nms_threshold: float | None = None, max_detections: int | None = None,
                 probabilities: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """Decode a batch of raw predictions into detections.
 
-    Class-wise NMS (``tf.image.combined_non_max_suppression``; Gaussian soft-NMS where ``cfg["soft_nms_sigma"]``
-    > 0) runs only on the priors whose best class score reaches ``score_threshold``; the others could never be
-    kept, so the detections are those of NMS over all priors.
+    Class-wise NMS (``tf.image.combined_non_max_suppression``; Gaussian soft-NMS where
+    ``settings.detect.soft_nms_sigma`` > 0) runs only on the priors whose best class score reaches
+    ``score_threshold``; the others could never be kept, so the detections are those of NMS over all priors.
 
     Args:
         predictions: [B, P, 4 + C] network output (offsets, class logits incl. background), tensor or numpy;
             with ``probabilities`` the class columns are probabilities already (``merge_mirrored_predictions``).
         priors: [P, 4] centre form, normalised.
+        settings: ``model.variances`` and ``detect``'s NMS settings (``nms_threshold``, ``max_number_keep``
+            unless given here, ``box_voting``, ``soft_nms_sigma``).
     Returns:
         (boxes [B, K, 4] normalised corner form, scores [B, K], class ids [B, K] in 1..C-1, valid [B]).
     """
+    detect = settings.detect
     predictions = tf.convert_to_tensor(predictions)
     if predictions.dtype != tf.float32:
         predictions = tf.cast(predictions, tf.float32)
     boxes, scores, classes, valid = _postprocess_graph(
         predictions, tf.convert_to_tensor(priors, tf.float32),
-        tf.constant(cfg["variances"], tf.float32), tf.constant(score_threshold, tf.float32),
-        tf.constant(cfg["nms_threshold"] if nms_threshold is None else nms_threshold, tf.float32),
-        tf.constant(cfg["max_number_keep"] if max_detections is None else max_detections, tf.int32),
-        tf.constant(bool(probabilities)), float(cfg["box_voting"]), float(cfg["soft_nms_sigma"]))
+        tf.constant(settings.model.variances, tf.float32), tf.constant(score_threshold, tf.float32),
+        tf.constant(detect.nms_threshold if nms_threshold is None else nms_threshold, tf.float32),
+        tf.constant(detect.max_number_keep if max_detections is None else max_detections, tf.int32),
+        tf.constant(bool(probabilities)), float(detect.box_voting), float(detect.soft_nms_sigma))
     return boxes, scores, classes + 1, valid
 
 

@@ -26,7 +26,6 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
@@ -39,7 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from components.config import DEFAULT_SETTINGS
+from components.config import ServeSettings
 from dataset.voc import VOCError, decode_image_bytes
 from serving.web_model import MODEL_FILE, ORT_DIST_DIR, ORT_FILES, SPEC_FILE
 
@@ -56,27 +55,6 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 RAW_IMAGE_TYPES = ("application/octet-stream",)   # besides image/*
 MULTIPART_TYPE = "multipart/form-data"
 BODY_NAME = "request body"                          # how error messages name the uploaded image
-
-
-def mib_to_bytes(mib: float) -> int:
-    """A size in MiB as whole bytes."""
-    return int(mib * 2 ** 20)
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """Bounds of the server; the defaults are the ``serve_*`` keys of ``components/config.py``."""
-    max_request_bytes: int = mib_to_bytes(DEFAULT_SETTINGS["serve_max_request_mb"])   # largest body (413 beyond)
-    max_image_pixels: int = DEFAULT_SETTINGS["serve_max_image_pixels"]   # largest image, width x height (413 beyond)
-    workers: int = DEFAULT_SETTINGS["serve_workers"]                     # inference threads
-    max_pending: int = DEFAULT_SETTINGS["serve_max_pending"]             # requests admitted at once (503 beyond)
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> ServeSettings:
-        """The settings of a config's ``serve_*`` keys; at least one pending request per worker."""
-        return cls(max_request_bytes=mib_to_bytes(cfg["serve_max_request_mb"]),
-                   max_image_pixels=cfg["serve_max_image_pixels"], workers=cfg["serve_workers"],
-                   max_pending=max(cfg["serve_max_pending"], cfg["serve_workers"]))
 
 
 class ApiError(Exception):
@@ -213,13 +191,13 @@ def detections_to_json(detections: Detections, image_shape: Sequence[int],
             "counts": counts}
 
 
-def detect_image_bytes(detector: Detector | EndToEndModel, data: bytes, settings: ServeSettings,
+def detect_image_bytes(detector: Detector | EndToEndModel, data: bytes, serve: ServeSettings,
                        score_threshold: float | None = None) -> dict[str, Any]:
     """Decode image file bytes and detect faces in it: the JSON dict of :func:`detections_to_json` plus
     "inference_ms" (model and post-processing). Raises ApiError 400 / 413 for bad images."""
     if not data:
         raise ApiError(400, f"{BODY_NAME}: empty; send the bytes of an image file")
-    check_pixel_count(data, settings.max_image_pixels)
+    check_pixel_count(data, serve.serve_max_image_pixels)
     try:
         image_bgr, _ = decode_image_bytes(data, BODY_NAME)
     except VOCError as error:
@@ -227,7 +205,7 @@ def detect_image_bytes(detector: Detector | EndToEndModel, data: bytes, settings
     image_rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
     start = time.perf_counter()
     detections = detector.detect(image_rgb, score_threshold)
-    result = detections_to_json(detections, image_rgb.shape, list(detector.cfg["labels_list"]))
+    result = detections_to_json(detections, image_rgb.shape, list(detector.settings.model.labels_list))
     result["inference_ms"] = round((time.perf_counter() - start) * 1000.0, 1)
     return result
 
@@ -245,14 +223,15 @@ def parse_score_threshold(text: str | None) -> float | None:
     return value
 
 
-def create_app(detector: Detector | EndToEndModel, settings: ServeSettings | None = None,
+def create_app(detector: Detector | EndToEndModel, serve: ServeSettings | None = None,
                browser_model: BrowserModel | None = None) -> FastAPI:
     """The FastAPI app serving ``detector`` (anything with ``detect(image_rgb, score_threshold)`` returning
-    Detections and a ``cfg`` with ``labels_list``), bounded by ``settings`` (a :class:`ServeSettings`);
+    Detections and ``settings``: ``model`` and ``detect``), bounded by ``serve`` (``components.config.ServeSettings``,
+    default: the defaults);
     ``browser_model`` (a ``serving.web_model.BrowserModel``, or None: no in-browser mode) for the page."""
-    settings = settings or ServeSettings()
-    executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="detect")
-    admission = Admission(settings.max_pending)
+    serve = serve or ServeSettings()
+    executor = ThreadPoolExecutor(max_workers=serve.serve_workers, thread_name_prefix="detect")
+    admission = Admission(serve.max_pending)
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -260,7 +239,7 @@ def create_app(detector: Detector | EndToEndModel, settings: ServeSettings | Non
         executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="Face-mask detector", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.detector, app.state.settings, app.state.admission = detector, settings, admission
+    app.state.detector, app.state.serve, app.state.admission = detector, serve, admission
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -270,13 +249,14 @@ def create_app(detector: Detector | EndToEndModel, settings: ServeSettings | Non
 
     @app.get("/health")
     async def health():
+        spec = detector.settings.model
         return {"status": "ok", "model": getattr(detector, "model_path", None),
                 "format": getattr(detector, "format", None),
-                "input_size": list(detector.cfg["input_size"]), "labels": list(detector.cfg["labels_list"][1:]),
-                "score_threshold": detector.cfg["score_threshold"], "flip_test": getattr(detector, "flip_test", None),
-                "test_scales": getattr(detector, "test_scales", [1]),
-                "workers": settings.workers, "pending": admission.pending, "max_pending": settings.max_pending,
-                "max_request_bytes": settings.max_request_bytes, "browser_model": browser_model is not None}
+                "input_size": list(spec.input_size), "labels": list(spec.labels_list[1:]),
+                "score_threshold": detector.settings.detect.score_threshold,
+                "flip_test": getattr(detector, "flip_test", None), "test_scales": getattr(detector, "test_scales", [1]),
+                "workers": serve.serve_workers, "pending": admission.pending, "max_pending": serve.max_pending,
+                "max_request_bytes": serve.max_request_bytes, "browser_model": browser_model is not None}
 
     def no_browser_model():
         return error_response(404, "this server has no model for the page's in-browser mode (serve.py "
@@ -305,16 +285,16 @@ def create_app(detector: Detector | EndToEndModel, settings: ServeSettings | Non
         try:
             kind = check_content_type(request.headers.get("content-type"))
             threshold = parse_score_threshold(request.query_params.get("score_threshold"))
-            check_declared_length(request.headers, settings.max_request_bytes)
+            check_declared_length(request.headers, serve.max_request_bytes)
             admission.enter()
         except ApiError as error:
             return _refusal(error)
         try:
-            body = await read_body(request, settings.max_request_bytes)
+            body = await read_body(request, serve.max_request_bytes)
             if kind == MULTIPART_TYPE:
                 body = await uploaded_file_bytes(Headers(scope=request.scope), body)
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(executor, detect_image_bytes, detector, body, settings, threshold)
+            return await loop.run_in_executor(executor, detect_image_bytes, detector, body, serve, threshold)
         except ApiError as error:
             return _refusal(error)
         finally:

@@ -12,21 +12,21 @@ import uvicorn
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from typing import Any
 
     from fastapi import FastAPI
 
+    from components.config import Settings
     from runtime.detector import Detector
 
 STARTUP_TIMEOUT_S = 30.0
 
 
-def load_detector(model_path: str, cfg: dict[str, Any], input_size: Sequence[int] | None = None) -> Detector:
+def load_detector(model_path: str, settings: Settings, input_size: Sequence[int] | None = None) -> Detector:
     """``runtime.detector.Detector`` for ``model_path``, warmed up so that the first requests do not pay for
     tracing the graphs: two detections on a blank image that keep different numbers of candidates (so the
-    post-processing is traced for any number). ``input_size`` (h, w): as ``Detector.from_path``."""
+    post-processing is traced for any number). ``settings`` and ``input_size`` (h, w): as ``Detector.from_path``."""
     from runtime.detector import Detector
-    detector = Detector.from_path(model_path, cfg, input_size)
+    detector = Detector.from_path(model_path, settings, input_size)
     blank = np.full((*detector.input_size, 3), 127, np.uint8)
     detector.detect(blank)
     detector.detect(blank, score_threshold=0.0)

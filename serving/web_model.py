@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from components.atomic_io import staging_folder, temporary_path
+from components.config import plain
 from components.errors import ProjectError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
+
+    from components.config import ModelSpec, Settings
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATIC_DIR = os.path.join(REPO_ROOT, "serving", "static")
@@ -85,8 +88,9 @@ def onnx_input_size(onnx_path: str) -> tuple[int, int]:
     return dims[2], dims[3]
 
 
-def page_spec(cfg: dict[str, Any], model_name: str, server: bool) -> dict[str, Any]:
-    """model.json: what the page needs to run the decoded model as the server's Detector runs ``cfg``'s model.
+def page_spec(settings: Settings, model_name: str, server: bool) -> dict[str, Any]:
+    """model.json: what the page needs to run the decoded model as the server's Detector runs the model of
+    ``settings`` (its ``model`` spec and ``detect`` thresholds).
 
     Returns {"model": path of the ONNX file relative to the page, "model_name", "input_name", "output_names",
     "input_size": [h, w], "labels": the K foreground classes in the order of the scores, "score_threshold",
@@ -94,40 +98,43 @@ def page_spec(cfg: dict[str, Any], model_name: str, server: bool) -> dict[str, A
     serve.py serves the page (POST /detect, GET /health) or it is a static export}.
     """
     from runtime.end_to_end_models import DECODED_INPUT, DECODED_OUTPUTS
+    spec, detect = settings.model, settings.detect
     return {"model": f"model/{MODEL_FILE}", "model_name": model_name, "input_name": DECODED_INPUT,
             "output_names": dict(zip(("boxes", "scores"), DECODED_OUTPUTS)),
-            "input_size": [int(side) for side in cfg["input_size"]],
-            "labels": list(cfg["labels_list"][1:]), "score_threshold": float(cfg["score_threshold"]),
-            "nms_threshold": float(cfg["nms_threshold"]), "max_number_keep": int(cfg["max_number_keep"]),
+            "input_size": [int(side) for side in spec.input_size],
+            "labels": list(spec.labels_list[1:]), "score_threshold": float(detect.score_threshold),
+            "nms_threshold": float(detect.nms_threshold), "max_number_keep": int(detect.max_number_keep),
             "pad_value": 127, "normalisation": {"mean": 127.5, "std": 127.5}, "server": bool(server)}
 
 
-def cache_key(model_file: str, cfg: dict[str, Any]) -> str:
-    """A short hash of the model file's bytes, its own settings and the input size: the cached export's name."""
+def cache_key(model_file: str, spec: ModelSpec) -> str:
+    """A short hash of the model file's bytes, its own settings (``spec``, the model settings only) and the
+    input size: the cached export's name."""
     digest = hashlib.sha256()
     with open(model_file, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    settings = {key: cfg[key] for key in ("input_size", "labels_list", "min_sizes", "steps", "variances", "clip")
-                if key in cfg}
+    settings = {key: plain(getattr(spec, key))
+                for key in ("input_size", "labels_list", "min_sizes", "steps", "variances", "clip")}
     digest.update(json.dumps([CACHE_VERSION, settings], sort_keys=True, default=list).encode())
     return digest.hexdigest()[:16]
 
 
-def decoded_onnx_for(model_file: str, cfg: dict[str, Any], cache_dir: str = DEFAULT_CACHE_DIR,
+def decoded_onnx_for(model_file: str, spec: ModelSpec, cache_dir: str = DEFAULT_CACHE_DIR,
                      log: Callable[[str], Any] = print) -> str:
-    """The decoded ONNX export of the ``.keras`` model ``model_file`` at ``cfg['input_size']``, made with
+    """The decoded ONNX export of the ``.keras`` model ``model_file`` at ``spec.input_size`` (``spec``: the
+    model settings only), made with
     ``deploy.export.export_model_file`` (checked against the Keras model) the first time, then read from
     ``cache_dir`` (``<stem>_<hash>.onnx``). Returns its path."""
     from deploy.export import export_model_file
     stem = os.path.splitext(os.path.basename(model_file))[0]
-    path = os.path.join(cache_dir, f"{stem}_{cache_key(model_file, cfg)}.onnx")
+    path = os.path.join(cache_dir, f"{stem}_{cache_key(model_file, spec)}.onnx")
     if os.path.isfile(path):
         return path
     log(f"exporting {model_file} for the page's in-browser mode (once; cached in {path})")
     os.makedirs(cache_dir, exist_ok=True)
     try:
-        export_model_file(model_file, DECODED_FORMAT, output=path, log=log, input_size=tuple(cfg["input_size"]))
+        export_model_file(model_file, DECODED_FORMAT, output=path, log=log, input_size=tuple(spec.input_size))
     except ImportError as error:   # tf2onnx / onnx / onnxruntime: the [export] extra
         raise WebModelError(f"{model_file}: the decoded ONNX export needs {error.name or error} "
                             f"({EXPORT_EXTRA_HINT})") from None
@@ -136,11 +143,11 @@ def decoded_onnx_for(model_file: str, cfg: dict[str, Any], cache_dir: str = DEFA
     return path
 
 
-def browser_model(model_file: str, cfg: dict[str, Any], onnx_path: str | None = None,
+def browser_model(model_file: str, settings: Settings, onnx_path: str | None = None,
                   cache_dir: str = DEFAULT_CACHE_DIR, server: bool = True,
                   log: Callable[[str], Any] = print) -> BrowserModel:
     """The BrowserModel of the served model: ``onnx_path`` (a decoded ONNX file) if given, else the cached decoded
-    export of ``model_file`` (a ``.keras`` file). Its spec takes the thresholds of ``cfg`` (the server's) and the
+    export of ``model_file`` (a ``.keras`` file). Its spec takes the thresholds of ``settings`` (the server's) and the
     input size of the ONNX file. Raises WebModelError when the model cannot run in the page."""
     ort_dir()
     if onnx_path is None:
@@ -148,10 +155,10 @@ def browser_model(model_file: str, cfg: dict[str, Any], onnx_path: str | None = 
             raise WebModelError(f"{model_file}: the page's in-browser mode exports a .keras model; for another "
                                 f"format give a decoded ONNX with --browser_model (export.py --format "
                                 f"{DECODED_FORMAT})")
-        onnx_path = decoded_onnx_for(model_file, cfg, cache_dir, log)
+        onnx_path = decoded_onnx_for(model_file, settings.model, cache_dir, log)
     elif not os.path.isfile(onnx_path):
         raise WebModelError(f"--browser_model: {onnx_path}: no such file")
-    spec = page_spec(cfg.replace(input_size=onnx_input_size(onnx_path)), os.path.basename(model_file), server)
+    spec = page_spec(settings.replace(input_size=onnx_input_size(onnx_path)), os.path.basename(model_file), server)
     return BrowserModel(onnx_path, spec)
 
 

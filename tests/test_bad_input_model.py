@@ -54,7 +54,7 @@ def tiny_detector(tiny_model):
 def inference_with_tiny_detector(tiny_detector, monkeypatch):
     """The inference module with ``load_detector`` giving the already loaded tiny detector (saves a load per run)."""
     import cli.inference as inference
-    monkeypatch.setattr(inference, "load_detector", lambda model_path, cfg, input_size=None: tiny_detector)
+    monkeypatch.setattr(inference, "load_detector", lambda model_path, settings, input_size=None: tiny_detector)
     return inference
 
 

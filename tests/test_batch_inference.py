@@ -154,7 +154,7 @@ def test_resume_after_a_torn_last_line_loses_nothing_more(tiny_model, image_dir,
         part.write('{"image": "b.jpg", "wid')                 # killed while writing the second record
     with pytest.raises(KeyboardInterrupt):                     # resumed, b.jpg done, interrupted again
         run_quietly(CountingDetector(detector, interrupt_at=2), str(image_dir), str(output))
-    header = inference.batch_header(detector, detector.cfg["score_threshold"])
+    header = inference.batch_header(detector, detector.settings.detect.score_threshold)
     assert sorted(inference.read_part_file(str(output / inference.PART_FILE), header)) == ["a.jpg", "b.jpg"]
     third = CountingDetector(detector)
     done, resumed, _ = run_quietly(third, str(image_dir), str(output))

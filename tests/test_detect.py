@@ -182,15 +182,15 @@ def test_missing_model_is_one_line_error_and_leaves_old_results(voc_folder, tmp_
 
 @pytest.mark.slow
 def test_keep_aspect_comes_from_the_command_line_not_the_model_file(tiny_model):
-    from components.config import DEFAULT_SETTINGS as cfg
+    from components.config import DEFAULT_SETTINGS
     from runtime.detector import Detector
-    assert Detector.from_path(tiny_model, cfg).keep_aspect is True
-    stretched = Detector.from_path(tiny_model, cfg.replace(keep_aspect=False))
+    assert Detector.from_path(tiny_model, DEFAULT_SETTINGS).keep_aspect is True
+    stretched = Detector.from_path(tiny_model, DEFAULT_SETTINGS.replace(keep_aspect=False))
     assert stretched.keep_aspect is False
     portrait = np.full((200, 100, 3), 80, np.uint8)
     # stretched: the image fills the input; letterboxed: the right part is padding (127 -> about 0)
     assert abs(stretched.preprocess([portrait])[0, :, -1].mean() - (80 / 127.5 - 1)) < 1e-3
-    letterboxed = Detector.from_path(tiny_model, cfg).preprocess([portrait])[0]
+    letterboxed = Detector.from_path(tiny_model, DEFAULT_SETTINGS).preprocess([portrait])[0]
     assert abs(letterboxed[:, -1].mean() - (127 / 127.5 - 1)) < 1e-3
 
 
@@ -201,7 +201,7 @@ def test_a_sidecar_sets_only_model_keys(tiny_model, tmp_path):
 
     from test_model_files import copy_without_spec
 
-    from components.config import DEFAULT_SETTINGS as cfg
+    from components.config import DEFAULT_SETTINGS
     from runtime.detector import Detector
     from runtime.model_files import MODEL_CONFIG_KEYS, load_model_config, read_model_spec
     model = tmp_path / "model.keras"
@@ -209,10 +209,10 @@ def test_a_sidecar_sets_only_model_keys(tiny_model, tmp_path):
     saved = {key: value for key, value in read_model_spec(tiny_model).items() if key in MODEL_CONFIG_KEYS}
     saved.update(keep_aspect=True, score_threshold=0.9)
     (tmp_path / "model.json").write_text(json.dumps(saved))
-    config = load_model_config(str(model), cfg.replace(keep_aspect=False, score_threshold=0.2))
+    config = load_model_config(str(model), DEFAULT_SETTINGS.replace(keep_aspect=False, score_threshold=0.2))
     assert config["keep_aspect"] is False and config["score_threshold"] == 0.2
     assert tuple(config["input_size"]) == tuple(saved["input_size"]) and config["network"] == "slim"
-    assert Detector.from_path(str(model), cfg.replace(keep_aspect=False)).keep_aspect is False
+    assert Detector.from_path(str(model), DEFAULT_SETTINGS.replace(keep_aspect=False)).keep_aspect is False
 
 
 # --- several validation sets ------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def test_end_to_end_export_is_checked_against_the_python_path(fmt, exports, refe
     assert not [name for name in os.listdir(os.path.dirname(report.path)) if name.startswith(".")]   # no staging left
     # a tall crop of a sample image, padded on the right (the sample images are wide, padded at the bottom)
     tall = np.ascontiguousarray(sample_rgb()[:, 300:700])
-    model = load_end_to_end(report.path, reference.cfg)
+    model = load_end_to_end(report.path, reference.settings)
     result = compare_detections(reference.detect(tall), model.detect(tall, 0.48), 0.5)
     if fmt in FLOAT_FORMATS:
         assert report.detections["missed"] == report.detections["extra"] == 0
@@ -118,9 +118,9 @@ def test_end_to_end_model_is_evaluated_like_the_detector(fmt, exports, reference
     from deploy.end_to_end import compare_detections
     from mAP.evaluation import evaluate, evaluation_batches
     from runtime.end_to_end_models import Uint8ImageModel, load_end_to_end
-    model = load_end_to_end(exports[fmt].path, reference.cfg)
-    inputs = next(iter(evaluation_batches(voc_mini_tfrecords["val"], reference.cfg, 4)))[0].numpy()
-    height, width = reference.cfg["input_size"]
+    model = load_end_to_end(exports[fmt].path, reference.settings)
+    inputs = next(iter(evaluation_batches(voc_mini_tfrecords["val"], reference.settings, 4)))[0].numpy()
+    height, width = reference.settings.model.input_size
     scale = np.array([width, height, width, height], np.float32)
     for want, got in zip(reference.detect_inputs(inputs, 0.3), model.detect_inputs(inputs, 0.3 - 0.02)):
         # network input pixels; the uint8-input graphs clip boxes to the image, the Python path's normalised
@@ -138,7 +138,7 @@ class OnUint8Inputs:
     rounded to the uint8 image it was made of (a marginal detection of the 368x512 model moves with that)."""
 
     def __init__(self, detector):
-        self.detector, self.cfg = detector, detector.cfg
+        self.detector, self.settings = detector, detector.settings
 
     def detect_inputs(self, inputs, score_threshold=None):
         from runtime.end_to_end_models import network_input_to_uint8

@@ -114,7 +114,7 @@ def test_saved_model_folder_carries_its_config_inside(exports, tmp_path):
     shutil.copytree(exports["saved_model"].path, moved)          # the folder alone, without the sidecar beside it
     assert resolve_model_path(str(moved)) == str(moved)         # a SavedModel folder is the model itself
     detector = Detector.from_path(str(moved))
-    assert detector.cfg["base_channel"] == 4 and detector.input_size == INPUT_SIZE
+    assert detector.settings.model.base_channel == 4 and detector.input_size == INPUT_SIZE
 
 
 @pytest.mark.slow
@@ -148,7 +148,7 @@ def test_int8_export_is_full_integer_with_float_io_and_correlates(int8_export, k
     assert int8_export.correlation > 0.95
     assert np.corrcoef(raw.ravel(), expected.ravel())[0, 1] > 0.95
     # the shared post-processing runs on int8 output like on any other
-    boxes, scores, classes, valid = postprocess(raw, detector.priors, detector.cfg, 0.01)
+    boxes, scores, classes, valid = postprocess(raw, detector.priors, detector.settings, 0.01)
     assert boxes.shape[0] == 2 and int(valid[0]) > 0
 
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from conftest import SAMPLE_IMAGE, SHIPPED_MODEL
 
-from components.config import DEFAULT_SETTINGS as cfg
+from components.config import DEFAULT_SETTINGS
 from components.prior_box import mirror_index, prior_box, priors_from_config
 
 
 def test_mirror_index_maps_each_prior_to_its_mirror_image():
-    priors = priors_from_config(cfg.model)
+    priors = priors_from_config(DEFAULT_SETTINGS.model)
     mirror = mirror_index(priors)
     np.testing.assert_allclose(priors[mirror, 0], 1.0 - priors[:, 0], atol=1e-6)
     np.testing.assert_array_equal(priors[mirror, 1:], priors[:, 1:])
@@ -20,12 +20,12 @@ def test_mirror_index_maps_each_prior_to_its_mirror_image():
 
 def test_mirror_index_refuses_priors_that_do_not_tile_the_width():
     with pytest.raises(ValueError, match="no horizontal mirror image"):
-        mirror_index(prior_box((120, 160), cfg["min_sizes"], cfg["steps"]))   # 160 / 64 is not whole
+        mirror_index(prior_box((120, 160), DEFAULT_SETTINGS.model.min_sizes, DEFAULT_SETTINGS.model.steps))   # 160 / 64 is not whole
 
 
 def test_merging_a_prediction_with_its_exact_mirror_changes_nothing():
     from runtime.postprocessing import merge_mirrored_predictions
-    priors = priors_from_config(cfg.model)
+    priors = priors_from_config(DEFAULT_SETTINGS.model)
     mirror = mirror_index(priors)
     rng = np.random.default_rng(0)
     predictions = rng.normal(size=(2, len(priors), 7)).astype(np.float32)
@@ -74,7 +74,7 @@ def test_detector_with_flip_test_is_mirror_equivariant():
     from components.config import DEFAULT_SETTINGS
     from runtime.detector import Detector
     detector = Detector.from_path(SHIPPED_MODEL, DEFAULT_SETTINGS.replace(flip_test=True))
-    single = Detector(detector.runtime, detector.cfg.replace(flip_test=False))
+    single = Detector(detector.runtime, detector.settings.replace(flip_test=False))
     assert detector.flip_test and not single.flip_test
     images = detector.preprocess([cv2.cvtColor(cv2.imread(SAMPLE_IMAGE), cv2.COLOR_BGR2RGB)])
     flipped = images[:, :, ::-1].copy()
@@ -93,7 +93,7 @@ def test_detector_turns_the_flip_test_off_where_priors_are_not_symmetric(tiny_mo
     from components.config import DEFAULT_SETTINGS
     from runtime.detector import Detector
     detector = Detector.from_path(tiny_model, DEFAULT_SETTINGS.replace(flip_test=True))   # 120x160: 64 px step, 160 wide
-    assert detector.cfg["flip_test"] and not detector.flip_test and detector.mirror is None
+    assert detector.settings.detect.flip_test and not detector.flip_test and detector.mirror is None
     assert detector.notes == ["note: flip test off: the priors at 120x160 are not mirror images of each other "
                               "(a step does not divide the width)"]
 

@@ -100,7 +100,7 @@ def test_the_models_saved_config_wins_for_model_keys(tiny_model):
     base = base.replace(input_size=(480, 640), score_threshold=0.7)
     detector = Detector.from_path(os.path.dirname(tiny_model), base)
     assert detector.input_size == TINY_INPUT_SIZE
-    assert detector.cfg["score_threshold"] == 0.7
+    assert detector.settings.detect.score_threshold == 0.7
 
 
 # --- the command line ---------------------------------------------------------------------------------

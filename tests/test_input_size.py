@@ -21,7 +21,7 @@ def test_keras_model_runs_at_the_requested_size_and_still_finds_the_faces():
     # the image letterboxed to twice the trained size at the top left of a canvas whose maps pad as at the
     # trained size (for 240x320: 496x640)
     from components.prior_box import aligned_input_size
-    canvas = aligned_input_size(size, trained.input_size, trained.cfg["steps"])
+    canvas = aligned_input_size(size, trained.input_size, trained.settings.model.steps)
     assert larger.network_size == canvas and trained.network_size == trained.input_size
     assert canvas[0] >= size[0] and canvas[1] >= size[1] and larger.preprocess([image]).shape == (1, *canvas, 3)
     assert len(larger.priors) > 3 * len(trained.priors)
@@ -86,11 +86,11 @@ def test_a_size_the_model_was_not_trained_at_runs_on_an_aligned_canvas(name):
     image = cv2.cvtColor(cv2.imread(os.path.join(REPO_ROOT, "assets", name)), cv2.COLOR_BGR2RGB)
     model_file = os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras")
     trained = Detector.from_path(model_file)
-    single = trained.cfg.replace(test_scales=[1])
+    single = trained.settings.replace(test_scales=[1])
     reference = sample_faces(Detector(trained.runtime, single), image)
     size = (round(1.5 * trained.input_size[0]), round(1.5 * trained.input_size[1]))
     aligned = Detector.from_path(model_file, dict(single), input_size=size)
-    canvas = aligned_input_size(size, trained.input_size, trained.cfg["steps"])
+    canvas = aligned_input_size(size, trained.input_size, trained.settings.model.steps)
     assert aligned.network_size == canvas != size
     # the control: the same model at 1.5x as if it had been trained there (no canvas)
     unaligned = Detector(KerasRuntime(trained.runtime.model, size), dict(single, input_size=size), trained_size=size)

@@ -42,9 +42,9 @@ def exports(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference():
     """Detector's detections of the sample images: the shipped model, one pass."""
-    from components.config import DEFAULT_SETTINGS as cfg
+    from components.config import DEFAULT_SETTINGS
     from runtime.detector import Detector
-    detector = Detector.from_path(SHIPPED_MODEL, cfg.replace(flip_test=False, test_scales=[1]))
+    detector = Detector.from_path(SHIPPED_MODEL, DEFAULT_SETTINGS.replace(flip_test=False, test_scales=[1]))
     return [detector.detect(cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)) for path in SAMPLES]
 
 
@@ -61,8 +61,8 @@ def mediapipe_detections(model, score_threshold):
 @pytest.mark.parametrize("fmt", ["tflite", "tflite_int8"])
 def test_mediapipe_object_detector_finds_the_faces_of_the_samples(fmt, exports, reference):
     from components.box_utils import iou_matrix
-    from components.config import DEFAULT_SETTINGS as cfg
-    found = mediapipe_detections(exports[fmt], cfg["score_threshold"])
+    from components.config import DEFAULT_SETTINGS
+    found = mediapipe_detections(exports[fmt], DEFAULT_SETTINGS.detect.score_threshold)
     assert [result["image"] for result in found] == SAMPLES
     for expected, result in zip(reference, found):
         detections = result["detections"]

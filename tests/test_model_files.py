@@ -57,7 +57,7 @@ def test_shipped_models_carry_their_spec(path, classes, data):
 
 @pytest.mark.slow
 def test_a_keras_file_copied_alone_detects_exactly_as_with_its_sidecar(tmp_path):
-    from components.config import DEFAULT_SETTINGS as cfg
+    from components.config import DEFAULT_SETTINGS
     from runtime.detector import Detector
     (tmp_path / "alone").mkdir()
     (tmp_path / "older").mkdir()
@@ -67,7 +67,7 @@ def test_a_keras_file_copied_alone_detects_exactly_as_with_its_sidecar(tmp_path)
     spec_sidecar(SHIPPED_MODEL, model_config_path(older))   # the sidecar an older release wrote beside it
     assert os.listdir(tmp_path / "alone") == ["mask_detector.keras"]
     images = [cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB) for path in SAMPLES]
-    base = cfg.replace(flip_test=False, test_scales=[1])
+    base = DEFAULT_SETTINGS.replace(flip_test=False, test_scales=[1])
     found = [Detector.from_path(str(path), base).detect_batch(images) for path in (alone, older)]
     assert sum(len(detections) for detections in found[0]) >= 9
     for mine, theirs in zip(*found):
@@ -191,7 +191,7 @@ def test_an_onnx_export_beside_a_model_leaves_its_sidecar_alone(tiny_model, tmp_
 # --- int8 calibration on a fresh clone ------------------------------------------------------------------
 
 def test_the_shipped_calibration_set_is_small_and_from_both_training_sets():
-    from deploy.export import CALIBRATION_EXTENSIONS, SHIPPED_CALIBRATION_DIR
+    from deploy.export_common import CALIBRATION_EXTENSIONS, SHIPPED_CALIBRATION_DIR
     names = os.listdir(SHIPPED_CALIBRATION_DIR)
     images = [name for name in names if name.lower().endswith(CALIBRATION_EXTENSIONS)]
     assert len(images) >= 30 and sum(os.path.getsize(os.path.join(SHIPPED_CALIBRATION_DIR, name))
@@ -200,7 +200,7 @@ def test_the_shipped_calibration_set_is_small_and_from_both_training_sets():
 
 
 def test_calibration_without_tfrecords_uses_the_shipped_set_and_counts_true(monkeypatch, tmp_path):
-    from deploy import export
+    from deploy import export_common as export
     monkeypatch.setattr(export, "DEFAULT_CALIBRATION_TFRECORD", str(tmp_path / "missing.tfrecord"))
     lines = []
     images = export.load_calibration((120, 160), 300, log=lines.append)

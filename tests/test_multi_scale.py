@@ -69,7 +69,7 @@ def test_no_detection_lies_wholly_in_the_letterbox_padding():
     detector = Detector.from_path(SHIPPED_MODEL, DEFAULT_SETTINGS.replace(test_scales=[1, 2]))
     at_2x = detector.rescaled[0][1]
     predictions = at_2x.predict_raw(at_2x.preprocess([portrait]))
-    raw = unbatch_detections(at_2x.postprocess(predictions, 0.01), at_2x.cfg["labels_list"],
+    raw = unbatch_detections(at_2x.postprocess(predictions, 0.01), at_2x.settings.model.labels_list,
                              lambda boxes, index: at_2x.to_pixels(boxes, portrait.shape))[0]
     empty = (raw.boxes[:, 2] <= raw.boxes[:, 0]) | (raw.boxes[:, 3] <= raw.boxes[:, 1])
     assert empty.sum() > 0                                        # what the padding gives before the filter
@@ -129,7 +129,7 @@ def test_default_test_is_one_pass_and_tta_runs_the_shipped_model_at_three_scales
     from runtime.detector import Detector
     single = Detector.from_path(SHIPPED_MODEL, DEFAULT_SETTINGS)
     assert single.test_scales == [1] and not single.flip_test and not single.rescaled
-    detector = Detector(single.runtime, single.cfg.replace(tta=True).with_tta(), single.trained_size)
+    detector = Detector(single.runtime, single.settings.replace(tta=True).with_tta(), single.trained_size)
     assert detector.test_scales == [1, 2, 0.5] and detector.flip_test
     height, width = single.trained_size
     assert [other.input_size for _, other in detector.rescaled] == [(2 * height, 2 * width),
@@ -137,8 +137,8 @@ def test_default_test_is_one_pass_and_tta_runs_the_shipped_model_at_three_scales
     # each pass runs on a canvas whose maps pad as at the trained size (for 240x320: 480x640 -> 496x640,
     # 120x160 -> 176x192), where every step divides the width, so each has its flip test
     assert [other.network_size for _, other in detector.rescaled] == [
-        aligned_input_size(other.input_size, single.trained_size, single.cfg["steps"]) for _, other in detector.rescaled]
-    assert all(other.network_size[1] % max(single.cfg["steps"]) == 0 for _, other in detector.rescaled)
+        aligned_input_size(other.input_size, single.trained_size, single.settings.model.steps) for _, other in detector.rescaled]
+    assert all(other.network_size[1] % max(single.settings.model.steps) == 0 for _, other in detector.rescaled)
     assert detector.rescaled[0][1].flip_test and detector.rescaled[1][1].flip_test
 
 
@@ -146,7 +146,7 @@ def test_default_test_is_one_pass_and_tta_runs_the_shipped_model_at_three_scales
 def test_upscaled_pass_adds_only_small_faces_to_the_single_scale_result(crowded_rgb):
     from runtime.detector import Detector
     single = Detector.from_path(SHIPPED_MODEL, DEFAULT_SETTINGS.replace(test_scales=[1]))
-    multi = Detector(single.runtime, single.cfg.replace(test_scales=[1, 2]))
+    multi = Detector(single.runtime, single.settings.replace(test_scales=[1, 2]))
     assert single.test_scales == [1] and multi.test_scales == [1, 2]
     base = single.detect(crowded_rgb, score_threshold=0.3)
     larger = multi.rescaled[0][1].detect(crowded_rgb, score_threshold=0.3)
@@ -163,7 +163,7 @@ def test_upscaled_pass_adds_only_small_faces_to_the_single_scale_result(crowded_
     # on this photo of small faces the 2x pass finds faces the single pass misses
     assert len(merged) > len(base)
     # with no face small enough, the multi-scale result is the single pass
-    only_base = Detector(single.runtime, single.cfg.replace(test_scales=[1, 2], test_small_face=1e-3))
+    only_base = Detector(single.runtime, single.settings.replace(test_scales=[1, 2], test_small_face=1e-3))
     again = only_base.detect(crowded_rgb, score_threshold=0.3)
     np.testing.assert_allclose(np.sort(again.scores), np.sort(base.scores), atol=1e-6)
 
@@ -173,7 +173,7 @@ def test_downscaled_pass_adds_only_large_faces_to_the_single_scale_result():
     from runtime.detector import Detector
     portrait = cv2.cvtColor(cv2.imread(PORTRAIT), cv2.COLOR_BGR2RGB)        # 297 x 445, one large face
     single = Detector.from_path(SHIPPED_MODEL, DEFAULT_SETTINGS.replace(test_scales=[1]))
-    multi = Detector(single.runtime, single.cfg.replace(test_scales=[1, 0.5], test_large_face=8))
+    multi = Detector(single.runtime, single.settings.replace(test_scales=[1, 0.5], test_large_face=8))
     height, width = single.input_size
     assert multi.test_scales == [1, 0.5] and multi.rescaled[0][1].input_size == (round(height / 2), round(width / 2))
     base = single.detect(portrait, score_threshold=0.05)
@@ -182,7 +182,7 @@ def test_downscaled_pass_adds_only_large_faces_to_the_single_scale_result():
     limit = multi.large_face_pixels(portrait.shape)     # 8 px at 240x320 -> about 8 * 445 / 240 px of this photo
     padded_height, padded_width = letterbox_shape(*portrait.shape[:2], single.input_size)
     assert limit == pytest.approx(8 * padded_height / height, rel=0.01)
-    assert limit == pytest.approx(multi.small_face_pixels(portrait.shape) * 8 / multi.cfg["test_small_face"])
+    assert limit == pytest.approx(multi.small_face_pixels(portrait.shape) * 8 / multi.settings.detect.test_small_face)
     assert len(smaller) > 0
     for box in merged.boxes:       # every merged box comes from the single pass or is a large face at 0.5x
         from_base = any(np.allclose(box, other, atol=1e-3) for other in base.boxes)
@@ -190,7 +190,7 @@ def test_downscaled_pass_adds_only_large_faces_to_the_single_scale_result():
         from_smaller = side >= limit and any(np.allclose(box, other, atol=1e-3) for other in smaller.boxes)
         assert from_base or from_smaller
     # with no face large enough, the multi-scale result is the single pass
-    only_base = Detector(single.runtime, single.cfg.replace(test_scales=[1, 0.5], test_large_face=1e4))
+    only_base = Detector(single.runtime, single.settings.replace(test_scales=[1, 0.5], test_large_face=1e4))
     np.testing.assert_allclose(np.sort(only_base.detect(portrait, score_threshold=0.05).scores),
                                np.sort(base.scores), atol=1e-6)
 

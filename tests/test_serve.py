@@ -20,18 +20,20 @@ import pytest
 from conftest import REPO_ROOT, SAMPLE_IMAGES
 
 SAMPLES = SAMPLE_IMAGES[::-1]   # the crowd first
-MAX_REQUEST_BYTES = 512 * 1024    # above the samples (at most 190 kB), small enough to send in a test
+MAX_REQUEST_MB = 0.5   # above the samples (at most 190 kB), small enough to send in a test
+MAX_REQUEST_BYTES = int(MAX_REQUEST_MB * 2 ** 20)
 
 
 @pytest.fixture(scope="module")
 def served():
     """(server, detector) of the shipped model, served for this module."""
-    from components.config import DEFAULT_SETTINGS as cfg
-    from serving.app import ServeSettings, create_app
+    from components.config import DEFAULT_SETTINGS, ServeSettings
+    from serving.app import create_app
     from serving.server import BackgroundServer, load_detector
-    detector = load_detector(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"), cfg)
-    settings = ServeSettings(max_request_bytes=MAX_REQUEST_BYTES, max_image_pixels=20_000_000)
-    with BackgroundServer(create_app(detector, settings)) as server:
+    detector = load_detector(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"), DEFAULT_SETTINGS)
+    serve = ServeSettings(serve_max_request_mb=MAX_REQUEST_MB, serve_max_image_pixels=20_000_000)
+    assert serve.max_request_bytes == MAX_REQUEST_BYTES
+    with BackgroundServer(create_app(detector, serve)) as server:
         yield server, detector
 
 
@@ -79,7 +81,7 @@ def test_health_names_the_loaded_model(served):
     assert status == 200
     assert body["status"] == "ok"
     assert body["format"] == detector.format == "keras"
-    assert body["labels"] == list(detector.cfg["labels_list"][1:])
+    assert body["labels"] == list(detector.settings.model.labels_list[1:])
     assert body["input_size"] == list(detector.input_size)
     assert body["pending"] == 0 and body["max_request_bytes"] == MAX_REQUEST_BYTES
 
@@ -102,7 +104,7 @@ def test_detect_answers_what_the_detector_finds(served, sample):
     boxes = np.array([[face["box"][key] for key in ("left", "top", "right", "bottom")] for face in raw["faces"]])
     np.testing.assert_allclose(boxes, expected.boxes[order], atol=0.06)
     np.testing.assert_allclose([face["score"] for face in raw["faces"]], expected.scores[order], atol=6e-5)
-    for name in detector.cfg["labels_list"][1:]:
+    for name in detector.settings.model.labels_list[1:]:
         assert raw["counts"][name] == expected.labels().count(name)
 
 
@@ -227,22 +229,23 @@ class BlockingDetector:
     """Stands in for a Detector whose inference takes until ``release`` is set."""
 
     def __init__(self):
-        from components.config import DEFAULT_SETTINGS as cfg
-        self.cfg = cfg
+        from components.config import DEFAULT_SETTINGS
+        self.settings = DEFAULT_SETTINGS
         self.release = threading.Event()
 
     def detect(self, image_rgb, score_threshold=None):
         from runtime.postprocessing import Detections
         self.release.wait(timeout=30)
         return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
-                          list(self.cfg["labels_list"]))
+                          list(self.settings.model.labels_list))
 
 
 def test_burst_beyond_the_pending_bound_gets_503():
-    from serving.app import ServeSettings, create_app
+    from components.config import ServeSettings
+    from serving.app import create_app
     from serving.server import BackgroundServer
     detector = BlockingDetector()
-    app = create_app(detector, ServeSettings(workers=1, max_pending=2))
+    app = create_app(detector, ServeSettings(serve_workers=1, serve_max_pending=2))
     image = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
     with BackgroundServer(app) as server:
         answers = []
@@ -301,17 +304,18 @@ def test_serve_refuses_a_missing_model_and_a_taken_port(tmp_path):
 
 def test_serve_flags_set_the_config_keys_of_the_settings():
     from cli.serve import apply_serve_flags, build_parser
-    from components.config import DEFAULT_SETTINGS as cfg
-    from components.config import config_from_args
-    from serving.app import ServeSettings
+    from components.config import DEFAULT_SETTINGS, ServeSettings, config_from_args
     parser = build_parser()
     defaults = parser.parse_args([])
-    assert ServeSettings.from_config(apply_serve_flags(defaults, config_from_args(defaults))) == ServeSettings()
-    assert ServeSettings().workers == cfg["serve_workers"] and ServeSettings().max_pending == cfg["serve_max_pending"]
+    assert apply_serve_flags(defaults, config_from_args(defaults)).serve == ServeSettings() == DEFAULT_SETTINGS.serve
+    assert ServeSettings().max_pending == DEFAULT_SETTINGS.serve.serve_max_pending   # the default admits >= 1 per worker
     given = parser.parse_args(["--workers", "3", "--max_pending", "2", "--max_request_mb", "0.5",
                                "--max_image_pixels", "1000"])
-    settings = ServeSettings.from_config(apply_serve_flags(given, config_from_args(given)))
-    assert settings == ServeSettings(max_request_bytes=512 * 1024, max_image_pixels=1000, workers=3, max_pending=3)
+    serve = apply_serve_flags(given, config_from_args(given)).serve
+    assert serve == ServeSettings(serve_max_request_mb=0.5, serve_max_image_pixels=1000, serve_workers=3,
+                                  serve_max_pending=2)
+    # the bounds the app takes: whole bytes, and at least one admitted request per worker
+    assert (serve.max_request_bytes, serve.max_pending) == (512 * 1024, 3)
 
 
 @pytest.mark.parametrize("flag, value", [("--workers", "0"), ("--max_pending", "x"), ("--max_request_mb", "-1")])
@@ -324,7 +328,8 @@ def test_bad_serve_flag_is_one_line_naming_it(flag, value, capsys):
 
 def test_load_generator_counts_answers_and_failures():
     from benchmarks.load import run_load
-    from serving.app import ServeSettings, create_app
+    from components.config import ServeSettings
+    from serving.app import create_app
     from serving.server import BackgroundServer
     detector = BlockingDetector()
     detector.release.set()

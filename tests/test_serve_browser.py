@@ -90,10 +90,10 @@ def assert_same_faces(page_faces, expected_faces, min_iou):
 
 @pytest.fixture(scope="module")
 def served():
-    from components.config import DEFAULT_SETTINGS as cfg
+    from components.config import DEFAULT_SETTINGS
     from serving.app import create_app
     from serving.server import BackgroundServer, load_detector
-    detector = load_detector(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"), cfg)
+    detector = load_detector(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"), DEFAULT_SETTINGS)
     with BackgroundServer(create_app(detector)) as server:
         yield server
 

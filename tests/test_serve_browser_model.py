@@ -56,8 +56,8 @@ def ort_missing():
 
 def stub_detector():
     """Enough of a Detector for create_app's routes other than /detect (no TensorFlow)."""
-    from components.config import DEFAULT_SETTINGS as cfg
-    return SimpleNamespace(cfg=cfg.replace(labels_list=["background", "mask", "unmask"]), model_path="stub.keras",
+    from components.config import DEFAULT_SETTINGS
+    return SimpleNamespace(settings=DEFAULT_SETTINGS.replace(labels_list=["background", "mask", "unmask"]), model_path="stub.keras",
                            format="keras")
 
 
@@ -118,11 +118,11 @@ def model_and_detector(tmp_path_factory):
     """(BrowserModel exported from the shipped model, its Detector)."""
     if ort_missing():
         pytest.skip(ort_missing())
-    from components.config import DEFAULT_SETTINGS as cfg
+    from components.config import DEFAULT_SETTINGS
     from serving.server import load_detector
     from serving.web_model import browser_model
-    detector = load_detector(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"), cfg)
-    model = browser_model(detector.model_path, detector.cfg, cache_dir=str(tmp_path_factory.mktemp("web_model")),
+    detector = load_detector(os.path.join(REPO_ROOT, "checkpoints", "mask_detector.keras"), DEFAULT_SETTINGS)
+    model = browser_model(detector.model_path, detector.settings, cache_dir=str(tmp_path_factory.mktemp("web_model")),
                           log=lambda _line: None)
     return model, detector
 
