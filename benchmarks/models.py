@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from deploy import export
-from deploy.export import sample_image_paths
+from deploy.export_common import DEFAULT_CALIBRATION_TFRECORD, OUTPUT_SUFFIX, sample_image_paths
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -207,12 +207,12 @@ def export_formats(model_file: str, formats: Sequence[str], export_dir: str, cal
     for fmt in FORMATS[1:]:
         if fmt not in formats:
             continue
-        output = os.path.join(export_dir, stem + export.OUTPUT_SUFFIX[fmt])
+        output = os.path.join(export_dir, stem + OUTPUT_SUFFIX[fmt])
         calibration = None
         if fmt == "tflite_int8":
             size = tuple(load_model_config(model_file)["input_size"])
             # the default TFRecord where it exists, else the set the repository ships (a fresh clone)
-            named = None if calibration_tfrecord == export.DEFAULT_CALIBRATION_TFRECORD else calibration_tfrecord
+            named = None if calibration_tfrecord == DEFAULT_CALIBRATION_TFRECORD else calibration_tfrecord
             calibration = export.load_calibration(size, num_calibration, tfrecord=named, log=log)
         log(f"exporting {fmt} -> {output}")
         report = export.export_model_file(model_file, fmt, output, calibration=calibration, log=log)
@@ -384,7 +384,7 @@ def measure_video(entries: Sequence[Entry], fastest: str, video_frames: int, log
 def measure(model_path: str, formats: Sequence[str] = FORMATS,
             val_tfrecords: Sequence[str] = tuple(DEFAULT_VAL_TFRECORDS), export_dir: str | None = None, runs: int = 200,
             warmup: int = 20, video_frames: int = 300,
-            calibration_tfrecord: str | None = export.DEFAULT_CALIBRATION_TFRECORD,
+            calibration_tfrecord: str | None = DEFAULT_CALIBRATION_TFRECORD,
             num_calibration: int = export.DEFAULT_NUM_CALIBRATION, log: Callable[[str], Any] = print,
             reference: str | None = None, video_size: tuple[int, int] = VIDEO_SIZE,
             eval_limit: int | None = None) -> BenchmarkResults:

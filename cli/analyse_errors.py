@@ -64,7 +64,7 @@ def build_parser():
     return parser
 
 
-def body(args, cfg):
+def body(args, settings):
     if cli.set_dirs_given(args):
         analyses = analyse_set_dirs(args.set_dirs, args.score, args.size_bins, args.review_score)
     else:   # one set, named by the folder holding its detection-results/

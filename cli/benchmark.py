@@ -32,7 +32,7 @@ from benchmarks.report import render
 from components.atomic_io import write_text_atomically
 from components.config import flag_type
 from components.errors import ProjectError
-from deploy.export import DEFAULT_CALIBRATION_TFRECORD, DEFAULT_NUM_CALIBRATION
+from deploy.export_common import DEFAULT_CALIBRATION_TFRECORD, DEFAULT_NUM_CALIBRATION
 
 DEFAULT_OUTPUT = cli.repo_path("runs", "benchmark.md")
 

@@ -48,7 +48,7 @@ def read_sets(set_dirs, iou):
     return {name: read_set_outcomes(folder, iou) for name, folder in named_set_dirs(set_dirs).items()}
 
 
-def body(args, cfg):
+def body(args, settings):
     if args.samples < 2:
         raise ProjectError(f"--samples: expected at least 2 draws, got {args.samples}")
     if args.baseline_dirs is not None and len(args.baseline_dirs) != len(args.set_dirs):

@@ -40,7 +40,7 @@ def score_sets(args):
     print(f"results written to {args.output_dir} (a folder per set, {SUMMARY_FILE_NAME})")
 
 
-def body(args, cfg):
+def body(args, settings):
     if cli.set_dirs_given(args):
         return score_sets(args)
     lines = write_results(evaluate_folders(args.gt_dir, args.det_dir, args.iou), args.output_dir,

@@ -71,29 +71,30 @@ def evaluation_sets(args):
     return sets_from_sources(sources)
 
 
-def check_labels(sets, args, cfg, detector):
+def check_labels(sets, args, data, detector):
     """Print each set's boxes per label; raise on labels that map to no class (unless skipped) or to a class
-    the model does not have."""
-    every_count = report_splits_labels([(item.dataset_path, item.split) for item in sets], cfg["label_aliases"],
+    the model does not have. ``data``: the ``DataSettings`` (its ``label_aliases``)."""
+    aliases = data.label_aliases
+    every_count = report_splits_labels([(item.dataset_path, item.split) for item in sets], aliases,
                                        args.skip_unknown_labels, args.data, print)
     for counts in every_count:
-        check_aliases({label: cfg["label_aliases"][label] for label in counts if label in cfg["label_aliases"]},
+        check_aliases({label: aliases[label] for label in counts if label in aliases},
                       detector.settings.model.labels_list)
 
 
-def body(args, cfg):
+def body(args, settings):
     cli.check_at_least("--images_per_batch", args.images_per_batch, 1)
     sets = evaluation_sets(args)
     image_names = {item.name: read_split(item.dataset_path, item.split) for item in sets}
     cli.check_exists(args.model_path, "model")
     from runtime.detector import Detector  # imports TensorFlow: only once the cheap checks passed
-    detector = Detector.from_path(args.model_path, cfg, cli.inference_size(args, cfg))
+    detector = Detector.from_path(args.model_path, settings, cli.inference_size(args, settings))
     cli.print_notes(detector)
     if args.data or cli.given(args, "labels_list"):
-        check_classes(cfg["labels_list"], detector.settings.model.labels_list, args.data or "--labels_list",
+        check_classes(settings.model.labels_list, detector.settings.model.labels_list, args.data or "--labels_list",
                       args.model_path, "evaluate the model on data of its classes (another --data file or "
                       "--model_path)")
-    check_labels(sets, args, cfg, detector)
+    check_labels(sets, args, settings.data, detector)
     output_dirs = detect_sets(detector, sets, image_names, args.output_dir, args.score_threshold,
                               args.images_per_batch, echo=print)
     print(f"next: {next_command(args.output_dir, list(output_dirs.values()))}")

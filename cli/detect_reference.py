@@ -30,7 +30,7 @@ def build_parser():
     return parser
 
 
-def body(args, cfg):
+def body(args, settings):
     sets = folder_sets(args.dataset_path, args.split)
     image_names = {item.name: read_split(item.dataset_path, item.split) for item in sets}
     cli.check_exists(args.reference, "reference model", "file", "see ../shared/reference/README.md")

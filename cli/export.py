@@ -17,13 +17,8 @@ import sys
 import cli
 from components.config import flag_type
 from components.errors import ProjectError
-from deploy.export import (
-    DEFAULT_NUM_CALIBRATION,
-    EXPORT_FORMATS,
-    OUTPUT_SUFFIX,
-    describe,
-    export_model_file,
-)
+from deploy.export import describe, export_model_file
+from deploy.export_common import DEFAULT_NUM_CALIBRATION, EXPORT_FORMATS, OUTPUT_SUFFIX
 
 
 def build_parser():
@@ -69,7 +64,7 @@ def end_to_end_body(args, val_tfrecords):
     print("\n".join(describe_end_to_end(report)))
 
 
-def body(args, cfg):
+def body(args, settings):
     cli.check_at_least("--num_calibration", args.num_calibration, 1)
     cli.check_exists(args.model_path, "model")
     val_tfrecords = []

@@ -77,7 +77,7 @@ def write_sheet(rows, dataset_path, path):
             raise ProjectError(f"{path}: could not write the PNG sheet")
 
 
-def body(args, cfg):
+def body(args, settings):
     check_args(args)
     found = mine_set_dir(args.set_dir, args.min_score, args.max_iou)
     write_extra_ignore(args.output_file, found, {"set_dir": args.set_dir, "min_score": args.min_score,

@@ -27,7 +27,7 @@ from deploy.end_to_end import (
     check_end_to_end,
     describe_detection_check,
 )
-from deploy.export import (
+from deploy.export_common import (
     FLOAT_BOX_TOLERANCE_PX,
     FLOAT_RAW_TOLERANCE,
     ExportCheckError,
@@ -50,63 +50,68 @@ if TYPE_CHECKING:
 
     import keras
 
+    from components.config import ModelSpec, Settings
+
 # 13: Softmax on one axis (opset >= 13 semantics); OpenCV 4.8 to 5.1 and onnxruntime import it. OpenCV 4.8
 # takes a Softmax over the last axis of a 3-D tensor as over axis 1, so the graph applies it to [P, C].
 DECODED_OPSET = 13
 FORMAT = "onnx_decoded"
 
 
-def decoded_function(predict: Callable[[tf.Tensor], tf.Tensor], cfg: dict[str, Any], priors: np.ndarray) -> Any:
+def decoded_function(predict: Callable[[tf.Tensor], tf.Tensor], spec: ModelSpec, priors: np.ndarray) -> Any:
     """tf.function: network input [1, 3, h, w] float32 NCHW in [-1, 1] (``input``) -> {``boxes`` [1, P, 4]
     corner form normalised to the input (``components.box_utils.decode_boxes``), ``scores`` [1, P, C-1]
-    softmax probabilities without the background column}. ``predict``: [1, h, w, 3] -> raw [1, P, 4 + C]."""
-    height, width = (int(side) for side in cfg["input_size"])
-    num_classes = len(cfg["labels_list"])
+    softmax probabilities without the background column}. ``predict``: [1, h, w, 3] -> raw [1, P, 4 + C];
+    ``spec``: the model spec (input size, classes, box coding)."""
+    height, width = (int(side) for side in spec.input_size)
+    num_classes = spec.num_classes
     spec = tf.TensorSpec([1, 3, height, width], tf.float32, name=DECODED_INPUT)
 
     def detect(inputs):
         raw = predict(tf.transpose(inputs, [0, 2, 3, 1]))
-        boxes = decode_boxes(raw[..., :4], priors, cfg["variances"])
+        boxes = decode_boxes(raw[..., :4], priors, spec.variances)
         probabilities = tf.nn.softmax(tf.reshape(raw[..., 4:], [-1, num_classes]), axis=-1)   # 2-D: see DECODED_OPSET
         scores = tf.reshape(probabilities[:, 1:], [1, -1, num_classes - 1])
         return {name: tf.identity(value, name=name) for name, value in zip(DECODED_OUTPUTS, (boxes, scores))}
     return tf.function(detect, input_signature=[spec])
 
 
-def decoded_metadata(cfg: dict[str, Any]) -> dict[str, str]:
+def decoded_metadata(settings: Settings) -> dict[str, str]:
     """The ONNX ``metadata_props`` (str -> str) of a decoded export: what an app needs to feed it and read it
     (``runtime.model_files.publish_model`` adds the model spec)."""
-    height, width = (int(side) for side in cfg["input_size"])
+    height, width = (int(side) for side in settings.model.input_size)
     return {
-        "labels": json.dumps(list(cfg["labels_list"][1:])),
+        "labels": json.dumps(list(settings.model.labels_list[1:])),
         "input_size": json.dumps([height, width]),
         "input": (f"{DECODED_INPUT} [1, 3, {height}, {width}] float32 NCHW, RGB, (x - 127.5) / 127.5; the image "
                   f"padded at the bottom / right with {PAD_VALUE} to the input aspect ratio, then resized "
                   "(bilinear)"),
         "outputs": ("boxes [1, P, 4] (x1, y1, x2, y2) normalised to the input; scores [1, P, K] probabilities of "
                     "the classes in 'labels' (background left out); NMS is the app's"),
-        "nms_threshold": json.dumps(float(cfg["nms_threshold"])),
-        "score_threshold": json.dumps(float(cfg["score_threshold"])),
+        "nms_threshold": json.dumps(float(settings.detect.nms_threshold)),
+        "score_threshold": json.dumps(float(settings.detect.score_threshold)),
     }
 
 
-def decoded_spec(cfg: dict[str, Any]) -> dict[str, Any]:
+def decoded_spec(settings: Settings) -> dict[str, Any]:
     """The model spec of a decoded export (``runtime.model_files.model_spec``) with what the graph does."""
-    spec = model_spec(cfg)
-    spec["decoded"] = {key: value for key, value in decoded_metadata(cfg).items() if key in ("input", "outputs")}
+    spec = model_spec(settings)
+    spec["decoded"] = {key: value for key, value in decoded_metadata(settings).items()
+                       if key in ("input", "outputs")}
     return spec
 
 
-def decoded_onnx_bytes(model: keras.Model, cfg: dict[str, Any], opset: int = DECODED_OPSET) -> bytes:
+def decoded_onnx_bytes(model: keras.Model, settings: Settings, opset: int = DECODED_OPSET) -> bytes:
     """The decoded ONNX model (:func:`decoded_function`, tf2onnx) of a Keras ``model`` with its metadata,
     serialised."""
     import onnx
-    priors = np.asarray(priors_from_config(cfg.model), np.float32)
-    function = decoded_function(frozen_function(model, tuple(cfg["input_size"]), batch=1), cfg, priors)
+    spec = settings.model
+    priors = np.asarray(priors_from_config(spec), np.float32)
+    function = decoded_function(frozen_function(model, spec.input_size, batch=1), spec, priors)
     proto = onnx.load_from_string(onnx_function_bytes(function, function.input_signature, opset))
     proto.doc_string = "Face mask detector: decoded boxes and class probabilities per prior; NMS is the app's."
     del proto.metadata_props[:]
-    for key, value in decoded_metadata(cfg).items():
+    for key, value in decoded_metadata(settings).items():
         proto.metadata_props.add(key=key, value=value)
     return proto.SerializeToString()
 
@@ -118,19 +123,20 @@ def read_metadata(path: str) -> dict[str, str]:
 
 
 def compare_decoded(model: keras.Model, path: str, images: Sequence[np.ndarray],
-                    cfg: dict[str, Any]) -> tuple[float, float]:
+                    settings: Settings) -> tuple[float, float]:
     """(max |diff| of the probabilities, of the boxes in network-input pixels) of the decoded file at ``path``
     run by OpenCV DNN and by onnxruntime, against the Keras model on ``images`` (uint8 RGB)."""
     from runtime.preprocessing import preprocess_images
-    height, width = cfg["input_size"]
+    spec = settings.model
+    height, width = spec.input_size
     scale = np.array([width, height, width, height], np.float32)
-    priors = np.asarray(priors_from_config(cfg.model), np.float32)
-    opencv, session = DecodedOnnx(path, cfg), onnx_session(path)
+    priors = np.asarray(priors_from_config(spec), np.float32)
+    opencv, session = DecodedOnnx(path, settings), onnx_session(path)
     score_diff = box_diff = 0.0
     for image in images:
-        network_input = preprocess_images([image], tuple(cfg["input_size"]))
+        network_input = preprocess_images([image], spec.input_size)
         raw = np.asarray(model(network_input, training=False), np.float32)
-        boxes = decode_boxes(raw[..., :4], priors, cfg["variances"]).numpy()[0]
+        boxes = decode_boxes(raw[..., :4], priors, spec.variances).numpy()[0]
         scores = tf.nn.softmax(raw[..., 4:], axis=-1).numpy()[0, :, 1:]
         nchw = np.ascontiguousarray(network_input.transpose(0, 3, 1, 2))
         runs = [opencv.outputs(network_input[0]),
@@ -141,7 +147,7 @@ def compare_decoded(model: keras.Model, path: str, images: Sequence[np.ndarray],
     return score_diff, box_diff
 
 
-def check_decoded(model: keras.Model, reference: Detector, staged: str, cfg: dict[str, Any],
+def check_decoded(model: keras.Model, reference: Detector, staged: str, settings: Settings,
                   images: Sequence[np.ndarray], report: ExportReport) -> None:
     """The checks of :func:`export_decoded_onnx_file` on the staged file (into ``report``); raises
     ExportCheckError when it is out of tolerance."""
@@ -150,8 +156,9 @@ def check_decoded(model: keras.Model, reference: Detector, staged: str, cfg: dic
     if not images:
         report.notes.append("no sample images: output check skipped")
         return
-    report.raw_max_diff, report.box_max_diff_px = compare_decoded(model, staged, images, cfg)
-    found = check_end_to_end(reference, DecodedOnnx(staged, cfg), images, float(cfg["score_threshold"]))
+    report.raw_max_diff, report.box_max_diff_px = compare_decoded(model, staged, images, settings)
+    found = check_end_to_end(reference, DecodedOnnx(staged, settings), images,
+                             float(settings.detect.score_threshold))
     report.notes.append(f"detections (OpenCV DNN + NMSBoxesBatched) against the Python path, one pass, original "
                         f"image pixels: {describe_detection_check(found)}")
     if (report.raw_max_diff > FLOAT_RAW_TOLERANCE or report.box_max_diff_px > FLOAT_BOX_TOLERANCE_PX
@@ -169,23 +176,24 @@ def export_decoded_onnx_file(model_path: str, output: str | None = None,
                              input_size: Sequence[int] | None = None) -> ExportReport:
     """Export the ``.keras`` model at ``model_path`` (or the newest in a folder) as a decoded ONNX file
     (default ``<stem>_decoded.onnx``) with its sidecar, checked (:func:`check_decoded`) before it is
-    published. ``input_size``: (h, w) to export at (rounded up as ``deploy.export.load_export_source``).
-    Returns ``deploy.export.ExportReport`` (``raw_max_diff``: of the probabilities)."""
-    model_file, cfg, model = load_export_source(model_path, FORMAT, input_size)
-    if input_size is not None and tuple(input_size) != tuple(cfg["input_size"]):
-        log(f"exporting at {cfg['input_size'][0]}x{cfg['input_size'][1]} (rounded up from "
-            f"{input_size[0]}x{input_size[1]})")
-    cfg = cfg.replace(flip_test=False, test_scales=(1,),   # the file holds one pass: compare with one pass
-                      box_voting=0.0, soft_nms_sigma=0.0)  # the app's NMS is plain NMS
-    reference = Detector(KerasRuntime(model, tuple(cfg["input_size"]), model_file), cfg)
+    published. ``input_size``: (h, w) to export at (rounded up as ``deploy.export_common.load_export_source``).
+    Returns ``deploy.export_common.ExportReport`` (``raw_max_diff``: of the probabilities)."""
+    model_file, settings, model = load_export_source(model_path, FORMAT, input_size)
+    size = settings.model.input_size
+    if input_size is not None and tuple(input_size) != size:
+        log(f"exporting at {size[0]}x{size[1]} (rounded up from {input_size[0]}x{input_size[1]})")
+    settings = settings.replace(flip_test=False, test_scales=(1,),   # the file holds one pass: compare with one pass
+                                box_voting=0.0, soft_nms_sigma=0.0)  # the app's NMS is plain NMS
+    reference = Detector(KerasRuntime(model, size, model_file), settings)
     output = output or default_output(model_file, FORMAT)
     report = ExportReport(FORMAT, output, None, 0)
     images = sample_images() if check_images is None else list(check_images)
 
     def write(staged) -> None:
         with open(staged, "wb") as handle:
-            handle.write(decoded_onnx_bytes(model, cfg))
+            handle.write(decoded_onnx_bytes(model, settings))
 
-    publish_model(write, output, cfg, lambda staged: check_decoded(model, reference, staged, cfg, images, report),
-                  spec=decoded_spec(cfg))
+    publish_model(write, output, settings,
+                  lambda staged: check_decoded(model, reference, staged, settings, images, report),
+                  spec=decoded_spec(settings))
     return report

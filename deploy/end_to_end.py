@@ -28,12 +28,13 @@ import tensorflow as tf
 from components.atomic_io import write_text_atomically
 from components.box_utils import iou_matrix
 from components.prior_box import mirror_index, priors_from_config
-from deploy.export import (
+from deploy.export_common import (
     DEFAULT_EXPORT_DIR,
     DEFAULT_NUM_CALIBRATION,
     OUTPUT_SUFFIX,
     ExportCheckError,
     ExportError,
+    ExportReport,
     load_calibration,
     load_export_source,
     onnx_function_bytes,
@@ -364,14 +365,10 @@ def check_end_to_end(reference: Detector, exported: Any, images: Sequence[np.nda
 
 
 @dataclass
-class EndToEndReport:
-    """What :func:`export_end_to_end_file` wrote and how the export compares with the Python path."""
-    format: str
-    path: str
-    config_path: str | None   # older exports' sidecar; None now (the spec is inside the file)
-    flip_test: bool
-    size_bytes: int = 0
-    check_images: int = 0
+class EndToEndReport(ExportReport):
+    """What :func:`export_end_to_end_file` wrote and how the export compares with the Python path (the fields
+    of ``deploy.export_common.ExportReport`` and these)."""
+    flip_test: bool = False
     detections: dict | None = None   # check_end_to_end totals over the sample images
     val_maps: list = field(default_factory=list)   # (tfrecord, Python path mAP, end-to-end mAP)
     labels_path: str | None = None
@@ -461,7 +458,7 @@ def export_end_to_end_file(model_path: str, export_format: str, output: str | No
     if export_format == "tflite_int8" and calibration is None:
         calibration = load_calibration(tuple(cfg["input_size"]), num_calibration, calibration_images_dir,
                                        calibration_tfrecord, log)
-    report = EndToEndReport(export_format, output, None, reference.flip_test)
+    report = EndToEndReport(export_format, output, None, flip_test=reference.flip_test)
     images = sample_images() if check_images is None else list(check_images)
     publish_model(lambda staged: write_end_to_end(model, cfg, export_format, staged, calibration), output, cfg,
                   lambda staged: check_staged_export(reference, staged, cfg, images, val_tfrecords, report, log),

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from components.config import Settings
     from mAP.voc_ap import Evaluation
     from runtime.detector import Detector
     from runtime.end_to_end_models import EndToEndModel
@@ -45,18 +46,18 @@ def read_validation_records(tfrecord_path: str, limit: int | None = None,
     yield from dataset.prefetch(4).as_numpy_iterator()
 
 
-def evaluation_batches(tfrecord_path: str, cfg: dict[str, Any], batch_size: int,
+def evaluation_batches(tfrecord_path: str, settings: Settings, batch_size: int,
                        with_targets: bool = False) -> tf.data.Dataset:
     """Batches of (network inputs [B, h, w, 3], ground-truth boxes [B, N, 4] normalised to the letterboxed
     input, labels [B, N] padded with LABEL_PADDING, difficult [B, N]) and, ``with_targets``, the training
     targets [B, P, 5] (for a validation loss); no augmentation."""
-    priors = tf.constant(priors_from_config(cfg.model))
+    priors = tf.constant(priors_from_config(settings.model))
 
     def prepare(serialized):
         image, boxes, labels, difficult = parse_example(serialized)
-        image, boxes = prepare_for_evaluation(image, boxes, cfg["input_size"], cfg["keep_aspect"])
+        image, boxes = prepare_for_evaluation(image, boxes, settings.model.input_size, settings.detect.keep_aspect)
         item = (image, boxes, labels, difficult)
-        return item + (encode_example_targets(boxes, labels, priors, cfg),) if with_targets else item
+        return item + (encode_example_targets(boxes, labels, priors, settings),) if with_targets else item
 
     padding = (0.0, 0.0, LABEL_PADDING, False) + ((0.0,) if with_targets else ())
     dataset = tf.data.TFRecordDataset(tfrecord_path).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import deploy.decoded_onnx as decoded_onnx
-from deploy.export import ExportCheckError, ExportError, export_model_file, sample_image_paths
+from deploy.export import export_model_file
+from deploy.export_common import ExportCheckError, ExportError, sample_image_paths
 
 pytestmark = pytest.mark.slow    # each export converts a graph with tf2onnx (10 to 25 s on 2 cores)
 
@@ -27,9 +28,8 @@ def pan_model(tmp_path_factory):
 
     from network.network import build_model
     from training.trainer import export_model
-    config = make_tiny_cfg()
-    config = config.replace(network="rfb_pan", base_channel=4)
-    return export_model(build_model(config), config, str(tmp_path_factory.mktemp("pan")), name="pan.keras")
+    settings = make_tiny_cfg().replace(network="rfb_pan", base_channel=4)
+    return export_model(build_model(settings), settings, str(tmp_path_factory.mktemp("pan")), name="pan.keras")
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +107,8 @@ def test_an_upsampling_to_an_odd_side_exports_at_the_exact_size(export_format, t
 
     from network.network import build_model
     from training.trainer import export_model
-    config = make_tiny_cfg()
-    config = config.replace(network="rfb_pan", base_channel=4, input_size=(184, 256))
-    model_file = export_model(build_model(config), config, str(tmp_path), name="odd.keras")
+    settings = make_tiny_cfg().replace(network="rfb_pan", base_channel=4, input_size=(184, 256))
+    model_file = export_model(build_model(settings), settings, str(tmp_path), name="odd.keras")
     report = export_model_file(model_file, export_format, str(tmp_path / f"odd_{export_format}.onnx"),
                                log=lambda _: None)   # checked against the Keras model before it is written
     resizes = [node for node in onnx.load(report.path).graph.node if node.op_type == "Resize"]

@@ -11,7 +11,7 @@ from conftest import SAMPLE_IMAGE, SHIPPED_MODEL
 
 import cli.export as export_cli
 import deploy.end_to_end as end_to_end
-from deploy.export import OUTPUT_SUFFIX, ExportCheckError
+from deploy.export_common import OUTPUT_SUFFIX, ExportCheckError
 
 FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx")
 FLOAT_FORMATS = ("saved_model", "tflite", "onnx")
@@ -58,9 +58,9 @@ def test_letterbox_graph_matches_preprocess_images(shape):
 
 
 def test_postprocess_signature_carries_our_box_coding():
-    from components.config import DEFAULT_SETTINGS as cfg
+    from components.config import DEFAULT_SETTINGS
     from deploy.end_to_end import tflite_postprocess_signature
-    signature = tflite_postprocess_signature(2, cfg, 0.01, 200)
+    signature = tflite_postprocess_signature(2, DEFAULT_SETTINGS, 0.01, 200)
     assert signature.startswith('name: "TFLite_Detection_PostProcess"')
     for expected in ('key: "y_scale" value { f: 10.0 }', 'key: "h_scale" value { f: 5.0 }',
                      'key: "use_regular_nms" value { b: true }', 'key: "num_classes" value { i: 2 }',

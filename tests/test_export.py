@@ -10,7 +10,7 @@ from conftest import INFERENCE, REPO_ROOT, SAMPLE_IMAGE
 
 from components.atomic_io import STAGING_PREFIX
 from components.config import DEFAULT_SETTINGS
-from deploy import export
+from deploy import export, export_common
 from runtime.adapters import ModelLoadError, model_format
 
 INPUT_SIZE = (240, 320)
@@ -37,12 +37,11 @@ def tiny_model(tmp_path_factory):
 
     from network.network import build_model
     from training.trainer import export_model
-    cfg = DEFAULT_SETTINGS
-    cfg = cfg.replace(network="rfb", base_channel=4, input_size=INPUT_SIZE)
+    settings = DEFAULT_SETTINGS.replace(network="rfb", base_channel=4, input_size=INPUT_SIZE)
     tf.keras.utils.set_random_seed(3)
-    model = build_model(cfg)
+    model = build_model(settings)
     randomise_batch_norm(model)
-    return export_model(model, cfg, str(tmp_path_factory.mktemp("model")), name="tiny.keras")
+    return export_model(model, settings, str(tmp_path_factory.mktemp("model")), name="tiny.keras")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,7 @@ def keras_model(tiny_model):
 @pytest.fixture(scope="module")
 def sample_batch():
     from runtime.preprocessing import preprocess_images
-    images = export.sample_images()
+    images = export_common.sample_images()
     assert len(images) >= 2
     return preprocess_images(images, INPUT_SIZE)
 
@@ -63,7 +62,7 @@ def sample_batch():
 def exports(tiny_model, tmp_path_factory):
     """{format: ExportReport} of the float formats, exported once into one folder."""
     folder = tmp_path_factory.mktemp("exports")
-    return {fmt: export.export_model_file(tiny_model, fmt, str(folder / f"tiny{export.OUTPUT_SUFFIX[fmt]}"),
+    return {fmt: export.export_model_file(tiny_model, fmt, str(folder / f"tiny{export_common.OUTPUT_SUFFIX[fmt]}"),
                                           log=lambda message: None)
             for fmt in FLOAT_FORMATS}
 
@@ -86,8 +85,8 @@ def test_float_export_matches_keras_and_loads_by_file_type(fmt, exports, tiny_mo
     from runtime.model_files import MODEL_CONFIG_KEYS, load_model_config, model_config_path, read_model_spec
     report = exports[fmt]
     assert report.check_images >= 2
-    assert report.raw_max_diff <= export.FLOAT_RAW_TOLERANCE
-    assert report.box_max_diff_px <= export.FLOAT_BOX_TOLERANCE_PX
+    assert report.raw_max_diff <= export_common.FLOAT_RAW_TOLERANCE
+    assert report.box_max_diff_px <= export_common.FLOAT_BOX_TOLERANCE_PX
     # the spec inside the export makes it load with no other setting, and no sidecar is written
     assert not os.path.exists(model_config_path(report.path))
     source, exported = read_model_spec(tiny_model), read_model_spec(report.path)
@@ -103,7 +102,7 @@ def test_float_export_matches_keras_and_loads_by_file_type(fmt, exports, tiny_mo
     expected = keras_model(sample_batch, training=False).numpy()
     raw = detector.runtime.predict_raw(sample_batch)          # a batch of 2: per-image loop for tflite / onnx
     assert raw.dtype == np.float32 and raw.shape == expected.shape
-    np.testing.assert_allclose(raw, expected, atol=export.FLOAT_RAW_TOLERANCE, rtol=0)
+    np.testing.assert_allclose(raw, expected, atol=export_common.FLOAT_RAW_TOLERANCE, rtol=0)
 
 
 @pytest.mark.slow
@@ -162,7 +161,7 @@ def test_int8_input_output_scales_are_applied_by_the_runtime(int8_export, keras_
                                                               voc_mini_tfrecords):
     from runtime.adapters import TFLiteRuntime
     # the same calibration images as the int8_export fixture (same record file, count and shuffle seed)
-    calibration = export.calibration_images(voc_mini_tfrecords["train"], INPUT_SIZE, 6)
+    calibration = export_common.calibration_images(voc_mini_tfrecords["train"], INPUT_SIZE, 6)
     float_io = TFLiteRuntime(int8_export.path)
     int8_io = TFLiteRuntime(model_content=export.tflite_bytes(keras_model, INPUT_SIZE, calibration, int8_io=True))
     assert int8_io.quantized and int8_io._input["dtype"] == np.int8 and int8_io._output["dtype"] == np.int8
@@ -228,17 +227,18 @@ def test_postprocess_prefilter_gives_the_detections_of_nms_over_all_priors():
     from components.box_utils import batched_nms, decode_boxes
     from components.prior_box import priors_from_config
     from runtime.postprocessing import postprocess
-    cfg = DEFAULT_SETTINGS
-    priors = priors_from_config(cfg.model)
+    settings = DEFAULT_SETTINGS
+    priors = priors_from_config(settings.model)
     generator = np.random.default_rng(0)
     predictions = generator.normal(0, 1, (3, len(priors), 7)).astype(np.float32)
     predictions[..., 4] += 2.5                                        # mostly background, as a trained model
     predictions[1, :, 4] += 5.0                                       # an image with almost nothing
     for threshold in (0.01, 0.3, 0.6):
-        boxes = decode_boxes(predictions[..., :4], priors, cfg["variances"])
+        boxes = decode_boxes(predictions[..., :4], priors, settings.model.variances)
         scores = tf.nn.softmax(predictions[..., 4:], axis=-1)[..., 1:]
-        expected = batched_nms(boxes, scores, threshold, cfg["nms_threshold"], cfg["max_number_keep"])
-        got = postprocess(predictions, priors, cfg, threshold)
+        expected = batched_nms(boxes, scores, threshold, settings.detect.nms_threshold,
+                               settings.detect.max_number_keep)
+        got = postprocess(predictions, priors, settings, threshold)
         np.testing.assert_array_equal(got[3].numpy(), expected[3].numpy())
         for index in range(3):
             count = int(expected[3][index])
