@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from benchmarks.models import SAMPLE_IMAGE, time_predict
+from benchmarks.models import SAMPLE_IMAGE
+from benchmarks.report import Table
+from benchmarks.timing import time_call
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -40,7 +43,7 @@ def detectors_at(model_file: str, input_size: Sequence[int], export_dir: str,
     log(f"exporting tflite at {input_size[0]}x{input_size[1]}")
     export_model_file(model_file, "tflite", tflite, log=lambda message: None, input_size=input_size)
     from components.config import DEFAULT_SETTINGS
-    return {"keras": Detector.from_path(model_file, DEFAULT_SETTINGS.replace(test_scales=[1]), input_size=input_size),
+    return {"keras": Detector.from_path(model_file, DEFAULT_SETTINGS.replace(test_scales=(1,)), input_size=input_size),
             "tflite": Detector.from_path(tflite)}
 
 
@@ -57,7 +60,7 @@ def measure_size(model_file: str, input_size: Sequence[int], val_tfrecords: Sequ
         result.maps[name] = map_or_zero(evaluate(keras, path))
     batch = keras.preprocess([cv2.cvtColor(cv2.imread(SAMPLE_IMAGE), cv2.COLOR_BGR2RGB)])  # type: ignore[arg-type]
     for runtime, detector in detectors.items():
-        result.median_ms[runtime] = 1000 * float(np.median(time_predict(detector, batch, runs, 5)))
+        result.median_ms[runtime] = time_call(partial(detector.predict_raw, batch), runs, warmup=5).median_ms
     return result
 
 
@@ -68,12 +71,12 @@ def measure_sizes(model_file: str, sizes: Sequence[Sequence[int]], val_tfrecords
         return [measure_size(model_file, size, val_tfrecords, runs, folder, log) for size in sizes]
 
 
-def render_sizes(results: Sequence[SizeResult]) -> str:
-    """Markdown table of :func:`measure_sizes`' results."""
+def sizes_table(results: Sequence[SizeResult]) -> Table:
+    """The Table of :func:`measure_sizes`' results: mAP in points per set and their mean, median ms per runtime."""
     names = list(results[0].maps)
-    header = (["input", "network input", "flip test"] + [f"mAP {name}" for name in names]
-              + ["mean mAP", "Keras ms", "TFLite ms"])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    columns = (["input", "network input", "flip test"] + [f"mAP {name}" for name in names]
+               + ["mean mAP", "Keras ms", "TFLite ms"])
+    rows = []
     for result in results:
         maps = [result.maps[name] for name in names]
         cells = [f"{result.input_size[0]}x{result.input_size[1]}",
@@ -81,5 +84,5 @@ def render_sizes(results: Sequence[SizeResult]) -> str:
                  "on" if result.flip_test else "off (grid)"]
         cells += [f"{100 * value:.2f}" for value in maps] + [f"{100 * float(np.mean(maps)):.2f}"]
         cells += [f"{result.median_ms['keras']:.1f}", f"{result.median_ms['tflite']:.1f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return Table(columns, rows)

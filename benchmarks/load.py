@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from benchmarks.timing import Timing
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
@@ -43,9 +45,10 @@ class LoadResult:
 
     def summary(self) -> dict[str, Any]:
         """{"concurrency", "requests", "failed", "requests/s", "p50 ms", "p99 ms"} (requests/s counts successes)."""
-        p50, p99 = (np.percentile(self.latencies, [50, 99]) * 1000.0) if len(self.latencies) else (np.nan, np.nan)
+        timing = Timing(tuple(float(value) for value in self.latencies))
         return {"concurrency": self.concurrency, "requests": self.requests, "failed": self.failed,
-                "requests/s": len(self.latencies) / self.wall_s, "p50 ms": float(p50), "p99 ms": float(p99)}
+                "requests/s": len(self.latencies) / self.wall_s, "p50 ms": timing.median_ms,
+                "p99 ms": timing.percentile_ms(99)}
 
 
 def run_load(host: str, port: int, body: bytes, content_type: str, concurrency: int, requests: int,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from benchmarks.timing import Timing, load_average, runs_per_round, time_call, time_in_rounds
 from deploy import export
 from deploy.export_common import DEFAULT_CALIBRATION_TFRECORD, OUTPUT_SUFFIX, sample_image_paths
 
@@ -47,7 +48,7 @@ EVALUATION_SCORE_THRESHOLD = 0.01   # as mAP/detect.py
 @dataclass
 class Entry:
     """One row of the table: a way to run the model. ``one_pass`` and ``tta`` are detectors (anything with
-    ``cfg``, ``preprocess``, ``predict_raw``, ``detect`` and ``detect_batch``); ``tta`` None where TTA is not
+    ``settings``, ``preprocess``, ``predict_raw``, ``detect`` and ``detect_batch``); ``tta`` None where TTA is not
     offered (``tta_note`` says why); ``scored`` False for rows whose mAP is that of another row (same model)."""
     label: str
     format: str
@@ -139,41 +140,9 @@ def make_video(path: str, frames: int = 300, size: tuple[int, int] = VIDEO_SIZE,
     return path
 
 
-def time_predict(detector: Any, batch: np.ndarray, runs: int, warmup: int) -> np.ndarray:
-    """Seconds of each of ``runs`` calls of ``detector.predict_raw(batch)`` after ``warmup`` untimed calls."""
-    return time_call(partial(detector.predict_raw, batch), runs, warmup)
-
-
-def time_call(call: Callable[[], Any], runs: int, warmup: int) -> np.ndarray:
-    """Seconds of each of ``runs`` calls of ``call()`` after ``warmup`` untimed calls; [runs]."""
-    for _ in range(warmup):
-        call()
-    seconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - start)
-    return np.array(seconds)
-
-
 def time_postprocess(detector: Any, predictions: np.ndarray, score_threshold: float, runs: int) -> float:
     """Median milliseconds of the shared ``postprocess`` (results fetched as numpy) on ``predictions``."""
-    return 1000 * float(np.median(time_call(partial(detector.postprocess, predictions, score_threshold), runs, 10)))
-
-
-def time_in_rounds(calls: Mapping[Any, Callable[[], Any]], runs: int, warmup: int,
-                   log: Callable[[str], Any]) -> dict[Any, list[float]]:
-    """{key: seconds of each timed run} of each no-argument call of ``calls`` ({key: call}): ``warmup`` untimed
-    runs each, then ``runs`` (rounded up to whole rounds) taken in turn for ``TIMING_ROUNDS`` rounds."""
-    for call in calls.values():
-        time_call(call, 0, warmup)
-    seconds: dict[Any, list[float]] = {key: [] for key in calls}
-    per_round = -(-runs // TIMING_ROUNDS)
-    for round_index in range(TIMING_ROUNDS):
-        log(f"timing round {round_index + 1}/{TIMING_ROUNDS}: {per_round} runs of each of {len(calls)} calls")
-        for key, call in calls.items():
-            seconds[key].extend(time_call(call, per_round, 1))
-    return seconds
+    return time_call(partial(detector.postprocess, predictions, score_threshold), runs, 10).median_ms
 
 
 def network_passes(detector: Any) -> int:
@@ -191,13 +160,6 @@ def tta_description(detector: Any) -> str:
     return " + ".join(parts)
 
 
-def load_average() -> str:
-    try:
-        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def export_formats(model_file: str, formats: Sequence[str], export_dir: str, calibration_tfrecord: str | None,
                    num_calibration: int, log: Callable[[str], Any]) -> dict[str, str]:
     """{format: path} of ``model_file`` exported (and checked) to each of ``formats`` in ``export_dir``."""
@@ -210,7 +172,7 @@ def export_formats(model_file: str, formats: Sequence[str], export_dir: str, cal
         output = os.path.join(export_dir, stem + OUTPUT_SUFFIX[fmt])
         calibration = None
         if fmt == "tflite_int8":
-            size = tuple(load_model_config(model_file)["input_size"])
+            size = load_model_config(model_file).model.input_size
             # the default TFRecord where it exists, else the set the repository ships (a fresh clone)
             named = None if calibration_tfrecord == DEFAULT_CALIBRATION_TFRECORD else calibration_tfrecord
             calibration = export.load_calibration(size, num_calibration, tfrecord=named, log=log)
@@ -229,7 +191,7 @@ def load_entries(paths: Mapping[str, str]) -> list[Entry]:
     XNNPACK (timed only: its mAP is that of the same model)."""
     from components.config import DEFAULT_SETTINGS
     from runtime.detector import Detector
-    one_pass_cfg = DEFAULT_SETTINGS.replace(tta=False, flip_test=False, test_scales=[1])
+    one_pass_settings = DEFAULT_SETTINGS.replace(tta=False, flip_test=False, test_scales=(1,))
     entries = []
     for fmt in FORMATS:
         if fmt not in paths:
@@ -237,7 +199,7 @@ def load_entries(paths: Mapping[str, str]) -> list[Entry]:
         variants: list[tuple[str, dict[str, Any]]] = [(fmt, {})] + (
             [(f"{fmt} (XNNPACK off)", {"xnnpack": False})] if fmt.startswith("tflite") else [])
         for label, options in variants:
-            one_pass = Detector.from_path(paths[fmt], one_pass_cfg, **options)
+            one_pass = Detector.from_path(paths[fmt], one_pass_settings, **options)
             tta = Detector(one_pass.runtime, one_pass.settings.replace(tta=True).with_tta(), one_pass.trained_size)
             note = "" if tta_description(tta) else "n/a (priors not mirror-symmetric)"
             entries.append(Entry(label, fmt, paths[fmt], one_pass, None if note else tta, note, options,
@@ -272,7 +234,7 @@ def val_set_name(tfrecord_path: str) -> str:
 def evaluate_images(detectors: Mapping[Any, Any], tfrecord_path: str,
                     score_threshold: float = EVALUATION_SCORE_THRESHOLD, batch_size: int = EVALUATION_BATCH,
                     limit: int | None = None) -> dict[Any, float]:
-    """{key: VOC AP@0.5 in [0, 1]} of each detector of ``detectors`` ({key: anything with ``cfg`` and
+    """{key: VOC AP@0.5 in [0, 1]} of each detector of ``detectors`` ({key: anything with ``settings`` and
     ``detect_batch``: a ``Detector`` with any test-time augmentation, the reference}) on the images of
     ``tfrecord_path``, each record decoded once and given to every detector whole, as ``mAP/detect.py`` does
     with the VOC images: boxes in the image's pixels, scored by ``mAP.voc_ap.evaluate_detections``.
@@ -312,11 +274,10 @@ def evaluate_images(detectors: Mapping[Any, Any], tfrecord_path: str,
     return {key: map_or_zero(evaluate_detections(truth, found[key], iou_threshold=0.5)) for key in detectors}
 
 
-def measure_row(entry: Entry, seconds: Mapping[tuple[str, str], Any]) -> Row:
-    """The Row of ``entry`` from its timings ({(label, kind): seconds}); mAPs are added later."""
-    ms = {kind: (1000 * float(np.median(seconds[(entry.label, kind)])),
-                 1000 * float(np.percentile(seconds[(entry.label, kind)], 90)))
-          for kind in (MODEL, ONE_PASS, TTA) if (entry.label, kind) in seconds}
+def measure_row(entry: Entry, timings: Mapping[tuple[str, str], Timing]) -> Row:
+    """The Row of ``entry`` from its timings ({(label, kind): Timing}); mAPs are added later."""
+    ms = {kind: (timings[(entry.label, kind)].median_ms, timings[(entry.label, kind)].p90_ms)
+          for kind in (MODEL, ONE_PASS, TTA) if (entry.label, kind) in timings}
     runtime = RUNTIME_NAMES[entry.format] + (" + XNNPACK" if entry.format.startswith("tflite") and not entry.options
                                              else "")
     tta = entry.tta_note if entry.tta is None else tta_description(entry.tta)
@@ -415,8 +376,9 @@ def measure(model_path: str, formats: Sequence[str] = FORMATS,
         entries = load_entries(paths)
         if reference is not None:
             entries.append(reference_entry(reference))
-        seconds = time_in_rounds(timing_calls(entries, sample), runs, warmup, log)
-        results.rows = [measure_row(entry, seconds) for entry in entries]
+        timings = time_in_rounds(timing_calls(entries, sample), TIMING_ROUNDS, runs_per_round(runs, TIMING_ROUNDS),
+                                 warmup, settle=1, log=log)
+        results.rows = [measure_row(entry, timings) for entry in entries]
         score_rows(entries, results.rows, present, log, eval_limit)
         keras = entries[0].one_pass
         results.input_size, results.score_threshold = keras.input_size, keras.settings.detect.score_threshold

@@ -1,4 +1,5 @@
-"""Rendering for ``benchmark.py``: the Markdown report of ``benchmarks.models.measure``'s results."""
+"""Rendering for ``benchmark.py``: the report (``benchmarks.report.Report``) of ``benchmarks.models.measure``'s
+results."""
 from __future__ import annotations
 
 import os
@@ -14,9 +15,11 @@ from benchmarks.models import (
     TTA,
     VIDEO_ROUNDS,
 )
+from benchmarks.report import Report, Table
+from benchmarks.timing import runs_per_round
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
 
     from benchmarks.models import BenchmarkResults, Row
 
@@ -45,14 +48,6 @@ def map_column(setting: str, val_set: str) -> str:
 def table_header(val_sets: Sequence[str]) -> list[str]:
     """The main table's columns: speed, then one pass and TTA mAP of each validation set."""
     return SPEED_HEADER + [map_column(setting, name) for name in val_sets for setting in (ONE_PASS, TTA)]
-
-
-def format_table(header: Sequence[str], rows: Sequence[Mapping[str, str]]) -> list[str]:
-    """Markdown table lines of ``rows`` (dicts of cell text by column name)."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(str(row.get(key, "")) for key in header) + " |")
-    return lines
 
 
 def row_cells(row: Row, val_sets: Sequence[str]) -> dict[str, str]:
@@ -102,53 +97,57 @@ def comparison_lines(results: BenchmarkResults) -> list[str]:
     return lines
 
 
-def video_lines(results: BenchmarkResults) -> list[str]:
-    """The end-to-end video table and the default's speed-up over ``--tta``."""
+def video_table(results: BenchmarkResults) -> Table | None:
+    """The end-to-end video table and the default's speed-up over ``--tta`` (None without video rows)."""
     if not results.video_rows:
-        return []
+        return None
     width, height = results.video_size
-    lines = [f"End-to-end video ({results.video_rows[0].frames // VIDEO_ROUNDS} frames of {width}x{height}, mp4v, "
+    title = [f"End-to-end video ({results.video_rows[0].frames // VIDEO_ROUNDS} frames of {width}x{height}, mp4v, "
              f"each path over the whole clip in {VIDEO_ROUNDS} rounds, in turn): what `inference.py --video CLIP` "
              "runs per frame (`runtime.media.run_stream`: decode, preprocess, every pass, NMS, draw; no output "
-             "file).", ""]
-    rows = [{"path": f"{row.label} {row.setting}" + (" (fastest one pass)" if row.label == results.fastest
-                                                     and row.setting == ONE_PASS else ""),
-             "inference.py flags": row.flags, "passes / frame": row.passes, "FPS": f"{row.fps:.1f}",
-             "ms / frame": f"{1000 / row.fps:.1f}"} for row in results.video_rows]
-    lines += format_table(VIDEO_HEADER, rows)
+             "file)."]
+    rows = [[f"{row.label} {row.setting}" + (" (fastest one pass)" if row.label == results.fastest
+                                             and row.setting == ONE_PASS else ""),
+             row.flags, row.passes, f"{row.fps:.1f}", f"{1000 / row.fps:.1f}"] for row in results.video_rows]
     by_setting = {row.setting: row for row in results.video_rows if row.label == "keras"}
+    notes = []
     if ONE_PASS in by_setting and TTA in by_setting:
-        lines += ["", f"Video speed-up of the default (one pass) over `--tta` (the old default): "
-                      f"{by_setting[ONE_PASS].fps / by_setting[TTA].fps:.2f}x the frames per second (target: at "
-                      "least 3x)."]
-    return lines
+        notes.append(f"Video speed-up of the default (one pass) over `--tta` (the old default): "
+                     f"{by_setting[ONE_PASS].fps / by_setting[TTA].fps:.2f}x the frames per second (target: at "
+                     "least 3x).")
+    return Table(VIDEO_HEADER, rows, title, notes)
 
 
-def render(results: BenchmarkResults) -> str:
-    """The Markdown report text of BenchmarkResults."""
+def report(results: BenchmarkResults) -> Report:
+    """The Report of BenchmarkResults: the table of every row, then the video table."""
     height, width = results.input_size
-    timed = TIMING_ROUNDS * -(-results.runs // TIMING_ROUNDS)
-    lines = [f"# Benchmark of {results.model_file}", "",
-             f"{results.started}; {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
+    timed = TIMING_ROUNDS * runs_per_round(results.runs, TIMING_ROUNDS)
+    title = [f"{results.started}; {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
              f"{versions()}.",
              f"Batch 1, {height}x{width} input, every runtime on 2 threads; {timed} timed runs of each call after "
              f"{results.warmup} warm-up runs, in {TIMING_ROUNDS} rounds taking every row and setting in turn. "
              f"Load average (1/5/15 min) before: {results.load_before}, after: {results.load_after}.", "",
-             "One pass is the default; TTA is `--tta` (`components.config.Settings.with_tta`): the flip test and scales "
-             "1, 2, 0.5 for the .keras model; an export runs one input size, so its TTA is the flip test alone. "
-             "*model ms*: the runtime call alone on a preprocessed image, one pass (median; p90 beside it); "
+             "One pass is the default; TTA is `--tta` (`components.config.Settings.with_tta`): the flip test and "
+             "scales 1, 2, 0.5 for the .keras model; an export runs one input size, so its TTA is the flip test "
+             "alone. *model ms*: the runtime call alone on a preprocessed image, one pass (median; p90 beside it); "
              "*ms/image*: `detect` on one photo (preprocess, every pass, NMS, merge), median. "
              f"mAP: VOC AP@0.5 on the images of each validation TFRecord, through each row's `detect_batch` "
              f"(score threshold {EVALUATION_SCORE_THRESHOLD:g}, boxes in the image's pixels, "
-             "`mAP.voc_ap.evaluate_detections`), as `mAP/detect.py` + `mAP/compute_mAP.py` score VOC folders.",
-             ""]
-    lines += format_table(table_header(results.val_sets), [row_cells(row, results.val_sets) for row in results.rows])
-    lines += [""] + [f"Note: {note}" for note in results.notes]
+             "`mAP.voc_ap.evaluate_detections`), as `mAP/detect.py` + `mAP/compute_mAP.py` score VOC folders."]
+    header = table_header(results.val_sets)
+    rows = [[row_cells(row, results.val_sets)[column] for column in header] for row in results.rows]
+    notes = [f"Note: {note}" for note in results.notes]
     if not results.val_sets:
-        lines.append("mAP not computed (`--skip_map`, or no validation TFRecord found).")
-    lines += ["Shared post-processing (decode + class-wise NMS, batch 1, `runtime.postprocessing.postprocess`): "
+        notes.append("mAP not computed (`--skip_map`, or no validation TFRecord found).")
+    notes += ["Shared post-processing (decode + class-wise NMS, batch 1, `runtime.postprocessing.postprocess`): "
               f"{results.post_default_ms:.2f} ms at score threshold {results.score_threshold:g} (inference), "
               f"{results.post_low_ms:.2f} ms at 0.01 (mAP)."]
-    lines += comparison_lines(results)
-    lines += [""] + video_lines(results)
-    return "\n".join(lines) + "\n"
+    notes += comparison_lines(results)
+    video = video_table(results)
+    return Report(f"Benchmark of {results.model_file}",
+                  [Table(header, rows, title, notes)] + ([video] if video is not None else []))
+
+
+def render(results: BenchmarkResults) -> str:
+    """The Markdown report text of BenchmarkResults."""
+    return report(results).markdown()

@@ -50,7 +50,7 @@ def reference_priors() -> np.ndarray:
 
 class AizooReference:
     """The reference TFLite model behind the interface ``mAP/detect.py`` and the benchmark use
-    (``cfg``, ``flip_test``, ``preprocess``, ``predict_raw``, ``detect_batch``)."""
+    (``settings``, ``flip_test``, ``preprocess``, ``predict_raw``, ``detect_batch``)."""
 
     format = "reference"
     flip_test = False

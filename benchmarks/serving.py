@@ -1,5 +1,5 @@
 """The load benchmark of the REST API (``benchmark_serve.py``): the server in its own process, loaded by
-``benchmarks.load.run_load`` at several concurrencies, and the Markdown table of the results."""
+``benchmarks.load.run_load`` at several concurrencies, and the report of the results."""
 from __future__ import annotations
 
 import json
@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from benchmarks.load import run_load
-from benchmarks.models import load_average
+from benchmarks.report import Report, Table
+from benchmarks.timing import load_average
 from components.errors import ProjectError
 from serving.server import bind_socket
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
 HOST = "127.0.0.1"
@@ -114,21 +115,15 @@ def measure(model_path: str, image_path: str, concurrency_levels: Sequence[int],
     return result
 
 
-def format_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Markdown table lines of ``COLUMNS``, one row per concurrency."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---:"] * len(COLUMNS)) + "|"]
-    for row in rows:
-        cells = [f"{row[key]:.1f}" if isinstance(row[key], float) else str(row[key]) for key in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def render(result: ServeBenchmark, relative_to: str) -> list[str]:
-    """The report lines of a ServeBenchmark: a heading (paths relative to ``relative_to``), then the table."""
+def report(result: ServeBenchmark, relative_to: str) -> Report:
+    """The Report of a ServeBenchmark: one row per concurrency of ``COLUMNS`` under a line saying what ran
+    (paths relative to ``relative_to``)."""
     health = result.health
     heading = (f"`POST /detect` of {os.path.relpath(result.image_path, relative_to)} "
                f"({result.image_bytes / 1024:.0f} KiB JPEG), model {os.path.relpath(health['model'], relative_to)} "
                f"({health['format']}, flip test {health['flip_test']}), {result.workers} inference worker(s), "
                f"{result.requests} requests per row after {result.warmup} warm-up requests; load average "
                f"{result.load_before} before, {result.load_after} after")
-    return [heading, "", *format_table(result.rows)]
+    rows = [[f"{row[key]:.1f}" if isinstance(row[key], float) else str(row[key]) for key in COLUMNS]
+            for row in result.rows]
+    return Report(tables=[Table(COLUMNS, rows, [heading], right=COLUMNS)])

@@ -20,16 +20,16 @@ preprocess, infer, NMS, draw) on a 640x480 clip made by panning and zooming over
 fastest format's one pass.
 
 Every runtime uses 2 threads. Timings depend on what else runs on the machine: the report records the load
-average before and after. The report is printed and written to ``--output`` (default ``runs/benchmark.md``).
+average before and after. The report is printed (aligned text on a terminal, else Markdown) and written in
+Markdown to ``--output`` (default ``runs/benchmark.md``).
 """
 import os
 import sys
 
 import cli
 from benchmarks.models import DEFAULT_VAL_TFRECORDS, FORMATS, measure
+from benchmarks.models_report import report
 from benchmarks.reference import DEFAULT_REFERENCE
-from benchmarks.report import render
-from components.atomic_io import write_text_atomically
 from components.config import flag_type
 from components.errors import ProjectError
 from deploy.export_common import DEFAULT_CALIBRATION_TFRECORD, DEFAULT_NUM_CALIBRATION
@@ -62,7 +62,7 @@ def build_parser():
     return parser
 
 
-def body(args, cfg):
+def body(args, settings):
     formats = {name.strip() for name in args.formats.split(",") if name.strip()} | {"keras"}
     unknown = formats - set(FORMATS)
     if unknown:
@@ -80,10 +80,9 @@ def body(args, cfg):
     results = measure(args.model_path, formats, val_tfrecords, args.export_dir, args.runs, args.warmup,
                       args.video_frames, args.calibration_tfrecord, args.num_calibration,
                       log=lambda message: print(message, file=sys.stderr), reference=reference)
-    report = render(results)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    write_text_atomically(args.output, report)
-    print(report)
+    written = report(results)
+    written.write(args.output)
+    written.show()
     print(f"report written to {args.output}")
 
 

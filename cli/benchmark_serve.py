@@ -5,7 +5,8 @@
 
 Starts ``serve.py`` in its own process on a free port of 127.0.0.1, waits for ``GET /health``, sends
 ``--warmup`` untimed requests, then for each concurrency C runs C client threads (one keep-alive connection
-each) that post the image until ``--requests`` answers are in, and prints a Markdown table: requests/s
+each) that post the image until ``--requests`` answers are in, and prints a table (aligned text on a terminal,
+else Markdown; ``--output``: also written in Markdown): requests/s
 (answered requests over the wall time), p50 / p99 latency of one request (client side: upload, decode,
 detection with the model's default flip test, JSON) and the failed count (any answer but 200; serve.py runs with
 its default bounds, so more clients than its ``--max_pending`` (config key ``serve_max_pending``) would get
@@ -16,7 +17,6 @@ import argparse
 import sys
 
 import cli
-from components.atomic_io import write_text_atomically
 from components.config import flag_type
 
 DEFAULT_IMAGE = cli.repo_path("assets", "test_00002330.jpg")
@@ -49,19 +49,19 @@ def build_parser():
     return parser
 
 
-def body(args, cfg):
+def body(args, settings):
     cli.check_exists(args.image, "image", "file")
     cli.check_exists(args.model_path, "model")
     cli.check_at_least("--requests", args.requests, 1)
     cli.check_at_least("--workers", args.workers, 1)
     cli.check_at_least("--warmup", args.warmup, 0)
-    from benchmarks.serving import measure, render
+    from benchmarks.serving import measure, report
     result = measure(args.model_path, args.image, args.concurrency, args.requests, args.warmup, args.workers,
                      args.port, log=lambda message: print(message, file=sys.stderr))
-    lines = render(result, cli.REPO_ROOT)
-    print("\n".join(lines))
+    written = report(result, cli.REPO_ROOT)
+    written.show()
     if args.output:
-        write_text_atomically(args.output, "\n".join(lines) + "\n")
+        written.write(args.output)
     return 1 if any(row["failed"] for row in result.rows) else 0
 
 

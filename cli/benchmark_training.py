@@ -8,35 +8,33 @@ already in memory (float32, and "mixed_bfloat16" when the CPU has bfloat16 instr
 as ``train.py`` runs them. Each timing follows warm-up steps (tracing); the load average is recorded because
 other work on the machine slows every row.
 """
-import os
-
 import cli
-from components.atomic_io import write_text_atomically
-from components.config import DEFAULT_SETTINGS, flag_type, tfrecord_paths
+from components.config import DEFAULT_SETTINGS, flag_type
 
 BENCHMARK_KEYS = ("batch_size", "input_size", "network", "base_channel")   # the settings a throughput depends on
 
 
 def build_parser():
     parser = cli.parser(__doc__, keys=BENCHMARK_KEYS)
-    parser.add_argument("--train_tfrecord", default=cli.repo_path(tfrecord_paths(DEFAULT_SETTINGS["train_tfrecord"])[0]),
+    parser.add_argument("--train_tfrecord", default=cli.repo_path(DEFAULT_SETTINGS.data.train_tfrecord[0]),
                         help="training TFRecord to read (default: the first of the config's train_tfrecord)")
     parser.add_argument("--steps", type=flag_type("steps"), default=15, help="timed steps per row (after warm-up)")
     parser.add_argument("--output", default=None, help="also write the table to this Markdown file")
     return parser
 
 
-def body(args, cfg):
+def body(args, settings):
     cli.check_exists(args.train_tfrecord, "TFRecord", "file", "make it with dataset/voc_to_tfrecord.py")
     cli.check_at_least("--steps", args.steps, 1)
-    from benchmarks.training_throughput import format_table, run  # imports TensorFlow
-    cfg = cfg.replace(train_tfrecord=args.train_tfrecord)
-    load_before = os.getloadavg()[0]
-    rows = run(cfg, args.steps)
-    table = format_table(rows, cfg, load_before, os.getloadavg()[0])
-    print(table)
+    from benchmarks.timing import load_average
+    from benchmarks.training_throughput import run, throughput_report  # imports TensorFlow
+    settings = settings.replace(train_tfrecord=args.train_tfrecord)
+    load_before = load_average()
+    rows = run(settings, args.steps)
+    written = throughput_report(rows, settings, load_before, load_average())
+    written.show()
     if args.output:
-        write_text_atomically(args.output, table)
+        written.write(args.output)
 
 
 def main(argv=None):

@@ -51,7 +51,7 @@ def two_val_sets(voc_mini_tfrecords, tmp_path_factory):
 
 def test_report_puts_one_pass_and_tta_side_by_side_for_every_runtime_and_val_set():
     from benchmarks.models import MODEL, ONE_PASS, REFERENCE_LABEL, TTA, BenchmarkResults, Row, VideoRow
-    from benchmarks.report import render
+    from benchmarks.models_report import render
     results = BenchmarkResults("m.keras", "2026-01-01 00:00", "1.00", "1.00", (240, 320), runs=8, warmup=1,
                                val_sets=["val_mask", "val_ilc"], notes=["x.tfrecord: validation TFRecord not found"])
     maps = {(setting, name): value for setting, name, value in
