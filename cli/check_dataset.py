@@ -11,7 +11,7 @@ import os
 
 import cli
 from components.class_list import check_tfrecord_classes
-from components.config import ANCHOR_KEYS, AUGMENTATION_KEYS, DATA_KEYS, flag_type, tfrecord_paths
+from components.config import ANCHOR_KEYS, AUGMENTATION_KEYS, DATA_KEYS, flag_type
 from dataset.dataset_report import draw_grid, format_matching_stats, matching_stats
 
 DEFAULT_OUTPUT = os.path.join("runs", "check_dataset.png")   # the README's figure (assets/) only when asked
@@ -28,16 +28,16 @@ def build_parser():
     return parser
 
 
-def body(args, cfg):
+def body(args, settings):
     cli.check_at_least("--num_images", args.num_images, 1)
-    tfrecord = args.tfrecord or (tfrecord_paths(cfg["train_tfrecord"]) or [""])[0]
+    tfrecord = args.tfrecord or (settings.data.train_tfrecord or ("",))[0]
     cli.check_exists(tfrecord, "TFRecord", "file", "create it with python dataset/voc_to_tfrecord.py"
                      + (f" --data {args.data}" if args.data else ""))
-    check_tfrecord_classes(tfrecord, cfg["labels_list"], "--data / --labels_list")
+    check_tfrecord_classes(tfrecord, settings.model.labels_list, "--data / --labels_list")
     if args.matching_stats:
-        print(format_matching_stats(matching_stats(tfrecord, cfg)))
+        print(format_matching_stats(matching_stats(tfrecord, settings)))
     else:
-        print(draw_grid(tfrecord, cfg, args.num_images, args.output, training=not args.no_augment))
+        print(draw_grid(tfrecord, settings, args.num_images, args.output, training=not args.no_augment))
 
 
 def main(argv=None):

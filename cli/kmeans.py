@@ -16,13 +16,13 @@ import os
 import sys
 
 import cli
-from components.config import flag_type
+from components.config import DATA_KEYS, flag_type
 from components.errors import ProjectError
 from dataset.anchor_kmeans import format_min_sizes, plot_anchors, study_anchors
 from dataset.label_counts import SKIP_FLAG
 
 DEFAULT_OUTPUT = os.path.join("runs", "kmeans_anchors.png")   # the README's figure (assets/) only when asked
-KMEANS_KEYS = ("labels_list", "label_aliases", "input_size", "min_sizes", "steps", "seed")
+KMEANS_KEYS = (*DATA_KEYS, "input_size", "min_sizes", "steps", "seed")   # the classes, the anchors, k-means' seed
 
 
 def build_parser():
@@ -61,14 +61,15 @@ def box_sources(args, splits):
     return result
 
 
-def print_study(study, args, cfg):
-    input_h, input_w = cfg["input_size"]
+def print_study(study, args, spec):
+    """Print ``study`` (an AnchorStudy) with the heads of ``spec`` (the ModelSpec: input size, steps)."""
+    input_h, input_w = spec.input_size
     of_data = f" of {args.data}" if args.data else ""
     print(f"boxes: {len(study.boxes_wh)} (split {args.split!r}{of_data}, pixels at input {input_w}x{input_h} w x h)")
     if study.groups is not None:
         print("k-means anchors (w, h) per head, min_sizes format:")
         print(f"  {format_min_sizes(study.groups)}")
-        for step, group in zip(cfg["steps"], study.groups):
+        for step, group in zip(spec.steps, study.groups):
             print(f"  stride {step:>3}: {format_min_sizes([group])[1:-1]}")
     else:
         print(f"k-means anchors (w, h), not grouped: k={len(study.anchors)} differs from the config's "
@@ -82,10 +83,10 @@ def print_study(study, args, cfg):
     print(f"plot written to {args.output}")
 
 
-def body(args, cfg):
+def body(args, settings):
     skipped = []
     train_sources, eval_sources = box_sources(args, [args.split, args.eval_split])
-    study = study_anchors(train_sources, cfg, args.k, eval_sources, skipped, progress=True,
+    study = study_anchors(train_sources, settings, args.k, eval_sources, skipped, progress=True,
                           skip_unknown=args.skip_unknown_labels, fix_file=args.data, log=print)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     plot_anchors(study.boxes_wh, study.anchors, study.default_anchors, args.output,
@@ -95,7 +96,7 @@ def body(args, cfg):
         print(f"skipped: {reason}", file=sys.stderr)
     if skipped:
         print(f"skipped {len(skipped)} images/objects (reasons above)", file=sys.stderr)
-    print_study(study, args, cfg)
+    print_study(study, args, settings.model)
 
 
 def main(argv=None):

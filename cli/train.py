@@ -13,14 +13,15 @@ interrupted epoch. A non-finite loss stops training with status 2, leaving the l
 """
 
 import cli
-from components.config import DEFAULT_SETTINGS, DEFAULTS, flag_type, given_settings, group_keys
+from components.config import DEFAULT_SETTINGS, flag_type, given_settings, group_keys
 from components.errors import ProjectError
 from components.run_config import load_run_config, resumed_config, run_config_path
 
-TRAIN_KEYS = tuple(key for key in DEFAULTS if key not in ("flip_test", "test_scales", "test_small_face",
-                                                           "test_large_face", "score_threshold", "seed",
-                                                           "export_score_threshold")
-                   + group_keys("serve", "stream"))
+# the groups training uses, less the multi-scale test and score threshold of inference (validation runs one
+# pass at its own threshold) and the seed (train.py's own --seed)
+TRAIN_KEYS = tuple(key for key in group_keys("model", "data", "augment", "match", "train", "detect")
+                   if key not in ("seed", "flip_test", "test_scales", "test_small_face", "test_large_face",
+                                  "score_threshold"))
 DATA_FILE_KEYS = ("labels_list", *group_keys("data"))   # what a --data file sets
 STRATEGIES = ("default", "mirrored", "multi_worker")   # training.distribution.STRATEGIES, without TensorFlow
 
@@ -41,43 +42,43 @@ def build_parser():
     return parser
 
 
-def settings_for_resume(args, cfg, log=print):
+def settings_for_resume(args, settings, log=print):
     """The settings of a resumed run: those saved in the checkpoint folder, changed by the flags (and --data
     file) given now, which are listed; without saved settings (older runs) the flags and defaults, with a
     note. Returns (settings, steps_per_epoch); raises ResumeError / ProjectError on a change the run cannot take."""
-    folder = cfg.train.checkpoint_dir
+    folder = settings.train.checkpoint_dir
     loaded = load_run_config(folder)
     if loaded is None:
         log(f"note: {run_config_path(folder)} not found (a run started before settings were "
             "saved): resuming with the flags given now and the defaults")
-        return cfg, args.steps_per_epoch
+        return settings, args.steps_per_epoch
     saved, extra = loaded
     given = given_settings(args)
     if args.data:
-        given = {**{key: cfg.value(key) for key in DATA_FILE_KEYS}, **given}
+        given = {**{key: settings.value(key) for key in DATA_FILE_KEYS}, **given}
     if args.seed is not None:
         given["seed"] = args.seed
-    settings, changes = resumed_config(saved, given, DEFAULT_SETTINGS)
+    resumed, changes = resumed_config(saved, given, DEFAULT_SETTINGS)
     steps = extra.get("steps_per_epoch")
     if args.steps_per_epoch is not None and steps is not None and args.steps_per_epoch != steps:
         raise ProjectError(f"--steps_per_epoch: the saved run takes {steps} steps per epoch; drop the flag")
     log(f"resume: settings from {run_config_path(folder)}"
         + (f"; changed by flags: {'; '.join(changes)}" if changes else " (no flag changes them)"))
-    return settings, args.steps_per_epoch or steps
+    return resumed, args.steps_per_epoch or steps
 
 
-def body(args, cfg):
+def body(args, settings):
     if args.seed is not None:
-        cfg = cfg.replace(seed=args.seed)
+        settings = settings.replace(seed=args.seed)
     steps_per_epoch = args.steps_per_epoch
     if args.resume and args.weights:
         raise ProjectError("--weights: not with --resume (a resumed run continues from its own checkpoint); to "
                            "start from other weights, use a new --checkpoint_dir")
     if args.resume:
-        cfg, steps_per_epoch = settings_for_resume(args, cfg)
+        settings, steps_per_epoch = settings_for_resume(args, settings)
     from training.trainer import train  # imports TensorFlow: only once the flags parsed
     try:
-        summary = train(cfg, resume=args.resume, steps_per_epoch=steps_per_epoch, val_steps=args.val_steps,
+        summary = train(settings, resume=args.resume, steps_per_epoch=steps_per_epoch, val_steps=args.val_steps,
                         progress=not args.no_progress, log=print, strategy=args.strategy, weights=args.weights)
     except cli.Interrupted:
         raise

@@ -63,18 +63,18 @@ def conversion_jobs(args):
     return [(args.dataset_path, split, output_file)]
 
 
-def body(args, cfg):
+def body(args, settings):
     if args.max_image_side < 0:
         raise ProjectError(f"--max_image_side: must be 0 (no limit) or positive, got {args.max_image_side}")
     if args.extra_ignore and args.data:
         raise ProjectError("--extra_ignore: give it with --dataset_path (one VOC folder), not with --data")
     jobs = conversion_jobs(args)
     extra_ignore = read_extra_ignore(args.extra_ignore) if args.extra_ignore else None
-    report_splits_labels([(dataset_path, split) for dataset_path, split, _ in jobs], cfg["label_aliases"],
+    report_splits_labels([(dataset_path, split) for dataset_path, split, _ in jobs], settings.data.label_aliases,
                          args.skip_unknown_labels, args.data, print)
     for dataset_path, split, output_file in jobs:
         try:
-            report = convert_split(dataset_path, split, output_file, cfg, max_image_side=args.max_image_side,
+            report = convert_split(dataset_path, split, output_file, settings, max_image_side=args.max_image_side,
                                    extra_ignore=extra_ignore)
         except KeyboardInterrupt:
             raise cli.Interrupted(f"{output_file} was not changed") from None

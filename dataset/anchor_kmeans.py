@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
+    from components.config import Settings
+
 
 def _centred_corners(wh):
     """[N, 2] (w, h) -> [N, 4] corner-form boxes centred on the origin."""
@@ -132,7 +134,7 @@ def load_box_sizes(dataset_path: str, split: str, input_size: Sequence[int], lab
     so an xml whose image is missing or unreadable still counts here, unlike in voc_to_tfrecord.py.
 
     Args:
-        input_size: (h, w) of the network input.  label_aliases: as in ``cfg['label_aliases']``.
+        input_size: (h, w) of the network input.  label_aliases: as ``settings.data.label_aliases``.
         skipped: optional list; one reason is appended per image or object that could not be used.
         progress: show a tqdm bar on stderr.
     Returns:
@@ -232,41 +234,44 @@ class AnchorStudy:
     held_out: tuple | None = None   # (boxes, mean IoU k-means, mean IoU config) on the eval split
 
 
-def box_sizes_of_sources(sources: Sequence[tuple[str, str]], cfg: dict[str, Any], skipped: list[str] | None = None,
+def box_sizes_of_sources(sources: Sequence[tuple[str, str]], settings: Settings, skipped: list[str] | None = None,
                          progress: bool = False, skip_unknown: bool = False, fix_file: str | None = None,
                          log: Callable[[str], None] | None = None) -> np.ndarray:
     """Box sizes [N, 2] of all ``sources`` ([(VOC folder, split)]), each after the label check
     (``dataset.label_counts.report_split_labels``: the table is logged; VOCError on unknown labels unless
-    ``skip_unknown``). Raises VOCError when a source has no usable boxes."""
-    sizes = []
+    ``skip_unknown``), at ``settings.model.input_size`` with ``settings.data.label_aliases``. Raises VOCError when
+    a source has no usable boxes."""
+    aliases, sizes = settings.data.label_aliases, []
     for dataset_path, split in sources:
-        report_split_labels(dataset_path, split, cfg["label_aliases"], skip_unknown, fix_file, log)
-        sizes.append(load_box_sizes(dataset_path, split, cfg["input_size"], cfg["label_aliases"], skipped, progress))
+        report_split_labels(dataset_path, split, aliases, skip_unknown, fix_file, log)
+        sizes.append(load_box_sizes(dataset_path, split, settings.model.input_size, aliases, skipped, progress))
         if len(sizes[-1]) == 0:
             raise VOCError(f"{dataset_path}: split {split!r} has no usable boxes (no object with a known label "
                            "and a non-empty box; see the table above)")
     return np.concatenate(sizes, axis=0)
 
 
-def study_anchors(sources: Sequence[tuple[str, str]], cfg: dict[str, Any], k: int | None = None,
+def study_anchors(sources: Sequence[tuple[str, str]], settings: Settings, k: int | None = None,
                   eval_sources: Sequence[tuple[str, str]] = (), skipped: list[str] | None = None,
                   progress: bool = False, **label_check: Any) -> AnchorStudy:
     """k-means anchors of the boxes of ``sources`` ([(VOC folder, split)]; ``k`` default: the config's anchors
     per cell summed), scored with the configured ones on them and, with ``eval_sources``, on boxes k-means did
-    not see. ``label_check``: ``skip_unknown``, ``fix_file``, ``log`` of :func:`box_sizes_of_sources`.
+    not see (the model spec's ``min_sizes`` and ``steps``, k-means seeded with ``settings.train.seed``).
+    ``label_check``: ``skip_unknown``, ``fix_file``, ``log`` of :func:`box_sizes_of_sources`.
 
     Raises VOCError when a split has no usable boxes or holds unknown labels.
     """
-    counts = priors_per_cell(cfg["min_sizes"])
+    spec = settings.model
+    counts = priors_per_cell(spec.min_sizes)
     k = sum(counts) if k is None else k
-    boxes_wh = box_sizes_of_sources(sources, cfg, skipped, progress, **label_check)
-    anchors = kmeans_anchors(boxes_wh, k, seed=cfg["seed"])
-    default_anchors = default_anchor_wh(cfg["min_sizes"])
-    groups = assign_to_heads(anchors, cfg["steps"], counts) if k == sum(counts) else None
+    boxes_wh = box_sizes_of_sources(sources, settings, skipped, progress, **label_check)
+    anchors = kmeans_anchors(boxes_wh, k, seed=settings.train.seed)
+    default_anchors = default_anchor_wh(spec.min_sizes)
+    groups = assign_to_heads(anchors, spec.steps, counts) if k == sum(counts) else None
     study = AnchorStudy(boxes_wh, anchors, default_anchors, groups, mean_iou(boxes_wh, anchors),
                         mean_iou(boxes_wh, default_anchors))
     if eval_sources:
-        eval_wh = box_sizes_of_sources(eval_sources, cfg, skipped, progress, **label_check)
+        eval_wh = box_sizes_of_sources(eval_sources, settings, skipped, progress, **label_check)
         study.held_out = (len(eval_wh), mean_iou(eval_wh, anchors), mean_iou(eval_wh, default_anchors))
     return study
 

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
 
+    from components.config import Settings
+
 
 def decoded_positive_boxes(targets: np.ndarray, priors: np.ndarray,
                            variances: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -50,11 +52,12 @@ def size_bucket_name(side: float) -> str:
     return f">={SIZE_BUCKETS[-1]}"
 
 
-def matching_stats(tfrecord: str, cfg: dict[str, Any], limit: int | None = None) -> dict[str, tuple[int, float, float]]:
-    """Positive priors per face, by face size, under the matching settings of ``cfg``.
+def matching_stats(tfrecord: str, settings: Settings,
+                   limit: int | None = None) -> dict[str, tuple[int, float, float]]:
+    """Positive priors per face, by face size, under the matching settings of ``settings.match``.
 
     Returns {bucket name: (faces, mean positive priors per face, share with fewer than FEW_POSITIVES)}, buckets
-    in size order. Images are letterboxed to ``cfg['input_size']`` as at inference, not augmented; each prior's
+    in size order. Images are letterboxed to ``settings.model.input_size`` as at inference, not augmented; each prior's
     face comes from ``components.box_utils.match_priors``.
     """
     import tensorflow as tf
@@ -63,17 +66,18 @@ def matching_stats(tfrecord: str, cfg: dict[str, Any], limit: int | None = None)
     from components.prior_box import priors_from_config
     from dataset.tf_dataset_preprocess import parse_example, prepare_for_evaluation
 
-    priors = tf.constant(priors_from_config(cfg.model))
-    height, width = cfg["input_size"]
+    spec, match = settings.model, settings.match
+    priors = tf.constant(priors_from_config(spec))
+    height, width = spec.input_size
     counts: dict[str, list[int]] = {}
     records = tf.data.TFRecordDataset(tfrecord).map(parse_example)
     try:
         for image, boxes, labels, _ in (records.take(limit) if limit else records):
             if labels.shape[0] == 0:
                 continue
-            _, boxes = prepare_for_evaluation(image, boxes, cfg["input_size"], cfg["keep_aspect"])
-            matched, positive = match_priors(boxes, priors, cfg["match_thresh"], cfg["min_positives"],
-                                             cfg["min_positive_iou"])
+            _, boxes = prepare_for_evaluation(image, boxes, spec.input_size, settings.detect.keep_aspect)
+            matched, positive = match_priors(boxes, priors, match.match_thresh, match.min_positives,
+                                             match.min_positive_iou)
             face = tf.where(positive & (tf.gather(labels, matched) > 0), matched, -1).numpy()
             for index, box in enumerate(boxes.numpy()):
                 side = np.sqrt(max(box[2] - box[0], 0) * width * max(box[3] - box[1], 0) * height)
@@ -106,7 +110,7 @@ def legend_handles(labels_list: Sequence[str]) -> list[Any]:
             for class_id, name in enumerate(labels_list) if class_id > 0]
 
 
-def draw_grid(tfrecord: str, cfg: dict[str, Any], num_images: int, output: str, training: bool = True,
+def draw_grid(tfrecord: str, settings: Settings, num_images: int, output: str, training: bool = True,
               seed: int = 0) -> str:
     """Write a PNG grid of up to ``num_images`` (augmented when ``training``) samples; returns the output path.
 
@@ -122,9 +126,10 @@ def draw_grid(tfrecord: str, cfg: dict[str, Any], num_images: int, output: str, 
     from dataset.tf_dataset_preprocess import load_dataset
 
     tf.random.set_seed(seed)
-    priors = priors_from_config(cfg.model)
+    spec = settings.model
+    priors = priors_from_config(spec)
     # batches of one, so that a file with fewer records than num_images still shows them all
-    dataset = load_dataset(tfrecord, cfg, training=training, batch_size=1).take(num_images)
+    dataset = load_dataset(tfrecord, settings, training=training, batch_size=1).take(num_images)
     try:
         samples = [(image[0], target[0]) for image, target in dataset]
     except tf.errors.OpError as error:
@@ -137,11 +142,11 @@ def draw_grid(tfrecord: str, cfg: dict[str, Any], num_images: int, output: str, 
     columns = int(np.ceil(np.sqrt(num_images)))
     rows = int(np.ceil(num_images / columns))
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows))
-    height, width = cfg["input_size"]
+    height, width = spec.input_size
     for axis, image, target in zip(np.ravel(axes), images.numpy(), targets.numpy()):
         shown = image * 127.5 + 127.5
         axis.imshow(np.clip(shown, 0, 255).astype(np.uint8))
-        boxes, classes = decoded_positive_boxes(target, priors, cfg["variances"])
+        boxes, classes = decoded_positive_boxes(target, priors, spec.variances)
         for box, label in zip(boxes * [width, height, width, height], classes):
             axis.add_patch(plt.Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False,
                                          edgecolor=class_color_rgb(label), linewidth=0.8))
@@ -149,7 +154,7 @@ def draw_grid(tfrecord: str, cfg: dict[str, Any], num_images: int, output: str, 
     for axis in np.ravel(axes):
         axis.axis("off")
     figure.suptitle("boxes decoded from the encoded targets", fontsize=9)
-    figure.legend(handles=legend_handles(cfg["labels_list"]), loc="lower center", ncol=len(cfg["labels_list"]) - 1,
+    figure.legend(handles=legend_handles(spec.labels_list), loc="lower center", ncol=spec.num_classes - 1,
                   fontsize=8, frameon=False)
     figure.tight_layout(rect=(0, 0.04, 1, 1))
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)

@@ -30,8 +30,8 @@ from dataset.voc import VOCError, class_id, clip_boxes, decode_image_file, load_
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from typing import Any
 
+    from components.config import Settings
     from dataset.voc import Annotation
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -128,14 +128,15 @@ def make_example(name: str, jpeg: bytes, height: int, width: int, annotation: An
     }))
 
 
-def convert_split(dataset_path: str, split: str, output_file: str, cfg: dict[str, Any], progress: bool = True,
+def convert_split(dataset_path: str, split: str, output_file: str, settings: Settings, progress: bool = True,
                   max_image_side: int = MAX_IMAGE_SIDE,
                   extra_ignore: Mapping[str, np.ndarray] | None = None) -> ConversionReport:
     """Write ``output_file`` from the VOC ``split`` of ``dataset_path``; returns a ConversionReport.
 
     ``extra_ignore`` ({image name: boxes [K, 4] pixels, corner form}, see ``dataset/extra_ignore.py``) adds
-    those boxes to the images' own as ``ignore`` boxes (faces the annotation leaves out). The class list
-    (``cfg['labels_list']``) and the boxes per class are written beside the file (components/class_list.py).
+    those boxes to the images' own as ``ignore`` boxes (faces the annotation leaves out). VOC labels map by
+    ``settings.data.label_aliases``; the class list (``settings.model.labels_list``) and the boxes per class are
+    written beside the file (components/class_list.py).
     Raises VOCError when the split itself cannot be read or ``output_file`` is a folder. The file is written
     under a temporary name and renamed when complete: on any error or interruption an existing
     ``output_file`` is left as it was and the temporary file is removed.
@@ -146,21 +147,21 @@ def convert_split(dataset_path: str, split: str, output_file: str, cfg: dict[str
     report = ConversionReport()
     os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
     try:
-        _write_records(dataset_path, split, names, output_file, cfg, progress, max_image_side, report,
+        _write_records(dataset_path, split, names, output_file, settings, progress, max_image_side, report,
                        extra_ignore or {})
     except tf.errors.OpError as error:   # TFRecordWriter cannot create or write the file
         raise ProjectError(f"{output_file}: cannot write ({error.message.splitlines()[0]})") from None
-    write_tfrecord_classes(output_file, cfg["labels_list"], report.class_boxes)
+    write_tfrecord_classes(output_file, settings.model.labels_list, report.class_boxes)
     return report
 
 
-def _write_records(dataset_path, split, names, output_file, cfg, progress, max_image_side, report,
+def _write_records(dataset_path, split, names, output_file, settings, progress, max_image_side, report,
                    extra_ignore) -> None:
     """The body of :func:`convert_split`: every readable item of ``names`` into ``output_file``."""
     with atomic_path(output_file) as temporary, tf.io.TFRecordWriter(temporary) as writer:
         for name in tqdm(names, desc=f"{split} -> tfrecord", unit="img", disable=not progress):
             try:
-                item = load_item(dataset_path, name, cfg["label_aliases"], read_image=False)
+                item = load_item(dataset_path, name, settings.data.label_aliases, read_image=False)
                 annotation = item.annotation
                 encoded = encode_image(item.image_path, max_image_side)  # type: ignore[arg-type]
                 clip_boxes(annotation, encoded.source_width, encoded.source_height)
@@ -172,7 +173,7 @@ def _write_records(dataset_path, split, names, output_file, cfg, progress, max_i
                 continue
             report.skipped_objects.extend(item.skipped())
             writer.write(make_example(name, encoded.jpeg, encoded.height, encoded.width, annotation,
-                                      cfg["labels_list"]).SerializeToString())
+                                      settings.model.labels_list).SerializeToString())
             report.written += 1
             report.boxes += len(annotation.labels)
             for label in annotation.labels:

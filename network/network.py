@@ -1,6 +1,6 @@
 """The detector: a MobileNet-style SSD with four heads (strides 8, 16, 32, 64), optionally with RFB modules.
 
-``build_model(cfg)`` returns a Keras model mapping a float image batch [B, H, W, 3] (normalised as in
+``build_model(settings)`` returns a Keras model mapping a float image batch [B, H, W, 3] (normalised as in
 ``dataset/tf_dataset_preprocess.py``) to raw predictions [B, P, 4 + num_classes]: box offsets
 (see ``components.box_utils.encode_boxes``) and class logits, one row per prior of
 ``components.prior_box.prior_box``. The network is fully convolutional, so H and W may be anything.
@@ -15,9 +15,10 @@ from components.errors import ProjectError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from typing import Any
 
     import keras
+
+    from components.config import Settings
 
 layers = tf.keras.layers
 
@@ -138,23 +139,24 @@ def detection_head(x: keras.KerasTensor, num_anchors: int, num_outputs: int, nam
     return layers.Reshape((-1, num_outputs), name=f"{name}_reshape")(x)
 
 
-def build_model(cfg: dict[str, Any], input_size: Sequence[int] | None = None, name: str | None = None) -> keras.Model:
-    """Build the detector described by ``cfg`` (``network``: "slim", "rfb" or "rfb_pan", ``base_channel``,
-    ``head_context``: context blocks before the stride-8 and stride-16 heads).
+def build_model(settings: Settings, input_size: Sequence[int] | None = None, name: str | None = None) -> keras.Model:
+    """Build the detector described by ``settings.model`` (``network``: "slim", "rfb" or "rfb_pan", ``base_channel``,
+    ``head_context``: context blocks before the stride-8 and stride-16 heads; classes and anchors per head).
 
     Args:
         input_size: (h, w) of the Keras input; None (default) builds a model for any size.
     Returns:
         tf.keras.Model: images [B, H, W, 3] float32 -> predictions [B, P, 4 + num_classes] float32.
     """
-    if cfg["network"] not in NETWORKS:
-        raise ProjectError(f"unknown network {cfg['network']!r}: expected one of {', '.join(NETWORKS)}")
-    c = cfg["base_channel"]
-    num_classes = len(cfg["labels_list"])
-    anchors = [len(sizes) for sizes in cfg["min_sizes"]]
-    if len(anchors) != 4 or list(cfg["steps"]) != [8, 16, 32, 64]:
+    spec = settings.model
+    if spec.network not in NETWORKS:
+        raise ProjectError(f"unknown network {spec.network!r}: expected one of {', '.join(NETWORKS)}")
+    c = spec.base_channel
+    num_classes = spec.num_classes
+    anchors = [len(sizes) for sizes in spec.min_sizes]
+    if len(anchors) != 4 or tuple(spec.steps) != (8, 16, 32, 64):
         raise ProjectError("the network has four heads at strides 8, 16, 32, 64; "
-                           f"got steps {cfg['steps']} and {len(anchors)} anchor groups")
+                           f"got steps {list(spec.steps)} and {len(anchors)} anchor groups")
     height, width = input_size if input_size else (None, None)
     images = layers.Input(shape=(height, width, 3), name="images")
 
@@ -165,7 +167,7 @@ def build_model(cfg: dict[str, Any], input_size: Sequence[int] | None = None, na
     x = conv_dw(x, 4 * c, strides=2, name="dw4")               # /8
     x = conv_dw(x, 4 * c, name="dw5")
     x = conv_dw(x, 4 * c, name="dw6")
-    if cfg["network"] in ("rfb", "rfb_pan"):
+    if spec.network in ("rfb", "rfb_pan"):
         x = basic_rfb(x, 4 * c, name="rfb")
     else:
         x = conv_dw(x, 4 * c, name="dw7")
@@ -182,9 +184,9 @@ def build_model(cfg: dict[str, Any], input_size: Sequence[int] | None = None, na
     x = conv_bn(x, 16 * c, 3, name="extra_conv")
     feature_64 = x
     features = [feature_8, feature_16, feature_32, feature_64]
-    if cfg["network"] == "rfb_pan":
+    if spec.network == "rfb_pan":
         features = pan_neck(features)
-    if cfg["head_context"]:
+    if spec.head_context:
         features = [context_block(features[0], "context8"), context_block(features[1], "context16"), *features[2:]]
 
     locations, logits = [], []
@@ -194,7 +196,7 @@ def build_model(cfg: dict[str, Any], input_size: Sequence[int] | None = None, na
     locations = layers.Concatenate(axis=1, name="locations")(locations)
     logits = layers.Concatenate(axis=1, name="logits")(logits)
     outputs = layers.Concatenate(axis=-1, name="predictions", dtype="float32")([locations, logits])
-    return tf.keras.Model(images, outputs, name=name or f"{cfg['network']}_ssd")
+    return tf.keras.Model(images, outputs, name=name or f"{spec.network}_ssd")
 
 
 def transfer_weights(source: keras.Model, target: keras.Model) -> tuple[list[str], list[str]]:

@@ -1,4 +1,4 @@
-"""tf.distribute for training: the strategy by name, which process is the chief, the scaled config."""
+"""tf.distribute for training: the strategy by name, which process is the chief, the scaled settings."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -8,7 +8,7 @@ import tensorflow as tf
 from training.errors import TrainingError
 
 if TYPE_CHECKING:
-    from typing import Any
+    from components.config import Settings
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -35,7 +35,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
                                              and resolver.task_id == 0)
 
 
-def distributed_config(cfg: dict[str, Any], num_replicas: int) -> dict[str, Any]:
-    """``cfg`` for ``num_replicas`` replicas: ``batch_size`` stays per replica, the learning rates scale
+def distributed_config(settings: Settings, num_replicas: int) -> Settings:
+    """``settings`` for ``num_replicas`` replicas: ``batch_size`` stays per replica, the learning rates scale
     linearly with the global batch."""
-    return cfg.replace(init_lr=cfg["init_lr"] * num_replicas)
+    return settings.replace(init_lr=settings.train.init_lr * num_replicas)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import shutil
 import signal
@@ -19,7 +18,6 @@ from tqdm import tqdm
 
 from components.atomic_io import remove_stale_temporaries
 from components.class_list import ClassListError, check_tfrecord_classes
-from components.config import tfrecord_paths
 from components.lr_scheduler import schedule_from_config
 from components.prior_box import priors_from_config
 from components.run_config import save_run_config
@@ -41,6 +39,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     import keras
+
+    from components.config import Settings
 
 EXPORT_NAME = "last.keras"
 BEST_NAME = "best.keras"   # the model of the best validation mAP so far
@@ -144,45 +144,43 @@ def peak_note(history: Sequence[Mapping[str, Any]]) -> str | None:
             f"{EXPORT_NAME} the last")
 
 
-def fit_warmup(cfg: dict[str, Any], log: Callable[[str], Any]) -> dict[str, Any]:
-    """``cfg`` with a warm-up no longer than a fifth of the run when ``warmup_epoch`` would take all of it
+def fit_warmup(settings: Settings, log: Callable[[str], Any]) -> Settings:
+    """``settings`` with a warm-up no longer than a fifth of the run when ``warmup_epoch`` would take all of it
     (a logged note says so)."""
-    if cfg["warmup_epoch"] < cfg["epoch"]:
-        return cfg
-    shortened = round(cfg["epoch"] / 5, 2)
-    log(f"note: warmup_epoch {cfg['warmup_epoch']} is not shorter than the run ({cfg['epoch']} epochs): "
+    train = settings.train
+    if train.warmup_epoch < train.epoch:
+        return settings
+    shortened = round(train.epoch / 5, 2)
+    log(f"note: warmup_epoch {train.warmup_epoch} is not shorter than the run ({train.epoch} epochs): "
         f"warm-up shortened to {shortened:g} epochs")
-    return cfg.replace(warmup_epoch=shortened)
+    return settings.replace(warmup_epoch=shortened)
 
 
-def build_optimizer(cfg: dict[str, Any], steps_per_epoch: int) -> keras.optimizers.Optimizer:
+def build_optimizer(settings: Settings, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """SGD with Nesterov momentum, the warm-up + multi-step schedule and decoupled weight decay
     (not applied to batch-norm parameters and biases)."""
-    optimizer = tf.keras.optimizers.SGD(schedule_from_config(cfg.train, steps_per_epoch), momentum=cfg["momentum"],
-                                        nesterov=True, weight_decay=cfg["weights_decay"])
+    train = settings.train
+    optimizer = tf.keras.optimizers.SGD(schedule_from_config(train, steps_per_epoch), momentum=train.momentum,
+                                        nesterov=True, weight_decay=train.weights_decay)
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     return optimizer
 
 
-# the settings the loss depends on (the classes, hard negative mining or the focal loss, the DIoU term and the
-# priors it decodes)
-LOSS_KEYS = ("labels_list", "neg_pos_ratio", "focal_gamma", "quality_targets", "diou_loss_weight", "input_size",
-             "min_sizes", "steps", "clip", "variances")
+def loss_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of ``multibox_loss`` for ``settings`` (the model spec: classes, priors, variances; the
+    train group: neg_pos_ratio, focal_gamma, diou_loss_weight, quality_targets): num_classes, neg_pos_ratio,
+    focal_gamma, diou (None when ``diou_loss_weight`` is 0, else (weight, the priors at the spec's input_size,
+    variances)) and quality (None unless ``quality_targets``, else (priors, variances))."""
+    spec, train = settings.model, settings.train
+    weight = float(train.diou_loss_weight)
+    boxes = ((tf.constant(priors_from_config(spec), tf.float32), tuple(spec.variances))
+             if weight > 0 or train.quality_targets else None)
+    return {"num_classes": spec.num_classes, "neg_pos_ratio": train.neg_pos_ratio,
+            "focal_gamma": float(train.focal_gamma), "diou": (weight, *boxes) if weight > 0 else None,  # type: ignore[misc]
+            "quality": boxes if train.quality_targets else None}
 
 
-def loss_options(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of ``multibox_loss`` for ``cfg``: num_classes, neg_pos_ratio, focal_gamma, diou (None
-    when ``diou_loss_weight`` is 0, else (weight, the priors at cfg's input_size, variances)) and quality (None
-    unless ``quality_targets``, else (priors, variances))."""
-    weight = float(cfg["diou_loss_weight"])
-    boxes = ((tf.constant(priors_from_config(cfg.model), tf.float32), tuple(cfg["variances"]))
-             if weight > 0 or cfg["quality_targets"] else None)
-    return {"num_classes": len(cfg["labels_list"]), "neg_pos_ratio": cfg["neg_pos_ratio"],
-            "focal_gamma": float(cfg["focal_gamma"]), "diou": (weight, *boxes) if weight > 0 else None,  # type: ignore[misc]
-            "quality": boxes if cfg["quality_targets"] else None}
-
-
-def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg: dict[str, Any],
+def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, settings: Settings,
                     strategy: tf.distribute.Strategy | None = None,
                     average: WeightAverage | None = None) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
     """A compiled step: (images, targets) -> (total, localisation, classification) loss, weights updated
@@ -193,7 +191,7 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, c
     single-device step on the global batch. The returned losses are summed over replicas (the global loss).
     """
     strategy = strategy or tf.distribute.get_strategy()
-    options = loss_options(cfg)
+    options = loss_options(settings)
 
     def replica_step(images, targets):
         context = tf.distribute.get_replica_context()
@@ -216,16 +214,15 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, c
     return train_step
 
 
-def make_loss_step(cfg: dict[str, Any]) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
-    """A compiled step: (targets, predictions) -> (localisation, classification) loss of ``cfg`` (one per
-    setting of LOSS_KEYS, so that validation traces it once per run)."""
-    return _cached_loss_step(json.dumps([list(cfg[key]) if isinstance(cfg[key], tuple) else cfg[key]
-                                         for key in LOSS_KEYS]))
+def make_loss_step(settings: Settings) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """A compiled step: (targets, predictions) -> (localisation, classification) loss of ``settings`` (one per
+    settings object, which is frozen and hashable, so that validation traces it once per run)."""
+    return _cached_loss_step(settings)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_loss_step(settings_json):
-    options = loss_options(dict(zip(LOSS_KEYS, json.loads(settings_json))))
+def _cached_loss_step(settings: Settings) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    options = loss_options(settings)
 
     @tf.function(reduce_retracing=True)
     def loss_step(targets, predictions):
@@ -234,21 +231,21 @@ def _cached_loss_step(settings_json):
     return loss_step
 
 
-def validate(detector: Detector, tfrecord_path: str, cfg: dict[str, Any], with_map: bool,
+def validate(detector: Detector, tfrecord_path: str, settings: Settings, with_map: bool,
              max_batches: int | None = None, progress: bool = False) -> dict[str, float]:
     """Validation loss (and VOC AP@0.5 per class when ``with_map``) of ``detector`` (the model in training,
     single pass) on one TFRecord, through ``mAP.evaluation.evaluate``.
 
     Returns a dict: val_loss, val_loc, val_cls and, with mAP, val_map and val_ap_<class>.
     """
-    loss_step = make_loss_step(cfg)
+    loss_step = make_loss_step(settings)
     totals = []
 
     def add_loss(predictions, targets) -> None:
         totals.append([float(value) for value in loss_step(targets, tf.convert_to_tensor(predictions))])
 
-    evaluation = evaluate(detector, tfrecord_path, VAL_SCORE_THRESHOLD, cfg["batch_size"], max_batches, progress,
-                          on_batch=add_loss, compute_map=with_map)
+    evaluation = evaluate(detector, tfrecord_path, VAL_SCORE_THRESHOLD, settings.train.batch_size, max_batches,
+                          progress, on_batch=add_loss, compute_map=with_map)
     loc, cls = np.mean(totals, axis=0)
     result = {"val_loss": float(loc + cls), "val_loc": float(loc), "val_cls": float(cls)}
     if with_map:
@@ -264,11 +261,11 @@ def validation_name(tfrecord_path: str) -> str:
     return os.path.splitext(os.path.basename(tfrecord_path))[0]
 
 
-def validate_all(detector: Detector, tfrecord_paths: Sequence[str], cfg: dict[str, Any], with_map: bool,
+def validate_all(detector: Detector, tfrecord_paths: Sequence[str], settings: Settings, with_map: bool,
                  max_batches: int | None = None, progress: bool = False) -> dict[str, float]:
     """:func:`validate` on each validation source. One source: its keys as they are. Several: each source's
     keys suffixed ``:<name>`` (``val_map:val_ilc``), and ``val_loss`` / ``val_map`` the mean over sources."""
-    results = {path: validate(detector, path, cfg, with_map, max_batches, progress) for path in tfrecord_paths}
+    results = {path: validate(detector, path, settings, with_map, max_batches, progress) for path in tfrecord_paths}
     if len(results) == 1:
         return next(iter(results.values()))
     merged = {}
@@ -281,32 +278,32 @@ def validate_all(detector: Detector, tfrecord_paths: Sequence[str], cfg: dict[st
     return merged
 
 
-def build_training_model(cfg: dict[str, Any]) -> keras.Model:
-    """The model to train: float32, or with ``cfg['mixed_precision']`` bfloat16 compute on float32 weights
+def build_training_model(settings: Settings) -> keras.Model:
+    """The model to train: float32, or with ``settings.train.mixed_precision`` bfloat16 compute on float32 weights
     (Keras "mixed_bfloat16"; the predictions stay float32, so the loss is computed in float32)."""
     previous = tf.keras.mixed_precision.global_policy()
-    tf.keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg["mixed_precision"] else "float32")
+    tf.keras.mixed_precision.set_global_policy("mixed_bfloat16" if settings.train.mixed_precision else "float32")
     try:
-        return build_model(cfg)
+        return build_model(settings)
     finally:
         tf.keras.mixed_precision.set_global_policy(previous)   # the policy is global: do not leak it
 
 
-def float32_copy(model: keras.Model, cfg: dict[str, Any]) -> keras.Model:
+def float32_copy(model: keras.Model, settings: Settings) -> keras.Model:
     """``model`` itself when it computes in float32, else a float32 model with its weights (for inference)."""
     if model.dtype_policy.name == "float32":
         return model
-    copy = build_model(cfg)
+    copy = build_model(settings)
     copy.set_weights(model.get_weights())
     return copy
 
 
-def export_model(model: keras.Model, cfg: dict[str, Any], folder: str, name: str = EXPORT_NAME) -> str:
-    """Save ``model`` (as a float32 model) as ``folder/name`` (.keras) with its config beside it, atomically
+def export_model(model: keras.Model, settings: Settings, folder: str, name: str = EXPORT_NAME) -> str:
+    """Save ``model`` (as a float32 model) as ``folder/name`` (.keras) with its model spec inside, atomically
     (``runtime.model_files.publish_model``). Returns the path."""
     os.makedirs(folder, exist_ok=True)
-    inference_model = float32_copy(model, cfg)
-    return publish_model(inference_model.save, os.path.join(folder, name), cfg)
+    inference_model = float32_copy(model, settings)
+    return publish_model(inference_model.save, os.path.join(folder, name), settings)
 
 
 def warm_start(model: keras.Model, weights_path: str, log: Callable[[str], Any],
@@ -332,7 +329,7 @@ def warm_start(model: keras.Model, weights_path: str, log: Callable[[str], Any],
 def log_class_transfer(source: keras.Model, model: keras.Model, weights_path: str, labels_list: Sequence[str],
                        log: Callable[[str], Any]) -> None:
     """Fine-tuning to another class list: fill the new class heads from the shared classes' rows, and say so."""
-    source_labels = list(load_model_config(weights_path)["labels_list"])
+    source_labels = list(load_model_config(weights_path).model.labels_list)
     if len(source_labels) != len(labels_list):
         from network.network import transfer_class_rows
         filled = transfer_class_rows(source, model, source_labels, labels_list)
@@ -361,42 +358,43 @@ class EpochProgress:
 
 
 class Trainer:
-    """One training run per ``cfg``: the model, optimizer and checkpoint, the epoch and step reached, and the
-    history. :meth:`run` trains to ``cfg['epoch']``; see :func:`train` for the arguments."""
+    """One training run per ``settings``: the model, optimizer and checkpoint, the epoch and step reached, and
+    the history. :meth:`run` trains to ``settings.train.epoch``; see :func:`train` for the arguments."""
 
-    def __init__(self, cfg: dict[str, Any], resume: bool = False, steps_per_epoch: int | None = None,
+    def __init__(self, settings: Settings, resume: bool = False, steps_per_epoch: int | None = None,
                  val_steps: int | None = None, progress: bool = True, log: Callable[[str], Any] | None = None,
                  strategy: str = "default", on_step: Callable[..., Any] | None = None,
                  weights: str | None = None) -> None:
         self.log = log or (lambda message: None)
         self.progress, self.on_step, self.val_steps = progress, on_step, val_steps
-        cfg = fit_warmup(cfg, self.log)
+        settings = fit_warmup(settings, self.log)
         # saved as run_config.json with the first checkpoint (before any scaling for replicas)
-        self.run_settings = cfg
+        self.run_settings = settings
         self.requested_steps, self.weights, self.settings_saved = steps_per_epoch, weights, False
-        tf.keras.utils.set_random_seed(cfg["seed"])
+        tf.keras.utils.set_random_seed(settings.train.seed)
         self.strategy = make_strategy(strategy)
         replicas = self.strategy.num_replicas_in_sync
-        self.cfg = cfg = distributed_config(cfg, replicas)
-        self.global_batch = cfg["batch_size"] * replicas
+        self.settings = settings = distributed_config(settings, replicas)
+        train = settings.train
+        self.global_batch = train.batch_size * replicas
         self.chief = is_chief(self.strategy)
-        num_train = count_records(cfg["train_tfrecord"])
+        num_train = count_records(settings.data.train_tfrecord)
         self.steps_per_epoch = steps_per_epoch or max(num_train // self.global_batch, 1)
         note = None if steps_per_epoch else uneven_epoch_note(num_train, self.global_batch)
         if note and self.chief:
             self.log(note)
         self.val_paths = self._validation_sources() if self.chief else []
-        for path in tfrecord_paths(cfg["train_tfrecord"]) + self.val_paths:
-            check_record_classes(path, cfg["labels_list"])
-        self.folder = cfg["checkpoint_dir"] if self.chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
+        for path in (*settings.data.train_tfrecord, *self.val_paths):
+            check_record_classes(path, settings.model.labels_list)
+        self.folder = train.checkpoint_dir if self.chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
         os.makedirs(self.folder, exist_ok=True)
         if self.chief:
             remove_stale_temporaries(self.folder)
         with self.strategy.scope():
-            self.model = build_training_model(cfg)
-            self.optimizer = build_optimizer(cfg, self.steps_per_epoch)
+            self.model = build_training_model(settings)
+            self.optimizer = build_optimizer(settings, self.steps_per_epoch)
             self.optimizer.build(self.model.trainable_variables)
-            self.average = WeightAverage(self.model, cfg["ema_decay"]) if cfg["ema_decay"] > 0 else None
+            self.average = WeightAverage(self.model, train.ema_decay) if train.ema_decay > 0 else None
         # a plain host-side counter, outside the strategy (a mirrored variable cannot be read with int())
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch,
@@ -405,9 +403,9 @@ class Trainer:
         self._start(resume, weights, replicas)
         self.history = [r for r in read_history(self.folder) if r["epoch"] <= self.epochs_done]
         self.train_iterator = self._training_iterator(num_train)
-        self.train_step = make_train_step(self.model, self.optimizer, cfg, self.strategy, self.average)
-        self.detector = Detector(ModelRuntime(self.model), cfg.replace(flip_test=False))
-        self.writer = tf.summary.create_file_writer(cfg["log_dir"] if self.chief
+        self.train_step = make_train_step(self.model, self.optimizer, settings, self.strategy, self.average)
+        self.detector = Detector(ModelRuntime(self.model), settings.replace(flip_test=False))
+        self.writer = tf.summary.create_file_writer(train.log_dir if self.chief
                                                     else os.path.join(self.folder, "logs"))
         self.saved = (self.steps_done, self.epochs_done) if self.manager.latest_checkpoint else None
         self.current: EpochProgress | None = None   # EpochProgress of the epoch being run
@@ -423,8 +421,8 @@ class Trainer:
         return int(self.epoch)
 
     def _validation_sources(self):
-        paths = [path for path in tfrecord_paths(self.cfg["val_tfrecord"]) if os.path.isfile(path)]
-        for path in tfrecord_paths(self.cfg["val_tfrecord"]):
+        paths = [path for path in self.settings.data.val_tfrecord if os.path.isfile(path)]
+        for path in self.settings.data.val_tfrecord:
             if path not in paths:
                 self.log(f"{path}: validation TFRecord not found; not validated on it")
         for path in paths:
@@ -438,13 +436,13 @@ class Trainer:
                                 "or choose another --checkpoint_dir")
         if replicas > 1:
             self.log(f"{type(self.strategy).__name__}: {replicas} replicas, global batch {self.global_batch}, "
-                     f"init_lr {self.cfg['init_lr']:g}")
+                     f"init_lr {self.settings.train.init_lr:g}")
         if resume and self.manager.latest_checkpoint:
             self._restore(self.manager.latest_checkpoint)
             self.log(f"resumed from {self.manager.latest_checkpoint} (epoch {self.epochs_done}, "
                      f"step {self.steps_done})")
         elif weights:
-            warm_start(self.model, weights, self.log, self.cfg["labels_list"])
+            warm_start(self.model, weights, self.log, self.settings.model.labels_list)
 
     def _restore(self, path) -> None:
         """Restore the checkpoint ``path``; one saved without a weight average starts the average here."""
@@ -463,21 +461,22 @@ class Trainer:
 
     def _training_iterator(self, num_train):
         # a resumed run continues with fresh (but still repeatable) shuffling and augmentation
-        cfg = self.cfg
-        data = load_dataset(cfg["train_tfrecord"], cfg, training=True, batch_size=self.global_batch, repeat=True,
-                            cache=cfg["cache_dataset"], seed=cfg["seed"] + self.epochs_done,
+        settings, train = self.settings, self.settings.train
+        data = load_dataset(settings.data.train_tfrecord, settings, training=True, batch_size=self.global_batch,
+                            repeat=True, cache=train.cache_dataset, seed=train.seed + self.epochs_done,
                             shuffle_buffer=max(num_train, 1024))
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return iter(self.strategy.experimental_distribute_dataset(data.with_options(options)))
 
     def run(self) -> str:
-        """Train to ``cfg['epoch']``; returns a one-line summary (see :func:`train` for what is raised)."""
-        if self.epochs_done >= self.cfg["epoch"]:
-            self.log(f"note: this run is finished (epoch {self.epochs_done} of --epoch {self.cfg['epoch']}); to "
+        """Train to ``settings.train.epoch``; returns a one-line summary (see :func:`train` for what is raised)."""
+        last = self.settings.train.epoch
+        if self.epochs_done >= last:
+            self.log(f"note: this run is finished (epoch {self.epochs_done} of --epoch {last}); to "
                      f"train it further, resume with a higher --epoch (e.g. --epoch {self.epochs_done + 10})")
         try:
-            while self.epochs_done < self.cfg["epoch"]:
+            while self.epochs_done < last:
                 self.pending = self.run_epoch()
                 if self.val_paths:
                     self.pending.update(self.validate(self.pending["epoch"]))
@@ -507,7 +506,7 @@ class Trainer:
         """Take the remaining steps of the next epoch; returns its record (without validation)."""
         epoch = self.epochs_done + 1
         self.current = current = EpochProgress(epoch, self._first_step(epoch))
-        bar = tqdm(range(current.first, self.steps_per_epoch), desc=f"epoch {epoch}/{self.cfg['epoch']}",
+        bar = tqdm(range(current.first, self.steps_per_epoch), desc=f"epoch {epoch}/{self.settings.train.epoch}",
                    unit="step", initial=current.first, total=self.steps_per_epoch, disable=not self.progress,
                    dynamic_ncols=True)
         for step in bar:
@@ -533,12 +532,12 @@ class Trainer:
 
     def validate(self, epoch: int) -> dict[str, float]:
         """Validation loss of ``epoch`` on every source, and its mAP every ``val_map_freq`` epochs."""
-        cfg = self.cfg
-        with_map = cfg["val_map_freq"] > 0 and (epoch % cfg["val_map_freq"] == 0 or epoch == cfg["epoch"])
+        settings, train = self.settings, self.settings.train
+        with_map = train.val_map_freq > 0 and (epoch % train.val_map_freq == 0 or epoch == train.epoch)
         with self.averaged():
-            result = validate_all(self.detector, self.val_paths, cfg, with_map, self.val_steps)
+            result = validate_all(self.detector, self.val_paths, settings, with_map, self.val_steps)
         if self.average and with_map:   # the optimizer's own weights, for comparison: raw_val_map...
-            raw = validate_all(self.detector, self.val_paths, cfg, with_map, self.val_steps)
+            raw = validate_all(self.detector, self.val_paths, settings, with_map, self.val_steps)
             result.update({f"raw_{key}": value for key, value in raw.items() if key.startswith(("val_map", "val_ap"))})
         return result
 
@@ -567,14 +566,15 @@ class Trainer:
             self.history.append(record)
             if self.chief:   # history first: a crash before the checkpoint leaves an extra record, dropped on resume
                 write_history(self.folder, self.history)
-            if record["epoch"] % self.cfg["save_freq"] == 0 or record["epoch"] == self.cfg["epoch"]:
+            train = self.settings.train
+            if record["epoch"] % train.save_freq == 0 or record["epoch"] == train.epoch:
                 self.save_checkpoint()
                 if self.chief:
                     with self.averaged():
-                        export_model(self.model, self.cfg, self.folder)
+                        export_model(self.model, self.settings, self.folder)
             if self.chief and new_best_map(self.history, record):   # beside last.keras, whatever save_freq
                 with self.averaged():
-                    export_model(self.model, self.cfg, self.folder, BEST_NAME)
+                    export_model(self.model, self.settings, self.folder, BEST_NAME)
                 self.log(f"{BEST_NAME}: epoch {record['epoch']}, validation mAP {record['val_map']:.4f}")
             with self.writer.as_default(step=record["epoch"]):
                 for key, value in record.items():
@@ -602,17 +602,18 @@ class Trainer:
         raise TrainingInterrupted(f"checkpoint saved ({where}): {self.manager.latest_checkpoint}") from None
 
 
-def train(cfg: dict[str, Any], resume: bool = False, steps_per_epoch: int | None = None, val_steps: int | None = None,
+def train(settings: Settings, resume: bool = False, steps_per_epoch: int | None = None, val_steps: int | None = None,
           progress: bool = True, log: Callable[[str], Any] | None = None, strategy: str = "default",
           on_step: Callable[..., Any] | None = None, weights: str | None = None) -> str:
-    """Train per ``cfg``; checkpoints, history, plot and the exported model go to ``cfg['checkpoint_dir']``.
+    """Train per ``settings``; checkpoints, history, plot and the exported model go to
+    ``settings.train.checkpoint_dir``.
 
-    ``cfg['batch_size']`` is per replica: under ``strategy`` "mirrored" or "multi_worker" the global batch is
+    ``settings.train.batch_size`` is per replica: under ``strategy`` "mirrored" or "multi_worker" the global batch is
     ``batch_size * replicas`` and the learning rate is scaled by the number of replicas. ``on_step``, when
     given, is called after every optimizer step as ``on_step(epoch, step, losses)``: epoch counted from 1,
     step the optimizer's iteration count, losses a dict with loss, loc and cls. ``weights``: a ``.keras``
     model to start from (layers whose name and shapes fit; ignored when resuming from a checkpoint).
-    The settings (``cfg``, with a warm-up longer than the run shortened) are saved as ``run_config.json`` in
+    The settings (with a warm-up longer than the run shortened) are saved as ``run_config.json`` in
     the checkpoint folder with the run's first checkpoint. Returns a one-line summary.
 
     Raises TrainingError when training cannot start, or stops on a non-finite loss or weights (nothing is
@@ -620,4 +621,4 @@ def train(cfg: dict[str, Any], resume: bool = False, steps_per_epoch: int | None
     saved (an epoch whose steps were all taken is first recorded, without validation) and
     TrainingInterrupted, a KeyboardInterrupt, is raised; ``resume`` then continues within that epoch.
     """
-    return Trainer(cfg, resume, steps_per_epoch, val_steps, progress, log, strategy, on_step, weights).run()
+    return Trainer(settings, resume, steps_per_epoch, val_steps, progress, log, strategy, on_step, weights).run()
