@@ -36,7 +36,7 @@ def examples(voc_mini_tfrecords):
 @pytest.mark.parametrize("name", [CROWDED, LARGE_FACE, MINUS_ONE])
 def test_augment_output_is_well_formed(examples, tiny_cfg, name):
     image, boxes, labels = examples[name]
-    height, width = tiny_cfg["input_size"]
+    height, width = tiny_cfg.model.input_size
     for seed in range(25):
         tf.random.set_seed(seed)
         out_image, out_boxes, out_labels = augment(image, boxes, labels, tiny_cfg)
@@ -51,11 +51,11 @@ def test_augment_output_is_well_formed(examples, tiny_cfg, name):
 
 def test_augment_without_switches_only_resizes(examples, tiny_cfg):
     image, boxes, labels = examples[LARGE_FACE]
-    cfg = tiny_cfg.replace(using_crop=False, using_bin=False, using_flip=False, using_distort=False)
-    out_image, out_boxes, out_labels = augment(image, boxes, labels, cfg)
+    settings = tiny_cfg.replace(using_crop=False, using_bin=False, using_flip=False, using_distort=False)
+    out_image, out_boxes, out_labels = augment(image, boxes, labels, settings)
     np.testing.assert_allclose(out_boxes.numpy(), boxes.numpy(), atol=1e-6)
     np.testing.assert_array_equal(out_labels.numpy(), labels.numpy())
-    expected = cv2.resize(image.numpy(), (cfg["input_size"][1], cfg["input_size"][0]),
+    expected = cv2.resize(image.numpy(), (settings.model.input_size[1], settings.model.input_size[0]),
                           interpolation=cv2.INTER_AREA).astype(np.float32) / 127.5 - 1
     assert np.abs(out_image.numpy() - expected).mean() < 0.05
 
@@ -63,10 +63,10 @@ def test_augment_without_switches_only_resizes(examples, tiny_cfg):
 def test_zoom_out_switched_off_by_its_ratio_leaves_every_image_to_the_crop(examples, tiny_cfg):
     # expand_max_ratio 1 turns zoom-out off: expand_prob must then not keep a share of the images from the crop
     image, boxes, labels = examples[CROWDED]
-    cfg = tiny_cfg.replace(using_crop=True, crop_prob=1.0, expand_prob=1.0, expand_max_ratio=1.0,
+    settings = tiny_cfg.replace(using_crop=True, crop_prob=1.0, expand_prob=1.0, expand_max_ratio=1.0,
                using_bin=False, using_flip=False, using_distort=False)
-    whole = augment(image, boxes, labels, cfg.replace(using_crop=False))[1].numpy()
-    cropped = [augment(image, boxes, labels, cfg, seed=tf.constant([seed, 1], tf.int64))[1].numpy()
+    whole = augment(image, boxes, labels, settings.replace(using_crop=False))[1].numpy()
+    cropped = [augment(image, boxes, labels, settings, seed=tf.constant([seed, 1], tf.int64))[1].numpy()
                for seed in range(6)]
     assert any(out.shape != whole.shape or not np.allclose(out, whole, atol=1e-4) for out in cropped)
 
@@ -167,7 +167,7 @@ def test_pad_to_aspect(examples, name, aspect):
 
 def test_load_dataset_batches(voc_mini_tfrecords, tiny_cfg):
     num_priors = len(priors_from_config(tiny_cfg.model))
-    height, width = tiny_cfg["input_size"]
+    height, width = tiny_cfg.model.input_size
     tf.random.set_seed(0)
     for training in (True, False):
         batches = list(load_dataset(voc_mini_tfrecords["train"], tiny_cfg, training=training))
@@ -194,10 +194,10 @@ def test_check_dataset_draws_a_png(voc_mini_tfrecords, tiny_cfg, tmp_path):
 
 
 def test_matching_stats_counts_every_face_and_compensation_raises_small_faces(voc_mini_tfrecords):
-    from components.config import DEFAULT_SETTINGS as cfg
+    from components.config import DEFAULT_SETTINGS
     from dataset.dataset_report import format_matching_stats, matching_stats
-    plain = matching_stats(voc_mini_tfrecords["train"], cfg.replace(min_positives=0))
-    compensated = matching_stats(voc_mini_tfrecords["train"], cfg.replace(min_positives=4))
+    plain = matching_stats(voc_mini_tfrecords["train"], DEFAULT_SETTINGS.replace(min_positives=0))
+    compensated = matching_stats(voc_mini_tfrecords["train"], DEFAULT_SETTINGS.replace(min_positives=4))
     assert list(plain) == list(compensated) and len(plain) >= 2
     assert sum(faces for faces, _, _ in plain.values()) == sum(faces for faces, _, _ in compensated.values())
     for name in plain:

@@ -16,10 +16,11 @@ from components.box_utils import (
     soft_nms,
     vote_boxes,
 )
-from components.config import DEFAULT_SETTINGS as cfg
+from components.config import DEFAULT_SETTINGS
 from components.prior_box import priors_from_config
 
-VARIANCES = cfg["variances"]
+VARIANCES = DEFAULT_SETTINGS.model.variances
+MATCH_THRESH = DEFAULT_SETTINGS.match.match_thresh
 
 
 def random_corner_boxes(rng, count, min_size=0.01, max_size=0.5):
@@ -153,12 +154,12 @@ def test_encode_uses_variances():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_encode_targets_matches_every_face(seed):
     rng = np.random.default_rng(seed)
-    priors = priors_from_config(cfg.model)
+    priors = priors_from_config(DEFAULT_SETTINGS.model)
     corner_priors = center_to_corner(priors).numpy()
     gt_boxes = np.concatenate([random_corner_boxes(rng, 5, 0.03, 0.4),
                                np.array([[0.40, 0.40, 0.42, 0.43]], np.float32)])   # a tiny face
     gt_labels = rng.integers(1, 3, len(gt_boxes))
-    targets = encode_targets(gt_boxes, gt_labels, priors, cfg["match_thresh"], VARIANCES).numpy()
+    targets = encode_targets(gt_boxes, gt_labels, priors, MATCH_THRESH, VARIANCES).numpy()
     assert targets.shape == (len(priors), 5)
     labels = targets[:, 4]
     assert set(np.unique(labels)) <= {0.0, 1.0, 2.0}
@@ -177,21 +178,21 @@ def test_encode_targets_matches_every_face(seed):
         distance = np.abs(gt_boxes - decoded[prior_index]).max(axis=1)
         gt_index = distance.argmin()
         assert distance[gt_index] < 1e-4
-        assert overlaps[gt_index, prior_index] >= cfg["match_thresh"] - 1e-6 or prior_index in best_prior
+        assert overlaps[gt_index, prior_index] >= MATCH_THRESH - 1e-6 or prior_index in best_prior
         assert labels[prior_index] == gt_labels[gt_index]
     # background wherever no box overlaps enough and no box claimed the prior
-    background = (overlaps.max(axis=0) < cfg["match_thresh"] - 1e-6)
+    background = (overlaps.max(axis=0) < MATCH_THRESH - 1e-6)
     background[best_prior] = False
     assert np.all(labels[background] == 0)
-    expected_positive = overlaps.max(axis=0) >= cfg["match_thresh"] + 1e-6
+    expected_positive = overlaps.max(axis=0) >= MATCH_THRESH + 1e-6
     expected_positive[best_prior] = True
     assert np.all(positive[expected_positive])
 
 
 def test_encode_targets_without_objects():
-    priors = priors_from_config(cfg.model)
+    priors = priors_from_config(DEFAULT_SETTINGS.model)
     targets = encode_targets(np.zeros((0, 4), np.float32), np.zeros((0,), np.int32), priors,
-                             cfg["match_thresh"], VARIANCES).numpy()
+                             MATCH_THRESH, VARIANCES).numpy()
     assert targets.shape == (len(priors), 5)
     assert not targets.any()
 
@@ -219,7 +220,7 @@ def compensated_matching_reference(overlaps, match_thresh, min_positives, min_po
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_scale_compensated_matching_matches_reference(seed):
     rng = np.random.default_rng(seed)
-    priors = priors_from_config(cfg.model)
+    priors = priors_from_config(DEFAULT_SETTINGS.model)
     corner_priors = center_to_corner(priors).numpy()
     # small faces (some touching each other, so that they compete for priors) and a few large ones
     gt_boxes = np.concatenate([random_corner_boxes(rng, 6, 0.02, 0.06), random_corner_boxes(rng, 2, 0.1, 0.4)])
@@ -239,7 +240,7 @@ def test_scale_compensated_matching_matches_reference(seed):
 def test_match_priors_gives_each_prior_its_face_as_the_reference_does(seed):
     from components.box_utils import match_priors
     rng = np.random.default_rng(seed)
-    priors = priors_from_config(cfg.model)
+    priors = priors_from_config(DEFAULT_SETTINGS.model)
     corner_priors = center_to_corner(priors).numpy()
     gt_boxes = np.concatenate([random_corner_boxes(rng, 5, 0.02, 0.06), random_corner_boxes(rng, 2, 0.1, 0.4)])
     matched, positive = (value.numpy() for value in match_priors(gt_boxes, priors, 0.45, 4, 0.2))
@@ -252,7 +253,7 @@ def test_match_priors_gives_each_prior_its_face_as_the_reference_does(seed):
 
 
 def test_scale_compensated_matching_gives_small_faces_more_positives():
-    priors = priors_from_config(cfg.model)
+    priors = priors_from_config(DEFAULT_SETTINGS.model)
     small = np.array([[0.400, 0.400, 0.435, 0.447], [0.700, 0.200, 0.731, 0.243]], np.float32)  # ~11x11 px
     plain = encode_targets(small, [1, 2], priors, 0.45, VARIANCES).numpy()[:, 4]
     compensated = encode_targets(small, [1, 2], priors, 0.45, VARIANCES, min_positives=4).numpy()[:, 4]
@@ -330,12 +331,12 @@ def test_vote_boxes_matches_a_weighted_mean_reference(voting_iou):
 
 def test_box_voting_moves_boxes_but_keeps_scores_and_classes():
     from runtime.postprocessing import postprocess
-    priors = priors_from_config(cfg.model)
+    priors = priors_from_config(DEFAULT_SETTINGS.model)
     rng = np.random.default_rng(6)
     offsets = rng.normal(0, 0.5, (2, len(priors), 4)) * np.array([1.0, 1.0, 0.6, 0.6])   # (dcx, dcy, dw, dh)
     predictions = np.concatenate([offsets, rng.normal(0, 2, (2, len(priors), 3))], axis=-1).astype(np.float32)
-    plain = [t.numpy() for t in postprocess(predictions, priors, cfg.replace(box_voting=0.0), 0.3)]
-    voted = [t.numpy() for t in postprocess(predictions, priors, cfg.replace(box_voting=0.5), 0.3)]
+    plain = [t.numpy() for t in postprocess(predictions, priors, DEFAULT_SETTINGS.replace(box_voting=0.0), 0.3)]
+    voted = [t.numpy() for t in postprocess(predictions, priors, DEFAULT_SETTINGS.replace(box_voting=0.5), 0.3)]
     for plain_part, voted_part in zip(plain[1:], voted[1:]):
         np.testing.assert_array_equal(plain_part, voted_part)
     count = int(plain[3][0])
@@ -384,11 +385,11 @@ def test_soft_nms_matches_a_brute_force_reference_per_class(sigma):
 
 def test_soft_nms_keeps_the_top_box_and_decays_the_others_in_postprocess():
     from runtime.postprocessing import postprocess
-    priors = priors_from_config(cfg.model)[:600]     # the stride-8 priors of the top rows: many overlapping boxes
+    priors = priors_from_config(DEFAULT_SETTINGS.model)[:600]     # the stride-8 priors of the top rows: many overlapping boxes
     rng = np.random.default_rng(6)
     offsets = rng.normal(0, 0.5, (2, len(priors), 4)) * np.array([1.0, 1.0, 0.6, 0.6])
     predictions = np.concatenate([offsets, rng.normal(0, 2, (2, len(priors), 3))], axis=-1).astype(np.float32)
-    settings = cfg.replace(max_number_keep=1000)
+    settings = DEFAULT_SETTINGS.replace(max_number_keep=1000)
     hard = [t.numpy() for t in postprocess(predictions, priors, settings.replace(soft_nms_sigma=0.0), 0.3)]
     soft = [t.numpy() for t in postprocess(predictions, priors, settings.replace(soft_nms_sigma=0.5), 0.3)]
     np.testing.assert_allclose(soft[1][:, 0], hard[1][:, 0])   # the best box of each image is untouched

@@ -9,6 +9,7 @@ import pytest
 
 import cli.compute_map as compute_map_cli
 from components.atomic_io import STAGING_PREFIX, remove_stale_temporaries
+from components.config import DEFAULT_SETTINGS
 from components.errors import ProjectError, describe_os_error
 
 
@@ -65,7 +66,7 @@ def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_
 
 class NoDetector:
     """Stands in for a Detector: batch mode must refuse before it detects anything."""
-    cfg = {"score_threshold": 0.5, "labels_list": ["background", "mask", "unmask"]}
+    settings = DEFAULT_SETTINGS   # score_threshold 0.5, classes mask and unmask
     model_path = None
 
     def detect(self, image):
@@ -118,7 +119,7 @@ def test_publish_model_leaves_the_old_model_when_writing_fails(tmp_path, tiny_cf
         with zipfile.ZipFile(path, "w") as archive:
             archive.writestr("config.json", "{}")
     publish_model(write_archive, str(output), tiny_cfg)
-    assert read_model_spec(str(output))["input_size"] == list(tiny_cfg["input_size"])   # the spec inside
+    assert read_model_spec(str(output))["input_size"] == list(tiny_cfg.model.input_size)   # the spec inside
     assert os.listdir(tmp_path) == ["m.keras"]   # and no sidecar
 
 
@@ -126,7 +127,7 @@ def run_body(error):
     """cli.run on a parser without flags whose body raises ``error``."""
     import cli
 
-    def body(args, cfg):
+    def body(args, settings):
         raise error
     return cli.run(cli.parser("test", config=False), body, [])
 
@@ -143,7 +144,7 @@ def test_only_project_errors_become_one_line_and_exit_2(capsys):
 
 def test_a_bug_in_a_script_prints_its_traceback_and_exit_1():
     code = ("import sys, cli\n"
-            "def body(args, cfg):\n    raise ValueError('a bug')\n"
+            "def body(args, settings):\n    raise ValueError('a bug')\n"
             "sys.exit(cli.run(cli.parser('t', config=False), body, []))\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
@@ -151,11 +152,10 @@ def test_a_bug_in_a_script_prints_its_traceback_and_exit_1():
 
 
 def test_user_mistakes_of_the_library_are_project_errors():
-    from components.config import DEFAULT_SETTINGS as cfg
     from dataset.anchor_kmeans import kmeans_anchors
     from mAP.sets import named_set_dirs
     from mAP.voc_ap import check_iou_threshold
-    for call in (lambda: cfg.replace(score_threshold=1.5), lambda: check_iou_threshold(0),
+    for call in (lambda: DEFAULT_SETTINGS.replace(score_threshold=1.5), lambda: check_iou_threshold(0),
                  lambda: named_set_dirs(["/nonexistent/set"]), lambda: kmeans_anchors(np.ones((3, 2)), 2)):
         with pytest.raises(ProjectError):
             call()

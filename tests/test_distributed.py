@@ -36,27 +36,27 @@ EQUIVALENCE_SCRIPT = SPLIT_CPU + textwrap.dedent("""\
     from network.network import build_model
     from training.trainer import build_optimizer, make_train_step
 
-    cfg = DEFAULT_SETTINGS.replace(input_size=(120, 160), batch_size=4, cache_dataset=False, network="slim")
-    images, targets = next(iter(load_dataset(sys.argv[2], cfg, training=True, seed=1)))
+    settings = DEFAULT_SETTINGS.replace(input_size=(120, 160), batch_size=4, cache_dataset=False, network="slim")
+    images, targets = next(iter(load_dataset(sys.argv[2], settings, training=True, seed=1)))
     batch = tf.data.Dataset.from_tensor_slices((images, targets)).batch(4)   # the same batch every time
 
     def build(strategy):
         tf.keras.utils.set_random_seed(0)
         with strategy.scope():
-            model = build_model(cfg)
-            optimizer = build_optimizer(cfg, steps_per_epoch=10)
+            model = build_model(settings)
+            optimizer = build_optimizer(settings, steps_per_epoch=10)
             optimizer.build(model.trainable_variables)
         return model, optimizer
 
     model, optimizer = build(tf.distribute.get_strategy())
     initial = [weight.numpy() for weight in model.weights]
-    single = [float(value) for value in make_train_step(model, optimizer, cfg)(images, targets)]
+    single = [float(value) for value in make_train_step(model, optimizer, settings)(images, targets)]
 
     strategy = tf.distribute.MirroredStrategy()
     mirrored_model, mirrored_optimizer = build(strategy)
     for weight, value in zip(mirrored_model.weights, initial):
         weight.assign(value)
-    step = make_train_step(mirrored_model, mirrored_optimizer, cfg, strategy)
+    step = make_train_step(mirrored_model, mirrored_optimizer, settings, strategy)
     per_replica_images, per_replica_targets = next(iter(strategy.experimental_distribute_dataset(batch)))
     mirrored = [float(value) for value in step(per_replica_images, per_replica_targets)]
     positives = [int(tf.reduce_sum(tf.cast(t[..., 4] > 0, tf.int32)))
@@ -101,12 +101,12 @@ def layout(prefix):
     return dict(tf.train.list_variables(prefix))
 
 
-def single_device_layout(cfg, folder):
+def single_device_layout(settings, folder):
     """Layout of a default-strategy checkpoint of train()'s objects (model, optimizer, epoch), untrained."""
     from network.network import build_model
     from training.trainer import build_optimizer
-    model = build_model(cfg)
-    optimizer = build_optimizer(cfg, steps_per_epoch=2)
+    model = build_model(settings)
+    optimizer = build_optimizer(settings, steps_per_epoch=2)
     optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
                                      epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"))
@@ -222,16 +222,17 @@ def test_is_chief_without_a_cluster(monkeypatch):
 
 def test_distributed_config_scales_the_learning_rate_not_the_batch():
 
-    from components.config import DEFAULT_SETTINGS as cfg
+    from components.config import DEFAULT_SETTINGS
     from training.trainer import distributed_config
-    before = cfg
-    scaled = distributed_config(cfg, 4)
-    assert scaled["init_lr"] == pytest.approx(4 * cfg["init_lr"])
-    assert scaled["batch_size"] == cfg["batch_size"]        # per replica
-    assert {key: value for key, value in scaled.items() if key != "init_lr"} == \
-        {key: value for key, value in cfg.items() if key != "init_lr"}
-    assert distributed_config(cfg, 1) == cfg and distributed_config(cfg, 1) is not cfg
-    assert cfg == before                                      # the shared config is not modified
+    before = DEFAULT_SETTINGS.flat()
+    scaled = distributed_config(DEFAULT_SETTINGS, 4)
+    assert scaled.train.init_lr == pytest.approx(4 * DEFAULT_SETTINGS.train.init_lr)
+    assert scaled.train.batch_size == DEFAULT_SETTINGS.train.batch_size        # per replica
+    assert {key: value for key, value in scaled.flat().items() if key != "init_lr"} == \
+        {key: value for key, value in DEFAULT_SETTINGS.flat().items() if key != "init_lr"}
+    assert distributed_config(DEFAULT_SETTINGS, 1) == DEFAULT_SETTINGS and \
+        distributed_config(DEFAULT_SETTINGS, 1) is not DEFAULT_SETTINGS
+    assert DEFAULT_SETTINGS.flat() == before                  # the shared settings are not modified
 
 
 def test_unknown_strategy_is_a_training_error():

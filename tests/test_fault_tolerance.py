@@ -252,23 +252,23 @@ def test_ctrl_c_saves_mid_epoch_and_resume_finishes_that_epoch(killed_run, voc_m
     assert [record["epoch"] for record in read_history(folder)] == [1, 2]
 
 
-def step_losses(cfg, seed, folder, steps=3):
+def step_losses(settings, seed, folder, steps=3):
     """Per-step (loss, loc, cls) of a fresh run of training.trainer.train with ``seed``."""
     from training.trainer import train
     losses = []
     def record(epoch, step, values):
         losses.append([values["loss"], values["loc"], values["cls"]])
-    train(cfg.replace(seed=seed, checkpoint_dir=str(folder), log_dir=str(folder / "logs")), steps_per_epoch=steps,
-          progress=False, on_step=record)
+    train(settings.replace(seed=seed, checkpoint_dir=str(folder), log_dir=str(folder / "logs")),
+          steps_per_epoch=steps, progress=False, on_step=record)
     return np.array(losses)
 
 
 @pytest.mark.slow
 def test_same_seed_repeats_the_step_losses_and_another_seed_does_not(tiny_cfg, voc_mini_tfrecords, tmp_path):
-    cfg = tiny_cfg.replace(**SMALL_NETWORK, train_tfrecord=voc_mini_tfrecords["train"], val_tfrecord="", epoch=1)
-    first = step_losses(cfg, 3, tmp_path / "first")
-    again = step_losses(cfg, 3, tmp_path / "again")
-    other = step_losses(cfg, 4, tmp_path / "other")
+    settings = tiny_cfg.replace(**SMALL_NETWORK, train_tfrecord=voc_mini_tfrecords["train"], val_tfrecord="", epoch=1)
+    first = step_losses(settings, 3, tmp_path / "first")
+    again = step_losses(settings, 3, tmp_path / "again")
+    other = step_losses(settings, 4, tmp_path / "other")
     assert first.shape == (3, 3) and np.isfinite(first).all()
     np.testing.assert_allclose(again, first, rtol=1e-5, atol=0)
     assert not np.allclose(other[:, 0], first[:, 0], rtol=1e-3), (first, other)
@@ -280,15 +280,15 @@ def test_ctrl_c_between_steps_and_checkpoint_records_the_epoch(tiny_cfg, voc_min
     and checkpoints its end, so that --resume starts the next epoch."""
     import training.trainer as trainer
     folder = tmp_path / "ckpt"
-    cfg = tiny_cfg.replace(**SMALL_NETWORK, train_tfrecord=voc_mini_tfrecords["train"],
-               val_tfrecord=voc_mini_tfrecords["val"],
-               epoch=3, checkpoint_dir=str(folder), log_dir=str(tmp_path / "logs"))
+    settings = tiny_cfg.replace(**SMALL_NETWORK, train_tfrecord=voc_mini_tfrecords["train"],
+                                val_tfrecord=voc_mini_tfrecords["val"],
+                                epoch=3, checkpoint_dir=str(folder), log_dir=str(tmp_path / "logs"))
 
     def interrupted_validation(*args, **kwargs):
         raise KeyboardInterrupt
     monkeypatch.setattr(trainer, "validate", interrupted_validation)
     with pytest.raises(trainer.TrainingInterrupted, match=r"\(end of epoch 1\)"):
-        trainer.train(cfg, steps_per_epoch=2, progress=False)
+        trainer.train(settings, steps_per_epoch=2, progress=False)
     monkeypatch.undo()
     assert checkpoint_values(tf.train.latest_checkpoint(str(folder))) == (1, 2)
     (record,) = read_history(folder)
@@ -299,7 +299,7 @@ def test_ctrl_c_between_steps_and_checkpoint_records_the_epoch(tiny_cfg, voc_min
         if step == 4:
             raise KeyboardInterrupt
     with pytest.raises(trainer.TrainingInterrupted, match=r"\(end of epoch 2\)"):
-        trainer.train(cfg.replace(val_tfrecord=""), resume=True, steps_per_epoch=2, progress=False,
+        trainer.train(settings.replace(val_tfrecord=""), resume=True, steps_per_epoch=2, progress=False,
                       on_step=ctrl_c_after_the_last_step)
     assert checkpoint_values(tf.train.latest_checkpoint(str(folder))) == (2, 4)
     assert [record["epoch"] for record in read_history(folder)] == [1, 2]

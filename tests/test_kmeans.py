@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO_ROOT
 
 import cli.kmeans as kmeans_cli
-from components.config import DEFAULT_SETTINGS as cfg
+from components.config import DEFAULT_SETTINGS
 from dataset import anchor_kmeans as kmeans
 
 SCRIPT = os.path.join(REPO_ROOT, "components", "kmeans.py")
@@ -93,7 +93,7 @@ def test_assign_to_heads_groups_smallest_first():
 
 
 def test_default_anchor_wh_and_min_sizes_format():
-    wh = kmeans.default_anchor_wh(cfg["min_sizes"])
+    wh = kmeans.default_anchor_wh(DEFAULT_SETTINGS.model.min_sizes)
     assert wh.shape == (10, 2)
     np.testing.assert_array_equal(wh[0], [10, 10])
     np.testing.assert_array_equal(wh[-1], [256, 256])
@@ -131,7 +131,7 @@ def test_load_box_sizes_scales_to_network_input(tmp_path):
         "unsized": xml_text([("mask", (10, 10, 60, 60))]),
     }, ["sized", "unsized", "missing"], images={"unsized": (200, 100)})
     skipped = []
-    sizes = kmeans.load_box_sizes(dataset, "train", (240, 320), cfg["label_aliases"], skipped=skipped)
+    sizes = kmeans.load_box_sizes(dataset, "train", (240, 320), DEFAULT_SETTINGS.data.label_aliases, skipped=skipped)
     # 640x480 -> 320x240 halves both sides; the second box is clipped to 40x80 first;
     # the 200x100 image (size read from the JPEG) scales w by 1.6 and h by 2.4
     np.testing.assert_allclose(sizes, [[32, 24], [20, 40], [80, 120]], rtol=1e-6)

@@ -4,11 +4,12 @@ import pytest
 import tensorflow as tf
 
 from components.box_utils import decode_boxes
-from components.config import DEFAULT_SETTINGS as cfg
+from components.config import DEFAULT_SETTINGS
 from components.prior_box import priors_from_config
 from network.losses import focal_class_loss, hard_negative_mask, multibox_loss, quality_class_loss, smooth_l1
 
 NUM_CLASSES = 3
+VARIANCES = DEFAULT_SETTINGS.model.variances
 
 
 def random_batch(rng, batch=2, priors=300, positives_per_image=(5, 9)):
@@ -94,21 +95,21 @@ def reference_diou_term(targets, predictions, priors, variances):
 
 def test_diou_term_adds_to_the_localisation_loss_only():
     rng = np.random.default_rng(5)
-    priors = priors_from_config(cfg.model, (60, 80))
+    priors = priors_from_config(DEFAULT_SETTINGS.model, (60, 80))
     targets, predictions = random_batch(rng, priors=len(priors))
     targets[..., :4] *= 0.5                      # offsets of a plausible size, so the boxes stay sane
     predictions[..., :4] = targets[..., :4] + rng.normal(0, 0.3, targets[..., :4].shape)
     plain_loc, plain_cls = [float(v) for v in multibox_loss(targets, predictions, NUM_CLASSES, 3)]
     loc, cls = [float(v) for v in multibox_loss(targets, predictions, NUM_CLASSES, 3,
-                                                diou=(2.0, priors, cfg["variances"]))]
+                                                diou=(2.0, priors, VARIANCES))]
     num_positives = float((targets[..., 4] > 0).sum())
-    extra = 2.0 * reference_diou_term(targets, predictions, priors, cfg["variances"]) / num_positives
+    extra = 2.0 * reference_diou_term(targets, predictions, priors, VARIANCES) / num_positives
     assert extra > 0
     assert loc == pytest.approx(plain_loc + extra, rel=1e-4)
     assert cls == plain_cls
     # perfect boxes: no DIoU loss either
     perfect = np.concatenate([targets[..., :4], predictions[..., 4:]], axis=-1)
-    assert float(multibox_loss(targets, perfect, NUM_CLASSES, 3, diou=(2.0, priors, cfg["variances"]))[0]) \
+    assert float(multibox_loss(targets, perfect, NUM_CLASSES, 3, diou=(2.0, priors, VARIANCES))[0]) \
         == pytest.approx(0.0, abs=1e-5)
 
 
@@ -147,7 +148,7 @@ def test_validation_loss_step_follows_the_focal_setting():
     from training.trainer import make_loss_step
 
     rng = np.random.default_rng(8)
-    small = cfg.replace(input_size=(60, 80), focal_gamma=2.0)
+    small = DEFAULT_SETTINGS.replace(input_size=(60, 80), focal_gamma=2.0)
     targets, predictions = random_batch(rng, priors=len(priors_from_config(small.model)))
     focal = [float(v) for v in make_loss_step(small)(targets, predictions)]
     mined = [float(v) for v in make_loss_step(small.replace(focal_gamma=0.0))(targets, predictions)]
@@ -178,15 +179,15 @@ def reference_quality_loss(targets, predictions, priors, variances, neg_pos_rati
 
 def test_quality_targets_change_the_positives_class_loss_only():
     rng = np.random.default_rng(9)
-    priors = priors_from_config(cfg.model, (60, 80))
+    priors = priors_from_config(DEFAULT_SETTINGS.model, (60, 80))
     targets, predictions = random_batch(rng, priors=len(priors))
     targets[..., :4] *= 0.5
     predictions[..., :4] = targets[..., :4] + rng.normal(0, 0.3, targets[..., :4].shape)
-    quality = (priors, cfg["variances"])
+    quality = (priors, VARIANCES)
     plain_loc, plain_cls = [float(v) for v in multibox_loss(targets, predictions, NUM_CLASSES, 3)]
     loc, cls = [float(v) for v in multibox_loss(targets, predictions, NUM_CLASSES, 3, quality=quality)]
     assert loc == plain_loc
-    assert cls == pytest.approx(reference_quality_loss(targets, predictions, priors, cfg["variances"]), rel=1e-4)
+    assert cls == pytest.approx(reference_quality_loss(targets, predictions, priors, VARIANCES), rel=1e-4)
     assert cls != pytest.approx(plain_cls, rel=1e-3)
     # boxes that fit exactly: the targets are 1, the plain cross-entropy
     perfect = np.concatenate([targets[..., :4], predictions[..., 4:]], axis=-1)
@@ -205,7 +206,7 @@ def test_validation_loss_step_follows_the_diou_setting():
     from training.trainer import loss_options, make_loss_step
 
     rng = np.random.default_rng(6)
-    small = cfg.replace(input_size=(60, 80), diou_loss_weight=1.0)
+    small = DEFAULT_SETTINGS.replace(input_size=(60, 80), diou_loss_weight=1.0)
     targets, predictions = random_batch(rng, priors=len(priors_from_config(small.model)))
     targets[..., :4] *= 0.5
     with_diou = [float(v) for v in make_loss_step(small)(targets, predictions)]
@@ -250,12 +251,12 @@ def test_train_step_lowers_the_loss_on_a_real_batch(tiny_cfg, voc_mini_tfrecords
     from training.trainer import build_optimizer, make_train_step
 
     tf.keras.utils.set_random_seed(0)
-    cfg = tiny_cfg.replace(network="slim", batch_size=4, init_lr=1e-2, warmup_epoch=0, **loss_settings)
-    images, targets = next(iter(load_dataset(voc_mini_tfrecords["train"], cfg, training=False, shuffle=False)))
+    settings = tiny_cfg.replace(network="slim", batch_size=4, init_lr=1e-2, warmup_epoch=0, **loss_settings)
+    images, targets = next(iter(load_dataset(voc_mini_tfrecords["train"], settings, training=False, shuffle=False)))
     assert images.shape[0] == 4 and float(tf.reduce_sum(tf.cast(targets[..., 4] > 0, tf.float32))) > 0
-    model = build_model(cfg)
-    optimizer = build_optimizer(cfg, steps_per_epoch=100)
-    train_step = make_train_step(model, optimizer, cfg)
+    model = build_model(settings)
+    optimizer = build_optimizer(settings, steps_per_epoch=100)
+    train_step = make_train_step(model, optimizer, settings)
     losses = [float(train_step(images, targets)[0]) for _ in range(12)]
     assert np.isfinite(losses).all()
     assert int(optimizer.iterations) == 12

@@ -50,10 +50,11 @@ def test_without_warmup_or_decay():
 
 
 def test_schedule_from_config_and_round_trip():
-    from components.config import DEFAULT_SETTINGS as cfg
-    schedule = schedule_from_config(cfg.train, 7)
-    assert lr_at(schedule, 0) == pytest.approx(cfg["min_lr"])
-    assert lr_at(schedule, 7 * cfg["warmup_epoch"]) == pytest.approx(cfg["init_lr"])
-    assert lr_at(schedule, 7 * cfg["lr_decay_epoch"][0]) == pytest.approx(cfg["init_lr"] * cfg["lr_rate"])
+    from components.config import DEFAULT_SETTINGS
+    train = DEFAULT_SETTINGS.train
+    schedule = schedule_from_config(train, 7)
+    assert lr_at(schedule, 0) == pytest.approx(train.min_lr)
+    assert lr_at(schedule, 7 * train.warmup_epoch) == pytest.approx(train.init_lr)
+    assert lr_at(schedule, 7 * train.lr_decay_epoch[0]) == pytest.approx(train.init_lr * train.lr_rate)
     clone = WarmupMultiStepLR.from_config(schedule.get_config())
     assert [lr_at(clone, s) for s in (0, 20, 800)] == pytest.approx([lr_at(schedule, s) for s in (0, 20, 800)])

@@ -12,7 +12,7 @@ def test_mixed_precision_computes_in_bfloat16_and_does_not_leak_the_policy(tiny_
     assert tf.keras.mixed_precision.global_policy().name == "float32"
     assert model.get_layer("stem_conv").compute_dtype == "bfloat16"
     assert model.get_layer("stem_conv").kernel.dtype == tf.float32          # weights stay float32
-    images = tf.random.uniform([2, *tiny_cfg["input_size"], 3], -1, 1, seed=1)
+    images = tf.random.uniform([2, *tiny_cfg.model.input_size, 3], -1, 1, seed=1)
     outputs = model(images, training=False)
     assert outputs.dtype == tf.float32
     plain = build_training_model(tiny_cfg)
@@ -21,13 +21,13 @@ def test_mixed_precision_computes_in_bfloat16_and_does_not_leak_the_policy(tiny_
 
 @pytest.mark.slow
 def test_float32_copy_keeps_the_weights(tiny_cfg):
-    cfg = tiny_cfg.replace(mixed_precision=True)
-    model = build_training_model(cfg)
-    copy = float32_copy(model, cfg)
+    settings = tiny_cfg.replace(mixed_precision=True)
+    model = build_training_model(settings)
+    copy = float32_copy(model, settings)
     assert copy is not model and copy.get_layer("stem_conv").compute_dtype == "float32"
     for mixed_weight, float_weight in zip(model.get_weights(), copy.get_weights()):
         np.testing.assert_array_equal(mixed_weight, float_weight)
-    images = tf.random.uniform([2, *tiny_cfg["input_size"], 3], -1, 1, seed=2)
+    images = tf.random.uniform([2, *tiny_cfg.model.input_size, 3], -1, 1, seed=2)
     mixed_out, float_out = model(images).numpy(), copy(images).numpy()
     assert np.corrcoef(mixed_out.ravel(), float_out.ravel())[0, 1] > 0.98     # bfloat16 keeps 8 bits of mantissa
     plain = build_training_model(tiny_cfg)
@@ -37,10 +37,10 @@ def test_float32_copy_keeps_the_weights(tiny_cfg):
 @pytest.mark.slow
 def test_a_mixed_precision_step_gives_finite_losses(tiny_cfg, voc_mini_tfrecords):
     from dataset.tf_dataset_preprocess import load_dataset
-    cfg = tiny_cfg.replace(mixed_precision=True)
-    images, targets = next(iter(load_dataset(voc_mini_tfrecords["train"], cfg, training=True, seed=0)))
-    model = build_training_model(cfg)
-    step = make_train_step(model, build_optimizer(cfg, 10), cfg)
+    settings = tiny_cfg.replace(mixed_precision=True)
+    images, targets = next(iter(load_dataset(voc_mini_tfrecords["train"], settings, training=True, seed=0)))
+    model = build_training_model(settings)
+    step = make_train_step(model, build_optimizer(settings, 10), settings)
     before = [weight.copy() for weight in model.get_weights()]
     losses = [float(value) for value in step(images, targets)]
     assert all(np.isfinite(losses)) and losses[0] > 0

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, SHIPPED_3CLASS_MODEL, VOC_MINI
 
+import cli
 from components.class_list import class_mismatch, read_tfrecord_classes, tfrecord_classes_path
-from components.config import CONFIG_HELP, DATA_KEYS, add_config_arguments, config_from_args
-from components.config import DEFAULT_SETTINGS as cfg
+from components.config import CONFIG_HELP, DATA_KEYS, DEFAULT_SETTINGS, DEFAULTS, add_config_arguments
 from components.data_file import DataFileError, load_data_file
 
 THREE_CLASSES = ["background", "mask", "unmask", "incorrect"]
@@ -68,17 +68,17 @@ def test_data_file_gives_classes_aliases_and_one_tfrecord_per_split(tmp_path):
     spec = load_data_file(data)
     assert spec.root == str(tmp_path / "voc") and spec.labels_list == THREE_CLASSES
     assert spec.aliases["face"] == "unmask" and spec.aliases["incorrect"] == "incorrect"   # names map to themselves
-    settings = spec.settings()
-    assert settings["train_tfrecord"] == [os.path.join(str(tmp_path), "mini_train.tfrecord")]
-    assert settings["val_tfrecord"] == [os.path.join(str(tmp_path), "mini_val.tfrecord")]
+    given = spec.settings()   # {flag: value} the file sets
+    assert given["train_tfrecord"] == [os.path.join(str(tmp_path), "mini_train.tfrecord")]
+    assert given["val_tfrecord"] == [os.path.join(str(tmp_path), "mini_val.tfrecord")]
     assert load_data_file(data, root=VOC_MINI).sources["val"][0].voc_path == VOC_MINI   # --root wins
 
     parser = add_config_arguments(argparse.ArgumentParser(), data=True)
-    config = config_from_args(parser.parse_args(["--data", data, "--batch_size", "4"]))
-    assert config["labels_list"] == THREE_CLASSES and config["batch_size"] == 4
-    config = config_from_args(parser.parse_args(["--data", data, "--labels_list", "['background', 'mask', 'unmask']",
-                                                 "--label_aliases", "{'face': 'unmask'}"]))
-    assert config["labels_list"] == ["background", "mask", "unmask"]    # flags override the file
+    settings = cli.settings_from_args(parser.parse_args(["--data", data, "--batch_size", "4"]))
+    assert settings.model.labels_list == tuple(THREE_CLASSES) and settings.train.batch_size == 4
+    settings = cli.settings_from_args(parser.parse_args(
+        ["--data", data, "--labels_list", "['background', 'mask', 'unmask']", "--label_aliases", "{'face': 'unmask'}"]))
+    assert settings.model.labels_list == ("background", "mask", "unmask")    # flags override the file
 
 
 def test_data_file_mistakes_name_the_file_and_the_fix(tmp_path):
@@ -95,7 +95,7 @@ def test_alias_to_a_class_missing_from_labels_list_is_one_clear_error():
     parser = add_config_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--label_aliases", "{'with_incorrect_mask': 'incorrect', 'face': 'unmask'}"])
     with pytest.raises(ValueError, match=r"with_incorrect_mask map to 'incorrect'.*--labels_list"):
-        config_from_args(args)
+        cli.settings_from_args(args)
 
 
 def test_converter_with_data_writes_each_split_with_its_class_list(converted, data_dir):
@@ -130,10 +130,10 @@ def test_training_on_a_tfrecord_of_other_classes_is_one_line_error(converted, da
 def test_a_tfrecord_without_class_list_is_checked_by_its_class_ids(voc_mini, tmp_path, capsys):
     import train
     from dataset.tfrecord_writer import convert_split
-    config = cfg.replace(labels_list=["background", "incorrect", "unmask", "mask"],
-                  label_aliases={"face_mask": "mask", "face": "unmask"})
+    settings = DEFAULT_SETTINGS.replace(labels_list=["background", "incorrect", "unmask", "mask"],
+                                        label_aliases={"face_mask": "mask", "face": "unmask"})
     tfrecord = str(tmp_path / "old.tfrecord")
-    convert_split(voc_mini, "train", tfrecord, config, progress=False)
+    convert_split(voc_mini, "train", tfrecord, settings, progress=False)
     os.remove(tfrecord_classes_path(tfrecord))                        # as written by older versions
     status, _, err = run_main(train.main, ["--train_tfrecord", tfrecord, "--val_tfrecord", "",
                                            "--checkpoint_dir", tmp_path / "ckpt", "--epoch", "1", *SMALL_RUN], capsys)
@@ -194,11 +194,11 @@ def test_unknown_labels_stop_kmeans_too(tmp_path, capsys):
 
 def test_new_class_heads_keep_the_rows_of_shared_classes(tiny_cfg):
     from network.network import build_model, transfer_class_rows, transfer_weights
-    source_cfg = tiny_cfg.replace(network="slim", base_channel=4)
-    source = build_model(source_cfg)
-    target = build_model(source_cfg.replace(labels_list=THREE_CLASSES))
+    source_settings = tiny_cfg.replace(network="slim", base_channel=4)
+    source = build_model(source_settings)
+    target = build_model(source_settings.replace(labels_list=THREE_CLASSES))
     _, fresh = transfer_weights(source, target)
-    filled = transfer_class_rows(source, target, source_cfg["labels_list"], THREE_CLASSES)
+    filled = transfer_class_rows(source, target, source_settings.model.labels_list, THREE_CLASSES)
     assert sorted(filled) == sorted(name for name in fresh if name.startswith("conf_head"))
     images = np.random.default_rng(0).uniform(-1, 1, (1, 120, 160, 3)).astype(np.float32)
     before, after = source(images).numpy(), target(images).numpy()
@@ -208,9 +208,10 @@ def test_new_class_heads_keep_the_rows_of_shared_classes(tiny_cfg):
 def test_a_warm_up_longer_than_the_run_is_shortened_with_a_note():
     from training.trainer import fit_warmup
     notes = []
-    shortened = fit_warmup(cfg.replace(epoch=3, warmup_epoch=5), notes.append)
-    assert shortened["warmup_epoch"] < 3 and "shortened" in notes[0]
-    assert fit_warmup(cfg.replace(epoch=30, warmup_epoch=5), notes.append)["warmup_epoch"] == 5 and len(notes) == 1
+    shortened = fit_warmup(DEFAULT_SETTINGS.replace(epoch=3, warmup_epoch=5), notes.append)
+    assert shortened.train.warmup_epoch < 3 and "shortened" in notes[0]
+    assert fit_warmup(DEFAULT_SETTINGS.replace(epoch=30, warmup_epoch=5), notes.append).train.warmup_epoch == 5
+    assert len(notes) == 1
 
 
 @pytest.fixture(scope="module")
@@ -253,8 +254,9 @@ def test_resume_restores_the_saved_run_and_lists_changes(fine_tuned):
         assert [json.loads(line)["epoch"] for line in handle] == [1, 2]
     with open(os.path.join(folder, "run_config.json")) as handle:
         saved = json.load(handle)
-    assert saved["settings"]["batch_size"] == 2 and saved["settings"]["labels_list"] == THREE_CLASSES
-    assert saved["steps_per_epoch"] == 2 and saved["settings"]["epoch"] == 2
+    groups = saved["settings"]   # grouped as Settings.as_dict writes them
+    assert groups["train"]["batch_size"] == 2 and groups["model"]["labels_list"] == THREE_CLASSES
+    assert saved["steps_per_epoch"] == 2 and groups["train"]["epoch"] == 2
 
 
 @pytest.mark.slow
@@ -382,14 +384,14 @@ def setting_flags(text):
 
 
 def test_help_shows_only_the_settings_each_script_uses_with_a_description(capsys):
-    assert set(CONFIG_HELP) == set(cfg)                      # every setting has its one-line description
+    assert set(CONFIG_HELP) == set(DEFAULTS)                      # every setting has its one-line description
     texts = {script: help_text(script, capsys) for script in SCRIPT_MAINS}
     assert setting_flags(texts["dataset/voc_to_tfrecord.py"]) == set(DATA_KEYS)
     assert "init_lr" not in setting_flags(texts["inference.py"]) and "score_threshold" in setting_flags(texts["inference.py"])
     assert "score_threshold" not in setting_flags(texts["train.py"]) and "init_lr" in setting_flags(texts["train.py"])
     assert "init_lr" not in setting_flags(texts["components/kmeans.py"])
     for script, text in texts.items():
-        assert len(setting_flags(text)) < len(cfg), script
+        assert len(setting_flags(text)) < len(DEFAULTS), script
         flat = " ".join(text.split())
         for key in setting_flags(text):
             assert " ".join(CONFIG_HELP[key].split()) in flat, (script, key)
@@ -441,7 +443,7 @@ def test_readme_example_uses_existing_scripts_files_and_flags(capsys):
 def test_shipped_3class_model_has_the_classes_of_the_ilc2021_data_file():
     from runtime.model_files import read_model_spec
     assert read_model_spec(SHIPPED_3CLASS_MODEL)["labels_list"] == load_data_file(os.path.join(REPO_ROOT, "data", "ilc2021.yaml")).labels_list
-    assert load_data_file(os.path.join(REPO_ROOT, "data", "maskdata.yaml")).labels_list == cfg["labels_list"]
+    assert load_data_file(os.path.join(REPO_ROOT, "data", "maskdata.yaml")).labels_list == list(DEFAULT_SETTINGS.model.labels_list)
 
 
 @pytest.mark.slow

@@ -3,26 +3,28 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.config import DEFAULT_SETTINGS as cfg
+from components.config import DEFAULT_SETTINGS
 from components.prior_box import feature_map_sizes, prior_box, priors_from_config, priors_per_cell
 from network.network import build_model
+
+SPEC = DEFAULT_SETTINGS.model   # the default model spec
 
 EXPECTED_240x320 = 30 * 40 * 3 + 15 * 20 * 2 + 8 * 10 * 2 + 4 * 5 * 3
 
 
 def test_prior_count_for_default_input():
     assert EXPECTED_240x320 == 4420
-    assert tuple(cfg["input_size"]) == (240, 320)
-    assert feature_map_sizes((240, 320), cfg["steps"]) == [(30, 40), (15, 20), (8, 10), (4, 5)]
-    assert priors_per_cell(cfg["min_sizes"]) == [3, 2, 2, 3]
-    priors = priors_from_config(cfg.model)
+    assert tuple(SPEC.input_size) == (240, 320)
+    assert feature_map_sizes((240, 320), SPEC.steps) == [(30, 40), (15, 20), (8, 10), (4, 5)]
+    assert priors_per_cell(SPEC.min_sizes) == [3, 2, 2, 3]
+    priors = priors_from_config(SPEC)
     assert priors.shape == (EXPECTED_240x320, 4)
     assert priors.dtype == np.float32
 
 
 @pytest.fixture(scope="module", params=["slim", "rfb"])
 def any_size_model(request):
-    config = cfg.replace(network=request.param)
+    config = DEFAULT_SETTINGS.replace(network=request.param)
     return build_model(config)
 
 
@@ -31,23 +33,22 @@ def test_priors_match_model_output_rows(any_size_model, input_size):
     """One prior per output row, for the training size and others (the network is fully convolutional)."""
     images = tf.zeros([1, *input_size, 3])
     output = any_size_model(images, training=False)
-    assert output.shape[-1] == 4 + len(cfg["labels_list"])
-    assert output.shape[1] == priors_from_config(cfg.model, input_size).shape[0]
+    assert output.shape[-1] == 4 + len(SPEC.labels_list)
+    assert output.shape[1] == priors_from_config(SPEC, input_size).shape[0]
 
 
 def test_model_built_for_a_fixed_size_matches_priors():
-    model = build_model(cfg.replace(network="slim"), input_size=(240, 320))
+    model = build_model(DEFAULT_SETTINGS.replace(network="slim"), input_size=(240, 320))
     assert model.output_shape == (None, EXPECTED_240x320, 7)
 
 
 def test_first_prior_and_layout():
     height, width = 240, 320
-    priors = prior_box((height, width), cfg["min_sizes"], cfg["steps"])
+    priors = prior_box((height, width), SPEC.min_sizes, SPEC.steps)
     np.testing.assert_allclose(priors[0], [4 / 320, 4 / 240, 10 / 320, 10 / 240], rtol=1e-6)
     # order: head, then row, then column, then anchor
     offset = 0
-    for (map_h, map_w), sizes, step in zip(feature_map_sizes((height, width), cfg["steps"]), cfg["min_sizes"],
-                                           cfg["steps"]):
+    for (map_h, map_w), sizes, step in zip(feature_map_sizes((height, width), SPEC.steps), SPEC.min_sizes, SPEC.steps):
         level = priors[offset:offset + map_h * map_w * len(sizes)].reshape(map_h, map_w, len(sizes), 4)
         rows, cols = np.meshgrid(np.arange(map_h), np.arange(map_w), indexing="ij")
         for anchor, size in enumerate(sizes):
@@ -61,13 +62,13 @@ def test_first_prior_and_layout():
 
 def test_network_rows_follow_row_column_anchor_order():
     """The first head's output, read as [H, W, anchor, 4], is the first rows of the prediction tensor."""
-    config = cfg.replace(network="slim")
+    config = DEFAULT_SETTINGS.replace(network="slim")
     model = build_model(config)
     head = tf.keras.Model(model.input, [model.get_layer("loc_head0").output, model.output])
     images = tf.random.stateless_uniform([1, 48, 64, 3], seed=(1, 2), minval=-1, maxval=1)
     head_out, predictions = head(images, training=False)
     map_h, map_w = 6, 8
-    anchors = len(cfg["min_sizes"][0])
+    anchors = len(SPEC.min_sizes[0])
     assert head_out.shape == (1, map_h, map_w, anchors * 4)
     expected = tf.reshape(head_out, [map_h * map_w * anchors, 4])
     np.testing.assert_allclose(predictions[0, :map_h * map_w * anchors, :4], expected, rtol=1e-5, atol=1e-6)
@@ -88,9 +89,9 @@ def test_width_height_pair_anchors():
 
 
 def test_clip_keeps_priors_inside():
-    priors = prior_box((240, 320), cfg["min_sizes"], cfg["steps"], clip=True)
+    priors = prior_box((240, 320), SPEC.min_sizes, SPEC.steps, clip=True)
     assert priors.min() >= 0.0 and priors.max() <= 1.0
-    unclipped = prior_box((240, 320), cfg["min_sizes"], cfg["steps"])
+    unclipped = prior_box((240, 320), SPEC.min_sizes, SPEC.steps)
     assert unclipped.max() > 1.0      # the 256 px anchors are wider than 240 px
 
 
@@ -98,7 +99,7 @@ def test_clip_keeps_priors_inside():
                                            ((360, 480), (368, 512)), ((120, 160), (176, 192))])
 def test_aligned_input_size_pads_every_map_as_at_the_trained_size(size, aligned):
     from components.prior_box import aligned_input_size, padding_pattern
-    steps = cfg["steps"]
+    steps = SPEC.steps
     assert aligned_input_size(size, (240, 320), steps) == aligned
     assert all(a >= s for a, s in zip(aligned, size))
     assert padding_pattern(aligned[0], steps) == padding_pattern(240, steps)

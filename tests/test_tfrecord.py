@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.config import DEFAULT_SETTINGS as cfg
+from components.config import DEFAULT_SETTINGS
 from dataset import tfrecord_writer as voc_to_tfrecord
 from dataset.tf_dataset_preprocess import FEATURES, parse_example
 from dataset.tfrecord_writer import convert_split
@@ -100,7 +100,7 @@ def test_other_image_formats_become_rgb_jpeg(voc_mini, tmp_path):
         shutil.copy(xml, os.path.join(voc, "Annotations", f"{name}.xml"))
     assert cv2.imread(os.path.join(voc, "JPEGImages", "grey_jpeg.jpg"), cv2.IMREAD_UNCHANGED).ndim == 2
     output = str(tmp_path / "out.tfrecord")
-    report = convert_split(voc, "train", output, cfg, progress=False)
+    report = convert_split(voc, "train", output, DEFAULT_SETTINGS, progress=False)
     assert report.written == len(variants), report.skipped_images
     expected_boxes, _, shape = expected_objects(voc_mini, "test_00003224")
     for name, encoded, image, boxes, labels in read_records(output):
@@ -144,7 +144,7 @@ def test_bad_items_are_skipped_with_a_reason(voc_mini, tmp_path):
     with open(os.path.join(voc, "Annotations", "malformed.xml"), "w") as handle:
         handle.write("<annotation><object><name>face</name>")
     output = str(tmp_path / "out.tfrecord")
-    report = convert_split(voc, "train", output, cfg, progress=False)
+    report = convert_split(voc, "train", output, DEFAULT_SETTINGS, progress=False)
 
     records = {record[0]: record for record in read_records(output)}
     assert sorted(records) == ["good", "unknown_label", "zero_area"]
@@ -176,21 +176,21 @@ def test_failed_conversion_leaves_no_partial_file(voc_mini, tmp_path, monkeypatc
 
     monkeypatch.setattr(voc_to_tfrecord, "make_example", failing_make_example)
     with pytest.raises(RuntimeError, match="disk full"):
-        convert_split(voc_mini, "train", str(output), cfg, progress=False)
+        convert_split(voc_mini, "train", str(output), DEFAULT_SETTINGS, progress=False)
     assert output.read_bytes() == b"previous complete file"
     assert sorted(os.listdir(tmp_path)) == ["out.tfrecord"]        # no temporary left behind
 
     output.unlink()
     calls.clear()
     with pytest.raises(RuntimeError):
-        convert_split(voc_mini, "train", str(output), cfg, progress=False)
+        convert_split(voc_mini, "train", str(output), DEFAULT_SETTINGS, progress=False)
     assert os.listdir(tmp_path) == []
 
 
 def test_missing_split_raises(voc_mini, tmp_path):
     from dataset.voc import VOCError
     with pytest.raises(VOCError, match="nosuchsplit.txt"):
-        convert_split(voc_mini, "nosuchsplit", str(tmp_path / "out.tfrecord"), cfg, progress=False)
+        convert_split(voc_mini, "nosuchsplit", str(tmp_path / "out.tfrecord"), DEFAULT_SETTINGS, progress=False)
     assert os.listdir(tmp_path) == []
 
 
@@ -217,7 +217,7 @@ def test_parse_example_returns_the_difficult_flags():
     annotation = Annotation("a.jpg", 40, 20, np.array([[0, 0, 10, 10], [20, 5, 30, 15]], np.float32),
                             ["mask", "unmask"], np.array([False, True]))
     jpeg = cv2.imencode(".jpg", np.zeros((20, 40, 3), np.uint8))[1].tobytes()
-    example = voc_to_tfrecord.make_example("a", jpeg, 20, 40, annotation, cfg["labels_list"])
+    example = voc_to_tfrecord.make_example("a", jpeg, 20, 40, annotation, DEFAULT_SETTINGS.model.labels_list)
     image, boxes, labels, difficult = parse_example(example.SerializeToString())
     assert image.shape == (20, 40, 3) and labels.numpy().tolist() == [1, 2]
     assert difficult.dtype == tf.bool and difficult.numpy().tolist() == [False, True]

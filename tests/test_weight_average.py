@@ -45,25 +45,25 @@ def test_applied_swaps_the_average_in_and_puts_the_weights_back():
 
 
 @pytest.fixture
-def ema_cfg(tiny_cfg, voc_mini_tfrecords, tmp_path):
+def ema_settings(tiny_cfg, voc_mini_tfrecords, tmp_path):
     # the smallest network: the average does not depend on it
     return tiny_cfg.replace(**SMALL_NETWORK, train_tfrecord=voc_mini_tfrecords["train"],
-                val_tfrecord=voc_mini_tfrecords["val"], epoch=1, ema_decay=0.9, init_lr=0.05, warmup_epoch=0.5,
-                checkpoint_dir=str(tmp_path / "ckpt"), log_dir=str(tmp_path / "logs"))
+                            val_tfrecord=voc_mini_tfrecords["val"], epoch=1, ema_decay=0.9, init_lr=0.05,
+                            warmup_epoch=0.5, checkpoint_dir=str(tmp_path / "ckpt"), log_dir=str(tmp_path / "logs"))
 
 
 @pytest.mark.slow
-def test_training_validates_and_exports_the_average(ema_cfg, tmp_path):
+def test_training_validates_and_exports_the_average(ema_settings, tmp_path):
     from runtime.adapters import load_keras_model
     from training.history import read_history
     from training.trainer import train
-    train(ema_cfg, steps_per_epoch=3, progress=False)
-    (record,) = read_history(ema_cfg["checkpoint_dir"])
+    train(ema_settings, steps_per_epoch=3, progress=False)
+    (record,) = read_history(ema_settings.train.checkpoint_dir)
     assert "val_map" in record and "raw_val_map" in record   # the EMA's and the optimizer's own weights
-    checkpoint = tf.train.latest_checkpoint(ema_cfg["checkpoint_dir"])
+    checkpoint = tf.train.latest_checkpoint(ema_settings.train.checkpoint_dir)
     names = [name for name, _ in tf.train.list_variables(checkpoint)]
     assert any(name.startswith("average/") for name in names)
-    exported = load_keras_model(f"{ema_cfg['checkpoint_dir']}/last.keras")
+    exported = load_keras_model(f"{ema_settings.train.checkpoint_dir}/last.keras")
     reader = tf.train.load_checkpoint(checkpoint)
     averages = {name: reader.get_tensor(name) for name in names if name.startswith("average/averages/")}
     raw = {name: reader.get_tensor(name) for name in names if name.startswith("model/")}
@@ -74,12 +74,12 @@ def test_training_validates_and_exports_the_average(ema_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_without_a_saved_average_starts_it_from_the_weights(ema_cfg):
+def test_resume_without_a_saved_average_starts_it_from_the_weights(ema_settings):
     from training.trainer import Trainer, train
-    ema_cfg = ema_cfg.replace(val_map_freq=0)   # validation loss only: the mAP is not under test here
-    train(ema_cfg.replace(ema_decay=0.0), steps_per_epoch=2, progress=False)
+    ema_settings = ema_settings.replace(val_map_freq=0)   # validation loss only: the mAP is not under test here
+    train(ema_settings.replace(ema_decay=0.0), steps_per_epoch=2, progress=False)
     notes = []
-    trainer = Trainer(ema_cfg.replace(epoch=2), resume=True, steps_per_epoch=2, progress=False, log=notes.append)
+    trainer = Trainer(ema_settings.replace(epoch=2), resume=True, steps_per_epoch=2, progress=False, log=notes.append)
     assert trainer.epochs_done == 1 and any("holds no weight average" in note for note in notes)
     for weight, value in zip(trainer.model.weights, trainer.average.averages):
         np.testing.assert_array_equal(value.numpy(), weight.numpy())
