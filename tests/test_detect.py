@@ -209,9 +209,9 @@ def test_a_sidecar_sets_only_model_keys(tiny_model, tmp_path):
     saved = {key: value for key, value in read_model_spec(tiny_model).items() if key in MODEL_CONFIG_KEYS}
     saved.update(keep_aspect=True, score_threshold=0.9)
     (tmp_path / "model.json").write_text(json.dumps(saved))
-    config = load_model_config(str(model), DEFAULT_SETTINGS.replace(keep_aspect=False, score_threshold=0.2))
-    assert config["keep_aspect"] is False and config["score_threshold"] == 0.2
-    assert tuple(config["input_size"]) == tuple(saved["input_size"]) and config["network"] == "slim"
+    settings = load_model_config(str(model), DEFAULT_SETTINGS.replace(keep_aspect=False, score_threshold=0.2))
+    assert settings.detect.keep_aspect is False and settings.detect.score_threshold == 0.2
+    assert tuple(settings.model.input_size) == tuple(saved["input_size"]) and settings.model.network == "slim"
     assert Detector.from_path(str(model), DEFAULT_SETTINGS.replace(keep_aspect=False)).keep_aspect is False
 
 

@@ -19,8 +19,9 @@ def test_mirror_index_maps_each_prior_to_its_mirror_image():
 
 
 def test_mirror_index_refuses_priors_that_do_not_tile_the_width():
+    spec = DEFAULT_SETTINGS.model
     with pytest.raises(ValueError, match="no horizontal mirror image"):
-        mirror_index(prior_box((120, 160), DEFAULT_SETTINGS.model.min_sizes, DEFAULT_SETTINGS.model.steps))   # 160 / 64 is not whole
+        mirror_index(prior_box((120, 160), spec.min_sizes, spec.steps))   # 160 / 64 is not whole
 
 
 def test_merging_a_prediction_with_its_exact_mirror_changes_nothing():

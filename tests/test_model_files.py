@@ -83,11 +83,11 @@ def test_an_older_file_reads_its_sidecar_with_one_notice(tiny_model, tmp_path):
     spec_sidecar(tiny_model, model_config_path(older))
     notices = []
     for _ in range(2):
-        config = load_model_config(older, notice=notices.append)
-        assert config["network"] == "slim" and config["base_channel"] == 4
+        spec = load_model_config(older, notice=notices.append).model
+        assert spec.network == "slim" and spec.base_channel == 4
     assert len(notices) == 1 and notices[0].startswith(f"note: {older}: ") and "older.json" in notices[0]
     assert "\n" not in notices[0]
-    assert load_model_config(tiny_model, notice=notices.append)["network"] == "slim" and len(notices) == 1
+    assert load_model_config(tiny_model, notice=notices.append).model.network == "slim" and len(notices) == 1
 
 
 def test_a_model_file_without_any_description_is_refused_in_one_line(tiny_model, tmp_path, capsys):

@@ -57,8 +57,8 @@ def ort_missing():
 def stub_detector():
     """Enough of a Detector for create_app's routes other than /detect (no TensorFlow)."""
     from components.config import DEFAULT_SETTINGS
-    return SimpleNamespace(settings=DEFAULT_SETTINGS.replace(labels_list=["background", "mask", "unmask"]), model_path="stub.keras",
-                           format="keras")
+    return SimpleNamespace(settings=DEFAULT_SETTINGS.replace(labels_list=["background", "mask", "unmask"]),
+                           model_path="stub.keras", format="keras")
 
 
 def http_get(server, path):
