@@ -53,7 +53,7 @@ class Detector:
                              else self.input_size)
         if not isinstance(model, Runtime):
             model = KerasRuntime(model, self.network_size)
-        elif is_keras and model.input_size != self.network_size:
+        elif isinstance(model, KerasRuntime) and model.input_size != self.network_size:   # a Keras model's runtime
             model = KerasRuntime(model.model, self.network_size, model.path)
         self.runtime = model
         self.model_path = self.runtime.path   # the model file or folder, when loaded from one
