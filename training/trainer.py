@@ -17,11 +17,12 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from components.atomic_io import remove_stale_temporaries
-from components.class_list import ClassListError, check_tfrecord_classes
+from components.class_list import ClassListError
 from components.lr_scheduler import schedule_from_config
 from components.prior_box import priors_from_config
 from components.run_config import save_run_config
 from dataset.tf_dataset_preprocess import load_dataset
+from dataset.tfrecord_checks import TFRecordError, check_record_classes, count_records
 from mAP.evaluation import evaluate, map_or_zero
 from network.losses import count_positives, multibox_loss
 from network.network import build_model
@@ -64,50 +65,14 @@ def sigint_deferred(redeliver: bool = True) -> Iterator[None]:
             signal.raise_signal(signal.SIGINT)
 
 
-def count_records(tfrecord_path: str | Sequence[str]) -> int:
-    """Number of records in a TFRecord file, or summed over a list of files."""
-    if not isinstance(tfrecord_path, str):
-        if not tfrecord_path:
-            raise TrainingError("--train_tfrecord: no training TFRecord given")
-        return sum(count_records(path) for path in tfrecord_path)
-    if not os.path.isfile(tfrecord_path):
-        raise TrainingError(f"{tfrecord_path}: TFRecord not found (create it with python dataset/voc_to_tfrecord.py, "
-                            "--data FILE for a data file's TFRecords)")
+@contextlib.contextmanager
+def records_checked() -> Iterator[None]:
+    """Inside the block, a TFRecord the run cannot use (``dataset.tfrecord_checks``: TFRecordError, or
+    ClassListError) stops it as a TrainingError with the same message."""
     try:
-        count = int(tf.data.TFRecordDataset(tfrecord_path).reduce(np.int64(0), lambda total, _: total + 1))
-    except tf.errors.OpError as error:
-        message = (error.message or type(error).__name__).splitlines()[0]
-        raise TrainingError(f"{tfrecord_path}: not a readable TFRecord ({message})") from None
-    if count == 0:
-        raise TrainingError(f"{tfrecord_path}: holds no records")
-    return count
-
-
-def largest_class_id(tfrecord_path: str) -> int:
-    """The largest class id of any box in a TFRecord (-1 when it holds no boxes)."""
-    feature = {"image/object/class/label": tf.io.VarLenFeature(tf.int64)}
-
-    def record_max(serialized):
-        labels = tf.io.parse_single_example(serialized, feature)["image/object/class/label"].values
-        return tf.reduce_max(tf.concat([labels, tf.constant([-1], tf.int64)], axis=0))
-
-    return int(tf.data.TFRecordDataset(tfrecord_path).map(record_max).reduce(
-        tf.constant(-1, tf.int64), tf.maximum))
-
-
-def check_record_classes(tfrecord_path: str, labels_list: Sequence[str]) -> None:
-    """Raise TrainingError when a TFRecord was written for other classes than ``labels_list``: its stored
-    class list differs, or (TFRecords without one) it holds class ids beyond the list."""
-    try:
-        stored = check_tfrecord_classes(tfrecord_path, labels_list, "this run")
-    except ClassListError as error:
+        yield
+    except (TFRecordError, ClassListError) as error:
         raise TrainingError(str(error)) from None
-    if stored is None:
-        largest = largest_class_id(tfrecord_path)
-        if largest >= len(labels_list):
-            raise TrainingError(f"{tfrecord_path}: holds class id {largest} but --labels_list {list(labels_list)} "
-                                f"has ids 0-{len(labels_list) - 1}: train with the classes it was written with "
-                                "(--data FILE or --labels_list), or rewrite it with dataset/voc_to_tfrecord.py")
 
 
 def uneven_epoch_note(num_train: int, global_batch: int) -> str | None:
@@ -378,14 +343,15 @@ class Trainer:
         train = settings.train
         self.global_batch = train.batch_size * replicas
         self.chief = is_chief(self.strategy)
-        num_train = count_records(settings.data.train_tfrecord)
-        self.steps_per_epoch = steps_per_epoch or max(num_train // self.global_batch, 1)
-        note = None if steps_per_epoch else uneven_epoch_note(num_train, self.global_batch)
-        if note and self.chief:
-            self.log(note)
-        self.val_paths = self._validation_sources() if self.chief else []
-        for path in (*settings.data.train_tfrecord, *self.val_paths):
-            check_record_classes(path, settings.model.labels_list)
+        with records_checked():
+            num_train = count_records(settings.data.train_tfrecord)
+            self.steps_per_epoch = steps_per_epoch or max(num_train // self.global_batch, 1)
+            note = None if steps_per_epoch else uneven_epoch_note(num_train, self.global_batch)
+            if note and self.chief:
+                self.log(note)
+            self.val_paths = self._validation_sources() if self.chief else []
+            for path in (*settings.data.train_tfrecord, *self.val_paths):
+                check_record_classes(path, settings.model.labels_list)
         self.folder = train.checkpoint_dir if self.chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
         os.makedirs(self.folder, exist_ok=True)
         if self.chief:
