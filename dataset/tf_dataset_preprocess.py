@@ -2,7 +2,8 @@
 
 Training images go through: random crop that keeps whole faces, padding to the input aspect ratio
 ("bin"), resize, horizontal flip, photometric distortion, normalisation, then target encoding against the
-priors. Validation images are only resized and normalised, exactly as inference sees them.
+priors. Validation images are only letterboxed (``components.letterbox.letterbox``, TensorFlow backend: the
+letterbox of inference and of the end-to-end graphs), resized and normalised, as inference sees them.
 """
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from typing import TYPE_CHECKING
 import tensorflow as tf
 
 from components.box_utils import encode_targets
+from components.letterbox import PAD_VALUE, TensorFlowBackend, letterbox, normalize, padded_shape
 from components.prior_box import priors_from_config
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from typing import Any
 
     import numpy as np
+
+    from components.config import Settings
 
 FEATURES = {
     "image/filename": tf.io.FixedLenFeature([], tf.string),
@@ -108,7 +111,7 @@ def random_crop_whole_faces(image: tf.Tensor, boxes: tf.Tensor, labels: tf.Tenso
 
 def place_on_canvas(image: tf.Tensor, boxes: tf.Tensor, new_height: int | tf.Tensor, new_width: int | tf.Tensor,
                     offset_x: int | tf.Tensor, offset_y: int | tf.Tensor,
-                    fill_value: int = 127) -> tuple[tf.Tensor, tf.Tensor]:
+                    fill_value: int = PAD_VALUE) -> tuple[tf.Tensor, tf.Tensor]:
     """Put ``image`` [h, w, 3] on a ``new_height`` x ``new_width`` canvas of ``fill_value`` with its top-left
     corner at (``offset_x``, ``offset_y``) pixels; boxes (normalised corner form) follow their faces."""
     shape = tf.shape(image)
@@ -128,27 +131,19 @@ def _random_offsets(extra_width, extra_height, seed):
             tf.random.stateless_uniform([], seeds[1], 0, extra_height + 1, dtype=tf.int32))
 
 
-def pad_to_aspect(image: tf.Tensor, boxes: tf.Tensor, target_aspect: float | tf.Tensor, fill_value: int = 127,
-                  seed: tf.Tensor | None = None, random_placement: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
-    """Pad with ``fill_value`` so that width / height == ``target_aspect`` (each side rounded up to a pixel,
-    as ``runtime.preprocessing.letterbox_shape``); boxes (normalised corner form) stay on their faces.
-
-    The image is placed at a random offset, or at the top-left corner when ``random_placement`` is False
-    (the letterbox of inference).
-    """
+def pad_to_aspect(image: tf.Tensor, boxes: tf.Tensor, target_aspect: float, fill_value: int = PAD_VALUE,
+                  seed: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Pad with ``fill_value`` so that width / height == ``target_aspect`` (the frame of the letterbox,
+    ``components.letterbox.padded_shape``), the image placed at a random offset in it (the letterbox of
+    inference places it at the top left); boxes (normalised corner form) stay on their faces."""
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
-    aspect = tf.constant(target_aspect, tf.float64)
-    new_width = tf.maximum(width, tf.cast(tf.math.ceil(tf.cast(height, tf.float64) * aspect), tf.int32))
-    new_height = tf.maximum(height, tf.cast(tf.math.ceil(tf.cast(new_width, tf.float64) / aspect), tf.int32))
-    if random_placement:
-        offset_x, offset_y = _random_offsets(new_width - width, new_height - height, seed)
-    else:
-        offset_x = offset_y = tf.constant(0, tf.int32)
+    new_height, new_width = padded_shape(height, width, target_aspect)
+    offset_x, offset_y = _random_offsets(new_width - width, new_height - height, seed)
     return place_on_canvas(image, boxes, new_height, new_width, offset_x, offset_y, fill_value)
 
 
-def random_expand(image: tf.Tensor, boxes: tf.Tensor, max_ratio: float, fill_value: int = 127,
+def random_expand(image: tf.Tensor, boxes: tf.Tensor, max_ratio: float, fill_value: int = PAD_VALUE,
                   seed: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """Zoom out: place the image at a random spot of a grey canvas ``r`` times its height and width, ``r``
     uniform in [1, ``max_ratio``] (SSD's expand, SCRFD's zoom-out), so its faces become small. Boxes are
@@ -161,12 +156,6 @@ def random_expand(image: tf.Tensor, boxes: tf.Tensor, max_ratio: float, fill_val
     new_width = tf.cast(tf.math.ceil(tf.cast(width, tf.float32) * ratio), tf.int32)
     offset_x, offset_y = _random_offsets(new_width - width, new_height - height, seeds[1])
     return place_on_canvas(image, boxes, new_height, new_width, offset_x, offset_y, fill_value)
-
-
-def letterbox(image: tf.Tensor, boxes: tf.Tensor, input_size: Sequence[int]) -> tuple[tf.Tensor, tf.Tensor]:
-    """Pad at the bottom / right to the aspect ratio of ``input_size`` (h, w), as inference does with
-    ``keep_aspect``: the network then sees faces undistorted. Boxes normalised corner form, before and after."""
-    return pad_to_aspect(image, boxes, input_size[1] / input_size[0], random_placement=False)
 
 
 def random_flip(image: tf.Tensor, boxes: tf.Tensor, seed: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
@@ -190,80 +179,90 @@ def random_distort(image: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor
 
 
 def normalize_image(image: tf.Tensor | np.ndarray) -> tf.Tensor:
-    """Map pixel values [0, 255] to [-1, 1] (what the network expects)."""
-    return (tf.cast(image, tf.float32) - 127.5) / 127.5
+    """Map pixel values [0, 255] to [-1, 1] (what the network expects; ``components.letterbox.normalize``)."""
+    return normalize(tf.cast(image, tf.float32))
 
 
 def resize_image(image: tf.Tensor | np.ndarray, input_size: Sequence[int]) -> tf.Tensor:
-    """Resize any uint8 or float image to ``input_size`` = (h, w); returns float32 in [0, 255]."""
-    return tf.image.resize(tf.cast(image, tf.float32), input_size, method="bilinear")
+    """Resize any uint8 or float image to ``input_size`` = (h, w) as the letterbox does (bilinear); returns
+    float32 in [0, 255]."""
+    return TensorFlowBackend.resize(image, input_size)
 
 
 def prepare_for_evaluation(image_rgb: tf.Tensor | np.ndarray, boxes: tf.Tensor | np.ndarray, input_size: Sequence[int],
                            keep_aspect: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
     """One un-augmented example as inference sees it: uint8 RGB [H, W, 3] and boxes [N, 4] (normalised corner
-    form) -> (normalised float32 network input at ``input_size``, boxes normalised to that input), letterboxed
-    when ``keep_aspect``. Used by validation and, image-only, by ``preprocess_for_inference``."""
+    form) -> (normalised float32 network input at ``input_size``, boxes normalised to that input), through
+    ``components.letterbox.letterbox`` (padded at the bottom / right when ``keep_aspect``, else stretched).
+    Used by validation and, image-only, by ``preprocess_for_inference``."""
+    image_rgb = tf.convert_to_tensor(image_rgb)
+    inputs, (frame_h, frame_w) = letterbox(image_rgb, input_size, keep_aspect, backend="tensorflow")
     if keep_aspect:
-        image_rgb, boxes = letterbox(image_rgb, boxes, input_size)
-    return normalize_image(resize_image(image_rgb, input_size)), boxes
+        shape = tf.shape(image_rgb)
+        boxes = (tf.cast(boxes, tf.float32) * tf.cast(tf.stack([shape[1], shape[0]] * 2), tf.float32)
+                 / tf.cast(tf.stack([frame_w, frame_h] * 2), tf.float32))
+    return inputs, boxes
 
 
 def preprocess_for_inference(image_rgb: tf.Tensor | np.ndarray, input_size: Sequence[int],
                              keep_aspect: bool = True) -> tf.Tensor:
     """uint8 RGB [H, W, 3] -> normalised float32 network input at ``input_size``, letterboxed when
-    ``keep_aspect`` (the reference for ``runtime.detector.preprocess_images``)."""
+    ``keep_aspect`` (the TensorFlow twin of ``runtime.preprocessing.preprocess_images``)."""
     return prepare_for_evaluation(image_rgb, tf.zeros([0, 4]), input_size, keep_aspect)[0]
 
 
 def encode_example_targets(boxes: tf.Tensor, labels: tf.Tensor, priors: tf.Tensor | np.ndarray,
-                           cfg: dict[str, Any]) -> tf.Tensor:
+                           settings: Settings) -> tf.Tensor:
     """Training targets [P, 5] of one example (boxes [N, 4] normalised corner form, labels [N]) against
-    ``priors`` [P, 4] (centre form), with the matching settings of ``cfg``."""
-    return encode_targets(boxes, labels, priors, cfg["match_thresh"], cfg["variances"],
-                          cfg["min_positives"], cfg["min_positive_iou"])
+    ``priors`` [P, 4] (centre form), with ``settings.match`` and the box coding of ``settings.model``."""
+    match = settings.match
+    return encode_targets(boxes, labels, priors, match.match_thresh, settings.model.variances,
+                          match.min_positives, match.min_positive_iou)
 
 
-def augment(image: tf.Tensor, boxes: tf.Tensor, labels: tf.Tensor, cfg: dict[str, Any],
+def augment(image: tf.Tensor, boxes: tf.Tensor, labels: tf.Tensor, settings: Settings,
             seed: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Training augmentation of one decoded example; ``seed`` [2] (int64) makes it repeatable.
+    """Training augmentation of one decoded example (``settings.augment`` at ``settings.model.input_size``);
+    ``seed`` [2] (int64) makes it repeatable.
 
     Returns (float image [h, w, 3] normalised, boxes [N, 4] normalised corner form, labels [N]).
     """
     seeds = _seeds(seed, 8)
-    height, width = cfg["input_size"]
+    options = settings.augment
+    height, width = settings.model.input_size
     aspect = width / height
     # a share expand_prob of the images is zoomed out; of the rest, crop_prob is cropped (zoomed in) and the
     # others stay whole, at the scale inference sees them
     expand = tf.constant(False)   # zoom-out off (expand_prob 0 or expand_max_ratio 1): every image may be cropped
-    if cfg["expand_prob"] > 0 and cfg["expand_max_ratio"] > 1:
-        expand = tf.random.stateless_uniform([], seeds[6]) < cfg["expand_prob"]
-        image, boxes = tf.cond(expand, lambda: random_expand(image, boxes, cfg["expand_max_ratio"], seed=seeds[7]),
+    if options.expand_prob > 0 and options.expand_max_ratio > 1:
+        expand = tf.random.stateless_uniform([], seeds[6]) < options.expand_prob
+        image, boxes = tf.cond(expand, lambda: random_expand(image, boxes, options.expand_max_ratio, seed=seeds[7]),
                                lambda: (image, boxes))
-    if cfg["using_crop"]:
-        crop = tf.logical_and(tf.logical_not(expand), tf.random.stateless_uniform([], seeds[5]) < cfg["crop_prob"])
+    if options.using_crop:
+        crop = tf.logical_and(tf.logical_not(expand), tf.random.stateless_uniform([], seeds[5]) < options.crop_prob)
         image, boxes, labels = tf.cond(
             crop, lambda: random_crop_whole_faces(image, boxes, labels, aspect, seeds[0]),
             lambda: (image, boxes, labels))
-    if cfg["using_bin"]:
+    if options.using_bin:
         pad = tf.random.stateless_uniform([], seeds[1]) < 0.5
         image, boxes = tf.cond(pad, lambda: pad_to_aspect(image, boxes, aspect, seed=seeds[2]),
                                lambda: (image, boxes))
-    image = resize_image(image, cfg["input_size"])
-    if cfg["using_flip"]:
+    image = resize_image(image, (height, width))
+    if options.using_flip:
         image, boxes = random_flip(image, boxes, seeds[3])
-    if cfg["using_distort"]:
+    if options.using_distort:
         image = random_distort(image, seeds[4])
     image = normalize_image(image)   # always: inference feeds the network [-1, 1] inputs
     image.set_shape([height, width, 3])
     return image, boxes, labels
 
 
-def load_dataset(tfrecord_path: str | Sequence[str], cfg: dict[str, Any], training: bool, batch_size: int | None = None,
+def load_dataset(tfrecord_path: str | Sequence[str], settings: Settings, training: bool, batch_size: int | None = None,
                  shuffle: bool | None = None, repeat: bool = False, cache: bool = False, seed: int | None = None,
                  shard: tuple[int, int] | None = None, shuffle_buffer: int = 1024) -> tf.data.Dataset:
     """Batched (images [B, h, w, 3] float32, targets [B, P, 5]) dataset for ``tfrecord_path`` (one path or a
-    list: several sources are read as one set; a path listed twice is read twice an epoch).
+    list: several sources are read as one set; a path listed twice is read twice an epoch), prepared with
+    ``settings`` (augmentation, model spec, matching; ``batch_size`` default ``settings.train.batch_size``).
 
     Args:
         training: apply augmentation (and shuffle, unless ``shuffle`` says otherwise).
@@ -272,16 +271,16 @@ def load_dataset(tfrecord_path: str | Sequence[str], cfg: dict[str, Any], traini
         shard: (number of shards, index) to read only every n-th record, for multi-worker training.
         shuffle_buffer: records shuffled at once; as many as the records mixes several sources evenly.
     """
-    priors = tf.constant(priors_from_config(cfg.model))
-    batch_size = batch_size or cfg["batch_size"]
+    priors = tf.constant(priors_from_config(settings.model))
+    batch_size = batch_size or settings.train.batch_size
     shuffle = training if shuffle is None else shuffle
 
     def to_training_pair(element_seed, image, boxes, labels, _difficult):
         if training:
-            image, boxes, labels = augment(image, boxes, labels, cfg, element_seed)
+            image, boxes, labels = augment(image, boxes, labels, settings, element_seed)
         else:
-            image, boxes = prepare_for_evaluation(image, boxes, cfg["input_size"], cfg["keep_aspect"])
-        return image, encode_example_targets(boxes, labels, priors, cfg)
+            image, boxes = prepare_for_evaluation(image, boxes, settings.model.input_size, settings.detect.keep_aspect)
+        return image, encode_example_targets(boxes, labels, priors, settings)
 
     dataset = tf.data.TFRecordDataset(tfrecord_path)
     if shard:

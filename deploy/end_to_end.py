@@ -5,7 +5,8 @@ deployment needs only its runtime (TensorFlow, LiteRT or onnxruntime), not this 
 Graphs:
 
 * :func:`detection_outputs` (SavedModel and ONNX): uint8 RGB images of any size in, letterboxed inside the
-  graph (:func:`letterbox_graph`, as ``runtime.preprocessing.preprocess_images``), the network (and the flip
+  graph (:func:`letterbox_graph`: ``components.letterbox.letterbox``, what ``runtime.preprocessing.preprocess_images``
+  and the tf.data pipeline run), the network (and the flip
   test, ``runtime.postprocessing.merge_mirrored_predictions``), then ``runtime.postprocessing.postprocess``;
   outputs in the TF Object Detection API convention.
 * :func:`tflite_detection_function` (TFLite): the network input, the network, the flip test and the standard
@@ -27,6 +28,7 @@ import tensorflow as tf
 
 from components.atomic_io import write_text_atomically
 from components.box_utils import iou_matrix
+from components.letterbox import letterbox
 from components.prior_box import mirror_index, priors_from_config
 from deploy.export_common import (
     DEFAULT_EXPORT_DIR,
@@ -55,7 +57,6 @@ from runtime.end_to_end_models import (
 )
 from runtime.model_files import model_spec, publish_model
 from runtime.postprocessing import merge_mirrored_predictions, postprocess
-from runtime.preprocessing import PAD_VALUE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
 
     import keras
 
+    from components.config import Settings
     from runtime.postprocessing import Detections
 
 TFLITE_OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
@@ -82,23 +84,16 @@ E2E_MAP_TARGET_POINTS = 0.5
 def letterbox_graph(images: tf.Tensor, input_size: Sequence[int]) -> tuple[tf.Tensor, tf.Tensor]:
     """uint8 RGB images [B, H, W, 3] (one size) -> (network input [B, h, w, 3] float32 in [-1, 1], scale [B, 2]).
 
-    Pads the bottom / right with ``PAD_VALUE`` to the aspect ratio of ``input_size`` (each side rounded up, as
-    ``runtime.preprocessing.letterbox_shape``), bilinear resize with half-pixel centres, (x - 127.5) / 127.5:
-    the same as ``runtime.preprocessing.preprocess_images`` within 2e-4. ``scale`` is (padded H / H,
-    padded W / W): it turns boxes normalised to the network input into boxes normalised to the image.
+    The network input is ``components.letterbox.letterbox`` of the images (TensorFlow backend): the same
+    geometry, padding and normalisation as ``runtime.preprocessing.preprocess_images``, whose OpenCV resize
+    it matches within 2e-4. ``scale`` is (padded H / H, padded W / W): it turns boxes normalised to the
+    network input into boxes normalised to the image.
     """
     shape = tf.shape(images)
-    height, width = shape[1], shape[2]
-    net_h, net_w = (int(side) for side in input_size)
-    padded_w = tf.maximum(width, (height * net_w + net_h - 1) // net_h)
-    padded_h = tf.maximum(height, (padded_w * net_h + net_w - 1) // net_w)
-    # padded as float: tf2onnx gives a uint8 Pad a float pad value, which onnxruntime refuses
-    padded = tf.pad(tf.cast(images, tf.float32), [[0, 0], [0, padded_h - height], [0, padded_w - width], [0, 0]],
-                    constant_values=float(PAD_VALUE))
-    resized = tf.image.resize(padded, (net_h, net_w), method="bilinear")
-    scale = tf.stack([tf.cast(padded_h, tf.float32) / tf.cast(height, tf.float32),
-                      tf.cast(padded_w, tf.float32) / tf.cast(width, tf.float32)])
-    return resized / 127.5 - 1.0, tf.tile(scale[None], [shape[0], 1])
+    inputs, (padded_h, padded_w) = letterbox(images, input_size, backend="tensorflow")
+    scale = tf.stack([tf.cast(padded_h, tf.float32) / tf.cast(shape[1], tf.float32),
+                      tf.cast(padded_w, tf.float32) / tf.cast(shape[2], tf.float32)])
+    return inputs, tf.tile(scale[None], [shape[0], 1])
 
 
 def network_batch(inputs: tf.Tensor, mirror: np.ndarray | None) -> tf.Tensor:
@@ -116,13 +111,13 @@ def offsets_and_probabilities(raw: tf.Tensor, batch: int | tf.Tensor, mirror: np
 
 
 def detection_outputs(predict: Callable[[tf.Tensor], tf.Tensor], inputs: tf.Tensor, scale: tf.Tensor,
-                      cfg: dict[str, Any], priors: np.ndarray, mirror: np.ndarray | None, score_threshold: float,
+                      settings: Settings, priors: np.ndarray, mirror: np.ndarray | None, score_threshold: float,
                       max_detections: int) -> dict[str, tf.Tensor]:
     """TF OD API outputs (``runtime.end_to_end_models.OUTPUT_KEYS``) of network inputs [B, h, w, 3] whose
     images were letterboxed with ``scale`` [B, 2] (see :func:`letterbox_graph`), through ``postprocess``."""
     merged = offsets_and_probabilities(predict(network_batch(inputs, mirror)), tf.shape(inputs)[0], mirror)
-    boxes, scores, classes, valid = postprocess(merged, priors, cfg, score_threshold, max_detections=max_detections,
-                                                probabilities=True)
+    boxes, scores, classes, valid = postprocess(merged, priors, settings, score_threshold,
+                                                max_detections=max_detections, probabilities=True)
     boxes = tf.clip_by_value(tf.gather(boxes, YX_ORDER, axis=-1) * tf.tile(scale, [1, 2])[:, None, :], 0.0, 1.0)
     real = tf.range(tf.shape(scores)[1])[None, :] < valid[:, None]
     return {"detection_boxes": boxes, "detection_scores": scores,
@@ -130,45 +125,46 @@ def detection_outputs(predict: Callable[[tf.Tensor], tf.Tensor], inputs: tf.Tens
             "num_detections": tf.cast(valid, tf.float32)}
 
 
-def image_detection_function(predict: Callable[[tf.Tensor], tf.Tensor], cfg: dict[str, Any], priors: np.ndarray,
+def image_detection_function(predict: Callable[[tf.Tensor], tf.Tensor], settings: Settings, priors: np.ndarray,
                              mirror: np.ndarray | None, score_threshold: float, max_detections: int,
                              batch: int | None = None) -> Any:
     """tf.function: uint8 images [batch, H, W, 3] (``input_tensor``) -> :func:`detection_outputs`."""
     spec = tf.TensorSpec([batch, None, None, 3], tf.uint8, name=IMAGE_INPUT)
 
     def detect(images):
-        inputs, scale = letterbox_graph(images, cfg["input_size"])
-        return detection_outputs(predict, inputs, scale, cfg, priors, mirror, score_threshold, max_detections)
+        inputs, scale = letterbox_graph(images, settings.model.input_size)
+        return detection_outputs(predict, inputs, scale, settings, priors, mirror, score_threshold, max_detections)
     return tf.function(detect, input_signature=[spec])
 
 
-def encoded_detection_function(predict: Callable[[tf.Tensor], tf.Tensor], cfg: dict[str, Any], priors: np.ndarray,
+def encoded_detection_function(predict: Callable[[tf.Tensor], tf.Tensor], settings: Settings, priors: np.ndarray,
                                mirror: np.ndarray | None, score_threshold: float, max_detections: int) -> Any:
     """tf.function: JPEG / PNG bytes [B] (``encoded_images``, any sizes) -> :func:`detection_outputs`."""
     spec = tf.TensorSpec([None], tf.string, name=ENCODED_INPUT)
-    height, width = cfg["input_size"]
+    height, width = settings.model.input_size
 
     def one_image(encoded):
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        inputs, scale = letterbox_graph(image[None], cfg["input_size"])
+        inputs, scale = letterbox_graph(image[None], settings.model.input_size)
         return inputs[0], scale[0]
 
     def detect(encoded):
         inputs, scale = tf.map_fn(one_image, encoded, fn_output_signature=(
             tf.TensorSpec([height, width, 3], tf.float32), tf.TensorSpec([2], tf.float32)))
-        return detection_outputs(predict, inputs, scale, cfg, priors, mirror, score_threshold, max_detections)
+        return detection_outputs(predict, inputs, scale, settings, priors, mirror, score_threshold, max_detections)
     return tf.function(detect, input_signature=[spec])
 
 
-def tflite_postprocess_signature(num_classes: int, cfg: dict[str, Any], score_threshold: float,
+def tflite_postprocess_signature(num_classes: int, settings: Settings, score_threshold: float,
                                  max_detections: int) -> str:
     """The ``experimental_implements`` string that makes the TFLite converter replace a tf.function by the
     ``TFLite_Detection_PostProcess`` op: class-wise ("regular") NMS as ``postprocess``, our box coding
     (scales 1 / variance), ``num_classes`` without background."""
-    centre, size = (1.0 / value for value in cfg["variances"])
+    centre, size = (1.0 / value for value in settings.model.variances)
+    nms_threshold = settings.detect.nms_threshold
     attributes = [("max_detections", "i", max_detections), ("max_classes_per_detection", "i", 1),
                   ("detections_per_class", "i", max_detections), ("use_regular_nms", "b", "true"),
-                  ("nms_score_threshold", "f", score_threshold), ("nms_iou_threshold", "f", cfg["nms_threshold"]),
+                  ("nms_score_threshold", "f", score_threshold), ("nms_iou_threshold", "f", nms_threshold),
                   ("y_scale", "f", centre), ("x_scale", "f", centre), ("h_scale", "f", size),
                   ("w_scale", "f", size), ("num_classes", "i", num_classes)]
     return " ".join([f'name: "{TFLITE_POSTPROCESS_OP}"'] + [
@@ -176,13 +172,13 @@ def tflite_postprocess_signature(num_classes: int, cfg: dict[str, Any], score_th
         f'attr {{ key: "{key}" value {{ b: {value} }} }}' for key, kind, value in attributes])
 
 
-def tflite_detection_function(predict: Callable[[tf.Tensor], tf.Tensor], cfg: dict[str, Any], priors: np.ndarray,
+def tflite_detection_function(predict: Callable[[tf.Tensor], tf.Tensor], settings: Settings, priors: np.ndarray,
                               mirror: np.ndarray | None, score_threshold: float, max_detections: int) -> Any:
     """tf.function: network input [1, h, w, 3] float32 -> (boxes, classes, scores, count) of the
     ``TFLite_Detection_PostProcess`` op once converted (the traced body is a placeholder TensorFlow cannot
     run: only the converter's fused op computes the detections)."""
-    num_classes = len(cfg["labels_list"]) - 1
-    signature = tflite_postprocess_signature(num_classes, cfg, score_threshold, max_detections)
+    num_classes = settings.model.num_classes - 1
+    signature = tflite_postprocess_signature(num_classes, settings, score_threshold, max_detections)
 
     @tf.function(experimental_implements=signature)
     def detection_postprocess(box_encodings, class_predictions, anchors):
@@ -191,7 +187,7 @@ def tflite_detection_function(predict: Callable[[tf.Tensor], tf.Tensor], cfg: di
                 tf.zeros([1]))
 
     anchors = tf.constant(np.asarray(priors, np.float32)[:, YX_ORDER])   # (cy, cx, h, w) as the op reads them
-    spec = tf.TensorSpec([1, *cfg["input_size"], 3], tf.float32, name="normalized_input_image_tensor")
+    spec = tf.TensorSpec([1, *settings.model.input_size, 3], tf.float32, name="normalized_input_image_tensor")
 
     def detect(inputs):
         raw = predict(network_batch(inputs, mirror))
@@ -239,12 +235,12 @@ def tflite_tensor_names(model_bytes: bytes) -> list[str]:
     return [tensor.name.decode() for tensor in model.subgraphs[0].tensors]
 
 
-def graph_constants(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
-    """(priors [P, 4] float32 centre form, mirror index [P] or None) of a model config; the mirror index
-    only with ``cfg['flip_test']`` on a grid where every prior has a mirror image (as ``Detector``)."""
-    priors = np.asarray(priors_from_config(cfg.model), np.float32)
+def graph_constants(settings: Settings) -> tuple[np.ndarray, np.ndarray | None]:
+    """(priors [P, 4] float32 centre form, mirror index [P] or None) of ``settings.model``; the mirror index
+    only with ``settings.detect.flip_test`` on a grid where every prior has a mirror image (as ``Detector``)."""
+    priors = np.asarray(priors_from_config(settings.model), np.float32)
     mirror = None
-    if cfg.get("flip_test", False):
+    if settings.detect.flip_test:
         try:
             mirror = mirror_index(priors)
         except ValueError:
@@ -254,7 +250,7 @@ def graph_constants(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]
 
 # --- writing ------------------------------------------------------------------------------------------
 
-def end_to_end_tflite_bytes(predict: Callable[[tf.Tensor], tf.Tensor], cfg: dict[str, Any],
+def end_to_end_tflite_bytes(predict: Callable[[tf.Tensor], tf.Tensor], settings: Settings,
                             constants: tuple[np.ndarray, np.ndarray | None, float, int],
                             calibration: Sequence[np.ndarray] | None = None) -> bytes:
     """End-to-end TFLite flatbuffer: float, or with ``calibration`` int8 (the network calibrated on those inputs,
@@ -262,7 +258,7 @@ def end_to_end_tflite_bytes(predict: Callable[[tf.Tensor], tf.Tensor], cfg: dict
     in float through the converter's quantisation debugger denylist). ``constants``: (priors, mirror, score
     threshold, max detections)."""
     max_detections = constants[-1]
-    function = tflite_detection_function(predict, cfg, *constants)
+    function = tflite_detection_function(predict, settings, *constants)
     holder = tf.Module()
     holder.detect = function
 
@@ -289,28 +285,29 @@ def end_to_end_tflite_bytes(predict: Callable[[tf.Tensor], tf.Tensor], cfg: dict
     return finish_tflite_model(quantized, detections_per_class=max_detections)
 
 
-def write_end_to_end(model: keras.Model, cfg: dict[str, Any], export_format: str, path: str,
+def write_end_to_end(model: keras.Model, settings: Settings, export_format: str, path: str,
                      calibration: Sequence[np.ndarray] | None = None) -> None:
     """Write the end-to-end graph of ``model`` in ``export_format`` to ``path``: detections down to
-    ``cfg['export_score_threshold']``, at most ``cfg['max_number_keep']``, with the flip test when
-    ``cfg['flip_test']``."""
-    predict = frozen_function(model, tuple(cfg["input_size"]))
-    priors, mirror = graph_constants(cfg)
-    constants = (priors, mirror, float(cfg["export_score_threshold"]), int(cfg["max_number_keep"]))
+    ``settings.export.export_score_threshold``, at most ``settings.detect.max_number_keep``, with the flip test
+    when ``settings.detect.flip_test``."""
+    predict = frozen_function(model, tuple(settings.model.input_size))
+    priors, mirror = graph_constants(settings)
+    constants = (priors, mirror, float(settings.export.export_score_threshold),
+                 int(settings.detect.max_number_keep))
     if export_format == "saved_model":
         module = tf.Module()
-        module.detect_images = image_detection_function(predict, cfg, *constants)
-        module.detect_encoded = encoded_detection_function(predict, cfg, *constants)
+        module.detect_images = image_detection_function(predict, settings, *constants)
+        module.detect_encoded = encoded_detection_function(predict, settings, *constants)
         tf.saved_model.save(module, path, signatures={IMAGE_SIGNATURE: module.detect_images,
                                                       ENCODED_SIGNATURE: module.detect_encoded})
         return
     if export_format == "tflite_int8" and calibration is None:
         raise ExportError("tflite_int8 needs calibration images")
     if export_format in ("tflite", "tflite_int8"):
-        data = end_to_end_tflite_bytes(predict, cfg, constants, calibration if export_format == "tflite_int8"
+        data = end_to_end_tflite_bytes(predict, settings, constants, calibration if export_format == "tflite_int8"
                                        else None)
     else:
-        function = image_detection_function(predict, cfg, *constants, batch=1)
+        function = image_detection_function(predict, settings, *constants, batch=1)
         data = onnx_function_bytes(function, function.input_signature)
     with open(path, "wb") as handle:
         handle.write(data)
@@ -380,10 +377,10 @@ def end_to_end_output(model_file: str, export_format: str) -> str:
     return os.path.join(DEFAULT_EXPORT_DIR, stem + END_TO_END_INFIX + OUTPUT_SUFFIX[export_format])
 
 
-def end_to_end_spec(cfg: dict[str, Any], export_format: str) -> dict[str, Any]:
+def end_to_end_spec(settings: Settings, export_format: str) -> dict[str, Any]:
     """The model spec of an end-to-end export: the model's (``runtime.model_files.model_spec``) and what the
     file's graph does (``end_to_end``: inputs, outputs, thresholds, flip test)."""
-    spec = model_spec(cfg)
+    spec = model_spec(settings)
     tflite = export_format in ("tflite", "tflite_int8")
     spec["end_to_end"] = {
         "input": ("the network input [1, h, w, 3] float32 (letterbox and normalisation are the app's)" if tflite else
@@ -392,8 +389,9 @@ def end_to_end_spec(cfg: dict[str, Any], export_format: str) -> dict[str, Any]:
                     "classes [1, N] (0: the first of 'classes'), scores [1, N], count [1]" if tflite else
                     "detection_boxes (ymin, xmin, ymax, xmax) normalised to the image, detection_scores, "
                     "detection_classes (1: the first of 'classes'), num_detections"),
-        "score_threshold": float(cfg["export_score_threshold"]), "nms_threshold": float(cfg["nms_threshold"]),
-        "max_detections": int(cfg["max_number_keep"]), "flip_test": bool(cfg["flip_test"]),
+        "score_threshold": float(settings.export.export_score_threshold),
+        "nms_threshold": float(settings.detect.nms_threshold),
+        "max_detections": int(settings.detect.max_number_keep), "flip_test": bool(settings.detect.flip_test),
     }
     return spec
 
@@ -403,14 +401,15 @@ def labels_path(output: str) -> str:
     return os.path.splitext(os.path.normpath(output))[0] + LABELS_SUFFIX
 
 
-def check_staged_export(reference: Detector, staged: str, cfg: dict[str, Any], images: Sequence[np.ndarray],
+def check_staged_export(reference: Detector, staged: str, settings: Settings, images: Sequence[np.ndarray],
                         val_tfrecords: Sequence[str], report: EndToEndReport, log: Callable[[str], Any]) -> None:
     """The checks of :func:`export_end_to_end_file` on the staged export (into ``report``); raises
     ExportCheckError for a float export out of tolerance."""
     report.size_bytes = path_size(staged)
-    exported = load_end_to_end(staged, cfg)
+    exported = load_end_to_end(staged, settings)
     report.check_images = len(images)
-    report.detections = found = check_end_to_end(reference, exported, images, float(cfg["score_threshold"]))
+    report.detections = found = check_end_to_end(reference, exported, images,
+                                                             float(settings.detect.score_threshold))
     floating = report.format != "tflite_int8"
     if floating and (found["missed"] or found["extra"] or found["box_px"] > E2E_BOX_TOLERANCE_PX
                      or found["score"] > E2E_SCORE_TOLERANCE):
@@ -437,7 +436,7 @@ def export_end_to_end_file(model_path: str, export_format: str, output: str | No
     publishing it (``runtime.model_files.publish_model``).
 
     Checks: on ``check_images`` (default assets/*.jpg) every reference detection (score >=
-    ``cfg['score_threshold']``) has its counterpart and no other appears; float formats within
+    ``settings.detect.score_threshold``) has its counterpart and no other appears; float formats within
     ``E2E_BOX_TOLERANCE_PX`` pixels and ``E2E_SCORE_TOLERANCE``, else ExportCheckError and nothing is written;
     with ``val_tfrecords``, the val mAP of both on each (``mAP.evaluation.evaluate``; float formats within
     ``E2E_MAP_TARGET_POINTS``, else ExportCheckError). ``flip_test``: None follows the model config. The spec
@@ -447,25 +446,27 @@ def export_end_to_end_file(model_path: str, export_format: str, output: str | No
     """
     if export_format == "onnx_decoded":
         raise ExportError("--format onnx_decoded: no --end_to_end (the decoded ONNX holds no NMS: it is the app's)")
-    model_file, cfg, model = load_export_source(model_path, export_format, input_size)
+    model_file, settings, model = load_export_source(model_path, export_format, input_size)
     if flip_test is not None:
-        cfg = cfg.replace(flip_test=bool(flip_test))
-    cfg = cfg.replace(test_scales=(1,))   # an export runs one input size: compare it with the Keras model at that size
-    reference = Detector(KerasRuntime(model, tuple(cfg["input_size"]), model_file), cfg)
-    cfg = cfg.replace(flip_test=reference.flip_test)    # off where the prior grid has no mirror symmetry
+        settings = settings.replace(flip_test=bool(flip_test))
+    # an export runs one input size: compare it with the Keras model at that size
+    settings = settings.replace(test_scales=(1,))
+    reference = Detector(KerasRuntime(model, tuple(settings.model.input_size), model_file), settings)
+    settings = settings.replace(flip_test=reference.flip_test)    # off where the prior grid has no mirror symmetry
     output = os.path.normpath(output or end_to_end_output(model_file, export_format))
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     if export_format == "tflite_int8" and calibration is None:
-        calibration = load_calibration(tuple(cfg["input_size"]), num_calibration, calibration_images_dir,
+        calibration = load_calibration(tuple(settings.model.input_size), num_calibration, calibration_images_dir,
                                        calibration_tfrecord, log)
     report = EndToEndReport(export_format, output, None, flip_test=reference.flip_test)
     images = sample_images() if check_images is None else list(check_images)
-    publish_model(lambda staged: write_end_to_end(model, cfg, export_format, staged, calibration), output, cfg,
-                  lambda staged: check_staged_export(reference, staged, cfg, images, val_tfrecords, report, log),
-                  spec=end_to_end_spec(cfg, export_format))
+    publish_model(lambda staged: write_end_to_end(model, settings, export_format, staged, calibration), output,
+                  settings,
+                  lambda staged: check_staged_export(reference, staged, settings, images, val_tfrecords, report, log),
+                  spec=end_to_end_spec(settings, export_format))
     if export_format in ("tflite", "tflite_int8"):
         report.labels_path = labels_path(output)
-        write_text_atomically(report.labels_path, "".join(f"{name}\n" for name in cfg["labels_list"][1:]))
+        write_text_atomically(report.labels_path, "".join(f"{name}\n" for name in settings.model.labels_list[1:]))
     return report
 
 

@@ -1,28 +1,23 @@
-"""Images in, network input out, and back: the letterbox of inference and its inverse for boxes.
+"""Images in, network input out, and back: the letterbox of inference (``components.letterbox.letterbox`` on
+its OpenCV backend) and its inverse for boxes.
 
-``preprocess_images`` matches ``dataset.tf_dataset_preprocess.preprocess_for_inference`` (the training-side
-reference) to within 1e-4, done with OpenCV because it is several times faster per frame.
+``preprocess_images`` matches ``dataset.tf_dataset_preprocess.preprocess_for_inference`` (the same letterbox on
+the TensorFlow backend) to within 1e-4: only the two backends' bilinear resizes round differently.
 """
 from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
+
+from components.letterbox import NORMALIZED_PAD_VALUE, PAD_VALUE, letterbox, letterbox_shape
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-PAD_VALUE = 127   # grey of the letterbox padding (as the training pipeline pads)
-
-
-def letterbox_shape(height: int, width: int, input_size: Sequence[int]) -> tuple[int, int]:
-    """(h, w) in pixels of an image of ``height`` x ``width`` padded at the bottom / right to the aspect ratio of
-    ``input_size`` (h, w), each side rounded up (as ``dataset.tf_dataset_preprocess.pad_to_aspect``)."""
-    aspect = input_size[1] / input_size[0]
-    new_width = max(width, math.ceil(height * aspect))
-    return max(height, math.ceil(new_width / aspect)), new_width
+__all__ = ["PAD_VALUE", "boxes_to_pixels", "image_pixels_per_input_pixel", "letterbox_shape", "pad_to_size",
+           "preprocess_images"]
 
 
 def image_pixels_per_input_pixel(image_shape: Sequence[int], input_size: Sequence[int],
@@ -38,11 +33,10 @@ def image_pixels_per_input_pixel(image_shape: Sequence[int], input_size: Sequenc
 
 def preprocess_images(images_rgb: Sequence[np.ndarray], input_size: Sequence[int],
                       keep_aspect: bool = True) -> np.ndarray:
-    """uint8 RGB images [H, W, 3] of any sizes -> network input float32 [B, h, w, 3] in [-1, 1].
-
-    With ``keep_aspect`` each image is first padded (value 127) at the bottom / right to the input aspect ratio
-    (see ``letterbox_shape``), so faces are not stretched; then bilinear resize with half-pixel centres, no
-    antialiasing, and (x - 127.5) / 127.5.
+    """uint8 RGB images [H, W, 3] of any sizes -> network input float32 [B, h, w, 3] in [-1, 1]: each through
+    ``components.letterbox.letterbox`` (OpenCV backend): padded with 127 at the bottom / right to the input
+    aspect ratio with ``keep_aspect`` (see ``letterbox_shape``), so faces are not stretched; then bilinear
+    resize with half-pixel centres, no antialiasing, and x / 127.5 - 1.
     """
     height, width = input_size
     batch = np.empty((len(images_rgb), height, width, 3), np.float32)
@@ -50,15 +44,7 @@ def preprocess_images(images_rgb: Sequence[np.ndarray], input_size: Sequence[int
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an RGB image [H, W, 3], got shape {image.shape}")
-        if keep_aspect:
-            padded_h, padded_w = letterbox_shape(image.shape[0], image.shape[1], input_size)
-            image = cv2.copyMakeBorder(image, 0, padded_h - image.shape[0], 0, padded_w - image.shape[1],
-                                       cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
-        image = image.astype(np.float32)
-        if image.shape[:2] != (height, width):
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-        np.multiply(image, 1.0 / 127.5, out=batch[index])
-    batch -= 1.0
+        batch[index] = letterbox(image, input_size, keep_aspect, backend="opencv")[0]
     return batch
 
 
@@ -68,7 +54,7 @@ def pad_to_size(batch: np.ndarray, size: Sequence[int]) -> np.ndarray:
     batch = np.asarray(batch, np.float32)
     if tuple(batch.shape[1:3]) == tuple(size):
         return batch
-    canvas = np.full((len(batch), size[0], size[1], batch.shape[3]), PAD_VALUE / 127.5 - 1.0, np.float32)
+    canvas = np.full((len(batch), size[0], size[1], batch.shape[3]), NORMALIZED_PAD_VALUE, np.float32)
     canvas[:, :batch.shape[1], :batch.shape[2]] = batch
     return canvas
 

@@ -265,14 +265,16 @@ def test_letterboxed_boxes_map_back_to_the_image(shape):
     """A box placed where the letterbox puts a face comes back at that face's pixels."""
     import tensorflow as tf
 
-    from dataset.tf_dataset_preprocess import letterbox
+    from components.letterbox import letterbox
+    from dataset.tf_dataset_preprocess import prepare_for_evaluation
     from runtime.preprocessing import boxes_to_pixels, letterbox_shape
     height, width = shape
     face_px = np.array([[0.2 * width, 0.3 * height, 0.6 * width, 0.9 * height]], np.float32)
     image = np.zeros((height, width, 3), np.uint8)
-    padded, boxes = letterbox(tf.constant(image), tf.constant(face_px / np.float32([width, height, width, height])), INPUT_SIZE)
-    assert padded.shape[:2] == letterbox_shape(height, width, INPUT_SIZE)
-    assert abs(padded.shape[1] / padded.shape[0] - INPUT_SIZE[1] / INPUT_SIZE[0]) < 0.01
+    _, boxes = prepare_for_evaluation(tf.constant(image), tf.constant(face_px / np.float32([width, height, width, height])), INPUT_SIZE)
+    padded = tuple(int(side) for side in letterbox(tf.constant(image), INPUT_SIZE)[1])
+    assert padded == letterbox_shape(height, width, INPUT_SIZE)
+    assert abs(padded[1] / padded[0] - INPUT_SIZE[1] / INPUT_SIZE[0]) < 0.01
     np.testing.assert_allclose(boxes_to_pixels(boxes.numpy(), image.shape, INPUT_SIZE), face_px, atol=1e-3)
     # stretched: normalised boxes are relative to the image itself
     np.testing.assert_allclose(boxes_to_pixels(face_px / [width, height, width, height], image.shape, INPUT_SIZE,
