@@ -64,16 +64,16 @@ def decoded_function(predict: Callable[[tf.Tensor], tf.Tensor], spec: ModelSpec,
     softmax probabilities without the background column}. ``predict``: [1, h, w, 3] -> raw [1, P, 4 + C];
     ``spec``: the model spec (input size, classes, box coding)."""
     height, width = (int(side) for side in spec.input_size)
-    num_classes = spec.num_classes
-    spec = tf.TensorSpec([1, 3, height, width], tf.float32, name=DECODED_INPUT)
+    num_classes, variances = spec.num_classes, spec.variances
+    signature = tf.TensorSpec([1, 3, height, width], tf.float32, name=DECODED_INPUT)
 
     def detect(inputs):
         raw = predict(tf.transpose(inputs, [0, 2, 3, 1]))
-        boxes = decode_boxes(raw[..., :4], priors, spec.variances)
+        boxes = decode_boxes(raw[..., :4], priors, variances)
         probabilities = tf.nn.softmax(tf.reshape(raw[..., 4:], [-1, num_classes]), axis=-1)   # 2-D: see DECODED_OPSET
         scores = tf.reshape(probabilities[:, 1:], [1, -1, num_classes - 1])
         return {name: tf.identity(value, name=name) for name, value in zip(DECODED_OUTPUTS, (boxes, scores))}
-    return tf.function(detect, input_signature=[spec])
+    return tf.function(detect, input_signature=[signature])
 
 
 def decoded_metadata(settings: Settings) -> dict[str, str]:
