@@ -28,9 +28,7 @@ def image_dir(tmp_path):
 
 def detector_for(model_path, score_threshold=0.05):
     from runtime.detector import Detector
-    base = DEFAULT_SETTINGS
-    base["score_threshold"] = score_threshold
-    return Detector.from_path(model_path, base)
+    return Detector.from_path(model_path, DEFAULT_SETTINGS.replace(score_threshold=score_threshold))
 
 
 class CountingDetector:

@@ -96,8 +96,7 @@ def test_unsupported_output_extension_is_a_usage_error(tmp_path):
 @pytest.mark.slow
 def test_the_models_saved_config_wins_for_model_keys(tiny_model):
     from runtime.detector import Detector
-    base = DEFAULT_SETTINGS
-    base = base.replace(input_size=(480, 640), score_threshold=0.7)
+    base = DEFAULT_SETTINGS.replace(input_size=(480, 640), score_threshold=0.7)
     detector = Detector.from_path(os.path.dirname(tiny_model), base)
     assert detector.input_size == TINY_INPUT_SIZE
     assert detector.settings.detect.score_threshold == 0.7

@@ -89,11 +89,11 @@ def test_a_size_the_model_was_not_trained_at_runs_on_an_aligned_canvas(name):
     single = trained.settings.replace(test_scales=[1])
     reference = sample_faces(Detector(trained.runtime, single), image)
     size = (round(1.5 * trained.input_size[0]), round(1.5 * trained.input_size[1]))
-    aligned = Detector.from_path(model_file, dict(single), input_size=size)
+    aligned = Detector.from_path(model_file, single, input_size=size)
     canvas = aligned_input_size(size, trained.input_size, trained.settings.model.steps)
     assert aligned.network_size == canvas != size
     # the control: the same model at 1.5x as if it had been trained there (no canvas)
-    unaligned = Detector(KerasRuntime(trained.runtime.model, size), dict(single, input_size=size), trained_size=size)
+    unaligned = Detector(KerasRuntime(trained.runtime.model, size), single.replace(input_size=size), trained_size=size)
     assert unaligned.network_size == size
     assert len(reference) >= 4
 
