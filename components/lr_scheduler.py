@@ -19,8 +19,8 @@ class WarmupMultiStepLR(tf.keras.optimizers.schedules.LearningRateSchedule):
     ``lr_rate`` at each epoch of ``lr_decay_epoch``; never falls below ``min_lr``.
     """
 
-    def __init__(self, init_lr: float, lr_decay_epoch: Sequence[int], lr_rate: float, warmup_epoch: int, min_lr: float,
-                 steps_per_epoch: int) -> None:
+    def __init__(self, init_lr: float, lr_decay_epoch: Sequence[int], lr_rate: float, warmup_epoch: float,
+                 min_lr: float, steps_per_epoch: int) -> None:
         super().__init__()
         self.init_lr = float(init_lr)
         self.lr_decay_epoch = [int(epoch) for epoch in lr_decay_epoch]
