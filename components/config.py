@@ -366,12 +366,6 @@ class Settings:
         groups = {group: dataclasses.replace(getattr(self, group), **values) for group, values in by_group.items()}
         return dataclasses.replace(self, **groups)
 
-    def __getitem__(self, key: str) -> Any:   # TRANSITIONAL: removed once no module reads settings["key"]
-        return self.value(key)
-
-    def get(self, key: str, default: Any = None) -> Any:   # TRANSITIONAL
-        return self.value(key) if key in GROUP_OF else default
-
     def value(self, key: str) -> Any:
         """The value of the setting ``key`` (its flag name), wherever its group."""
         return getattr(getattr(self, GROUP_OF[key]), key)
