@@ -28,7 +28,7 @@ import zipfile
 from typing import TYPE_CHECKING
 
 from components.atomic_io import staging_folder, write_text_atomically
-from components.config import DEFAULT_SETTINGS, group_keys
+from components.config import DEFAULT_SETTINGS, IGNORE_LABEL, group_keys
 from components.errors import ProjectError, os_error
 from runtime.adapters import ModelLoadError, first_line, is_saved_model_dir
 
@@ -196,10 +196,16 @@ def load_model_config(model_file: str, base: Settings | None = None,
             _noticed.add(key)
             notice(f"note: {model_file}: an older model file without its spec inside; settings read from "
                    f"{os.path.basename(path)} beside it")
-    # only the model's own spec: inference settings (thresholds, keep_aspect) stay the caller's
-    return (base or DEFAULT_SETTINGS).replace(
-        **{key: value for key, value in saved.items() if key in MODEL_CONFIG_KEYS},
-        training_data=saved.get("training_data") or ())   # what an export's spec repeats
+    # only the model's own spec: inference settings (thresholds, keep_aspect) stay the caller's; the caller's
+    # label aliases that name classes the model lacks are left out (they describe data, not this model: the
+    # commands that read data compare its classes with the model's and say so)
+    base = base or DEFAULT_SETTINGS
+    spec = {key: value for key, value in saved.items() if key in MODEL_CONFIG_KEYS}
+    classes = spec.get("labels_list", base.model.labels_list)
+    aliases = {label: name for label, name in base.data.label_aliases.items()
+               if name == IGNORE_LABEL or name in classes}
+    return base.replace(**spec, label_aliases=aliases,
+                        training_data=saved.get("training_data") or ())   # what an export's spec repeats
 
 
 def _embed_keras(path, text):

@@ -239,3 +239,20 @@ def test_int8_export_command_on_a_fresh_clone(tiny_model, run_script, tmp_path):
     assert f"calibrating on 5 images of {os.path.join('assets', 'calibration')}" in run.stdout
     assert f"note: --val_tfrecord {tmp_path / 'val_mask.tfrecord'}: not found, its val mAP check skipped" in run.stderr
     assert os.listdir(tmp_path) == ["tiny_int8.tflite"] and read_model_spec(str(output))["network"] == "slim"
+
+
+def test_a_model_of_other_classes_loads_with_the_default_settings(tmp_path):
+    """The default label aliases name mask / unmask; a model of other classes still loads (aliases of classes it
+    lacks describe data, not the model) and carries its own classes."""
+    from components.config import DEFAULT_SETTINGS
+    from runtime.model_files import load_model_config, publish_model
+
+    def write_archive(path):   # a stand-in .keras archive
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("config.json", "{}")
+    own = DEFAULT_SETTINGS.replace(labels_list=["background", "person"], label_aliases={"person": "person"})
+    output = publish_model(write_archive, str(tmp_path / "person.keras"), own)
+    loaded = load_model_config(output)
+    assert loaded.model.labels_list == ("background", "person")
+    assert set(loaded.data.label_aliases.values()) == {"ignore"}   # the mask / unmask aliases left out
+    assert load_model_config(SHIPPED_MODEL).data.label_aliases == DEFAULT_SETTINGS.data.label_aliases
