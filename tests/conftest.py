@@ -38,6 +38,14 @@ def make_tiny_cfg():
     return DEFAULT_SETTINGS.replace(input_size=TINY_INPUT_SIZE, batch_size=2, cache_dataset=False)
 
 
+def write_files(folder, files):
+    """Write ``{name: text}`` as ``folder/<name>.txt`` (detection / ground-truth files of a set)."""
+    os.makedirs(folder, exist_ok=True)
+    for name, text in files.items():
+        with open(os.path.join(folder, f"{name}.txt"), "w") as handle:
+            handle.write(text)
+
+
 def run_python_script(args, cwd=REPO_ROOT, timeout=300):
     """Run a Python script of the repository in a subprocess with TensorFlow's startup logging silenced."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")

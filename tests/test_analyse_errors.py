@@ -3,19 +3,12 @@ ratios, difficult boxes, bin edges, and the command line."""
 import os
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, write_files
 
 import cli.analyse_errors as analyse_errors_cli
 from mAP import error_analysis as ae
 
 SCRIPT = os.path.join(REPO_ROOT, "mAP", "analyse_errors.py")
-
-
-def write_files(folder, files):
-    os.makedirs(folder, exist_ok=True)
-    for name, text in files.items():
-        with open(os.path.join(folder, f"{name}.txt"), "w") as handle:
-            handle.write(text)
 
 
 def make_set(folder, ground_truth, detections):

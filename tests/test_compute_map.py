@@ -3,19 +3,12 @@ import os
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, found, truth
+from conftest import REPO_ROOT, found, truth, write_files
 
 import cli.compute_map as compute_map_cli
 from mAP import voc_ap as cm
 
 SCRIPT = os.path.join(REPO_ROOT, "mAP", "compute_mAP.py")
-
-
-def write_files(folder, files):
-    os.makedirs(folder, exist_ok=True)
-    for name, text in files.items():
-        with open(os.path.join(folder, f"{name}.txt"), "w") as handle:
-            handle.write(text)
 
 
 BOX_A, BOX_B, FAR = [0, 0, 10, 10], [20, 20, 30, 30], [100, 100, 110, 110]
