@@ -92,7 +92,7 @@ def test_float_export_matches_keras_and_loads_by_file_type(fmt, exports, tiny_mo
     source, exported = read_model_spec(tiny_model), read_model_spec(report.path)
     assert {key: exported[key] for key in MODEL_CONFIG_KEYS} == {key: source[key] for key in MODEL_CONFIG_KEYS}
     assert exported["input"]["mean"] == exported["input"]["std"] == 127.5
-    assert load_model_config(report.path)["base_channel"] == 4
+    assert load_model_config(report.path).model.base_channel == 4
     # nothing staged is left behind
     assert not [name for name in os.listdir(os.path.dirname(report.path)) if name.startswith(STAGING_PREFIX)]
 
