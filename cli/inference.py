@@ -36,7 +36,7 @@ from tqdm import tqdm
 import cli
 from components.config import DETECTION_KEYS, STREAM_KEYS
 from components.drawing import ANNOTATED_PREFIX
-from dataset.voc import read_image_bgr
+from components.images import read_image_bgr
 from runtime.batch import DETECTIONS_JSON, SUMMARY_CSV, list_image_files, run_batch
 from runtime.media import (
     UsageError,

@@ -19,8 +19,9 @@ import cli
 from components.atomic_io import atomic_path
 from components.config import flag_type
 from components.errors import ProjectError
+from components.images import read_image_bgr
 from dataset.extra_ignore import write_extra_ignore
-from dataset.voc import VOCError, find_image, read_image_bgr
+from dataset.voc import VOCError, find_image
 from mAP.unlabelled_face_mining import (
     DEFAULT_MAX_IOU,
     DEFAULT_MIN_SCORE,

@@ -20,9 +20,10 @@ from tqdm import tqdm
 from components.atomic_io import save_figure_atomically
 from components.box_utils import iou_matrix
 from components.errors import ProjectError
+from components.images import ImageError, read_image_bgr
 from components.prior_box import priors_per_cell
 from dataset.label_counts import report_split_labels
-from dataset.voc import VOCError, clip_boxes, load_item, read_image_bgr, read_split
+from dataset.voc import VOCError, clip_boxes, load_item, read_split
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -153,7 +154,7 @@ def load_box_sizes(dataset_path: str, split: str, input_size: Sequence[int], lab
                     raise VOCError(f"{item.xml_path}: no <size> and no image in JPEGImages to read it from")
                 height, width = read_image_bgr(item.image_path).shape[:2]
             clip_boxes(annotation, width, height)
-        except VOCError as error:
+        except (VOCError, ImageError) as error:
             skipped.append(str(error))
             continue
         skipped.extend(item.skipped())

@@ -25,8 +25,9 @@ from tqdm import tqdm
 from components.atomic_io import atomic_path
 from components.class_list import write_tfrecord_classes
 from components.errors import ProjectError
+from components.images import ImageError, decode_image_file
 from dataset.extra_ignore import add_ignore_boxes
-from dataset.voc import VOCError, class_id, clip_boxes, decode_image_file, load_item, read_split
+from dataset.voc import VOCError, class_id, clip_boxes, load_item, read_split
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -94,7 +95,7 @@ def encode_image(path: str, max_side: int = MAX_IMAGE_SIDE) -> EncodedImage:
     An 8-bit 3-channel JPEG no larger than ``max_side`` that TensorFlow decodes to the size OpenCV saw is
     kept byte for byte; anything else is re-encoded (quality 95) from OpenCV's decoding, downscaled (area
     interpolation) so that its longer side is ``max_side`` when larger (``max_side`` 0: no limit). Raises
-    VOCError naming the file when it cannot be read (see ``dataset.voc.decode_image_file``).
+    VOCError naming the file when it cannot be read (see ``components.images.decode_image_file``).
     """
     image, raw, unchanged = decode_image_file(path)
     source_height, source_width = image.shape[:2]
@@ -168,7 +169,7 @@ def _write_records(dataset_path, split, names, output_file, settings, progress, 
                 report.extra_ignored += add_ignore_boxes(annotation, extra_ignore.get(name, ()))
                 if (encoded.width, encoded.height) != (encoded.source_width, encoded.source_height):
                     clip_boxes(annotation, encoded.width, encoded.height)     # scaled to the stored size
-            except VOCError as error:
+            except (VOCError, ImageError) as error:
                 report.skipped_images.append(str(error))
                 continue
             report.skipped_objects.extend(item.skipped())

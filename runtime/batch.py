@@ -21,7 +21,7 @@ from tqdm import tqdm
 from components.atomic_io import process_runs, remove_stale_temporaries, write_text_atomically
 from components.drawing import draw_detections
 from components.errors import ProjectError, os_error
-from dataset.voc import VOCError, read_image_bgr
+from components.images import ImageError, read_image_bgr
 from runtime.media import write_image_atomically
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ def _run_batch(detector, img_dir, output_dir, progress, log):
                 path = os.path.join(img_dir, name)
                 try:
                     image_bgr = read_image_bgr(path)
-                except VOCError as error:
+                except ImageError as error:
                     skipped.append((name, str(error).split(": ", 1)[-1]))
                     log(f"skipped {error}")
                     continue

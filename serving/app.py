@@ -39,7 +39,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from components.config import ServeSettings
-from dataset.voc import VOCError, decode_image_bytes
+from components.images import ImageError, decode_image_bytes
 from serving.web_model import MODEL_FILE, ORT_DIST_DIR, ORT_FILES, SPEC_FILE
 
 if TYPE_CHECKING:
@@ -200,7 +200,7 @@ def detect_image_bytes(detector: Detector | EndToEndModel, data: bytes, serve: S
     check_pixel_count(data, serve.serve_max_image_pixels)
     try:
         image_bgr, _ = decode_image_bytes(data, BODY_NAME)
-    except VOCError as error:
+    except ImageError as error:
         raise ApiError(400, str(error)) from None
     image_rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
     start = time.perf_counter()

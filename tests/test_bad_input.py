@@ -34,7 +34,7 @@ import pytest
 from conftest import REPO_ROOT, SMALL_NETWORK, SMALL_NETWORK_FLAGS, TINY_INPUT_SIZE, VOC_MINI
 
 from components.config import DEFAULT_SETTINGS
-from dataset.voc import VOCError, read_image_bgr
+from components.images import ImageError, read_image_bgr
 
 SOURCE_JPEG = os.path.join(VOC_MINI, "JPEGImages", "test_00003224.jpg")    # 143 x 178, baseline JPEG
 SOURCE_W, SOURCE_H = 143, 178
@@ -253,11 +253,11 @@ def run_main(main, argv, capsys):
     return status, captured.out, captured.err
 
 
-# --- dataset.voc.read_image_bgr: what every entry point reads images with -------------------------------
+# --- components.images.read_image_bgr: what every entry point reads images with -------------------------------
 
 @pytest.mark.parametrize("name", sorted(UNUSABLE_IMAGES))
 def test_unusable_image_is_refused_naming_the_file(image_files, name):
-    with pytest.raises(VOCError) as error:
+    with pytest.raises(ImageError) as error:
         read_image_bgr(image_files[name])
     message = str(error.value)
     assert message.startswith(f"{image_files[name]}: ") and UNUSABLE_IMAGES[name] in message
@@ -281,7 +281,7 @@ def test_odd_image_becomes_8_bit_bgr(image_files, name):
 
 def test_missing_path_and_folder_are_refused(tmp_path):
     for path, reason in ((tmp_path / "missing.jpg", "file not found"), (tmp_path, "is a folder")):
-        with pytest.raises(VOCError, match=reason) as error:
+        with pytest.raises(ImageError, match=reason) as error:
             read_image_bgr(str(path))
         assert str(error.value).startswith(f"{path}: ")
 
@@ -296,14 +296,14 @@ def test_truncated_jpeg_is_refused_at_any_cut_and_complete_files_pass(tmp_path):
         for cut in (3, 100, len(data) // 3, len(data) // 2, len(data) - 2):
             path = tmp_path / f"{label}_{cut}.jpg"
             path.write_bytes(data[:cut])
-            with pytest.raises(VOCError, match="truncated JPEG|not a readable image"):
+            with pytest.raises(ImageError, match="truncated JPEG|not a readable image"):
                 read_image_bgr(str(path))
         whole = tmp_path / f"{label}_whole.jpg"
         whole.write_bytes(data + b"camera trailer after the end-of-image marker")
         assert read_image_bgr(str(whole)).shape == (SOURCE_H, SOURCE_W, 3)
     png = cv2.imencode(".png", source)[1].tobytes()
     (tmp_path / "cut.png").write_bytes(png[:len(png) - 20])
-    with pytest.raises(VOCError, match="truncated PNG"):
+    with pytest.raises(ImageError, match="truncated PNG"):
         read_image_bgr(str(tmp_path / "cut.png"))
 
 
@@ -311,7 +311,7 @@ def test_truncated_jpeg_is_refused_at_any_cut_and_complete_files_pass(tmp_path):
 def test_huge_image_reads_in_bounded_time_and_memory(huge_jpeg):
     """10000 x 10000 decodes to 300 MB; reading it must not take much more (own process, no TensorFlow)."""
     code = PEAK_MB_CODE + (
-        "import sys, time; from dataset.voc import read_image_bgr\n"
+        "import sys, time; from components.images import read_image_bgr\n"
         "start = time.perf_counter(); image = read_image_bgr(sys.argv[2])\n"
         "print(image.shape, image[5000, 5000].tolist(), time.perf_counter() - start, peak_mb())\n")
     run = subprocess.run([sys.executable, "-c", code, REPO_ROOT, huge_jpeg], capture_output=True, text=True,
