@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -396,9 +395,6 @@ class Settings:
             changes["test_scales"] = TTA_SCALES
         return self.replace(**changes)
 
-    def to_json(self) -> str:
-        return json.dumps(self.as_dict(), sort_keys=True)
-
 
 DEFAULT_SETTINGS = Settings()
 # the flags each kind of script takes (``add_config_arguments(parser, keys=...)``) beside whole groups
@@ -407,7 +403,6 @@ ANCHOR_KEYS = ("input_size", "min_sizes", "steps", *group_keys("match"), "varian
 AUGMENTATION_KEYS = group_keys("augment")
 DETECTION_KEYS = ("input_size", *group_keys("detect"))
 STREAM_KEYS = group_keys("stream")
-SERVE_KEYS = group_keys("serve")
 DEFAULTS = {item.name: getattr(getattr(DEFAULT_SETTINGS, group), item.name)
             for group, kind in GROUPS.items() for item in dataclasses.fields(kind)}
 CONFIG_HELP = {item.name: item.metadata["help"] for kind in GROUPS.values() for item in dataclasses.fields(kind)}
