@@ -40,7 +40,7 @@ def read_xwd(data):
     return np.ascontiguousarray(pixels[:, :, :3] if byte_order == 0 else pixels[:, :, 3:0:-1])
 
 
-def make_clip(path, frames=150):
+def make_clip(path, frames=300):
     """An mp4 of the sample photo, still, ``frames`` frames of 480x288 (long enough to catch the window)."""
     image = cv2.resize(cv2.imread(SAMPLE_IMAGE), (480, 288), interpolation=cv2.INTER_AREA)
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (480, 288))
