@@ -84,12 +84,19 @@ def test_show_opens_a_window_with_the_annotated_frames(virtual_display, tmp_path
             time.sleep(0.1)
         assert window is not None, f"no window named {WINDOW_NAME!r} appeared"
         screenshot = None   # the window opens before the model loads: wait for annotated frames in it
-        while run.poll() is None and time.monotonic() < deadline:
-            shot = subprocess.run(["xwd", "-id", window, "-silent"], env=env, capture_output=True)
-            if shot.returncode == 0 and shot.stdout:
-                screenshot = read_xwd(shot.stdout)
-                if all(color_pixels(screenshot, color) >= 50 for color in CLASS_COLORS_BGR.values()):
-                    break
+        while screenshot is None or not annotated(screenshot):
+            if run.poll() is not None or time.monotonic() > deadline:
+                break
+            # every window of that name, searched again each time: the toolkit may make more than one (one
+            # stays black), and which one xdotool lists first varies
+            found = subprocess.run(["xdotool", "search", "--name", WINDOW_NAME], env=env, capture_output=True,
+                                   text=True)
+            for window in found.stdout.split():
+                shot = subprocess.run(["xwd", "-id", window, "-silent"], env=env, capture_output=True)
+                if shot.returncode == 0 and shot.stdout:
+                    screenshot = read_xwd(shot.stdout)
+                    if annotated(screenshot):
+                        break
             time.sleep(0.3)
     finally:
         stdout, stderr = run.communicate(timeout=240)
@@ -103,6 +110,11 @@ def test_show_opens_a_window_with_the_annotated_frames(virtual_display, tmp_path
         assert color_pixels(screenshot, color) >= 50, f"fewer than 50 pixels of {color} in the window"
     if os.environ.get("UPDATE_ASSETS") == "1":
         cv2.imwrite(ASSET, screenshot, [cv2.IMWRITE_JPEG_QUALITY, 80])
+
+
+def annotated(screenshot):
+    """Whether a screenshot shows boxes in both classes' colours (at least 50 pixels of each)."""
+    return all(color_pixels(screenshot, color) >= 50 for color in CLASS_COLORS_BGR.values())
 
 
 def color_pixels(image, color_bgr):
