@@ -224,6 +224,12 @@ class TrainSettings(_Group):
     diou_loss_weight: float = setting(0.0, "weight of a 1 - DIoU term on positive priors' decoded boxes, added to "
                                            "smooth L1 (0 = off)",
                                       lambda value: None if value >= 0 else "must be >= 0 (0: smooth L1 alone)")
+    distill_teacher: str = setting("", "a .keras model of the same classes and input size whose flip test (its "
+                                       "outputs on each training batch and on the batch mirrored, averaged) gives "
+                                       "soft class targets ('': none)")
+    distill_weight: float = setting(1.0, "weight of the distillation term (cross-entropy to the teacher's class "
+                                         "probabilities on the priors the class loss uses)",
+                                    lambda value: None if value >= 0 else "must be >= 0")
     ema_decay: float = setting(0.0, "decay of the weights' moving average that validation and export use (0: none)",
                                _check_ema)
     save_freq: int = setting(1, "epochs between checkpoints", positive)
@@ -237,6 +243,8 @@ class TrainSettings(_Group):
     def check(self) -> None:
         if self.quality_targets and self.focal_gamma > 0:
             raise ProjectError("--quality_targets: works with hard negative mining, not with --focal_gamma > 0")
+        if self.distill_teacher and self.focal_gamma > 0:
+            raise ProjectError("--distill_teacher: works with hard negative mining, not with --focal_gamma > 0")
 
 
 @dataclass(frozen=True)

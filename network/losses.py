@@ -71,6 +71,20 @@ def quality_class_loss(labels: tf.Tensor, logits: tf.Tensor, quality: tf.Tensor)
     return -(quality * true_class + (1.0 - quality) * log_probabilities[..., 0])
 
 
+def distillation_class_loss(logits: tf.Tensor, teacher_probabilities: tf.Tensor) -> tf.Tensor:
+    """Per-prior cross-entropy of the student's softmax against a teacher's class probabilities, less the
+    teacher's own entropy (the KL divergence: 0 where the two agree; the gradient is the cross-entropy's).
+
+    Args:
+        logits: [B, P, C] student class logits.  teacher_probabilities: [B, P, C], rows summing to 1.
+    Returns:
+        [B, P] float32, >= 0.
+    """
+    teacher = tf.stop_gradient(tf.cast(teacher_probabilities, tf.float32))
+    log_teacher = tf.math.log(tf.maximum(teacher, 1e-8))
+    return tf.reduce_sum(teacher * (log_teacher - tf.nn.log_softmax(logits, axis=-1)), axis=-1)
+
+
 def count_positives(targets: tf.Tensor) -> tf.Tensor:
     """Number of positive (face) priors in a batch of targets [B, P, 5], as float32."""
     return tf.reduce_sum(tf.cast(targets[..., 4] > 0, tf.float32))
@@ -97,7 +111,8 @@ def box_quality(loc_targets: tf.Tensor, loc_pred: tf.Tensor, priors: tf.Tensor |
 
 def multibox_loss(targets: tf.Tensor, predictions: tf.Tensor, num_classes: int, neg_pos_ratio: int | float = 3,
                   num_positives: tf.Tensor | None = None, diou: tuple[Any, ...] | None = None, focal_gamma: float = 0.0,
-                  quality: tuple[Any, ...] | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+                  quality: tuple[Any, ...] | None = None,
+                  distill: tuple[tf.Tensor, float] | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """SSD loss of a batch.
 
     Args:
@@ -113,6 +128,9 @@ def multibox_loss(targets: tf.Tensor, predictions: tf.Tensor, num_classes: int, 
             (``neg_pos_ratio`` is then unused).
         quality: None, or (priors [P, 4], variances): each positive prior's class target is the IoU of its
             decoded box with its face (:func:`quality_class_loss`) instead of 1 (``quality_targets``).
+        distill: None, or (teacher class probabilities [B, P, C], weight): adds ``weight`` times
+            :func:`distillation_class_loss` of the priors the class loss selects (positives and hard
+            negatives) to the classification loss (``distill_teacher``; not with ``focal_gamma``).
     Returns:
         (localisation loss, classification loss): scalars, each summed over the selected priors and divided
         by the number of positive priors (at least 1, so a batch without faces is safe).
@@ -133,6 +151,9 @@ def multibox_loss(targets: tf.Tensor, predictions: tf.Tensor, num_classes: int, 
                                             box_quality(loc_targets, loc_pred, *quality))
         negatives = hard_negative_mask(tf.stop_gradient(class_loss), positives, neg_pos_ratio, ignored)
         selected = tf.cast(tf.logical_or(positives, negatives), tf.float32)
+        if distill is not None:
+            teacher_probabilities, weight = distill
+            class_loss += weight * distillation_class_loss(logits, teacher_probabilities)
 
     per_prior = tf.reduce_sum(smooth_l1(loc_pred - loc_targets), axis=-1)
     if diou is not None:

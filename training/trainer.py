@@ -30,6 +30,7 @@ from network.weight_average import WeightAverage
 from runtime.adapters import ModelRuntime
 from runtime.detector import Detector
 from runtime.model_files import load_model_config, publish_model
+from training.distillation import FlipTeacher
 from training.distribution import distributed_config, is_chief, make_strategy
 from training.errors import TrainingError, TrainingInterrupted
 from training.history import PLOT_FILE, plot_history, read_history, write_history
@@ -147,9 +148,11 @@ def loss_options(settings: Settings) -> dict[str, Any]:
 
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, settings: Settings,
                     strategy: tf.distribute.Strategy | None = None,
-                    average: WeightAverage | None = None) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+                    average: WeightAverage | None = None,
+                    teacher: FlipTeacher | None = None) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
     """A compiled step: (images, targets) -> (total, localisation, classification) loss, weights updated
-    (and ``average``, a WeightAverage, moved towards them).
+    (and ``average``, a WeightAverage, moved towards them). With a ``teacher`` (``distill_teacher``) the class
+    loss also learns its flip test's class probabilities, ``distill_weight`` times.
 
     Under a multi-replica ``strategy`` each replica normalises its summed loss by the number of positive
     priors over *all* replicas, and the optimizer sums the replicas' gradients, so one step equals the
@@ -161,9 +164,11 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, s
     def replica_step(images, targets):
         context = tf.distribute.get_replica_context()
         global_positives = context.all_reduce(tf.distribute.ReduceOp.SUM, count_positives(targets))
+        distill = None if teacher is None else (teacher.probabilities(images), float(settings.train.distill_weight))
         with tf.GradientTape() as tape:
             predictions = model(images, training=True)
-            loc_loss, class_loss = multibox_loss(targets, predictions, num_positives=global_positives, **options)
+            loc_loss, class_loss = multibox_loss(targets, predictions, num_positives=global_positives,
+                                                 distill=distill, **options)
             loss = loc_loss + class_loss
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
@@ -369,7 +374,8 @@ class Trainer:
         self._start(resume, weights, replicas)
         self.history = [r for r in read_history(self.folder) if r["epoch"] <= self.epochs_done]
         self.train_iterator = self._training_iterator(num_train)
-        self.train_step = make_train_step(self.model, self.optimizer, settings, self.strategy, self.average)
+        teacher = FlipTeacher(train.distill_teacher, settings) if train.distill_teacher else None
+        self.train_step = make_train_step(self.model, self.optimizer, settings, self.strategy, self.average, teacher)
         self.detector = Detector(ModelRuntime(self.model), settings.replace(flip_test=False))
         self.writer = tf.summary.create_file_writer(train.log_dir if self.chief
                                                     else os.path.join(self.folder, "logs"))
