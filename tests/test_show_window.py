@@ -73,8 +73,8 @@ def test_show_opens_a_window_with_the_annotated_frames(virtual_display, tmp_path
     clip = str(tmp_path / "clip.mp4")
     make_clip(clip)
     # QT_X11_NO_MITSHM: Qt sends the window's pixels over the X connection instead of through shared memory;
-    # a Qt window on Xvfb stayed black for a whole run now and then when the machine was short of memory (the
-    # known blank-window failure of Qt's MIT-SHM path); what the window shows is the same
+    # a Qt window on Xvfb stayed black for a whole run now and then while the machine was short of memory (the
+    # symptom of Qt's MIT-SHM blank-window failure, the likely cause); what the window shows is the same
     env = dict(os.environ, DISPLAY=virtual_display, TF_CPP_MIN_LOG_LEVEL="2", QT_X11_NO_MITSHM="1")
     run = subprocess.Popen([sys.executable, INFERENCE, "--video", clip, "--show"], cwd=tmp_path, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
