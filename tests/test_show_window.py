@@ -72,10 +72,7 @@ def virtual_display():
 def test_show_opens_a_window_with_the_annotated_frames(virtual_display, tmp_path):
     clip = str(tmp_path / "clip.mp4")
     make_clip(clip)
-    # QT_X11_NO_MITSHM: Qt sends the window's pixels over the X connection instead of through shared memory;
-    # a Qt window on Xvfb stayed black for a whole run now and then while the machine was short of memory (the
-    # symptom of Qt's MIT-SHM blank-window failure, the likely cause); what the window shows is the same
-    env = dict(os.environ, DISPLAY=virtual_display, TF_CPP_MIN_LOG_LEVEL="2", QT_X11_NO_MITSHM="1")
+    env = dict(os.environ, DISPLAY=virtual_display, TF_CPP_MIN_LOG_LEVEL="2")
     run = subprocess.Popen([sys.executable, INFERENCE, "--video", clip, "--show"], cwd=tmp_path, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -87,6 +84,7 @@ def test_show_opens_a_window_with_the_annotated_frames(virtual_display, tmp_path
             time.sleep(0.1)
         assert window is not None, f"no window named {WINDOW_NAME!r} appeared"
         screenshot = None   # the window opens before the model loads: wait for annotated frames in it
+        next_nudge = time.monotonic() + 3
         while screenshot is None or not annotated(screenshot):
             if run.poll() is not None or time.monotonic() > deadline:
                 break
@@ -100,6 +98,9 @@ def test_show_opens_a_window_with_the_annotated_frames(virtual_display, tmp_path
                     screenshot = read_xwd(shot.stdout)
                     if annotated(screenshot):
                         break
+                    if screenshot.max() == 0 and time.monotonic() > next_nudge:
+                        map_again(window, env)
+                        next_nudge = time.monotonic() + 5
             time.sleep(0.3)
     finally:
         stdout, stderr = run.communicate(timeout=240)
@@ -114,6 +115,15 @@ def test_show_opens_a_window_with_the_annotated_frames(virtual_display, tmp_path
             f"fewer than 50 pixels of {color} in the window (mean level {screenshot.mean():.1f}); its stderr: {stderr}"
     if os.environ.get("UPDATE_ASSETS") == "1":
         cv2.imwrite(ASSET, screenshot, [cv2.IMWRITE_JPEG_QUALITY, 80])
+
+
+def map_again(window, env):
+    """Unmap and map ``window`` again, which sends it a new Expose event. Xvfb runs no window manager, and Qt
+    now and then never paints a window whose first Expose it missed (4 of 5 full test-suite runs, 2 of 23 runs
+    of this test alone beside a loaded CPU): the window stayed black, not even Qt's grey toolbar, from the
+    first screenshot to the last. Mapped again, it showed the annotated frames as soon as they came."""
+    for command in ("windowunmap", "windowmap"):
+        subprocess.run(["xdotool", command, "--sync", window], env=env, capture_output=True, timeout=30)
 
 
 def annotated(screenshot):
