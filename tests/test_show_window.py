@@ -119,8 +119,8 @@ def test_show_opens_a_window_with_the_annotated_frames(virtual_display, tmp_path
 
 def map_again(window, env):
     """Unmap and map ``window`` again, which sends it a new Expose event. Xvfb runs no window manager, and Qt
-    now and then never paints a window whose first Expose it missed (4 of 5 full test-suite runs, 2 of 23 runs
-    of this test alone beside a loaded CPU): the window stayed black, not even Qt's grey toolbar, from the
+    now and then never paints a window whose first Expose it missed (4 of 5 full test-suite runs, 3 of 24 runs
+    of this test alone, most beside training runs): the window stayed black, not even Qt's grey toolbar, from the
     first screenshot to the last. Mapped again, it showed the annotated frames as soon as they came."""
     for command in ("windowunmap", "windowmap"):
         subprocess.run(["xdotool", command, "--sync", window], env=env, capture_output=True, timeout=30)
