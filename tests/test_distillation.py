@@ -121,3 +121,4 @@ def test_train_py_learns_from_a_teacher(teacher_file, voc_mini_tfrecords, tmp_pa
                           "--distill_teacher", teacher_file])
     assert refused.returncode == 2
     assert last_line(refused.stderr).startswith("error: --distill_teacher: ") and "input_size" in refused.stderr
+    assert not (tmp_path / "other").exists()   # refused before the checkpoint folder is made

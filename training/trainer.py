@@ -357,6 +357,8 @@ class Trainer:
             self.val_paths = self._validation_sources() if self.chief else []
             for path in (*settings.data.train_tfrecord, *self.val_paths):
                 check_record_classes(path, settings.model.labels_list)
+        # a teacher that does not fit the run stops it before any folder or model is made
+        teacher = FlipTeacher(train.distill_teacher, settings) if train.distill_teacher else None
         self.folder = train.checkpoint_dir if self.chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
         os.makedirs(self.folder, exist_ok=True)
         if self.chief:
@@ -374,7 +376,6 @@ class Trainer:
         self._start(resume, weights, replicas)
         self.history = [r for r in read_history(self.folder) if r["epoch"] <= self.epochs_done]
         self.train_iterator = self._training_iterator(num_train)
-        teacher = FlipTeacher(train.distill_teacher, settings) if train.distill_teacher else None
         self.train_step = make_train_step(self.model, self.optimizer, settings, self.strategy, self.average, teacher)
         self.detector = Detector(ModelRuntime(self.model), settings.replace(flip_test=False))
         self.writer = tf.summary.create_file_writer(train.log_dir if self.chief
